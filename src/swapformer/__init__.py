@@ -1,0 +1,36 @@
+"""swapformer: every Transformer part a registered, swappable component, assembled by name.
+
+Example:
+    >>> import swapformer
+    >>> swapformer.available("positional")
+    ['learned', 'none', 'rope', 'sinusoidal']
+"""
+
+from swapformer.blocks import TransformerLayer, TransformerStack
+from swapformer.components.attention import MathAttention, MultiHeadAttention, SDPAttention
+from swapformer.config import ModelConfig
+from swapformer.errors import ConfigError
+from swapformer.models import DecoderOnly, EncoderDecoder, build_causal_lm, build_seq2seq
+from swapformer.registry import FAMILIES, Registry, available, load_plugins, registry
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FAMILIES",
+    "ConfigError",
+    "DecoderOnly",
+    "EncoderDecoder",
+    "MathAttention",
+    "ModelConfig",
+    "MultiHeadAttention",
+    "Registry",
+    "SDPAttention",
+    "TransformerLayer",
+    "TransformerStack",
+    "__version__",
+    "available",
+    "build_causal_lm",
+    "build_seq2seq",
+    "load_plugins",
+    "registry",
+]

@@ -1,0 +1,73 @@
+"""Encoder and decoder layers, and the stack that repeats them.
+
+A layer is a sequence of residual steps, each built by a placement around a sublayer::
+
+    encoder layer:  x ─▶ placement(self-attention) ─▶ placement(feed-forward) ─▶
+    decoder layer:  x ─▶ placement(causal self-attention) ─▶ placement(cross-attention to memory)
+                      ─▶ placement(feed-forward) ─▶
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from swapformer.components.positional.base import PositionalEncoding
+
+
+class TransformerLayer(nn.Module):
+    """One encoder layer (no ``cross_attention``) or decoder layer (with it).
+
+    Args:
+        self_attention: residual step around a :class:`~swapformer.components.attention.MultiHeadAttention`.
+        feed_forward: residual step around a feed-forward sublayer.
+        cross_attention: residual step around the attention to the encoder output, for decoder layers.
+
+    Shape:
+        x ``(N, L, D)``; memory ``(N, S, D)``; output ``(N, L, D)``.
+    """
+
+    def __init__(self, *, self_attention: nn.Module, feed_forward: nn.Module, cross_attention: nn.Module | None = None):
+        super().__init__()
+        self.self_attention = self_attention
+        self.cross_attention = cross_attention
+        self.feed_forward = feed_forward
+
+    def forward(
+        self,
+        x: Tensor,
+        *,
+        attn_mask: Tensor | None = None,
+        is_causal: bool = False,
+        positional: PositionalEncoding | None = None,
+        offset: int = 0,
+        memory: Tensor | None = None,
+        memory_mask: Tensor | None = None,
+    ) -> Tensor:
+        x = self.self_attention(x, attn_mask=attn_mask, is_causal=is_causal, positional=positional, offset=offset)
+        if self.cross_attention is not None:
+            x = self.cross_attention(x, memory, attn_mask=memory_mask)
+        return self.feed_forward(x)
+
+
+class TransformerStack(nn.Module):
+    """Layers applied in order, then an optional final norm (needed after pre-norm layers).
+
+    Args:
+        layers: the layers.
+        final_norm: norm applied to the last layer's output, or None.
+    """
+
+    def __init__(self, *, layers: Sequence[TransformerLayer], final_norm: nn.Module | None = None):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self.final_norm = final_norm
+
+    def forward(self, x: Tensor, **kwargs) -> Tensor:
+        """Run every layer with the same keyword arguments (masks, positional, memory)."""
+        for layer in self.layers:
+            x = layer(x, **kwargs)
+        return x if self.final_norm is None else self.final_norm(x)

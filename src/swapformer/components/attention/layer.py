@@ -1,0 +1,103 @@
+"""Multi-head attention: projections, positional rotation, a kernel, and the output projection W_o."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from torch import Tensor, nn
+
+from swapformer.errors import ConfigError
+
+if TYPE_CHECKING:
+    from swapformer.components.positional.base import PositionalEncoding
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention with ``num_kv_heads`` for grouped-query (GQA) and multi-query (MQA) attention.
+
+    ::
+
+        q = x W_q, k = m W_k, v = m W_v     (m = x for self-attention, the encoder output for cross-attention)
+        q, k = positional.rotate(q, k)      (self-attention only; identity unless e.g. RoPE)
+        o = kernel(q, k, v, mask)           per head, heads = num_heads
+        y = concat(o_1 ... o_H) W_o
+
+    Args:
+        d_model: model dimension D.
+        num_heads: query heads H; head dimension E = D / H.
+        kernel: an attention kernel (``registry("attention").build("sdpa")``).
+        num_kv_heads: key/value heads Hkv (H for MHA, 1 for MQA, between for GQA); must divide H.
+        bias: biases in the four projections.
+        dropout: dropout on the attention weights while training.
+
+    Raises:
+        ConfigError: D not divisible by H, or H not divisible by Hkv.
+
+    Shape:
+        x ``(N, L, D)``; memory ``(N, S, D)``; attn_mask broadcastable to ``(N, H, L, S)``; output ``(N, L, D)``.
+    """
+
+    def __init__(
+        self,
+        *,
+        d_model: int,
+        num_heads: int,
+        kernel: nn.Module,
+        num_kv_heads: int | None = None,
+        bias: bool = True,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
+        if d_model % num_heads:
+            raise ConfigError(f"d_model={d_model} is not divisible by num_heads={num_heads}")
+        if num_heads % num_kv_heads:
+            raise ConfigError(f"num_heads={num_heads} is not divisible by num_kv_heads={num_kv_heads}")
+        self.num_heads, self.num_kv_heads = num_heads, num_kv_heads
+        self.head_dim = d_model // num_heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(d_model, num_heads * self.head_dim, bias=bias)
+        self.k_proj = nn.Linear(d_model, num_kv_heads * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(d_model, num_kv_heads * self.head_dim, bias=bias)
+        self.out_proj = nn.Linear(num_heads * self.head_dim, d_model, bias=bias)  # W_o
+        self.kernel = kernel
+
+    def forward(
+        self,
+        x: Tensor,
+        memory: Tensor | None = None,
+        *,
+        attn_mask: Tensor | None = None,
+        is_causal: bool = False,
+        positional: PositionalEncoding | None = None,
+        offset: int = 0,
+        need_weights: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor | None]:
+        """Self-attention when ``memory`` is None, else cross-attention from ``x`` to ``memory``.
+
+        Args:
+            attn_mask: True = may attend (or a float bias), broadcastable to ``(N, H, L, S)``.
+            is_causal: block future keys (when no mask is given, the kernel's fast causal path).
+            positional: its ``rotate`` hook is applied to q and k in self-attention.
+            offset: absolute position of ``x[:, 0]`` (tokens already seen), for ``rotate``.
+            need_weights: also return the attention weights ``(N, H, L, S)``.
+        """
+        batch, length, _ = x.shape
+        source = x if memory is None else memory
+        source_length = source.size(1)
+        q = self.q_proj(x).view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)  # (N, H, L, E)
+        k = self.k_proj(source).view(batch, source_length, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(source).view(batch, source_length, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        if positional is not None and memory is None:
+            q, k = positional.rotate(q, k, offset=offset)
+        out, weights = self.kernel(
+            q,
+            k,
+            v,
+            attn_mask=attn_mask,
+            is_causal=is_causal,
+            dropout_p=self.dropout if self.training else 0.0,
+            need_weights=need_weights,
+        )
+        out = self.out_proj(out.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim))
+        return (out, weights) if need_weights else out

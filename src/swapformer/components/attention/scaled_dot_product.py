@@ -1,0 +1,79 @@
+"""`math`: scaled dot-product attention written as the lecture writes it."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from swapformer.components.attention._masks import guard_empty_rows, merge_causal
+
+
+def repeat_kv(key: Tensor, value: Tensor, num_heads: int) -> tuple[Tensor, Tensor]:
+    """Share each of the Hkv key/value heads with ``num_heads // Hkv`` query heads (GQA / MQA)."""
+    groups = num_heads // key.size(1)
+    if groups == 1:
+        return key, value
+    return key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+
+
+class MathAttention(nn.Module):
+    """The lecture's formulas line by line: e = q k^T / sqrt(E), alpha = softmax(e), o = alpha v.
+
+    The reference every faster kernel is tested against; the only built-in kernel that returns the
+    attention weights.
+
+    Shape:
+        query ``(N, H, L, E)``; key, value ``(N, Hkv, S, E)`` with ``H % Hkv == 0``;
+        attn_mask boolean (True = may attend) or float (added to the scores), broadcastable to ``(N, H, L, S)``;
+        output ``(N, H, L, E)``; weights ``(N, H, L, S)``.
+    """
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        *,
+        attn_mask: Tensor | None = None,
+        is_causal: bool = False,
+        dropout_p: float = 0.0,
+        scale: float | None = None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Attend ``query`` to ``key``/``value``.
+
+        Args:
+            attn_mask: True = may attend; a float mask is added to the scores (-inf blocks).
+            is_causal: also block keys after each query (top-left aligned, as in torch's SDPA).
+            dropout_p: dropout on the attention weights.
+            scale: defaults to ``1 / sqrt(E)``.
+            need_weights: also return the attention weights.
+
+        Returns:
+            ``(output, weights or None)``. A query row with no key to attend to outputs zeros.
+        """
+        key, value = repeat_kv(key, value, query.size(1))
+        length, source_length = query.size(-2), key.size(-2)
+        scale = 1.0 / math.sqrt(query.size(-1)) if scale is None else scale
+
+        scores = query @ key.transpose(-2, -1) * scale  # e_ij = q_i . k_j / sqrt(E)   (N, H, L, S)
+        if is_causal:
+            causal = torch.ones(length, source_length, dtype=torch.bool, device=query.device).tril()
+            attn_mask = causal if attn_mask is None else merge_causal(attn_mask, length, source_length)
+        valid = None
+        if attn_mask is not None:
+            attn_mask, valid = guard_empty_rows(attn_mask)
+            if attn_mask.dtype == torch.bool:
+                scores = scores.masked_fill(~attn_mask, float("-inf"))
+            else:
+                scores = scores + attn_mask
+        weights = torch.softmax(scores, dim=-1)  # alpha_ij = softmax_j(e_ij)
+        if valid is not None:
+            weights = weights * valid  # a row with nothing to attend to attends nothing
+        if dropout_p > 0.0:
+            weights = F.dropout(weights, p=dropout_p)
+        output = weights @ value  # o_i = sum_j alpha_ij v_j   (N, H, L, E)
+        return output, (weights if need_weights else None)

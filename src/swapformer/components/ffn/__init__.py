@@ -1,0 +1,29 @@
+"""Feed-forward family: the position-wise sublayer and its nonlinearity."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from swapformer.components.ffn.mlp import FeedForward, GatedFeedForward
+from swapformer.registry import FFN
+
+
+@FFN.register("relu", description="two linear layers with ReLU between (Vaswani 2017)")
+def relu(*, d_model: int, d_ff: int, dropout: float = 0.0, bias: bool = True) -> FeedForward:
+    """max(0, x W1 + b1) W2 + b2."""
+    return FeedForward(d_model=d_model, d_ff=d_ff, activation=nn.ReLU(), dropout=dropout, bias=bias)
+
+
+@FFN.register("gelu", description="two linear layers with GELU between (BERT, GPT-2)")
+def gelu(*, d_model: int, d_ff: int, dropout: float = 0.0, bias: bool = True, approximate: str = "none") -> FeedForward:
+    """GELU(x W1 + b1) W2 + b2; ``approximate="tanh"`` gives GPT-2's tanh form."""
+    return FeedForward(d_model=d_model, d_ff=d_ff, activation=nn.GELU(approximate=approximate), dropout=dropout, bias=bias)
+
+
+@FFN.register("swiglu", description="SiLU-gated linear unit: down(silu(gate x) * up x) (Shazeer 2020, Llama)")
+def swiglu(*, d_model: int, d_ff: int, dropout: float = 0.0, bias: bool = False) -> GatedFeedForward:
+    """SwiGLU feed-forward, no biases by default (as in Llama)."""
+    return GatedFeedForward(d_model=d_model, d_ff=d_ff, activation=nn.SiLU(), dropout=dropout, bias=bias)
+
+
+__all__ = ["FeedForward", "GatedFeedForward", "gelu", "relu", "swiglu"]

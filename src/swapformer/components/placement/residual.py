@@ -1,0 +1,48 @@
+"""Where the norm sits around a residual sublayer."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from torch import Tensor, nn
+
+
+class Residual(nn.Module):
+    """A sublayer (attention or feed-forward), its norm and residual dropout, composed into one residual step.
+
+    Args:
+        sublayer: the module to wrap; receives the (maybe normalized) input and any further arguments.
+        norm: the norm module.
+        dropout: dropout on the sublayer output before the addition.
+    """
+
+    final_norm: ClassVar[bool] = False
+    """Whether a stack built of these steps needs a norm after its last layer."""
+
+    def __init__(self, *, sublayer: nn.Module, norm: nn.Module, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.sublayer, self.norm, self.dropout = sublayer, norm, nn.Dropout(dropout)
+
+
+class PostNorm(Residual):
+    """Add & Norm, as in the paper::
+
+        x ──┬── sublayer ── dropout ──(+)── norm ──▶
+            └──────────────────────────┘
+    """
+
+    def forward(self, x: Tensor, *args, **kwargs) -> Tensor:
+        return self.norm(x + self.dropout(self.sublayer(x, *args, **kwargs)))
+
+
+class PreNorm(Residual):
+    """Norm first (GPT-2 onward); the residual path stays an identity, and the stack ends with a norm::
+
+        x ──┬── norm ── sublayer ── dropout ──(+)──▶
+            └──────────────────────────────────┘
+    """
+
+    final_norm = True
+
+    def forward(self, x: Tensor, *args, **kwargs) -> Tensor:
+        return x + self.dropout(self.sublayer(self.norm(x), *args, **kwargs))

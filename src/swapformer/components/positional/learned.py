@@ -1,0 +1,35 @@
+"""`learned`: a trained table of absolute position embeddings (BERT, GPT-2)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from swapformer.components.positional.base import PositionalEncoding
+
+
+class LearnedPositionalEncoding(PositionalEncoding):
+    """One trained vector per position, added to the token embeddings; defined only up to ``max_seq_len``.
+
+    Args:
+        d_model: model dimension D.
+        max_seq_len: number of positions in the table.
+
+    Raises:
+        ValueError: at run time, for a sequence longer than the table.
+    """
+
+    def __init__(self, *, d_model: int, max_seq_len: int) -> None:
+        super().__init__()
+        self.max_seq_len = max_seq_len
+        self.table = nn.Embedding(max_seq_len, d_model)
+
+    def embed(self, x: Tensor, *, offset: int = 0) -> Tensor:
+        end = offset + x.size(1)
+        if end > self.max_seq_len:
+            raise ValueError(
+                f"position {end - 1} is beyond the learned positional table of size max_seq_len={self.max_seq_len} "
+                f"(sequence of {end} tokens); raise max_seq_len in the model config (and retrain), or use a "
+                "positional encoding without a table such as 'sinusoidal' or 'rope'"
+            )
+        return x + self.table(torch.arange(offset, end, device=x.device)).to(x.dtype)

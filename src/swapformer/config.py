@@ -1,0 +1,187 @@
+"""ModelConfig: a model as names and numbers, validated at construction with every problem reported at once."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from swapformer.errors import ConfigError, did_you_mean
+from swapformer.registry import FAMILIES, ComponentSpec, split_spec
+
+COMPONENT_KEYS = ("attention", "positional", "norm", "placement", "ffn")
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to build a model: component names (or ``{name: ..., **options}``) and sizes.
+
+    Configs hold names and numbers, never classes, so they round-trip through YAML and checkpoints.
+    ``ModelConfig(**d)`` and :meth:`from_dict` validate; a ``ConfigError`` lists every problem found.
+
+    Args:
+        vocab_size: V, the (target) vocabulary size.
+        d_model: D, the model dimension.
+        num_heads: H, attention heads.
+        num_kv_heads: key/value heads for GQA (1 = MQA); None = num_heads (MHA).
+        num_layers: layers of a causal LM; the default for each side of a seq2seq model.
+        num_encoder_layers, num_decoder_layers: seq2seq sides; None = num_layers.
+        d_ff: feed-forward hidden size.
+        max_seq_len: longest sequence; the size of a ``learned`` positional table.
+        dropout: on embeddings, attention weights, FFN hidden states and residual branches; in [0, 1).
+        attention: attention kernel (``math``, ``sdpa``, ...).
+        positional: positional encoding (``sinusoidal``, ``learned``, ``rope``, ``none``, ...).
+        norm: normalization (``layernorm``, ``rmsnorm``).
+        placement: where norms sit (``post`` as in the paper, ``pre``).
+        ffn: feed-forward sublayer (``relu``, ``gelu``, ``swiglu``).
+        tie_embeddings: share the (target) input embedding with the output projection.
+        scale_embeddings: multiply embeddings by sqrt(D), as in the paper.
+        final_norm: norm after each stack; None = what the placement needs (pre: yes, post: no).
+        bias: biases in attention projections.
+        pad_token_id: padding id (used by training losses and generation), or None.
+        src_vocab_size: source vocabulary of a seq2seq model; None = vocab_size.
+        init_std: standard deviation of the normal initialization of linear and embedding weights.
+    """
+
+    vocab_size: int
+    d_model: int = 512
+    num_heads: int = 8
+    num_kv_heads: int | None = None
+    num_layers: int = 6
+    num_encoder_layers: int | None = None
+    num_decoder_layers: int | None = None
+    d_ff: int = 2048
+    max_seq_len: int = 512
+    dropout: float = 0.1
+    attention: ComponentSpec = "sdpa"
+    positional: ComponentSpec = "sinusoidal"
+    norm: ComponentSpec = "layernorm"
+    placement: ComponentSpec = "post"
+    ffn: ComponentSpec = "relu"
+    tie_embeddings: bool = True
+    scale_embeddings: bool = False
+    final_norm: bool | None = None
+    bias: bool = True
+    pad_token_id: int | None = 0
+    src_vocab_size: int | None = None
+    init_std: float = 0.02
+    _checked: bool = field(default=False, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for key in COMPONENT_KEYS:  # YAML may hand over its own mapping types
+            value = getattr(self, key)
+            if isinstance(value, Mapping):
+                setattr(self, key, dict(value))
+        problems = self.problems()
+        if problems:
+            raise ConfigError(problems, title="invalid ModelConfig")
+        self._checked = True
+
+    @property
+    def head_dim(self) -> int:
+        """E = D / H."""
+        return self.d_model // self.num_heads
+
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads, resolving None to num_heads."""
+        return self.num_heads if self.num_kv_heads is None else self.num_kv_heads
+
+    def problems(self) -> list[str]:
+        """Every problem with this config, one sentence each (empty when valid)."""
+        problems: list[str] = []
+
+        def positive_int(key: str, optional: bool = False) -> bool:
+            value = getattr(self, key)
+            if optional and value is None:
+                return True
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                problems.append(f"{key}={value!r} must be a positive integer")
+                return False
+            return True
+
+        for key in ("vocab_size", "d_model", "num_heads", "num_layers", "d_ff", "max_seq_len"):
+            positive_int(key)
+        for key in ("num_kv_heads", "num_encoder_layers", "num_decoder_layers", "src_vocab_size"):
+            positive_int(key, optional=True)
+        d_ok = isinstance(self.d_model, int) and self.d_model > 0
+        h_ok = isinstance(self.num_heads, int) and not isinstance(self.num_heads, bool) and self.num_heads > 0
+        if d_ok and h_ok and self.d_model % self.num_heads:
+            divisors = [h for h in range(1, self.d_model + 1) if self.d_model % h == 0 and h <= 64]
+            problems.append(
+                f"d_model={self.d_model} is not divisible by num_heads={self.num_heads}; "
+                f"pick num_heads from {divisors} or change d_model"
+            )
+        kv = self.num_kv_heads
+        if h_ok and isinstance(kv, int) and not isinstance(kv, bool) and kv > 0 and self.num_heads % kv:
+            problems.append(
+                f"num_heads={self.num_heads} is not divisible by num_kv_heads={kv}; "
+                "each key/value head must serve a whole group of query heads"
+            )
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, int | float) or not 0 <= self.dropout < 1:
+            problems.append(f"dropout={self.dropout!r} must be a number in [0, 1)")
+        if isinstance(self.init_std, bool) or not isinstance(self.init_std, int | float) or self.init_std <= 0:
+            problems.append(f"init_std={self.init_std!r} must be a positive number")
+        for key in ("tie_embeddings", "scale_embeddings", "bias"):
+            if not isinstance(getattr(self, key), bool):
+                problems.append(f"{key}={getattr(self, key)!r} must be true or false")
+        if self.final_norm is not None and not isinstance(self.final_norm, bool):
+            problems.append(f"final_norm={self.final_norm!r} must be true, false or null (placement's default)")
+        pad = self.pad_token_id
+        if pad is not None:
+            if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
+                problems.append(f"pad_token_id={pad!r} must be a non-negative integer or null")
+            elif isinstance(self.vocab_size, int) and pad >= self.vocab_size:
+                problems.append(f"pad_token_id={pad} is outside the vocabulary (vocab_size={self.vocab_size})")
+        for key in COMPONENT_KEYS:
+            problems.extend(FAMILIES[key].check(getattr(self, key), key=key))
+        return problems
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
+        """Build from a plain mapping (as read from YAML); unknown keys are reported with the closest match.
+
+        Raises:
+            ConfigError: unknown keys, missing ``vocab_size``, and every validation problem, at once.
+        """
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"a model config is a mapping of keys to values, got {type(data).__name__}")
+        names = [f.name for f in dataclasses.fields(cls) if f.init]
+        problems = [
+            f"unknown key '{key}'{did_you_mean(key, names)}; valid keys: {', '.join(names)}"
+            for key in data
+            if key not in names
+        ]
+        if "vocab_size" not in data:
+            problems.append("vocab_size is required (the data module provides it in recipes)")
+        known = {k: v for k, v in data.items() if k in names}
+        if problems:
+            known.setdefault("vocab_size", 1)
+            try:
+                cls(**known)
+            except ConfigError as err:
+                problems.extend(err.problems)
+            raise ConfigError(problems, title="invalid ModelConfig")
+        return cls(**known)
+
+    @classmethod
+    def coerce(cls, config: ModelConfig | Mapping[str, Any]) -> ModelConfig:
+        """A ModelConfig from a ModelConfig or a mapping."""
+        return config if isinstance(config, ModelConfig) else cls.from_dict(config)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain names and numbers (for YAML, ``save_hyperparameters`` and ``torch.load(weights_only=True)``)."""
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.init}
+
+    def component_name(self, key: str) -> str:
+        """The registered name of component ``key`` (``"rope"`` for ``{"name": "rope", "base": 1e4}``)."""
+        return split_spec(getattr(self, key), where=key)[0]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,32 @@
+"""Errors raised for user mistakes: each names the bad value and the fix."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class ConfigError(ValueError):
+    """A configuration problem, or several reported at once.
+
+    Args:
+        problems: one sentence per problem, each naming the value and the fix.
+        title: first line of the message.
+    """
+
+    def __init__(self, problems: str | list[str], *, title: str | None = None) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        if len(self.problems) == 1 and title is None:
+            message = self.problems[0]
+        else:
+            head = title or "invalid configuration"
+            message = f"{head} ({len(self.problems)} problem{'s' * (len(self.problems) != 1)}):\n" + "\n".join(
+                f"  - {p}" for p in self.problems
+            )
+        super().__init__(message)
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """Return ' (did you mean 'x'?)' for the closest choice, or ''."""
+    close = difflib.get_close_matches(str(name), list(choices), n=1, cutoff=0.5)
+    return f" (did you mean '{close[0]}'?)" if close else ""

@@ -1,0 +1,72 @@
+"""Building attention masks at the model's edge. One polarity everywhere: True = may attend.
+
+Key-padding masks arrive as ``(N, S)`` booleans, True = real token (as Hugging Face's ``attention_mask``).
+They are combined here once per forward pass, with the causal pattern and any positional score bias,
+into the single ``attn_mask`` every layer's kernel receives.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from swapformer.components.attention._masks import causal_mask
+
+
+def as_key_padding_mask(mask: Tensor | None, name: str, shape: tuple[int, int]) -> Tensor | None:
+    """Check a ``(N, S)`` key-padding mask (True or 1 = real token) and return it as bool.
+
+    Raises:
+        ValueError: wrong shape.
+    """
+    if mask is None:
+        return None
+    if tuple(mask.shape) != tuple(shape):
+        raise ValueError(
+            f"{name} has shape {tuple(mask.shape)} but the ids have shape {tuple(shape)}; pass one flag per token, "
+            "True (or 1) for a real token and False (or 0) for padding"
+        )
+    return mask if mask.dtype == torch.bool else mask != 0
+
+
+def build_attention_mask(
+    *,
+    key_padding_mask: Tensor | None,
+    length: int,
+    source_length: int,
+    causal: bool,
+    offset: int = 0,
+    bias: Tensor | None = None,
+    device: torch.device | None = None,
+) -> tuple[Tensor | None, bool]:
+    """Combine padding, causality and a score bias into ``(attn_mask, is_causal)`` for every layer.
+
+    With causality alone (no padding, no bias, no offset) it returns ``(None, True)`` so fused kernels take
+    their fastest path.
+
+    Args:
+        key_padding_mask: ``(N, S)`` True = real key, or None.
+        length: L queries; source_length: S keys.
+        causal: queries may not attend later keys.
+        offset: absolute position of the first query (keys start at 0).
+        bias: float ``(H|1, L, S)`` added to the scores (ALiBi, relative bias), or None.
+
+    Returns:
+        A mask broadcastable to ``(N, H, L, S)``, boolean unless a bias is given, and the ``is_causal`` flag.
+    """
+    if key_padding_mask is None and bias is None:
+        if causal and offset == 0 and length == source_length:
+            return None, True
+        if not causal:
+            return None, False
+    mask = None
+    if key_padding_mask is not None:
+        mask = key_padding_mask[:, None, None, :]  # (N, 1, 1, S)
+    if causal:
+        pattern = causal_mask(length, source_length, offset=offset, device=device)  # (L, S)
+        mask = pattern if mask is None else mask & pattern
+    if bias is None:
+        return mask, False
+    if mask is None:
+        return bias, False
+    return torch.where(mask, bias, float("-inf")), False

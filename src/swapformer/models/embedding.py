@@ -1,0 +1,39 @@
+"""Token embedding with the paper's optional sqrt(D) scaling, positions added, then dropout."""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor, nn
+
+from swapformer.components.positional.base import PositionalEncoding
+
+
+class TokenEmbedding(nn.Module):
+    """ids -> dropout(positional.embed(E[ids] * scale)).
+
+    Args:
+        vocab_size: V.
+        d_model: D.
+        positional: the stack's positional member; its ``embed`` hook adds absolute positions.
+        scale: multiply by sqrt(D) (Vaswani et al., section 3.4).
+        dropout: dropout on the sum.
+
+    Shape:
+        ids ``(N, L)`` -> ``(N, L, D)``.
+    """
+
+    def __init__(
+        self, *, vocab_size: int, d_model: int, positional: PositionalEncoding, scale: bool = False, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        self.token = nn.Embedding(vocab_size, d_model)
+        self.positional = positional
+        self.scale = math.sqrt(d_model) if scale else 1.0
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, ids: Tensor, *, offset: int = 0) -> Tensor:
+        x = self.token(ids)
+        if self.scale != 1.0:
+            x = x * self.scale
+        return self.dropout(self.positional.embed(x, offset=offset))

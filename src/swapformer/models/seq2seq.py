@@ -1,0 +1,83 @@
+"""EncoderDecoder: the original Transformer, for sequence-to-sequence tasks (translation)."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from swapformer.blocks import TransformerStack
+from swapformer.masks import as_key_padding_mask, build_attention_mask
+from swapformer.models.embedding import TokenEmbedding
+
+
+class EncoderDecoder(nn.Module):
+    """Encoder over the source, decoder over the target attending to it, final linear to the vocabulary.
+
+    ::
+
+        src ─▶ src embedding ─▶ [encoder layer × N] ─▶ memory ───────────────┐
+                                  self-attention, FFN                        ▼
+        tgt ─▶ tgt embedding ─▶ [decoder layer × M] ─▶ final norm? ─▶ lm_head ─▶ logits
+                                  causal self-attention, cross-attention(memory), FFN
+
+    Built by :func:`swapformer.build_seq2seq`.
+
+    Shape:
+        src_ids ``(N, S)``; tgt_ids ``(N, L)``; src_mask ``(N, S)`` and tgt_mask ``(N, L)``, True = real token;
+        memory ``(N, S, D)``; logits ``(N, L, V)``.
+    """
+
+    def __init__(
+        self,
+        *,
+        src_embedding: TokenEmbedding,
+        tgt_embedding: TokenEmbedding,
+        encoder: TransformerStack,
+        decoder: TransformerStack,
+        lm_head: nn.Linear,
+    ) -> None:
+        super().__init__()
+        self.src_embedding = src_embedding
+        self.tgt_embedding = tgt_embedding
+        self.encoder = encoder
+        self.decoder = decoder
+        self.lm_head = lm_head
+
+    def encode(self, src_ids: Tensor, src_mask: Tensor | None = None) -> Tensor:
+        """The encoder output ("memory") ``(N, S, D)``."""
+        length = src_ids.size(1)
+        padding = as_key_padding_mask(src_mask, "src_mask", tuple(src_ids.shape))
+        positional = self.src_embedding.positional
+        bias = positional.bias(length, length, device=src_ids.device)
+        mask, _ = build_attention_mask(
+            key_padding_mask=padding, length=length, source_length=length, causal=False, bias=bias, device=src_ids.device
+        )
+        return self.encoder(self.src_embedding(src_ids), attn_mask=mask, positional=positional)
+
+    def decode(
+        self, tgt_ids: Tensor, memory: Tensor, *, src_mask: Tensor | None = None, tgt_mask: Tensor | None = None
+    ) -> Tensor:
+        """Logits ``(N, L, V)`` for the target given the encoder output."""
+        length = tgt_ids.size(1)
+        padding = as_key_padding_mask(tgt_mask, "tgt_mask", tuple(tgt_ids.shape))
+        source = as_key_padding_mask(src_mask, "src_mask", tuple(memory.shape[:2]))
+        positional = self.tgt_embedding.positional
+        bias = positional.bias(length, length, device=tgt_ids.device)
+        mask, is_causal = build_attention_mask(
+            key_padding_mask=padding, length=length, source_length=length, causal=True, bias=bias, device=tgt_ids.device
+        )
+        memory_mask = None if source is None else source[:, None, None, :]  # (N, 1, 1, S)
+        x = self.decoder(
+            self.tgt_embedding(tgt_ids),
+            attn_mask=mask,
+            is_causal=is_causal,
+            positional=positional,
+            memory=memory,
+            memory_mask=memory_mask,
+        )
+        return self.lm_head(x)
+
+    def forward(
+        self, src_ids: Tensor, tgt_ids: Tensor, src_mask: Tensor | None = None, tgt_mask: Tensor | None = None
+    ) -> Tensor:
+        """Teacher-forced logits ``(N, L, V)``: position i predicts target token i + 1."""
+        return self.decode(tgt_ids, self.encode(src_ids, src_mask), src_mask=src_mask, tgt_mask=tgt_mask)

@@ -1,0 +1,280 @@
+"""One small generic registry class; one instance per component family.
+
+A family (``attention``, ``positional``, ``norm``, ``placement``, ``ffn``) maps names to factories: a class or
+function with keyword arguments. ``build("name")`` or ``build({"name": "name", **options})`` makes a member.
+
+Third-party packages add members through the entry-point group ``swapformer.components``. Each entry point
+names a module (importing it registers its members with the decorators below) or a callable taking no
+arguments that registers them. Plug-ins are loaded lazily, on the first lookup in any family.
+
+Example:
+    >>> from swapformer.registry import registry
+    >>> registry("norm").build({"name": "layernorm", "eps": 1e-6}, d_model=8)
+    LayerNorm((8,), eps=1e-06, elementwise_affine=True)
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib.metadata
+import inspect
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from swapformer.errors import ConfigError, did_you_mean
+
+ENTRY_POINT_GROUP = "swapformer.components"
+
+ComponentSpec = str | Mapping[str, Any]
+"""A component as written in a config: ``"rope"`` or ``{"name": "rope", "base": 500000.0}``."""
+
+
+@dataclass(frozen=True)
+class Member:
+    """A registered component: its name, factory and one-line description."""
+
+    name: str
+    factory: Callable[..., Any]
+    description: str
+    family: str
+    source: str = "swapformer"
+
+    @property
+    def options(self) -> dict[str, inspect.Parameter]:
+        """Keyword options of the factory (those a config mapping may set)."""
+        params = inspect.signature(self.factory).parameters
+        return {
+            n: p for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n != "self"
+        }
+
+    @property
+    def accepts_any(self) -> bool:
+        params = inspect.signature(self.factory).parameters.values()
+        return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+class Registry:
+    """Names to factories for one component family.
+
+    Args:
+        family: the family's name, as users write it (``"attention"``).
+        description: what the family varies, one line.
+    """
+
+    def __init__(self, family: str, description: str = "") -> None:
+        self.family = family
+        self.description = description
+        self._members: dict[str, Member] = {}
+
+    def register(
+        self, name: str, *, description: str | None = None, source: str | None = None
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Decorator registering a class or function under ``name``.
+
+        Raises:
+            ConfigError: if ``name`` is already registered in this family.
+        """
+
+        def decorator(factory: Callable[..., Any]) -> Callable[..., Any]:
+            self.add(name, factory, description=description, source=source)
+            return factory
+
+        return decorator
+
+    def add(
+        self, name: str, factory: Callable[..., Any], *, description: str | None = None, source: str | None = None
+    ) -> None:
+        """Register ``factory`` under ``name`` (the non-decorator form of :meth:`register`)."""
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"a {self.family} member needs a non-empty string name, got {name!r}")
+        if name in self._members:
+            existing = self._members[name]
+            raise ConfigError(
+                f"{self.family} member '{name}' is already registered (by {existing.source}); "
+                f"choose another name for {getattr(factory, '__qualname__', factory)!s}"
+            )
+        if description is None:
+            doc = inspect.getdoc(factory) or ""
+            description = doc.strip().splitlines()[0] if doc.strip() else ""
+        module = getattr(factory, "__module__", "") or ""
+        self._members[name] = Member(
+            name=name,
+            factory=factory,
+            description=description,
+            family=self.family,
+            source=source or module.split(".")[0] or "unknown",
+        )
+
+    def __contains__(self, name: object) -> bool:
+        load_plugins()
+        return name in self._members
+
+    def __iter__(self):
+        load_plugins()
+        return iter(sorted(self._members))
+
+    def __len__(self) -> int:
+        load_plugins()
+        return len(self._members)
+
+    def available(self, pattern: str = "*") -> list[str]:
+        """Sorted member names matching a glob ``pattern`` (as ``timm.list_models``)."""
+        load_plugins()
+        return sorted(n for n in self._members if fnmatch.fnmatchcase(n, pattern))
+
+    def get(self, name: str) -> Member:
+        """The member registered as ``name``.
+
+        Raises:
+            ConfigError: unknown name; the message lists the choices and the closest match.
+        """
+        load_plugins()
+        try:
+            return self._members[name]
+        except (KeyError, TypeError):
+            choices = sorted(self._members)
+            raise ConfigError(
+                f"unknown {self.family} '{name}'{did_you_mean(name, choices)}; available: {', '.join(choices)}"
+            ) from None
+
+    def check(self, spec: ComponentSpec, *, key: str | None = None) -> list[str]:
+        """Problems with ``spec`` (unknown name, unknown options), without building anything."""
+        where = key or self.family
+        try:
+            name, options = split_spec(spec, where=where)
+            member = self.get(name)
+        except ConfigError as err:
+            return [f"{where}: {p}" for p in err.problems]
+        if member.accepts_any:
+            return []
+        unknown = sorted(set(options) - set(member.options))
+        if unknown:
+            accepted = ", ".join(member.options) or "none"
+            return [
+                f"{where}: {self.family} '{name}' takes no option {', '.join(map(repr, unknown))}; "
+                f"its options are: {accepted}"
+            ]
+        return []
+
+    def build(self, spec: ComponentSpec, **context: Any) -> Any:
+        """Make a member from a name or a ``{"name": ..., **options}`` mapping.
+
+        ``context`` holds sizes the model decides (``d_model``, ``num_heads`` ...); each member receives the
+        ones its factory accepts. Options in ``spec`` override context values.
+
+        Raises:
+            ConfigError: unknown name, or options the member does not take.
+        """
+        problems = self.check(spec)
+        if problems:
+            raise ConfigError(problems)
+        name, options = split_spec(spec, where=self.family)
+        member = self._members[name]
+        accepted = member.options
+        kwargs = {k: v for k, v in context.items() if member.accepts_any or k in accepted}
+        kwargs.update(options)
+        return member.factory(**kwargs)
+
+    def describe(self) -> list[Member]:
+        """Every member, sorted by name."""
+        load_plugins()
+        return [self._members[n] for n in sorted(self._members)]
+
+    def __repr__(self) -> str:
+        return f"Registry({self.family!r}, members={sorted(self._members)})"
+
+
+def split_spec(spec: ComponentSpec, *, where: str) -> tuple[str, dict[str, Any]]:
+    """``"x"`` -> ("x", {}); ``{"name": "x", "k": 1}`` -> ("x", {"k": 1})."""
+    if isinstance(spec, str):
+        return spec, {}
+    if isinstance(spec, Mapping):
+        options = dict(spec)
+        name = options.pop("name", None)
+        if not isinstance(name, str):
+            raise ConfigError(
+                f"a component mapping needs a 'name' key, got {dict(spec)!r}; write e.g. {{name: rope, base: 10000}}"
+            )
+        return name, options
+    raise ConfigError(
+        f"a component is a name or a mapping with a 'name' key, got {spec!r} of type {type(spec).__name__}"
+    )
+
+
+FAMILIES: dict[str, Registry] = {}
+
+
+def _family(name: str, description: str) -> Registry:
+    FAMILIES[name] = Registry(name, description)
+    return FAMILIES[name]
+
+
+ATTENTION = _family("attention", "attention kernel: softmax(q k^T / sqrt(E)) v and its faster or cheaper variants")
+POSITIONAL = _family("positional", "how token order enters the model: embed(x), rotate(q, k), bias(L, S)")
+NORM = _family("norm", "normalization over the model dimension")
+PLACEMENT = _family("placement", "where the norm sits around each residual sublayer")
+FFN = _family("ffn", "position-wise feed-forward sublayer")
+
+
+def registry(family: str) -> Registry:
+    """The registry of ``family`` (one of ``attention, positional, norm, placement, ffn``)."""
+    try:
+        return FAMILIES[family]
+    except KeyError:
+        raise ConfigError(
+            f"unknown component family '{family}'{did_you_mean(family, FAMILIES)}; families: {', '.join(FAMILIES)}"
+        ) from None
+
+
+def available(family: str, pattern: str = "*") -> list[str]:
+    """Names registered in ``family`` that match the glob ``pattern``.
+
+    Example:
+        >>> available("norm")
+        ['layernorm', 'rmsnorm']
+    """
+    return registry(family).available(pattern)
+
+
+_plugins_loaded = False
+_plugin_errors: dict[str, str] = {}
+
+
+def load_plugins(*, force: bool = False) -> dict[str, str]:
+    """Import every entry point of the group ``swapformer.components`` (once, unless ``force``).
+
+    A plug-in that fails to import is reported with a warning naming it, and the rest still load.
+
+    Returns:
+        Plug-in entry points that failed, mapped to their error.
+    """
+    global _plugins_loaded
+    if _plugins_loaded and not force:
+        return dict(_plugin_errors)
+    _plugins_loaded = True
+    _ensure_builtin_members()
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        key = f"{ep.name} = {ep.value}"
+        if key in _loaded_entry_points:
+            continue
+        _loaded_entry_points.add(key)
+        try:
+            obj = ep.load()
+            if callable(obj) and not inspect.ismodule(obj):
+                obj()
+        except Exception as err:  # a broken plug-in must not break the library
+            _plugin_errors[key] = f"{type(err).__name__}: {err}"
+            warnings.warn(
+                f"swapformer plug-in '{key}' failed to load and was skipped: {_plugin_errors[key]}", stacklevel=2
+            )
+    return dict(_plugin_errors)
+
+
+_loaded_entry_points: set[str] = set()
+
+
+def _ensure_builtin_members() -> None:
+    # Members live in swapformer.components; importing it registers them.
+    importlib.import_module("swapformer.components")
