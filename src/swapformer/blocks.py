@@ -30,7 +30,9 @@ class TransformerLayer(nn.Module):
         x ``(N, L, D)``; memory ``(N, S, D)``; output ``(N, L, D)``.
     """
 
-    def __init__(self, *, self_attention: nn.Module, feed_forward: nn.Module, cross_attention: nn.Module | None = None):
+    def __init__(
+        self, *, self_attention: nn.Module, feed_forward: nn.Module, cross_attention: nn.Module | None = None
+    ):
         super().__init__()
         self.self_attention = self_attention
         self.cross_attention = cross_attention
@@ -47,7 +49,9 @@ class TransformerLayer(nn.Module):
         memory: Tensor | None = None,
         memory_mask: Tensor | None = None,
     ) -> Tensor:
-        x = self.self_attention(x, attn_mask=attn_mask, is_causal=is_causal, positional=positional, offset=offset)
+        x = self.self_attention(
+            x, attn_mask=attn_mask, is_causal=is_causal, positional=positional, offset=offset
+        )
         if self.cross_attention is not None:
             x = self.cross_attention(x, memory, attn_mask=memory_mask)
         return self.feed_forward(x)

@@ -119,21 +119,33 @@ class ModelConfig:
                 f"num_heads={self.num_heads} is not divisible by num_kv_heads={kv}; "
                 "each key/value head must serve a whole group of query heads"
             )
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, int | float) or not 0 <= self.dropout < 1:
+        if (
+            isinstance(self.dropout, bool)
+            or not isinstance(self.dropout, int | float)
+            or not 0 <= self.dropout < 1
+        ):
             problems.append(f"dropout={self.dropout!r} must be a number in [0, 1)")
-        if isinstance(self.init_std, bool) or not isinstance(self.init_std, int | float) or self.init_std <= 0:
+        if (
+            isinstance(self.init_std, bool)
+            or not isinstance(self.init_std, int | float)
+            or self.init_std <= 0
+        ):
             problems.append(f"init_std={self.init_std!r} must be a positive number")
         for key in ("tie_embeddings", "scale_embeddings", "bias"):
             if not isinstance(getattr(self, key), bool):
                 problems.append(f"{key}={getattr(self, key)!r} must be true or false")
         if self.final_norm is not None and not isinstance(self.final_norm, bool):
-            problems.append(f"final_norm={self.final_norm!r} must be true, false or null (placement's default)")
+            problems.append(
+                f"final_norm={self.final_norm!r} must be true, false or null (placement's default)"
+            )
         pad = self.pad_token_id
         if pad is not None:
             if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
                 problems.append(f"pad_token_id={pad!r} must be a non-negative integer or null")
-            elif isinstance(self.vocab_size, int) and pad >= self.vocab_size:
-                problems.append(f"pad_token_id={pad} is outside the vocabulary (vocab_size={self.vocab_size})")
+            elif isinstance(self.vocab_size, int) and self.vocab_size > 0 and pad >= self.vocab_size:
+                problems.append(
+                    f"pad_token_id={pad} is outside the vocabulary (vocab_size={self.vocab_size})"
+                )
         for key in COMPONENT_KEYS:
             problems.extend(FAMILIES[key].check(getattr(self, key), key=key))
         return problems

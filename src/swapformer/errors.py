@@ -20,8 +20,9 @@ class ConfigError(ValueError):
             message = self.problems[0]
         else:
             head = title or "invalid configuration"
-            message = f"{head} ({len(self.problems)} problem{'s' * (len(self.problems) != 1)}):\n" + "\n".join(
-                f"  - {p}" for p in self.problems
+            message = (
+                f"{head} ({len(self.problems)} problem{'s' * (len(self.problems) != 1)}):\n"
+                + "\n".join(f"  - {p}" for p in self.problems)
             )
         super().__init__(message)
 

@@ -44,15 +44,26 @@ class Member:
     @property
     def options(self) -> dict[str, inspect.Parameter]:
         """Keyword options of the factory (those a config mapping may set)."""
-        params = inspect.signature(self.factory).parameters
+        params = _parameters(self.factory)
         return {
-            n: p for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n != "self"
+            n: p
+            for n, p in params.items()
+            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n != "self"
         }
 
     @property
     def accepts_any(self) -> bool:
-        params = inspect.signature(self.factory).parameters.values()
+        params = _parameters(self.factory).values()
         return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def _parameters(factory: Callable[..., Any]) -> Mapping[str, inspect.Parameter]:
+    # A class that inherits nn.Module's (or object's) __init__ takes no options, whatever *args/**kwargs say.
+    if inspect.isclass(factory) and not any(
+        "__init__" in vars(c) for c in factory.__mro__[:-1] if c.__module__.split(".")[0] != "torch"
+    ):
+        return {}
+    return inspect.signature(factory).parameters
 
 
 class Registry:
@@ -84,7 +95,12 @@ class Registry:
         return decorator
 
     def add(
-        self, name: str, factory: Callable[..., Any], *, description: str | None = None, source: str | None = None
+        self,
+        name: str,
+        factory: Callable[..., Any],
+        *,
+        description: str | None = None,
+        source: str | None = None,
     ) -> None:
         """Register ``factory`` under ``name`` (the non-decorator form of :meth:`register`)."""
         if not isinstance(name, str) or not name:
@@ -211,7 +227,9 @@ def _family(name: str, description: str) -> Registry:
     return FAMILIES[name]
 
 
-ATTENTION = _family("attention", "attention kernel: softmax(q k^T / sqrt(E)) v and its faster or cheaper variants")
+ATTENTION = _family(
+    "attention", "attention kernel: softmax(q k^T / sqrt(E)) v and its faster or cheaper variants"
+)
 POSITIONAL = _family("positional", "how token order enters the model: embed(x), rotate(q, k), bias(L, S)")
 NORM = _family("norm", "normalization over the model dimension")
 PLACEMENT = _family("placement", "where the norm sits around each residual sublayer")
@@ -267,7 +285,8 @@ def load_plugins(*, force: bool = False) -> dict[str, str]:
         except Exception as err:  # a broken plug-in must not break the library
             _plugin_errors[key] = f"{type(err).__name__}: {err}"
             warnings.warn(
-                f"swapformer plug-in '{key}' failed to load and was skipped: {_plugin_errors[key]}", stacklevel=2
+                f"swapformer plug-in '{key}' failed to load and was skipped: {_plugin_errors[key]}",
+                stacklevel=2,
             )
     return dict(_plugin_errors)
 

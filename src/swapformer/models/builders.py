@@ -31,7 +31,9 @@ def _context(cfg: ModelConfig) -> dict[str, Any]:
 
 def _residual(cfg: ModelConfig, sublayer: nn.Module, num_layers: int) -> nn.Module:
     norm = NORM.build(cfg.norm, **_context(cfg))
-    return PLACEMENT.build(cfg.placement, sublayer=sublayer, norm=norm, dropout=cfg.dropout, num_layers=num_layers)
+    return PLACEMENT.build(
+        cfg.placement, sublayer=sublayer, norm=norm, dropout=cfg.dropout, num_layers=num_layers
+    )
 
 
 def _attention(cfg: ModelConfig) -> MultiHeadAttention:
@@ -56,9 +58,13 @@ def build_layer(cfg: ModelConfig, *, cross_attention: bool, num_layers: int) -> 
 
 def build_stack(cfg: ModelConfig, *, num_layers: int, cross_attention: bool) -> TransformerStack:
     """``num_layers`` layers and the final norm the placement asks for (or ``cfg.final_norm`` says)."""
-    layers = [build_layer(cfg, cross_attention=cross_attention, num_layers=num_layers) for _ in range(num_layers)]
+    layers = [
+        build_layer(cfg, cross_attention=cross_attention, num_layers=num_layers) for _ in range(num_layers)
+    ]
     final = cfg.final_norm if cfg.final_norm is not None else type(layers[0].feed_forward).final_norm
-    return TransformerStack(layers=layers, final_norm=NORM.build(cfg.norm, **_context(cfg)) if final else None)
+    return TransformerStack(
+        layers=layers, final_norm=NORM.build(cfg.norm, **_context(cfg)) if final else None
+    )
 
 
 def _embedding(cfg: ModelConfig, vocab_size: int) -> TokenEmbedding:
@@ -87,7 +93,9 @@ def init_weights(model: nn.Module, *, std: float, num_layers: int) -> None:
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear):
             last = name.rsplit(".", 1)[-1]
-            nn.init.normal_(module.weight, std=residual_std if last in ("out_proj", "linear2", "down_proj") else std)
+            nn.init.normal_(
+                module.weight, std=residual_std if last in ("out_proj", "linear2", "down_proj") else std
+            )
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):

@@ -45,7 +45,12 @@ class DecoderOnly(nn.Module):
         padding = as_key_padding_mask(attention_mask, "attention_mask", tuple(input_ids.shape))
         bias = self.positional.bias(length, length, device=input_ids.device)
         mask, is_causal = build_attention_mask(
-            key_padding_mask=padding, length=length, source_length=length, causal=True, bias=bias, device=input_ids.device
+            key_padding_mask=padding,
+            length=length,
+            source_length=length,
+            causal=True,
+            bias=bias,
+            device=input_ids.device,
         )
         x = self.embedding(input_ids)
         return self.decoder(x, attn_mask=mask, is_causal=is_causal, positional=self.positional)

@@ -24,7 +24,13 @@ class TokenEmbedding(nn.Module):
     """
 
     def __init__(
-        self, *, vocab_size: int, d_model: int, positional: PositionalEncoding, scale: bool = False, dropout: float = 0.0
+        self,
+        *,
+        vocab_size: int,
+        d_model: int,
+        positional: PositionalEncoding,
+        scale: bool = False,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.token = nn.Embedding(vocab_size, d_model)

@@ -49,12 +49,22 @@ class EncoderDecoder(nn.Module):
         positional = self.src_embedding.positional
         bias = positional.bias(length, length, device=src_ids.device)
         mask, _ = build_attention_mask(
-            key_padding_mask=padding, length=length, source_length=length, causal=False, bias=bias, device=src_ids.device
+            key_padding_mask=padding,
+            length=length,
+            source_length=length,
+            causal=False,
+            bias=bias,
+            device=src_ids.device,
         )
         return self.encoder(self.src_embedding(src_ids), attn_mask=mask, positional=positional)
 
     def decode(
-        self, tgt_ids: Tensor, memory: Tensor, *, src_mask: Tensor | None = None, tgt_mask: Tensor | None = None
+        self,
+        tgt_ids: Tensor,
+        memory: Tensor,
+        *,
+        src_mask: Tensor | None = None,
+        tgt_mask: Tensor | None = None,
     ) -> Tensor:
         """Logits ``(N, L, V)`` for the target given the encoder output."""
         length = tgt_ids.size(1)
@@ -63,7 +73,12 @@ class EncoderDecoder(nn.Module):
         positional = self.tgt_embedding.positional
         bias = positional.bias(length, length, device=tgt_ids.device)
         mask, is_causal = build_attention_mask(
-            key_padding_mask=padding, length=length, source_length=length, causal=True, bias=bias, device=tgt_ids.device
+            key_padding_mask=padding,
+            length=length,
+            source_length=length,
+            causal=True,
+            bias=bias,
+            device=tgt_ids.device,
         )
         memory_mask = None if source is None else source[:, None, None, :]  # (N, 1, 1, S)
         x = self.decoder(

@@ -6,8 +6,12 @@ from swapformer.components.attention.scaled_dot_product import MathAttention, re
 from swapformer.components.attention.sdpa import SDPAttention
 from swapformer.registry import ATTENTION
 
-ATTENTION.add("math", MathAttention, description="the lecture's formulas: softmax(q k^T / sqrt(E)) v; returns weights")
-ATTENTION.add("sdpa", SDPAttention, description="torch scaled_dot_product_attention (flash / memory-efficient dispatch)")
+ATTENTION.add(
+    "math", MathAttention, description="the lecture's formulas: softmax(q k^T / sqrt(E)) v; returns weights"
+)
+ATTENTION.add(
+    "sdpa", SDPAttention, description="torch scaled_dot_product_attention (flash / memory-efficient dispatch)"
+)
 
 __all__ = [
     "MathAttention",

@@ -15,9 +15,13 @@ def relu(*, d_model: int, d_ff: int, dropout: float = 0.0, bias: bool = True) ->
 
 
 @FFN.register("gelu", description="two linear layers with GELU between (BERT, GPT-2)")
-def gelu(*, d_model: int, d_ff: int, dropout: float = 0.0, bias: bool = True, approximate: str = "none") -> FeedForward:
+def gelu(
+    *, d_model: int, d_ff: int, dropout: float = 0.0, bias: bool = True, approximate: str = "none"
+) -> FeedForward:
     """GELU(x W1 + b1) W2 + b2; ``approximate="tanh"`` gives GPT-2's tanh form."""
-    return FeedForward(d_model=d_model, d_ff=d_ff, activation=nn.GELU(approximate=approximate), dropout=dropout, bias=bias)
+    return FeedForward(
+        d_model=d_model, d_ff=d_ff, activation=nn.GELU(approximate=approximate), dropout=dropout, bias=bias
+    )
 
 
 @FFN.register("swiglu", description="SiLU-gated linear unit: down(silu(gate x) * up x) (Shazeer 2020, Llama)")

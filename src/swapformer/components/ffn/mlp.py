@@ -19,7 +19,9 @@ class FeedForward(nn.Module):
         x ``(N, L, D)`` -> ``(N, L, D)``.
     """
 
-    def __init__(self, *, d_model: int, d_ff: int, activation: nn.Module, dropout: float = 0.0, bias: bool = True):
+    def __init__(
+        self, *, d_model: int, d_ff: int, activation: nn.Module, dropout: float = 0.0, bias: bool = True
+    ):
         super().__init__()
         self.linear1 = nn.Linear(d_model, d_ff, bias=bias)
         self.activation = activation
@@ -41,7 +43,9 @@ class GatedFeedForward(nn.Module):
         bias: biases in the three linear layers (none in Llama).
     """
 
-    def __init__(self, *, d_model: int, d_ff: int, activation: nn.Module, dropout: float = 0.0, bias: bool = False):
+    def __init__(
+        self, *, d_model: int, d_ff: int, activation: nn.Module, dropout: float = 0.0, bias: bool = False
+    ):
         super().__init__()
         self.gate_proj = nn.Linear(d_model, d_ff, bias=bias)
         self.up_proj = nn.Linear(d_model, d_ff, bias=bias)

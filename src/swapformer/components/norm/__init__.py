@@ -7,13 +7,17 @@ from torch import nn
 from swapformer.registry import NORM
 
 
-@NORM.register("layernorm", description="LayerNorm: (x - mean) / sqrt(var + eps) * gamma + beta (Ba et al., 2016)")
+@NORM.register(
+    "layernorm", description="LayerNorm: (x - mean) / sqrt(var + eps) * gamma + beta (Ba et al., 2016)"
+)
 def layernorm(*, d_model: int, eps: float = 1e-5, bias: bool = True) -> nn.LayerNorm:
     """LayerNorm over D with gain gamma and (if ``bias``) shift beta: torch's fused ``nn.LayerNorm``."""
     return nn.LayerNorm(d_model, eps=eps, bias=bias)
 
 
-@NORM.register("rmsnorm", description="RMSNorm: x / sqrt(mean(x^2) + eps) * gamma, no centering (Zhang & Sennrich, 2019)")
+@NORM.register(
+    "rmsnorm", description="RMSNorm: x / sqrt(mean(x^2) + eps) * gamma, no centering (Zhang & Sennrich, 2019)"
+)
 def rmsnorm(*, d_model: int, eps: float = 1e-6) -> nn.RMSNorm:
     """Root-mean-square norm (no mean subtraction, no beta): torch's ``nn.RMSNorm``, as in Llama and T5."""
     return nn.RMSNorm(d_model, eps=eps)

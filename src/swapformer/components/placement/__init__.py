@@ -4,6 +4,8 @@ from swapformer.components.placement.residual import PostNorm, PreNorm, Residual
 from swapformer.registry import PLACEMENT
 
 PLACEMENT.add("post", PostNorm, description="Add & Norm after each sublayer: norm(x + f(x)) (Vaswani 2017)")
-PLACEMENT.add("pre", PreNorm, description="norm before each sublayer: x + f(norm(x)), final norm after the stack")
+PLACEMENT.add(
+    "pre", PreNorm, description="norm before each sublayer: x + f(norm(x)), final norm after the stack"
+)
 
 __all__ = ["PostNorm", "PreNorm", "Residual"]

@@ -27,8 +27,8 @@ class Residual(nn.Module):
 class PostNorm(Residual):
     """Add & Norm, as in the paper::
 
-        x ──┬── sublayer ── dropout ──(+)── norm ──▶
-            └──────────────────────────┘
+    x ──┬── sublayer ── dropout ──(+)── norm ──▶
+        └──────────────────────────┘
     """
 
     def forward(self, x: Tensor, *args, **kwargs) -> Tensor:
@@ -38,8 +38,8 @@ class PostNorm(Residual):
 class PreNorm(Residual):
     """Norm first (GPT-2 onward); the residual path stays an identity, and the stack ends with a norm::
 
-        x ──┬── norm ── sublayer ── dropout ──(+)──▶
-            └──────────────────────────────────┘
+    x ──┬── norm ── sublayer ── dropout ──(+)──▶
+        └──────────────────────────────────┘
     """
 
     final_norm = True

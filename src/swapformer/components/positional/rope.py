@@ -41,7 +41,9 @@ class RotaryPositionalEncoding(PositionalEncoding):
 
     def _grow(self, end: int, device: torch.device) -> None:
         length = max(end, 2 * self.cos.size(0), 64)
-        angles = torch.outer(torch.arange(length, dtype=torch.float32, device=device), self.inv_freq.to(device))
+        angles = torch.outer(
+            torch.arange(length, dtype=torch.float32, device=device), self.inv_freq.to(device)
+        )
         angles = torch.cat((angles, angles), dim=-1)  # (L, E), rotate-half layout
         self.cos, self.sin = angles.cos(), angles.sin()
 

@@ -45,5 +45,7 @@ class SinusoidalPositionalEncoding(PositionalEncoding):
     def embed(self, x: Tensor, *, offset: int = 0) -> Tensor:
         end = offset + x.size(1)
         if end > self.table.size(0):  # grow the cache (doubling) instead of a fixed maximum
-            self.table = sinusoidal_table(max(end, 2 * self.table.size(0)), self.d_model, base=self.base, device=x.device)
+            self.table = sinusoidal_table(
+                max(end, 2 * self.table.size(0)), self.d_model, base=self.base, device=x.device
+            )
         return x + self.table[offset:end].to(x.dtype)

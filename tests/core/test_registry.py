@@ -1,0 +1,143 @@
+"""The registry: building by name, errors, glob listing and entry-point plug-ins."""
+
+import sys
+import textwrap
+
+import pytest
+import torch
+from torch import nn
+
+import swapformer
+from swapformer import ConfigError, build_causal_lm, registry
+from swapformer.registry import ATTENTION, FAMILIES, Registry, load_plugins
+
+
+def test_build_by_name_and_by_mapping():
+    norm = registry("norm").build("layernorm", d_model=8)
+    assert isinstance(norm, nn.LayerNorm) and norm.eps == 1e-5
+    norm = registry("norm").build({"name": "layernorm", "eps": 1e-3, "bias": False}, d_model=8)
+    assert norm.eps == 1e-3 and norm.bias is None
+    # context sizes go only to members that take them; spec options override context
+    ffn = registry("ffn").build({"name": "relu", "d_ff": 7}, d_model=8, d_ff=32, head_dim=4)
+    assert ffn.linear1.out_features == 7
+
+
+def test_every_family_lists_its_members_with_descriptions():
+    assert set(FAMILIES) == {"attention", "positional", "norm", "placement", "ffn"}
+    assert swapformer.available("attention") == ["math", "sdpa"]
+    assert swapformer.available("positional") == ["learned", "none", "rope", "sinusoidal"]
+    assert swapformer.available("norm") == ["layernorm", "rmsnorm"]
+    assert swapformer.available("placement") == ["post", "pre"]
+    assert swapformer.available("ffn") == ["gelu", "relu", "swiglu"]
+    for family in FAMILIES.values():
+        assert all(member.description for member in family.describe())
+
+
+def test_available_takes_glob_patterns():
+    assert swapformer.available("positional", "*in*") == ["sinusoidal"]
+    assert swapformer.available("ffn", "?elu") == ["gelu", "relu"]
+    assert swapformer.available("ffn", "s*") == ["swiglu"]
+    assert swapformer.available("norm", "nothing*") == []
+
+
+def test_unknown_name_lists_choices_and_suggests_the_closest():
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown positional 'rop' \(did you mean 'rope'\?\); available: learned, none, rope, sinusoidal",
+    ):
+        registry("positional").build("rop")
+    with pytest.raises(ConfigError, match=r"unknown component family 'norms' \(did you mean 'norm'\?\)"):
+        registry("norms")
+
+
+def test_options_a_member_does_not_take_are_named():
+    with pytest.raises(
+        ConfigError, match=r"norm 'rmsnorm' takes no option 'bias'; its options are: d_model, eps"
+    ):
+        registry("norm").build({"name": "rmsnorm", "bias": False}, d_model=8)
+    with pytest.raises(
+        ConfigError, match=r"attention 'math' takes no option 'window', 'x'; its options are: none"
+    ):
+        registry("attention").build({"name": "math", "window": 3, "x": 1})
+
+
+def test_malformed_specs_are_explained():
+    with pytest.raises(ConfigError, match=r"needs a 'name' key"):
+        registry("norm").build({"eps": 1e-3})
+    with pytest.raises(ConfigError, match=r"a component is a name or a mapping with a 'name' key, got 3"):
+        registry("norm").build(3)
+
+
+def test_duplicate_names_are_refused():
+    family = Registry("demo")
+    family.register("x", description="first")(nn.Identity)
+    with pytest.raises(ConfigError, match=r"demo member 'x' is already registered"):
+        family.register("x")(nn.ReLU)
+    with pytest.raises(ConfigError, match=r"attention member 'sdpa' is already registered \(by swapformer\)"):
+        ATTENTION.add("sdpa", nn.Identity)
+
+
+PLUGIN = '''
+"""A tiny third-party plug-in: an attention kernel that counts its calls and delegates to math."""
+from swapformer.components.attention import MathAttention
+from swapformer.registry import ATTENTION
+
+
+class CountingAttention(MathAttention):
+    """counts calls, then computes exactly what 'math' computes"""
+
+    calls = 0
+
+    def forward(self, query, key, value, **kwargs):
+        type(self).calls += 1
+        return super().forward(query, key, value, **kwargs)
+
+
+def register():
+    ATTENTION.add("counting", CountingAttention)
+'''
+
+
+@pytest.fixture
+def installed_plugin(tmp_path, monkeypatch):
+    """Install a plug-in distribution the way pip lays one out: a module plus a .dist-info with entry points."""
+    (tmp_path / "swapformer_counting.py").write_text(textwrap.dedent(PLUGIN))
+    info = tmp_path / "swapformer_counting-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: swapformer-counting\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[swapformer.components]\ncounting = swapformer_counting:register\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(ATTENTION, "_members", dict(ATTENTION._members))  # undone after the test
+    yield
+    sys.modules.pop("swapformer_counting", None)
+
+
+def test_entry_point_plugin_adds_a_kernel_that_a_model_uses_by_name(installed_plugin):
+    assert load_plugins(force=True) == {}
+    assert "counting" in swapformer.available("attention")
+    member = registry("attention").get("counting")
+    assert member.source == "swapformer_counting"
+    assert member.description.startswith("counts calls")
+
+    cfg = dict(vocab_size=30, d_model=16, num_heads=2, num_layers=3, d_ff=32, dropout=0.0)
+    plugged = build_causal_lm({**cfg, "attention": "counting"}).eval()
+    reference = build_causal_lm({**cfg, "attention": "math"}).eval()
+    reference.load_state_dict(plugged.state_dict())
+    counter = type(plugged.decoder.layers[0].self_attention.sublayer.kernel)
+    ids = torch.randint(30, (2, 6))
+    torch.testing.assert_close(plugged(ids), reference(ids))
+    assert counter.calls == 3  # one call per layer: the model really ran the plug-in's kernel
+
+
+def test_a_broken_plugin_warns_and_the_rest_still_load(tmp_path, monkeypatch):
+    info = tmp_path / "broken_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[swapformer.components]\nbroken = no_such_module_xyz:register\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.warns(UserWarning, match=r"plug-in 'broken = no_such_module_xyz:register' failed to load"):
+        errors = load_plugins(force=True)
+    assert "ModuleNotFoundError" in errors["broken = no_such_module_xyz:register"]
+    assert swapformer.available("attention") == ["math", "sdpa"]
