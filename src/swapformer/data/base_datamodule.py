@@ -1,0 +1,123 @@
+"""Shared machinery of the data modules: a tokenizer fitted lazily on training text, argument checks.
+
+The model's vocabulary size must be known before the model is built: ``LightningCLI`` links
+``data.vocab_size`` to ``model.init_args.vocab_size`` when it instantiates the classes, long before
+``setup`` runs. So ``vocab_size`` loads the training text and fits the tokenizer the first time it is
+read, caches the result, and ``setup`` reuses it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+
+from swapformer.data.errors import DataError
+from swapformer.data.files import existing_path
+from swapformer.data.tokenizers import TOKENIZER_KINDS, Tokenizer, build_tokenizer
+
+__all__ = ["TokenizedDataModule", "check_fraction", "check_int", "check_path"]
+
+
+def check_int(name: str, value: Any, *, minimum: int, fix: str) -> None:
+    """Raise :class:`DataError` unless ``value`` is an int >= ``minimum``; the message names ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise DataError(f"{name}={value!r} is invalid: it must be an integer >= {minimum}; {fix}")
+
+
+def check_fraction(name: str, value: Any) -> None:
+    """Raise :class:`DataError` unless ``0 < value < 1``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+        raise DataError(f"{name}={value!r} is invalid: it must be strictly between 0 and 1, e.g. 0.1.")
+
+
+def check_path(name: str, value: str | Path | None) -> None:
+    """Raise :class:`DataError` if ``value`` is given but does not exist."""
+    if value is not None:
+        existing_path(value, argument=name)
+
+
+class TokenizedDataModule(pl.LightningDataModule):
+    """A data module whose tokenizer is fitted on its own training text, at most once.
+
+    Subclasses implement :meth:`tokenizer_texts`. The fitted tokenizer is stored in checkpoints through
+    :meth:`state_dict` (plain Python values only), and a resumed run checks it still matches.
+
+    Args:
+        tokenizer: Tokenizer kind, one of ``"char"``, ``"byte"``, ``"bpe"``.
+        tokenizer_options: Options for that kind, e.g. ``{"vocab_size": 4096}`` for ``"bpe"``.
+
+    Raises:
+        DataError: If the tokenizer kind is unknown or the options are not a mapping.
+    """
+
+    def __init__(self, *, tokenizer: str, tokenizer_options: dict[str, Any] | None) -> None:
+        super().__init__()
+        if tokenizer not in TOKENIZER_KINDS:
+            raise DataError(f"tokenizer={tokenizer!r} is not known; choose one of {list(TOKENIZER_KINDS)}.")
+        if tokenizer_options is not None and not isinstance(tokenizer_options, dict):
+            raise DataError(
+                f"tokenizer_options={tokenizer_options!r} must be a mapping such as {{'vocab_size': 4096}}."
+            )
+        self._tokenizer_kind = tokenizer
+        self._tokenizer_options = dict(tokenizer_options or {})
+        self._fitted_tokenizer: Tokenizer | None = None
+
+    def tokenizer_texts(self) -> Iterable[str]:
+        """The training text the tokenizer is fitted on; never validation or test text."""
+        raise NotImplementedError
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The tokenizer fitted on the training text (fitted on first access, then cached)."""
+        if self._fitted_tokenizer is None:
+            self._fitted_tokenizer = build_tokenizer(
+                self._tokenizer_kind, self.tokenizer_texts(), **self._tokenizer_options
+            )
+        return self._fitted_tokenizer
+
+    @property
+    def vocab_size(self) -> int:
+        """Vocabulary size of the fitted tokenizer, specials included; safe to read before ``setup``."""
+        return self.tokenizer.vocab_size
+
+    @property
+    def pad_id(self) -> int:
+        """Id used for padding (always 0)."""
+        return self.tokenizer.pad_id
+
+    @property
+    def bos_id(self) -> int:
+        """Id of the begin-of-sequence token (always 1)."""
+        return self.tokenizer.bos_id
+
+    @property
+    def eos_id(self) -> int:
+        """Id of the end-of-sequence token (always 2)."""
+        return self.tokenizer.eos_id
+
+    def state_dict(self) -> dict[str, Any]:
+        """The fitted tokenizer as plain values, saved in Lightning checkpoints."""
+        return {"tokenizer": self.tokenizer.to_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Adopt the checkpoint's tokenizer, or check it equals the one already fitted.
+
+        Raises:
+            DataError: If the checkpoint's tokenizer differs from the one fitted on the current data,
+                which means token ids would no longer match the model's embeddings.
+        """
+        if "tokenizer" not in state_dict:
+            return
+        saved = Tokenizer.from_dict(state_dict["tokenizer"])
+        if self._fitted_tokenizer is None:
+            self._fitted_tokenizer = saved
+        elif saved != self._fitted_tokenizer:
+            raise DataError(
+                f"the checkpoint's {saved.kind} tokenizer (vocab_size={saved.vocab_size}) differs from the "
+                f"{self._fitted_tokenizer.kind} tokenizer fitted on the current data "
+                f"(vocab_size={self._fitted_tokenizer.vocab_size}); resume with the data and tokenizer "
+                f"settings the checkpoint was trained with."
+            )

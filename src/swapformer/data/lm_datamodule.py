@@ -1,0 +1,181 @@
+"""Causal language-modelling data: windows of a tokenised text corpus."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from swapformer.data.base_datamodule import TokenizedDataModule, check_fraction, check_int, check_path
+from swapformer.data.errors import DataError
+from swapformer.data.lm_datasets import ConsecutiveWindows, OffsetWindows, check_stream_length
+from swapformer.data.samplers import RandomOffsetSampler
+from swapformer.data.text import TextSplit, load_text_split
+
+__all__ = ["CausalLMDataModule"]
+
+
+class CausalLMDataModule(TokenizedDataModule):
+    """Next-token prediction on a text corpus: the Python standard library by default, or your text.
+
+    Training items are windows at random offsets (nanoGPT style) drawn by a :class:`RandomOffsetSampler`,
+    whose offsets depend only on ``(seed, epoch)``, so resuming from an epoch-end checkpoint replays the
+    same batches. Validation uses consecutive non-overlapping windows of the validation text.
+
+    Args:
+        path: A text file (any extension, ``.gz`` allowed) or a folder of files matching ``glob``; None
+            uses the standard library's source code, split file by file.
+        tokenizer: ``"char"``, ``"byte"`` or ``"bpe"``; fitted on the training text only.
+        tokenizer_options: Options of that tokenizer, e.g. ``{"vocab_size": 4096}`` for ``"bpe"``.
+        seq_len: Tokens per training example ``L``.
+        batch_size: Examples per batch ``N``.
+        val_fraction: Fraction of the corpus held out for validation (of the text for a user corpus, of
+            the files for the standard library).
+        max_chars: Read at most this many characters (train + validation), for quick runs.
+        train_samples_per_epoch: Windows per training epoch; default ``num_train_tokens // seq_len``.
+        num_workers: DataLoader worker processes.
+        seed: Seed of the training offsets.
+        glob: Pattern selecting files when ``path`` is a folder.
+
+    Raises:
+        DataError: If an argument is out of range, the tokenizer is unknown or ``path`` does not exist.
+
+    Shape:
+        Batches are ``{"input_ids": (N, L) long, "labels": (N, L) long}`` with ``labels`` the inputs
+        shifted left by one token.
+    """
+
+    def __init__(
+        self,
+        *,
+        path: str | None = None,
+        tokenizer: str = "char",
+        tokenizer_options: dict[str, Any] | None = None,
+        seq_len: int = 128,
+        batch_size: int = 32,
+        val_fraction: float = 0.1,
+        max_chars: int | None = None,
+        train_samples_per_epoch: int | None = None,
+        num_workers: int = 0,
+        seed: int = 1234,
+        glob: str = "*.txt",
+    ) -> None:
+        super().__init__(tokenizer=tokenizer, tokenizer_options=tokenizer_options)
+        check_int("seq_len", seq_len, minimum=1, fix="use e.g. seq_len: 128.")
+        check_int("batch_size", batch_size, minimum=1, fix="use e.g. batch_size: 32.")
+        check_fraction("val_fraction", val_fraction)
+        check_int("num_workers", num_workers, minimum=0, fix="use 0 to load data in the main process.")
+        check_path("path", path)
+        if max_chars is not None:
+            check_int("max_chars", max_chars, minimum=2, fix="or set max_chars: null to read everything.")
+        if train_samples_per_epoch is not None:
+            check_int(
+                "train_samples_per_epoch",
+                train_samples_per_epoch,
+                minimum=batch_size,
+                fix=f"an epoch needs at least one full batch (batch_size={batch_size}), or set it to null.",
+            )
+        self.save_hyperparameters()
+        self.path = path
+        self.seq_len = seq_len
+        self.batch_size = batch_size
+        self.val_fraction = val_fraction
+        self.max_chars = max_chars
+        self.train_samples_per_epoch = train_samples_per_epoch
+        self.num_workers = num_workers
+        self.seed = seed
+        self.glob = glob
+        self._text: TextSplit | None = None
+        self._train_tokens: torch.Tensor | None = None
+        self._val_tokens: torch.Tensor | None = None
+
+    def text_split(self) -> TextSplit:
+        """The corpus's train and validation text, read once and cached until it has been tokenised."""
+        if self._text is None:
+            self._text = load_text_split(
+                path=self.path, val_fraction=self.val_fraction, max_chars=self.max_chars, glob=self.glob
+            )
+        return self._text
+
+    def tokenizer_texts(self) -> Iterable[str]:
+        return self.text_split().train
+
+    def setup(self, stage: str | None = None) -> None:
+        """Tokenise the corpus (once) and check both streams are long enough for ``seq_len``.
+
+        Raises:
+            DataError: If the validation or training text is shorter than ``seq_len + 1`` tokens, or an
+                epoch would hold no full batch.
+        """
+        if self._train_tokens is not None:
+            return
+        text, tokenizer = self.text_split(), self.tokenizer
+        train = torch.tensor(tokenizer.encode(text.train), dtype=torch.int32)
+        val = torch.tensor(tokenizer.encode(text.val), dtype=torch.int32)
+        check_stream_length(
+            val,
+            seq_len=self.seq_len,
+            split="validation",
+            fix="use a smaller seq_len or a larger val_fraction.",
+        )
+        check_stream_length(
+            train, seq_len=self.seq_len, split="training", fix="use a smaller seq_len or a larger corpus."
+        )
+        if self.num_train_samples(train) < self.batch_size:
+            raise DataError(
+                f"an epoch would have {self.num_train_samples(train)} training windows, fewer than "
+                f"batch_size={self.batch_size}, so no full batch; lower batch_size or seq_len, read more text "
+                f"(max_chars) or set train_samples_per_epoch."
+            )
+        self._train_tokens, self._val_tokens = train, val
+        self._text = None  # the token streams replace the text; free it
+
+    def num_train_samples(self, train_tokens: torch.Tensor | None = None) -> int:
+        """Training windows per epoch: ``train_samples_per_epoch`` or ``num_train_tokens // seq_len``."""
+        tokens = self._train_tokens if train_tokens is None else train_tokens
+        if self.train_samples_per_epoch is not None:
+            return self.train_samples_per_epoch
+        return tokens.numel() // self.seq_len
+
+    @property
+    def train_tokens(self) -> torch.Tensor:
+        """The tokenised training text, 1-D int32 (after ``setup``)."""
+        self._require_setup()
+        return self._train_tokens
+
+    @property
+    def val_tokens(self) -> torch.Tensor:
+        """The tokenised validation text, 1-D int32 (after ``setup``)."""
+        self._require_setup()
+        return self._val_tokens
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = OffsetWindows(tokens=self.train_tokens, seq_len=self.seq_len)
+        sampler = RandomOffsetSampler(
+            num_offsets=len(dataset), num_samples=self.num_train_samples(), seed=self.seed
+        )
+        return self._loader(dataset, sampler=sampler, drop_last=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(ConsecutiveWindows(tokens=self.val_tokens, seq_len=self.seq_len), drop_last=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
+    def _loader(self, dataset: Any, *, drop_last: bool, sampler: Any = None) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            shuffle=False,
+            drop_last=drop_last,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=False,
+        )
+
+    def _require_setup(self) -> None:
+        if self._train_tokens is None:
+            raise RuntimeError("call setup() before asking for data; the Trainer does this for you.")

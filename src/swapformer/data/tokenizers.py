@@ -1,0 +1,143 @@
+"""Character and byte tokenizers, and :func:`build_tokenizer`, which picks a tokenizer by name.
+
+See :mod:`swapformer.data.tokenizer_base` for the shared special tokens and interface and
+:mod:`swapformer.data.bpe` for byte-level BPE.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable
+from typing import Any
+
+from swapformer.data.bpe import BPETokenizer
+from swapformer.data.errors import DataError
+from swapformer.data.tokenizer_base import (
+    BOS_ID,
+    EOS_ID,
+    NUM_SPECIAL_TOKENS,
+    PAD_ID,
+    SPECIAL_TOKENS,
+    UNK_ID,
+    Tokenizer,
+)
+
+__all__ = [
+    "BOS_ID",
+    "EOS_ID",
+    "NUM_SPECIAL_TOKENS",
+    "PAD_ID",
+    "SPECIAL_TOKENS",
+    "TOKENIZER_KINDS",
+    "UNK_ID",
+    "BPETokenizer",
+    "ByteTokenizer",
+    "CharTokenizer",
+    "Tokenizer",
+    "build_tokenizer",
+]
+
+TOKENIZER_KINDS = ("char", "byte", "bpe")
+
+
+class CharTokenizer(Tokenizer):
+    """One id per Unicode character seen while fitting; unseen characters map to ``<unk>``.
+
+    Args:
+        chars: The vocabulary in id order (ids 4, 5, ...). Use :meth:`fit` to build it from text.
+
+    Raises:
+        DataError: If ``chars`` is empty or holds duplicates or multi-character strings.
+    """
+
+    kind = "char"
+
+    def __init__(self, *, chars: Iterable[str]) -> None:
+        self.chars = list(chars)
+        if not self.chars:
+            raise DataError("CharTokenizer needs at least one character; fit it on non-empty text.")
+        if any(len(char) != 1 for char in self.chars) or len(set(self.chars)) != len(self.chars):
+            raise DataError("CharTokenizer chars must be distinct single characters; use CharTokenizer.fit.")
+        self._ids = {char: index + NUM_SPECIAL_TOKENS for index, char in enumerate(self.chars)}
+
+    @classmethod
+    def fit(cls, texts: str | Iterable[str]) -> CharTokenizer:
+        """Build the vocabulary from training text: the sorted set of characters it contains.
+
+        Raises:
+            DataError: If the texts contain no characters.
+        """
+        texts = [texts] if isinstance(texts, str) else texts
+        seen: set[str] = set()
+        for text in texts:
+            seen.update(text)
+        if not seen:
+            raise DataError("cannot fit a char tokenizer on empty text; give it at least one character.")
+        return cls(chars=sorted(seen))
+
+    @property
+    def vocab_size(self) -> int:
+        return NUM_SPECIAL_TOKENS + len(self.chars)
+
+    def encode(self, text: str) -> list[int]:
+        ids = self._ids
+        return [ids.get(char, UNK_ID) for char in text]
+
+    def _decode_ordinary(self, ids: list[int]) -> str:
+        return "".join(self.chars[token_id - NUM_SPECIAL_TOKENS] for token_id in ids)
+
+    def _state(self) -> dict[str, Any]:
+        return {"chars": list(self.chars)}
+
+    @classmethod
+    def _from_state(cls, state: dict[str, Any]) -> CharTokenizer:
+        return cls(chars=state["chars"])
+
+
+class ByteTokenizer(Tokenizer):
+    """UTF-8 bytes: id = 4 + byte value, so the vocabulary is fixed at 260 and nothing is unknown."""
+
+    kind = "byte"
+
+    @property
+    def vocab_size(self) -> int:
+        return NUM_SPECIAL_TOKENS + 256
+
+    def encode(self, text: str) -> list[int]:
+        return [byte + NUM_SPECIAL_TOKENS for byte in text.encode("utf-8")]
+
+    def _decode_ordinary(self, ids: list[int]) -> str:
+        # A model may emit a byte sequence that is not valid UTF-8; show U+FFFD rather than failing.
+        return bytes(token_id - NUM_SPECIAL_TOKENS for token_id in ids).decode("utf-8", errors="replace")
+
+    @classmethod
+    def _from_state(cls, state: dict[str, Any]) -> ByteTokenizer:
+        return cls()
+
+
+_BUILDERS = {"char": CharTokenizer.fit, "byte": lambda texts: ByteTokenizer(), "bpe": BPETokenizer.train}
+
+
+def build_tokenizer(kind: str, texts: str | Iterable[str], **options: Any) -> Tokenizer:
+    """Build a tokenizer of the named kind, fitted on ``texts`` where the kind needs fitting.
+
+    Args:
+        kind: One of ``"char"``, ``"byte"``, ``"bpe"``.
+        texts: Training text (ignored by ``"byte"``).
+        **options: Kind-specific options, e.g. ``vocab_size`` and ``min_frequency`` for ``"bpe"``.
+
+    Returns:
+        The fitted tokenizer.
+
+    Raises:
+        DataError: If ``kind`` is unknown or an option is not accepted by that kind.
+    """
+    if kind not in _BUILDERS:
+        raise DataError(f"unknown tokenizer {kind!r}; choose one of {list(TOKENIZER_KINDS)}.")
+    accepted = [name for name in inspect.signature(_BUILDERS[kind]).parameters if name != "texts"]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise DataError(
+            f"tokenizer {kind!r} does not accept option(s) {unknown}; accepted options: {accepted or 'none'}."
+        )
+    return _BUILDERS[kind](texts, **options)
