@@ -1,0 +1,144 @@
+"""Callbacks the recipes use: printed samples at validation end, and tokens per second."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback, ThroughputMonitor
+from lightning.pytorch.utilities import rank_zero_only
+
+
+class SampleCallback(Callback):
+    """Prints a few generated samples after each validation (and once when training ends).
+
+    Causal LM: continues prompts taken from the first validation batch. Seq2seq: shows
+    ``source -> prediction | reference`` for the first validation batch (greedy decoding).
+
+    Args:
+        num_samples: samples per print.
+        max_new_tokens: tokens generated per causal-LM sample.
+        temperature: 0 = greedy; otherwise sampling with this temperature.
+        top_k: sample among the ``top_k`` most likely tokens.
+        prompt_len: characters/tokens of the prompt taken from validation text.
+        seed: generator seed, so samples are comparable across validations.
+    """
+
+    def __init__(
+        self,
+        num_samples: int = 2,
+        max_new_tokens: int = 200,
+        temperature: float = 0.8,
+        top_k: int | None = None,
+        prompt_len: int = 32,
+        seed: int = 0,
+    ) -> None:
+        self.num_samples = num_samples
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.top_k = top_k
+        self.prompt_len = prompt_len
+        self.seed = seed
+        self._printed_at: int | None = None
+
+    def samples(self, pl_module: pl.LightningModule) -> list[str]:
+        """The lines this callback would print now."""
+        tokenizer = getattr(pl_module, "tokenizer", None)
+        if hasattr(pl_module, "val_examples"):  # seq2seq
+            return [
+                f"{src!r} -> {pred!r} | ref {ref!r}"
+                for src, pred, ref in pl_module.val_examples[: self.num_samples]
+            ]
+        prompt = getattr(pl_module, "_val_prompt", None)
+        if prompt is None or tokenizer is None:
+            return []
+        prompt = prompt[: self.num_samples, : self.prompt_len]
+        out = pl_module.generate(
+            prompt,
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            seed=self.seed,
+        )
+        lines = []
+        for row in out.tolist():
+            head, tail = tokenizer.decode(row[: prompt.size(1)]), tokenizer.decode(row[prompt.size(1) :])
+            lines.append(f"[prompt]{head}[generated]{tail}")
+        return lines
+
+    @rank_zero_only
+    def _print(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.global_step == self._printed_at:
+            return
+        lines = self.samples(pl_module)
+        if not lines:
+            return
+        self._printed_at = trainer.global_step
+        bar = "-" * 72
+        print(f"\n{bar}\nsamples at step {trainer.global_step}:", flush=True)
+        for line in lines:
+            print(line, flush=True)
+            print(bar, flush=True)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking and trainer.state.fn == "fit":
+            self._print(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._print(trainer, pl_module)
+
+
+def _batch_size(batch: Any) -> int:
+    key = "input_ids" if "input_ids" in batch else "src_ids"
+    return int(batch[key].size(0))
+
+
+def _num_tokens(batch: Any) -> int:
+    """Tokens a step processes: every input position (padding included, as the hardware sees it)."""
+    if "input_ids" in batch:
+        return int(batch["input_ids"].numel())
+    return int(batch["src_ids"].numel() + batch["tgt_ids"].numel())
+
+
+class TokenThroughput(ThroughputMonitor):
+    """Lightning's ThroughputMonitor with this project's batches: logs ``train|device/items_per_sec`` (tokens),
+    and prints the mean tokens/s of the whole fit when training ends.
+
+    Args:
+        window_size: batches averaged per logged rate (use 2 in tiny tests).
+        **kwargs: forwarded to :class:`~lightning.pytorch.callbacks.ThroughputMonitor`.
+    """
+
+    def __init__(self, window_size: int = 20, **kwargs: Any) -> None:
+        super().__init__(batch_size_fn=_batch_size, length_fn=_num_tokens, window_size=window_size, **kwargs)
+        self.total_tokens = 0
+        self.train_seconds = 0.0
+        self._t0: float | None = None
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, *args: Any
+    ) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, *args: Any
+    ) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, *args)
+        if self._t0 is not None:
+            self.train_seconds += time.perf_counter() - self._t0
+            self.total_tokens += _num_tokens(batch)
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Training tokens per second of step time (data loading and validation excluded)."""
+        return self.total_tokens / self.train_seconds if self.train_seconds else 0.0
+
+    @rank_zero_only
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.total_tokens:
+            print(
+                f"throughput: {self.tokens_per_second:,.0f} tokens/s over {trainer.global_step} steps "
+                f"({self.total_tokens:,} tokens in {self.train_seconds:.1f} s of training steps)",
+                flush=True,
+            )

@@ -1,0 +1,116 @@
+"""AdamW parameter groups and the two learning-rate schedules (linear warmup + cosine, inverse square root).
+
+Schedules are multipliers of the optimizer's base ``lr`` (``torch.optim.lr_scheduler.LambdaLR``), stepped once
+per optimizer step; ``step`` below counts optimizer steps from 0.
+
+* ``warmup_cosine``: ``(step + 1) / warmup`` while ``step < warmup``, then a half cosine from 1 down to
+  ``min_lr_ratio`` at ``total_steps``, flat after it.
+* ``inverse_sqrt`` (Vaswani et al., 2017, eq. 3): ``d_model^-0.5 * min(t^-0.5, t * warmup^-1.5)`` with
+  ``t = step + 1``. With ``lr: 1.0`` the learning rate is exactly the paper's formula; other values scale it.
+* ``constant``: 1 (after an optional linear warmup).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+
+from torch import nn
+
+SCHEDULES = ("warmup_cosine", "inverse_sqrt", "constant")
+
+# Parameters of these modules are never decayed: shrinking a norm's gain or an embedding row towards zero is
+# not regularization, it only fights the model (GPT-2/nanoGPT, Llama recipes do the same).
+NO_DECAY_MODULES: tuple[type[nn.Module], ...] = (
+    nn.Embedding,
+    nn.LayerNorm,
+    nn.RMSNorm,
+    nn.GroupNorm,
+    nn.BatchNorm1d,
+)
+
+
+def _is_norm(module: nn.Module) -> bool:
+    # Plug-in norms are not torch classes; by convention their class names end in "Norm".
+    return isinstance(module, NO_DECAY_MODULES) or type(module).__name__.endswith("Norm")
+
+
+def param_groups(model: nn.Module, *, weight_decay: float) -> list[dict]:
+    """Split trainable parameters into a decayed group and a non-decayed group for AdamW.
+
+    No decay for: every parameter of an embedding or a norm module (by type, or a class name ending in
+    ``Norm``), and every parameter with ``ndim < 2`` (biases, gains, scalars). Decay for the rest: the
+    weight matrices of linear layers. A tied LM head shares the embedding's tensor; parameters are deduplicated
+    by identity and the embedding's rule wins.
+
+    Returns:
+        ``[{"params": decay, "weight_decay": weight_decay, "names": [...]},
+        {"params": no_decay, "weight_decay": 0.0, "names": [...]}]`` (empty groups dropped).
+    """
+    no_decay_ids: set[int] = set()
+    for module in model.modules():
+        if _is_norm(module) or isinstance(module, nn.Embedding):
+            no_decay_ids.update(id(p) for p in module.parameters(recurse=False))
+    decay, no_decay, decay_names, no_decay_names = [], [], [], []
+    seen: set[int] = set()
+    for name, param in model.named_parameters():
+        if not param.requires_grad or id(param) in seen:
+            continue
+        seen.add(id(param))
+        if id(param) in no_decay_ids or param.ndim < 2:
+            no_decay.append(param)
+            no_decay_names.append(name)
+        else:
+            decay.append(param)
+            decay_names.append(name)
+    groups = [
+        {"params": decay, "weight_decay": weight_decay, "names": decay_names},
+        {"params": no_decay, "weight_decay": 0.0, "names": no_decay_names},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.1) -> float:
+    """Learning-rate multiplier: linear warmup to 1, then cosine decay to ``min_lr_ratio`` at ``total_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    decay_steps = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / decay_steps)
+    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def inverse_sqrt(step: int, *, warmup_steps: int, d_model: int) -> float:
+    """The paper's multiplier ``d_model^-0.5 * min(t^-0.5, t * warmup^-1.5)`` with ``t = step + 1``."""
+    t = step + 1
+    return d_model**-0.5 * min(t**-0.5, t * max(1, warmup_steps) ** -1.5)
+
+
+def constant(step: int, *, warmup_steps: int) -> float:
+    """1 after an optional linear warmup."""
+    return (step + 1) / warmup_steps if step < warmup_steps else 1.0
+
+
+def schedule_fn(
+    name: str, *, warmup_steps: int, total_steps: int, d_model: int, min_lr_ratio: float = 0.1
+) -> Callable[[int], float]:
+    """The multiplier function ``step -> float`` for schedule ``name`` (one of :data:`SCHEDULES`).
+
+    Raises:
+        ValueError: unknown name.
+    """
+    if name == "warmup_cosine":
+        return lambda s: warmup_cosine(
+            s, warmup_steps=warmup_steps, total_steps=total_steps, min_lr_ratio=min_lr_ratio
+        )
+    if name == "inverse_sqrt":
+        return lambda s: inverse_sqrt(s, warmup_steps=warmup_steps, d_model=d_model)
+    if name == "constant":
+        return lambda s: constant(s, warmup_steps=warmup_steps)
+    raise ValueError(f"unknown schedule '{name}'; choose one of {', '.join(SCHEDULES)}")
+
+
+def group_summary(groups: Iterable[dict]) -> str:
+    """One line per group: weight decay and parameter count (for logs)."""
+    return "; ".join(
+        f"weight_decay={g['weight_decay']}: {sum(p.numel() for p in g['params']):,} params" for g in groups
+    )

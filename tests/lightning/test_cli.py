@@ -1,0 +1,206 @@
+"""The ``swapformer`` command: components, every recipe (parse + 2 steps), early errors, W&B offline."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+
+import pytest
+import yaml
+from lightning_testlib import CAUSAL_TINY, RECIPES, SEQ2SEQ_TINY, SHARED_DATA
+
+from swapformer import registry
+from swapformer.cli import main, run
+
+MODEL_RECIPES = sorted(
+    p.relative_to(RECIPES).as_posix()
+    for p in RECIPES.glob("*/*.yaml")
+    if p.parent.name in ("causal_lm", "seq2seq")
+)
+COMPOSABLE = sorted(
+    p.relative_to(RECIPES).as_posix()
+    for p in RECIPES.glob("*/*.yaml")
+    if p.parent.name in ("trainer", "logger")
+)
+
+
+def _overrides(recipe: str) -> list[str]:
+    """Tiny sizes, and absolute data paths for recipes that read shared files."""
+    args = list(CAUSAL_TINY if recipe.startswith("causal_lm") else SEQ2SEQ_TINY)
+    if recipe == "causal_lm/llama-style.yaml":
+        args.append("--model.init_args.num_kv_heads=2")
+    if recipe == "causal_lm/gpt2-124m.yaml":
+        args.append("--data.init_args.tokenizer_options={vocab_size: 300}")
+    if recipe == "causal_lm/shakespeare-char.yaml":
+        args.append(f"--data.init_args.path={SHARED_DATA / 'tinyshakespeare' / 'input.txt'}")
+    if recipe.startswith("seq2seq") and "multi30k" not in recipe:
+        args += ["--data.init_args.num_train=200", "--data.init_args.num_val=20"]
+    if recipe == "seq2seq/transformer-base.yaml":
+        args.append("--data.init_args.tokenizer_options={vocab_size: 300}")
+    if recipe == "seq2seq/multi30k-de-en.yaml":
+        for split, stem in (("", "train"), ("val_", "val"), ("test_", "test_2016_flickr")):
+            for side, lang in (("src", "de"), ("tgt", "en")):
+                args.append(
+                    f"--data.init_args.{split}{side}_path={SHARED_DATA / 'multi30k' / f'{stem}.{lang}.gz'}"
+                )
+        args.append("--data.init_args.tokenizer_options={vocab_size: 500}")
+    return args
+
+
+def _needs_shared(recipe: str) -> None:
+    if ("shakespeare" in recipe or "multi30k" in recipe) and not SHARED_DATA.exists():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+
+
+def test_components_lists_every_family_and_member(capsys):
+    member = registry("norm")
+    member.add(
+        "testnorm", lambda *, d_model: None, description="a plug-in norm for this test", source="myplugin"
+    )
+    try:
+        main(["components"])
+    finally:
+        member._members.pop("testnorm")
+    out = capsys.readouterr().out
+    for family in ("attention", "positional", "norm", "placement", "ffn"):
+        assert f"{family}: {registry(family).description}" in out
+        for m in registry(family).describe():
+            assert m.name in out and m.description in out
+    assert re.search(r"\n  testnorm +a plug-in norm for this test  \[myplugin\]\n", out)
+    capsys.readouterr()
+    main(["components", "positional"])
+    assert capsys.readouterr().out.startswith("positional:")
+
+
+@pytest.mark.parametrize("recipe", MODEL_RECIPES)
+def test_recipe_prints_its_config(recipe, in_tmp, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(RECIPES / recipe), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["model"]["class_path"].startswith("swapformer.lightning.")
+    assert config["data"]["class_path"].startswith("swapformer.data.")
+
+
+@pytest.mark.parametrize("recipe", MODEL_RECIPES)
+def test_recipe_runs_two_steps(recipe, in_tmp):
+    _needs_shared(recipe)
+    cli = run(["fit", "--config", str(RECIPES / recipe), "--trainer.fast_dev_run=2", *_overrides(recipe)])
+    assert cli.trainer.fit_loop.epoch_loop.batch_progress.total.completed == 2
+    assert cli.trainer.global_step >= 1  # gpt2-124m accumulates gradients over 8 batches
+    assert cli.model.hparams.vocab_size == cli.datamodule.vocab_size  # linked from the data
+    assert cli.model.tokenizer is not None
+
+
+@pytest.mark.parametrize("extra", COMPOSABLE)
+def test_trainer_and_logger_recipes_compose(extra, in_tmp, monkeypatch, capsys):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    base = str(RECIPES / "causal_lm" / "stdlib-tiny.yaml")
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", base, "--config", str(RECIPES / extra), "--print_config"])
+    config = yaml.safe_load(capsys.readouterr().out)
+    if extra.startswith("logger"):
+        assert config["trainer"]["logger"]["class_path"].endswith("Logger")
+    cli = run(
+        ["fit", "--config", base, "--config", str(RECIPES / extra), "--trainer.fast_dev_run=2", *CAUSAL_TINY]
+    )
+    assert cli.trainer.global_step == 2
+    if "wandb" in extra:
+        import wandb
+
+        wandb.finish()
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        (
+            "--model.init_args.positional=rop",
+            r"model\.init_args\.positional: unknown positional 'rop' \(did you mean 'rope'\?\); available: learned, none, rope, sinusoidal",
+        ),
+        ("--model.init_args.num_heads=3", r"model\.init_args\.d_model=128 is not divisible by num_heads=3"),
+        (
+            "--model.init_args.ffn={name: swiglu, widht: 3}",
+            r"model\.init_args\.ffn: ffn 'swiglu' takes no option 'widht'",
+        ),
+    ],
+)
+def test_bad_recipe_value_fails_before_data_is_read(override, expected, in_tmp, capsys):
+    missing = in_tmp / "does-not-exist.txt"
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "fit",
+                "--config",
+                str(RECIPES / "causal_lm" / "stdlib-tiny.yaml"),
+                f"--data.init_args.path={missing}",
+                override,
+            ]
+        )
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("swapformer: error:") == 1
+    assert re.search(expected, err), err
+    assert "does not exist" not in err and "Traceback" not in err  # the data was never touched
+    assert not (in_tmp / "runs").exists()
+
+
+def test_data_error_is_one_clean_message(in_tmp, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "fit",
+                "--config",
+                str(RECIPES / "causal_lm" / "stdlib-tiny.yaml"),
+                "--data.init_args.path=nope.txt",
+            ]
+        )
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "swapformer: error: DataError: path='nope.txt' does not exist" in err and "Traceback" not in err
+
+
+def test_wandb_offline_run_logs_config_and_metrics(in_tmp, monkeypatch):
+    wandb = pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cli = run(
+        [
+            "fit",
+            "--config",
+            str(RECIPES / "causal_lm" / "stdlib-tiny.yaml"),
+            "--config",
+            str(RECIPES / "logger" / "wandb.yaml"),
+            "--trainer.logger.init_args.save_dir",
+            str(in_tmp / "wb"),
+            "--trainer.logger.init_args.name",
+            "test-run",
+            "--trainer.max_steps=4",
+            "--trainer.log_every_n_steps=1",
+            "--trainer.val_check_interval=4",
+            "--trainer.limit_val_batches=1",
+            *CAUSAL_TINY,
+        ]
+    )
+    try:
+        experiment = cli.trainer.logger.experiment
+        assert experiment.name == "test-run"
+        config = dict(experiment.config)
+        assert config["d_model"] == 32 and config["vocab_size"] == cli.datamodule.vocab_size  # module hparams
+        assert config["config"]["trainer"]["max_steps"] == 4  # the whole resolved recipe
+        assert config["config"]["model"]["class_path"] == "swapformer.lightning.CausalLMModule"
+        summary = dict(experiment.summary)
+        assert summary["trainer/global_step"] >= 3
+        assert summary["train/loss"] == pytest.approx(
+            float(cli.trainer.callback_metrics["train/loss"]), rel=1e-5
+        )
+        assert "val/loss" in summary and "val/ppl" in summary
+        runs = list((in_tmp / "wb" / "wandb").glob("offline-run-*"))
+        assert len(runs) == 1 and list(runs[0].glob("run-*.wandb"))
+        # checkpoints stay in the recipe's dirpath, not W&B's per-run folder (resume with --ckpt_path last)
+        assert (in_tmp / "runs" / "stdlib-tiny" / "checkpoints" / "last.ckpt").exists()
+    finally:
+        wandb.finish()
+    assert os.environ.get("WANDB_MODE") == "offline"
+    assert sys.modules.get("wandb") is wandb

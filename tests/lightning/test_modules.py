@@ -1,0 +1,123 @@
+"""Loss, metrics, decoding and checkpoints of the LightningModules."""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from swapformer.data import CharTokenizer
+from swapformer.lightning import CausalLMModule, Seq2SeqModule, greedy_decode
+
+TINY = dict(vocab_size=30, d_model=16, num_heads=2, num_layers=1, d_ff=32, max_seq_len=32, dropout=0.0)
+
+
+def _batch(generator, n=3, length=7, vocab=30):
+    labels = torch.randint(4, vocab, (n, length), generator=generator)
+    labels[0, -3:] = 0  # padding at the end of row 0
+    labels[2, -1] = 0
+    return labels
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.3])
+def test_loss_is_cross_entropy_with_label_smoothing_ignoring_pad(smoothing):
+    module = CausalLMModule(**TINY, label_smoothing=smoothing)
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 7, 30, generator=g)
+    labels = _batch(g)
+    loss, nll, count = module.token_loss(logits, labels)
+    want = F.cross_entropy(
+        logits.reshape(-1, 30), labels.reshape(-1), ignore_index=0, label_smoothing=smoothing
+    )
+    torch.testing.assert_close(loss, want)
+    # the same from the definition: (1 - e) * NLL + e * mean over classes of -log p, averaged over real tokens
+    logp = logits.log_softmax(-1)
+    real = labels != 0
+    per_token = -(1 - smoothing) * logp.gather(-1, labels[..., None])[..., 0] - smoothing * logp.mean(-1)
+    torch.testing.assert_close(loss, per_token[real].mean())
+    torch.testing.assert_close(nll, -logp.gather(-1, labels[..., None])[..., 0][real].mean())
+    assert count == int(real.sum()) == 21 - 4
+
+
+def test_val_metrics_perplexity_and_accuracy_ignore_pad():
+    module = CausalLMModule(**TINY)
+    g = torch.Generator().manual_seed(1)
+    nlls, hits, total = [], 0, 0
+    for _ in range(3):
+        logits = torch.randn(3, 7, 30, generator=g)
+        labels = _batch(g)
+        module._shared_step("val", logits, labels)
+        real = labels != 0
+        nlls.append(F.cross_entropy(logits[real], labels[real], reduction="sum"))
+        hits += int((logits.argmax(-1) == labels)[real].sum())
+        total += int(real.sum())
+    mean_nll = float(sum(nlls)) / total
+    assert float(module.val_ppl.compute()) == pytest.approx(math.exp(mean_nll), rel=1e-5)
+    assert float(module.val_loss.compute()) == pytest.approx(mean_nll, rel=1e-5)
+    assert float(module.val_acc.compute()) == pytest.approx(hits / total, rel=1e-6)
+
+
+def test_greedy_decode_is_the_argmax_of_teacher_forcing():
+    torch.manual_seed(0)
+    module = Seq2SeqModule(**TINY).eval()
+    src = torch.randint(4, 30, (4, 9))
+    src[1, 6:] = 0
+    mask = src != 0
+    out = greedy_decode(module.model, src, mask, bos_id=1, eos_id=2, max_len=12)
+    assert out.shape[0] == 4 and out.shape[1] <= 12
+    for row in range(4):
+        ids = out[row].tolist()
+        if 2 in ids:
+            ids = ids[: ids.index(2) + 1]
+        tgt = torch.tensor([[1, *ids[:-1]]])
+        logits = module.model(src[row : row + 1, : int(mask[row].sum())], tgt)
+        assert logits[0].argmax(-1).tolist() == ids  # each token is the argmax given the previous ones
+
+
+def test_greedy_decode_stops_at_eos_and_pads_after():
+    module = Seq2SeqModule(**TINY).eval()
+    with torch.no_grad():  # force eos first: every row stops after one step
+        module.model.lm_head.weight.zero_()
+        module.model.lm_head.weight[2] = 1.0
+    out = greedy_decode(module.model, torch.randint(4, 30, (3, 5)), bos_id=1, eos_id=2, max_len=10)
+    assert out.tolist() == [[2], [2], [2]]
+
+
+def test_hparams_are_primitive_and_checkpoint_round_trips(tmp_path):
+    from lightning.pytorch import Trainer
+
+    module = CausalLMModule(**TINY, positional={"name": "rope", "base": 500.0})
+    module.tokenizer = CharTokenizer.fit("hello world")
+    trainer = Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, max_steps=0)
+    trainer.strategy.connect(module)
+    trainer.save_checkpoint(tmp_path / "m.ckpt")
+    raw = torch.load(tmp_path / "m.ckpt", weights_only=True)  # plain data only
+    assert raw["tokenizer"] == module.tokenizer.to_dict()
+    assert raw["hyper_parameters"]["positional"] == {"name": "rope", "base": 500.0}
+    loaded = CausalLMModule.load(tmp_path / "m.ckpt")
+    assert loaded.tokenizer == module.tokenizer
+    x = torch.randint(4, 30, (2, 8))
+    torch.testing.assert_close(loaded(x), module.eval()(x))
+    assert isinstance(loaded.generate_text("hello", max_new_tokens=5, temperature=0.0), str)
+
+
+class _Boom:
+    def __reduce__(self):
+        return (eval, ("__import__('pathlib').Path('PWNED').write_text('ran')",))
+
+
+def test_checkpoint_that_runs_code_on_load_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    module = CausalLMModule(**TINY)
+    evil = {
+        "state_dict": module.state_dict(),
+        "hyper_parameters": {**module.hparams, "payload": _Boom()},
+        "pytorch-lightning_version": "2.6.6",
+    }
+    torch.save(evil, tmp_path / "evil.ckpt")
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        CausalLMModule.load(tmp_path / "evil.ckpt")
+    assert not (tmp_path / "PWNED").exists()
