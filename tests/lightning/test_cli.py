@@ -204,3 +204,18 @@ def test_wandb_offline_run_logs_config_and_metrics(in_tmp, monkeypatch):
         wandb.finish()
     assert os.environ.get("WANDB_MODE") == "offline"
     assert sys.modules.get("wandb") is wandb
+
+
+@pytest.mark.parametrize("recipe", ["seq2seq/dates.yaml", "causal_lm/stdlib-tiny.yaml"])
+def test_predict_runs_from_a_checkpoint(recipe, in_tmp):
+    tiny = [*SEQ2SEQ_TINY, "--data.init_args.num_train=200", "--data.init_args.num_val=12"]
+    if recipe.startswith("causal_lm"):
+        tiny = CAUSAL_TINY
+    fitted = run(["fit", "--config", str(RECIPES / recipe), "--trainer.fast_dev_run=2", *tiny])
+    fitted.trainer.save_checkpoint("tiny.ckpt")
+    cli = run(["predict", "--config", str(RECIPES / recipe), "--ckpt_path=tiny.ckpt", *tiny])
+    batches = cli.trainer.predict_loop.predictions
+    predictions = [p for batch in batches for p in batch]
+    expected = len(cli.datamodule.predict_dataloader().dataset)
+    assert len(predictions) == expected > 0
+    assert all(isinstance(p, str) for p in predictions)  # decoded with the tokenizer from the checkpoint

@@ -164,6 +164,10 @@ class CausalLMDataModule(TokenizedDataModule):
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
 
+    def predict_dataloader(self) -> DataLoader:
+        """The validation windows: ``swapformer predict`` continues each one greedily."""
+        return self.val_dataloader()
+
     def _loader(self, dataset: Any, *, drop_last: bool, sampler: Any = None) -> DataLoader:
         return DataLoader(
             dataset,

@@ -163,6 +163,10 @@ class Seq2SeqDataModule(TokenizedDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.dataset("test"))
 
+    def predict_dataloader(self) -> DataLoader:
+        """The test sources (the validation ones without test files): ``swapformer predict`` translates them."""
+        return self._loader(self.dataset("test"))
+
     def _loader(self, dataset: PairDataset, *, sampler: Any = None) -> DataLoader:
         # drop_last=False: batches are padded per batch anyway, and a small dataset must still train.
         return DataLoader(
