@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from swapformer.components.attention._masks import causal_mask
+from swapformer.components.positional.base import PositionalEncoding
 
 
 def as_key_padding_mask(mask: Tensor | None, name: str, shape: tuple[int, int]) -> Tensor | None:
@@ -70,3 +71,19 @@ def build_attention_mask(
     if mask is None:
         return bias, False
     return torch.where(mask, bias, float("-inf")), False
+
+
+def self_attention_mask(
+    ids: Tensor, padding: Tensor | None, name: str, *, positional: PositionalEncoding, causal: bool
+) -> tuple[Tensor | None, bool]:
+    """``(attn_mask, is_causal)`` for self-attention over ``ids`` ``(N, L)``: the checked key-padding mask
+    ``padding`` (argument ``name``, True = real token), causality and the positional member's score bias."""
+    length = ids.size(1)
+    return build_attention_mask(
+        key_padding_mask=as_key_padding_mask(padding, name, tuple(ids.shape)),
+        length=length,
+        source_length=length,
+        causal=causal,
+        bias=positional.bias(length, length, device=ids.device),
+        device=ids.device,
+    )

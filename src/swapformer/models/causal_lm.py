@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from swapformer.blocks import TransformerStack
-from swapformer.masks import as_key_padding_mask, build_attention_mask
+from swapformer.masks import self_attention_mask
 from swapformer.models.embedding import TokenEmbedding
 
 
@@ -41,16 +41,8 @@ class DecoderOnly(nn.Module):
 
     def hidden_states(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """Output of the last layer (after the final norm), before the LM head: ``(N, L, D)``."""
-        length = input_ids.size(1)
-        padding = as_key_padding_mask(attention_mask, "attention_mask", tuple(input_ids.shape))
-        bias = self.positional.bias(length, length, device=input_ids.device)
-        mask, is_causal = build_attention_mask(
-            key_padding_mask=padding,
-            length=length,
-            source_length=length,
-            causal=True,
-            bias=bias,
-            device=input_ids.device,
+        mask, is_causal = self_attention_mask(
+            input_ids, attention_mask, "attention_mask", positional=self.positional, causal=True
         )
         x = self.embedding(input_ids)
         return self.decoder(x, attn_mask=mask, is_causal=is_causal, positional=self.positional)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from swapformer.blocks import TransformerStack
-from swapformer.masks import as_key_padding_mask, build_attention_mask
+from swapformer.masks import as_key_padding_mask, self_attention_mask
 from swapformer.models.embedding import TokenEmbedding
 
 
@@ -44,18 +44,8 @@ class EncoderDecoder(nn.Module):
 
     def encode(self, src_ids: Tensor, src_mask: Tensor | None = None) -> Tensor:
         """The encoder output ("memory") ``(N, S, D)``."""
-        length = src_ids.size(1)
-        padding = as_key_padding_mask(src_mask, "src_mask", tuple(src_ids.shape))
         positional = self.src_embedding.positional
-        bias = positional.bias(length, length, device=src_ids.device)
-        mask, _ = build_attention_mask(
-            key_padding_mask=padding,
-            length=length,
-            source_length=length,
-            causal=False,
-            bias=bias,
-            device=src_ids.device,
-        )
+        mask, _ = self_attention_mask(src_ids, src_mask, "src_mask", positional=positional, causal=False)
         return self.encoder(self.src_embedding(src_ids), attn_mask=mask, positional=positional)
 
     def decode(
@@ -67,18 +57,10 @@ class EncoderDecoder(nn.Module):
         tgt_mask: Tensor | None = None,
     ) -> Tensor:
         """Logits ``(N, L, V)`` for the target given the encoder output."""
-        length = tgt_ids.size(1)
-        padding = as_key_padding_mask(tgt_mask, "tgt_mask", tuple(tgt_ids.shape))
         source = as_key_padding_mask(src_mask, "src_mask", tuple(memory.shape[:2]))
         positional = self.tgt_embedding.positional
-        bias = positional.bias(length, length, device=tgt_ids.device)
-        mask, is_causal = build_attention_mask(
-            key_padding_mask=padding,
-            length=length,
-            source_length=length,
-            causal=True,
-            bias=bias,
-            device=tgt_ids.device,
+        mask, is_causal = self_attention_mask(
+            tgt_ids, tgt_mask, "tgt_mask", positional=positional, causal=True
         )
         memory_mask = None if source is None else source[:, None, None, :]  # (N, 1, 1, S)
         x = self.decoder(
