@@ -121,3 +121,18 @@ def test_checkpoint_that_runs_code_on_load_is_refused(tmp_path, monkeypatch):
     with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
         CausalLMModule.load(tmp_path / "evil.ckpt")
     assert not (tmp_path / "PWNED").exists()
+
+
+def test_module_signatures_cover_every_model_config_key():
+    """The modules spell out ModelConfig's keys (jsonargparse type-checks recipes from the signature); a key
+    added to ModelConfig but not to a module would be unreachable from recipes."""
+    import dataclasses
+    import inspect
+
+    from swapformer import ModelConfig
+    from swapformer.lightning import CausalLMModule, Seq2SeqModule
+
+    keys = {f.name for f in dataclasses.fields(ModelConfig) if f.init}
+    seq2seq_only = {"num_encoder_layers", "num_decoder_layers", "src_vocab_size"}
+    assert keys <= set(inspect.signature(Seq2SeqModule.__init__).parameters)
+    assert keys - seq2seq_only <= set(inspect.signature(CausalLMModule.__init__).parameters)
