@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 if TYPE_CHECKING:
     from swapformer.components.positional.base import PositionalEncoding
+    from swapformer.generation.cache import KVCache, LayerCache
 
 
 class TransformerLayer(nn.Module):
@@ -45,15 +46,23 @@ class TransformerLayer(nn.Module):
         attn_mask: Tensor | None = None,
         is_causal: bool = False,
         positional: PositionalEncoding | None = None,
-        offset: int = 0,
+        offset: int | Tensor = 0,
         memory: Tensor | None = None,
         memory_mask: Tensor | None = None,
+        cache: LayerCache | None = None,
     ) -> Tensor:
         x = self.self_attention(
-            x, attn_mask=attn_mask, is_causal=is_causal, positional=positional, offset=offset
+            x,
+            attn_mask=attn_mask,
+            is_causal=is_causal,
+            positional=positional,
+            offset=offset,
+            cache=None if cache is None else cache.self_attention,
         )
         if self.cross_attention is not None:
-            x = self.cross_attention(x, memory, attn_mask=memory_mask)
+            x = self.cross_attention(
+                x, memory, attn_mask=memory_mask, cache=None if cache is None else cache.cross_attention
+            )
         return self.feed_forward(x)
 
 
@@ -70,8 +79,13 @@ class TransformerStack(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.final_norm = final_norm
 
-    def forward(self, x: Tensor, **kwargs) -> Tensor:
-        """Run every layer with the same keyword arguments (masks, positional, memory)."""
-        for layer in self.layers:
-            x = layer(x, **kwargs)
+    def forward(self, x: Tensor, *, cache: KVCache | None = None, **kwargs) -> Tensor:
+        """Run every layer with the same keyword arguments (masks, positional, memory), each with its own
+        slot of ``cache``."""
+        if cache is None:
+            for layer in self.layers:
+                x = layer(x, **kwargs)
+        else:
+            for layer, layer_cache in zip(self.layers, cache.layers, strict=True):
+                x = layer(x, cache=layer_cache, **kwargs)
         return x if self.final_norm is None else self.final_norm(x)

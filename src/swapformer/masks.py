@@ -87,3 +87,45 @@ def self_attention_mask(
         bias=positional.bias(length, length, device=ids.device),
         device=ids.device,
     )
+
+
+def causal_self_attention_inputs(
+    ids: Tensor,
+    padding: Tensor | None,
+    name: str,
+    *,
+    positional: PositionalEncoding,
+    past_length: int = 0,
+) -> tuple[Tensor | None, bool, int | Tensor]:
+    """``(attn_mask, is_causal, offset)`` for causal self-attention of ``ids`` ``(N, L)`` that follow
+    ``past_length`` tokens already in a KV cache.
+
+    ``padding`` (argument ``name``) is ``(N, past_length + L)``, True = real token, covering the cached tokens
+    too, as Hugging Face's ``attention_mask`` does during generation. Rows may be left-padded (batched prompts of
+    different lengths) or right-padded (training batches): ``offset`` places each row's first real token at
+    position 0. It is an int when every row agrees (the common case, and the fast one), else ``(N,)``.
+    """
+    batch, length = ids.shape
+    source_length = past_length + length
+    key_padding = as_key_padding_mask(padding, name, (batch, source_length))
+    offset: int | Tensor = past_length
+    if key_padding is not None:
+        if bool(key_padding.all()):
+            key_padding = None
+        else:
+            leading = (key_padding[:, past_length:].cumsum(-1) == 0).sum(-1)  # left padding of the new tokens
+            start = (
+                key_padding[:, :past_length].sum(-1) - leading
+            )  # (N,) position of each row's first new token
+            if not bool((start == past_length).all()):
+                offset = start
+    mask, is_causal = build_attention_mask(
+        key_padding_mask=key_padding,
+        length=length,
+        source_length=source_length,
+        causal=length > 1,  # one new token may attend every cached one
+        offset=past_length,
+        bias=positional.bias(length, source_length, offset=past_length, device=ids.device),
+        device=ids.device,
+    )
+    return mask, is_causal, offset

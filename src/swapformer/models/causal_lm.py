@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from torch import Tensor, nn
 
 from swapformer.blocks import TransformerStack
-from swapformer.masks import self_attention_mask
+from swapformer.masks import causal_self_attention_inputs
 from swapformer.models.embedding import TokenEmbedding
+
+if TYPE_CHECKING:
+    from swapformer.generation.cache import KVCache
 
 
 class DecoderOnly(nn.Module):
@@ -39,14 +44,41 @@ class DecoderOnly(nn.Module):
     def positional(self):
         return self.embedding.positional
 
-    def hidden_states(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+    def hidden_states(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, *, cache: KVCache | None = None
+    ) -> Tensor:
         """Output of the last layer (after the final norm), before the LM head: ``(N, L, D)``."""
-        mask, is_causal = self_attention_mask(
-            input_ids, attention_mask, "attention_mask", positional=self.positional, causal=True
+        mask, is_causal, offset = causal_self_attention_inputs(
+            input_ids,
+            attention_mask,
+            "attention_mask",
+            positional=self.positional,
+            past_length=0 if cache is None else cache.length,
         )
-        x = self.embedding(input_ids)
-        return self.decoder(x, attn_mask=mask, is_causal=is_causal, positional=self.positional)
+        x = self.embedding(input_ids, offset=offset)
+        return self.decoder(
+            x, attn_mask=mask, is_causal=is_causal, positional=self.positional, offset=offset, cache=cache
+        )
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
-        """Next-token logits ``(N, L, V)`` for every position."""
-        return self.lm_head(self.hidden_states(input_ids, attention_mask))
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, *, cache: KVCache | None = None
+    ) -> Tensor:
+        """Next-token logits ``(N, L, V)`` for every position.
+
+        Args:
+            input_ids: ``(N, L)`` token ids; left or right padding allowed.
+            attention_mask: True (or 1) = real token, ``(N, L)``; with a ``cache``, ``(N, cached + L)``.
+            cache: a :class:`~swapformer.generation.KVCache`; the tokens continue the cached ones and are
+                appended to it.
+        """
+        return self.lm_head(self.hidden_states(input_ids, attention_mask, cache=cache))
+
+    def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, **kwargs: Any) -> Tensor:
+        """Continue ``input_ids``; see :func:`swapformer.generation.generate` for every argument.
+
+        Returns:
+            ``(N, P + T)``: the (left-padded) prompt followed by up to ``max_new_tokens`` new ids.
+        """
+        from swapformer.generation import generate
+
+        return generate(self, input_ids, attention_mask, **kwargs)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from torch import Tensor, nn
 
 from swapformer.blocks import TransformerStack
-from swapformer.masks import as_key_padding_mask, self_attention_mask
+from swapformer.masks import as_key_padding_mask, causal_self_attention_inputs, self_attention_mask
 from swapformer.models.embedding import TokenEmbedding
+
+if TYPE_CHECKING:
+    from swapformer.generation.cache import KVCache
 
 
 class EncoderDecoder(nn.Module):
@@ -55,21 +60,34 @@ class EncoderDecoder(nn.Module):
         *,
         src_mask: Tensor | None = None,
         tgt_mask: Tensor | None = None,
+        cache: KVCache | None = None,
     ) -> Tensor:
-        """Logits ``(N, L, V)`` for the target given the encoder output."""
+        """Logits ``(N, L, V)`` for the target given the encoder output.
+
+        Args:
+            tgt_mask: ``(N, L)`` True = real target token; with a ``cache``, ``(N, cached + L)``.
+            cache: a :class:`~swapformer.generation.KVCache`: the target tokens continue the cached ones, and the
+                cross-attention keys and values of ``memory`` are projected once and kept.
+        """
         source = as_key_padding_mask(src_mask, "src_mask", tuple(memory.shape[:2]))
         positional = self.tgt_embedding.positional
-        mask, is_causal = self_attention_mask(
-            tgt_ids, tgt_mask, "tgt_mask", positional=positional, causal=True
+        mask, is_causal, offset = causal_self_attention_inputs(
+            tgt_ids,
+            tgt_mask,
+            "tgt_mask",
+            positional=positional,
+            past_length=0 if cache is None else cache.length,
         )
         memory_mask = None if source is None else source[:, None, None, :]  # (N, 1, 1, S)
         x = self.decoder(
-            self.tgt_embedding(tgt_ids),
+            self.tgt_embedding(tgt_ids, offset=offset),
             attn_mask=mask,
             is_causal=is_causal,
             positional=positional,
+            offset=offset,
             memory=memory,
             memory_mask=memory_mask,
+            cache=cache,
         )
         return self.lm_head(x)
 
@@ -78,3 +96,13 @@ class EncoderDecoder(nn.Module):
     ) -> Tensor:
         """Teacher-forced logits ``(N, L, V)``: position i predicts target token i + 1."""
         return self.decode(tgt_ids, self.encode(src_ids, src_mask), src_mask=src_mask, tgt_mask=tgt_mask)
+
+    def generate(self, input_ids: Tensor, src_mask: Tensor | None = None, **kwargs: Any) -> Tensor:
+        """Decode a target for each source ``input_ids`` ``(N, S)``; see :func:`swapformer.generation.generate`.
+
+        Returns:
+            ``(N, 1 + T)``: ``decoder_start_token_id`` followed by up to ``max_new_tokens`` new ids.
+        """
+        from swapformer.generation import generate
+
+        return generate(self, input_ids, src_mask, **kwargs)

@@ -10,6 +10,7 @@ from swapformer.errors import ConfigError
 
 if TYPE_CHECKING:
     from swapformer.components.positional.base import PositionalEncoding
+    from swapformer.generation.cache import AttentionCache
 
 
 class MultiHeadAttention(nn.Module):
@@ -70,8 +71,9 @@ class MultiHeadAttention(nn.Module):
         attn_mask: Tensor | None = None,
         is_causal: bool = False,
         positional: PositionalEncoding | None = None,
-        offset: int = 0,
+        offset: int | Tensor = 0,
         need_weights: bool = False,
+        cache: AttentionCache | None = None,
     ) -> Tensor | tuple[Tensor, Tensor | None]:
         """Self-attention when ``memory`` is None, else cross-attention from ``x`` to ``memory``.
 
@@ -79,17 +81,27 @@ class MultiHeadAttention(nn.Module):
             attn_mask: True = may attend (or a float bias), broadcastable to ``(N, H, L, S)``.
             is_causal: block future keys (when no mask is given, the kernel's fast causal path).
             positional: its ``rotate`` hook is applied to q and k in self-attention.
-            offset: absolute position of ``x[:, 0]`` (tokens already seen), for ``rotate``.
+            offset: absolute position of ``x[:, 0]`` (tokens already seen), for ``rotate``; an int, or ``(N,)``
+                per-row offsets for left-padded batches.
             need_weights: also return the attention weights ``(N, H, L, S)``.
+            cache: keys and values of earlier steps. Self-attention appends the new tokens' keys and values and
+                attends to all of them (``S`` = cached + ``L``); cross-attention projects ``memory`` at the first
+                call and reuses it afterwards.
         """
         batch, length, _ = x.shape
-        source = x if memory is None else memory
-        source_length = source.size(1)
         q = self.q_proj(x).view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)  # (N, H, L, E)
-        k = self.k_proj(source).view(batch, source_length, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(source).view(batch, source_length, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        if positional is not None and memory is None:
-            q, k = positional.rotate(q, k, offset=offset)
+        if memory is None:  # self-attention
+            k, v = self._project_kv(x)
+            if positional is not None:
+                q, k = positional.rotate(q, k, offset=offset)
+            if cache is not None:
+                k, v = cache.append(k, v)  # (N, Hkv, S, E), S = cached + L
+        elif cache is not None and cache.length:  # cross-attention, memory already projected
+            k, v = cache.keys, cache.values
+        else:
+            k, v = self._project_kv(memory)
+            if cache is not None:
+                cache.store(k, v)
         out, weights = self.kernel(
             q,
             k,
@@ -101,3 +113,10 @@ class MultiHeadAttention(nn.Module):
         )
         out = self.out_proj(out.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim))
         return (out, weights) if need_weights else out
+
+    def _project_kv(self, source: Tensor) -> tuple[Tensor, Tensor]:
+        batch, source_length, _ = source.shape
+        shape = (batch, source_length, self.num_kv_heads, self.head_dim)
+        k = self.k_proj(source).view(shape).transpose(1, 2)  # (N, Hkv, S, E)
+        v = self.v_proj(source).view(shape).transpose(1, 2)
+        return k, v

@@ -6,6 +6,19 @@ import torch
 from torch import Tensor, nn
 
 
+def positions(offset: int | Tensor, length: int, device: torch.device | None = None) -> Tensor:
+    """Absolute positions of ``length`` tokens starting at ``offset``: ``(L,)`` for an int, ``(N, L)`` for a
+    ``(N,)`` tensor of per-row offsets (clamped at 0, see :class:`PositionalEncoding`)."""
+    if isinstance(offset, int):
+        return torch.arange(offset, offset + length, device=device)
+    return (offset[:, None] + torch.arange(length, device=offset.device)).clamp_min(0)
+
+
+def last_position(offset: int | Tensor, length: int) -> int:
+    """The largest position :func:`positions` returns (a host sync for a tensor offset)."""
+    return offset + length - 1 if isinstance(offset, int) else int(offset.max()) + length - 1
+
+
 class PositionalEncoding(nn.Module):
     """Base class of every positional member.
 
@@ -16,14 +29,20 @@ class PositionalEncoding(nn.Module):
     - ``bias(L, S, offset)``: added to the attention scores (ALiBi, T5 relative bias).
 
     ``offset`` is the absolute position of the first of the ``L`` tokens (non-zero when a KV cache already holds
-    earlier tokens).
+    earlier tokens). ``embed`` and ``rotate`` also take a ``(N,)`` tensor of per-row offsets: batched prompts of
+    different lengths are left-padded, and each row's first real token must sit at position 0. Positions below 0
+    (the left padding, which every query masks out) are clamped to 0. ``bias`` takes an int: a relative bias is
+    unchanged when every position of a row shifts by the same amount.
     """
 
-    def embed(self, x: Tensor, *, offset: int = 0) -> Tensor:
+    max_length: int | None = None
+    """The longest sequence the member can encode (a learned table's size); None = any length."""
+
+    def embed(self, x: Tensor, *, offset: int | Tensor = 0) -> Tensor:
         """Token embeddings ``(N, L, D)`` with positions added; identity by default."""
         return x
 
-    def rotate(self, q: Tensor, k: Tensor, *, offset: int = 0) -> tuple[Tensor, Tensor]:
+    def rotate(self, q: Tensor, k: Tensor, *, offset: int | Tensor = 0) -> tuple[Tensor, Tensor]:
         """Queries ``(N, H, L, E)`` and keys ``(N, Hkv, S, E)`` with positions applied; identity by default."""
         return q, k
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
-from swapformer.components.positional.base import PositionalEncoding
+from swapformer.components.positional.base import PositionalEncoding, last_position, positions
 
 
 class LearnedPositionalEncoding(PositionalEncoding):
@@ -21,15 +20,15 @@ class LearnedPositionalEncoding(PositionalEncoding):
 
     def __init__(self, *, d_model: int, max_seq_len: int) -> None:
         super().__init__()
-        self.max_seq_len = max_seq_len
+        self.max_seq_len = self.max_length = max_seq_len
         self.table = nn.Embedding(max_seq_len, d_model)
 
-    def embed(self, x: Tensor, *, offset: int = 0) -> Tensor:
-        end = offset + x.size(1)
+    def embed(self, x: Tensor, *, offset: int | Tensor = 0) -> Tensor:
+        end = last_position(offset, x.size(1)) + 1
         if end > self.max_seq_len:
             raise ValueError(
                 f"position {end - 1} is beyond the learned positional table of size max_seq_len={self.max_seq_len} "
                 f"(sequence of {end} tokens); raise max_seq_len in the model config (and retrain), or use a "
                 "positional encoding without a table such as 'sinusoidal' or 'rope'"
             )
-        return x + self.table(torch.arange(offset, end, device=x.device)).to(x.dtype)
+        return x + self.table(positions(offset, x.size(1), x.device)).to(x.dtype)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from swapformer.components.positional.base import PositionalEncoding
+from swapformer.components.positional.base import PositionalEncoding, last_position, positions
 from swapformer.errors import ConfigError
 
 
@@ -47,10 +47,16 @@ class RotaryPositionalEncoding(PositionalEncoding):
         angles = torch.cat((angles, angles), dim=-1)  # (L, E), rotate-half layout
         self.cos, self.sin = angles.cos(), angles.sin()
 
-    def rotate(self, q: Tensor, k: Tensor, *, offset: int = 0) -> tuple[Tensor, Tensor]:
+    def rotate(self, q: Tensor, k: Tensor, *, offset: int | Tensor = 0) -> tuple[Tensor, Tensor]:
         # q and k hold the same new tokens at positions offset .. offset+L-1 (a KV cache stores rotated keys)
-        end = offset + q.size(-2)
+        length = q.size(-2)
+        end = last_position(offset, length) + 1
         if end > self.cos.size(0):
             self._grow(end, q.device)
-        cos, sin = self.cos[offset:end].to(q.dtype), self.sin[offset:end].to(q.dtype)  # (L, E)
+        if isinstance(offset, int):
+            cos, sin = self.cos[offset:end], self.sin[offset:end]  # (L, E)
+        else:  # per-row offsets: (N, 1, L, E), broadcast over heads
+            index = positions(offset, length)
+            cos, sin = self.cos[index][:, None], self.sin[index][:, None]
+        cos, sin = cos.to(q.dtype), sin.to(q.dtype)
         return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin

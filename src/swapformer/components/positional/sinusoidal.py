@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from swapformer.components.positional.base import PositionalEncoding
+from swapformer.components.positional.base import PositionalEncoding, last_position, positions
 
 
 def sinusoidal_table(length: int, d_model: int, *, base: float = 10000.0, device=None) -> Tensor:
@@ -42,10 +42,12 @@ class SinusoidalPositionalEncoding(PositionalEncoding):
         self.d_model, self.base = d_model, base
         self.register_buffer("table", sinusoidal_table(0, d_model, base=base), persistent=False)
 
-    def embed(self, x: Tensor, *, offset: int = 0) -> Tensor:
-        end = offset + x.size(1)
+    def embed(self, x: Tensor, *, offset: int | Tensor = 0) -> Tensor:
+        end = last_position(offset, x.size(1)) + 1
         if end > self.table.size(0):  # grow the cache (doubling) instead of a fixed maximum
             self.table = sinusoidal_table(
                 max(end, 2 * self.table.size(0)), self.d_model, base=self.base, device=x.device
             )
-        return x + self.table[offset:end].to(x.dtype)
+        if isinstance(offset, int):
+            return x + self.table[offset:end].to(x.dtype)
+        return x + self.table[positions(offset, x.size(1))].to(x.dtype)  # (N, L, D)

@@ -1,0 +1,20 @@
+"""Autoregressive decoding: the KV cache, greedy, sampling and beam search, for both model kinds.
+
+The lecture's last step, "the decoder's input is its own previous output", made fast: a
+:class:`KVCache` keeps every layer's keys and values, so each step runs one token through the model.
+"""
+
+from swapformer.generation.cache import AttentionCache, KVCache, LayerCache
+from swapformer.generation.generate import generate, left_pad
+from swapformer.generation.search import Settings, beam_search, sample_or_greedy
+
+__all__ = [
+    "AttentionCache",
+    "KVCache",
+    "LayerCache",
+    "Settings",
+    "beam_search",
+    "generate",
+    "left_pad",
+    "sample_or_greedy",
+]

@@ -1,0 +1,268 @@
+"""``generate()`` for both model kinds, with Hugging Face's argument names."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from swapformer.generation.cache import KVCache
+from swapformer.generation.search import (
+    Settings,
+    Streamer,
+    as_id_tuple,
+    beam_search,
+    expand_beams,
+    sample_or_greedy,
+)
+from swapformer.models.causal_lm import DecoderOnly
+from swapformer.models.seq2seq import EncoderDecoder
+
+
+def generate(
+    model: DecoderOnly | EncoderDecoder,
+    input_ids: Tensor,
+    attention_mask: Tensor | None = None,
+    *,
+    max_new_tokens: int = 20,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    repetition_penalty: float = 1.0,
+    num_beams: int = 1,
+    length_penalty: float = 1.0,
+    early_stopping: bool | str = False,
+    eos_token_id: int | Sequence[int] | None = None,
+    pad_token_id: int = 0,
+    decoder_start_token_id: int | None = None,
+    use_cache: bool = True,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    streamer: Streamer | None = None,
+) -> Tensor:
+    """Generate ids: greedy, sampling, or beam search, with or without the KV cache.
+
+    The model runs in eval mode under ``torch.inference_mode`` (its previous mode is restored).
+
+    Args:
+        model: a :class:`~swapformer.DecoderOnly` or :class:`~swapformer.EncoderDecoder`.
+        input_ids: ``(N, P)``. Decoder-only: the prompts, left-padded when their lengths differ. Encoder-decoder:
+            the source ids.
+        attention_mask: ``(N, P)``, True (or 1) = real token. Encoder-decoder: the source mask (``src_mask``).
+        max_new_tokens: most tokens generated per row.
+        do_sample: sample from the distribution instead of taking the argmax.
+        temperature: divides the logits before sampling (> 0).
+        top_k: sample among the ``top_k`` most likely tokens.
+        top_p: sample among the fewest most likely tokens whose probability reaches ``top_p``, in (0, 1].
+        repetition_penalty: > 1 discourages tokens already present (CTRL); 1 is off.
+        num_beams: beams; 1 is greedy or sampling.
+        length_penalty: beam scores are divided by ``length ** length_penalty``; > 0 favours longer outputs.
+        early_stopping: beam search stops a row once it has ``num_beams`` finished hypotheses (True), when no
+            live beam can still win judged at the current length (False) or at the longest length ("never").
+        eos_token_id: id, or ids, that end a sequence; rows that ended are padded with ``pad_token_id``.
+        pad_token_id: the padding id of the prompts and of finished rows.
+        decoder_start_token_id: first target id of an encoder-decoder (the BOS id of swapformer's tokenizers).
+        use_cache: keep keys and values between steps (fast); False re-runs the whole prefix every step.
+        seed: seeds a private generator, so sampling repeats exactly without touching the global RNG.
+        generator: or pass your own.
+        streamer: ``put(tokens)`` gets each step's ``(N,)`` new ids, then ``end()`` (greedy and sampling).
+
+    Returns:
+        Decoder-only: ``(N, P + T)``, the prompts then the new ids. Encoder-decoder: ``(N, 1 + T)``, the start id
+        then the new ids. ``T <= max_new_tokens``.
+
+    Raises:
+        ValueError: an empty prompt, right-padded prompts, a length beyond a learned positional table, or an
+            argument out of range (each message names the value and the fix).
+    """
+    settings = Settings(
+        max_new_tokens=max_new_tokens,
+        do_sample=do_sample,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        repetition_penalty=repetition_penalty,
+        num_beams=num_beams,
+        length_penalty=length_penalty,
+        early_stopping=early_stopping,
+        eos_token_id=as_id_tuple(eos_token_id),
+        pad_token_id=pad_token_id,
+    )
+    _check_settings(settings)
+    _check_ids(input_ids, attention_mask)
+    if seed is not None:
+        if generator is not None:
+            raise ValueError("pass seed or generator, not both")
+        generator = torch.Generator(device=input_ids.device).manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            if isinstance(model, EncoderDecoder):
+                return _generate_seq2seq(
+                    model,
+                    input_ids,
+                    attention_mask,
+                    settings,
+                    decoder_start_token_id,
+                    use_cache,
+                    generator,
+                    streamer,
+                )
+            if isinstance(model, DecoderOnly):
+                return _generate_causal(
+                    model, input_ids, attention_mask, settings, use_cache, generator, streamer
+                )
+            raise TypeError(f"generate() needs a DecoderOnly or EncoderDecoder, got {type(model).__name__}")
+    finally:
+        model.train(was_training)
+
+
+def _run(step, prompt, mask, settings, generator, streamer) -> Tensor:
+    if settings.num_beams > 1:
+        return beam_search(step, prompt, mask, settings, generator=generator)
+    return sample_or_greedy(step, prompt, mask, settings, generator=generator, streamer=streamer)
+
+
+class _CausalStep:
+    """Next-token logits of a DecoderOnly, with a KV cache or re-running the prefix."""
+
+    def __init__(self, model: DecoderOnly, cache: KVCache | None) -> None:
+        self.model, self.cache = model, cache
+
+    def __call__(self, ids: Tensor, attention_mask: Tensor | None, new: int) -> Tensor:
+        if self.cache is None:
+            hidden = self.model.hidden_states(ids, attention_mask)
+        else:
+            hidden = self.model.hidden_states(ids[:, -new:], attention_mask, cache=self.cache)
+        return self.model.lm_head(hidden[:, -1])  # (N, V): only the last position is needed
+
+    def reorder(self, index: Tensor) -> None:
+        if self.cache is not None:
+            self.cache.reorder(index)
+
+
+def _generate_causal(model, input_ids, attention_mask, settings, use_cache, generator, streamer) -> Tensor:
+    mask = None
+    if attention_mask is not None:
+        mask = attention_mask if attention_mask.dtype == torch.bool else attention_mask != 0
+        _check_left_padded(mask)
+        if bool(mask.all()):
+            mask = None  # no padding: the fast path
+    _check_length(model.positional, input_ids.size(1) + settings.max_new_tokens, "prompt + max_new_tokens")
+    prompt, mask = expand_beams(input_ids, settings.num_beams), expand_beams(mask, settings.num_beams)
+    cache = (
+        KVCache(len(model.decoder.layers), capacity=prompt.size(1) + settings.max_new_tokens)
+        if use_cache
+        else None
+    )
+    return _run(_CausalStep(model, cache), prompt, mask, settings, generator, streamer)
+
+
+class _Seq2SeqStep:
+    """Next-token logits of an EncoderDecoder's decoder over a fixed encoder output."""
+
+    def __init__(self, model: EncoderDecoder, memory: Tensor, src_mask: Tensor | None, cache: KVCache | None):
+        self.model, self.memory, self.src_mask, self.cache = model, memory, src_mask, cache
+
+    def __call__(self, ids: Tensor, attention_mask: Tensor | None, new: int) -> Tensor:
+        if self.cache is not None:
+            ids = ids[:, -new:]
+        return self.model.decode(ids, self.memory, src_mask=self.src_mask, cache=self.cache)[:, -1]
+
+    def reorder(self, index: Tensor) -> None:
+        if self.cache is not None:  # beams of one source share its memory: cross-attention stays
+            self.cache.reorder(index, cross_attention=False)
+
+
+def _generate_seq2seq(
+    model, input_ids, src_mask, settings, decoder_start_token_id, use_cache, generator, streamer
+) -> Tensor:
+    if decoder_start_token_id is None:
+        raise ValueError(
+            "an encoder-decoder needs decoder_start_token_id, the first target id (the BOS id of the "
+            "tokenizer, 1 for swapformer's tokenizers)"
+        )
+    _check_length(model.src_embedding.positional, input_ids.size(1), "the source")
+    _check_length(model.tgt_embedding.positional, 1 + settings.max_new_tokens, "1 + max_new_tokens")
+    memory = model.encode(input_ids, src_mask)  # (N, S, D), once
+    beams = settings.num_beams
+    memory, src_mask = expand_beams(memory, beams), expand_beams(src_mask, beams)
+    start = input_ids.new_full((memory.size(0), 1), decoder_start_token_id)
+    cache = KVCache(len(model.decoder.layers), capacity=1 + settings.max_new_tokens) if use_cache else None
+    return _run(_Seq2SeqStep(model, memory, src_mask, cache), start, None, settings, generator, streamer)
+
+
+def _check_settings(s: Settings) -> None:
+    problems = []
+    if not isinstance(s.max_new_tokens, int) or s.max_new_tokens < 1:
+        problems.append(f"max_new_tokens={s.max_new_tokens!r} must be an int >= 1")
+    if not isinstance(s.num_beams, int) or s.num_beams < 1:
+        problems.append(f"num_beams={s.num_beams!r} must be an int >= 1 (1 = no beam search)")
+    if s.do_sample and not s.temperature > 0:
+        problems.append(
+            f"temperature={s.temperature!r} must be > 0 when sampling (for the argmax, do_sample=False)"
+        )
+    if s.top_k is not None and (not isinstance(s.top_k, int) or s.top_k < 1):
+        problems.append(f"top_k={s.top_k!r} must be an int >= 1, or None to keep every token")
+    if s.top_p is not None and not 0 < s.top_p <= 1:
+        problems.append(f"top_p={s.top_p!r} must be in (0, 1]; 1 (or None) keeps every token")
+    if not s.repetition_penalty > 0:
+        problems.append(f"repetition_penalty={s.repetition_penalty!r} must be > 0; 1 is no penalty")
+    if s.early_stopping not in (True, False, "never"):
+        problems.append(f"early_stopping={s.early_stopping!r} must be True, False or 'never'")
+    if (s.top_k is not None or s.top_p is not None or s.temperature != 1.0) and not s.do_sample:
+        problems.append("temperature, top_k and top_p apply only when sampling: pass do_sample=True")
+    if problems:
+        raise ValueError("invalid generation arguments: " + "; ".join(problems))
+
+
+def _check_ids(input_ids: Tensor, attention_mask: Tensor | None) -> None:
+    if input_ids.dim() != 2 or input_ids.size(1) == 0 or input_ids.size(0) == 0:
+        raise ValueError(
+            f"input_ids has shape {tuple(input_ids.shape)}: pass a non-empty (N, L) batch of token ids; to start "
+            "from nothing, give a one-token prompt such as the BOS id"
+        )
+    if attention_mask is not None:
+        if tuple(attention_mask.shape) != tuple(input_ids.shape):
+            raise ValueError(
+                f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids {tuple(input_ids.shape)}"
+            )
+        empty = (~(attention_mask != 0).any(dim=1)).nonzero().flatten().tolist()
+        if empty:
+            raise ValueError(f"rows {empty} of the attention mask hold no real token: every prompt needs one")
+
+
+def _check_left_padded(mask: Tensor) -> None:
+    # a real token followed by padding means right padding: new tokens would land after the pads
+    right = (mask[:, :-1] & ~mask[:, 1:]).any(dim=1).nonzero().flatten().tolist()
+    if right:
+        raise ValueError(
+            f"rows {right} of attention_mask are right-padded; decoder-only generation continues after the last "
+            "column, so pad prompts on the left (e.g. swapformer.generation.left_pad)"
+        )
+
+
+def _check_length(positional: nn.Module, length: int, what: str) -> None:
+    limit = getattr(positional, "max_length", None)
+    if limit is not None and length > limit:
+        raise ValueError(
+            f"{what} is {length} tokens but the {type(positional).__name__} table holds {limit} positions "
+            f"(max_seq_len); generate fewer tokens, shorten the input, or use a positional encoding without a "
+            "table such as 'rope' or 'sinusoidal'"
+        )
+
+
+def left_pad(sequences: Sequence[Sequence[int]], pad_token_id: int = 0) -> tuple[Tensor, Tensor]:
+    """Token lists of different lengths as left-padded ``(input_ids, attention_mask)`` for decoder-only models."""
+    if not sequences or any(len(s) == 0 for s in sequences):
+        raise ValueError("left_pad needs at least one sequence, each with at least one token")
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros(len(sequences), width, dtype=torch.bool)
+    for row, seq in enumerate(sequences):
+        ids[row, width - len(seq) :] = torch.as_tensor(list(seq), dtype=torch.long)
+        mask[row, width - len(seq) :] = True
+    return ids, mask

@@ -1,0 +1,230 @@
+"""Decoding loops: greedy, sampling and beam search over a step function.
+
+A step function returns the next-token logits of every row given the ids so far::
+
+    step(ids, attention_mask, new) -> logits (N, V)
+
+``new`` is how many of the last ids it has not seen yet: the whole prompt at the first call, then 1. A cached step
+runs only those; an uncached one runs all of ``ids``. ``step.reorder(index)`` keeps rows ``index`` of its state
+(beam search). :mod:`swapformer.generation.generate` builds these for the two model kinds; any callable of this
+shape works, which is how the tests search a hand-written toy model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from swapformer.generation.processors import repetition_penalty, top_k_filter, top_p_filter
+
+_BLOCKED = -1.0e9  # a score no live hypothesis reaches, used instead of -inf so sums stay finite
+
+
+class Step(Protocol):
+    def __call__(self, ids: Tensor, attention_mask: Tensor | None, new: int) -> Tensor: ...
+
+    def reorder(self, index: Tensor) -> None: ...
+
+
+class Streamer(Protocol):
+    """Receives tokens as they are chosen (the protocol of Hugging Face's ``TextStreamer``)."""
+
+    def put(self, value: Tensor) -> None: ...
+
+    def end(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The checked decoding arguments (see :func:`swapformer.generation.generate`)."""
+
+    max_new_tokens: int
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    repetition_penalty: float = 1.0
+    num_beams: int = 1
+    length_penalty: float = 1.0
+    early_stopping: bool | str = False
+    eos_token_id: tuple[int, ...] = ()
+    pad_token_id: int = 0
+
+    def process(self, logits: Tensor, ids: Tensor) -> Tensor:
+        """Repetition penalty, then (when sampling) temperature, top-k and top-p, in Hugging Face's order."""
+        if self.repetition_penalty != 1.0:
+            logits = repetition_penalty(logits, ids, self.repetition_penalty)
+        if self.do_sample:
+            if self.temperature != 1.0:
+                logits = logits / self.temperature
+            if self.top_k is not None:
+                logits = top_k_filter(logits, self.top_k)
+            if self.top_p is not None:
+                logits = top_p_filter(logits, self.top_p)
+        return logits
+
+
+def sample_or_greedy(
+    step: Step,
+    prompt: Tensor,
+    attention_mask: Tensor | None,
+    settings: Settings,
+    *,
+    generator: torch.Generator | None = None,
+    streamer: Streamer | None = None,
+) -> Tensor:
+    """Pick one token per step, the argmax or a sample, until every row has produced an eos or the budget ends.
+
+    Rows that finish early are filled with ``pad_token_id``.
+
+    Returns:
+        ``(N, P + T)``: the prompt and ``T <= max_new_tokens`` new ids.
+    """
+    batch, prompt_length = prompt.shape
+    total = prompt_length + settings.max_new_tokens
+    ids = prompt.new_full((batch, total), settings.pad_token_id)  # preallocated: no per-step concatenation
+    ids[:, :prompt_length] = prompt
+    mask = None
+    if attention_mask is not None:
+        mask = attention_mask.new_ones(batch, total)
+        mask[:, :prompt_length] = attention_mask
+    eos = torch.tensor(settings.eos_token_id, device=prompt.device) if settings.eos_token_id else None
+    unfinished = torch.ones(batch, dtype=torch.bool, device=prompt.device)
+    end, new = prompt_length, prompt_length
+    for _ in range(settings.max_new_tokens):
+        logits = step(ids[:, :end], None if mask is None else mask[:, :end], new).float()  # (N, V)
+        logits = settings.process(logits, ids[:, :end])
+        if settings.do_sample:
+            token = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)[:, 0]
+        else:
+            token = logits.argmax(dim=-1)
+        if eos is not None:
+            token = torch.where(unfinished, token, settings.pad_token_id)
+        ids[:, end] = token
+        end, new = end + 1, 1
+        if streamer is not None:
+            streamer.put(token)
+        if eos is not None:
+            unfinished &= ~torch.isin(token, eos)
+            if not bool(unfinished.any()):
+                break
+    if streamer is not None:
+        streamer.end()
+    return ids[:, :end]
+
+
+def beam_search(
+    step: Step,
+    prompt: Tensor,
+    attention_mask: Tensor | None,
+    settings: Settings,
+    *,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Beam search with Hugging Face's scoring and stopping rules, so its results can be compared with theirs.
+
+    ``prompt`` holds ``num_beams`` identical rows per input, ``(N * B, P)``. At each step every live beam's
+    log-probabilities are added to its score; of the ``B * V`` continuations the best ``K = max(2, 1 + #eos) * B``
+    are kept (sampled instead when ``do_sample``). Continuations ending in an eos among the first ``B`` become
+    finished hypotheses, scored ``sum log p / generated_length ** length_penalty``; the best ``B`` others stay
+    live. A row stops when it has ``B`` finished hypotheses and ``early_stopping=True``, or when no live beam can
+    beat its worst finished one (``False``: judged at the current length; ``"never"``: at the longest possible
+    length when ``length_penalty > 0``), or at ``max_new_tokens``, where live beams are finished as they are.
+
+    Returns:
+        ``(N, P + T)``: each input's best hypothesis, padded with ``pad_token_id``.
+    """
+    beams = settings.num_beams
+    flat_batch, prompt_length = prompt.shape
+    batch = flat_batch // beams
+    total = prompt_length + settings.max_new_tokens
+    device = prompt.device
+    eos = torch.tensor(settings.eos_token_id or (-1,), device=device)
+    candidates = max(2, 1 + len(settings.eos_token_id)) * beams
+
+    running = prompt.new_full((batch, beams, total), settings.pad_token_id)
+    running[:, :, :prompt_length] = prompt.view(batch, beams, prompt_length)
+    running_scores = torch.full((batch, beams), _BLOCKED, device=device)
+    running_scores[:, 0] = 0.0  # the beams start identical: let only the first one expand at step 1
+    finished = running.clone()
+    finished_scores = torch.full((batch, beams), _BLOCKED, device=device)
+    finished_flags = torch.zeros(batch, beams, dtype=torch.bool, device=device)
+    finished_lengths = torch.full((batch, beams), prompt_length, device=device)
+    improvable = torch.ones(batch, 1, dtype=torch.bool, device=device)
+    first_beams = torch.arange(candidates, device=device) < beams  # only these may finish
+    batch_base = torch.arange(batch, device=device)[:, None] * beams
+    mask = None
+    if attention_mask is not None:
+        mask = attention_mask.new_ones(flat_batch, total)
+        mask[:, :prompt_length] = attention_mask
+
+    length, new = prompt_length, prompt_length
+    for _ in range(settings.max_new_tokens):
+        flat = running[:, :, :length].reshape(flat_batch, length)
+        logits = step(flat, None if mask is None else mask[:, :length], new).float()
+        log_probs = settings.process(torch.log_softmax(logits, dim=-1), flat)  # (N*B, V)
+        vocab = log_probs.size(-1)
+        scores = (log_probs.view(batch, beams, vocab) + running_scores[..., None]).view(batch, beams * vocab)
+        if settings.do_sample:
+            picked = torch.multinomial(torch.softmax(scores, dim=-1), candidates, generator=generator)
+            top_scores, order = scores.gather(1, picked).sort(dim=-1, descending=True)
+            picked = picked.gather(1, order)
+        else:
+            top_scores, picked = torch.topk(scores, candidates, dim=-1)  # (N, K)
+        origin, token = picked // vocab, picked % vocab
+        sequences = running.gather(1, origin[..., None].expand(-1, -1, total)).clone()  # (N, K, total)
+        sequences[:, :, length] = token
+        ends = torch.isin(token, eos)
+        if length + 1 == total:
+            ends = torch.ones_like(ends)  # the budget is spent: every candidate ends here
+
+        # the best B candidates that did not end continue
+        live_scores = top_scores + ends.float() * _BLOCKED
+        keep = torch.topk(live_scores, beams, dim=-1).indices  # (N, B)
+        running = sequences.gather(1, keep[..., None].expand(-1, -1, total))
+        running_scores = live_scores.gather(1, keep)
+        beam_index = (origin.gather(1, keep) + batch_base).view(-1)
+
+        # candidates that ended join the finished hypotheses if they beat them
+        final = top_scores / float(length + 1 - prompt_length) ** settings.length_penalty
+        full = finished_flags.all(dim=-1, keepdim=True) & (settings.early_stopping is True)
+        final = final + (full | ~improvable).float() * _BLOCKED + (~(ends & first_beams)).float() * _BLOCKED
+        merged = torch.topk(torch.cat((finished_scores, final), dim=1), beams, dim=-1).indices
+        finished = torch.cat((finished, sequences), dim=1).gather(1, merged[..., None].expand(-1, -1, total))
+        finished_scores = torch.cat((finished_scores, final), dim=1).gather(1, merged)
+        finished_flags = torch.cat((finished_flags, ends & first_beams), dim=1).gather(1, merged)
+        finished_lengths = torch.cat(
+            (finished_lengths, torch.full_like(final, length + 1, dtype=finished_lengths.dtype)), dim=1
+        ).gather(1, merged)
+
+        step.reorder(beam_index)
+        length, new = length + 1, 1
+        if settings.early_stopping == "never" and settings.length_penalty > 0:
+            best_length = total - prompt_length
+        else:
+            best_length = length - prompt_length
+        best_possible = running_scores[:, :1] / float(best_length) ** settings.length_penalty
+        worst_finished = torch.where(
+            finished_flags, finished_scores.min(dim=-1, keepdim=True).values, _BLOCKED
+        )
+        improvable &= (best_possible > worst_finished).any(dim=-1, keepdim=True)
+        all_full = bool(finished_flags.all()) and settings.early_stopping is True
+        if not bool(improvable.any()) or all_full or bool(ends.all()):
+            break
+    width = int(finished_lengths[:, 0].max())
+    return finished[:, 0, :width]
+
+
+def expand_beams(tensor: Tensor | None, beams: int) -> Tensor | None:
+    """Each row repeated ``beams`` times in place, ``(N, ...) -> (N * B, ...)``."""
+    return tensor if tensor is None or beams == 1 else tensor.repeat_interleave(beams, dim=0)
+
+
+def as_id_tuple(value: int | Sequence[int] | None) -> tuple[int, ...]:
+    if value is None:
+        return ()
+    return (int(value),) if isinstance(value, int) else tuple(int(v) for v in value)
