@@ -3,7 +3,7 @@
 Example:
     >>> import swapformer
     >>> swapformer.available("positional")
-    ['learned', 'none', 'rope', 'sinusoidal']
+    ['alibi', 'learned', 'none', 'nope', 'rope', 'sinusoidal', 't5_relative']
 """
 
 from swapformer.blocks import TransformerLayer, TransformerStack

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from swapformer.compat import problems as compatibility_problems
 from swapformer.errors import ConfigError, did_you_mean
 from swapformer.registry import FAMILIES, ComponentSpec, split_spec
 
@@ -30,11 +31,12 @@ class ModelConfig:
         d_ff: feed-forward hidden size.
         max_seq_len: longest sequence; the size of a ``learned`` positional table.
         dropout: on embeddings, attention weights, FFN hidden states and residual branches; in [0, 1).
-        attention: attention kernel (``math``, ``sdpa``, ...).
-        positional: positional encoding (``sinusoidal``, ``learned``, ``rope``, ``none``, ...).
-        norm: normalization (``layernorm``, ``rmsnorm``).
-        placement: where norms sit (``post`` as in the paper, ``pre``).
-        ffn: feed-forward sublayer (``relu``, ``gelu``, ``swiglu``).
+        attention: attention kernel (``math``, ``sdpa``, ``sliding_window``, ``linear``, ...).
+        positional: positional encoding (``sinusoidal``, ``learned``, ``rope``, ``none``, ``alibi``, ``t5_relative``, ...).
+            Some kernel and positional pairs cannot work together (see :mod:`swapformer.compat`); they are problems.
+        norm: normalization (``layernorm``, ``rmsnorm``, ``scalenorm``).
+        placement: where norms sit (``post`` as in the paper, ``pre``, ``sandwich``, ``deepnorm``).
+        ffn: feed-forward sublayer (``relu``, ``gelu``, ``relu2``, ``swiglu``, ``geglu``).
         tie_embeddings: share the (target) input embedding with the output projection.
         scale_embeddings: multiply embeddings by sqrt(D), as in the paper.
         final_norm: norm after each stack; None = what the placement needs (pre: yes, post: no).
@@ -146,8 +148,12 @@ class ModelConfig:
                 problems.append(
                     f"pad_token_id={pad} is outside the vocabulary (vocab_size={self.vocab_size})"
                 )
-        for key in COMPONENT_KEYS:
-            problems.extend(FAMILIES[key].check(getattr(self, key), key=key))
+        component_problems = [
+            p for key in COMPONENT_KEYS for p in FAMILIES[key].check(getattr(self, key), key=key)
+        ]
+        problems.extend(component_problems)
+        if not component_problems:  # pairs of valid members that cannot work together (swapformer.compat)
+            problems.extend(compatibility_problems(self))
         return problems
 
     @classmethod

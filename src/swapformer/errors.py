@@ -28,6 +28,16 @@ class ConfigError(ValueError):
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
-    """Return ' (did you mean 'x'?)' for the closest choice, or ''."""
-    close = difflib.get_close_matches(str(name), list(choices), n=1, cutoff=0.5)
+    """Return ' (did you mean 'x'?)' for the closest choice, or ''.
+
+    A choice that ``name`` starts with, or that starts with ``name`` (3 characters at least), comes first:
+    ``prenorm`` means ``pre`` more likely than ``deepnorm``.
+    """
+    text, choices = str(name), list(choices)
+    prefixed = [
+        c for c in choices if min(len(c), len(text)) >= 3 and (text.startswith(c) or c.startswith(text))
+    ]
+    close = sorted(prefixed, key=len, reverse=True)[:1] or difflib.get_close_matches(
+        text, choices, n=1, cutoff=0.5
+    )
     return f" (did you mean '{close[0]}'?)" if close else ""

@@ -10,7 +10,7 @@ arguments that registers them. Plug-ins are loaded lazily, on the first lookup i
 Example:
     >>> from swapformer.registry import registry
     >>> registry("norm").build({"name": "layernorm", "eps": 1e-6}, d_model=8)
-    LayerNorm((8,), eps=1e-06, elementwise_affine=True)
+    LayerNorm((8,), eps=1e-06, elementwise_affine=True, bias=True)
 """
 
 from __future__ import annotations
@@ -251,7 +251,7 @@ def available(family: str, pattern: str = "*") -> list[str]:
 
     Example:
         >>> available("norm")
-        ['layernorm', 'rmsnorm']
+        ['layernorm', 'rmsnorm', 'scalenorm']
     """
     return registry(family).available(pattern)
 

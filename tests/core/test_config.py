@@ -32,7 +32,10 @@ def test_all_problems_are_reported_at_once():
     [
         ({"d_model": 30, "num_heads": 4}, r"d_model=30 is not divisible by num_heads=4"),
         ({"num_heads": 8, "num_kv_heads": 3}, r"num_heads=8 is not divisible by num_kv_heads=3"),
-        ({"attention": "flash"}, r"attention: unknown attention 'flash'; available: math, sdpa"),
+        (
+            {"attention": "flash"},
+            r"attention: unknown attention 'flash'; available: linear, math, sdpa, sliding_window",
+        ),
         ({"ffn": "swigul"}, r"unknown ffn 'swigul' \(did you mean 'swiglu'\?\)"),
         ({"placement": "prenorm"}, r"unknown placement 'prenorm' \(did you mean 'pre'\?\)"),
         ({"norm": "rms"}, r"unknown norm 'rms' \(did you mean 'rmsnorm'\?\)"),

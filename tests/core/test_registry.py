@@ -24,11 +24,13 @@ def test_build_by_name_and_by_mapping():
 
 def test_every_family_lists_its_members_with_descriptions():
     assert set(FAMILIES) == {"attention", "positional", "norm", "placement", "ffn"}
-    assert swapformer.available("attention") == ["math", "sdpa"]
-    assert swapformer.available("positional") == ["learned", "none", "rope", "sinusoidal"]
-    assert swapformer.available("norm") == ["layernorm", "rmsnorm"]
-    assert swapformer.available("placement") == ["post", "pre"]
-    assert swapformer.available("ffn") == ["gelu", "relu", "swiglu"]
+    assert swapformer.available("attention") == ["linear", "math", "sdpa", "sliding_window"]
+    assert swapformer.available("positional") == [
+        "alibi", "learned", "none", "nope", "rope", "sinusoidal", "t5_relative",
+    ]  # fmt: skip
+    assert swapformer.available("norm") == ["layernorm", "rmsnorm", "scalenorm"]
+    assert swapformer.available("placement") == ["deepnorm", "post", "pre", "sandwich"]
+    assert swapformer.available("ffn") == ["geglu", "gelu", "relu", "relu2", "swiglu"]
     for family in FAMILIES.values():
         assert all(member.description for member in family.describe())
 
@@ -43,7 +45,7 @@ def test_available_takes_glob_patterns():
 def test_unknown_name_lists_choices_and_suggests_the_closest():
     with pytest.raises(
         ConfigError,
-        match=r"unknown positional 'rop' \(did you mean 'rope'\?\); available: learned, none, rope, sinusoidal",
+        match=r"unknown positional 'rop' \(did you mean 'rope'\?\); available: alibi, learned, none, nope, rope, sinusoidal, t5_relative",
     ):
         registry("positional").build("rop")
     with pytest.raises(ConfigError, match=r"unknown component family 'norms' \(did you mean 'norm'\?\)"):
@@ -140,4 +142,4 @@ def test_a_broken_plugin_warns_and_the_rest_still_load(tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match=r"plug-in 'broken = no_such_module_xyz:register' failed to load"):
         errors = load_plugins(force=True)
     assert "ModuleNotFoundError" in errors["broken = no_such_module_xyz:register"]
-    assert swapformer.available("attention") == ["math", "sdpa"]
+    assert swapformer.available("attention") == ["linear", "math", "sdpa", "sliding_window"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -9,12 +10,15 @@ from typing import Any
 from torch import nn
 
 from swapformer.blocks import TransformerLayer, TransformerStack
+from swapformer.compat import cross_attention_kernel
 from swapformer.components.attention import MultiHeadAttention
 from swapformer.config import ModelConfig
 from swapformer.models.causal_lm import DecoderOnly
 from swapformer.models.embedding import TokenEmbedding
 from swapformer.models.seq2seq import EncoderDecoder
 from swapformer.registry import ATTENTION, FFN, NORM, PLACEMENT, POSITIONAL
+
+logger = logging.getLogger(__name__)
 
 
 def _context(cfg: ModelConfig) -> dict[str, Any]:
@@ -29,37 +33,77 @@ def _context(cfg: ModelConfig) -> dict[str, Any]:
     }
 
 
-def _residual(cfg: ModelConfig, sublayer: nn.Module, num_layers: int) -> nn.Module:
+def _residual(cfg: ModelConfig, sublayer: nn.Module, depth: Mapping[str, Any]) -> nn.Module:
     norm = NORM.build(cfg.norm, **_context(cfg))
-    return PLACEMENT.build(
-        cfg.placement, sublayer=sublayer, norm=norm, dropout=cfg.dropout, num_layers=num_layers
-    )
+    return PLACEMENT.build(cfg.placement, sublayer=sublayer, norm=norm, dropout=cfg.dropout, **depth)
 
 
-def _attention(cfg: ModelConfig) -> MultiHeadAttention:
+def _attention(cfg: ModelConfig, *, cross: bool = False) -> MultiHeadAttention:
+    # A self-attention-only kernel (sliding_window) gives cross-attention the full kernel it names.
+    spec = cross_attention_kernel(cfg.attention) if cross else cfg.attention
     return MultiHeadAttention(
         d_model=cfg.d_model,
         num_heads=cfg.num_heads,
         num_kv_heads=cfg.kv_heads,
-        kernel=ATTENTION.build(cfg.attention, **_context(cfg)),
+        kernel=ATTENTION.build(spec, **_context(cfg)),
         bias=cfg.bias,
         dropout=cfg.dropout,
     )
 
 
-def build_layer(cfg: ModelConfig, *, cross_attention: bool, num_layers: int) -> TransformerLayer:
-    """One encoder layer (``cross_attention=False``) or decoder layer of ``cfg``'s components."""
+def build_layer(
+    cfg: ModelConfig,
+    *,
+    cross_attention: bool,
+    num_layers: int,
+    is_encoder: bool = False,
+    num_encoder_layers: int = 0,
+    num_decoder_layers: int = 0,
+) -> TransformerLayer:
+    """One encoder layer (``cross_attention=False``) or decoder layer of ``cfg``'s components.
+
+    ``num_layers`` is the depth of the layer's stack; ``is_encoder`` and the two sides' depths (0 = no such side)
+    reach the placement, whose constants may depend on them (``deepnorm``).
+    """
+    depth = {
+        "num_layers": num_layers,
+        "is_encoder": is_encoder,
+        "num_encoder_layers": num_encoder_layers,
+        "num_decoder_layers": num_decoder_layers,
+    }
     return TransformerLayer(
-        self_attention=_residual(cfg, _attention(cfg), num_layers),
-        cross_attention=_residual(cfg, _attention(cfg), num_layers) if cross_attention else None,
-        feed_forward=_residual(cfg, FFN.build(cfg.ffn, **_context(cfg)), num_layers),
+        self_attention=_residual(cfg, _attention(cfg), depth),
+        cross_attention=_residual(cfg, _attention(cfg, cross=True), depth) if cross_attention else None,
+        feed_forward=_residual(cfg, FFN.build(cfg.ffn, **_context(cfg)), depth),
     )
 
 
-def build_stack(cfg: ModelConfig, *, num_layers: int, cross_attention: bool) -> TransformerStack:
+def build_stack(
+    cfg: ModelConfig,
+    *,
+    num_layers: int,
+    cross_attention: bool,
+    is_encoder: bool = False,
+    num_encoder_layers: int = 0,
+    num_decoder_layers: int = 0,
+) -> TransformerStack:
     """``num_layers`` layers and the final norm the placement asks for (or ``cfg.final_norm`` says)."""
+    if cross_attention and cross_attention_kernel(cfg.attention) != cfg.attention:
+        logger.info(
+            "attention %r is for self-attention only; cross-attention uses %r",
+            cfg.attention,
+            cross_attention_kernel(cfg.attention),
+        )
     layers = [
-        build_layer(cfg, cross_attention=cross_attention, num_layers=num_layers) for _ in range(num_layers)
+        build_layer(
+            cfg,
+            cross_attention=cross_attention,
+            num_layers=num_layers,
+            is_encoder=is_encoder,
+            num_encoder_layers=num_encoder_layers,
+            num_decoder_layers=num_decoder_layers,
+        )
+        for _ in range(num_layers)
     ]
     final = cfg.final_norm if cfg.final_norm is not None else type(layers[0].feed_forward).final_norm
     return TransformerStack(
@@ -67,11 +111,12 @@ def build_stack(cfg: ModelConfig, *, num_layers: int, cross_attention: bool) -> 
     )
 
 
-def _embedding(cfg: ModelConfig, vocab_size: int) -> TokenEmbedding:
+def _embedding(cfg: ModelConfig, vocab_size: int, *, bidirectional: bool) -> TokenEmbedding:
+    # bidirectional: the stack's self-attention sees both directions (an encoder); t5_relative buckets by it
     return TokenEmbedding(
         vocab_size=vocab_size,
         d_model=cfg.d_model,
-        positional=POSITIONAL.build(cfg.positional, **_context(cfg)),
+        positional=POSITIONAL.build(cfg.positional, **_context(cfg), bidirectional=bidirectional),
         scale=cfg.scale_embeddings,
         dropout=cfg.dropout,
     )
@@ -87,7 +132,8 @@ def _lm_head(cfg: ModelConfig, embedding: TokenEmbedding) -> nn.Linear:
 def init_weights(model: nn.Module, *, std: float, num_layers: int) -> None:
     """Normal(0, std) linear and embedding weights, zero biases; residual output projections (W_o and the FFN's
     last layer) get std / sqrt(2 * num_layers) so the residual stream's variance does not grow with depth
-    (GPT-2). Norms keep torch's ones and zeros.
+    (GPT-2). Norms keep torch's ones and zeros. Then every module's ``after_init_weights`` hook runs (a
+    placement's own scheme: ``deepnorm``).
     """
     residual_std = std / math.sqrt(2 * num_layers)
     for name, module in model.named_modules():
@@ -100,12 +146,17 @@ def init_weights(model: nn.Module, *, std: float, num_layers: int) -> None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, std=std)
+    for module in model.modules():
+        hook = getattr(module, "after_init_weights", None)
+        if callable(hook):
+            hook()
 
 
 def build_causal_lm(config: ModelConfig | Mapping[str, Any]) -> DecoderOnly:
     """A decoder-only causal LM from a :class:`ModelConfig` or a plain mapping.
 
     Example:
+        >>> import torch
         >>> model = build_causal_lm({"vocab_size": 100, "d_model": 64, "num_heads": 4, "num_layers": 2,
         ...                          "d_ff": 128, "positional": "rope", "norm": "rmsnorm", "placement": "pre",
         ...                          "ffn": "swiglu"})
@@ -113,7 +164,7 @@ def build_causal_lm(config: ModelConfig | Mapping[str, Any]) -> DecoderOnly:
         torch.Size([2, 10, 100])
     """
     cfg = ModelConfig.coerce(config)
-    embedding = _embedding(cfg, cfg.vocab_size)
+    embedding = _embedding(cfg, cfg.vocab_size, bidirectional=False)
     model = DecoderOnly(
         embedding=embedding,
         decoder=build_stack(cfg, num_layers=cfg.num_layers, cross_attention=False),
@@ -133,12 +184,13 @@ def build_seq2seq(config: ModelConfig | Mapping[str, Any]) -> EncoderDecoder:
     cfg = ModelConfig.coerce(config)
     num_encoder = cfg.num_encoder_layers or cfg.num_layers
     num_decoder = cfg.num_decoder_layers or cfg.num_layers
-    tgt_embedding = _embedding(cfg, cfg.vocab_size)
+    tgt_embedding = _embedding(cfg, cfg.vocab_size, bidirectional=False)
+    depths = {"num_encoder_layers": num_encoder, "num_decoder_layers": num_decoder}
     model = EncoderDecoder(
-        src_embedding=_embedding(cfg, cfg.src_vocab_size or cfg.vocab_size),
+        src_embedding=_embedding(cfg, cfg.src_vocab_size or cfg.vocab_size, bidirectional=True),
         tgt_embedding=tgt_embedding,
-        encoder=build_stack(cfg, num_layers=num_encoder, cross_attention=False),
-        decoder=build_stack(cfg, num_layers=num_decoder, cross_attention=True),
+        encoder=build_stack(cfg, num_layers=num_encoder, cross_attention=False, is_encoder=True, **depths),
+        decoder=build_stack(cfg, num_layers=num_decoder, cross_attention=True, **depths),
         lm_head=_lm_head(cfg, tgt_embedding),
     )
     init_weights(model, std=cfg.init_std, num_layers=num_encoder + num_decoder)

@@ -1,9 +1,11 @@
-"""Attention: the kernel family (``math``, ``sdpa``) and the multi-head layer that runs a kernel."""
+"""Attention: the kernel family (``math``, ``sdpa``, ``sliding_window``, ``linear``) and the multi-head layer."""
 
 from swapformer.components.attention._masks import causal_mask, guard_empty_rows
 from swapformer.components.attention.layer import MultiHeadAttention
+from swapformer.components.attention.linear import LinearAttention
 from swapformer.components.attention.scaled_dot_product import MathAttention, repeat_kv
 from swapformer.components.attention.sdpa import SDPAttention
+from swapformer.components.attention.sliding_window import SlidingWindowAttention, band_mask
 from swapformer.registry import ATTENTION
 
 ATTENTION.add(
@@ -12,11 +14,24 @@ ATTENTION.add(
 ATTENTION.add(
     "sdpa", SDPAttention, description="torch scaled_dot_product_attention (flash / memory-efficient dispatch)"
 )
+ATTENTION.add(
+    "sliding_window",
+    SlidingWindowAttention,
+    description="local attention: keys within `window` positions only (Longformer, Mistral); self-attention",
+)
+ATTENTION.add(
+    "linear",
+    LinearAttention,
+    description="linear attention, phi(x) = elu(x) + 1, causal by prefix sums (Katharopoulos et al., 2020)",
+)
 
 __all__ = [
+    "LinearAttention",
     "MathAttention",
     "MultiHeadAttention",
     "SDPAttention",
+    "SlidingWindowAttention",
+    "band_mask",
     "causal_mask",
     "guard_empty_rows",
     "repeat_kv",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from swapformer.components.ffn.mlp import FeedForward, GatedFeedForward
+from swapformer.components.ffn.mlp import FeedForward, GatedFeedForward, SquaredReLU
 from swapformer.registry import FFN
 
 
@@ -30,4 +30,23 @@ def swiglu(*, d_model: int, d_ff: int, dropout: float = 0.0, bias: bool = False)
     return GatedFeedForward(d_model=d_model, d_ff=d_ff, activation=nn.SiLU(), dropout=dropout, bias=bias)
 
 
-__all__ = ["FeedForward", "GatedFeedForward", "gelu", "relu", "swiglu"]
+@FFN.register(
+    "geglu", description="GELU-gated linear unit: down(gelu(gate x) * up x) (Shazeer 2020, T5 v1.1)"
+)
+def geglu(
+    *, d_model: int, d_ff: int, dropout: float = 0.0, bias: bool = False, approximate: str = "none"
+) -> GatedFeedForward:
+    """GeGLU feed-forward: down(dropout(GELU(x W_gate) * x W_up)), no biases by default (Shazeer, 2020,
+    "GLU Variants Improve Transformer"); ``approximate="tanh"`` gives T5 v1.1's gelu_new."""
+    return GatedFeedForward(
+        d_model=d_model, d_ff=d_ff, activation=nn.GELU(approximate=approximate), dropout=dropout, bias=bias
+    )
+
+
+@FFN.register("relu2", description="two linear layers with squared ReLU between (Primer, So et al. 2021)")
+def relu2(*, d_model: int, d_ff: int, dropout: float = 0.0, bias: bool = True) -> FeedForward:
+    """relu(x W1 + b1)^2 W2 + b2 (So et al., 2021, "Primer")."""
+    return FeedForward(d_model=d_model, d_ff=d_ff, activation=SquaredReLU(), dropout=dropout, bias=bias)
+
+
+__all__ = ["FeedForward", "GatedFeedForward", "SquaredReLU", "geglu", "gelu", "relu", "relu2", "swiglu"]

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
+
+
+class SquaredReLU(nn.Module):
+    """relu(x)^2, the activation Primer found by search (So et al., 2021, "Primer: Searching for Efficient
+    Transformers for Language Modeling")."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.relu(x).square()
 
 
 class FeedForward(nn.Module):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from swapformer.components.norm.scalenorm import ScaleNorm
 from swapformer.registry import NORM
 
 
@@ -23,4 +24,8 @@ def rmsnorm(*, d_model: int, eps: float = 1e-6) -> nn.RMSNorm:
     return nn.RMSNorm(d_model, eps=eps)
 
 
-__all__ = ["layernorm", "rmsnorm"]
+NORM.add(
+    "scalenorm", ScaleNorm, description="ScaleNorm: g * x / ||x||, one scalar g (Nguyen & Salazar, 2019)"
+)
+
+__all__ = ["ScaleNorm", "layernorm", "rmsnorm"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import ClassVar
 
 from torch import Tensor, nn
@@ -46,3 +47,24 @@ class PreNorm(Residual):
 
     def forward(self, x: Tensor, *args, **kwargs) -> Tensor:
         return x + self.dropout(self.sublayer(self.norm(x), *args, **kwargs))
+
+
+class SandwichNorm(Residual):
+    """Pre-norm plus a second norm on the sublayer's output (sandwich-LN: Ding et al., 2021, "CogView";
+    NormFormer, Shleifer et al., 2021), which keeps the branch's scale in check in deep or low-precision runs::
+
+    x ──┬── norm ── sublayer ── norm' ── dropout ──(+)──▶
+        └──────────────────────────────────────────┘
+
+    ``norm'`` is a copy of ``norm`` with its own parameters. The residual stream itself stays unnormalized,
+    so the stack ends with a norm, as with pre-norm.
+    """
+
+    final_norm = True
+
+    def __init__(self, *, sublayer: nn.Module, norm: nn.Module, dropout: float = 0.0) -> None:
+        super().__init__(sublayer=sublayer, norm=norm, dropout=dropout)
+        self.post_norm = copy.deepcopy(norm)
+
+    def forward(self, x: Tensor, *args, **kwargs) -> Tensor:
+        return x + self.dropout(self.post_norm(self.sublayer(self.norm(x), *args, **kwargs)))

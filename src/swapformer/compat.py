@@ -1,0 +1,215 @@
+"""The compatibility matrix: what each member supports, and which combinations a model may use.
+
+Each member declares its :class:`Capabilities` as a class attribute ``capabilities`` (a member without one, such
+as a plug-in written before this module, gets the defaults: it works everywhere). Two rules follow from them:
+
+- A positional member that adds a score bias (``alibi``, ``t5_relative``) needs a kernel that can add a float
+  mask to the scores. ``linear`` never forms the ``L x S`` scores, so the pair is **refused**: a
+  :class:`~swapformer.errors.ConfigError` from :meth:`ModelConfig.problems` names both and a working alternative.
+- A kernel that only makes sense for self-attention (``sliding_window``: a window over the *source* has no
+  meaning) **falls back** for cross-attention to the full kernel it names (``sdpa``); the builder logs it.
+
+The same data feeds ``swapformer components --matrix`` (:func:`format_matrix`) and the documentation
+(:func:`capability_rows`, :func:`compatibility_rows`).
+
+Example:
+    >>> [r for r in compatibility_rows() if not r["supported"]][0]["attention"]
+    'linear'
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from swapformer.errors import ConfigError
+from swapformer.registry import ATTENTION, FAMILIES, ComponentSpec, split_spec
+
+if TYPE_CHECKING:
+    from swapformer.config import ModelConfig
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a member supports; the defaults describe a member that works everywhere.
+
+    Args:
+        kv_cache: gives the same outputs with a KV cache as without (cached decoding).
+        padding: honours key-padding masks (variable-length batches).
+        torch_export: traces with ``torch.export`` (static shapes, no padding mask).
+        adds_score_bias: positional only: its ``bias`` hook returns a float score bias.
+        accepts_score_bias: kernels only: a float ``attn_mask`` is added to the scores.
+        self_attention_only: kernels only: meaningless for cross-attention.
+        cross_attention: kernels only: the kernel cross-attention uses instead (with ``self_attention_only``).
+        notes: one line on limits a user should know.
+    """
+
+    kv_cache: bool = True
+    padding: bool = True
+    torch_export: bool = True
+    adds_score_bias: bool = False
+    accepts_score_bias: bool = True
+    self_attention_only: bool = False
+    cross_attention: str | None = None
+    notes: str = ""
+
+
+DEFAULT = Capabilities()
+
+# Which capability columns apply to which family (the rest keep their defaults and are not shown).
+_COLUMNS = {
+    "attention": ("kv_cache", "padding", "torch_export", "accepts_score_bias", "self_attention_only"),
+    "positional": ("kv_cache", "padding", "torch_export", "adds_score_bias"),
+}
+_GENERAL = ("kv_cache", "padding", "torch_export")
+
+
+def capabilities(family: str, spec: ComponentSpec) -> Capabilities:
+    """The :class:`Capabilities` member ``spec`` of ``family`` declares (the defaults if it declares none).
+
+    Raises:
+        ConfigError: unknown family or name.
+    """
+    name, _ = split_spec(spec, where=family)
+    declared = getattr(FAMILIES[family].get(name).factory, "capabilities", DEFAULT)
+    return declared if isinstance(declared, Capabilities) else DEFAULT
+
+
+def combination_problem(*, attention: ComponentSpec, positional: ComponentSpec) -> str | None:
+    """Why kernel ``attention`` cannot run with ``positional`` (one sentence naming an alternative), or None."""
+    kernel, position = (
+        split_spec(attention, where="attention")[0],
+        split_spec(positional, where="positional")[0],
+    )
+    if not capabilities("positional", position).adds_score_bias:
+        return None
+    if capabilities("attention", kernel).accepts_score_bias:
+        return None
+    kernels = [n for n in ATTENTION.available() if capabilities("attention", n).accepts_score_bias]
+    plain = [
+        n for n in FAMILIES["positional"].available() if not capabilities("positional", n).adds_score_bias
+    ]
+    return (
+        f"positional '{position}' adds a score bias, which attention '{kernel}' cannot apply (it never forms the "
+        f"L x S score matrix); use attention {_quoted(kernels)} with '{position}', or keep '{kernel}' with "
+        f"positional {_quoted(plain)}"
+    )
+
+
+def problems(config: ModelConfig) -> list[str]:
+    """Refused combinations in ``config``, one sentence each (empty when every pair works).
+
+    Names that are unknown are left to the registries' own checks.
+    """
+    try:
+        problem = combination_problem(attention=config.attention, positional=config.positional)
+    except ConfigError:  # unknown names or malformed specs: reported by the registries' own checks
+        return []
+    return [] if problem is None else [f"attention + positional: {problem}"]
+
+
+def cross_attention_kernel(attention: ComponentSpec) -> ComponentSpec:
+    """The kernel spec cross-attention uses: ``attention`` itself, or the full kernel a self-attention-only
+    kernel names (``sliding_window`` -> ``sdpa``)."""
+    declared = capabilities("attention", attention)
+    if declared.self_attention_only:
+        return declared.cross_attention or "sdpa"
+    return attention
+
+
+def capability_rows() -> list[dict[str, Any]]:
+    """One row per registered member: ``family``, ``name``, ``source``, every capability field, ``notes``.
+
+    Example:
+        >>> row = next(r for r in capability_rows() if r["name"] == "linear")
+        >>> row["family"], row["accepts_score_bias"]
+        ('attention', False)
+    """
+    rows = []
+    for family, registry in FAMILIES.items():
+        for member in registry.describe():
+            declared = capabilities(family, member.name)
+            rows.append({"family": family, "name": member.name, "source": member.source, **asdict(declared)})
+    return rows
+
+
+def compatibility_rows() -> list[dict[str, Any]]:
+    """One row per (attention kernel, positional member) pair, the cells of the matrix.
+
+    Keys: ``attention``, ``positional``, ``supported`` (False = refused at config time), ``reason`` (why not,
+    naming an alternative; empty when supported), ``cross_attention`` (the kernel cross-attention uses),
+    ``kv_cache``, ``padding``, ``torch_export`` (both members support it). Norms, placements and feed-forward
+    members combine freely with everything, so they have no pair rows.
+    """
+    rows = []
+    for kernel in ATTENTION.available():
+        kernel_caps = capabilities("attention", kernel)
+        for position in FAMILIES["positional"].available():
+            position_caps = capabilities("positional", position)
+            reason = combination_problem(attention=kernel, positional=position)
+            rows.append(
+                {
+                    "attention": kernel,
+                    "positional": position,
+                    "supported": reason is None,
+                    "reason": reason or "",
+                    "cross_attention": cross_attention_kernel(kernel),
+                    **{k: getattr(kernel_caps, k) and getattr(position_caps, k) for k in _GENERAL},
+                }
+            )
+    return rows
+
+
+def format_matrix() -> str:
+    """The matrix as text: the attention x positional grid, then each member's capabilities."""
+    kernels = ATTENTION.available()
+    cells = {(r["attention"], r["positional"]): r for r in compatibility_rows()}
+    grid = [
+        [position] + ["yes" if cells[kernel, position]["supported"] else "NO" for kernel in kernels]
+        for position in FAMILIES["positional"].available()
+    ]
+    lines = [
+        "attention x positional (yes: supported; NO: refused at config time)",
+        *_table(["positional \\ attention", *kernels], grid),
+    ]
+    lines += [
+        f"  cross-attention with '{kernel}' uses '{cross_attention_kernel(kernel)}'"
+        for kernel in kernels
+        if cross_attention_kernel(kernel) != kernel
+    ]
+    rows = capability_rows()
+    for family, columns in _COLUMNS.items():
+        table = [
+            [r["name"], *("yes" if r[c] else "no" for c in columns), r["notes"]]
+            for r in rows
+            if r["family"] == family
+        ]
+        lines += ["", f"{family} members", *_table([family, *columns, "notes"], table)]
+    lines += ["", "norm, placement, ffn: every member combines with every other component."]
+    return "\n".join(lines)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    return [
+        "  " + "  ".join(f"{cell!s:<{width}}" for cell, width in zip(row, widths)).rstrip()
+        for row in [header, *rows]
+    ]
+
+
+def _quoted(names: list[str]) -> str:
+    quoted = [f"'{n}'" for n in names]
+    return " or ".join(quoted) if len(quoted) < 3 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
+__all__ = [
+    "DEFAULT",
+    "Capabilities",
+    "capabilities",
+    "capability_rows",
+    "combination_problem",
+    "compatibility_rows",
+    "cross_attention_kernel",
+    "format_matrix",
+    "problems",
+]

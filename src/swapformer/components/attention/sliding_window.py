@@ -1,0 +1,107 @@
+"""`sliding_window`: local attention, each query sees only the keys within ``window`` positions (Longformer,
+Beltagy et al., 2020; Mistral 7B, Jiang et al., 2023)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from swapformer.compat import Capabilities
+from swapformer.components.attention._masks import merge_causal
+from swapformer.components.attention.sdpa import SDPAttention
+from swapformer.errors import ConfigError
+
+
+def band_mask(length: int, source_length: int, *, window: int, device: torch.device | None = None) -> Tensor:
+    """Boolean ``(L, S)``: query i (at position ``S - L + i``, the newest L of S tokens) may attend key j when
+    ``|S - L + i - j| < window``.
+
+    With a causal mask on top this is Mistral's window: the token itself and the ``window - 1`` before it.
+    """
+    query = torch.arange(source_length - length, source_length, device=device)[:, None]  # (L, 1)
+    key = torch.arange(source_length, device=device)[None, :]  # (1, S)
+    return (query - key).abs() < window
+
+
+class SlidingWindowAttention(nn.Module):
+    """Scaled dot-product attention restricted to a band: ``math``/``sdpa`` with a banded mask.
+
+    ::
+
+        causal, window 3        bidirectional (encoder), window 2
+        x . . . . .             x x . . . .
+        x x . . . .             x x x . . .
+        x x x . . .             . x x x . .
+        . x x x . .             . . x x x .
+
+    The band is combined with whatever ``attn_mask`` / ``is_causal`` the model passes (padding, causality,
+    ALiBi or T5 score biases), so every positional member works. Queries are the newest ``L`` of ``S``
+    positions (bottom-right alignment), which is what cached decoding needs; the cache keeps every key, so
+    decoding is exact but does not save memory (a rolling cache of ``window`` keys would).
+
+    Self-attention only: a window over the source of cross-attention has no meaning, so the builder gives
+    cross-attention the full ``sdpa`` kernel (see :func:`swapformer.compat.cross_attention_kernel`).
+
+    Args:
+        window: keys within ``window`` positions of the query are visible (the query's own included), >= 1.
+
+    Raises:
+        ConfigError: window below 1.
+
+    Shape:
+        query ``(N, H, L, E)``; key, value ``(N, Hkv, S, E)``; output ``(N, H, L, E)``; weights ``(N, H, L, S)``.
+    """
+
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        self_attention_only=True,
+        cross_attention="sdpa",
+        notes="cross-attention uses sdpa; the KV cache keeps every key",
+    )
+
+    def __init__(self, *, window: int = 256) -> None:
+        super().__init__()
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ConfigError(
+                f"sliding_window needs a window of at least 1 position, got window={window!r}; "
+                "write e.g. {name: sliding_window, window: 128}"
+            )
+        self.window = window
+        self.kernel = SDPAttention()
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        *,
+        attn_mask: Tensor | None = None,
+        is_causal: bool = False,
+        dropout_p: float = 0.0,
+        scale: float | None = None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """See :class:`~swapformer.components.attention.scaled_dot_product.MathAttention`."""
+        length, source_length = query.size(-2), key.size(-2)
+        band = band_mask(length, source_length, window=self.window, device=query.device)  # (L, S)
+        if attn_mask is None:
+            attn_mask = band
+        elif attn_mask.dtype == torch.bool:
+            attn_mask = attn_mask & band
+        else:
+            attn_mask = attn_mask.masked_fill(~band, float("-inf"))
+        if is_causal:
+            attn_mask = merge_causal(attn_mask, length, source_length)
+        return self.kernel(
+            query,
+            key,
+            value,
+            attn_mask=attn_mask,
+            dropout_p=dropout_p,
+            scale=scale,
+            need_weights=need_weights,
+        )
+
+    def extra_repr(self) -> str:
+        return f"window={self.window}"
