@@ -9,11 +9,15 @@ from typing import Any, ClassVar
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from swapformer.config import ModelConfig
+from swapformer.errors import ConfigError
+from swapformer.lightning import distributed
 from swapformer.lightning.optim import SCHEDULES, param_groups, schedule_fn
 
 STAGES = ("train", "val", "test")
@@ -44,7 +48,12 @@ class SwapformerModule(pl.LightningModule):
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing={label_smoothing} must be in [0, 1)")
         self.config = ModelConfig.from_dict({k: hp[k] for k in MODEL_KEYS if k in hp})
-        self.model = type(self).builder(self.config)
+        if hp.get("meta_init"):  # parameters allocated later, in configure_model (sharded first under FSDP2)
+            with distributed.parameters_on_meta():
+                self.model = type(self).builder(self.config)
+            distributed.check_meta_initializable(self.model)
+        else:
+            self.model = type(self).builder(self.config)
         self.pad_id = self.config.pad_token_id if self.config.pad_token_id is not None else -100
         self.tokenizer = None  # set from the datamodule in setup() or from the checkpoint on load
         for stage in STAGES:  # one metric object per stage: states never mix between stages
@@ -84,12 +93,10 @@ class SwapformerModule(pl.LightningModule):
         batch_size = labels.size(0)
         acc, ppl, mean_loss = (getattr(self, f"{stage}_{m}") for m in ("acc", "ppl", "loss"))
         preds = logits.detach().argmax(dim=-1)
-        if stage == "train":
-            self.log("train/loss", loss.detach(), prog_bar=True, batch_size=batch_size)
-            ppl(nll, weight=count)
-            acc(preds, labels)
-            self.log("train/ppl", ppl, on_step=True, on_epoch=False, batch_size=batch_size)
-            self.log("train/acc", acc, on_step=True, on_epoch=False, batch_size=batch_size)
+        if stage == "train":  # logged once per optimizer step, in on_train_batch_end
+            mean_loss.update(loss.detach())
+            ppl.update(nll, weight=count)
+            acc.update(preds, labels)
         else:
             mean_loss.update(loss.detach(), weight=count)
             ppl.update(nll, weight=count)
@@ -98,6 +105,114 @@ class SwapformerModule(pl.LightningModule):
             self.log(f"{stage}/ppl", ppl, batch_size=batch_size)
             self.log(f"{stage}/acc", acc, batch_size=batch_size)
         return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Log ``train/loss``, ``train/ppl`` and ``train/acc`` once per optimizer step, over all its
+        micro-batches (gradient accumulation) and all processes: the figures of the global batch, the same
+        whatever the device count. ``train/loss`` is the mean of the micro-batch losses (what the gradient
+        is taken of); ppl and acc are token-weighted."""
+        trainer = self.trainer
+        if (batch_idx + 1) % trainer.accumulate_grad_batches and not trainer.is_last_batch:
+            return
+        # compute() gathers across processes (a host sync on GPUs): only on the steps the loggers write
+        every = trainer.log_every_n_steps
+        log_now = trainer.fast_dev_run or (every and trainer.global_step % every == 0)
+        for name in ("loss", "ppl", "acc"):
+            metric = getattr(self, f"train_{name}")
+            if log_now:
+                self.log(f"train/{name}", metric.compute(), prog_bar=name == "loss")
+            metric.reset()
+
+    def on_train_epoch_start(self) -> None:  # before the epoch's data iterator is made (and after reloads)
+        distributed.keep_sampler_order(self.trainer)
+
+    # ---- scale out -------------------------------------------------------------------------------------
+    def configure_model(self) -> None:
+        """Apply the scale-out options once, and allocate meta-device parameters.
+
+        In torchtitan's order: activation checkpointing per block, ``torch.compile`` per block, FSDP2
+        ``fully_shard`` per block then the root (under ``ModelParallelStrategy`` only), and last the
+        allocation of meta-device parameters (only the local shards under FSDP2). DDP and FSDP1 wrap the
+        model themselves after this hook. Lightning calls it before every fit/validate/test, and
+        ``load_from_checkpoint`` calls it without a trainer: then only the allocation happens, and the training
+        options wait for the trainer. See :mod:`swapformer.lightning.distributed`.
+        """
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        if strategy is not None and not getattr(self, "_model_configured", False):
+            self._model_configured = True
+            hp = self.hparams
+            if hp.get("activation_checkpointing"):
+                if isinstance(strategy, FSDPStrategy) and strategy._activation_checkpointing_kwargs:
+                    raise ConfigError(
+                        "activation checkpointing is set twice: the model's activation_checkpointing: true and "
+                        "the FSDP strategy's activation_checkpointing; keep one."
+                    )
+                distributed.checkpoint_blocks(self.model)
+            if hp.get("compile"):
+                distributed.compile_blocks(self.model, hp.compile if isinstance(hp.compile, dict) else None)
+            if isinstance(strategy, ModelParallelStrategy):
+                distributed.shard_fsdp2(self.model, self.device_mesh["data_parallel"])
+        device = strategy.root_device if strategy is not None else torch.device("cpu")
+        distributed.materialize(self.model, device, self._init_weights)
+
+    def _decodes(self, stage: str) -> bool:
+        """Whether this stage runs autoregressive decoding (greedy_eval, SampleCallback, predict)."""
+        if stage == "predict" or (stage in ("validate", "test") and self.hparams.get("greedy_eval")):
+            return True
+        from swapformer.lightning.callbacks import SampleCallback
+
+        return stage == "validate" and any(isinstance(c, SampleCallback) for c in self.trainer.callbacks)
+
+    def _gather_if_decoding(self, stage: str) -> None:
+        # FSDP2 only: decoding cannot run on sharded parameters (see distributed.gather_for_decoding)
+        self._gathered = self._decodes(stage) and distributed.gather_for_decoding(self.model)
+
+    def _release_gathered(self) -> None:
+        if getattr(self, "_gathered", False):
+            distributed.release_gathered(self.model)
+            self._gathered = False
+
+    def on_validation_start(self) -> None:
+        self._gather_if_decoding("validate")
+
+    def on_validation_end(self) -> None:
+        # runs after the callbacks' on_validation_end, where SampleCallback prints
+        self._release_gathered()
+
+    def on_test_start(self) -> None:
+        self._gather_if_decoding("test")
+
+    def on_test_end(self) -> None:
+        self._release_gathered()
+
+    def on_predict_start(self) -> None:
+        self._gather_if_decoding("predict")
+
+    def on_predict_end(self) -> None:
+        self._release_gathered()
+
+    def _init_weights(self, model: torch.nn.Module) -> None:
+        from swapformer.models.builders import init_weights
+
+        init_weights(model, std=self.config.init_std, num_layers=len(distributed.blocks(model)))
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: Any,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        # FSDP1's precision plugin refuses norm clipping (it has no handle on the root module); the wrapped
+        # model has the sharding-aware clip_grad_norm_ (Lightning's documented workaround).
+        strategy = self.trainer.strategy
+        if (
+            gradient_clip_val
+            and gradient_clip_algorithm in (None, "norm")
+            and isinstance(strategy, FSDPStrategy)
+        ):
+            self.trainer.model.clip_grad_norm_(gradient_clip_val)
+            return
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     # ---- optimizer -----------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict:
@@ -132,6 +247,17 @@ class SwapformerModule(pl.LightningModule):
         tokenizer = getattr(datamodule, "tokenizer", None)
         if tokenizer is not None and self.tokenizer is None:
             self.tokenizer = tokenizer
+        tokens = self.hparams.get("global_batch_tokens")
+        if stage == "fit" and tokens is not None and self._trainer is not None:
+            summary = distributed.apply_global_batch(self.trainer, global_batch_tokens=tokens)
+            rank_zero_info(
+                "global batch: {tokens} tokens = {sequences} sequences of {seq_len} = {batch_size_per_process} "
+                "per process x {processes} processes x {accumulate_grad_batches} accumulated micro-batches".format(
+                    **summary
+                )
+            )
+            for logger in self.trainer.loggers:
+                logger.log_hyperparams({"global_batch": summary})
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.tokenizer is not None:

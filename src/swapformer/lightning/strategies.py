@@ -1,0 +1,176 @@
+"""Lightning's sharded strategies set up for swapformer, and checkpoint consolidation.
+
+* :class:`FSDP2Strategy`: ``ModelParallelStrategy`` with one data-parallel mesh over every process (FSDP2 only);
+  it also loads one-file checkpoints with the right optimizer-state mapping.
+* :class:`BlockFSDPStrategy`: ``FSDPStrategy`` (FSDP1, CUDA) auto-wrapping each Transformer block.
+* :func:`consolidate_checkpoint`: an FSDP2 checkpoint folder -> one ``.ckpt`` file any strategy resumes from.
+
+The modules' ``configure_model`` does the sharding itself (:mod:`swapformer.lightning.distributed`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
+
+from swapformer.errors import ConfigError
+from swapformer.lightning.distributed import BLOCK_CLASSES
+
+
+class FSDP2Strategy(ModelParallelStrategy):
+    """Lightning's ``ModelParallelStrategy`` used for FSDP2 alone: one data-parallel mesh over every process.
+
+    ``ModelParallelStrategy``'s own ``"auto"`` sizes mean (nodes) x (GPUs per node) for 2-D FSDP + tensor
+    parallelism; swapformer shards with FSDP2 only, so here ``"auto"`` means ``devices x num_nodes`` data
+    parallel and tensor parallel 1. Everything else (process groups: NCCL on GPUs, gloo on CPU; checkpoints;
+    the device mesh handed to ``configure_model``) is Lightning's.
+
+    Args:
+        data_parallel_size: processes in the data-parallel mesh; ``"auto"`` = devices x num_nodes.
+        tensor_parallel_size: must stay 1 (swapformer has no tensor-parallel plan).
+        save_distributed_checkpoint: True: each rank writes its shard (a checkpoint folder, resumable at any
+            world size under this strategy); False: rank 0 gathers one full ``.ckpt`` file, loadable anywhere.
+        **kwargs: other ``ModelParallelStrategy`` arguments (``process_group_backend``, ``timeout``).
+    """
+
+    def __init__(
+        self,
+        data_parallel_size: Literal["auto"] | int = "auto",
+        tensor_parallel_size: Literal["auto"] | int = 1,
+        save_distributed_checkpoint: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        if tensor_parallel_size not in ("auto", 1):
+            raise ConfigError(
+                f"tensor_parallel_size={tensor_parallel_size}: swapformer applies FSDP2 only and has no "
+                "tensor-parallel plan; set tensor_parallel_size: 1 (shard over more processes instead)."
+            )
+        super().__init__(
+            data_parallel_size=data_parallel_size,
+            tensor_parallel_size=1,
+            save_distributed_checkpoint=save_distributed_checkpoint,
+            **kwargs,
+        )
+
+    def setup_environment(self) -> None:
+        if self._data_parallel_size == "auto":
+            self._data_parallel_size = self.num_nodes * self.num_processes
+        super().setup_environment()
+
+    def load_checkpoint(self, checkpoint_path: Any, weights_only: bool | None = None) -> dict[str, Any]:
+        """Folders (this strategy's shards): Lightning's loader. One full ``.ckpt`` file (from one process, DDP,
+        or ``save_distributed_checkpoint=False``): loaded here, because Lightning maps the file's integer
+        optimizer keys to parameters in ``model.parameters()`` order while torch numbers them in param-group
+        order; with AdamW's two groups (decay, no decay) that puts moments on the wrong parameters. Here the
+        keys are mapped through the optimizer itself.
+        """
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_model_state_dict,
+            set_optimizer_state_dict,
+        )
+        from torch.distributed.fsdp import FullyShardedDataParallel, OptimStateKeyType
+
+        path = Path(self.broadcast(checkpoint_path))
+        if not path.is_file():
+            return super().load_checkpoint(path, weights_only=weights_only)
+        checkpoint = torch.load(path, mmap=True, map_location="cpu", weights_only=weights_only)
+        options = StateDictOptions(
+            full_state_dict=True, broadcast_from_rank0=True, strict=self.lightning_module.strict_loading
+        )
+        set_model_state_dict(self.model, checkpoint.pop("state_dict"), options=options)
+        for optimizer, state in zip(self.optimizers, checkpoint.get("optimizer_states", [])):
+            if state["state"] and isinstance(next(iter(state["state"])), int):
+                state = FullyShardedDataParallel.rekey_optim_state_dict(
+                    state, OptimStateKeyType.PARAM_NAME, self.model, optim=optimizer
+                )
+            set_optimizer_state_dict(self.model, optimizer, optim_state_dict=state, options=options)
+        return checkpoint
+
+
+class BlockFSDPStrategy(FSDPStrategy):
+    """Lightning's ``FSDPStrategy`` (FSDP1; CUDA only) with the wrap policy set to the model's blocks.
+
+    ``FSDPStrategy(auto_wrap_policy={TransformerLayer})`` cannot be written in a recipe (its policy argument
+    has no type a config parser can read), so this subclass fixes it: every ``TransformerLayer`` is its own
+    FSDP unit, the embeddings, final norm and LM head stay in the root unit, and a tied LM head therefore
+    stays one ``Parameter`` (``use_orig_params=True``, Lightning's default).
+
+    Args:
+        activation_checkpointing: also recompute each block's activations in backward (FSDP's
+            ``activation_checkpointing_policy`` set to the block class). Do not combine with the model's
+            ``activation_checkpointing`` option.
+        sharding_strategy: ``FULL_SHARD``, ``SHARD_GRAD_OP``, ``NO_SHARD``, ``HYBRID_SHARD``.
+        state_dict_type: ``"full"`` (one ``.ckpt`` file, loadable anywhere) or ``"sharded"`` (a folder).
+        cpu_offload: keep parameters and gradients on the CPU between uses.
+        **kwargs: other ``FSDPStrategy`` / ``FullyShardedDataParallel`` arguments.
+    """
+
+    def __init__(
+        self,
+        activation_checkpointing: bool = False,
+        sharding_strategy: Literal["FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID_SHARD"] = "FULL_SHARD",
+        state_dict_type: Literal["full", "sharded"] = "full",
+        cpu_offload: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            auto_wrap_policy=set(BLOCK_CLASSES),
+            activation_checkpointing_policy=set(BLOCK_CLASSES) if activation_checkpointing else None,
+            sharding_strategy=sharding_strategy,
+            state_dict_type=state_dict_type,
+            cpu_offload=cpu_offload,
+            **kwargs,
+        )
+
+
+def consolidate_checkpoint(folder: str | Path, output: str | Path | None = None) -> Path:
+    """Turn an FSDP2 checkpoint folder (``save_distributed_checkpoint=True``) into one ``.ckpt`` file that
+    resumes on one process or under DDP (``--ckpt_path``), and loads with ``CausalLMModule.load``. From a
+    shell: ``python -m swapformer.lightning.consolidate FOLDER [OUTPUT]``.
+
+    Lightning's own ``python -m lightning.fabric.utilities.consolidate_checkpoint`` gathers the shards too, but
+    keeps the optimizer state keyed by parameter names (``optimizer_0``), which only the sharded strategies
+    read; here it becomes the ``optimizer_states`` list, numbered in param-group order as torch expects.
+    The whole model and optimizer state must fit in CPU memory.
+
+    Args:
+        folder: the checkpoint folder (holds ``*.distcp`` shards and ``meta.pt``).
+        output: file to write; default ``<folder>.full.ckpt`` next to it.
+
+    Returns:
+        The written file.
+
+    Raises:
+        ConfigError: ``folder`` is not a Lightning distributed checkpoint.
+    """
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    folder = Path(folder)
+    if not (folder / "meta.pt").is_file() or not (folder / ".metadata").is_file():
+        raise ConfigError(
+            f"{folder} is not a distributed checkpoint folder (no .metadata / meta.pt inside); pass the folder "
+            "ModelCheckpoint wrote under the FSDP2 strategy, e.g. checkpoints/epoch=0.ckpt"
+        )
+    output = (
+        Path(output)
+        if output is not None
+        else folder.with_name(folder.name.removesuffix(".ckpt") + ".full.ckpt")
+    )
+    dcp_to_torch_save(folder, output)
+    checkpoint = torch.load(output, map_location="cpu", weights_only=True)
+    checkpoint.update(torch.load(folder / "meta.pt", map_location="cpu", weights_only=True))
+    states = []
+    for index in range(len([k for k in checkpoint if k.startswith("optimizer_")])):
+        named = checkpoint.pop(f"optimizer_{index}")
+        ids: dict[str, int] = {}
+        groups = [
+            {**g, "params": [ids.setdefault(n, len(ids)) for n in g["params"]]} for g in named["param_groups"]
+        ]
+        states.append({"state": {ids[n]: v for n, v in named["state"].items()}, "param_groups": groups})
+    checkpoint["optimizer_states"] = states
+    torch.save(checkpoint, output)
+    return output
