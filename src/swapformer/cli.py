@@ -5,6 +5,9 @@
     swapformer fit --config recipes/causal_lm/stdlib-tiny.yaml [--config recipes/logger/wandb.yaml] [--key value]
     swapformer validate|test|predict --config ... --ckpt_path path/to/last.ckpt
     swapformer components [family ...]        # every registered component, plug-ins included
+    swapformer components --matrix            # which components combine, and what each supports
+    swapformer generate --ckpt_path last.ckpt --prompt "..."   # decode with a checkpoint (see cli_generate)
+    swapformer check NAME                     # the conformance suite over every combination with NAME
 
 The model and data classes come from the recipe (``class_path``); ``data.vocab_size`` is linked into the
 model. The model's names and sizes are validated before anything is instantiated, so a bad recipe value fails
@@ -21,6 +24,7 @@ import yaml
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
+from swapformer.compat import format_matrix
 from swapformer.config import ModelConfig
 from swapformer.errors import ConfigError
 from swapformer.lightning.base import MODEL_KEYS, SwapformerModule
@@ -77,6 +81,7 @@ class SwapformerCLI(LightningCLI):
 
     def after_fit(self) -> None:
         trainer = self.trainer
+        log_dir = trainer.log_dir  # a collective under DDP / FSDP: every rank must ask, not only rank 0
         if not trainer.is_global_zero:
             return
         lines = []
@@ -90,8 +95,8 @@ class SwapformerCLI(LightningCLI):
             where = getattr(logger, "log_dir", None) or getattr(logger, "save_dir", None)
             experiment_dir = getattr(getattr(logger, "_experiment", None), "dir", None)
             lines.append(f"{type(logger).__name__} logs: {experiment_dir or where}")
-        if trainer.log_dir:
-            lines.append(f"config: {trainer.log_dir}/config.yaml")
+        if log_dir:
+            lines.append(f"config: {log_dir}/config.yaml")
         if lines:
             print("\n".join(lines), flush=True)
 
@@ -128,6 +133,12 @@ def print_components(families: list[str] | None = None, *, file: Any = None) -> 
         print(f"plug-in {key} failed to load: {error}", file=file)
 
 
+def print_matrix(*, file: Any = None) -> None:
+    """Print the compatibility matrix (:func:`swapformer.compat.format_matrix`), plug-ins included."""
+    load_plugins()
+    print(format_matrix(), file=file or sys.stdout)
+
+
 def run(args: list[str] | None = None) -> SwapformerCLI | None:
     """Run the command and return the CLI object (its ``model``, ``datamodule``, ``trainer``); None for
     ``components``. ``args`` replaces ``sys.argv[1:]``, so tests call it in-process.
@@ -136,12 +147,29 @@ def run(args: list[str] | None = None) -> SwapformerCLI | None:
         SystemExit: code 2 with one message on stderr for a bad recipe (and jsonargparse's own errors).
     """
     argv = list(sys.argv[1:] if args is None else args)
+    if argv and argv[0] == "generate":
+        from swapformer.cli_generate import main as generate_main
+
+        generate_main(argv[1:])
+        return None
+    if argv and argv[0] == "check":
+        from swapformer.cli_check import main as check_main
+
+        check_main(argv[1:])
+        return None
     if argv and argv[0] == "components":
         if any(a in ("-h", "--help") for a in argv[1:]):
-            print("usage: swapformer components [family ...]\n\nfamilies: " + ", ".join(FAMILIES))
+            print(
+                "usage: swapformer components [family ...] [--matrix]\n\nfamilies: "
+                + ", ".join(FAMILIES)
+                + "\n--matrix: which kernels and positional members combine, and what each member supports"
+            )
             return None
         try:
-            print_components(argv[1:] or None)
+            if "--matrix" in argv[1:]:
+                print_matrix()
+            else:
+                print_components(argv[1:] or None)
         except ConfigError as err:
             print(f"swapformer components: error: {err}", file=sys.stderr)
             raise SystemExit(2) from None

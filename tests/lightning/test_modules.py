@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from swapformer.data import CharTokenizer
-from swapformer.lightning import CausalLMModule, Seq2SeqModule, greedy_decode
+from swapformer.lightning import CausalLMModule, Seq2SeqModule
 
 TINY = dict(vocab_size=30, d_model=16, num_heads=2, num_layers=1, d_ff=32, max_seq_len=32, dropout=0.0)
 
@@ -60,30 +60,29 @@ def test_val_metrics_perplexity_and_accuracy_ignore_pad():
     assert float(module.val_acc.compute()) == pytest.approx(hits / total, rel=1e-6)
 
 
-def test_greedy_decode_is_the_argmax_of_teacher_forcing():
+def test_translate_ids_is_the_argmax_of_teacher_forcing():
     torch.manual_seed(0)
     module = Seq2SeqModule(**TINY).eval()
     src = torch.randint(4, 30, (4, 9))
     src[1, 6:] = 0
     mask = src != 0
-    out = greedy_decode(module.model, src, mask, bos_id=1, eos_id=2, max_len=12)
-    assert out.shape[0] == 4 and out.shape[1] <= 12
+    out = module.translate_ids(src, mask, max_len=12)  # eos and what follows removed
+    assert len(out) == 4 and all(len(ids) <= 12 for ids in out)
     for row in range(4):
-        ids = out[row].tolist()
-        if 2 in ids:
-            ids = ids[: ids.index(2) + 1]
+        ids = out[row] + [2] if len(out[row]) < 12 else out[row]
         tgt = torch.tensor([[1, *ids[:-1]]])
         logits = module.model(src[row : row + 1, : int(mask[row].sum())], tgt)
         assert logits[0].argmax(-1).tolist() == ids  # each token is the argmax given the previous ones
 
 
-def test_greedy_decode_stops_at_eos_and_pads_after():
+def test_generate_stops_at_eos_and_pads_after():
     module = Seq2SeqModule(**TINY).eval()
     with torch.no_grad():  # force eos first: every row stops after one step
         module.model.lm_head.weight.zero_()
         module.model.lm_head.weight[2] = 1.0
-    out = greedy_decode(module.model, torch.randint(4, 30, (3, 5)), bos_id=1, eos_id=2, max_len=10)
-    assert out.tolist() == [[2], [2], [2]]
+    src = torch.randint(4, 30, (3, 5))
+    out = module.model.generate(src, max_new_tokens=10, eos_token_id=2, decoder_start_token_id=1)
+    assert out.tolist() == [[1, 2], [1, 2], [1, 2]]
 
 
 def test_hparams_are_primitive_and_checkpoint_round_trips(tmp_path):
@@ -101,7 +100,7 @@ def test_hparams_are_primitive_and_checkpoint_round_trips(tmp_path):
     assert loaded.tokenizer == module.tokenizer
     x = torch.randint(4, 30, (2, 8))
     torch.testing.assert_close(loaded(x), module.eval()(x))
-    assert isinstance(loaded.generate_text("hello", max_new_tokens=5, temperature=0.0), str)
+    assert isinstance(loaded.generate_text("hello", max_new_tokens=5), str)
 
 
 class _Boom:

@@ -41,6 +41,7 @@ class SampleCallback(Callback):
         self.prompt_len = prompt_len
         self.seed = seed
         self._printed_at: int | None = None
+        self._validated_at: int | None = None
 
     def samples(self, pl_module: pl.LightningModule) -> list[str]:
         """The lines this callback would print now."""
@@ -54,12 +55,14 @@ class SampleCallback(Callback):
         if prompt is None or tokenizer is None:
             return []
         prompt = prompt[: self.num_samples, : self.prompt_len]
+        sampling = {
+            "do_sample": True,
+            "temperature": self.temperature,
+            "top_k": self.top_k,
+            "seed": self.seed,
+        }
         out = pl_module.generate(
-            prompt,
-            max_new_tokens=self.max_new_tokens,
-            temperature=self.temperature,
-            top_k=self.top_k,
-            seed=self.seed,
+            prompt, max_new_tokens=self.max_new_tokens, **(sampling if self.temperature > 0 else {})
         )
         lines = []
         for row in out.tolist():
@@ -83,10 +86,21 @@ class SampleCallback(Callback):
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking and trainer.state.fn == "fit":
+            self._validated_at = trainer.global_step  # on every rank, unlike _printed_at
             self._print(trainer, pl_module)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._print(trainer, pl_module)
+        if trainer.global_step == self._validated_at:
+            return  # the last validation printed these samples already
+        # Under FSDP2 rank 0 cannot decode alone on sharded parameters: every rank gathers them first.
+        from swapformer.lightning import distributed
+
+        gathered = distributed.gather_for_decoding(pl_module.model)
+        try:
+            self._print(trainer, pl_module)
+        finally:
+            if gathered:
+                distributed.release_gathered(pl_module.model)
 
 
 def _batch_size(batch: Any) -> int:

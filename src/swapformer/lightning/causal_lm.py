@@ -8,7 +8,6 @@ import torch
 from torch import Tensor
 
 from swapformer.lightning.base import SwapformerModule
-from swapformer.lightning.generation import sample
 from swapformer.models.builders import build_causal_lm
 
 ComponentName = str | dict[str, Any]
@@ -31,6 +30,13 @@ class CausalLMModule(SwapformerModule):
         total_steps: end of the cosine decay; None = the trainer's ``estimated_stepping_batches``.
         min_lr_ratio: the cosine's floor, as a fraction of ``lr``.
         label_smoothing: cross-entropy label smoothing in [0, 1).
+        global_batch_tokens: tokens per optimizer step over all processes; sets
+            ``trainer.accumulate_grad_batches = global_batch_tokens / (batch_size x seq_len x processes)`` at fit
+            start, so the effective batch does not depend on the device count. None = the trainer's setting.
+        activation_checkpointing: recompute each block's activations in backward (less memory, ~1/3 more time).
+        compile: ``torch.compile`` each block (True, or a dict of ``torch.compile`` options); off by default.
+        meta_init: create the parameters on the meta device and allocate them in ``configure_model``, after
+            FSDP2 has sharded them (each process then holds only its shards); for models too big for one device.
 
     Batches: ``{"input_ids": (N, L), "labels": (N, L)}``, optional ``"attention_mask"``; pad labels are ignored.
     """
@@ -68,6 +74,11 @@ class CausalLMModule(SwapformerModule):
         total_steps: int | None = None,
         min_lr_ratio: float = 0.1,
         label_smoothing: float = 0.0,
+        # scale out (see swapformer.lightning.distributed)
+        global_batch_tokens: int | None = None,
+        activation_checkpointing: bool = False,
+        compile: bool | dict[str, Any] = False,
+        meta_init: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -95,39 +106,51 @@ class CausalLMModule(SwapformerModule):
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> list[str] | Tensor:
         """Greedy continuation (64 tokens) of each row of ``input_ids``; text when a tokenizer is known."""
-        out = self.generate(batch["input_ids"], max_new_tokens=64, temperature=0.0)
+        out = self.generate(batch["input_ids"], max_new_tokens=64)
         if self.tokenizer is None:
             return out
         return [self.tokenizer.decode(row) for row in out.tolist()]
 
-    @torch.no_grad()
     def generate(
         self,
-        prompt_ids: Tensor,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
         *,
-        max_new_tokens: int = 200,
-        temperature: float = 0.8,
-        top_k: int | None = None,
-        seed: int | None = None,
+        max_new_tokens: int = 20,
+        max_context: int | None = None,
+        **kwargs: Any,
     ) -> Tensor:
-        """Continue ``prompt_ids`` ``(N, L)``; returns prompt + new ids ``(N, L + T)``."""
-        was_training = self.model.training
-        self.model.eval()
-        generator = None
-        if seed is not None:
-            generator = torch.Generator(device=prompt_ids.device).manual_seed(seed)
-        try:
-            return sample(
-                self.model,
-                prompt_ids,
-                max_new_tokens=max_new_tokens,
-                temperature=temperature,
-                top_k=top_k,
-                max_context=self.config.max_seq_len,
-                generator=generator,
-            )
-        finally:
-            self.model.train(was_training)
+        """Continue ``input_ids`` ``(N, P)`` with :func:`swapformer.generation.generate`, whose arguments it takes
+        (Hugging Face's names); ``pad_token_id`` defaults to the model's. Returns the prompts and new ids.
+
+        Args:
+            max_context: how far a sample may run past the length the model trained on. Unpadded prompts whose
+                continuation would pass ``max_context`` tokens (``max_seq_len`` by default) are continued in
+                rounds, each re-prompted with the last ``max_context / 2`` tokens, as nanoGPT's sampler crops its
+                context; 0 turns this off (then a learned positional table refuses the length).
+        """
+        kwargs.setdefault("pad_token_id", max(self.pad_id, 0))
+        window = self.config.max_seq_len if max_context is None else max_context
+        fits = input_ids.size(1) + max_new_tokens <= window
+        if not window or fits or attention_mask is not None or kwargs.get("num_beams", 1) > 1:
+            return self.model.generate(input_ids, attention_mask, max_new_tokens=max_new_tokens, **kwargs)
+        seed = kwargs.pop("seed", None)
+        if seed is not None:  # one generator across the rounds, so the sample repeats as a whole
+            kwargs["generator"] = torch.Generator(device=input_ids.device).manual_seed(seed)
+        streamer = kwargs.pop("streamer", None)
+        if streamer is not None:
+            kwargs["streamer"] = _RoundStreamer(streamer)
+        out, remaining = input_ids, max_new_tokens
+        while remaining > 0:
+            context = out[:, -max(1, window // 2) :] if out.size(1) > window // 2 else out
+            step = min(remaining, window - context.size(1))
+            more = self.model.generate(context, max_new_tokens=step, **kwargs)[:, context.size(1) :]
+            out, remaining = torch.cat([out, more], dim=1), remaining - more.size(1)
+            if more.size(1) < step:  # every row reached an eos
+                break
+        if streamer is not None:
+            streamer.end()
+        return out
 
     def generate_text(self, prompt: str, **kwargs: Any) -> str:
         """Continue ``prompt`` (needs the tokenizer: from the datamodule or the checkpoint)."""
@@ -137,3 +160,16 @@ class CausalLMModule(SwapformerModule):
             )
         ids = torch.tensor([self.tokenizer.encode(prompt) or [self.tokenizer.bos_id]], device=self.device)
         return self.tokenizer.decode(self.generate(ids, **kwargs)[0].tolist())
+
+
+class _RoundStreamer:
+    """Passes tokens on, but not the ``end()`` of each round of a windowed generation."""
+
+    def __init__(self, streamer: Any) -> None:
+        self.streamer = streamer
+
+    def put(self, value: Tensor) -> None:
+        self.streamer.put(value)
+
+    def end(self) -> None:
+        pass

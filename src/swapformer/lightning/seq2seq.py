@@ -10,7 +10,6 @@ from torchmetrics import MeanMetric
 from torchmetrics.text import SacreBLEUScore
 
 from swapformer.lightning.base import STAGES, SwapformerModule
-from swapformer.lightning.generation import greedy_decode, strip_after_eos
 from swapformer.models.builders import build_seq2seq
 
 ComponentName = str | dict[str, Any]
@@ -21,7 +20,7 @@ class Seq2SeqModule(SwapformerModule):
 
     Teacher forcing: the decoder reads ``tgt_ids[:, :-1]`` (``<s> y1 .. yn``) and predicts ``tgt_ids[:, 1:]``
     (``y1 .. yn </s>``); padding after ``</s>`` is ignored by the loss. With ``greedy_eval`` the val/test steps
-    also run :func:`~swapformer.lightning.generation.greedy_decode` and log exact match (whole target equal) and
+    also decode greedily with the KV cache (:func:`swapformer.generation.generate`) and log exact match (whole target equal) and
     corpus BLEU (sacreBLEU, ``13a`` tokenization) of the decoded text.
 
     Args:
@@ -30,6 +29,7 @@ class Seq2SeqModule(SwapformerModule):
         greedy_eval: decode greedily in validation and test.
         max_decode_len: most generated tokens; None = target length of the batch + 16.
         bos_id, eos_id: special ids (the data layer fixes them at 1 and 2).
+        activation_checkpointing, compile, meta_init: as in :class:`~swapformer.lightning.CausalLMModule`.
 
     Batches: ``src_ids, src_mask, tgt_ids, tgt_mask`` tensors and ``src_text, tgt_text`` lists.
     """
@@ -74,6 +74,10 @@ class Seq2SeqModule(SwapformerModule):
         max_decode_len: int | None = None,
         bos_id: int = 1,
         eos_id: int = 2,
+        # scale out (see swapformer.lightning.distributed)
+        activation_checkpointing: bool = False,
+        compile: bool | dict[str, Any] = False,
+        meta_init: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -118,22 +122,16 @@ class Seq2SeqModule(SwapformerModule):
         self, src_ids: Tensor, src_mask: Tensor | None = None, max_len: int | None = None
     ) -> list[list[int]]:
         """Greedy decoding, one id list per source (eos and what follows removed)."""
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            out = greedy_decode(
-                self.model,
-                src_ids,
-                src_mask,
-                bos_id=self.hparams.bos_id,
-                eos_id=self.hparams.eos_id,
-                pad_id=max(self.pad_id, 0),
-                max_len=max_len
-                or self.hparams.max_decode_len
-                or min(self.config.max_seq_len, src_ids.size(1) + 16),
-            )
-        finally:
-            self.model.train(was_training)
+        out = self.model.generate(
+            src_ids,
+            src_mask,
+            max_new_tokens=max_len
+            or self.hparams.max_decode_len
+            or min(self.config.max_seq_len - 1, src_ids.size(1) + 16),
+            eos_token_id=self.hparams.eos_id,
+            pad_token_id=max(self.pad_id, 0),
+            decoder_start_token_id=self.hparams.bos_id,
+        )[:, 1:]  # without the start id
         return [strip_after_eos(row, self.hparams.eos_id) for row in out.tolist()]
 
     def translate(self, sources: list[str], max_len: int | None = None) -> list[str]:
@@ -153,7 +151,7 @@ class Seq2SeqModule(SwapformerModule):
 
     def _decode_metrics(self, stage: str, batch: dict[str, Any], keep_examples: bool = False) -> None:
         tgt = batch["tgt_ids"]
-        max_len = self.hparams.max_decode_len or min(self.config.max_seq_len, tgt.size(1) + 16)
+        max_len = self.hparams.max_decode_len or min(self.config.max_seq_len - 1, tgt.size(1) + 16)
         predictions = self.translate_ids(batch["src_ids"], batch["src_mask"], max_len)
         references = [strip_after_eos(row, self.hparams.eos_id) for row in tgt[:, 1:].tolist()]
         exact = torch.tensor([float(p == r) for p, r in zip(predictions, references)], device=tgt.device)
@@ -170,3 +168,8 @@ class Seq2SeqModule(SwapformerModule):
         if keep_examples:
             sources = batch.get("src_text") or [self.tokenizer.decode(s) for s in batch["src_ids"].tolist()]
             self.val_examples = list(zip(sources, texts, refs))[:8]
+
+
+def strip_after_eos(ids: list[int], eos_id: int) -> list[int]:
+    """Tokens before the first ``eos_id``."""
+    return ids[: ids.index(eos_id)] if eos_id in ids else ids

@@ -1,0 +1,220 @@
+"""``swapformer generate``: decode with a trained checkpoint, streaming tokens as they come.
+
+::
+
+    swapformer generate --ckpt_path runs/stdlib-tiny/checkpoints/last.ckpt --prompt "def main(" [--prompt ...]
+    swapformer generate --ckpt_path last.ckpt --prompts_file prompts.txt --do_sample --temperature 0.8 --top_k 40
+    swapformer generate --ckpt_path dates.ckpt < dates.txt          # a seq2seq checkpoint translates each line
+    swapformer generate --ckpt_path dates.ckpt --input dates.txt --num_beams 4
+
+The checkpoint holds the tokenizer, so nothing else is needed. A causal-LM checkpoint continues each prompt and
+streams the new text; a seq2seq checkpoint reads lines (``--input`` or stdin) and prints one output line each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Iterable
+from typing import Any, TextIO
+
+import torch
+
+DEFAULT_NEW_TOKENS = 200
+
+
+class TextStreamer:
+    """Writes the text of one row as its tokens arrive (the ``put``/``end`` protocol of ``generate``).
+
+    The whole row is decoded each time and only the new suffix is written, so tokens that do not decode alone (a
+    byte of a multi-byte character, a BPE piece) still print correctly.
+    """
+
+    def __init__(self, tokenizer: Any, *, eos_id: int | None = None, file: TextIO | None = None) -> None:
+        self.tokenizer, self.eos_id, self.file = tokenizer, eos_id, file or sys.stdout
+        self.ids: list[int] = []
+        self.printed = ""
+        self.done = False
+
+    def put(self, value: torch.Tensor) -> None:
+        token = int(value.reshape(-1)[0])
+        if self.done or token == self.eos_id:
+            self.done = True
+            return
+        self.ids.append(token)
+        text = self.tokenizer.decode(self.ids)
+        if text.startswith(self.printed) and not text.endswith("\ufffd"):  # wait for a whole character
+            self.file.write(text[len(self.printed) :])
+            self.file.flush()
+            self.printed = text
+
+    def end(self) -> None:
+        text = self.tokenizer.decode(self.ids)
+        if text.startswith(self.printed):
+            self.file.write(text[len(self.printed) :])
+        self.file.write("\n")
+        self.file.flush()
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="swapformer generate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--ckpt_path", required=True, help="a checkpoint written by swapformer fit (one .ckpt file)"
+    )
+    p.add_argument("--prompt", action="append", default=[], help="text to continue (causal LM); repeatable")
+    p.add_argument("--prompts_file", help="a file of prompts, one per line (causal LM)")
+    p.add_argument("--input", help="a file of source lines (seq2seq); default: stdin")
+    p.add_argument(
+        "--max_new_tokens",
+        type=int,
+        help="most new tokens per prompt or line (default: 200, or what a learned positional table leaves room for)",
+    )
+    p.add_argument("--do_sample", action="store_true", help="sample instead of greedy decoding")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top_k", type=int)
+    p.add_argument("--top_p", type=float)
+    p.add_argument("--repetition_penalty", type=float, default=1.0)
+    p.add_argument("--num_beams", type=int, default=1)
+    p.add_argument("--length_penalty", type=float, default=1.0)
+    p.add_argument("--seed", type=int, help="makes sampling repeatable")
+    p.add_argument(
+        "--no_cache", action="store_true", help="re-run the whole prefix each step (slow; for checks)"
+    )
+    p.add_argument("--batch_size", type=int, default=32, help="source lines decoded together (seq2seq)")
+    p.add_argument("--device", default="cpu")
+    return p
+
+
+def _load(path: str, device: str):
+    from swapformer.lightning import CausalLMModule, Seq2SeqModule
+
+    if os.path.isdir(path):
+        raise SystemExit(
+            f"swapformer generate: error: {path} is a folder (a distributed checkpoint); consolidate it into one "
+            "file first (see docs/scale-out.md)"
+        )
+    if not os.path.isfile(path):
+        raise SystemExit(f"swapformer generate: error: no checkpoint at {path}")
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    seq2seq = any(key.startswith("model.encoder.") for key in state.get("state_dict", {}))
+    module = (Seq2SeqModule if seq2seq else CausalLMModule).load(path, map_location=device)
+    if module.tokenizer is None:
+        raise SystemExit(
+            f"swapformer generate: error: {path} holds no tokenizer (not written by swapformer fit)"
+        )
+    return module
+
+
+def _generation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    kwargs: dict[str, Any] = dict(
+        max_new_tokens=args.max_new_tokens,
+        num_beams=args.num_beams,
+        length_penalty=args.length_penalty,
+        repetition_penalty=args.repetition_penalty,
+        use_cache=not args.no_cache,
+        seed=args.seed,
+    )
+    if args.do_sample:
+        kwargs.update(do_sample=True, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    return kwargs
+
+
+def _continue(module, prompts: Iterable[str], kwargs: dict[str, Any], out: TextIO) -> None:
+    tokenizer = module.tokenizer
+    for number, prompt in enumerate(prompts):
+        ids = tokenizer.encode(prompt)
+        if not ids:
+            raise ValueError(f"prompt {number + 1} is empty: give some text for the model to continue")
+        input_ids = torch.tensor([ids], device=module.device)
+        settings = dict(kwargs)
+        if settings["max_new_tokens"] is None:
+            limit = module.model.positional.max_length
+            room = DEFAULT_NEW_TOKENS if limit is None else min(DEFAULT_NEW_TOKENS, limit - len(ids))
+            settings["max_new_tokens"] = max(room, 1)  # no room: generate() names the lengths
+        if number:
+            out.write("\n")
+        out.write(prompt)
+        out.flush()
+        if kwargs["num_beams"] > 1:  # beams are only known at the end
+            new = module.generate(input_ids, max_context=0, **settings)[0, len(ids) :].tolist()
+            out.write(tokenizer.decode(new) + "\n")
+        else:
+            streamer = TextStreamer(tokenizer, file=out)
+            module.generate(input_ids, max_context=0, streamer=streamer, **settings)
+
+
+def _translate(module, lines: Iterable[str], kwargs: dict[str, Any], batch_size: int, out: TextIO) -> None:
+    from swapformer.lightning.seq2seq import strip_after_eos
+
+    tokenizer, eos, pad = module.tokenizer, module.hparams.eos_id, max(module.pad_id, 0)
+    batch: list[str] = []
+
+    def flush() -> None:
+        encoded = [[*tokenizer.encode(line), eos] for line in batch]  # sources as the data layer writes them
+        width = max(len(e) for e in encoded)
+        src = torch.full((len(encoded), width), pad, dtype=torch.long)
+        for row, ids in enumerate(encoded):
+            src[row, : len(ids)] = torch.tensor(ids)
+        src = src.to(module.device)
+        mask = (
+            torch.arange(width, device=module.device)[None, :]
+            < torch.tensor([len(e) for e in encoded], device=module.device)[:, None]
+        )
+        new_tokens = kwargs["max_new_tokens"] or min(DEFAULT_NEW_TOKENS, module.config.max_seq_len - 1)
+        result = module.model.generate(
+            src,
+            mask,
+            eos_token_id=eos,
+            pad_token_id=pad,
+            decoder_start_token_id=module.hparams.bos_id,
+            **dict(kwargs, max_new_tokens=new_tokens),
+        )
+        for row in result[:, 1:].tolist():
+            out.write(tokenizer.decode(strip_after_eos(row, eos)) + "\n")
+        out.flush()
+        batch.clear()
+
+    for line in lines:
+        batch.append(line.rstrip("\n"))
+        if len(batch) == batch_size:
+            flush()
+    if batch:
+        flush()
+
+
+def main(argv: list[str] | None = None, *, stdin: TextIO | None = None, stdout: TextIO | None = None) -> None:
+    """Entry point (``swapformer generate ...``); ``stdin``/``stdout`` default to the process's streams."""
+    args = parser().parse_args(argv)
+    out, source = stdout or sys.stdout, stdin or sys.stdin
+    try:
+        kwargs = _generation_kwargs(args)
+        module = _load(args.ckpt_path, args.device)
+        with torch.inference_mode():
+            if hasattr(module, "translate_ids"):  # seq2seq
+                if args.prompt or args.prompts_file:
+                    raise ValueError(
+                        "a seq2seq checkpoint translates source lines: pass --input FILE or pipe lines on stdin"
+                    )
+                if args.input:
+                    with open(args.input, encoding="utf-8") as lines:
+                        _translate(module, lines, kwargs, args.batch_size, out)
+                else:
+                    _translate(module, source, kwargs, args.batch_size, out)
+                return
+            prompts = list(args.prompt)
+            if args.prompts_file:
+                with open(args.prompts_file, encoding="utf-8") as lines:
+                    prompts += [line.rstrip("\n") for line in lines if line.strip()]
+            if not prompts:
+                raise ValueError(
+                    "a causal-LM checkpoint continues prompts: pass --prompt TEXT or --prompts_file FILE"
+                )
+            _continue(module, prompts, kwargs, out)
+    except (ValueError, OSError) as err:
+        print(f"swapformer generate: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
