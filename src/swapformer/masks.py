@@ -107,6 +107,9 @@ def causal_self_attention_inputs(
     """
     batch, length = ids.shape
     source_length = past_length + length
+    if padding is None and length == 1:  # a decoding step: it may attend every cached key
+        bias = positional.bias(1, source_length, offset=past_length, device=ids.device)
+        return bias, False, past_length
     key_padding = as_key_padding_mask(padding, name, (batch, source_length))
     offset: int | Tensor = past_length
     if key_padding is not None:

@@ -273,7 +273,11 @@ def load_plugins(*, force: bool = False) -> dict[str, str]:
         return dict(_plugin_errors)
     _plugins_loaded = True
     _ensure_builtin_members()
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+    entry_points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    present = {f"{ep.name} = {ep.value}" for ep in entry_points}
+    for gone in set(_plugin_errors) - present:  # uninstalled since: no longer an error to report
+        del _plugin_errors[gone]
+    for ep in entry_points:
         key = f"{ep.name} = {ep.value}"
         if key in _loaded_entry_points:
             continue

@@ -27,22 +27,24 @@ class AttentionCache:
         keys and values ``(N, Hkv, S, E)``, ``S = length``.
     """
 
-    __slots__ = ("_keys", "_values", "capacity", "length")
+    __slots__ = ("_keys", "_values", "capacity", "length", "projection")
 
     def __init__(self, capacity: int = 0) -> None:
         self.capacity, self.length = capacity, 0
         self._keys: Tensor | None = None
         self._values: Tensor | None = None
+        self.projection: tuple[Tensor, Tensor | None] | None = None
+        """W_q, W_k, W_v (and biases) stacked, made by the attention layer at the first decoding step."""
 
     def append(self, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
         """Write ``key``, ``value`` ``(N, Hkv, L, E)`` after the cached ones; return all ``S`` keys and values."""
         start, end = self.length, self.length + key.size(2)
         if self._keys is None or end > self._keys.size(2):
             self._grow(key, value, end)
-        self._keys[:, :, start:end] = key
-        self._values[:, :, start:end] = value
+        self._keys.narrow(2, start, end - start).copy_(key)
+        self._values.narrow(2, start, end - start).copy_(value)
         self.length = end
-        return self._keys[:, :, :end], self._values[:, :, :end]
+        return self._keys.narrow(2, 0, end), self._values.narrow(2, 0, end)
 
     def store(self, key: Tensor, value: Tensor) -> None:
         """Keep ``key``, ``value`` as they are (cross-attention: computed once from the encoder output)."""

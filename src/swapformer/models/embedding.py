@@ -42,4 +42,5 @@ class TokenEmbedding(nn.Module):
         x = self.token(ids)
         if self.scale != 1.0:
             x = x * self.scale
-        return self.dropout(self.positional.embed(x, offset=offset))
+        x = self.positional.embed(x, offset=offset)
+        return self.dropout(x) if self.training else x  # eval: no module call

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from swapformer.errors import ConfigError
@@ -89,9 +91,16 @@ class MultiHeadAttention(nn.Module):
                 call and reuses it afterwards.
         """
         batch, length, _ = x.shape
-        q = self.q_proj(x).view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)  # (N, H, L, E)
+        stack = memory is None and cache is not None and not torch.is_grad_enabled()
+        if stack and (cache.projection is not None or self._plain_projections()):
+            q, k, v = self._project_qkv_stacked(x, cache)  # decoding: one GEMM instead of three
+        else:
+            q = (
+                self.q_proj(x).view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
+            )  # (N, H, L, E)
+            if memory is None:
+                k, v = self._project_kv(x)
         if memory is None:  # self-attention
-            k, v = self._project_kv(x)
             if positional is not None:
                 q, k = positional.rotate(q, k, offset=offset)
             if cache is not None:
@@ -113,6 +122,30 @@ class MultiHeadAttention(nn.Module):
         )
         out = self.out_proj(out.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim))
         return (out, weights) if need_weights else out
+
+    def _plain_projections(self) -> bool:
+        # plain Linears without hooks: then one stacked GEMM computes exactly what the three would
+        projections = (self.q_proj, self.k_proj, self.v_proj)
+        return all(
+            type(p) is nn.Linear and not p._forward_hooks and not p._forward_pre_hooks for p in projections
+        )
+
+    def _project_qkv_stacked(self, x: Tensor, cache: AttentionCache) -> tuple[Tensor, Tensor, Tensor]:
+        """q, k, v from W_q, W_k, W_v stacked into one matrix. A decoding step is bound by per-call overhead, not
+        arithmetic, so one GEMM beats three; the stacked copy lives in the cache, only while a generation runs."""
+        if cache.projection is None:
+            projections = (self.q_proj, self.k_proj, self.v_proj)
+            bias = None if self.q_proj.bias is None else torch.cat([p.bias for p in projections])
+            cache.projection = (torch.cat([p.weight for p in projections]), bias)
+        batch, length, _ = x.shape
+        kv_width = self.num_kv_heads * self.head_dim
+        q, k, v = F.linear(x, *cache.projection).split(
+            [self.num_heads * self.head_dim, kv_width, kv_width], -1
+        )
+        q = q.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)  # (N, H, L, E)
+        k = k.view(batch, length, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (N, Hkv, L, E)
+        v = v.view(batch, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        return q, k, v
 
     def _project_kv(self, source: Tensor) -> tuple[Tensor, Tensor]:
         batch, source_length, _ = source.shape

@@ -38,7 +38,11 @@ class FeedForward(nn.Module):
         self.linear2 = nn.Linear(d_ff, d_model, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.linear2(self.dropout(self.activation(self.linear1(x))))
+        return self.linear2(self.drop(self.activation(self.linear1(x))))
+
+    def drop(self, x: Tensor) -> Tensor:
+        """Dropout while training; in eval mode (where it is the identity) not even the module call."""
+        return self.dropout(x) if self.training else x
 
 
 class GatedFeedForward(nn.Module):
@@ -63,4 +67,8 @@ class GatedFeedForward(nn.Module):
         self.down_proj = nn.Linear(d_ff, d_model, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down_proj(self.dropout(self.activation(self.gate_proj(x)) * self.up_proj(x)))
+        return self.down_proj(self.drop(self.activation(self.gate_proj(x)) * self.up_proj(x)))
+
+    def drop(self, x: Tensor) -> Tensor:
+        """Dropout while training; in eval mode (where it is the identity) not even the module call."""
+        return self.dropout(x) if self.training else x

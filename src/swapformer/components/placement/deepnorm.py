@@ -84,7 +84,7 @@ class DeepNorm(Residual):
         )
 
     def forward(self, x: Tensor, *args, **kwargs) -> Tensor:
-        return self.norm(self.alpha * x + self.dropout(self.sublayer(x, *args, **kwargs)))
+        return self.norm(self.alpha * x + self.drop(self.sublayer(x, *args, **kwargs)))
 
     def after_init_weights(self) -> None:
         """DeepNet's initialization of the sublayer's linear layers (Xavier-normal, gain beta or 1)."""

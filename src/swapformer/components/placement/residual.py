@@ -24,6 +24,11 @@ class Residual(nn.Module):
         super().__init__()
         self.sublayer, self.norm, self.dropout = sublayer, norm, nn.Dropout(dropout)
 
+    def drop(self, x: Tensor) -> Tensor:
+        """Residual dropout; skipped outright in eval mode, where it is the identity (a decoding step saves the
+        module call)."""
+        return self.dropout(x) if self.training else x
+
 
 class PostNorm(Residual):
     """Add & Norm, as in the paper::
@@ -33,7 +38,7 @@ class PostNorm(Residual):
     """
 
     def forward(self, x: Tensor, *args, **kwargs) -> Tensor:
-        return self.norm(x + self.dropout(self.sublayer(x, *args, **kwargs)))
+        return self.norm(x + self.drop(self.sublayer(x, *args, **kwargs)))
 
 
 class PreNorm(Residual):
@@ -46,7 +51,7 @@ class PreNorm(Residual):
     final_norm = True
 
     def forward(self, x: Tensor, *args, **kwargs) -> Tensor:
-        return x + self.dropout(self.sublayer(self.norm(x), *args, **kwargs))
+        return x + self.drop(self.sublayer(self.norm(x), *args, **kwargs))
 
 
 class SandwichNorm(Residual):
@@ -67,4 +72,4 @@ class SandwichNorm(Residual):
         self.post_norm = copy.deepcopy(norm)
 
     def forward(self, x: Tensor, *args, **kwargs) -> Tensor:
-        return x + self.dropout(self.post_norm(self.sublayer(self.norm(x), *args, **kwargs)))
+        return x + self.drop(self.post_norm(self.sublayer(self.norm(x), *args, **kwargs)))

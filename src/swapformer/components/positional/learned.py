@@ -31,4 +31,6 @@ class LearnedPositionalEncoding(PositionalEncoding):
                 f"(sequence of {end} tokens); raise max_seq_len in the model config (and retrain), or use a "
                 "positional encoding without a table such as 'sinusoidal' or 'rope'"
             )
+        if isinstance(offset, int):  # a slice of the table: no index tensor to build
+            return x + self.table.weight[offset:end].to(x.dtype)
         return x + self.table(positions(offset, x.size(1), x.device)).to(x.dtype)
