@@ -1,0 +1,203 @@
+"""The conformance suite over every registered combination, and ``swapformer check``.
+
+Every combination of kind x kernel x positional x norm x placement x ffn (aliases once) runs every check of
+:mod:`swapformer.conformance` on one tiny model; a pair the compatibility matrix refuses must be refused by
+``ModelConfig`` with the matrix's reason. The suite can fail: a kernel that ignores ``is_causal`` is caught.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from swapformer import ConfigError, ModelConfig, conformance
+from swapformer.cli import run
+from swapformer.cli_check import resolve
+from swapformer.compat import Capabilities
+from swapformer.components.attention import MathAttention
+from swapformer.components.positional.sinusoidal import SinusoidalPositionalEncoding
+from swapformer.conformance import Combination, ConformanceFailure
+from swapformer.registry import ATTENTION, FAMILIES, NORM, POSITIONAL
+
+COMBOS = conformance.combinations()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # the models are tiny: threads only add overhead, and CI machines are shared
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("combination", COMBOS, ids=[c.id for c in COMBOS])
+def test_every_combination_conforms(combination):
+    reason = combination.refusal()
+    if reason is not None:  # refused by the matrix: ModelConfig must refuse it too, saying why
+        with pytest.raises(ConfigError, match=re.escape(reason)):
+            ModelConfig(**conformance.TINY, **combination.components())
+        return
+    result = conformance.run_combination(combination)
+    assert result.status == "pass", result.reason
+    assert [c.name for c in result.checks] == list(conformance.CHECK_NAMES)
+
+
+def test_combinations_are_the_full_product_of_distinct_members():
+    sizes = {f: len(conformance.distinct_members(f)) for f in conformance.COMPONENTS}
+    assert sizes == {"attention": 4, "positional": 6, "norm": 3, "placement": 4, "ffn": 5}
+    assert len(COMBOS) == 2 * 4 * 6 * 3 * 4 * 5 == len(set(COMBOS))
+    positional = {c.positional for c in COMBOS}
+    assert "none" in positional and "nope" not in positional  # one factory, two names: run once
+    refused = {(c.attention, c.positional) for c in COMBOS if c.refusal()}
+    assert refused == {("linear", "alibi"), ("linear", "t5_relative")}
+
+
+def test_a_fixed_member_is_kept_even_when_it_is_an_alias():
+    combos = conformance.combinations(kinds=["causal_lm"], fixed={"positional": "nope"})
+    assert {c.positional for c in combos} == {"nope"} and len(combos) == 4 * 3 * 4 * 5
+
+
+def test_quick_varies_one_family_at_a_time_around_the_defaults():
+    combos = conformance.combinations(kinds=["causal_lm"], fixed={"norm": "rmsnorm"}, quick=True)
+    assert all(c.norm == "rmsnorm" for c in combos)
+    for family in ("attention", "positional", "placement", "ffn"):
+        assert {getattr(c, family) for c in combos} == set(conformance.distinct_members(family))
+    assert len(combos) == 1 + (4 - 1) + (6 - 1) + (4 - 1) + (5 - 1)
+
+
+def test_resolve_names_families_and_mistakes():
+    assert resolve("rope") == ("positional", "rope")
+    assert resolve("attention:math") == ("attention", "math")
+    with pytest.raises(ConfigError, match=r"no component is called 'rop' \(did you mean 'rope'\?\)"):
+        resolve("rop")
+    with pytest.raises(ConfigError, match=r"unknown attention 'maths' \(did you mean 'math'\?\)"):
+        resolve("attention:maths")
+    with pytest.raises(
+        ConfigError, match=r"unknown component family 'atention' \(did you mean 'attention'\?\)"
+    ):
+        resolve("atention:math")
+
+
+class LeakyAttention(MathAttention):
+    """Ignores ``is_causal``: with no padding, every query sees the future (a plausible plug-in bug)."""
+
+    def forward(self, query, key, value, *, is_causal=False, **kwargs):
+        return super().forward(query, key, value, is_causal=False, **kwargs)
+
+
+class HalfNorm(torch.nn.Module):
+    """A plug-in norm: RMS normalization scaled by a learned gain (written outside swapformer)."""
+
+    def __init__(self, *, d_model: int) -> None:
+        super().__init__()
+        self.gain = torch.nn.Parameter(torch.ones(d_model))
+
+    def forward(self, x):
+        return self.gain * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
+
+
+@pytest.fixture
+def registries(monkeypatch):
+    """The registries as they are; what a test adds to them is gone afterwards."""
+    for family in FAMILIES.values():
+        monkeypatch.setattr(family, "_members", dict(family._members))
+
+
+@pytest.fixture
+def leaky(registries):
+    ATTENTION.add("leaky", LeakyAttention, source="my_plugin")
+
+
+@pytest.fixture
+def half_norm(registries):
+    NORM.add("half_norm", HalfNorm, source="my_plugin")
+
+
+def test_a_leaky_kernel_fails_causality(leaky):
+    model = conformance.build(Combination("causal_lm", "leaky", "rope", "layernorm", "pre", "relu"))
+    with pytest.raises(ConformanceFailure, match=r"logits before position 1 changed when the tokens from"):
+        conformance.check_causality(model)
+    result = conformance.run_combination(Combination("seq2seq", "leaky", "none", "rmsnorm", "post", "gelu"))
+    assert result.status == "fail"
+    assert "causality" in {c.name for c in result.failures}
+    assert {c.name for c in result.checks if c.passed} >= {"builds", "fully_padded_rows", "train_step"}
+
+
+def test_check_command_fails_a_leaky_plugin_kernel(leaky, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run(["check", "leaky", "--quick", "--kind", "causal_lm"])
+    assert exit_info.value.code == 1
+    out = capsys.readouterr().out
+    assert "checking 15 combinations with attention 'leaky'" in out
+    # alibi and t5_relative pass: their score bias makes the model pass a full mask, causal pattern included
+    assert re.search(r"causality\s+2\s+13\s+0\n", out)
+    assert (
+        "causal_lm-leaky-sinusoidal-layernorm-post-relu: causality: logits before position 1 changed when the "
+        "tokens from position 1 on changed (max |difference| "
+    ) in out
+    assert "(also failing: padding, cached_decoding)" in out
+    assert not any(line.startswith("refused by the matrix") for line in out.splitlines())
+    assert "15 combinations: 2 passed, 13 failed, 0 refused by the matrix" in out
+
+
+def test_a_plugin_norm_joins_every_combination_and_passes_the_check_command(half_norm, capsys):
+    combos = conformance.combinations(fixed={"norm": "half_norm"})
+    assert len(combos) == 2 * 4 * 6 * 4 * 5  # the full product with the plug-in, read from the registries now
+    assert "half_norm" in {c.norm for c in conformance.combinations()}
+    run(["check", "half_norm", "--quick", "--verbose"])  # no SystemExit: nothing failed
+    out = capsys.readouterr().out
+    assert "checking 32 combinations with norm 'half_norm'" in out
+    assert "pass    seq2seq-sdpa-rope-half_norm-post-relu" in out
+    assert "32 combinations: 32 passed, 0 failed, 0 refused by the matrix" in out
+
+
+class PositionsFromZero(SinusoidalPositionalEncoding):
+    """Sinusoidal positions that ignore the offset: wrong after a KV cache or left padding, and it says so."""
+
+    capabilities = Capabilities(kv_cache=False, padding=False, notes="positions always start at 0")
+
+    def embed(self, x, *, offset=0):
+        return super().embed(x, offset=0)
+
+
+def test_checks_of_a_feature_a_member_declares_unsupported_are_skipped(registries):
+    POSITIONAL.add("from_zero", PositionsFromZero)
+    combination = Combination("causal_lm", "sdpa", "from_zero", "layernorm", "pre", "relu")
+    result = conformance.run_combination(combination)
+    assert result.status == "pass"
+    skipped = {c.name: c.message for c in result.checks if c.skipped}
+    assert skipped == {
+        "padding": "skipped: positional 'from_zero' declares padding=False",
+        "fully_padded_rows": "skipped: positional 'from_zero' declares padding=False",
+        "cached_decoding": "skipped: positional 'from_zero' declares kv_cache=False",
+    }
+    with pytest.raises(ConformanceFailure, match=r"logits decoded with a KV cache differ from one full pass"):
+        conformance.check_cached_decoding(conformance.build(combination))  # the declaration is needed
+
+
+def test_check_command_reports_refused_pairs_without_failing(capsys):
+    run(["check", "linear", "--quick"])
+    out = capsys.readouterr().out
+    assert (
+        "refused by the matrix (2 combinations, e.g. causal_lm-linear-alibi-layernorm-post-relu): positional "
+        "'alibi' adds a score bias, which attention 'linear' cannot apply"
+    ) in out
+    assert (
+        "refused by the matrix (2 combinations, e.g. causal_lm-linear-t5_relative-layernorm-post-relu)" in out
+    )
+    assert "30 combinations: 26 passed, 0 failed, 4 refused by the matrix" in out
+
+
+def test_check_command_unknown_and_ambiguous_names_exit_2(registries, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run(["check", "swiglue"])
+    assert exit_info.value.code == 2
+    assert "no component is called 'swiglue' (did you mean 'swiglu'?)" in capsys.readouterr().err
+    ATTENTION.add("rope", MathAttention)
+    with pytest.raises(SystemExit) as exit_info:
+        run(["check", "rope"])
+    assert exit_info.value.code == 2
+    assert "write 'attention:rope' or 'positional:rope'" in capsys.readouterr().err
