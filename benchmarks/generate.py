@@ -14,12 +14,17 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
+import sys
 import time
 import warnings
+from pathlib import Path
 
 import torch
 
 from swapformer import build_causal_lm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.generation.hf_reference import hugging_face_gpt2  # the copy the tests prove exact
 
 CONFIG = dict(
     vocab_size=65,
@@ -33,48 +38,6 @@ CONFIG = dict(
     ffn={"name": "gelu", "approximate": "tanh"},
     dropout=0.0,
 )
-
-
-def hugging_face_copy(ours):
-    """GPT2LMHeadModel from a config (no download) holding ``ours``'s weights."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    config = GPT2Config(
-        vocab_size=CONFIG["vocab_size"],
-        n_positions=CONFIG["max_seq_len"],
-        n_embd=CONFIG["d_model"],
-        n_layer=CONFIG["num_layers"],
-        n_head=CONFIG["num_heads"],
-        n_inner=CONFIG["d_ff"],
-        activation_function="gelu_new",
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        pad_token_id=0,
-        eos_token_id=None,
-        bos_token_id=None,
-    )
-    theirs = GPT2LMHeadModel(config).eval()
-    with torch.no_grad():
-        hf = theirs.transformer
-        hf.wte.weight.copy_(ours.embedding.token.weight)
-        hf.wpe.weight.copy_(ours.positional.table.weight)
-        for block, layer in zip(hf.h, ours.decoder.layers):
-            mha, mlp = layer.self_attention.sublayer, layer.feed_forward.sublayer
-            block.ln_1.load_state_dict(layer.self_attention.norm.state_dict())
-            block.ln_2.load_state_dict(layer.feed_forward.norm.state_dict())
-            block.attn.c_attn.weight.copy_(
-                torch.cat([mha.q_proj.weight, mha.k_proj.weight, mha.v_proj.weight]).T
-            )
-            block.attn.c_attn.bias.copy_(torch.cat([mha.q_proj.bias, mha.k_proj.bias, mha.v_proj.bias]))
-            block.attn.c_proj.weight.copy_(mha.out_proj.weight.T)
-            block.attn.c_proj.bias.copy_(mha.out_proj.bias)
-            block.mlp.c_fc.weight.copy_(mlp.linear1.weight.T)
-            block.mlp.c_fc.bias.copy_(mlp.linear1.bias)
-            block.mlp.c_proj.weight.copy_(mlp.linear2.weight.T)
-            block.mlp.c_proj.bias.copy_(mlp.linear2.bias)
-        hf.ln_f.load_state_dict(ours.decoder.final_norm.state_dict())
-    return theirs
 
 
 def seconds(fn, rounds: int) -> float:
@@ -120,7 +83,8 @@ def main() -> None:
 
     rows = [("swapformer, KV cache", cached), ("swapformer, no cache", uncached)]
     if transformers is not None:
-        theirs = hugging_face_copy(ours)
+        # no eos: both must run all new tokens
+        theirs = hugging_face_gpt2(ours, CONFIG, pad_token_id=0, eos_token_id=None, bos_token_id=None)
         mask = torch.ones_like(prompt)
 
         def hugging_face():

@@ -1,6 +1,11 @@
-"""A Hugging Face GPT-2 built from a config (no download) with a swapformer DecoderOnly's weights."""
+"""A Hugging Face GPT-2 built from a config (no download) with a swapformer DecoderOnly's weights.
+
+The tests prove this copy exact (equal logits and tokens); ``benchmarks/generate.py`` times against the same one.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 
@@ -19,30 +24,29 @@ GPT2_LIKE = dict(
 )
 
 
-def gpt2_pair(vocab_size: int = 40, seed: int = 0):
-    """``(ours, theirs)``: a swapformer GPT-2-style DecoderOnly and HF's GPT2LMHeadModel with equal weights."""
+def hugging_face_gpt2(ours, config: dict[str, Any], **special_ids: int | None):
+    """GPT2LMHeadModel from a ``GPT2Config`` matching ``config`` (a GPT-2-style swapformer config: learned
+    positions, pre-norm, GELU-tanh, tied, biases), holding ``ours``'s weights; ``special_ids`` (``bos_token_id``,
+    ``eos_token_id``, ``pad_token_id``) go to the config."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    torch.manual_seed(seed)
-    ours = build_causal_lm(dict(GPT2_LIKE, vocab_size=vocab_size)).eval()
-    config = GPT2Config(
-        vocab_size=vocab_size,
-        n_positions=GPT2_LIKE["max_seq_len"],
-        n_embd=GPT2_LIKE["d_model"],
-        n_layer=GPT2_LIKE["num_layers"],
-        n_head=GPT2_LIKE["num_heads"],
-        n_inner=GPT2_LIKE["d_ff"],
-        activation_function="gelu_new",
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        layer_norm_epsilon=1e-5,
-        tie_word_embeddings=True,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-    )
-    theirs = GPT2LMHeadModel(config).eval()
+    theirs = GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=config["vocab_size"],
+            n_positions=config["max_seq_len"],
+            n_embd=config["d_model"],
+            n_layer=config["num_layers"],
+            n_head=config["num_heads"],
+            n_inner=config["d_ff"],
+            activation_function="gelu_new",
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            layer_norm_epsilon=1e-5,
+            tie_word_embeddings=True,
+            **special_ids,
+        )
+    ).eval()
     with torch.no_grad():
         hf = theirs.transformer
         hf.wte.weight.copy_(ours.embedding.token.weight)
@@ -64,4 +68,12 @@ def gpt2_pair(vocab_size: int = 40, seed: int = 0):
             block.mlp.c_proj.weight.copy_(ffn.sublayer.linear2.weight.T)
             block.mlp.c_proj.bias.copy_(ffn.sublayer.linear2.bias)
         hf.ln_f.load_state_dict(ours.decoder.final_norm.state_dict())
-    return ours, theirs
+    return theirs
+
+
+def gpt2_pair(vocab_size: int = 40, seed: int = 0):
+    """``(ours, theirs)``: a swapformer GPT-2-style DecoderOnly and HF's GPT2LMHeadModel with equal weights."""
+    torch.manual_seed(seed)
+    config = dict(GPT2_LIKE, vocab_size=vocab_size)
+    ours = build_causal_lm(config).eval()
+    return ours, hugging_face_gpt2(ours, config, bos_token_id=1, eos_token_id=2, pad_token_id=0)
