@@ -1,11 +1,20 @@
 """Tokens/s of one training step (forward + backward + AdamW): swapformer vs Hugging Face GPT-2, same sizes.
 
 The shakespeare-char configuration (4 layers, 4 heads, d_model 128, context 64, batch 12, GELU MLP 4x, learned
-positions, pre-norm, tied embeddings, biases, dropout 0), Hugging Face's ``GPT2LMHeadModel`` built from a
-``GPT2Config`` (no download) with ``attn_implementation`` eager and sdpa. Then the whole ``swapformer fit``
-loop (data, Lightning, logging) on the shakespeare recipe, to see what the framework costs around the step.
+positions, pre-norm, tied embeddings, biases, dropout 0). Peers, all built here with no download:
 
-    python benchmarks/train_step.py [--steps 50] [--threads N] [--data ../shared/data/tinyshakespeare/input.txt]
+* Hugging Face's ``GPT2LMHeadModel`` from a ``GPT2Config``, with ``attn_implementation`` eager and sdpa;
+* a minimal GPT in plain PyTorch with nanoGPT's architecture (fused q/k/v projection, ``F.scaled_dot_product_attention``
+  with ``is_causal``, ``nn.GELU``, ``nn.LayerNorm``), written below: the leanest eager implementation of the same
+  model, to show how much of a step any implementation can still save.
+
+Two optimizer settings, each in the same loop for every model: torch's default ``AdamW`` (a per-tensor loop on
+CPU), and fused ``AdamW``, which is both Hugging Face Trainer's default (``adamw_torch_fused``) and what
+swapformer's Lightning modules configure. Models are timed in interleaved rounds so a change in machine load
+hits all of them alike. Then the whole ``swapformer fit`` loop (data, Lightning, logging) on the shakespeare
+recipe, to see what the framework costs around the step.
+
+    python benchmarks/train_step.py [--rounds 5] [--steps 20] [--threads N] [--data ../shared/data/tinyshakespeare/input.txt]
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 VOCAB, D, LAYERS, HEADS, CONTEXT, BATCH = 69, 128, 4, 4, 64, 12
 
@@ -71,23 +81,69 @@ def _accepts_attn() -> bool:
     return "attn_implementation" in inspect.signature(GPT2LMHeadModel.__init__).parameters
 
 
-def time_steps(model, forward, steps: int, warmup: int = 5) -> float:
-    """Median seconds per step."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+class MinimalGPT(nn.Module):
+    """nanoGPT's architecture in plain PyTorch: the leanest eager implementation of the same model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wte, self.wpe = nn.Embedding(VOCAB, D), nn.Embedding(CONTEXT, D)
+        self.blocks = nn.ModuleList(MinimalBlock() for _ in range(LAYERS))
+        self.ln_f = nn.LayerNorm(D)
+        self.head = nn.Linear(D, VOCAB, bias=False)
+        self.head.weight = self.wte.weight
+
+    def forward(self, x):
+        h = self.wte(x) + self.wpe(torch.arange(x.shape[1]))
+        for block in self.blocks:
+            h = block(h)
+        return self.head(self.ln_f(h))
+
+
+class MinimalBlock(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ln_1, self.ln_2 = nn.LayerNorm(D), nn.LayerNorm(D)
+        self.qkv, self.proj = nn.Linear(D, 3 * D), nn.Linear(D, D)
+        self.mlp = nn.Sequential(nn.Linear(D, 4 * D), nn.GELU(), nn.Linear(4 * D, D))
+
+    def forward(self, x):
+        n, length, _ = x.shape
+        q, k, v = self.qkv(self.ln_1(x)).view(n, length, 3, HEADS, D // HEADS).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.proj(y.transpose(1, 2).reshape(n, length, D))
+        return x + self.mlp(self.ln_2(x))
+
+
+def make_step(model, forward, *, fused: bool):
+    """One training step of ``model`` on fixed random batches, with torch's AdamW (per-tensor or fused)."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1, fused=fused or None)
     g = torch.Generator().manual_seed(0)
     x = torch.randint(4, VOCAB, (BATCH, CONTEXT), generator=g)
     y = torch.randint(4, VOCAB, (BATCH, CONTEXT), generator=g)
-    times = []
-    for i in range(warmup + steps):
-        start = time.perf_counter()
+
+    def step() -> None:
         logits = forward(model, x)
         loss = F.cross_entropy(logits.reshape(-1, VOCAB), y.reshape(-1))
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+
+    return step
+
+
+def time_interleaved(steps: dict, *, rounds: int, per_round: int, warmup: int = 5) -> dict[str, float]:
+    """Median seconds per step of each entry, timed in alternating rounds of ``per_round`` steps."""
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            for _ in range(per_round):
+                start = time.perf_counter()
+                step()
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def fit_loop(data: str, steps: int) -> tuple[float, float]:
@@ -122,32 +178,43 @@ def fit_loop(data: str, steps: int) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=20, help="steps per model per round")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--data", default="../shared/data/tinyshakespeare/input.txt")
     parser.add_argument("--fit-steps", type=int, default=300)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
     tokens = BATCH * CONTEXT
-    results = {"swapformer (sdpa)": time_steps(swapformer_model(), lambda m, x: m(x), args.steps)}
-    for attn in ("eager", "sdpa"):
-        results[f"HF GPT2LMHeadModel ({attn})"] = time_steps(
-            hf_model(attn), lambda m, x: m(x).logits, args.steps
-        )
-    base = results["swapformer (sdpa)"]
+    builders = {
+        "swapformer (sdpa)": (swapformer_model, lambda m, x: m(x)),
+        "minimal GPT, nanoGPT's design": (MinimalGPT, lambda m, x: m(x)),
+        "HF GPT2LMHeadModel (eager)": (lambda: hf_model("eager"), lambda m, x: m(x).logits),
+        "HF GPT2LMHeadModel (sdpa)": (lambda: hf_model("sdpa"), lambda m, x: m(x).logits),
+    }
     print(
-        f"\ntraining step, batch {BATCH} x {CONTEXT}, {LAYERS}L {HEADS}H d={D}, {torch.get_num_threads()} threads"
+        f"training step, batch {BATCH} x {CONTEXT}, {LAYERS}L {HEADS}H d={D}, {torch.get_num_threads()} threads, "
+        f"median of {args.rounds} interleaved rounds x {args.steps} steps"
     )
-    print(f"{'model':32} {'ms/step':>9} {'tokens/s':>10} {'time / swapformer':>18}")
-    for name, seconds in results.items():
-        print(f"{name:32} {seconds * 1e3:9.2f} {tokens / seconds:10,.0f} {seconds / base:17.2f}x")
+    for label, fused in (("torch's default AdamW (per-tensor loop)", False), ("fused AdamW", True)):
+        steps = {}
+        for name, (build, forward) in builders.items():
+            torch.manual_seed(0)
+            steps[name] = make_step(build(), forward, fused=fused)
+        results = time_interleaved(steps, rounds=args.rounds, per_round=args.steps)
+        base = results["swapformer (sdpa)"]
+        print(f"\n{label}")
+        print(f"{'model':32} {'ms/step':>9} {'tokens/s':>10} {'time / swapformer':>18}")
+        for name, seconds in results.items():
+            print(f"{name:32} {seconds * 1e3:9.2f} {tokens / seconds:10,.0f} {seconds / base:17.2f}x")
+        hf = results["HF GPT2LMHeadModel (sdpa)"]
+        print(f"swapformer vs HF sdpa: {hf / base:.2f}x (target 1.25x)")
     if Path(args.data).exists():
         rate, wall = fit_loop(args.data, args.fit_steps)
         print(
-            f"\nswapformer fit, {args.fit_steps} steps end to end: {wall:.1f} s wall (startup and data included), "
-            f"{rate:,.0f} tokens/s in training steps = {rate / (tokens / base):.2f}x the bare step"
+            f"\nswapformer fit, {args.fit_steps} steps end to end (the recipe: rope, no biases, fused AdamW, "
+            f"clipping): {wall:.1f} s wall (startup and data included), {rate:,.0f} tokens/s in training steps"
         )
 
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from swapformer.lightning import CausalLMModule, Seq2SeqModule
-from swapformer.lightning.optim import inverse_sqrt, param_groups, warmup_cosine
+from swapformer.lightning.optim import fused_adamw_supported, inverse_sqrt, param_groups, warmup_cosine
 
 TINY = dict(vocab_size=40, d_model=16, num_heads=2, num_layers=2, d_ff=32, max_seq_len=16)
 
@@ -111,4 +111,41 @@ def test_bad_schedule_and_smoothing_are_refused():
 def test_optimizer_step_counts_match_lambda():
     module = CausalLMModule(**TINY, lr=1.0, schedule="constant", warmup_steps=4)
     assert _lrs(module, 6) == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 1.0])
-    assert torch.optim.AdamW  # the optimizer is torch's AdamW (decoupled decay)
+
+
+def test_configured_adamw_is_fused_and_steps_like_the_reference_loop():
+    """The module's optimizer is torch's fused AdamW (decoupled decay, groups kept); five steps of it give the
+    same parameters as torch's per-tensor AdamW (``foreach=False``, the reference implementation)."""
+    module = CausalLMModule(**TINY, lr=1e-2, weight_decay=0.1, betas=(0.9, 0.95), eps=1e-8)
+    optimizer = module.configure_optimizers()["optimizer"]
+    assert type(optimizer) is torch.optim.AdamW and optimizer.defaults["fused"] is True
+    reference = [p.detach().clone().requires_grad_() for p in module.model.parameters()]
+    start = [r.detach().clone() for r in reference]
+    by_id = {id(p): r for p, r in zip(module.model.parameters(), reference)}
+    ref_opt = torch.optim.AdamW(
+        [
+            {**{k: v for k, v in g.items() if k != "params"}, "params": [by_id[id(p)] for p in g["params"]]}
+            for g in optimizer.param_groups
+        ],
+        foreach=False,
+        fused=False,
+    )
+    assert [g["weight_decay"] for g in ref_opt.param_groups] == [0.1, 0.0]
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        for p, r in zip(module.model.parameters(), reference):
+            grad = torch.randn(p.shape, generator=gen)
+            p.grad, r.grad = grad, grad.clone()
+        optimizer.step()
+        ref_opt.step()
+    for (name, p), r in zip(module.model.named_parameters(), reference):
+        torch.testing.assert_close(p.detach(), r.detach(), rtol=1e-5, atol=1e-6, msg=name)
+    moved = [not torch.allclose(r.detach(), s0, atol=1e-4) for r, s0 in zip(reference, start)]
+    assert all(moved)  # every parameter took real steps, so the comparison is not of untouched tensors
+
+
+def test_fused_adamw_support_rule():
+    cpu = [nn.Parameter(torch.zeros(2))]
+    assert fused_adamw_supported(cpu)
+    assert not fused_adamw_supported([])
+    assert not fused_adamw_supported([nn.Parameter(torch.zeros(2, device="meta"))])

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.plugins.precision import MixedPrecision
 from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
@@ -18,7 +19,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from swapformer.config import ModelConfig
 from swapformer.errors import ConfigError
 from swapformer.lightning import distributed
-from swapformer.lightning.optim import SCHEDULES, param_groups, schedule_fn
+from swapformer.lightning.optim import SCHEDULES, fused_adamw_supported, param_groups, schedule_fn
 
 STAGES = ("train", "val", "test")
 MODEL_KEYS = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.init)
@@ -218,12 +219,18 @@ class SwapformerModule(pl.LightningModule):
     def configure_optimizers(self) -> dict:
         hp = self.hparams
         groups = param_groups(self.model, weight_decay=hp.weight_decay)
+        params = [p for g in groups for p in g["params"]]
+        # One fused kernel for the whole step where torch has it. Lightning's AMP plugin (16-mixed, bf16-mixed)
+        # refuses gradient clipping with optimizers that unscale internally, as fused ones do: multi-tensor there.
+        amp = self._trainer is not None and isinstance(self.trainer.precision_plugin, MixedPrecision)
+        fused = fused_adamw_supported(params) and not amp
         optimizer = torch.optim.AdamW(
             [{k: v for k, v in g.items() if k != "names"} for g in groups],
             lr=hp.lr,
             betas=tuple(hp.betas),
             eps=hp.eps,
-            fused=False,
+            fused=fused or None,
+            foreach=None if fused else True,
         )
         total = hp.total_steps
         if total is None:
