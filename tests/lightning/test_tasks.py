@@ -23,8 +23,8 @@ def test_dates_reaches_95_percent_exact_match(in_tmp):
             "--config",
             str(RECIPES / "seq2seq" / "dates.yaml"),
             *QUIET,
-            "--trainer.max_steps=1500",
-            "--trainer.val_check_interval=1500",
+            "--trainer.max_steps=800",  # the recipe's 1500 reach 100%; 800 leave margin and save CI 40 s
+            "--trainer.val_check_interval=800",
         ]
     )
     exact = float(cli.trainer.callback_metrics["val/exact_match"])
