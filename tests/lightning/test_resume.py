@@ -1,7 +1,9 @@
 """Kill ``swapformer fit`` with SIGKILL mid-training, resume with ``--ckpt_path last``, and land on the same loss.
 
-Exact resume needs: checkpoints at epoch ends (every epoch), training windows that depend only on
-(seed, epoch) (the data's RandomOffsetSampler), dropout 0, and optimizer + scheduler state in the checkpoint.
+Exact resume needs: training windows that depend only on (seed, epoch) (the data's RandomOffsetSampler), the
+training loader's position in the epoch in the checkpoint (ResumableDataLoader, for checkpoints taken mid-epoch),
+dropout 0, and optimizer + scheduler state in the checkpoint. Checked with checkpoints at epoch ends and with
+checkpoints every 7 steps of 20-batch epochs (the last one before the kill is mid-epoch).
 Tolerance: 1e-6 relative; on one CPU thread the two runs are in fact bitwise equal.
 """
 
@@ -21,7 +23,7 @@ from lightning_testlib import RECIPES
 EPOCHS = 8
 
 
-def _config(root) -> dict:
+def _config(root, *, every_n_train_steps: int | None = None) -> dict:
     config = yaml.safe_load((RECIPES / "causal_lm" / "stdlib-tiny.yaml").read_text())
     config["model"]["init_args"].update(
         d_model=32, num_heads=4, num_layers=2, d_ff=64, max_seq_len=32, dropout=0.0
@@ -38,15 +40,16 @@ def _config(root) -> dict:
         enable_progress_bar=False,
     )
     trainer["logger"]["init_args"]["save_dir"] = str(root)
+    when = {"every_n_train_steps": every_n_train_steps} if every_n_train_steps else {"every_n_epochs": 1}
     trainer["callbacks"] = [
         {
             "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
             "init_args": {
                 "dirpath": str(root / "checkpoints"),
-                "filename": "{epoch}",
+                "filename": "{epoch}-{step}",
                 "save_last": True,
                 "save_top_k": -1,
-                "every_n_epochs": 1,
+                **when,
             },
         }
     ]
@@ -72,13 +75,21 @@ def _final_metrics(root) -> tuple[list[dict], dict]:
     return rows, last
 
 
+def _checkpoint_steps(folder) -> list[int]:
+    return sorted(int(p.stem.rsplit("step=", 1)[1]) for p in folder.glob("epoch=*-step=*.ckpt"))
+
+
 @pytest.mark.slow
-def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize(
+    "every_n_train_steps", [None, 7], ids=["epoch-end checkpoints", "mid-epoch checkpoints"]
+)
+def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, every_n_train_steps):
     runs = {}
     for name in ("straight", "killed"):
         root = tmp_path / name
         root.mkdir()
-        (root / "config.yaml").write_text(yaml.safe_dump(_config(root)))
+        config = _config(root, every_n_train_steps=every_n_train_steps)
+        (root / "config.yaml").write_text(yaml.safe_dump(config))
         runs[name] = root
 
     straight = _start(runs["straight"] / "config.yaml")
@@ -90,27 +101,34 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
     deadline = time.monotonic() + 240
     first_seen = None
     while time.monotonic() < deadline and killed.poll() is None:
-        if first_seen is None and (checkpoints / "epoch=1.ckpt").exists():
+        saved = _checkpoint_steps(checkpoints)
+        if first_seen is None and len(saved) >= 2:
             first_seen = time.monotonic()
-        if (checkpoints / "epoch=2.ckpt").exists():
-            # kill half an epoch later, well away from a checkpoint being written
+        if len(saved) >= 3:
+            # kill half a checkpoint interval later, well away from a checkpoint being written
             time.sleep(max(0.05, (time.monotonic() - first_seen) / 2) if first_seen else 0.2)
             killed.send_signal(signal.SIGKILL)
             break
         time.sleep(0.01)
     killed.wait(timeout=30)
     assert killed.returncode == -signal.SIGKILL, "the run finished before it could be killed; make it longer"
-    assert not (checkpoints / f"epoch={EPOCHS - 1}.ckpt").exists()
+    last_saved = _checkpoint_steps(checkpoints)[-1]
+    assert last_saved < EPOCHS * 20 - 1
+    if every_n_train_steps:
+        assert last_saved % 20 != 0, (
+            "the last checkpoint fell on an epoch end; this case must resume mid-epoch"
+        )
 
     resumed = _start(runs["killed"] / "config.yaml", "--ckpt_path", "last")
     out, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, out[-3000:]
     assert "Restoring states from the checkpoint" in out
+    assert "ended before the epoch ended" not in out  # Lightning's warning for a loader it cannot resume
 
     straight_rows, straight_last = _final_metrics(runs["straight"])
     killed_rows, killed_last = _final_metrics(runs["killed"])
     first_resumed_step = min(int(r["step"]) for r in killed_rows[-1])
-    assert first_resumed_step >= 3 * 20 - 1  # started after epoch 2, not from scratch
+    assert first_resumed_step >= last_saved  # started from the checkpoint, not from scratch
     assert int(killed_last["step"]) == int(straight_last["step"]) == EPOCHS * 20 - 1
     assert int(killed_last["epoch"]) == EPOCHS - 1
     assert float(killed_last["val/loss"]) == pytest.approx(float(straight_last["val/loss"]), rel=1e-6)

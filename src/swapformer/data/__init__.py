@@ -5,6 +5,7 @@ from __future__ import annotations
 from swapformer.data.datamodules import CausalLMDataModule, Seq2SeqDataModule, TokenizedDataModule
 from swapformer.data.errors import DataError
 from swapformer.data.pairs import read_parallel_files, read_tsv, split_pairs
+from swapformer.data.resumable import ResumableDataLoader
 from swapformer.data.samplers import EpochShuffleSampler, RandomOffsetSampler
 from swapformer.data.seq2seq_datasets import PairCollator, PairDataset, encode_pairs
 from swapformer.data.synthetic import TASKS, generate_task
@@ -40,6 +41,7 @@ __all__ = [
     "PairCollator",
     "PairDataset",
     "RandomOffsetSampler",
+    "ResumableDataLoader",
     "Seq2SeqDataModule",
     "TextSplit",
     "TokenizedDataModule",

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 from swapformer.data.base_datamodule import TokenizedDataModule, check_fraction, check_int, check_path
 from swapformer.data.errors import DataError
 from swapformer.data.lm_datasets import ConsecutiveWindows, OffsetWindows, check_stream_length
+from swapformer.data.resumable import ResumableDataLoader
 from swapformer.data.samplers import RandomOffsetSampler
 from swapformer.data.text import TextSplit, load_text_split
 
@@ -21,8 +22,9 @@ class CausalLMDataModule(TokenizedDataModule):
     """Next-token prediction on a text corpus: the Python standard library by default, or your text.
 
     Training items are windows at random offsets (nanoGPT style) drawn by a :class:`RandomOffsetSampler`,
-    whose offsets depend only on ``(seed, epoch)``, so resuming from an epoch-end checkpoint replays the
-    same batches. Validation uses consecutive non-overlapping windows of the validation text.
+    whose offsets depend only on ``(seed, epoch)``, so resuming from a checkpoint (mid-epoch too, through
+    :class:`~swapformer.data.ResumableDataLoader`) replays the same batches. Validation uses consecutive
+    non-overlapping windows of the validation text.
 
     Args:
         path: A text file (any extension, ``.gz`` allowed) or a folder of files matching ``glob``; None
@@ -156,7 +158,7 @@ class CausalLMDataModule(TokenizedDataModule):
         sampler = RandomOffsetSampler(
             num_offsets=len(dataset), num_samples=self.num_train_samples(), seed=self.seed
         )
-        return self._loader(dataset, sampler=sampler, drop_last=True)
+        return self._loader(dataset, sampler=sampler, drop_last=True, resumable=True)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(ConsecutiveWindows(tokens=self.val_tokens, seq_len=self.seq_len), drop_last=False)
@@ -168,8 +170,11 @@ class CausalLMDataModule(TokenizedDataModule):
         """The validation windows: ``swapformer predict`` continues each one greedily."""
         return self.val_dataloader()
 
-    def _loader(self, dataset: Any, *, drop_last: bool, sampler: Any = None) -> DataLoader:
-        return DataLoader(
+    def _loader(
+        self, dataset: Any, *, drop_last: bool, sampler: Any = None, resumable: bool = False
+    ) -> DataLoader:
+        # the training loader checkpoints its position in the epoch (exact mid-epoch resume)
+        return (ResumableDataLoader if resumable else DataLoader)(
             dataset,
             batch_size=self.batch_size,
             sampler=sampler,

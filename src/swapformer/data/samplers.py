@@ -2,7 +2,9 @@
 
 Lightning calls ``set_epoch(epoch)`` on a dataloader's sampler before every epoch (also after resuming
 from a checkpoint), so a run killed and resumed at an epoch boundary sees exactly the batches an
-uninterrupted run would have seen. A ``torch.Generator`` kept across epochs would not: its state is lost.
+uninterrupted run would have seen (and, with :class:`~swapformer.data.ResumableDataLoader` skipping the
+batches already drawn, a run resumed mid-epoch too). A ``torch.Generator`` kept across epochs would not: its
+state is lost.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 from swapformer.data.base_datamodule import TokenizedDataModule, check_fraction, check_int, check_path
 from swapformer.data.errors import DataError
 from swapformer.data.pairs import Pair, read_parallel_files, read_tsv, split_pairs
+from swapformer.data.resumable import ResumableDataLoader
 from swapformer.data.samplers import EpochShuffleSampler
 from swapformer.data.seq2seq_datasets import PairCollator, PairDataset, encode_pairs
 from swapformer.data.synthetic import TASKS, generate_task
@@ -155,7 +156,8 @@ class Seq2SeqDataModule(TokenizedDataModule):
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.dataset("train")
-        return self._loader(dataset, sampler=EpochShuffleSampler(num_items=len(dataset), seed=self.seed))
+        sampler = EpochShuffleSampler(num_items=len(dataset), seed=self.seed)
+        return self._loader(dataset, sampler=sampler, resumable=True)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.dataset("val"))
@@ -167,9 +169,10 @@ class Seq2SeqDataModule(TokenizedDataModule):
         """The test sources (the validation ones without test files): ``swapformer predict`` translates them."""
         return self._loader(self.dataset("test"))
 
-    def _loader(self, dataset: PairDataset, *, sampler: Any = None) -> DataLoader:
-        # drop_last=False: batches are padded per batch anyway, and a small dataset must still train.
-        return DataLoader(
+    def _loader(self, dataset: PairDataset, *, sampler: Any = None, resumable: bool = False) -> DataLoader:
+        # drop_last=False: batches are padded per batch anyway, and a small dataset must still train. The training
+        # loader checkpoints its position in the epoch (exact mid-epoch resume).
+        return (ResumableDataLoader if resumable else DataLoader)(
             dataset,
             batch_size=self.batch_size,
             sampler=sampler,

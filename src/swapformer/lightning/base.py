@@ -124,6 +124,14 @@ class SwapformerModule(pl.LightningModule):
                 self.log(f"train/{name}", metric.compute(), prog_bar=name == "loss")
             metric.reset()
 
+    def on_train_start(self) -> None:
+        # Lightning drops the training loader's checkpointed position when the loaders were built before the
+        # checkpoint was restored, which `estimated_stepping_batches` in configure_optimizers does (Lightning
+        # issue #20550, open in 2.6.6). Load it now: after the restore, before the first batch is drawn.
+        loop = self.trainer.fit_loop
+        if getattr(loop, "_combined_loader_states_to_load", None):
+            loop._load_combined_loader_states()
+
     def on_train_epoch_start(self) -> None:  # before the epoch's data iterator is made (and after reloads)
         distributed.keep_sampler_order(self.trainer)
 
