@@ -1,7 +1,10 @@
 """nanoGPT's CPU "baby GPT" on tiny shakespeare with the shakespeare-char recipe: val loss after 2000 steps
 (nanoGPT reports ~1.88 for this configuration) and training tokens/s.
 
-    python benchmarks/shakespeare.py [path/to/input.txt] [--steps 2000]
+    python benchmarks/shakespeare.py [path/to/input.txt] [--steps 2000] [recipe overrides ...]
+
+Anything else on the command line goes to ``swapformer fit`` after the recipe, e.g.
+``--model.init_args.positional=learned`` for nanoGPT's own positional choice.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("path", nargs="?", default="../shared/data/tinyshakespeare/input.txt")
     parser.add_argument("--steps", type=int, default=2000)
-    args = parser.parse_args()
+    args, overrides = parser.parse_known_args()
 
     from swapformer.cli import run
     from swapformer.lightning import TokenThroughput
@@ -41,6 +44,7 @@ def main() -> None:
                 "--trainer.enable_checkpointing=false",
                 "--trainer.callbacks=[{class_path: swapformer.lightning.TokenThroughput}, "
                 "{class_path: swapformer.lightning.SampleCallback, init_args: {max_new_tokens: 300}}]",
+                *overrides,
             ]
         )
         wall = time.perf_counter() - start

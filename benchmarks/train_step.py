@@ -14,7 +14,7 @@ swapformer's Lightning modules configure. Models are timed in interleaved rounds
 hits all of them alike. Then the whole ``swapformer fit`` loop (data, Lightning, logging) on the shakespeare
 recipe, to see what the framework costs around the step.
 
-    python benchmarks/train_step.py [--rounds 5] [--steps 20] [--threads N] [--data ../shared/data/tinyshakespeare/input.txt]
+    python benchmarks/train_step.py [--rounds 5] [--steps 20] [--compile] [--threads N] [--data PATH] [--fit-steps 300]
 """
 
 from __future__ import annotations
@@ -183,6 +183,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--data", default="../shared/data/tinyshakespeare/input.txt")
     parser.add_argument("--fit-steps", type=int, default=300)
+    parser.add_argument("--compile", action="store_true", help="torch.compile every model (inductor) first")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -195,13 +196,14 @@ def main() -> None:
     }
     print(
         f"training step, batch {BATCH} x {CONTEXT}, {LAYERS}L {HEADS}H d={D}, {torch.get_num_threads()} threads, "
-        f"median of {args.rounds} interleaved rounds x {args.steps} steps"
+        f"median of {args.rounds} interleaved rounds x {args.steps} steps{', compiled' if args.compile else ''}"
     )
     for label, fused in (("torch's default AdamW (per-tensor loop)", False), ("fused AdamW", True)):
         steps = {}
         for name, (build, forward) in builders.items():
             torch.manual_seed(0)
-            steps[name] = make_step(build(), forward, fused=fused)
+            model = build()
+            steps[name] = make_step(torch.compile(model) if args.compile else model, forward, fused=fused)
         results = time_interleaved(steps, rounds=args.rounds, per_round=args.steps)
         base = results["swapformer (sdpa)"]
         print(f"\n{label}")
@@ -210,7 +212,7 @@ def main() -> None:
             print(f"{name:32} {seconds * 1e3:9.2f} {tokens / seconds:10,.0f} {seconds / base:17.2f}x")
         hf = results["HF GPT2LMHeadModel (sdpa)"]
         print(f"swapformer vs HF sdpa: {hf / base:.2f}x (target 1.25x)")
-    if Path(args.data).exists():
+    if args.fit_steps and Path(args.data).exists():
         rate, wall = fit_loop(args.data, args.fit_steps)
         print(
             f"\nswapformer fit, {args.fit_steps} steps end to end (the recipe: rope, no biases, fused AdamW, "
