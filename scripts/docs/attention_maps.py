@@ -13,6 +13,7 @@ greedy translation.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tempfile
 from pathlib import Path
 
@@ -27,21 +28,19 @@ ASSETS = REPO / "docs" / "assets"
 
 
 def train(folder: Path) -> Path:
-    """Train the dates recipe with its checkpoint under ``folder``; return the checkpoint's path."""
+    """Train the dates recipe in ``folder`` (its relative ``runs/dates`` paths land there); return the checkpoint."""
     from swapformer.cli import run
 
-    run(
-        [
-            "fit",
-            "--config",
-            str(REPO / "recipes" / "seq2seq" / "dates.yaml"),
-            "--trainer.enable_progress_bar=false",
-            "--trainer.logger=false",
-            f"--trainer.default_root_dir={folder}",
-            f"--trainer.callbacks.init_args.dirpath={folder / 'checkpoints'}",
-        ]
-    )
-    return folder / "checkpoints" / "last.ckpt"
+    with contextlib.chdir(folder):
+        run(
+            [
+                "fit",
+                "--config",
+                str(REPO / "recipes" / "seq2seq" / "dates.yaml"),
+                "--trainer.enable_progress_bar=false",
+            ]
+        )
+    return folder / "runs" / "dates" / "checkpoints" / "last.ckpt"
 
 
 def cross_attention(module: Seq2SeqModule, source: str) -> tuple[str, list[str], list[str], torch.Tensor]:
