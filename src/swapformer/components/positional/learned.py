@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from torch import Tensor, nn
 
+from swapformer.compat import Capabilities
 from swapformer.components.positional.base import PositionalEncoding, last_position, positions
 
 
@@ -17,6 +20,10 @@ class LearnedPositionalEncoding(PositionalEncoding):
     Raises:
         ValueError: at run time, for a sequence longer than the table.
     """
+
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        notes="positions up to max_seq_len only: longer inputs and generation past it are refused"
+    )
 
     def __init__(self, *, d_model: int, max_seq_len: int) -> None:
         super().__init__()
