@@ -66,6 +66,45 @@ def _parameters(factory: Callable[..., Any]) -> Mapping[str, inspect.Parameter]:
     return inspect.signature(factory).parameters
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a member supports; the defaults describe a member that works everywhere.
+
+    Args:
+        kv_cache: gives the same outputs with a KV cache as without (cached decoding).
+        padding: honours key-padding masks (variable-length batches).
+        torch_export: traces with ``torch.export`` (static shapes, no padding mask).
+        adds_score_bias: positional only: its ``bias`` hook returns a float score bias.
+        accepts_score_bias: kernels only: a float ``attn_mask`` is added to the scores.
+        self_attention_only: kernels only: meaningless for cross-attention.
+        cross_attention: kernels only: the kernel cross-attention uses instead (with ``self_attention_only``).
+        notes: one line on limits a user should know.
+    """
+
+    kv_cache: bool = True
+    padding: bool = True
+    torch_export: bool = True
+    adds_score_bias: bool = False
+    accepts_score_bias: bool = True
+    self_attention_only: bool = False
+    cross_attention: str | None = None
+    notes: str = ""
+
+
+DEFAULT = Capabilities()
+
+
+def capabilities(family: str, spec: ComponentSpec) -> Capabilities:
+    """The :class:`Capabilities` member ``spec`` of ``family`` declares (the defaults if it declares none).
+
+    Raises:
+        ConfigError: unknown family or name.
+    """
+    name, _ = split_spec(spec, where=family)
+    declared = getattr(registry(family).get(name).factory, "capabilities", DEFAULT)
+    return declared if isinstance(declared, Capabilities) else DEFAULT
+
+
 class Registry:
     """Names to factories for one component family.
 

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from swapformer.compat import Capabilities
 from swapformer.components.attention._masks import merge_causal
 from swapformer.components.attention.scaled_dot_product import repeat_kv
+from swapformer.registry import Capabilities
 
 logger = logging.getLogger(__name__)
 

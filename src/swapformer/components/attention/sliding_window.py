@@ -8,10 +8,10 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from swapformer.compat import Capabilities
 from swapformer.components.attention._masks import merge_causal
 from swapformer.components.attention.sdpa import SDPAttention
 from swapformer.errors import ConfigError
+from swapformer.registry import Capabilities
 
 
 def band_mask(length: int, source_length: int, *, window: int, device: torch.device | None = None) -> Tensor:

@@ -9,9 +9,9 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from swapformer.compat import Capabilities
 from swapformer.components.positional.base import PositionalEncoding
 from swapformer.errors import ConfigError
+from swapformer.registry import Capabilities
 
 
 def alibi_slopes(num_heads: int) -> list[float]:

@@ -6,8 +6,8 @@ from typing import ClassVar
 
 from torch import Tensor, nn
 
-from swapformer.compat import Capabilities
 from swapformer.components.positional.base import PositionalEncoding, last_position, positions
+from swapformer.registry import Capabilities
 
 
 class LearnedPositionalEncoding(PositionalEncoding):
