@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from swapformer.components.attention import MultiHeadAttention, SDPAttention
+from swapformer.components.attention import SDPAttention
+from swapformer.nn import MultiHeadAttention
 
 
 class RawAttention(nn.Module):

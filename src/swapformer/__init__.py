@@ -6,11 +6,11 @@ Example:
     ['alibi', 'learned', 'none', 'nope', 'rope', 'sinusoidal', 't5_relative']
 """
 
-from swapformer.blocks import TransformerLayer, TransformerStack
-from swapformer.components.attention import MathAttention, MultiHeadAttention, SDPAttention
+from swapformer.components.attention import MathAttention, SDPAttention
 from swapformer.config import ModelConfig
 from swapformer.errors import ConfigError
 from swapformer.models import DecoderOnly, EncoderDecoder, build_causal_lm, build_seq2seq
+from swapformer.nn import MultiHeadAttention, TransformerLayer, TransformerStack
 from swapformer.registry import FAMILIES, Registry, available, load_plugins, registry
 
 __version__ = "0.1.0"

@@ -9,8 +9,9 @@ from tests.core.torch_reference import copy_mha
 from torch import nn
 
 from swapformer import registry
-from swapformer.components.attention import MathAttention, MultiHeadAttention, SDPAttention, causal_mask
+from swapformer.components.attention import MathAttention, SDPAttention, causal_mask
 from swapformer.errors import ConfigError
+from swapformer.nn import MultiHeadAttention
 
 N, H, L, S, E = 3, 4, 7, 9, 8
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from swapformer.components.attention import MultiHeadAttention
+from swapformer.nn import MultiHeadAttention
 
 
 @torch.no_grad()

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from swapformer.generation.cache import KVCache
 from swapformer.generation.search import (
     Settings,
     Streamer,
@@ -18,6 +17,7 @@ from swapformer.generation.search import (
 )
 from swapformer.models.causal_lm import DecoderOnly
 from swapformer.models.seq2seq import EncoderDecoder
+from swapformer.nn.cache import KVCache
 
 
 def generate(

@@ -27,7 +27,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
-from swapformer.components.attention import MultiHeadAttention
+from swapformer.nn import MultiHeadAttention
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

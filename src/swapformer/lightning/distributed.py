@@ -28,8 +28,8 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from swapformer.blocks import TransformerLayer, TransformerStack
 from swapformer.errors import ConfigError
+from swapformer.nn.blocks import TransformerLayer, TransformerStack
 
 BLOCK_CLASSES: frozenset[type[nn.Module]] = frozenset({TransformerLayer})
 """The module classes that get their own sharding / checkpointing unit."""

@@ -9,13 +9,13 @@ from typing import Any
 
 from torch import nn
 
-from swapformer.blocks import TransformerLayer, TransformerStack
 from swapformer.compat import cross_attention_kernel
-from swapformer.components.attention import MultiHeadAttention
 from swapformer.config import ModelConfig
 from swapformer.models.causal_lm import DecoderOnly
-from swapformer.models.embedding import TokenEmbedding
 from swapformer.models.seq2seq import EncoderDecoder
+from swapformer.nn import MultiHeadAttention
+from swapformer.nn.blocks import TransformerLayer, TransformerStack
+from swapformer.nn.embedding import TokenEmbedding
 from swapformer.registry import ATTENTION, FFN, NORM, PLACEMENT, POSITIONAL
 
 logger = logging.getLogger(__name__)

@@ -6,12 +6,12 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 
-from swapformer.blocks import TransformerStack
-from swapformer.masks import causal_self_attention_inputs
-from swapformer.models.embedding import TokenEmbedding
+from swapformer.nn.blocks import TransformerStack
+from swapformer.nn.embedding import TokenEmbedding
+from swapformer.nn.masks import causal_self_attention_inputs
 
 if TYPE_CHECKING:
-    from swapformer.generation.cache import KVCache
+    from swapformer.nn.cache import KVCache
 
 
 class DecoderOnly(nn.Module):

@@ -6,12 +6,12 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 
-from swapformer.blocks import TransformerStack
-from swapformer.masks import as_key_padding_mask, causal_self_attention_inputs, self_attention_mask
-from swapformer.models.embedding import TokenEmbedding
+from swapformer.nn.blocks import TransformerStack
+from swapformer.nn.embedding import TokenEmbedding
+from swapformer.nn.masks import as_key_padding_mask, causal_self_attention_inputs, self_attention_mask
 
 if TYPE_CHECKING:
-    from swapformer.generation.cache import KVCache
+    from swapformer.nn.cache import KVCache
 
 
 class EncoderDecoder(nn.Module):

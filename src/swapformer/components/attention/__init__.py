@@ -1,7 +1,6 @@
-"""Attention: the kernel family (``math``, ``sdpa``, ``sliding_window``, ``linear``) and the multi-head layer."""
+"""Attention: the kernel family (``math``, ``sdpa``, ``sliding_window``, ``linear``) each a (q, k, v) -> out function of its own file."""
 
 from swapformer.components.attention._masks import causal_mask, guard_empty_rows
-from swapformer.components.attention.layer import MultiHeadAttention
 from swapformer.components.attention.linear import LinearAttention
 from swapformer.components.attention.scaled_dot_product import MathAttention, repeat_kv
 from swapformer.components.attention.sdpa import SDPAttention
@@ -28,7 +27,6 @@ ATTENTION.add(
 __all__ = [
     "LinearAttention",
     "MathAttention",
-    "MultiHeadAttention",
     "SDPAttention",
     "SlidingWindowAttention",
     "band_mask",

@@ -16,14 +16,14 @@ from torch import Tensor, nn
 
 if TYPE_CHECKING:
     from swapformer.components.positional.base import PositionalEncoding
-    from swapformer.generation.cache import KVCache, LayerCache
+    from swapformer.nn.cache import KVCache, LayerCache
 
 
 class TransformerLayer(nn.Module):
     """One encoder layer (no ``cross_attention``) or decoder layer (with it).
 
     Args:
-        self_attention: residual step around a :class:`~swapformer.components.attention.MultiHeadAttention`.
+        self_attention: residual step around a :class:`~swapformer.nn.MultiHeadAttention`.
         feed_forward: residual step around a feed-forward sublayer.
         cross_attention: residual step around the attention to the encoder output, for decoder layers.
 

@@ -12,7 +12,7 @@ from swapformer.errors import ConfigError
 
 if TYPE_CHECKING:
     from swapformer.components.positional.base import PositionalEncoding
-    from swapformer.generation.cache import AttentionCache
+    from swapformer.nn.cache import AttentionCache
 
 
 class MultiHeadAttention(nn.Module):

@@ -1,0 +1,19 @@
+"""Layers built from the members: multi-head attention with the KV cache it fills, embeddings, masks, blocks.
+
+Nothing here reads a config: the builders in :mod:`swapformer.models` choose sizes and members and pass them in.
+"""
+
+from swapformer.nn.attention import MultiHeadAttention
+from swapformer.nn.blocks import TransformerLayer, TransformerStack
+from swapformer.nn.cache import AttentionCache, KVCache, LayerCache
+from swapformer.nn.embedding import TokenEmbedding
+
+__all__ = [
+    "AttentionCache",
+    "KVCache",
+    "LayerCache",
+    "MultiHeadAttention",
+    "TokenEmbedding",
+    "TransformerLayer",
+    "TransformerStack",
+]
