@@ -104,7 +104,7 @@ def load_data(args: argparse.Namespace):
 def train(positional: str, data, args: argparse.Namespace) -> tuple[torch.nn.Module, float, float]:
     """One model trained for ``args.steps``; returns it, its last training loss and the seconds taken."""
     from swapformer import build_causal_lm
-    from swapformer.lightning.optim import param_groups, schedule_fn
+    from swapformer.training.optim import param_groups, schedule_fn
 
     torch.manual_seed(SEED)
     model = build_causal_lm(

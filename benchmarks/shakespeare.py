@@ -24,7 +24,7 @@ def main() -> None:
     args, overrides = parser.parse_known_args()
 
     from swapformer.cli import run
-    from swapformer.lightning import TokenThroughput
+    from swapformer.training import TokenThroughput
 
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "causal_lm" / "shakespeare-char.yaml"
     with tempfile.TemporaryDirectory() as tmp:
@@ -42,8 +42,8 @@ def main() -> None:
                 f"--trainer.logger.init_args.save_dir={tmp}",
                 "--trainer.enable_progress_bar=false",
                 "--trainer.enable_checkpointing=false",
-                "--trainer.callbacks=[{class_path: swapformer.lightning.TokenThroughput}, "
-                "{class_path: swapformer.lightning.SampleCallback, init_args: {max_new_tokens: 300}}]",
+                "--trainer.callbacks=[{class_path: swapformer.training.TokenThroughput}, "
+                "{class_path: swapformer.training.SampleCallback, init_args: {max_new_tokens: 300}}]",
                 *overrides,
             ]
         )

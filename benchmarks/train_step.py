@@ -151,7 +151,7 @@ def fit_loop(data: str, steps: int) -> tuple[float, float]:
     import tempfile
 
     from swapformer.cli import run
-    from swapformer.lightning import TokenThroughput
+    from swapformer.training import TokenThroughput
 
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "causal_lm" / "shakespeare-char.yaml"
     with tempfile.TemporaryDirectory() as tmp:
@@ -168,7 +168,7 @@ def fit_loop(data: str, steps: int) -> tuple[float, float]:
                 "--trainer.enable_checkpointing=false",
                 "--trainer.enable_progress_bar=false",
                 f"--trainer.default_root_dir={tmp}",
-                "--trainer.callbacks=[{class_path: swapformer.lightning.TokenThroughput}]",
+                "--trainer.callbacks=[{class_path: swapformer.training.TokenThroughput}]",
             ]
         )
         wall = time.perf_counter() - start

@@ -6,7 +6,7 @@
 
 Writes docs/assets/attention-dates.png. Training uses recipes/seq2seq/dates.yaml unchanged (1500 steps) and
 keeps its checkpoint in a temporary folder. The weights are recorded by
-``swapformer.lightning.attention_maps.record_attention`` during one teacher-forced pass over the model's own
+``swapformer.training.attention_maps.record_attention`` during one teacher-forced pass over the model's own
 greedy translation.
 """
 
@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 
-from swapformer.lightning import Seq2SeqModule
-from swapformer.lightning.attention_maps import record_attention
+from swapformer.tasks import Seq2SeqModule
+from swapformer.training.attention_maps import record_attention
 
 REPO = Path(__file__).resolve().parents[2]
 ASSETS = REPO / "docs" / "assets"

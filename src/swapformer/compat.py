@@ -9,7 +9,7 @@ as a plug-in written before this module, gets the defaults: it works everywhere)
 - A kernel that only makes sense for self-attention (``sliding_window``: a window over the *source* has no
   meaning) **falls back** for cross-attention to the full kernel it names (``sdpa``); the builder logs it.
 
-The same data feeds ``swapformer components --matrix`` (:func:`format_matrix`) and the documentation
+The same data feeds ``swapformer components --matrix`` (:mod:`swapformer.cli.components`) and the documentation
 (:func:`capability_rows`, :func:`compatibility_rows`).
 
 Example:
@@ -37,11 +37,6 @@ if TYPE_CHECKING:
     from swapformer.config import ModelConfig
 
 
-# Which capability columns apply to which family (the rest keep their defaults and are not shown).
-_COLUMNS = {
-    "attention": ("kv_cache", "padding", "torch_export", "accepts_score_bias", "self_attention_only"),
-    "positional": ("kv_cache", "padding", "torch_export", "adds_score_bias"),
-}
 _GENERAL = ("kv_cache", "padding", "torch_export")
 
 
@@ -130,43 +125,6 @@ def compatibility_rows() -> list[dict[str, Any]]:
     return rows
 
 
-def format_matrix() -> str:
-    """The matrix as text: the attention x positional grid, then each member's capabilities."""
-    kernels = ATTENTION.available()
-    cells = {(r["attention"], r["positional"]): r for r in compatibility_rows()}
-    grid = [
-        [position] + ["yes" if cells[kernel, position]["supported"] else "NO" for kernel in kernels]
-        for position in FAMILIES["positional"].available()
-    ]
-    lines = [
-        "attention x positional (yes: supported; NO: refused at config time)",
-        *_table(["positional \\ attention", *kernels], grid),
-    ]
-    lines += [
-        f"  cross-attention with '{kernel}' uses '{cross_attention_kernel(kernel)}'"
-        for kernel in kernels
-        if cross_attention_kernel(kernel) != kernel
-    ]
-    rows = capability_rows()
-    for family, columns in _COLUMNS.items():
-        table = [
-            [r["name"], *("yes" if r[c] else "no" for c in columns), r["notes"]]
-            for r in rows
-            if r["family"] == family
-        ]
-        lines += ["", f"{family} members", *_table([family, *columns, "notes"], table)]
-    lines += ["", "norm, placement, ffn: every member combines with every other component."]
-    return "\n".join(lines)
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    return [
-        "  " + "  ".join(f"{cell!s:<{width}}" for cell, width in zip(row, widths)).rstrip()
-        for row in [header, *rows]
-    ]
-
-
 def _quoted(names: list[str]) -> str:
     quoted = [f"'{n}'" for n in names]
     return " or ".join(quoted) if len(quoted) < 3 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
@@ -180,6 +138,5 @@ __all__ = [
     "combination_problem",
     "compatibility_rows",
     "cross_attention_kernel",
-    "format_matrix",
     "problems",
 ]

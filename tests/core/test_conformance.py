@@ -14,7 +14,7 @@ import torch
 
 from swapformer import ConfigError, ModelConfig, conformance
 from swapformer.cli import run
-from swapformer.cli_check import resolve
+from swapformer.cli.check import resolve
 from swapformer.compat import Capabilities
 from swapformer.components.attention import MathAttention
 from swapformer.components.positional.sinusoidal import SinusoidalPositionalEncoding

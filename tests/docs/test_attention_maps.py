@@ -9,8 +9,8 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
 from swapformer import build_causal_lm, build_seq2seq
 from swapformer.data import Seq2SeqDataModule
-from swapformer.lightning import Seq2SeqModule
-from swapformer.lightning.attention_maps import AttentionMapLogger, plot_attention, record_attention
+from swapformer.tasks import Seq2SeqModule
+from swapformer.training.attention_maps import AttentionMapLogger, plot_attention, record_attention
 
 TINY = dict(d_model=16, num_heads=2, num_layers=1, d_ff=32, dropout=0.0)
 

@@ -43,7 +43,7 @@ def test_training_curves_from_a_csv_log(tmp_path, monkeypatch):
 
 def test_attention_picture_from_an_untrained_dates_model(tmp_path):
     from swapformer.data import Seq2SeqDataModule
-    from swapformer.lightning import Seq2SeqModule
+    from swapformer.tasks import Seq2SeqModule
 
     data = Seq2SeqDataModule(task="dates", num_train=16, num_val=4, batch_size=4)
     module = Seq2SeqModule(

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from swapformer.cli import run
-from swapformer.cli_generate import TextStreamer, main
+from swapformer.cli.generate import TextStreamer, main
 from swapformer.data import ByteTokenizer, CharTokenizer
-from swapformer.lightning import CausalLMModule, Seq2SeqModule
+from swapformer.tasks import CausalLMModule, Seq2SeqModule
 
 TINY = dict(d_model=16, num_heads=2, num_layers=1, d_ff=32, max_seq_len=64, dropout=0.0)
 

@@ -82,7 +82,7 @@ def test_recipe_prints_its_config(recipe, in_tmp, capsys):
         main(["fit", "--config", str(RECIPES / recipe), "--print_config"])
     assert exit_info.value.code in (0, None)
     config = yaml.safe_load(capsys.readouterr().out)
-    assert config["model"]["class_path"].startswith("swapformer.lightning.")
+    assert config["model"]["class_path"].startswith("swapformer.tasks.")
     assert config["data"]["class_path"].startswith("swapformer.data.")
 
 
@@ -194,7 +194,7 @@ def test_wandb_offline_run_logs_config_and_metrics(in_tmp, monkeypatch):
         config = dict(experiment.config)
         assert config["d_model"] == 32 and config["vocab_size"] == cli.datamodule.vocab_size  # module hparams
         assert config["config"]["trainer"]["max_steps"] == 4  # the whole resolved recipe
-        assert config["config"]["model"]["class_path"] == "swapformer.lightning.CausalLMModule"
+        assert config["config"]["model"]["class_path"] == "swapformer.tasks.CausalLMModule"
         summary = dict(experiment.summary)
         assert summary["trainer/global_step"] >= 3
         assert summary["train/loss"] == pytest.approx(

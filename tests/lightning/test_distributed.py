@@ -27,14 +27,9 @@ from lightning_testlib import RECIPES
 from torch import nn
 
 from swapformer.errors import ConfigError
-from swapformer.lightning import (
-    BlockFSDPStrategy,
-    CausalLMModule,
-    FSDP2Strategy,
-    consolidate_checkpoint,
-    distributed,
-)
 from swapformer.models.builders import build_causal_lm
+from swapformer.tasks import CausalLMModule
+from swapformer.training import BlockFSDPStrategy, FSDP2Strategy, consolidate_checkpoint, distributed
 
 HERE = Path(__file__).resolve().parent
 TWO_CPUS = ["--trainer.accelerator=cpu", "--trainer.devices=2"]
@@ -219,7 +214,7 @@ def _write_config(root: Path, *, wandb: bool = False, meta_init: bool = False, s
     if sample:  # validation, and samples printed by rank 0 alone after it
         trainer["limit_val_batches"] = 2
         trainer["callbacks"].append(
-            {"class_path": "swapformer.lightning.SampleCallback", "init_args": {"max_new_tokens": 8}}
+            {"class_path": "swapformer.training.SampleCallback", "init_args": {"max_new_tokens": 8}}
         )
     root.mkdir(parents=True, exist_ok=True)
     path = root / "config.yaml"

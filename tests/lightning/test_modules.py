@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from swapformer.data import CharTokenizer
-from swapformer.lightning import CausalLMModule, Seq2SeqModule
+from swapformer.tasks import CausalLMModule, Seq2SeqModule
 
 TINY = dict(vocab_size=30, d_model=16, num_heads=2, num_layers=1, d_ff=32, max_seq_len=32, dropout=0.0)
 
@@ -129,7 +129,7 @@ def test_module_signatures_cover_every_model_config_key():
     import inspect
 
     from swapformer import ModelConfig
-    from swapformer.lightning import CausalLMModule, Seq2SeqModule
+    from swapformer.tasks import CausalLMModule, Seq2SeqModule
 
     keys = {f.name for f in dataclasses.fields(ModelConfig) if f.init}
     seq2seq_only = {"num_encoder_layers", "num_decoder_layers", "src_vocab_size"}

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from swapformer.lightning import CausalLMModule, Seq2SeqModule
-from swapformer.lightning.optim import fused_adamw_supported, inverse_sqrt, param_groups, warmup_cosine
+from swapformer.tasks import CausalLMModule, Seq2SeqModule
+from swapformer.training.optim import fused_adamw_supported, inverse_sqrt, param_groups, warmup_cosine
 
 TINY = dict(vocab_size=40, d_model=16, num_heads=2, num_layers=2, d_ff=32, max_seq_len=16)
 

@@ -21,6 +21,9 @@ from typing import Any, TextIO
 
 import torch
 
+from swapformer.tasks import CausalLMModule, Seq2SeqModule
+from swapformer.tasks.seq2seq import strip_after_eos
+
 DEFAULT_NEW_TOKENS = 200
 
 
@@ -91,8 +94,6 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _load(path: str, device: str):
-    from swapformer.lightning import CausalLMModule, Seq2SeqModule
-
     if os.path.isdir(path):
         raise SystemExit(
             f"swapformer generate: error: {path} is a folder (a distributed checkpoint); consolidate it into one "
@@ -149,8 +150,6 @@ def _continue(module, prompts: Iterable[str], kwargs: dict[str, Any], out: TextI
 
 
 def _translate(module, lines: Iterable[str], kwargs: dict[str, Any], batch_size: int, out: TextIO) -> None:
-    from swapformer.lightning.seq2seq import strip_after_eos
-
     tokenizer, eos, pad = module.tokenizer, module.hparams.eos_id, max(module.pad_id, 0)
     batch: list[str] = []
 

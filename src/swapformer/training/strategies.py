@@ -5,7 +5,7 @@
 * :class:`BlockFSDPStrategy`: ``FSDPStrategy`` (FSDP1, CUDA) auto-wrapping each Transformer block.
 * :func:`consolidate_checkpoint`: an FSDP2 checkpoint folder -> one ``.ckpt`` file any strategy resumes from.
 
-The modules' ``configure_model`` does the sharding itself (:mod:`swapformer.lightning.distributed`).
+The modules' ``configure_model`` does the sharding itself (:mod:`swapformer.training.distributed`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 
 from swapformer.errors import ConfigError
-from swapformer.lightning.distributed import BLOCK_CLASSES
+from swapformer.training.distributed import BLOCK_CLASSES
 
 
 class FSDP2Strategy(ModelParallelStrategy):
@@ -130,7 +130,7 @@ class BlockFSDPStrategy(FSDPStrategy):
 def consolidate_checkpoint(folder: str | Path, output: str | Path | None = None) -> Path:
     """Turn an FSDP2 checkpoint folder (``save_distributed_checkpoint=True``) into one ``.ckpt`` file that
     resumes on one process or under DDP (``--ckpt_path``), and loads with ``CausalLMModule.load``. From a
-    shell: ``python -m swapformer.lightning.consolidate FOLDER [OUTPUT]``.
+    shell: ``python -m swapformer.training.consolidate FOLDER [OUTPUT]``.
 
     Lightning's own ``python -m lightning.fabric.utilities.consolidate_checkpoint`` gathers the shards too, but
     keeps the optimizer state keyed by parameter names (``optimizer_0``), which only the sharded strategies

@@ -9,8 +9,8 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 from torchmetrics.text import SacreBLEUScore
 
-from swapformer.lightning.base import STAGES, SwapformerModule
 from swapformer.models.builders import build_seq2seq
+from swapformer.tasks.base import STAGES, SwapformerModule
 
 ComponentName = str | dict[str, Any]
 
@@ -25,11 +25,11 @@ class Seq2SeqModule(SwapformerModule):
 
     Args:
         vocab_size ... init_std: see :class:`~swapformer.ModelConfig` (defaults: the paper's base model).
-        lr ... label_smoothing: as in :class:`~swapformer.lightning.CausalLMModule`.
+        lr ... label_smoothing: as in :class:`~swapformer.tasks.CausalLMModule`.
         greedy_eval: decode greedily in validation and test.
         max_decode_len: most generated tokens; None = target length of the batch + 16.
         bos_id, eos_id: special ids (the data layer fixes them at 1 and 2).
-        activation_checkpointing, compile, meta_init: as in :class:`~swapformer.lightning.CausalLMModule`.
+        activation_checkpointing, compile, meta_init: as in :class:`~swapformer.tasks.CausalLMModule`.
 
     Batches: ``src_ids, src_mask, tgt_ids, tgt_mask`` tensors and ``src_text, tgt_text`` lists.
     """
@@ -74,7 +74,7 @@ class Seq2SeqModule(SwapformerModule):
         max_decode_len: int | None = None,
         bos_id: int = 1,
         eos_id: int = 2,
-        # scale out (see swapformer.lightning.distributed)
+        # scale out (see swapformer.training.distributed)
         activation_checkpointing: bool = False,
         compile: bool | dict[str, Any] = False,
         meta_init: bool = False,

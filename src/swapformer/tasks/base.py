@@ -18,8 +18,8 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from swapformer.config import ModelConfig
 from swapformer.errors import ConfigError
-from swapformer.lightning import distributed
-from swapformer.lightning.optim import SCHEDULES, fused_adamw_supported, param_groups, schedule_fn
+from swapformer.training import distributed
+from swapformer.training.optim import SCHEDULES, fused_adamw_supported, param_groups, schedule_fn
 
 STAGES = ("train", "val", "test")
 MODEL_KEYS = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.init)
@@ -144,7 +144,7 @@ class SwapformerModule(pl.LightningModule):
         allocation of meta-device parameters (only the local shards under FSDP2). DDP and FSDP1 wrap the
         model themselves after this hook. Lightning calls it before every fit/validate/test, and
         ``load_from_checkpoint`` calls it without a trainer: then only the allocation happens, and the training
-        options wait for the trainer. See :mod:`swapformer.lightning.distributed`.
+        options wait for the trainer. See :mod:`swapformer.training.distributed`.
         """
         strategy = self._trainer.strategy if self._trainer is not None else None
         if strategy is not None and not getattr(self, "_model_configured", False):
@@ -168,7 +168,7 @@ class SwapformerModule(pl.LightningModule):
         """Whether this stage runs autoregressive decoding (greedy_eval, SampleCallback, predict)."""
         if stage == "predict" or (stage in ("validate", "test") and self.hparams.get("greedy_eval")):
             return True
-        from swapformer.lightning.callbacks import SampleCallback
+        from swapformer.training.callbacks import SampleCallback
 
         return stage == "validate" and any(isinstance(c, SampleCallback) for c in self.trainer.callbacks)
 

@@ -7,8 +7,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from swapformer.lightning.base import SwapformerModule
 from swapformer.models.builders import build_causal_lm
+from swapformer.tasks.base import SwapformerModule
 
 ComponentName = str | dict[str, Any]
 """A registry name, or ``{name: ..., **options}``; checked by the registry, not by the type."""
@@ -25,7 +25,7 @@ class CausalLMModule(SwapformerModule):
         lr: peak learning rate (``inverse_sqrt``: a scale on the paper's formula, 1.0 = the paper).
         weight_decay: AdamW decoupled weight decay of weight matrices (never norms, biases, embeddings).
         betas, eps: AdamW.
-        schedule: ``warmup_cosine``, ``inverse_sqrt`` or ``constant`` (see :mod:`swapformer.lightning.optim`).
+        schedule: ``warmup_cosine``, ``inverse_sqrt`` or ``constant`` (see :mod:`swapformer.training.optim`).
         warmup_steps: optimizer steps of linear warmup.
         total_steps: end of the cosine decay; None = the trainer's ``estimated_stepping_batches``.
         min_lr_ratio: the cosine's floor, as a fraction of ``lr``.
@@ -74,7 +74,7 @@ class CausalLMModule(SwapformerModule):
         total_steps: int | None = None,
         min_lr_ratio: float = 0.1,
         label_smoothing: float = 0.0,
-        # scale out (see swapformer.lightning.distributed)
+        # scale out (see swapformer.training.distributed)
         global_batch_tokens: int | None = None,
         activation_checkpointing: bool = False,
         compile: bool | dict[str, Any] = False,

@@ -163,7 +163,7 @@ class AttentionMapLogger(Callback):
 
         trainer:
           callbacks:
-            - class_path: swapformer.lightning.attention_maps.AttentionMapLogger
+            - class_path: swapformer.training.attention_maps.AttentionMapLogger
               init_args:
                 num_examples: 2
 

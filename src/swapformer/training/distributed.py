@@ -3,7 +3,7 @@
 Nothing here launches processes or moves shards: Lightning's ``DDPStrategy``, ``FSDPStrategy`` (FSDP1, CUDA)
 and ``ModelParallelStrategy`` (FSDP2 through ``torch.distributed.fsdp.fully_shard``) do. This module decides
 which modules they wrap, and the LightningModules call it from ``configure_model``; the strategies as the
-recipes name them are in :mod:`swapformer.lightning.strategies`.
+recipes name them are in :mod:`swapformer.training.strategies`.
 
 One sharding unit per block, everything else in the root unit::
 

@@ -9,6 +9,8 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback, ThroughputMonitor
 from lightning.pytorch.utilities import rank_zero_only
 
+from swapformer.training import distributed
+
 
 class SampleCallback(Callback):
     """Prints a few generated samples after each validation (and once when training ends).
@@ -93,8 +95,6 @@ class SampleCallback(Callback):
         if trainer.global_step == self._validated_at:
             return  # the last validation printed these samples already
         # Under FSDP2 rank 0 cannot decode alone on sharded parameters: every rank gathers them first.
-        from swapformer.lightning import distributed
-
         gathered = distributed.gather_for_decoding(pl_module.model)
         try:
             self._print(trainer, pl_module)

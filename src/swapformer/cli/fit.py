@@ -1,13 +1,9 @@
-"""The ``swapformer`` command: LightningCLI with recipes, plus ``swapformer components``.
+"""``swapformer fit|validate|test|predict``: LightningCLI driven by recipes.
 
 ::
 
     swapformer fit --config recipes/causal_lm/stdlib-tiny.yaml [--config recipes/logger/wandb.yaml] [--key value]
     swapformer validate|test|predict --config ... --ckpt_path path/to/last.ckpt
-    swapformer components [family ...]        # every registered component, plug-ins included
-    swapformer components --matrix            # which components combine, and what each supports
-    swapformer generate --ckpt_path last.ckpt --prompt "..."   # decode with a checkpoint (see cli_generate)
-    swapformer check NAME                     # the conformance suite over every combination with NAME
 
 The model and data classes come from the recipe (``class_path``); ``data.vocab_size`` is linked into the
 model. The model's names and sizes are validated before anything is instantiated, so a bad recipe value fails
@@ -18,17 +14,15 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import Any
 
 import yaml
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
-from swapformer.compat import format_matrix
 from swapformer.config import ModelConfig
 from swapformer.errors import ConfigError
-from swapformer.lightning.base import MODEL_KEYS, SwapformerModule
-from swapformer.registry import FAMILIES, load_plugins
+from swapformer.registry import load_plugins
+from swapformer.tasks.base import MODEL_KEYS, SwapformerModule
 
 # Stands in for the data's vocabulary while the rest of the model config is checked (reading the data to
 # learn the real size is exactly what must not happen before the check).
@@ -113,67 +107,12 @@ def _user_error(err: BaseException) -> ValueError | None:
     return None
 
 
-def print_components(families: list[str] | None = None, *, file: Any = None) -> None:
-    """Print every registry family with its members' names, descriptions and sources."""
-    file = file or sys.stdout
-    failed = load_plugins()
-    chosen = families or list(FAMILIES)
-    for family in chosen:
-        if family not in FAMILIES:
-            raise ConfigError(f"unknown component family '{family}'; families: {', '.join(FAMILIES)}")
-        registry = FAMILIES[family]
-        print(f"{family}: {registry.description}", file=file)
-        members = registry.describe()
-        width = max((len(m.name) for m in members), default=0)
-        for member in members:
-            source = "" if member.source == "swapformer" else f"  [{member.source}]"
-            print(f"  {member.name:<{width}}  {member.description}{source}", file=file)
-        print(file=file)
-    for key, error in failed.items():
-        print(f"plug-in {key} failed to load: {error}", file=file)
-
-
-def print_matrix(*, file: Any = None) -> None:
-    """Print the compatibility matrix (:func:`swapformer.compat.format_matrix`), plug-ins included."""
-    load_plugins()
-    print(format_matrix(), file=file or sys.stdout)
-
-
-def run(args: list[str] | None = None) -> SwapformerCLI | None:
-    """Run the command and return the CLI object (its ``model``, ``datamodule``, ``trainer``); None for
-    ``components``. ``args`` replaces ``sys.argv[1:]``, so tests call it in-process.
+def run(args: list[str]) -> SwapformerCLI:
+    """Run a Lightning verb with the recipe arguments ``args`` (the verb first) and return the CLI object.
 
     Raises:
         SystemExit: code 2 with one message on stderr for a bad recipe (and jsonargparse's own errors).
     """
-    argv = list(sys.argv[1:] if args is None else args)
-    if argv and argv[0] == "generate":
-        from swapformer.cli_generate import main as generate_main
-
-        generate_main(argv[1:])
-        return None
-    if argv and argv[0] == "check":
-        from swapformer.cli_check import main as check_main
-
-        check_main(argv[1:])
-        return None
-    if argv and argv[0] == "components":
-        if any(a in ("-h", "--help") for a in argv[1:]):
-            print(
-                "usage: swapformer components [family ...] [--matrix]\n\nfamilies: "
-                + ", ".join(FAMILIES)
-                + "\n--matrix: which kernels and positional members combine, and what each member supports"
-            )
-            return None
-        try:
-            if "--matrix" in argv[1:]:
-                print_matrix()
-            else:
-                print_components(argv[1:] or None)
-        except ConfigError as err:
-            print(f"swapformer components: error: {err}", file=sys.stderr)
-            raise SystemExit(2) from None
-        return None
     load_plugins()  # plug-in names must be registered before the recipe is checked
     try:
         return SwapformerCLI(
@@ -183,17 +122,8 @@ def run(args: list[str] | None = None) -> SwapformerCLI | None:
             subclass_mode_data=True,
             save_config_callback=LogConfigCallback,
             save_config_kwargs={"overwrite": True},
-            args=None if args is None else argv,
+            args=args,
         )
     except ConfigError as err:
         print(f"swapformer: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-
-
-def main(args: list[str] | None = None) -> None:
-    """Entry point of ``swapformer`` (the console script); see :func:`run` for the same with a return value."""
-    run(args)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,101 @@
+"""``swapformer components [family ...] [--matrix]``: every registered member, and which combine.
+
+The matrix is rendered here from the data in :mod:`swapformer.compat` (the documentation renders the same rows).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from swapformer.compat import capability_rows, compatibility_rows, cross_attention_kernel
+from swapformer.errors import ConfigError
+from swapformer.registry import ATTENTION, FAMILIES, load_plugins
+
+# Which capability columns apply to which family (the rest keep their defaults and are not shown).
+_COLUMNS = {
+    "attention": ("kv_cache", "padding", "torch_export", "accepts_score_bias", "self_attention_only"),
+    "positional": ("kv_cache", "padding", "torch_export", "adds_score_bias"),
+}
+
+
+def format_matrix() -> str:
+    """The matrix as text: the attention x positional grid, then each member's capabilities."""
+    kernels = ATTENTION.available()
+    cells = {(r["attention"], r["positional"]): r for r in compatibility_rows()}
+    grid = [
+        [position] + ["yes" if cells[kernel, position]["supported"] else "NO" for kernel in kernels]
+        for position in FAMILIES["positional"].available()
+    ]
+    lines = [
+        "attention x positional (yes: supported; NO: refused at config time)",
+        *_table(["positional \\ attention", *kernels], grid),
+    ]
+    lines += [
+        f"  cross-attention with '{kernel}' uses '{cross_attention_kernel(kernel)}'"
+        for kernel in kernels
+        if cross_attention_kernel(kernel) != kernel
+    ]
+    rows = capability_rows()
+    for family, columns in _COLUMNS.items():
+        table = [
+            [r["name"], *("yes" if r[c] else "no" for c in columns), r["notes"]]
+            for r in rows
+            if r["family"] == family
+        ]
+        lines += ["", f"{family} members", *_table([family, *columns, "notes"], table)]
+    lines += ["", "norm, placement, ffn: every member combines with every other component."]
+    return "\n".join(lines)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    return [
+        "  " + "  ".join(f"{cell!s:<{width}}" for cell, width in zip(row, widths)).rstrip()
+        for row in [header, *rows]
+    ]
+
+
+def print_components(families: list[str] | None = None, *, file: Any = None) -> None:
+    """Print every registry family with its members' names, descriptions and sources."""
+    file = file or sys.stdout
+    failed = load_plugins()
+    chosen = families or list(FAMILIES)
+    for family in chosen:
+        if family not in FAMILIES:
+            raise ConfigError(f"unknown component family '{family}'; families: {', '.join(FAMILIES)}")
+        registry = FAMILIES[family]
+        print(f"{family}: {registry.description}", file=file)
+        members = registry.describe()
+        width = max((len(m.name) for m in members), default=0)
+        for member in members:
+            source = "" if member.source == "swapformer" else f"  [{member.source}]"
+            print(f"  {member.name:<{width}}  {member.description}{source}", file=file)
+        print(file=file)
+    for key, error in failed.items():
+        print(f"plug-in {key} failed to load: {error}", file=file)
+
+
+def print_matrix(*, file: Any = None) -> None:
+    """Print the compatibility matrix (:func:`format_matrix`), plug-ins included."""
+    load_plugins()
+    print(format_matrix(), file=file or sys.stdout)
+
+
+def main(argv: list[str]) -> None:
+    """``swapformer components`` with the arguments after the verb."""
+    if any(a in ("-h", "--help") for a in argv):
+        print(
+            "usage: swapformer components [family ...] [--matrix]\n\nfamilies: "
+            + ", ".join(FAMILIES)
+            + "\n--matrix: which kernels and positional members combine, and what each member supports"
+        )
+        return
+    try:
+        if "--matrix" in argv:
+            print_matrix()
+        else:
+            print_components(argv or None)
+    except ConfigError as err:
+        print(f"swapformer components: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

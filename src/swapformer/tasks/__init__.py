@@ -1,0 +1,7 @@
+"""One file per model kind: its LightningModule, batch schema, metrics and decoding."""
+
+from swapformer.tasks.base import SwapformerModule
+from swapformer.tasks.causal_lm import CausalLMModule
+from swapformer.tasks.seq2seq import Seq2SeqModule
+
+__all__ = ["CausalLMModule", "Seq2SeqModule", "SwapformerModule"]

@@ -1,0 +1,23 @@
+"""What every task's training shares: optimizer groups and schedules, scale-out strategies, callbacks.
+
+The ``nn.Module`` code in :mod:`swapformer.models` and :mod:`swapformer.nn` never imports Lightning; this package
+and :mod:`swapformer.tasks` do.
+"""
+
+from swapformer.training.attention_maps import AttentionMapLogger
+from swapformer.training.callbacks import SampleCallback, TokenThroughput
+from swapformer.training.optim import SCHEDULES, inverse_sqrt, param_groups, warmup_cosine
+from swapformer.training.strategies import BlockFSDPStrategy, FSDP2Strategy, consolidate_checkpoint
+
+__all__ = [
+    "SCHEDULES",
+    "AttentionMapLogger",
+    "BlockFSDPStrategy",
+    "FSDP2Strategy",
+    "SampleCallback",
+    "TokenThroughput",
+    "consolidate_checkpoint",
+    "inverse_sqrt",
+    "param_groups",
+    "warmup_cosine",
+]
