@@ -9,14 +9,21 @@ Example:
 from swapformer.components.attention import MathAttention, SDPAttention
 from swapformer.config import ModelConfig
 from swapformer.errors import ConfigError
-from swapformer.models import DecoderOnly, EncoderDecoder, build_causal_lm, build_seq2seq
+from swapformer.models import (
+    DecoderOnly,
+    EncoderDecoder,
+    build,
+    build_causal_lm,
+    build_seq2seq,
+)
 from swapformer.nn import MultiHeadAttention, TransformerLayer, TransformerStack
-from swapformer.registry import FAMILIES, Registry, available, load_plugins, registry
+from swapformer.registry import FAMILIES, KINDS, Registry, available, family, kind, load_plugins
 
 __version__ = "0.1.0"
 
 __all__ = [
     "FAMILIES",
+    "KINDS",
     "ConfigError",
     "DecoderOnly",
     "EncoderDecoder",
@@ -29,8 +36,10 @@ __all__ = [
     "TransformerStack",
     "__version__",
     "available",
+    "build",
     "build_causal_lm",
     "build_seq2seq",
+    "family",
+    "kind",
     "load_plugins",
-    "registry",
 ]

@@ -9,7 +9,7 @@ from typing import Any
 
 from swapformer.compat import problems as compatibility_problems
 from swapformer.errors import ConfigError, did_you_mean
-from swapformer.registry import FAMILIES, ComponentSpec, split_spec
+from swapformer.registry import FAMILIES, ComponentSpec, kind, split_spec
 
 COMPONENT_KEYS = ("attention", "positional", "norm", "placement", "ffn")
 
@@ -23,6 +23,9 @@ class ModelConfig:
 
     Args:
         vocab_size: V, the (target) vocabulary size.
+        kind: the model kind (``causal_lm``, ``seq2seq``, ``masked_lm``); None = ``causal_lm``, or the kind of the
+            builder it is given to. It chooses the builder and the defaults of the fields left at None
+            (``placement``, ``ffn``, ``positional``): see :meth:`defaults`.
         d_model: D, the model dimension.
         num_heads: H, attention heads.
         num_kv_heads: key/value heads for GQA (1 = MQA); None = num_heads (MHA).
@@ -32,11 +35,11 @@ class ModelConfig:
         max_seq_len: longest sequence; the size of a ``learned`` positional table.
         dropout: on embeddings, attention weights, FFN hidden states and residual branches; in [0, 1).
         attention: attention kernel (``math``, ``sdpa``, ``sliding_window``, ``linear``, ...).
-        positional: positional encoding (``sinusoidal``, ``learned``, ``rope``, ``none``, ``alibi``, ``t5_relative``, ...).
+        positional: positional encoding; None = the kind's (``sinusoidal``, ``learned``, ``rope``, ``none``, ``alibi``, ``t5_relative``, ...).
             Some kernel and positional pairs cannot work together (see :mod:`swapformer.compat`); they are problems.
         norm: normalization (``layernorm``, ``rmsnorm``, ``scalenorm``).
-        placement: where norms sit (``post`` as in the paper, ``pre``, ``sandwich``, ``deepnorm``).
-        ffn: feed-forward sublayer (``relu``, ``gelu``, ``relu2``, ``swiglu``, ``geglu``).
+        placement: where norms sit (``post`` as in the paper, ``pre``, ``sandwich``, ``deepnorm``); None = the kind's.
+        ffn: feed-forward sublayer (``relu``, ``gelu``, ``relu2``, ``swiglu``, ``geglu``); None = the kind's.
         tie_embeddings: share the (target) input embedding with the output projection.
         scale_embeddings: multiply embeddings by sqrt(D), as in the paper.
         final_norm: norm after each stack; None = what the placement needs (pre: yes, post: no).
@@ -47,6 +50,7 @@ class ModelConfig:
     """
 
     vocab_size: int
+    kind: str | None = None
     d_model: int = 512
     num_heads: int = 8
     num_kv_heads: int | None = None
@@ -57,10 +61,10 @@ class ModelConfig:
     max_seq_len: int = 512
     dropout: float = 0.1
     attention: ComponentSpec = "sdpa"
-    positional: ComponentSpec = "sinusoidal"
+    positional: ComponentSpec | None = None
     norm: ComponentSpec = "layernorm"
-    placement: ComponentSpec = "post"
-    ffn: ComponentSpec = "relu"
+    placement: ComponentSpec | None = None
+    ffn: ComponentSpec | None = None
     tie_embeddings: bool = True
     scale_embeddings: bool = False
     final_norm: bool | None = None
@@ -69,8 +73,19 @@ class ModelConfig:
     src_vocab_size: int | None = None
     init_std: float = 0.02
     _checked: bool = field(default=False, init=False, repr=False, compare=False)
+    _defaulted: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        self._defaulted = frozenset(key for key in ("kind", *COMPONENT_KEYS) if getattr(self, key) is None)
+        if self.kind is None:
+            self.kind = "causal_lm"
+        try:
+            defaults = kind(self.kind).defaults
+        except ConfigError:
+            defaults = {}  # problems() reports the unknown kind
+        for key, value in defaults.items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
         for key in COMPONENT_KEYS:  # YAML may hand over its own mapping types
             value = getattr(self, key)
             if isinstance(value, Mapping):
@@ -93,6 +108,10 @@ class ModelConfig:
     def problems(self) -> list[str]:
         """Every problem with this config, one sentence each (empty when valid)."""
         problems: list[str] = []
+        try:
+            kind(self.kind)
+        except ConfigError as err:
+            problems.append(f"kind: {err}")
 
         def positive_int(key: str, optional: bool = False) -> bool:
             value = getattr(self, key)
@@ -149,7 +168,10 @@ class ModelConfig:
                     f"pad_token_id={pad} is outside the vocabulary (vocab_size={self.vocab_size})"
                 )
         component_problems = [
-            p for key in COMPONENT_KEYS for p in FAMILIES[key].check(getattr(self, key), key=key)
+            p
+            for key in COMPONENT_KEYS
+            if getattr(self, key) is not None  # None: the kind is unknown, which is reported above
+            for p in FAMILIES[key].check(getattr(self, key), key=key)
         ]
         problems.extend(component_problems)
         if not component_problems:  # pairs of valid members that cannot work together (swapformer.compat)
@@ -184,9 +206,29 @@ class ModelConfig:
         return cls(**known)
 
     @classmethod
-    def coerce(cls, config: ModelConfig | Mapping[str, Any]) -> ModelConfig:
-        """A ModelConfig from a ModelConfig or a mapping."""
-        return config if isinstance(config, ModelConfig) else cls.from_dict(config)
+    def coerce(cls, config: ModelConfig | Mapping[str, Any], *, kind: str | None = None) -> ModelConfig:
+        """A ModelConfig from a ModelConfig or a mapping; one made without a ``kind`` gets ``kind`` and its
+        defaults.
+
+        Raises:
+            ConfigError: the config is of another kind than ``kind``, or invalid.
+        """
+        config = config if isinstance(config, ModelConfig) else cls.from_dict(config)
+        if kind is None or config.kind == kind:
+            return config
+        if "kind" not in config._defaulted:
+            raise ConfigError(
+                f"this builder makes {kind} models but the config's kind is '{config.kind}'; set kind: {kind} "
+                "in the config, or build it with swapformer.build(config)"
+            )
+        # a config made without a kind takes the builder's, and that kind's defaults
+        return cls(**{k: v for k, v in config.to_dict().items() if k not in config._defaulted}, kind=kind)
+
+    @classmethod
+    def defaults(cls, kind_name: str = "causal_lm") -> dict[str, Any]:
+        """Every field's default for a model of kind ``kind_name`` (``vocab_size`` has none)."""
+        values = {f.name: f.default for f in dataclasses.fields(cls) if f.init and f.name != "vocab_size"}
+        return {**values, **kind(kind_name).defaults, "kind": kind_name}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain names and numbers (for YAML, ``save_hyperparameters`` and ``torch.load(weights_only=True)``)."""

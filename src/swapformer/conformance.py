@@ -5,18 +5,19 @@ For a combination (model kind x kernel x positional x norm x placement x ffn) it
 ==================  ==================================================================================
 check               the rule (outputs compared with ``|a - b| <= 1e-5 + 1e-5 |b|``)
 ==================  ==================================================================================
-builds              ``build_causal_lm`` / ``build_seq2seq`` of a tiny config raises nothing
-causality           changing target tokens from position c on leaves the logits before c unchanged
+builds              the kind's builder (``swapformer.build``) of a tiny config raises nothing
+causality           changing target tokens from position c on leaves the logits before c unchanged (a kind that
+                    is not causal, ``masked_lm``: changes them, since every position sees every token)
 padding             a padded row's logits at its real tokens equal the row's logits alone (right and left
                     padding of the target, right padding of the source)
 cached_decoding     logits fed one token at a time through a KV cache equal one full forward pass, and greedy
-                    ``generate`` gives the same ids with ``use_cache=True`` and ``False``
+                    ``generate`` gives the same ids with ``use_cache=True`` and ``False`` (kinds that decode)
 fully_padded_rows   rows (and sources) that are all padding give finite logits and finite gradients
-train_step          3 AdamW steps (lr 1e-2) on one tiny batch lower the teacher-forced cross-entropy to at
-                    most 0.95 of its starting value
+train_step          3 AdamW steps (lr 1e-2) on one tiny batch lower the cross-entropy (next token for causal
+                    kinds, the token itself otherwise) to at most 0.95 of its starting value
 ==================  ==================================================================================
 
-Combinations come from the registries at call time, so plug-ins are included. A member registered under two
+Model kinds and combinations come from the registries at call time, so plug-ins are included. A member registered under two
 names (``none`` and ``nope``: one factory) counts once, under its first name. A pair the compatibility matrix
 refuses (:func:`swapformer.compat.combination_problem`) is reported as refused, with the matrix's reason, and not
 built; a check of a feature a member declares unsupported (``Capabilities(kv_cache=False)``, see :data:`REQUIRES`)
@@ -32,7 +33,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -41,14 +41,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from swapformer.compat import capabilities, combination_problem
 from swapformer.config import ModelConfig
-from swapformer.models import DecoderOnly, EncoderDecoder, build_causal_lm, build_seq2seq
-from swapformer.registry import FAMILIES, load_plugins
+from swapformer.models import build as build_model
+from swapformer.nn import KVCache
+from swapformer.registry import FAMILIES, KINDS, kind, load_plugins
 
-KINDS = ("causal_lm", "seq2seq")
 COMPONENTS = ("attention", "positional", "norm", "placement", "ffn")
 ATOL = RTOL = 1e-5
 VOCAB = 13
@@ -96,8 +96,10 @@ class Combination:
         return combination_problem(attention=self.attention, positional=self.positional)
 
     def unsupported(self, check: str) -> str | None:
-        """Why ``check`` does not apply: a member declares the :class:`~swapformer.compat.Capabilities` it tests
-        unsupported (``kv_cache=False``: no cached decoding), or None."""
+        """Why ``check`` does not apply: the kind does not decode (``cached_decoding``), or a member declares the
+        :class:`~swapformer.registry.Capabilities` it tests unsupported (``kv_cache=False``), or None."""
+        if check == "cached_decoding" and not kind(self.kind).generates:
+            return f"kind '{self.kind}' does not decode left to right"
         capability = REQUIRES.get(check)
         for family in COMPONENTS if capability else ():
             if not getattr(capabilities(family, getattr(self, family)), capability):
@@ -141,49 +143,56 @@ def distinct_members(family: str) -> list[str]:
     return sorted(first.values())
 
 
-def default_members() -> dict[str, str]:
-    """The :class:`ModelConfig` default of each family (the base of ``quick`` combinations)."""
-    defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+def default_members(kind_name: str = "causal_lm") -> dict[str, str]:
+    """The :class:`ModelConfig` default of each family for ``kind_name`` (the base of ``quick`` combinations)."""
+    defaults = ModelConfig.defaults(kind_name)
     return {family: str(defaults[family]) for family in COMPONENTS}
 
 
+def model_kinds() -> tuple[str, ...]:
+    """Every registered model kind (``causal_lm``, ``seq2seq``, ``masked_lm``, and any a plug-in adds)."""
+    load_plugins()
+    return tuple(KINDS)
+
+
 def combinations(
-    *, kinds: Sequence[str] = KINDS, fixed: Mapping[str, str] | None = None, quick: bool = False
+    *, kinds: Sequence[str] | None = None, fixed: Mapping[str, str] | None = None, quick: bool = False
 ) -> list[Combination]:
     """Every combination of the registered members, read from the registries now (plug-ins included).
 
     Args:
-        kinds: model kinds (``causal_lm``, ``seq2seq``).
+        kinds: model kinds (default: every registered kind, :func:`model_kinds`).
         fixed: family -> member name held in every combination (an alias is kept as given).
         quick: instead of the full product, the :class:`ModelConfig` defaults with one family varied at a time,
             so every member of every family appears at least once.
     """
-    load_plugins()
     fixed = dict(fixed or {})
     choices = {f: [fixed[f]] if f in fixed else distinct_members(f) for f in COMPONENTS}
-    if quick:
-        base = {**default_members(), **fixed}
-        picks = [tuple(base[f] for f in COMPONENTS)]
-        for i, family in enumerate(COMPONENTS):
-            picks += [
-                tuple(m if j == i else base[f] for j, f in enumerate(COMPONENTS)) for m in choices[family]
-            ]
-        picks = list(dict.fromkeys(picks))
-    else:
-        picks = list(itertools.product(*(choices[f] for f in COMPONENTS)))
-    return [Combination(kind, *names) for kind in kinds for names in picks]
+    combos = []
+    for kind_name in model_kinds() if kinds is None else kinds:
+        if quick:
+            base = {**default_members(kind_name), **fixed}
+            picks = [tuple(base[f] for f in COMPONENTS)]
+            for i, family in enumerate(COMPONENTS):
+                picks += [
+                    tuple(m if j == i else base[f] for j, f in enumerate(COMPONENTS)) for m in choices[family]
+                ]
+            picks = list(dict.fromkeys(picks))
+        else:
+            picks = list(itertools.product(*(choices[f] for f in COMPONENTS)))
+        combos += [Combination(kind_name, *names) for names in picks]
+    return combos
 
 
 # ---------------------------------------------------------------------------------------------------- checks
 
 
-def build(combination: Combination) -> DecoderOnly | EncoderDecoder:
+def build(combination: Combination) -> nn.Module:
     """The tiny model of ``combination`` in eval mode, seeded, so every run builds the same weights (the global
     random state is left as it was)."""
-    builder = build_causal_lm if combination.kind == "causal_lm" else build_seq2seq
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        return builder(ModelConfig(**TINY, **combination.components())).eval()
+        return build_model(ModelConfig(**TINY, kind=combination.kind, **combination.components())).eval()
 
 
 def _tokens(*shape: int, seed: int) -> Tensor:
@@ -194,7 +203,7 @@ def _tokens(*shape: int, seed: int) -> Tensor:
 def _forward(
     model, ids: Tensor, mask: Tensor | None = None, *, src: Tensor | None = None, src_mask=None
 ) -> Tensor:
-    if isinstance(model, EncoderDecoder):
+    if kind(model.config.kind).source:
         if src is None:
             src = _tokens(ids.size(0), SOURCE_LENGTH, seed=1)
         return model(src, ids, src_mask=src_mask, tgt_mask=mask)
@@ -209,10 +218,12 @@ def _expect_close(actual: Tensor, expected: Tensor, what: str) -> None:
         raise ConformanceFailure(f"{what} (max |difference| {diff:.2g} > {ATOL:g})")
 
 
-def check_causality(model: DecoderOnly | EncoderDecoder) -> None:
+def check_causality(model: nn.Module) -> None:
     """Row c of a batch changes every target token from position c on: its logits before c must not change.
 
     One forward pass covers every cut c = 1 .. L-1, so a leak from any later position to any earlier one shows.
+    A kind that is not causal must show the opposite: logits before c that do change (every position sees
+    every token).
     """
     ids = _tokens(1, LENGTH, seed=0).repeat(LENGTH, 1)  # row c: changed from position c (row 0: unchanged)
     later = torch.arange(LENGTH)[None, :] >= torch.arange(LENGTH)[:, None]
@@ -221,6 +232,14 @@ def check_causality(model: DecoderOnly | EncoderDecoder) -> None:
     with torch.no_grad():
         src = _tokens(1, SOURCE_LENGTH, seed=1).repeat(LENGTH, 1)
         logits = _forward(model, changed, src=src)  # (L, L, V)
+    if not kind(model.config.kind).causal:
+        for cut in range(1, LENGTH):
+            if torch.allclose(logits[cut, :cut], logits[0, :cut], atol=ATOL, rtol=RTOL):
+                raise ConformanceFailure(
+                    f"logits before position {cut} did not change when the tokens from position {cut} on "
+                    f"changed, but kind '{model.config.kind}' is bidirectional"
+                )
+        return
     for cut in range(1, LENGTH):
         _expect_close(
             logits[cut, :cut],
@@ -229,7 +248,7 @@ def check_causality(model: DecoderOnly | EncoderDecoder) -> None:
         )
 
 
-def check_padding(model: DecoderOnly | EncoderDecoder) -> None:
+def check_padding(model: nn.Module) -> None:
     """Logits at real tokens do not depend on padding: a batch with a full row, a right-padded row and a
     left-padded one (sources right-padded) against each row run alone. Padding holds random tokens, not the pad id.
     """
@@ -248,15 +267,13 @@ def check_padding(model: DecoderOnly | EncoderDecoder) -> None:
             )
 
 
-def check_cached_decoding(model: DecoderOnly | EncoderDecoder) -> None:
+def check_cached_decoding(model: nn.Module) -> None:
     """A KV cache changes nothing: a 3-token prefix then one token at a time gives the logits of one full pass,
     and greedy ``generate`` returns the same ids with and without the cache."""
-    from swapformer.generation import KVCache
-
     ids, prefix = _tokens(2, LENGTH, seed=4), 3
     cache = KVCache(len(model.decoder.layers))
     with torch.no_grad():
-        if isinstance(model, EncoderDecoder):
+        if kind(model.config.kind).source:
             src = _tokens(2, SOURCE_LENGTH, seed=5)
             src_mask = torch.arange(SOURCE_LENGTH)[None, :] < torch.tensor([[SOURCE_LENGTH], [3]])
             memory = model.encode(src, src_mask)
@@ -284,7 +301,7 @@ def check_cached_decoding(model: DecoderOnly | EncoderDecoder) -> None:
         )
 
 
-def check_fully_padded_rows(model: DecoderOnly | EncoderDecoder) -> None:
+def check_fully_padded_rows(model: nn.Module) -> None:
     """A batch with rows that are all padding (target and source) gives finite logits and finite gradients."""
     ids, src = _tokens(3, LENGTH, seed=6), _tokens(3, SOURCE_LENGTH, seed=7)
     mask = torch.arange(LENGTH)[None, :] < torch.tensor([[LENGTH], [0], [3]])
@@ -304,12 +321,15 @@ def check_fully_padded_rows(model: DecoderOnly | EncoderDecoder) -> None:
         model.zero_grad(set_to_none=True)
 
 
-def _loss(model: DecoderOnly | EncoderDecoder, ids: Tensor, src: Tensor) -> Tensor:
+def _loss(model: nn.Module, ids: Tensor, src: Tensor) -> Tensor:
+    if not kind(model.config.kind).causal:  # every position sees its own token: predict it
+        logits = _forward(model, ids, src=src)
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), ids.reshape(-1))
     logits = _forward(model, ids[:, :-1], src=src)  # position i predicts token i + 1
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)), ids[:, 1:].reshape(-1))
 
 
-def check_train_step(model: DecoderOnly | EncoderDecoder) -> None:
+def check_train_step(model: nn.Module) -> None:
     """:data:`TRAIN_STEPS` AdamW steps (lr :data:`TRAIN_LR`) on one tiny batch bring the loss to at most
     :data:`TRAIN_RATIO` of its starting value (the model is trained in place, so this check runs last)."""
     ids, src = _tokens(4, LENGTH, seed=8), _tokens(4, SOURCE_LENGTH, seed=9)
@@ -410,7 +430,6 @@ __all__ = [
     "ATOL",
     "CHECKS",
     "CHECK_NAMES",
-    "KINDS",
     "OPTIONS",
     "REQUIRES",
     "RTOL",
@@ -428,6 +447,7 @@ __all__ = [
     "combinations",
     "default_members",
     "distinct_members",
+    "model_kinds",
     "run",
     "run_combination",
 ]

@@ -8,8 +8,8 @@ names a module (importing it registers its members with the decorators below) or
 arguments that registers them. Plug-ins are loaded lazily, on the first lookup in any family.
 
 Example:
-    >>> from swapformer.registry import registry
-    >>> registry("norm").build({"name": "layernorm", "eps": 1e-6}, d_model=8)
+    >>> from swapformer.registry import family
+    >>> family("norm").build({"name": "layernorm", "eps": 1e-6}, d_model=8)
     LayerNorm((8,), eps=1e-06, elementwise_affine=True, bias=True)
 """
 
@@ -101,7 +101,7 @@ def capabilities(family: str, spec: ComponentSpec) -> Capabilities:
         ConfigError: unknown family or name.
     """
     name, _ = split_spec(spec, where=family)
-    declared = getattr(registry(family).get(name).factory, "capabilities", DEFAULT)
+    declared = getattr(FAMILIES[family].get(name).factory, "capabilities", DEFAULT)
     return declared if isinstance(declared, Capabilities) else DEFAULT
 
 
@@ -261,27 +261,32 @@ def split_spec(spec: ComponentSpec, *, where: str) -> tuple[str, dict[str, Any]]
 FAMILIES: dict[str, Registry] = {}
 
 
-def _family(name: str, description: str) -> Registry:
+def _new_family(name: str, description: str) -> Registry:
     FAMILIES[name] = Registry(name, description)
     return FAMILIES[name]
 
 
-ATTENTION = _family(
+ATTENTION = _new_family(
     "attention", "attention kernel: softmax(q k^T / sqrt(E)) v and its faster or cheaper variants"
 )
-POSITIONAL = _family("positional", "how token order enters the model: embed(x), rotate(q, k), bias(L, S)")
-NORM = _family("norm", "normalization over the model dimension")
-PLACEMENT = _family("placement", "where the norm sits around each residual sublayer")
-FFN = _family("ffn", "position-wise feed-forward sublayer")
+POSITIONAL = _new_family("positional", "how token order enters the model: embed(x), rotate(q, k), bias(L, S)")
+NORM = _new_family("norm", "normalization over the model dimension")
+PLACEMENT = _new_family("placement", "where the norm sits around each residual sublayer")
+FFN = _new_family("ffn", "position-wise feed-forward sublayer")
 
 
-def registry(family: str) -> Registry:
-    """The registry of ``family`` (one of ``attention, positional, norm, placement, ffn``)."""
+def family(name: str) -> Registry:
+    """The registry of family ``name`` (one of ``attention, positional, norm, placement, ffn``).
+
+    Example:
+        >>> family("norm").available()
+        ['layernorm', 'rmsnorm', 'scalenorm']
+    """
     try:
-        return FAMILIES[family]
+        return FAMILIES[name]
     except KeyError:
         raise ConfigError(
-            f"unknown component family '{family}'{did_you_mean(family, FAMILIES)}; families: {', '.join(FAMILIES)}"
+            f"unknown component family '{name}'{did_you_mean(name, FAMILIES)}; families: {', '.join(FAMILIES)}"
         ) from None
 
 
@@ -292,7 +297,64 @@ def available(family: str, pattern: str = "*") -> list[str]:
         >>> available("norm")
         ['layernorm', 'rmsnorm', 'scalenorm']
     """
-    return registry(family).available(pattern)
+    return _family(family).available(pattern)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A model kind: what its model reads and how its self-attention looks.
+
+    Generic code (generation, conformance, callbacks, the CLI) asks a model's kind, ``kind(model.config.kind)``,
+    instead of testing the model's class.
+
+    Args:
+        name: as configs write it (``causal_lm``).
+        build: its builder, ``ModelConfig -> nn.Module``.
+        defaults: the config values of this kind that differ from the fields' own defaults.
+        causal: its (target) self-attention sees only earlier tokens.
+        source: it reads a source sequence through an encoder (``src_ids``).
+        generates: it decodes left to right (``model.generate``).
+    """
+
+    name: str
+    build: Callable[..., Any]
+    defaults: Mapping[str, Any]
+    causal: bool
+    source: bool = False
+    generates: bool = True
+
+
+KINDS: dict[str, Kind] = {}
+
+
+def register_kind(name: str, **declared: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator registering a builder as the model kind ``name`` (``declared``: the other :class:`Kind` fields).
+
+    Raises:
+        ConfigError: the name is taken.
+    """
+
+    def decorator(build: Callable[..., Any]) -> Callable[..., Any]:
+        if name in KINDS:
+            raise ConfigError(f"model kind '{name}' is already registered; choose another name")
+        KINDS[name] = Kind(name, build, **declared)
+        return build
+
+    return decorator
+
+
+def kind(name: str) -> Kind:
+    """The registered model kind ``name``.
+
+    Raises:
+        ConfigError: unknown name; the message lists the kinds and the closest match.
+    """
+    load_plugins()
+    if isinstance(name, str) and name in KINDS:
+        return KINDS[name]
+    raise ConfigError(
+        f"unknown model kind {name!r}{did_you_mean(str(name), KINDS)}; kinds: {', '.join(KINDS)}"
+    )
 
 
 _plugins_loaded = False
@@ -338,5 +400,9 @@ _loaded_entry_points: set[str] = set()
 
 
 def _ensure_builtin_members() -> None:
-    # Members live in swapformer.components; importing it registers them.
+    # Members live in swapformer.components and kinds in swapformer.models; importing them registers them.
     importlib.import_module("swapformer.components")
+    importlib.import_module("swapformer.models")
+
+
+_family = family  # for functions whose argument is called family

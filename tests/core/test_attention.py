@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from tests.core.torch_reference import copy_mha
 from torch import nn
 
-from swapformer import registry
+from swapformer import family
 from swapformer.components.attention import MathAttention, SDPAttention, causal_mask
 from swapformer.errors import ConfigError
 from swapformer.nn import MultiHeadAttention
@@ -111,7 +111,7 @@ def test_sdpa_kernel_returns_weights_through_math():
 def _pair(kernel, d_model=32, num_heads=4):
     ref = nn.MultiheadAttention(d_model, num_heads, batch_first=True).eval()
     ours = MultiHeadAttention(
-        d_model=d_model, num_heads=num_heads, kernel=registry("attention").build(kernel)
+        d_model=d_model, num_heads=num_heads, kernel=family("attention").build(kernel)
     ).eval()
     copy_mha(ours, ref)
     return ours, ref

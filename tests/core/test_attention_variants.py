@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from swapformer import available, registry
+from swapformer import available, family
 from swapformer.components.attention import (
     LinearAttention,
     MathAttention,
@@ -81,7 +81,7 @@ def test_sliding_window_refuses_a_window_below_one():
     with pytest.raises(
         ConfigError, match=r"sliding_window needs a window of at least 1 position, got window=0"
     ):
-        registry("attention").build({"name": "sliding_window", "window": 0})
+        family("attention").build({"name": "sliding_window", "window": 0})
 
 
 def quadratic_linear_attention(q, k, v, mask):
@@ -139,7 +139,7 @@ def test_linear_attention_refuses_masks_it_cannot_apply():
 @pytest.mark.parametrize("attention", available("attention"))
 @pytest.mark.parametrize("kv_heads", [2, 1], ids=["gqa", "mqa"])
 def test_every_kernel_shares_key_value_heads_like_repeated_heads(attention, kv_heads):
-    kernel = registry("attention").build(attention)
+    kernel = family("attention").build(attention)
     q, k, v = qkv(6, 6, kv_heads)
     mask = padding([6, 3, 4], 6)[:, None, None, :] & causal_mask(6, 6)
     grouped, _ = kernel(q, k, v, attn_mask=mask)

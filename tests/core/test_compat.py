@@ -6,7 +6,7 @@ import logging
 import pytest
 import torch
 
-from swapformer import ConfigError, ModelConfig, build_causal_lm, build_seq2seq, registry
+from swapformer import ConfigError, ModelConfig, build_causal_lm, build_seq2seq, family
 from swapformer.cli import run
 from swapformer.compat import (
     DEFAULT,
@@ -25,7 +25,7 @@ TINY = dict(vocab_size=20, d_model=16, num_heads=4, num_layers=1, d_ff=24, dropo
 
 def test_rows_cover_every_pair_and_refuse_exactly_score_biases_on_kernels_without_one():
     rows = compatibility_rows()
-    kernels, positions = registry("attention").available(), registry("positional").available()
+    kernels, positions = family("attention").available(), family("positional").available()
     assert [(r["attention"], r["positional"]) for r in rows] == [(k, p) for k in kernels for p in positions]
     for row in rows:
         bias = capabilities("positional", row["positional"]).adds_score_bias
@@ -88,11 +88,11 @@ def test_components_matrix_command_prints_the_grid_and_capabilities(capsys):
     out = capsys.readouterr().out
     grid = {line.split()[0]: line.split()[1:] for line in out.splitlines()[2:9]}
     header = out.splitlines()[1].split()[3:]
-    assert header == registry("attention").available()
+    assert header == family("attention").available()
     assert grid["alibi"][header.index("linear")] == "NO" and grid["alibi"][header.index("sdpa")] == "yes"
     assert "cross-attention with 'sliding_window' uses 'sdpa'" in out
-    for family in ("attention", "positional"):
-        assert f"{family} members" in out
+    for name in ("attention", "positional"):
+        assert f"{name} members" in out
     run(["components", "--help"])
     assert "--matrix" in capsys.readouterr().out
 
@@ -113,7 +113,7 @@ def test_declared_exportable_pairs_export(positional, attention):
 
 
 def test_every_family_member_declares_a_capabilities_instance_or_nothing():
-    for family, members in FAMILIES.items():
+    for family_name, members in FAMILIES.items():
         for member in members.describe():
             declared = getattr(member.factory, "capabilities", DEFAULT)
-            assert isinstance(declared, Capabilities), f"{family} '{member.name}'"
+            assert isinstance(declared, Capabilities), f"{family_name} '{member.name}'"

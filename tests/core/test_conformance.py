@@ -48,6 +48,7 @@ def test_every_combination_conforms(combination):
 def test_combinations_are_the_full_product_of_distinct_members():
     sizes = {f: len(conformance.distinct_members(f)) for f in conformance.COMPONENTS}
     assert sizes == {"attention": 4, "positional": 6, "norm": 3, "placement": 4, "ffn": 5}
+    assert {c.kind for c in COMBOS} == {"causal_lm", "seq2seq"}
     assert len(COMBOS) == 2 * 4 * 6 * 3 * 4 * 5 == len(set(COMBOS))
     positional = {c.positional for c in COMBOS}
     assert "none" in positional and "nope" not in positional  # one factory, two names: run once
@@ -135,7 +136,7 @@ def test_check_command_fails_a_leaky_plugin_kernel(leaky, capsys):
     # alibi and t5_relative pass: their score bias makes the model pass a full mask, causal pattern included
     assert re.search(r"causality\s+2\s+13\s+0\n", out)
     assert (
-        "causal_lm-leaky-sinusoidal-layernorm-post-relu: causality: logits before position 1 changed when the "
+        "causal_lm-leaky-sinusoidal-layernorm-pre-gelu: causality: logits before position 1 changed when the "
         "tokens from position 1 on changed (max |difference| "
     ) in out
     assert "(also failing: padding, cached_decoding)" in out
@@ -149,7 +150,7 @@ def test_a_plugin_norm_joins_every_combination_and_passes_the_check_command(half
     assert "half_norm" in {c.norm for c in conformance.combinations()}
     run(["check", "half_norm", "--quick", "--verbose"])  # no SystemExit: nothing failed
     out = capsys.readouterr().out
-    assert "checking 32 combinations with norm 'half_norm'" in out
+    assert "checking 32 combinations with norm 'half_norm'" in out  # 16 for each of the 2 kinds
     assert "pass    seq2seq-sdpa-rope-half_norm-post-relu" in out
     assert "32 combinations: 32 passed, 0 failed, 0 refused by the matrix" in out
 
@@ -182,13 +183,13 @@ def test_check_command_reports_refused_pairs_without_failing(capsys):
     run(["check", "linear", "--quick"])
     out = capsys.readouterr().out
     assert (
-        "refused by the matrix (2 combinations, e.g. causal_lm-linear-alibi-layernorm-post-relu): positional "
+        "refused by the matrix (2 combinations, e.g. causal_lm-linear-alibi-layernorm-pre-gelu): positional "
         "'alibi' adds a score bias, which attention 'linear' cannot apply"
     ) in out
     assert (
-        "refused by the matrix (2 combinations, e.g. causal_lm-linear-t5_relative-layernorm-post-relu)" in out
+        "refused by the matrix (2 combinations, e.g. causal_lm-linear-t5_relative-layernorm-pre-gelu)" in out
     )
-    assert "30 combinations: 26 passed, 0 failed, 4 refused by the matrix" in out
+    assert "30 combinations: 26 passed, 0 failed, 4 refused by the matrix" in out  # 15 for each of 2 kinds
 
 
 def test_check_command_unknown_and_ambiguous_names_exit_2(registries, capsys):

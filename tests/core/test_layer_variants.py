@@ -7,14 +7,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from swapformer import build_causal_lm, build_seq2seq, registry
+from swapformer import build_causal_lm, build_seq2seq, family
 from swapformer.components.placement import DeepNorm, deepnorm_constants
 
 D, FF = 16, 24
 
 
 def test_scalenorm_is_g_times_x_over_its_norm():
-    norm = registry("norm").build("scalenorm", d_model=D)
+    norm = family("norm").build("scalenorm", d_model=D)
     assert norm.scale.item() == pytest.approx(math.sqrt(D)) and sum(p.numel() for p in norm.parameters()) == 1
     x = torch.randn(3, 5, D)
     torch.testing.assert_close(norm(x), math.sqrt(D) * x / x.norm(dim=-1, keepdim=True))
@@ -25,7 +25,7 @@ def test_scalenorm_is_g_times_x_over_its_norm():
 
 
 def test_geglu_is_gelu_gate_times_up_then_down():
-    ffn = registry("ffn").build("geglu", d_model=D, d_ff=FF)
+    ffn = family("ffn").build("geglu", d_model=D, d_ff=FF)
     x = torch.randn(2, 5, D)
     gate, up, down = ffn.gate_proj.weight, ffn.up_proj.weight, ffn.down_proj.weight
     expected = (F.gelu(x @ gate.T) * (x @ up.T)) @ down.T
@@ -34,7 +34,7 @@ def test_geglu_is_gelu_gate_times_up_then_down():
 
 
 def test_relu2_is_squared_relu_between_two_linear_layers():
-    ffn = registry("ffn").build("relu2", d_model=D, d_ff=FF)
+    ffn = family("ffn").build("relu2", d_model=D, d_ff=FF)
     x = torch.randn(2, 5, D)
     hidden = x @ ffn.linear1.weight.T + ffn.linear1.bias
     expected = torch.clamp(hidden, min=0) ** 2 @ ffn.linear2.weight.T + ffn.linear2.bias
@@ -43,7 +43,7 @@ def test_relu2_is_squared_relu_between_two_linear_layers():
 
 def test_sandwich_norms_before_and_after_the_sublayer_with_two_norms():
     sublayer = nn.Linear(D, D)
-    step = registry("placement").build("sandwich", sublayer=sublayer, norm=nn.LayerNorm(D))
+    step = family("placement").build("sandwich", sublayer=sublayer, norm=nn.LayerNorm(D))
     assert type(step).final_norm is True
     with torch.no_grad():  # two distinct norms with their own parameters
         step.post_norm.weight.mul_(3.0)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from swapformer import build_causal_lm, build_seq2seq, registry
+from swapformer import build_causal_lm, build_seq2seq, family
 from swapformer.components.positional import (
     LearnedPositionalEncoding,
     RotaryPositionalEncoding,
@@ -87,7 +87,7 @@ def test_rope_rejects_odd_head_dim():
         build_causal_lm(dict(vocab_size=10, d_model=12, num_heads=4, positional="rope"))
 
 
-@pytest.mark.parametrize("positional", registry("positional").available())
+@pytest.mark.parametrize("positional", family("positional").available())
 def test_every_positional_member_builds_both_model_kinds(positional):
     cfg = dict(
         vocab_size=30, d_model=16, num_heads=2, num_layers=1, d_ff=32, max_seq_len=16, positional=positional

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from swapformer import build_causal_lm, build_seq2seq, registry
+from swapformer import build_causal_lm, build_seq2seq, family
 from swapformer.components.positional import (
     ALiBiPositionalEncoding,
     NoPositionalEncoding,
@@ -119,7 +119,7 @@ def test_rope_linear_scaling_equals_hugging_face_linear_rope_type(factor):
     _, hf = hf_llama_rotary("linear", factor, head_dim, 64)
     q, k = torch.randn(2, 4, length, head_dim), torch.randn(2, 2, length, head_dim)
     cos, sin = hf(q, torch.arange(3, 3 + length)[None])
-    rope = registry("positional").build(
+    rope = family("positional").build(
         {"name": "rope", "scaling": "linear", "factor": factor}, head_dim=head_dim
     )
     for ours, expected in zip(rope.rotate(q, k, offset=3), apply_rotary_pos_emb(q, k, cos, sin)):
@@ -158,5 +158,5 @@ def test_rope_scaling_options_are_checked():
 
 
 def test_nope_is_an_alias_of_none():
-    assert registry("positional").get("nope").factory is registry("positional").get("none").factory
-    assert isinstance(registry("positional").build("nope"), NoPositionalEncoding)
+    assert family("positional").get("nope").factory is family("positional").get("none").factory
+    assert isinstance(family("positional").build("nope"), NoPositionalEncoding)

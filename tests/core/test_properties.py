@@ -18,7 +18,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from swapformer import build_causal_lm, build_seq2seq, registry
+from swapformer import build_causal_lm, build_seq2seq, family
 from swapformer.compat import compatibility_rows
 
 V = 23
@@ -26,7 +26,7 @@ ATOL = 1e-5
 
 
 def _combos():
-    positional, kernels = registry("positional"), registry("attention")
+    positional, kernels = family("positional"), family("attention")
     distinct = list({positional.get(p).factory: p for p in reversed(positional.available())}.values())[::-1]
     pairs = [(r["positional"], r["attention"]) for r in compatibility_rows() if r["supported"]]
     return [

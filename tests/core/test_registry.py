@@ -8,17 +8,17 @@ import torch
 from torch import nn
 
 import swapformer
-from swapformer import ConfigError, build_causal_lm, registry
+from swapformer import ConfigError, build_causal_lm, family
 from swapformer.registry import ATTENTION, FAMILIES, Registry, load_plugins
 
 
 def test_build_by_name_and_by_mapping():
-    norm = registry("norm").build("layernorm", d_model=8)
+    norm = family("norm").build("layernorm", d_model=8)
     assert isinstance(norm, nn.LayerNorm) and norm.eps == 1e-5
-    norm = registry("norm").build({"name": "layernorm", "eps": 1e-3, "bias": False}, d_model=8)
+    norm = family("norm").build({"name": "layernorm", "eps": 1e-3, "bias": False}, d_model=8)
     assert norm.eps == 1e-3 and norm.bias is None
     # context sizes go only to members that take them; spec options override context
-    ffn = registry("ffn").build({"name": "relu", "d_ff": 7}, d_model=8, d_ff=32, head_dim=4)
+    ffn = family("ffn").build({"name": "relu", "d_ff": 7}, d_model=8, d_ff=32, head_dim=4)
     assert ffn.linear1.out_features == 7
 
 
@@ -31,8 +31,8 @@ def test_every_family_lists_its_members_with_descriptions():
     assert swapformer.available("norm") == ["layernorm", "rmsnorm", "scalenorm"]
     assert swapformer.available("placement") == ["deepnorm", "post", "pre", "sandwich"]
     assert swapformer.available("ffn") == ["geglu", "gelu", "relu", "relu2", "swiglu"]
-    for family in FAMILIES.values():
-        assert all(member.description for member in family.describe())
+    for members in FAMILIES.values():
+        assert all(member.description for member in members.describe())
 
 
 def test_available_takes_glob_patterns():
@@ -47,27 +47,27 @@ def test_unknown_name_lists_choices_and_suggests_the_closest():
         ConfigError,
         match=r"unknown positional 'rop' \(did you mean 'rope'\?\); available: alibi, learned, none, nope, rope, sinusoidal, t5_relative",
     ):
-        registry("positional").build("rop")
+        family("positional").build("rop")
     with pytest.raises(ConfigError, match=r"unknown component family 'norms' \(did you mean 'norm'\?\)"):
-        registry("norms")
+        family("norms")
 
 
 def test_options_a_member_does_not_take_are_named():
     with pytest.raises(
         ConfigError, match=r"norm 'rmsnorm' takes no option 'bias'; its options are: d_model, eps"
     ):
-        registry("norm").build({"name": "rmsnorm", "bias": False}, d_model=8)
+        family("norm").build({"name": "rmsnorm", "bias": False}, d_model=8)
     with pytest.raises(
         ConfigError, match=r"attention 'math' takes no option 'window', 'x'; its options are: none"
     ):
-        registry("attention").build({"name": "math", "window": 3, "x": 1})
+        family("attention").build({"name": "math", "window": 3, "x": 1})
 
 
 def test_malformed_specs_are_explained():
     with pytest.raises(ConfigError, match=r"needs a 'name' key"):
-        registry("norm").build({"eps": 1e-3})
+        family("norm").build({"eps": 1e-3})
     with pytest.raises(ConfigError, match=r"a component is a name or a mapping with a 'name' key, got 3"):
-        registry("norm").build(3)
+        family("norm").build(3)
 
 
 def test_duplicate_names_are_refused():
@@ -119,7 +119,7 @@ def installed_plugin(tmp_path, monkeypatch):
 def test_entry_point_plugin_adds_a_kernel_that_a_model_uses_by_name(installed_plugin):
     assert load_plugins(force=True) == {}
     assert "counting" in swapformer.available("attention")
-    member = registry("attention").get("counting")
+    member = family("attention").get("counting")
     assert member.source == "swapformer_counting"
     assert member.description.startswith("counts calls")
 

@@ -9,7 +9,7 @@ import sys
 import torch
 
 import swapformer
-from swapformer import build_causal_lm, registry
+from swapformer import build_causal_lm, family
 
 from .conftest import EXAMPLE_PLUGIN
 
@@ -17,11 +17,11 @@ from .conftest import EXAMPLE_PLUGIN
 def test_installed_plugin_members_are_found_by_name_with_their_source(example_plugin):
     assert {"softcap", "math"} <= set(swapformer.available("attention"))
     assert "reglu" in swapformer.available("ffn")
-    softcap = registry("attention").get("softcap")
+    softcap = family("attention").get("softcap")
     assert softcap.source == "swapformer_plugin_example"
     assert softcap.description.startswith("Soft-capped scores")  # the docstring's first line
     assert list(softcap.options) == ["cap"]
-    assert registry("ffn").get("reglu").description.startswith("ReLU-gated linear unit")
+    assert family("ffn").get("reglu").description.startswith("ReLU-gated linear unit")
 
 
 def test_a_model_runs_the_plugin_kernel_and_matches_math_when_the_cap_is_huge(example_plugin):

@@ -14,7 +14,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from swapformer import build_causal_lm, build_seq2seq, registry
+from swapformer import build_causal_lm, build_seq2seq, family
 from swapformer.compat import compatibility_rows
 from swapformer.generation import KVCache, left_pad
 
@@ -24,7 +24,7 @@ ATOL = 1e-5
 
 def _pairs():
     """Every (positional, kernel) pair the compatibility matrix supports; an alias (one class, two names) once."""
-    positional = registry("positional")
+    positional = family("positional")
     distinct = {positional.get(name).factory: name for name in reversed(positional.available())}.values()
     return [
         (r["positional"], r["attention"])

@@ -96,13 +96,14 @@ def test_beam_size_one_equals_greedy(kind, length_penalty):
 
 def torch_beam(net, kind, prompt, extra, **kwargs):
     """Call beam_search itself with num_beams=1 (generate() would dispatch one beam to the greedy loop)."""
-    from swapformer.generation.generate import _CausalStep, _Seq2SeqStep
+    from swapformer.models.causal_lm import CausalStep
+    from swapformer.models.seq2seq import Seq2SeqStep
 
     settings = Settings(max_new_tokens=15, **kwargs)
     with torch.no_grad():
         if kind == "causal_lm":
-            return beam_search(_CausalStep(net.eval(), None), prompt, None, settings)
-        step = _Seq2SeqStep(net.eval(), net.encode(prompt), None, None)
+            return beam_search(CausalStep(net.eval(), None), prompt, None, settings)
+        step = Seq2SeqStep(net.eval(), net.encode(prompt), None, None)
         return beam_search(step, torch.tensor([[extra["decoder_start_token_id"]]]), None, settings)
 
 

@@ -10,6 +10,8 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 
+import swapformer
+
 
 def _full(tensor: torch.Tensor) -> torch.Tensor:
     """The whole tensor of a DTensor shard (a collective: every rank must call it), else the tensor."""
@@ -27,7 +29,7 @@ class Probe(Callback):
         model = pl_module.model
         head, embedding = model.lm_head.weight, model.embedding.token.weight
         full_head, full_embedding = _full(head), _full(embedding)
-        fresh = type(pl_module).builder(pl_module.config)
+        fresh = swapformer.build(pl_module.config)
         fresh_buffers = dict(fresh.named_buffers())
         buffers_equal = all(
             torch.equal(buffer.cpu(), fresh_buffers[name.replace("._checkpoint_wrapped_module", "")])

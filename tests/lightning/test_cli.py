@@ -10,13 +10,13 @@ import pytest
 import yaml
 from lightning_testlib import CAUSAL_TINY, RECIPES, SEQ2SEQ_TINY, SHARED_DATA
 
-from swapformer import registry
+from swapformer import family
 from swapformer.cli import main, run
 
 MODEL_RECIPES = sorted(
     p.relative_to(RECIPES).as_posix()
     for p in RECIPES.glob("*/*.yaml")
-    if p.parent.name in ("causal_lm", "seq2seq")
+    if p.parent.name in ("causal_lm", "seq2seq", "masked_lm")
 )
 COMPOSABLE = sorted(
     p.relative_to(RECIPES).as_posix()
@@ -30,7 +30,7 @@ NOT_IN_PROCESS = {"trainer/ddp.yaml", "trainer/fsdp.yaml", "trainer/fsdp2.yaml",
 
 def _overrides(recipe: str) -> list[str]:
     """Tiny sizes, and absolute data paths for recipes that read shared files."""
-    args = list(CAUSAL_TINY if recipe.startswith("causal_lm") else SEQ2SEQ_TINY)
+    args = list(SEQ2SEQ_TINY if recipe.startswith("seq2seq") else CAUSAL_TINY)
     if recipe == "causal_lm/llama-style.yaml":
         args.append("--model.init_args.num_kv_heads=2")
     if recipe == "causal_lm/gpt2-124m.yaml":
@@ -57,7 +57,7 @@ def _needs_shared(recipe: str) -> None:
 
 
 def test_components_lists_every_family_and_member(capsys):
-    member = registry("norm")
+    member = family("norm")
     member.add(
         "testnorm", lambda *, d_model: None, description="a plug-in norm for this test", source="myplugin"
     )
@@ -66,9 +66,9 @@ def test_components_lists_every_family_and_member(capsys):
     finally:
         member._members.pop("testnorm")
     out = capsys.readouterr().out
-    for family in ("attention", "positional", "norm", "placement", "ffn"):
-        assert f"{family}: {registry(family).description}" in out
-        for m in registry(family).describe():
+    for name in ("attention", "positional", "norm", "placement", "ffn"):
+        assert f"{name}: {family(name).description}" in out
+        for m in family(name).describe():
             assert m.name in out and m.description in out
     assert re.search(r"\n  testnorm +a plug-in norm for this test  \[myplugin\]\n", out)
     capsys.readouterr()

@@ -27,7 +27,7 @@ from lightning_testlib import RECIPES
 from torch import nn
 
 from swapformer.errors import ConfigError
-from swapformer.models.builders import build_causal_lm
+from swapformer.models import build_causal_lm
 from swapformer.tasks import CausalLMModule
 from swapformer.training import BlockFSDPStrategy, FSDP2Strategy, consolidate_checkpoint, distributed
 

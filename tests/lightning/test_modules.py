@@ -122,16 +122,21 @@ def test_checkpoint_that_runs_code_on_load_is_refused(tmp_path, monkeypatch):
     assert not (tmp_path / "PWNED").exists()
 
 
-def test_module_signatures_cover_every_model_config_key():
-    """The modules spell out ModelConfig's keys (jsonargparse type-checks recipes from the signature); a key
-    added to ModelConfig but not to a module would be unreachable from recipes."""
+@pytest.mark.parametrize("module_class", [CausalLMModule, Seq2SeqModule])
+def test_module_signatures_cover_every_model_config_key_with_the_kinds_defaults(module_class):
+    """jsonargparse type-checks recipes from the signature: every ModelConfig key is there (the kind aside, which
+    the module fixes), with the default a model of that kind built in Python gets."""
     import dataclasses
     import inspect
 
-    from swapformer import ModelConfig
-    from swapformer.tasks import CausalLMModule, Seq2SeqModule
+    from swapformer import ModelConfig, build
 
-    keys = {f.name for f in dataclasses.fields(ModelConfig) if f.init}
-    seq2seq_only = {"num_encoder_layers", "num_decoder_layers", "src_vocab_size"}
-    assert keys <= set(inspect.signature(Seq2SeqModule.__init__).parameters)
-    assert keys - seq2seq_only <= set(inspect.signature(CausalLMModule.__init__).parameters)
+    keys = {f.name for f in dataclasses.fields(ModelConfig) if f.init} - {"kind"}
+    parameters = inspect.signature(module_class.__init__).parameters
+    assert keys <= set(parameters)
+    python = build({"kind": module_class.kind, "vocab_size": 11}).config.to_dict()
+    assert {k: parameters[k].default for k in keys - {"vocab_size"}} == {
+        k: v for k, v in python.items() if k in keys - {"vocab_size"}
+    }
+    module = module_class(vocab_size=11)
+    assert module.config == build({"kind": module_class.kind, "vocab_size": 11}).config

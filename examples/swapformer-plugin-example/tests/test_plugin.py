@@ -3,7 +3,7 @@
 import torch
 
 import swapformer
-from swapformer import registry
+from swapformer import family
 
 
 def test_members_are_registered_by_name():
@@ -14,10 +14,10 @@ def test_members_are_registered_by_name():
 def test_a_large_cap_gives_back_plain_attention():
     q, k, v = torch.randn(2, 4, 5, 8), torch.randn(2, 2, 7, 8), torch.randn(2, 2, 7, 8)
     mask = torch.rand(2, 1, 5, 7) > 0.3
-    capped, weights = registry("attention").build({"name": "softcap", "cap": 1e6})(
+    capped, weights = family("attention").build({"name": "softcap", "cap": 1e6})(
         q, k, v, attn_mask=mask, need_weights=True
     )
-    reference, expected = registry("attention").build("math")(q, k, v, attn_mask=mask, need_weights=True)
+    reference, expected = family("attention").build("math")(q, k, v, attn_mask=mask, need_weights=True)
     torch.testing.assert_close(capped, reference)
     torch.testing.assert_close(weights, expected)
 

@@ -23,9 +23,9 @@ import torch
 from swapformer.conformance import (
     CHECK_NAMES,
     COMPONENTS,
-    KINDS,
     CombinationResult,
     combinations,
+    model_kinds,
     run,
 )
 from swapformer.errors import ConfigError, did_you_mean
@@ -103,7 +103,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "name", help="a component (rope), family:name when several families use the name, or 'all'"
     )
-    p.add_argument("--kind", choices=KINDS, action="append", help="model kind (repeatable; default: both)")
+    p.add_argument(
+        "--kind", choices=model_kinds(), action="append", help="model kind (repeatable; default: every kind)"
+    )
     p.add_argument(
         "--quick",
         action="store_true",
@@ -129,7 +131,7 @@ def main(argv: list[str] | None = None, *, file: TextIO | None = None) -> None:
             print(f"swapformer check: error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
         fixed[family] = member
-    combos = combinations(kinds=args.kind or KINDS, fixed=fixed, quick=args.quick)
+    combos = combinations(kinds=args.kind, fixed=fixed, quick=args.quick)
     subject = " + ".join(f"{f} '{m}'" for f, m in fixed.items()) or "every component"
     print(f"checking {len(combos)} combinations with {subject}", file=file, flush=True)
 

@@ -12,6 +12,7 @@ with one message naming the key, before any data is read.
 
 from __future__ import annotations
 
+import importlib
 import re
 import sys
 
@@ -56,6 +57,10 @@ class SwapformerCLI(LightningCLI):
             values["vocab_size"] = _PLACEHOLDER_VOCAB
         if values.get("src_vocab_size") is None:
             values.pop("src_vocab_size", None)
+        module_path, _, class_name = model.class_path.rpartition(".")
+        module_kind = getattr(getattr(importlib.import_module(module_path), class_name, None), "kind", None)
+        if module_kind is not None:
+            values["kind"] = module_kind
         try:
             ModelConfig.from_dict(values)
         except ConfigError as err:

@@ -21,8 +21,8 @@ from typing import Any, TextIO
 
 import torch
 
-from swapformer.tasks import CausalLMModule, Seq2SeqModule
-from swapformer.tasks.seq2seq import strip_after_eos
+from swapformer.registry import kind
+from swapformer.tasks import SwapformerModule
 
 DEFAULT_NEW_TOKENS = 200
 
@@ -102,8 +102,12 @@ def _load(path: str, device: str):
     if not os.path.isfile(path):
         raise SystemExit(f"swapformer generate: error: no checkpoint at {path}")
     state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    seq2seq = any(key.startswith("model.encoder.") for key in state.get("state_dict", {}))
-    module = (Seq2SeqModule if seq2seq else CausalLMModule).load(path, map_location=device)
+    kind_name = state.get("hyper_parameters", {}).get("kind", "causal_lm")
+    module = SwapformerModule.for_kind(kind_name).load(path, map_location=device)
+    if not kind(kind_name).generates:
+        raise SystemExit(
+            f"swapformer generate: error: {path} holds a {kind_name} model, which does not decode left to right"
+        )
     if module.tokenizer is None:
         raise SystemExit(
             f"swapformer generate: error: {path} holds no tokenizer (not written by swapformer fit)"
@@ -150,31 +154,12 @@ def _continue(module, prompts: Iterable[str], kwargs: dict[str, Any], out: TextI
 
 
 def _translate(module, lines: Iterable[str], kwargs: dict[str, Any], batch_size: int, out: TextIO) -> None:
-    tokenizer, eos, pad = module.tokenizer, module.hparams.eos_id, max(module.pad_id, 0)
+    kwargs = dict(kwargs)
+    max_len = kwargs.pop("max_new_tokens") or min(DEFAULT_NEW_TOKENS, module.config.max_seq_len - 1)
     batch: list[str] = []
 
     def flush() -> None:
-        encoded = [[*tokenizer.encode(line), eos] for line in batch]  # sources as the data layer writes them
-        width = max(len(e) for e in encoded)
-        src = torch.full((len(encoded), width), pad, dtype=torch.long)
-        for row, ids in enumerate(encoded):
-            src[row, : len(ids)] = torch.tensor(ids)
-        src = src.to(module.device)
-        mask = (
-            torch.arange(width, device=module.device)[None, :]
-            < torch.tensor([len(e) for e in encoded], device=module.device)[:, None]
-        )
-        new_tokens = kwargs["max_new_tokens"] or min(DEFAULT_NEW_TOKENS, module.config.max_seq_len - 1)
-        result = module.model.generate(
-            src,
-            mask,
-            eos_token_id=eos,
-            pad_token_id=pad,
-            decoder_start_token_id=module.hparams.bos_id,
-            **dict(kwargs, max_new_tokens=new_tokens),
-        )
-        for row in result[:, 1:].tolist():
-            out.write(tokenizer.decode(strip_after_eos(row, eos)) + "\n")
+        out.writelines(text + "\n" for text in module.translate(batch, max_len, **kwargs))
         out.flush()
         batch.clear()
 
@@ -194,7 +179,7 @@ def main(argv: list[str] | None = None, *, stdin: TextIO | None = None, stdout: 
         kwargs = _generation_kwargs(args)
         module = _load(args.ckpt_path, args.device)
         with torch.inference_mode():
-            if hasattr(module, "translate_ids"):  # seq2seq
+            if kind(module.config.kind).source:  # a seq2seq model translates lines
                 if args.prompt or args.prompts_file:
                     raise ValueError(
                         "a seq2seq checkpoint translates source lines: pass --input FILE or pipe lines on stdin"

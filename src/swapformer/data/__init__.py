@@ -7,7 +7,7 @@ from swapformer.data.errors import DataError
 from swapformer.data.pairs import read_parallel_files, read_tsv, split_pairs
 from swapformer.data.resumable import ResumableDataLoader
 from swapformer.data.samplers import EpochShuffleSampler, RandomOffsetSampler
-from swapformer.data.seq2seq_datasets import PairCollator, PairDataset, encode_pairs
+from swapformer.data.seq2seq_datasets import PairCollator, PairDataset, encode_pairs, encode_sources
 from swapformer.data.synthetic import TASKS, generate_task
 from swapformer.data.text import TextSplit, load_text_split, read_text_corpus, split_text, stdlib_text_split
 from swapformer.data.tokenizers import (
@@ -48,6 +48,7 @@ __all__ = [
     "Tokenizer",
     "build_tokenizer",
     "encode_pairs",
+    "encode_sources",
     "generate_task",
     "load_text_split",
     "read_parallel_files",

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 
@@ -61,7 +62,7 @@ def encode_pairs(
     eos, bos = tokenizer.eos_id, tokenizer.bos_id
     encoded = [
         EncodedPair(
-            src_ids=[*tokenizer.encode(source), eos],
+            src_ids=source_ids(tokenizer, source),
             tgt_ids=[bos, *tokenizer.encode(target), eos],
             src_text=source,
             tgt_text=target,
@@ -138,11 +139,27 @@ class PairCollator:
     def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         batch: dict[str, Any] = {}
         for side in ("src", "tgt"):
-            sequences = [item[f"{side}_ids"] for item in items]
-            lengths = torch.tensor([len(sequence) for sequence in sequences])
-            ids = pad_sequence(sequences, batch_first=True, padding_value=self.pad_id)  # (N, S) or (N, L)
-            batch[f"{side}_ids"] = ids
-            batch[f"{side}_mask"] = torch.arange(ids.size(1)) < lengths[:, None]
+            batch[f"{side}_ids"], batch[f"{side}_mask"] = pad_right(
+                [item[f"{side}_ids"] for item in items], pad_id=self.pad_id
+            )
         batch["src_text"] = [item["src_text"] for item in items]
         batch["tgt_text"] = [item["tgt_text"] for item in items]
         return batch
+
+
+def source_ids(tokenizer: Tokenizer, text: str) -> list[int]:
+    """A source as every seq2seq input is encoded: its ids, then ``</s>``."""
+    return [*tokenizer.encode(text), tokenizer.eos_id]
+
+
+def pad_right(sequences: Sequence[Sequence[int] | Tensor], *, pad_id: int) -> tuple[Tensor, Tensor]:
+    """Id sequences padded on the right to the longest: ``(ids, mask)``, ``(N, S)`` each, mask True = real."""
+    tensors = [torch.as_tensor(s, dtype=torch.long) for s in sequences]
+    lengths = torch.tensor([len(t) for t in tensors])
+    ids = pad_sequence(tensors, batch_first=True, padding_value=pad_id)  # (N, S)
+    return ids, torch.arange(ids.size(1)) < lengths[:, None]
+
+
+def encode_sources(tokenizer: Tokenizer, texts: Sequence[str], *, pad_id: int) -> tuple[Tensor, Tensor]:
+    """Source texts as a model reads them (:func:`source_ids`, right-padded): ``(src_ids, src_mask)``."""
+    return pad_right([source_ids(tokenizer, text) for text in texts], pad_id=pad_id)

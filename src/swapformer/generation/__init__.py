@@ -4,7 +4,7 @@ The lecture's last step, "the decoder's input is its own previous output", made 
 :class:`KVCache` keeps every layer's keys and values, so each step runs one token through the model.
 """
 
-from swapformer.generation.generate import generate, left_pad
+from swapformer.generation.decoding import generate, left_pad
 from swapformer.generation.search import Settings, beam_search, sample_or_greedy
 from swapformer.nn.cache import AttentionCache, KVCache, LayerCache
 

@@ -6,7 +6,7 @@ A step function returns the next-token logits of every row given the ids so far:
 
 ``new`` is how many of the last ids it has not seen yet: the whole prompt at the first call, then 1. A cached step
 runs only those; an uncached one runs all of ``ids``. ``step.reorder(index)`` keeps rows ``index`` of its state
-(beam search). :mod:`swapformer.generation.generate` builds these for the two model kinds; any callable of this
+(beam search). :mod:`swapformer.generation.decoding` builds these for the two model kinds; any callable of this
 shape works, which is how the tests search a hand-written toy model.
 """
 
@@ -40,7 +40,7 @@ class Streamer(Protocol):
 
 @dataclass(frozen=True)
 class Settings:
-    """The checked decoding arguments (see :func:`swapformer.generation.generate`)."""
+    """The checked decoding arguments (see :func:`swapformer.generation.decoding`)."""
 
     max_new_tokens: int
     do_sample: bool = False

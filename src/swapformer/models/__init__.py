@@ -1,14 +1,14 @@
-"""Model assemblies and the builders that make them from a config."""
+"""Model assemblies, one file per kind (its model class, decoding step, builder and registration), and the
+shared builders that make them from a config."""
 
-from swapformer.models.builders import build_causal_lm, build_layer, build_seq2seq, build_stack, init_weights
-from swapformer.models.causal_lm import DecoderOnly
-from swapformer.models.seq2seq import EncoderDecoder
-from swapformer.nn.embedding import TokenEmbedding
+from swapformer.models.builders import build, build_layer, build_stack, init_weights
+from swapformer.models.causal_lm import DecoderOnly, build_causal_lm
+from swapformer.models.seq2seq import EncoderDecoder, build_seq2seq
 
 __all__ = [
     "DecoderOnly",
     "EncoderDecoder",
-    "TokenEmbedding",
+    "build",
     "build_causal_lm",
     "build_layer",
     "build_seq2seq",

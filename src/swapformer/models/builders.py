@@ -10,13 +10,10 @@ from typing import Any
 from torch import nn
 
 from swapformer.compat import cross_attention_kernel
+from swapformer.components.positional.base import PositionalEncoding
 from swapformer.config import ModelConfig
-from swapformer.models.causal_lm import DecoderOnly
-from swapformer.models.seq2seq import EncoderDecoder
-from swapformer.nn import MultiHeadAttention
-from swapformer.nn.blocks import TransformerLayer, TransformerStack
-from swapformer.nn.embedding import TokenEmbedding
-from swapformer.registry import ATTENTION, FFN, NORM, PLACEMENT, POSITIONAL
+from swapformer.nn import MultiHeadAttention, TokenEmbedding, TransformerLayer, TransformerStack
+from swapformer.registry import ATTENTION, FFN, NORM, PLACEMENT, POSITIONAL, kind
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +35,9 @@ def _residual(cfg: ModelConfig, sublayer: nn.Module, depth: Mapping[str, Any]) -
     return PLACEMENT.build(cfg.placement, sublayer=sublayer, norm=norm, dropout=cfg.dropout, **depth)
 
 
-def _attention(cfg: ModelConfig, *, cross: bool = False) -> MultiHeadAttention:
+def _attention(
+    cfg: ModelConfig, *, positional: PositionalEncoding | None = None, cross: bool = False
+) -> MultiHeadAttention:
     # A self-attention-only kernel (sliding_window) gives cross-attention the full kernel it names.
     spec = cross_attention_kernel(cfg.attention) if cross else cfg.attention
     return MultiHeadAttention(
@@ -48,6 +47,7 @@ def _attention(cfg: ModelConfig, *, cross: bool = False) -> MultiHeadAttention:
         kernel=ATTENTION.build(spec, **_context(cfg)),
         bias=cfg.bias,
         dropout=cfg.dropout,
+        positional=None if cross else positional,
     )
 
 
@@ -56,12 +56,14 @@ def build_layer(
     *,
     cross_attention: bool,
     num_layers: int,
+    positional: PositionalEncoding | None = None,
     is_encoder: bool = False,
     num_encoder_layers: int = 0,
     num_decoder_layers: int = 0,
 ) -> TransformerLayer:
     """One encoder layer (``cross_attention=False``) or decoder layer of ``cfg``'s components.
 
+    ``positional`` is the model's member, whose ``rotate`` hook the self-attention applies (None: no rotation).
     ``num_layers`` is the depth of the layer's stack; ``is_encoder`` and the two sides' depths (0 = no such side)
     reach the placement, whose constants may depend on them (``deepnorm``).
     """
@@ -72,7 +74,7 @@ def build_layer(
         "num_decoder_layers": num_decoder_layers,
     }
     return TransformerLayer(
-        self_attention=_residual(cfg, _attention(cfg), depth),
+        self_attention=_residual(cfg, _attention(cfg, positional=positional), depth),
         cross_attention=_residual(cfg, _attention(cfg, cross=True), depth) if cross_attention else None,
         feed_forward=_residual(cfg, FFN.build(cfg.ffn, **_context(cfg)), depth),
     )
@@ -83,6 +85,7 @@ def build_stack(
     *,
     num_layers: int,
     cross_attention: bool,
+    positional: PositionalEncoding | None = None,
     is_encoder: bool = False,
     num_encoder_layers: int = 0,
     num_decoder_layers: int = 0,
@@ -99,6 +102,7 @@ def build_stack(
             cfg,
             cross_attention=cross_attention,
             num_layers=num_layers,
+            positional=positional,
             is_encoder=is_encoder,
             num_encoder_layers=num_encoder_layers,
             num_decoder_layers=num_decoder_layers,
@@ -111,18 +115,25 @@ def build_stack(
     )
 
 
-def _embedding(cfg: ModelConfig, vocab_size: int, *, bidirectional: bool) -> TokenEmbedding:
-    # bidirectional: the stack's self-attention sees both directions (an encoder); t5_relative buckets by it
+def build_positional(cfg: ModelConfig, *, bidirectional: bool) -> PositionalEncoding:
+    """The positional member of one stack; ``bidirectional``: its self-attention sees both directions (an
+    encoder), which ``t5_relative`` buckets by."""
+    return POSITIONAL.build(cfg.positional, **_context(cfg), bidirectional=bidirectional)
+
+
+def build_embedding(cfg: ModelConfig, vocab_size: int, positional: PositionalEncoding) -> TokenEmbedding:
+    """Token embedding of ``vocab_size`` ids that adds ``positional``'s absolute positions."""
     return TokenEmbedding(
         vocab_size=vocab_size,
         d_model=cfg.d_model,
-        positional=POSITIONAL.build(cfg.positional, **_context(cfg), bidirectional=bidirectional),
+        positional=positional,
         scale=cfg.scale_embeddings,
         dropout=cfg.dropout,
     )
 
 
-def _lm_head(cfg: ModelConfig, embedding: TokenEmbedding) -> nn.Linear:
+def build_lm_head(cfg: ModelConfig, embedding: TokenEmbedding) -> nn.Linear:
+    """The final linear layer to the vocabulary, tied to ``embedding`` when ``cfg.tie_embeddings``."""
     head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
     if cfg.tie_embeddings:
         head.weight = embedding.token.weight
@@ -152,47 +163,14 @@ def init_weights(model: nn.Module, *, std: float, num_layers: int) -> None:
             hook()
 
 
-def build_causal_lm(config: ModelConfig | Mapping[str, Any]) -> DecoderOnly:
-    """A decoder-only causal LM from a :class:`ModelConfig` or a plain mapping.
+def build(config: ModelConfig | Mapping[str, Any]) -> nn.Module:
+    """The model of ``config``'s kind (``causal_lm`` by default), from a :class:`ModelConfig` or a mapping.
 
     Example:
         >>> import torch
-        >>> model = build_causal_lm({"vocab_size": 100, "d_model": 64, "num_heads": 4, "num_layers": 2,
-        ...                          "d_ff": 128, "positional": "rope", "norm": "rmsnorm", "placement": "pre",
-        ...                          "ffn": "swiglu"})
-        >>> model(torch.randint(100, (2, 10))).shape
+        >>> model = build({"kind": "seq2seq", "vocab_size": 100, "d_model": 32, "num_heads": 4, "num_layers": 2})
+        >>> model(torch.randint(100, (2, 7)), torch.randint(100, (2, 10))).shape
         torch.Size([2, 10, 100])
     """
     cfg = ModelConfig.coerce(config)
-    embedding = _embedding(cfg, cfg.vocab_size, bidirectional=False)
-    model = DecoderOnly(
-        embedding=embedding,
-        decoder=build_stack(cfg, num_layers=cfg.num_layers, cross_attention=False),
-        lm_head=_lm_head(cfg, embedding),
-    )
-    init_weights(model, std=cfg.init_std, num_layers=cfg.num_layers)
-    model.config = cfg
-    return model
-
-
-def build_seq2seq(config: ModelConfig | Mapping[str, Any]) -> EncoderDecoder:
-    """An encoder-decoder model from a :class:`ModelConfig` or a plain mapping.
-
-    ``num_encoder_layers`` / ``num_decoder_layers`` default to ``num_layers``; the source vocabulary to
-    ``vocab_size`` unless ``src_vocab_size`` is set.
-    """
-    cfg = ModelConfig.coerce(config)
-    num_encoder = cfg.num_encoder_layers or cfg.num_layers
-    num_decoder = cfg.num_decoder_layers or cfg.num_layers
-    tgt_embedding = _embedding(cfg, cfg.vocab_size, bidirectional=False)
-    depths = {"num_encoder_layers": num_encoder, "num_decoder_layers": num_decoder}
-    model = EncoderDecoder(
-        src_embedding=_embedding(cfg, cfg.src_vocab_size or cfg.vocab_size, bidirectional=True),
-        tgt_embedding=tgt_embedding,
-        encoder=build_stack(cfg, num_layers=num_encoder, cross_attention=False, is_encoder=True, **depths),
-        decoder=build_stack(cfg, num_layers=num_decoder, cross_attention=True, **depths),
-        lm_head=_lm_head(cfg, tgt_embedding),
-    )
-    init_weights(model, std=cfg.init_std, num_layers=num_encoder + num_decoder)
-    model.config = cfg
-    return model
+    return kind(cfg.kind).build(cfg)

@@ -1,17 +1,21 @@
-"""DecoderOnly: a causal language model (GPT, Llama)."""
+"""DecoderOnly: a causal language model (GPT, Llama), its decoding step, its builder and its kind."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
+import torch
 from torch import Tensor, nn
 
-from swapformer.nn.blocks import TransformerStack
-from swapformer.nn.embedding import TokenEmbedding
+from swapformer.components.positional.base import PositionalEncoding
+from swapformer.config import ModelConfig
+from swapformer.generation.decoding import check_left_padded, check_length, generate
+from swapformer.generation.search import Settings, expand_beams
+from swapformer.models import builders
+from swapformer.nn import KVCache, TokenEmbedding, TransformerStack
 from swapformer.nn.masks import causal_self_attention_inputs
-
-if TYPE_CHECKING:
-    from swapformer.nn.cache import KVCache
+from swapformer.registry import register_kind
 
 
 class DecoderOnly(nn.Module):
@@ -26,7 +30,9 @@ class DecoderOnly(nn.Module):
     softmax itself lives in the loss (cross-entropy) and in decoding.
 
     Args:
-        embedding: token embedding (holds the positional member).
+        embedding: token embedding; adds ``positional``'s absolute positions.
+        positional: the positional member, owned here and used by the embedding (``embed``), every
+            self-attention layer (``rotate``) and the mask (``bias``).
         decoder: stack of layers without cross-attention.
         lm_head: ``Linear(D, V)``; tied to the embedding when ``tie_embeddings``.
 
@@ -34,15 +40,19 @@ class DecoderOnly(nn.Module):
         input_ids ``(N, L)``; attention_mask ``(N, L)``, True = real token; logits ``(N, L, V)``.
     """
 
-    def __init__(self, *, embedding: TokenEmbedding, decoder: TransformerStack, lm_head: nn.Linear) -> None:
+    def __init__(
+        self,
+        *,
+        embedding: TokenEmbedding,
+        positional: PositionalEncoding,
+        decoder: TransformerStack,
+        lm_head: nn.Linear,
+    ) -> None:
         super().__init__()
         self.embedding = embedding
+        self.positional = positional
         self.decoder = decoder
         self.lm_head = lm_head
-
-    @property
-    def positional(self):
-        return self.embedding.positional
 
     def hidden_states(
         self, input_ids: Tensor, attention_mask: Tensor | None = None, *, cache: KVCache | None = None
@@ -56,9 +66,7 @@ class DecoderOnly(nn.Module):
             past_length=0 if cache is None else cache.length,
         )
         x = self.embedding(input_ids, offset=offset)
-        return self.decoder(
-            x, attn_mask=mask, is_causal=is_causal, positional=self.positional, offset=offset, cache=cache
-        )
+        return self.decoder(x, attn_mask=mask, is_causal=is_causal, offset=offset, cache=cache)
 
     def forward(
         self, input_ids: Tensor, attention_mask: Tensor | None = None, *, cache: KVCache | None = None
@@ -68,17 +76,84 @@ class DecoderOnly(nn.Module):
         Args:
             input_ids: ``(N, L)`` token ids; left or right padding allowed.
             attention_mask: True (or 1) = real token, ``(N, L)``; with a ``cache``, ``(N, cached + L)``.
-            cache: a :class:`~swapformer.generation.KVCache`; the tokens continue the cached ones and are
-                appended to it.
+            cache: a :class:`~swapformer.nn.KVCache`; the tokens continue the cached ones and are appended to it.
         """
         return self.lm_head(self.hidden_states(input_ids, attention_mask, cache=cache))
 
     def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, **kwargs: Any) -> Tensor:
-        """Continue ``input_ids``; see :func:`swapformer.generation.generate` for every argument.
+        """Continue ``input_ids``; see :func:`swapformer.generation.decoding` for every argument.
 
         Returns:
             ``(N, P + T)``: the (left-padded) prompt followed by up to ``max_new_tokens`` new ids.
         """
-        from swapformer.generation import generate
-
         return generate(self, input_ids, attention_mask, **kwargs)
+
+    def decoding(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None,
+        settings: Settings,
+        *,
+        use_cache: bool,
+        decoder_start_token_id: int | None = None,
+    ) -> tuple[CausalStep, Tensor, Tensor | None]:
+        """The step function of :func:`~swapformer.generation.decoding`: the prompts (left-padded) continue."""
+        mask = None
+        if attention_mask is not None:
+            mask = attention_mask if attention_mask.dtype == torch.bool else attention_mask != 0
+            check_left_padded(mask)
+            if bool(mask.all()):
+                mask = None  # no padding: the fast path
+        length = input_ids.size(1) + settings.max_new_tokens
+        check_length(self.positional, length, "prompt + max_new_tokens")
+        cache = KVCache(len(self.decoder.layers), capacity=length) if use_cache else None
+        beams = settings.num_beams
+        return CausalStep(self, cache), expand_beams(input_ids, beams), expand_beams(mask, beams)
+
+
+class CausalStep:
+    """Next-token logits of a DecoderOnly, with a KV cache or re-running the prefix."""
+
+    def __init__(self, model: DecoderOnly, cache: KVCache | None) -> None:
+        self.model, self.cache = model, cache
+
+    def __call__(self, ids: Tensor, attention_mask: Tensor | None, new: int) -> Tensor:
+        if self.cache is None:
+            hidden = self.model.hidden_states(ids, attention_mask)
+        else:
+            hidden = self.model.hidden_states(ids[:, -new:], attention_mask, cache=self.cache)
+        return self.model.lm_head(hidden[:, -1])  # (N, V): only the last position is needed
+
+    def reorder(self, index: Tensor) -> None:
+        if self.cache is not None:
+            self.cache.reorder(index)
+
+
+@register_kind(
+    "causal_lm", defaults={"positional": "sinusoidal", "placement": "pre", "ffn": "gelu"}, causal=True
+)
+def build_causal_lm(config: ModelConfig | Mapping[str, Any]) -> DecoderOnly:
+    """A decoder-only causal LM from a :class:`ModelConfig` or a plain mapping (``kind: causal_lm``).
+
+    Example:
+        >>> import torch
+        >>> model = build_causal_lm({"vocab_size": 100, "d_model": 64, "num_heads": 4, "num_layers": 2,
+        ...                          "d_ff": 128, "positional": "rope", "norm": "rmsnorm", "placement": "pre",
+        ...                          "ffn": "swiglu"})
+        >>> model(torch.randint(100, (2, 10))).shape
+        torch.Size([2, 10, 100])
+    """
+    cfg = ModelConfig.coerce(config, kind="causal_lm")
+    positional = builders.build_positional(cfg, bidirectional=False)
+    embedding = builders.build_embedding(cfg, cfg.vocab_size, positional)
+    model = DecoderOnly(
+        embedding=embedding,
+        positional=positional,
+        decoder=builders.build_stack(
+            cfg, num_layers=cfg.num_layers, cross_attention=False, positional=positional
+        ),
+        lm_head=builders.build_lm_head(cfg, embedding),
+    )
+    builders.init_weights(model, std=cfg.init_std, num_layers=cfg.num_layers)
+    model.config = cfg
+    return model

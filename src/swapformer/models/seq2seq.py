@@ -1,17 +1,21 @@
-"""EncoderDecoder: the original Transformer, for sequence-to-sequence tasks (translation)."""
+"""EncoderDecoder: the original Transformer, for sequence-to-sequence tasks (translation); its decoding step,
+builder and kind."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
 from torch import Tensor, nn
 
-from swapformer.nn.blocks import TransformerStack
-from swapformer.nn.embedding import TokenEmbedding
+from swapformer.components.positional.base import PositionalEncoding
+from swapformer.config import ModelConfig
+from swapformer.generation.decoding import check_length, generate
+from swapformer.generation.search import Settings, expand_beams
+from swapformer.models import builders
+from swapformer.nn import KVCache, TokenEmbedding, TransformerStack
 from swapformer.nn.masks import as_key_padding_mask, causal_self_attention_inputs, self_attention_mask
-
-if TYPE_CHECKING:
-    from swapformer.nn.cache import KVCache
+from swapformer.registry import register_kind
 
 
 class EncoderDecoder(nn.Module):
@@ -24,7 +28,8 @@ class EncoderDecoder(nn.Module):
         tgt ─▶ tgt embedding ─▶ [decoder layer × M] ─▶ final norm? ─▶ lm_head ─▶ logits
                                   causal self-attention, cross-attention(memory), FFN
 
-    Built by :func:`swapformer.build_seq2seq`.
+    Built by :func:`swapformer.build_seq2seq`. Each side owns its positional member (``src_positional`` is
+    bidirectional, ``tgt_positional`` causal); the embeddings and self-attention layers of that side use it.
 
     Shape:
         src_ids ``(N, S)``; tgt_ids ``(N, L)``; src_mask ``(N, S)`` and tgt_mask ``(N, L)``, True = real token;
@@ -36,6 +41,8 @@ class EncoderDecoder(nn.Module):
         *,
         src_embedding: TokenEmbedding,
         tgt_embedding: TokenEmbedding,
+        src_positional: PositionalEncoding,
+        tgt_positional: PositionalEncoding,
         encoder: TransformerStack,
         decoder: TransformerStack,
         lm_head: nn.Linear,
@@ -43,15 +50,18 @@ class EncoderDecoder(nn.Module):
         super().__init__()
         self.src_embedding = src_embedding
         self.tgt_embedding = tgt_embedding
+        self.src_positional = src_positional
+        self.tgt_positional = tgt_positional
         self.encoder = encoder
         self.decoder = decoder
         self.lm_head = lm_head
 
     def encode(self, src_ids: Tensor, src_mask: Tensor | None = None) -> Tensor:
         """The encoder output ("memory") ``(N, S, D)``."""
-        positional = self.src_embedding.positional
-        mask, _ = self_attention_mask(src_ids, src_mask, "src_mask", positional=positional, causal=False)
-        return self.encoder(self.src_embedding(src_ids), attn_mask=mask, positional=positional)
+        mask, _ = self_attention_mask(
+            src_ids, src_mask, "src_mask", positional=self.src_positional, causal=False
+        )
+        return self.encoder(self.src_embedding(src_ids), attn_mask=mask)
 
     def decode(
         self,
@@ -66,16 +76,15 @@ class EncoderDecoder(nn.Module):
 
         Args:
             tgt_mask: ``(N, L)`` True = real target token; with a ``cache``, ``(N, cached + L)``.
-            cache: a :class:`~swapformer.generation.KVCache`: the target tokens continue the cached ones, and the
+            cache: a :class:`~swapformer.nn.KVCache`: the target tokens continue the cached ones, and the
                 cross-attention keys and values of ``memory`` are projected once and kept.
         """
         source = as_key_padding_mask(src_mask, "src_mask", tuple(memory.shape[:2]))
-        positional = self.tgt_embedding.positional
         mask, is_causal, offset = causal_self_attention_inputs(
             tgt_ids,
             tgt_mask,
             "tgt_mask",
-            positional=positional,
+            positional=self.tgt_positional,
             past_length=0 if cache is None else cache.length,
         )
         memory_mask = None if source is None else source[:, None, None, :]  # (N, 1, 1, S)
@@ -83,7 +92,6 @@ class EncoderDecoder(nn.Module):
             self.tgt_embedding(tgt_ids, offset=offset),
             attn_mask=mask,
             is_causal=is_causal,
-            positional=positional,
             offset=offset,
             memory=memory,
             memory_mask=memory_mask,
@@ -98,11 +106,92 @@ class EncoderDecoder(nn.Module):
         return self.decode(tgt_ids, self.encode(src_ids, src_mask), src_mask=src_mask, tgt_mask=tgt_mask)
 
     def generate(self, input_ids: Tensor, src_mask: Tensor | None = None, **kwargs: Any) -> Tensor:
-        """Decode a target for each source ``input_ids`` ``(N, S)``; see :func:`swapformer.generation.generate`.
+        """Decode a target for each source ``input_ids`` ``(N, S)``; see :func:`swapformer.generation.decoding`.
 
         Returns:
             ``(N, 1 + T)``: ``decoder_start_token_id`` followed by up to ``max_new_tokens`` new ids.
         """
-        from swapformer.generation import generate
-
         return generate(self, input_ids, src_mask, **kwargs)
+
+    def decoding(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None,
+        settings: Settings,
+        *,
+        use_cache: bool,
+        decoder_start_token_id: int | None = None,
+    ) -> tuple[Seq2SeqStep, Tensor, None]:
+        """The step function of :func:`~swapformer.generation.decoding`: the source ``input_ids`` is encoded once,
+        and targets start from ``decoder_start_token_id``."""
+        if decoder_start_token_id is None:
+            raise ValueError(
+                "an encoder-decoder needs decoder_start_token_id, the first target id (the BOS id of the "
+                "tokenizer, 1 for swapformer's tokenizers)"
+            )
+        check_length(self.src_positional, input_ids.size(1), "the source")
+        check_length(self.tgt_positional, 1 + settings.max_new_tokens, "1 + max_new_tokens")
+        memory = self.encode(input_ids, attention_mask)  # (N, S, D), once
+        beams = settings.num_beams
+        memory, src_mask = expand_beams(memory, beams), expand_beams(attention_mask, beams)
+        start = input_ids.new_full((memory.size(0), 1), decoder_start_token_id)
+        cache = KVCache(len(self.decoder.layers), capacity=1 + settings.max_new_tokens) if use_cache else None
+        return Seq2SeqStep(self, memory, src_mask, cache), start, None
+
+
+class Seq2SeqStep:
+    """Next-token logits of an EncoderDecoder's decoder over a fixed encoder output."""
+
+    def __init__(self, model: EncoderDecoder, memory: Tensor, src_mask: Tensor | None, cache: KVCache | None):
+        self.model, self.memory, self.src_mask, self.cache = model, memory, src_mask, cache
+
+    def __call__(self, ids: Tensor, attention_mask: Tensor | None, new: int) -> Tensor:
+        if self.cache is not None:
+            ids = ids[:, -new:]
+        return self.model.decode(ids, self.memory, src_mask=self.src_mask, cache=self.cache)[:, -1]
+
+    def reorder(self, index: Tensor) -> None:
+        if self.cache is not None:  # beams of one source share its memory: cross-attention stays
+            self.cache.reorder(index, cross_attention=False)
+
+
+@register_kind(
+    "seq2seq",
+    defaults={"positional": "sinusoidal", "placement": "post", "ffn": "relu"},
+    causal=True,
+    source=True,
+)
+def build_seq2seq(config: ModelConfig | Mapping[str, Any]) -> EncoderDecoder:
+    """An encoder-decoder model from a :class:`ModelConfig` or a plain mapping (``kind: seq2seq``).
+
+    ``num_encoder_layers`` / ``num_decoder_layers`` default to ``num_layers``; the source vocabulary to
+    ``vocab_size`` unless ``src_vocab_size`` is set. The defaults are the 2017 paper's base model.
+    """
+    cfg = ModelConfig.coerce(config, kind="seq2seq")
+    num_encoder = cfg.num_encoder_layers or cfg.num_layers
+    num_decoder = cfg.num_decoder_layers or cfg.num_layers
+    src_positional = builders.build_positional(cfg, bidirectional=True)
+    tgt_positional = builders.build_positional(cfg, bidirectional=False)
+    tgt_embedding = builders.build_embedding(cfg, cfg.vocab_size, tgt_positional)
+    depths = {"num_encoder_layers": num_encoder, "num_decoder_layers": num_decoder}
+    model = EncoderDecoder(
+        src_embedding=builders.build_embedding(cfg, cfg.src_vocab_size or cfg.vocab_size, src_positional),
+        tgt_embedding=tgt_embedding,
+        src_positional=src_positional,
+        tgt_positional=tgt_positional,
+        encoder=builders.build_stack(
+            cfg,
+            num_layers=num_encoder,
+            cross_attention=False,
+            positional=src_positional,
+            is_encoder=True,
+            **depths,
+        ),
+        decoder=builders.build_stack(
+            cfg, num_layers=num_decoder, cross_attention=True, positional=tgt_positional, **depths
+        ),
+        lm_head=builders.build_lm_head(cfg, tgt_embedding),
+    )
+    builders.init_weights(model, std=cfg.init_std, num_layers=num_encoder + num_decoder)
+    model.config = cfg
+    return model

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from swapformer.errors import ConfigError
+from swapformer.nn._shared import borrow
 
 if TYPE_CHECKING:
     from swapformer.components.positional.base import PositionalEncoding
@@ -28,10 +29,12 @@ class MultiHeadAttention(nn.Module):
     Args:
         d_model: model dimension D.
         num_heads: query heads H; head dimension E = D / H.
-        kernel: an attention kernel (``registry("attention").build("sdpa")``).
+        kernel: an attention kernel (``family("attention").build("sdpa")``).
         num_kv_heads: key/value heads Hkv (H for MHA, 1 for MQA, between for GQA); must divide H.
         bias: biases in the four projections.
         dropout: dropout on the attention weights while training.
+        positional: the model's positional member, whose ``rotate`` hook applies to q and k in self-attention
+            (RoPE); used, not owned: the model holds its parameters. None for cross-attention.
 
     Raises:
         ConfigError: D not divisible by H, or H not divisible by Hkv.
@@ -49,8 +52,10 @@ class MultiHeadAttention(nn.Module):
         num_kv_heads: int | None = None,
         bias: bool = True,
         dropout: float = 0.0,
+        positional: PositionalEncoding | None = None,
     ) -> None:
         super().__init__()
+        borrow(self, "positional", positional)
         num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
         if d_model % num_heads:
             raise ConfigError(f"d_model={d_model} is not divisible by num_heads={num_heads}")
@@ -72,7 +77,6 @@ class MultiHeadAttention(nn.Module):
         *,
         attn_mask: Tensor | None = None,
         is_causal: bool = False,
-        positional: PositionalEncoding | None = None,
         offset: int | Tensor = 0,
         need_weights: bool = False,
         cache: AttentionCache | None = None,
@@ -82,7 +86,6 @@ class MultiHeadAttention(nn.Module):
         Args:
             attn_mask: True = may attend (or a float bias), broadcastable to ``(N, H, L, S)``.
             is_causal: block future keys (when no mask is given, the kernel's fast causal path).
-            positional: its ``rotate`` hook is applied to q and k in self-attention.
             offset: absolute position of ``x[:, 0]`` (tokens already seen), for ``rotate``; an int, or ``(N,)``
                 per-row offsets for left-padded batches.
             need_weights: also return the attention weights ``(N, H, L, S)``.
@@ -101,8 +104,8 @@ class MultiHeadAttention(nn.Module):
             if memory is None:
                 k, v = self._project_kv(x)
         if memory is None:  # self-attention
-            if positional is not None:
-                q, k = positional.rotate(q, k, offset=offset)
+            if self.positional is not None:
+                q, k = self.positional.rotate(q, k, offset=offset)
             if cache is not None:
                 k, v = cache.append(k, v)  # (N, Hkv, S, E), S = cached + L
         elif cache is not None and cache.length:  # cross-attention, memory already projected

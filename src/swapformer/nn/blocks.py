@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 from torch import Tensor, nn
 
 if TYPE_CHECKING:
-    from swapformer.components.positional.base import PositionalEncoding
     from swapformer.nn.cache import KVCache, LayerCache
 
 
@@ -45,7 +44,6 @@ class TransformerLayer(nn.Module):
         *,
         attn_mask: Tensor | None = None,
         is_causal: bool = False,
-        positional: PositionalEncoding | None = None,
         offset: int | Tensor = 0,
         memory: Tensor | None = None,
         memory_mask: Tensor | None = None,
@@ -55,7 +53,6 @@ class TransformerLayer(nn.Module):
             x,
             attn_mask=attn_mask,
             is_causal=is_causal,
-            positional=positional,
             offset=offset,
             cache=None if cache is None else cache.self_attention,
         )
@@ -80,7 +77,7 @@ class TransformerStack(nn.Module):
         self.final_norm = final_norm
 
     def forward(self, x: Tensor, *, cache: KVCache | None = None, **kwargs) -> Tensor:
-        """Run every layer with the same keyword arguments (masks, positional, memory), each with its own
+        """Run every layer with the same keyword arguments (masks, offset, memory), each with its own
         slot of ``cache``."""
         if cache is None:
             for layer in self.layers:

@@ -7,6 +7,7 @@ import math
 from torch import Tensor, nn
 
 from swapformer.components.positional.base import PositionalEncoding
+from swapformer.nn._shared import borrow
 
 
 class TokenEmbedding(nn.Module):
@@ -15,7 +16,7 @@ class TokenEmbedding(nn.Module):
     Args:
         vocab_size: V.
         d_model: D.
-        positional: the stack's positional member; its ``embed`` hook adds absolute positions.
+        positional: the model's positional member; its ``embed`` hook adds absolute positions (used, not owned).
         scale: multiply by sqrt(D) (Vaswani et al., section 3.4).
         dropout: dropout on the sum.
 
@@ -34,7 +35,7 @@ class TokenEmbedding(nn.Module):
     ) -> None:
         super().__init__()
         self.token = nn.Embedding(vocab_size, d_model)
-        self.positional = positional
+        borrow(self, "positional", positional)
         self.scale = math.sqrt(d_model) if scale else 1.0
         self.dropout = nn.Dropout(dropout)
 

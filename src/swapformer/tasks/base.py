@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
-from typing import Any, ClassVar
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import lightning.pytorch as pl
 import torch
@@ -16,13 +19,19 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from swapformer.config import ModelConfig
+from swapformer.config import COMPONENT_KEYS, ModelConfig
+from swapformer.data.tokenizers import Tokenizer
 from swapformer.errors import ConfigError
+from swapformer.models import init_weights
+from swapformer.registry import kind
 from swapformer.training import distributed
+from swapformer.training.callbacks import SampleCallback
 from swapformer.training.optim import SCHEDULES, fused_adamw_supported, param_groups, schedule_fn
 
 STAGES = ("train", "val", "test")
 MODEL_KEYS = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.init)
+ComponentName = str | dict[str, Any]
+"""A registry name, or ``{name: ..., **options}``; checked by the registry, not by the type."""
 
 
 class PerplexityFromNLL(MeanMetric):
@@ -33,28 +42,116 @@ class PerplexityFromNLL(MeanMetric):
         return super().compute().exp()
 
 
-class SwapformerModule(pl.LightningModule):
-    """Base class of :class:`CausalLMModule` and :class:`Seq2SeqModule` (not used directly).
+def training_options(
+    *,
+    lr: float = 3e-4,
+    weight_decay: float = 0.1,
+    betas: tuple[float, float] = (0.9, 0.95),
+    eps: float = 1e-8,
+    schedule: Literal["warmup_cosine", "inverse_sqrt", "constant"] = "warmup_cosine",
+    warmup_steps: int = 100,
+    total_steps: int | None = None,
+    min_lr_ratio: float = 0.1,
+    label_smoothing: float = 0.0,
+    global_batch_tokens: int | None = None,
+    activation_checkpointing: bool = False,
+    compile: bool | dict[str, Any] = False,
+    meta_init: bool = False,
+) -> dict[str, Any]:
+    """The training options every task module takes (a module may change their defaults), checked.
 
-    Subclasses call :meth:`_setup` from ``__init__`` after ``save_hyperparameters()``, and implement
-    ``build_model`` and ``_forward_loss``.
+    Args:
+        lr: peak learning rate (``inverse_sqrt``: a scale on the paper's formula, 1.0 = the paper).
+        weight_decay: AdamW decoupled weight decay of weight matrices (never norms, biases, embeddings).
+        betas, eps: AdamW.
+        schedule: ``warmup_cosine``, ``inverse_sqrt`` or ``constant`` (see :mod:`swapformer.training.optim`).
+        warmup_steps: optimizer steps of linear warmup.
+        total_steps: end of the cosine decay; None = the trainer's ``estimated_stepping_batches``.
+        min_lr_ratio: the cosine's floor, as a fraction of ``lr``.
+        label_smoothing: cross-entropy label smoothing in [0, 1).
+        global_batch_tokens: tokens per optimizer step over all processes; sets
+            ``trainer.accumulate_grad_batches = global_batch_tokens / (batch_size x seq_len x processes)`` at fit
+            start, so the effective batch does not depend on the device count. None = the trainer's setting.
+        activation_checkpointing: recompute each block's activations in backward (less memory, ~1/3 more time).
+        compile: ``torch.compile`` each block (True, or a dict of ``torch.compile`` options); off by default.
+        meta_init: create the parameters on the meta device and allocate them in ``configure_model``, after
+            FSDP2 has sharded them (each process then holds only its shards); for models too big for one device.
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule='{schedule}' is unknown; choose one of {', '.join(SCHEDULES)}")
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing={label_smoothing} must be in [0, 1)")
+    return dict(locals())
+
+
+TRAINING_KEYS = tuple(inspect.signature(training_options).parameters)
+
+
+class SwapformerModule(pl.LightningModule):
+    """Base class of the task modules (:class:`CausalLMModule`, :class:`Seq2SeqModule`, :class:`MaskedLMModule`).
+
+    A task module sets ``kind`` (and ``training_defaults`` where its defaults differ from
+    :func:`training_options`'), declares ``__init__(self, vocab_size, *, <its own options>, **options)`` and
+    passes ``locals()`` on to this class. Its signature then lists every :class:`ModelConfig` field with the kind's
+    defaults and every training option (the CLI and ``--help`` see them all; a field added to ModelConfig reaches
+    every module), and the hyperparameters saved are the whole resolved config plus the options.
     """
 
-    builder: ClassVar[Any]
+    kind: ClassVar[str]
+    training_defaults: ClassVar[dict[str, Any]] = {}
+    _by_kind: ClassVar[dict[str, type[SwapformerModule]]] = {}
 
-    def _setup(self, *, label_smoothing: float, schedule: str) -> None:
-        hp = self.hparams
-        if schedule not in SCHEDULES:
-            raise ValueError(f"schedule='{schedule}' is unknown; choose one of {', '.join(SCHEDULES)}")
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing={label_smoothing} must be in [0, 1)")
-        self.config = ModelConfig.from_dict({k: hp[k] for k in MODEL_KEYS if k in hp})
-        if hp.get("meta_init"):  # parameters allocated later, in configure_model (sharded first under FSDP2)
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in vars(cls) and "kind" in vars(cls):
+            cls.__init__.__signature__ = _full_signature(cls)
+            SwapformerModule._by_kind.setdefault(cls.kind, cls)  # the first module of a kind trains it
+
+    @staticmethod
+    def for_kind(name: str) -> type[SwapformerModule]:
+        """The module class that trains models of kind ``name`` (a checkpoint's ``kind`` hyperparameter).
+
+        Raises:
+            ConfigError: no module trains that kind.
+        """
+        if name not in SwapformerModule._by_kind:
+            modules = ", ".join(SwapformerModule._by_kind)
+            raise ConfigError(f"no task module trains model kind {name!r}; modules exist for {modules}")
+        return SwapformerModule._by_kind[name]
+
+    def __init__(self, arguments: dict[str, Any]) -> None:
+        # Subclasses call SwapformerModule.__init__(self, locals()) rather than super().__init__(): a method
+        # that names super() gets a __class__ cell, and Lightning would then read the subclass's frame against
+        # its generated signature.
+        super().__init__()
+        options = arguments.pop("options")
+        own = {k: v for k, v in arguments.items() if k not in ("self", "__class__", "vocab_size")}
+        if options.get("kind", self.kind) != self.kind:
+            raise ConfigError(
+                f"kind={options['kind']!r} does not match {type(self).__name__}, which trains {self.kind} models"
+            )
+        training = training_options(
+            **{**self.training_defaults, **{k: v for k, v in options.items() if k in TRAINING_KEYS}}
+        )
+        model = {k: v for k, v in options.items() if k not in TRAINING_KEYS}
+        self.config = ModelConfig.from_dict(
+            {**model, "vocab_size": arguments["vocab_size"], "kind": self.kind}
+        )
+        # _class_path, as LightningCLI writes it: `swapformer predict --ckpt_path` reads the model back from it
+        class_path = f"{type(self).__module__}.{type(self).__qualname__}"
+        options = {
+            k: list(v) if isinstance(v, tuple) else v for k, v in {**training, **own}.items()
+        }  # YAML-plain
+        self.save_hyperparameters({"_class_path": class_path, **self.config.to_dict(), **options})
+        build = kind(self.kind).build
+        if training[
+            "meta_init"
+        ]:  # parameters allocated later, in configure_model (sharded first under FSDP2)
             with distributed.parameters_on_meta():
-                self.model = type(self).builder(self.config)
+                self.model = build(self.config)
             distributed.check_meta_initializable(self.model)
         else:
-            self.model = type(self).builder(self.config)
+            self.model = build(self.config)
         self.pad_id = self.config.pad_token_id if self.config.pad_token_id is not None else -100
         self.tokenizer = None  # set from the datamodule in setup() or from the checkpoint on load
         for stage in STAGES:  # one metric object per stage: states never mix between stages
@@ -70,6 +167,42 @@ class SwapformerModule(pl.LightningModule):
                     validate_args=False,
                 ),
             )
+
+    # ---- what generic code asks a task ----------------------------------------------------------------
+    @staticmethod
+    def batch_size(batch: Mapping[str, Any]) -> int:
+        """Examples in ``batch`` (TokenThroughput)."""
+        return int(batch["input_ids"].size(0))
+
+    @staticmethod
+    def batch_tokens(batch: Mapping[str, Any]) -> int:
+        """Tokens a step processes: every input position, padding included, as the hardware sees it."""
+        return int(batch["input_ids"].numel())
+
+    def sample_lines(self, **options: Any) -> list[str]:
+        """Lines showing what the model does now (:class:`~swapformer.training.SampleCallback`); none by default."""
+        return []
+
+    def attention_inputs(self, batch: Mapping[str, Tensor], max_tokens: int) -> AttentionInputs:
+        """How :class:`~swapformer.training.AttentionMapLogger` runs the model on ``batch`` and labels its maps."""
+        ids = batch["input_ids"][:, :max_tokens]
+        mask = batch.get("attention_mask")
+        return AttentionInputs(
+            run=lambda: self.model(ids, None if mask is None else mask[:, :max_tokens]),
+            keys=ids,
+            queries=ids,
+            layers="self",
+        )
+
+    # ---- steps: each task's _step(stage, batch, batch_idx) makes the logits and returns the loss ---------
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
+        return self._step("train", batch, batch_idx)
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        self._step("val", batch, batch_idx)
+
+    def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        self._step("test", batch, batch_idx)
 
     # ---- loss ----------------------------------------------------------------------------------------
     def token_loss(self, logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, int]:
@@ -168,8 +301,6 @@ class SwapformerModule(pl.LightningModule):
         """Whether this stage runs autoregressive decoding (greedy_eval, SampleCallback, predict)."""
         if stage == "predict" or (stage in ("validate", "test") and self.hparams.get("greedy_eval")):
             return True
-        from swapformer.training.callbacks import SampleCallback
-
         return stage == "validate" and any(isinstance(c, SampleCallback) for c in self.trainer.callbacks)
 
     def _gather_if_decoding(self, stage: str) -> None:
@@ -201,8 +332,6 @@ class SwapformerModule(pl.LightningModule):
         self._release_gathered()
 
     def _init_weights(self, model: torch.nn.Module) -> None:
-        from swapformer.models.builders import init_weights
-
         init_weights(model, std=self.config.init_std, num_layers=len(distributed.blocks(model)))
 
     def configure_gradient_clipping(
@@ -281,8 +410,6 @@ class SwapformerModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("tokenizer")
         if state is not None:
-            from swapformer.data.tokenizers import Tokenizer
-
             self.tokenizer = Tokenizer.from_dict(state)
 
     @classmethod
@@ -300,3 +427,41 @@ class SwapformerModule(pl.LightningModule):
     def num_parameters(self) -> int:
         """Trainable parameters, a tied embedding counted once."""
         return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+
+
+class AttentionInputs(NamedTuple):
+    """A forward pass to record attention maps from: ``run()`` runs it; ``keys`` ``(N, S)`` and ``queries``
+    ``(N, L)`` label the maps' columns and rows; ``layers`` is the default choice of layers to draw."""
+
+    run: Callable[[], Any]
+    keys: Tensor
+    queries: Tensor
+    layers: str
+
+
+def _full_signature(cls: type[SwapformerModule]) -> inspect.Signature:
+    """``cls.__init__``'s signature with ``**options`` spelled out: every ModelConfig field (``kind`` aside) with
+    the kind's default, then every training option with the class's default, then the class's own options."""
+    own = inspect.signature(cls.__init__).parameters
+    hints = typing.get_type_hints(ModelConfig)
+    model_defaults = ModelConfig.defaults(cls.kind)
+    fields = [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=model_defaults[name],
+            annotation=ComponentName | None if name in COMPONENT_KEYS else hints[name],
+        )
+        for name in MODEL_KEYS
+        if name not in ("vocab_size", "kind")
+    ]
+    training_hints = typing.get_type_hints(training_options)
+    training = [
+        p.replace(default=cls.training_defaults.get(name, p.default), annotation=training_hints[name])
+        for name, p in inspect.signature(training_options).parameters.items()
+    ]
+    rest = [
+        p for name, p in own.items() if name not in ("self", "vocab_size") and p.kind is not p.VAR_KEYWORD
+    ]
+    cls.__init__.__annotations__.update({p.name: p.annotation for p in [*fields, *training]})
+    return inspect.Signature([own["self"], own["vocab_size"], *fields, *training, *rest])

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from swapformer.models.builders import build_causal_lm
 from swapformer.tasks.base import SwapformerModule
-
-ComponentName = str | dict[str, Any]
-"""A registry name, or ``{name: ..., **options}``; checked by the registry, not by the type."""
 
 
 class CausalLMModule(SwapformerModule):
@@ -22,87 +18,26 @@ class CausalLMModule(SwapformerModule):
 
     Args:
         vocab_size ... init_std: see :class:`~swapformer.ModelConfig`.
-        lr: peak learning rate (``inverse_sqrt``: a scale on the paper's formula, 1.0 = the paper).
-        weight_decay: AdamW decoupled weight decay of weight matrices (never norms, biases, embeddings).
-        betas, eps: AdamW.
-        schedule: ``warmup_cosine``, ``inverse_sqrt`` or ``constant`` (see :mod:`swapformer.training.optim`).
-        warmup_steps: optimizer steps of linear warmup.
-        total_steps: end of the cosine decay; None = the trainer's ``estimated_stepping_batches``.
-        min_lr_ratio: the cosine's floor, as a fraction of ``lr``.
-        label_smoothing: cross-entropy label smoothing in [0, 1).
-        global_batch_tokens: tokens per optimizer step over all processes; sets
-            ``trainer.accumulate_grad_batches = global_batch_tokens / (batch_size x seq_len x processes)`` at fit
-            start, so the effective batch does not depend on the device count. None = the trainer's setting.
-        activation_checkpointing: recompute each block's activations in backward (less memory, ~1/3 more time).
-        compile: ``torch.compile`` each block (True, or a dict of ``torch.compile`` options); off by default.
-        meta_init: create the parameters on the meta device and allocate them in ``configure_model``, after
-            FSDP2 has sharded them (each process then holds only its shards); for models too big for one device.
+        lr ... meta_init: see :func:`~swapformer.tasks.base.training_options`.
 
     Batches: ``{"input_ids": (N, L), "labels": (N, L)}``, optional ``"attention_mask"``; pad labels are ignored.
     """
 
-    builder = staticmethod(build_causal_lm)
+    kind = "causal_lm"
 
-    def __init__(
-        self,
-        vocab_size: int,
-        d_model: int = 512,
-        num_heads: int = 8,
-        num_kv_heads: int | None = None,
-        num_layers: int = 6,
-        d_ff: int = 2048,
-        max_seq_len: int = 512,
-        dropout: float = 0.1,
-        attention: ComponentName = "sdpa",
-        positional: ComponentName = "sinusoidal",
-        norm: ComponentName = "layernorm",
-        placement: ComponentName = "pre",
-        ffn: ComponentName = "gelu",
-        tie_embeddings: bool = True,
-        scale_embeddings: bool = False,
-        final_norm: bool | None = None,
-        bias: bool = True,
-        pad_token_id: int | None = 0,
-        init_std: float = 0.02,
-        *,
-        lr: float = 3e-4,
-        weight_decay: float = 0.1,
-        betas: tuple[float, float] = (0.9, 0.95),
-        eps: float = 1e-8,
-        schedule: Literal["warmup_cosine", "inverse_sqrt", "constant"] = "warmup_cosine",
-        warmup_steps: int = 100,
-        total_steps: int | None = None,
-        min_lr_ratio: float = 0.1,
-        label_smoothing: float = 0.0,
-        # scale out (see swapformer.training.distributed)
-        global_batch_tokens: int | None = None,
-        activation_checkpointing: bool = False,
-        compile: bool | dict[str, Any] = False,
-        meta_init: bool = False,
-    ) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        self._setup(label_smoothing=label_smoothing, schedule=schedule)
+    def __init__(self, vocab_size: int, **options: Any) -> None:
+        SwapformerModule.__init__(self, locals())
         self._val_prompt: Tensor | None = None
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """Logits ``(N, L, V)``."""
         return self.model(input_ids, attention_mask)
 
-    def _step(self, stage: str, batch: dict[str, Tensor]) -> Tensor:
+    def _step(self, stage: str, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        if stage == "val" and batch_idx == 0:  # remembered as the SampleCallback's prompt
+            self._val_prompt = batch["input_ids"][:, :32].detach()
         logits = self.model(batch["input_ids"], batch.get("attention_mask"))
         return self._shared_step(stage, logits, batch["labels"])
-
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        return self._step("train", batch)
-
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        if batch_idx == 0:  # remembered as the SampleCallback's prompt
-            self._val_prompt = batch["input_ids"][:, :32].detach()
-        self._step("val", batch)
-
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._step("test", batch)
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> list[str] | Tensor:
         """Greedy continuation (64 tokens) of each row of ``input_ids``; text when a tokenizer is known."""
@@ -120,7 +55,7 @@ class CausalLMModule(SwapformerModule):
         max_context: int | None = None,
         **kwargs: Any,
     ) -> Tensor:
-        """Continue ``input_ids`` ``(N, P)`` with :func:`swapformer.generation.generate`, whose arguments it takes
+        """Continue ``input_ids`` ``(N, P)`` with :func:`swapformer.generation.decoding`, whose arguments it takes
         (Hugging Face's names); ``pad_token_id`` defaults to the model's. Returns the prompts and new ids.
 
         Args:
@@ -151,6 +86,32 @@ class CausalLMModule(SwapformerModule):
         if streamer is not None:
             streamer.end()
         return out
+
+    def sample_lines(
+        self,
+        *,
+        num_samples: int,
+        max_new_tokens: int,
+        temperature: float,
+        top_k: int | None,
+        prompt_len: int,
+        seed: int,
+    ) -> list[str]:
+        """Continuations of the first validation batch's rows: ``[prompt]...[generated]...`` (``temperature`` 0:
+        greedy)."""
+        if self._val_prompt is None or self.tokenizer is None:
+            return []
+        prompt = self._val_prompt[:num_samples, :prompt_len]
+        sampling = {"do_sample": True, "temperature": temperature, "top_k": top_k, "seed": seed}
+        out = self.generate(prompt, max_new_tokens=max_new_tokens, **(sampling if temperature > 0 else {}))
+        lines = []
+        for row in out.tolist():
+            head, tail = (
+                self.tokenizer.decode(row[: prompt.size(1)]),
+                self.tokenizer.decode(row[prompt.size(1) :]),
+            )
+            lines.append(f"[prompt]{head}[generated]{tail}")
+        return lines
 
     def generate_text(self, prompt: str, **kwargs: Any) -> str:
         """Continue ``prompt`` (needs the tokenizer: from the datamodule or the checkpoint)."""

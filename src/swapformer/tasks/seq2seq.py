@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 from torchmetrics import MeanMetric
 from torchmetrics.text import SacreBLEUScore
 
-from swapformer.models.builders import build_seq2seq
-from swapformer.tasks.base import STAGES, SwapformerModule
-
-ComponentName = str | dict[str, Any]
+from swapformer.data import encode_sources
+from swapformer.tasks.base import STAGES, AttentionInputs, SwapformerModule
 
 
 class Seq2SeqModule(SwapformerModule):
@@ -20,68 +19,40 @@ class Seq2SeqModule(SwapformerModule):
 
     Teacher forcing: the decoder reads ``tgt_ids[:, :-1]`` (``<s> y1 .. yn``) and predicts ``tgt_ids[:, 1:]``
     (``y1 .. yn </s>``); padding after ``</s>`` is ignored by the loss. With ``greedy_eval`` the val/test steps
-    also decode greedily with the KV cache (:func:`swapformer.generation.generate`) and log exact match (whole target equal) and
+    also decode greedily with the KV cache (:func:`swapformer.generation.decoding`) and log exact match (whole target equal) and
     corpus BLEU (sacreBLEU, ``13a`` tokenization) of the decoded text.
 
     Args:
         vocab_size ... init_std: see :class:`~swapformer.ModelConfig` (defaults: the paper's base model).
-        lr ... label_smoothing: as in :class:`~swapformer.tasks.CausalLMModule`.
+        lr ... meta_init: see :func:`~swapformer.tasks.base.training_options` (defaults: lr 5e-4, weight decay
+            0.01, betas (0.9, 0.98), eps 1e-9).
         greedy_eval: decode greedily in validation and test.
         max_decode_len: most generated tokens; None = target length of the batch + 16.
         bos_id, eos_id: special ids (the data layer fixes them at 1 and 2).
-        activation_checkpointing, compile, meta_init: as in :class:`~swapformer.tasks.CausalLMModule`.
 
     Batches: ``src_ids, src_mask, tgt_ids, tgt_mask`` tensors and ``src_text, tgt_text`` lists.
     """
 
-    builder = staticmethod(build_seq2seq)
+    kind = "seq2seq"
+
+    training_defaults: ClassVar[dict[str, Any]] = {
+        "lr": 5e-4,
+        "weight_decay": 0.01,
+        "betas": (0.9, 0.98),
+        "eps": 1e-9,
+    }
 
     def __init__(
         self,
         vocab_size: int,
-        d_model: int = 512,
-        num_heads: int = 8,
-        num_kv_heads: int | None = None,
-        num_layers: int = 6,
-        num_encoder_layers: int | None = None,
-        num_decoder_layers: int | None = None,
-        d_ff: int = 2048,
-        max_seq_len: int = 512,
-        dropout: float = 0.1,
-        attention: ComponentName = "sdpa",
-        positional: ComponentName = "sinusoidal",
-        norm: ComponentName = "layernorm",
-        placement: ComponentName = "post",
-        ffn: ComponentName = "relu",
-        tie_embeddings: bool = True,
-        scale_embeddings: bool = False,
-        final_norm: bool | None = None,
-        bias: bool = True,
-        pad_token_id: int | None = 0,
-        src_vocab_size: int | None = None,
-        init_std: float = 0.02,
         *,
-        lr: float = 5e-4,
-        weight_decay: float = 0.01,
-        betas: tuple[float, float] = (0.9, 0.98),
-        eps: float = 1e-9,
-        schedule: Literal["warmup_cosine", "inverse_sqrt", "constant"] = "warmup_cosine",
-        warmup_steps: int = 100,
-        total_steps: int | None = None,
-        min_lr_ratio: float = 0.1,
-        label_smoothing: float = 0.0,
         greedy_eval: bool = True,
         max_decode_len: int | None = None,
         bos_id: int = 1,
         eos_id: int = 2,
-        # scale out (see swapformer.training.distributed)
-        activation_checkpointing: bool = False,
-        compile: bool | dict[str, Any] = False,
-        meta_init: bool = False,
+        **options: Any,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        self._setup(label_smoothing=label_smoothing, schedule=schedule)
+        SwapformerModule.__init__(self, locals())
         for stage in STAGES[1:]:
             setattr(self, f"{stage}_exact", MeanMetric())
             setattr(self, f"{stage}_bleu", SacreBLEUScore(tokenize="13a"))
@@ -89,29 +60,41 @@ class Seq2SeqModule(SwapformerModule):
             tuple[str, str, str]
         ] = []  # (source, prediction, reference) for SampleCallback
 
+    @staticmethod
+    def batch_size(batch: Mapping[str, Any]) -> int:
+        return int(batch["src_ids"].size(0))
+
+    @staticmethod
+    def batch_tokens(batch: Mapping[str, Any]) -> int:
+        return int(batch["src_ids"].numel() + batch["tgt_ids"].numel())
+
+    def sample_lines(self, *, num_samples: int, **options: Any) -> list[str]:
+        """``source -> prediction | reference`` for the first validation batch (greedy decoding)."""
+        return [f"{src!r} -> {pred!r} | ref {ref!r}" for src, pred, ref in self.val_examples[:num_samples]]
+
+    def attention_inputs(self, batch: Mapping[str, Tensor], max_tokens: int) -> AttentionInputs:
+        """Cross-attention by default: each target token written (a row) against the source (columns)."""
+        src, tgt = batch["src_ids"], batch["tgt_ids"]
+        return AttentionInputs(
+            run=lambda: self.model(src, tgt[:, :-1], batch.get("src_mask")),
+            keys=src,
+            queries=tgt[:, 1:],  # label each query with the token it writes
+            layers="cross",
+        )
+
     def forward(self, src_ids: Tensor, tgt_ids: Tensor, src_mask: Tensor | None = None) -> Tensor:
         """Teacher-forced logits ``(N, L, V)``."""
         return self.model(src_ids, tgt_ids, src_mask)
 
-    def _step(self, stage: str, batch: dict[str, Any]) -> Tensor:
+    def _step(self, stage: str, batch: dict[str, Any], batch_idx: int) -> Tensor:
         tgt = batch["tgt_ids"]
         # Right padding: the causal mask already keeps real positions from seeing the pads after them, so
         # the decoder needs no padding mask (and SDPA keeps its is_causal fast path).
         logits = self.model(batch["src_ids"], tgt[:, :-1], batch["src_mask"])
-        return self._shared_step(stage, logits, tgt[:, 1:])
-
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        return self._step("train", batch)
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._step("val", batch)
-        if self.hparams.greedy_eval:
-            self._decode_metrics("val", batch, keep_examples=batch_idx == 0)
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._step("test", batch)
-        if self.hparams.greedy_eval:
-            self._decode_metrics("test", batch)
+        loss = self._shared_step(stage, logits, tgt[:, 1:])
+        if stage != "train" and self.hparams.greedy_eval:
+            self._decode_metrics(stage, batch, keep_examples=stage == "val" and batch_idx == 0)
+        return loss
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[str] | list[list[int]]:
         """Greedy translations of ``src_ids``: text when a tokenizer is known, else id lists."""
@@ -119,9 +102,10 @@ class Seq2SeqModule(SwapformerModule):
         return [self.tokenizer.decode(x) for x in ids] if self.tokenizer is not None else ids
 
     def translate_ids(
-        self, src_ids: Tensor, src_mask: Tensor | None = None, max_len: int | None = None
+        self, src_ids: Tensor, src_mask: Tensor | None = None, max_len: int | None = None, **kwargs: Any
     ) -> list[list[int]]:
-        """Greedy decoding, one id list per source (eos and what follows removed)."""
+        """Decoded ids, one list per source (eos and what follows removed); greedy unless ``kwargs`` (arguments
+        of :func:`~swapformer.generation.generate`) say otherwise."""
         out = self.model.generate(
             src_ids,
             src_mask,
@@ -131,23 +115,19 @@ class Seq2SeqModule(SwapformerModule):
             eos_token_id=self.hparams.eos_id,
             pad_token_id=max(self.pad_id, 0),
             decoder_start_token_id=self.hparams.bos_id,
+            **kwargs,
         )[:, 1:]  # without the start id
         return [strip_after_eos(row, self.hparams.eos_id) for row in out.tolist()]
 
-    def translate(self, sources: list[str], max_len: int | None = None) -> list[str]:
-        """Greedy translations of ``sources`` (needs the tokenizer: datamodule or checkpoint)."""
+    def translate(self, sources: list[str], max_len: int | None = None, **kwargs: Any) -> list[str]:
+        """Translations of ``sources`` (needs the tokenizer: datamodule or checkpoint); see :meth:`translate_ids`."""
         if self.tokenizer is None:
             raise ValueError(
                 "no tokenizer: load the module from a checkpoint, or train it with a datamodule first"
             )
-        # sources as the data layer encodes them: ids + [eos]
-        encoded = [[*self.tokenizer.encode(s), self.hparams.eos_id] for s in sources]
-        width = max(1, *(len(e) for e in encoded))
-        src = torch.full((len(encoded), width), max(self.pad_id, 0), dtype=torch.long, device=self.device)
-        for i, e in enumerate(encoded):
-            src[i, : len(e)] = torch.tensor(e, dtype=torch.long)
-        mask = src != max(self.pad_id, 0)
-        return [self.tokenizer.decode(x) for x in self.translate_ids(src, mask, max_len)]
+        src, mask = encode_sources(self.tokenizer, sources, pad_id=max(self.pad_id, 0))
+        ids = self.translate_ids(src.to(self.device), mask.to(self.device), max_len, **kwargs)
+        return [self.tokenizer.decode(x) for x in ids]
 
     def _decode_metrics(self, stage: str, batch: dict[str, Any], keep_examples: bool = False) -> None:
         tgt = batch["tgt_ids"]

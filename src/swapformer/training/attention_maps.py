@@ -169,8 +169,8 @@ class AttentionMapLogger(Callback):
 
     Args:
         num_examples: examples drawn from the first validation batch.
-        layers: ``cross`` (seq2seq default), ``self``, or ``all`` attention layers; None = ``cross`` for a
-            seq2seq model, ``self`` for a causal LM.
+        layers: ``cross`` (seq2seq default), ``self``, or ``all`` attention layers; None = the task's choice
+            (``cross`` for a seq2seq model, ``self`` otherwise).
         max_tokens: longest sequence drawn (causal LM inputs are cut to it).
         every_n_validations: log on every n-th validation only.
 
@@ -228,29 +228,21 @@ class AttentionMapLogger(Callback):
         """``{"attention/<layer>": [image per example]}`` for the first ``num_examples`` examples of
         ``batch``, images as ``(H, W, 3)`` uint8 arrays."""
         batch = {k: v[: self.num_examples] for k, v in batch.items() if isinstance(v, Tensor)}
-        seq2seq = "src_ids" in batch
-        layers = self.layers or ("cross" if seq2seq else "self")
+        inputs = pl_module.attention_inputs(batch, self.max_tokens)  # the task knows its batch
         include = {
             "cross": lambda n: "cross_attention" in n,
             "self": lambda n: "self_attention" in n,
             "all": None,
-        }[layers]
+        }[self.layers or inputs.layers]
         model = pl_module.model
         was_training = model.training
         model.eval()
         try:
             with record_attention(model, include=include) as maps:
-                if seq2seq:
-                    src, tgt = batch["src_ids"], batch["tgt_ids"]
-                    model(src, tgt[:, :-1], batch.get("src_mask"))
-                    keys, queries = src, tgt[:, 1:]  # label each query with the token it writes
-                else:
-                    ids = batch["input_ids"][:, : self.max_tokens]
-                    mask = batch.get("attention_mask")
-                    model(ids, None if mask is None else mask[:, : self.max_tokens])
-                    keys = queries = ids
+                inputs.run()
         finally:
             model.train(was_training)
+        keys, queries = inputs.keys, inputs.queries
         pad = getattr(pl_module, "pad_id", -100)
         tokenizer = getattr(pl_module, "tokenizer", None)
         images: dict[str, list[Any]] = {}
@@ -258,7 +250,7 @@ class AttentionMapLogger(Callback):
             key = f"attention/{name.removesuffix('.sublayer')}"
             for i in range(weights.size(0)):
                 source_length = _real_length(keys[i], pad)
-                length = _real_length(queries[i], pad) if seq2seq else source_length
+                length = _real_length(queries[i], pad)
                 panel = weights[i, :, :length, :source_length]
                 fig = plot_attention(
                     panel,

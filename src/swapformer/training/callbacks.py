@@ -15,8 +15,9 @@ from swapformer.training import distributed
 class SampleCallback(Callback):
     """Prints a few generated samples after each validation (and once when training ends).
 
-    Causal LM: continues prompts taken from the first validation batch. Seq2seq: shows
-    ``source -> prediction | reference`` for the first validation batch (greedy decoding).
+    What a sample is depends on the task (its module's ``sample_lines``). Causal LM: continues prompts taken
+    from the first validation batch. Seq2seq: shows ``source -> prediction | reference`` for the first
+    validation batch (greedy decoding). Masked LM: the first validation texts with masks, and the model's fill.
 
     Args:
         num_samples: samples per print.
@@ -46,31 +47,15 @@ class SampleCallback(Callback):
         self._validated_at: int | None = None
 
     def samples(self, pl_module: pl.LightningModule) -> list[str]:
-        """The lines this callback would print now."""
-        tokenizer = getattr(pl_module, "tokenizer", None)
-        if hasattr(pl_module, "val_examples"):  # seq2seq
-            return [
-                f"{src!r} -> {pred!r} | ref {ref!r}"
-                for src, pred, ref in pl_module.val_examples[: self.num_samples]
-            ]
-        prompt = getattr(pl_module, "_val_prompt", None)
-        if prompt is None or tokenizer is None:
-            return []
-        prompt = prompt[: self.num_samples, : self.prompt_len]
-        sampling = {
-            "do_sample": True,
-            "temperature": self.temperature,
-            "top_k": self.top_k,
-            "seed": self.seed,
-        }
-        out = pl_module.generate(
-            prompt, max_new_tokens=self.max_new_tokens, **(sampling if self.temperature > 0 else {})
+        """The lines this callback would print now (the task module makes them: ``sample_lines``)."""
+        return pl_module.sample_lines(
+            num_samples=self.num_samples,
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            prompt_len=self.prompt_len,
+            seed=self.seed,
         )
-        lines = []
-        for row in out.tolist():
-            head, tail = tokenizer.decode(row[: prompt.size(1)]), tokenizer.decode(row[prompt.size(1) :])
-            lines.append(f"[prompt]{head}[generated]{tail}")
-        return lines
 
     @rank_zero_only
     def _print(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -103,21 +88,10 @@ class SampleCallback(Callback):
                 distributed.release_gathered(pl_module.model)
 
 
-def _batch_size(batch: Any) -> int:
-    key = "input_ids" if "input_ids" in batch else "src_ids"
-    return int(batch[key].size(0))
-
-
-def _num_tokens(batch: Any) -> int:
-    """Tokens a step processes: every input position (padding included, as the hardware sees it)."""
-    if "input_ids" in batch:
-        return int(batch["input_ids"].numel())
-    return int(batch["src_ids"].numel() + batch["tgt_ids"].numel())
-
-
 class TokenThroughput(ThroughputMonitor):
     """Lightning's ThroughputMonitor with this project's batches: logs ``train|device/items_per_sec`` (tokens),
-    and prints the mean tokens/s of the whole fit when training ends.
+    and prints the mean tokens/s of the whole fit when training ends. The task module counts a batch's examples
+    and tokens (``batch_size``, ``batch_tokens``).
 
     Args:
         window_size: batches averaged per logged rate (use 2 in tiny tests).
@@ -125,10 +99,14 @@ class TokenThroughput(ThroughputMonitor):
     """
 
     def __init__(self, window_size: int = 20, **kwargs: Any) -> None:
-        super().__init__(batch_size_fn=_batch_size, length_fn=_num_tokens, window_size=window_size, **kwargs)
+        super().__init__(batch_size_fn=_unset, length_fn=_unset, window_size=window_size, **kwargs)
         self.total_tokens = 0
         self.train_seconds = 0.0
         self._t0: float | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.batch_size_fn, self.length_fn = pl_module.batch_size, pl_module.batch_tokens
+        super().setup(trainer, pl_module, stage)
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, *args: Any
@@ -141,7 +119,7 @@ class TokenThroughput(ThroughputMonitor):
         super().on_train_batch_end(trainer, pl_module, outputs, batch, *args)
         if self._t0 is not None:
             self.train_seconds += time.perf_counter() - self._t0
-            self.total_tokens += _num_tokens(batch)
+            self.total_tokens += self.length_fn(batch)
 
     @property
     def tokens_per_second(self) -> float:
@@ -156,3 +134,7 @@ class TokenThroughput(ThroughputMonitor):
                 f"({self.total_tokens:,} tokens in {self.train_seconds:.1f} s of training steps)",
                 flush=True,
             )
+
+
+def _unset(batch: Any) -> int:
+    raise RuntimeError("TokenThroughput counts batches only once setup() has seen the task module")

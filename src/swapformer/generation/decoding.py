@@ -1,4 +1,8 @@
-"""``generate()`` for both model kinds, with Hugging Face's argument names."""
+"""``generate()`` for every model kind that decodes, with Hugging Face's argument names.
+
+The model supplies its decoding step (``model.decoding(...)``: the step function, the first ids and their mask);
+this module checks the arguments and runs the search. It imports no model class.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +11,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from swapformer.generation.search import (
-    Settings,
-    Streamer,
-    as_id_tuple,
-    beam_search,
-    expand_beams,
-    sample_or_greedy,
-)
-from swapformer.models.causal_lm import DecoderOnly
-from swapformer.models.seq2seq import EncoderDecoder
-from swapformer.nn.cache import KVCache
+from swapformer.generation.search import Settings, Streamer, as_id_tuple, beam_search, sample_or_greedy
 
 
 def generate(
-    model: DecoderOnly | EncoderDecoder,
+    model: nn.Module,
     input_ids: Tensor,
     attention_mask: Tensor | None = None,
     *,
@@ -47,7 +41,9 @@ def generate(
     The model runs in eval mode under ``torch.inference_mode`` (its previous mode is restored).
 
     Args:
-        model: a :class:`~swapformer.DecoderOnly` or :class:`~swapformer.EncoderDecoder`.
+        model: a model with a decoding step, ``model.decoding(input_ids, attention_mask, settings, *,
+            use_cache, decoder_start_token_id) -> (step, first ids of every beam, their mask)``:
+            :class:`~swapformer.DecoderOnly`, :class:`~swapformer.EncoderDecoder`.
         input_ids: ``(N, P)``. Decoder-only: the prompts, left-padded when their lengths differ. Encoder-decoder:
             the source ids.
         attention_mask: ``(N, P)``, True (or 1) = real token. Encoder-decoder: the source mask (``src_mask``).
@@ -96,103 +92,28 @@ def generate(
         if generator is not None:
             raise ValueError("pass seed or generator, not both")
         generator = torch.Generator(device=input_ids.device).manual_seed(seed)
+    decoding = getattr(model, "decoding", None)
+    if not callable(decoding):
+        raise TypeError(
+            f"{type(model).__name__} does not decode left to right: generate() needs a model with a decoding step "
+            "(a causal LM or a seq2seq model)"
+        )
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            if isinstance(model, EncoderDecoder):
-                return _generate_seq2seq(
-                    model,
-                    input_ids,
-                    attention_mask,
-                    settings,
-                    decoder_start_token_id,
-                    use_cache,
-                    generator,
-                    streamer,
-                )
-            if isinstance(model, DecoderOnly):
-                return _generate_causal(
-                    model, input_ids, attention_mask, settings, use_cache, generator, streamer
-                )
-            raise TypeError(f"generate() needs a DecoderOnly or EncoderDecoder, got {type(model).__name__}")
+            step, prompt, mask = decoding(
+                input_ids,
+                attention_mask,
+                settings,
+                use_cache=use_cache,
+                decoder_start_token_id=decoder_start_token_id,
+            )
+            if settings.num_beams > 1:
+                return beam_search(step, prompt, mask, settings, generator=generator)
+            return sample_or_greedy(step, prompt, mask, settings, generator=generator, streamer=streamer)
     finally:
         model.train(was_training)
-
-
-def _run(step, prompt, mask, settings, generator, streamer) -> Tensor:
-    if settings.num_beams > 1:
-        return beam_search(step, prompt, mask, settings, generator=generator)
-    return sample_or_greedy(step, prompt, mask, settings, generator=generator, streamer=streamer)
-
-
-class _CausalStep:
-    """Next-token logits of a DecoderOnly, with a KV cache or re-running the prefix."""
-
-    def __init__(self, model: DecoderOnly, cache: KVCache | None) -> None:
-        self.model, self.cache = model, cache
-
-    def __call__(self, ids: Tensor, attention_mask: Tensor | None, new: int) -> Tensor:
-        if self.cache is None:
-            hidden = self.model.hidden_states(ids, attention_mask)
-        else:
-            hidden = self.model.hidden_states(ids[:, -new:], attention_mask, cache=self.cache)
-        return self.model.lm_head(hidden[:, -1])  # (N, V): only the last position is needed
-
-    def reorder(self, index: Tensor) -> None:
-        if self.cache is not None:
-            self.cache.reorder(index)
-
-
-def _generate_causal(model, input_ids, attention_mask, settings, use_cache, generator, streamer) -> Tensor:
-    mask = None
-    if attention_mask is not None:
-        mask = attention_mask if attention_mask.dtype == torch.bool else attention_mask != 0
-        _check_left_padded(mask)
-        if bool(mask.all()):
-            mask = None  # no padding: the fast path
-    _check_length(model.positional, input_ids.size(1) + settings.max_new_tokens, "prompt + max_new_tokens")
-    prompt, mask = expand_beams(input_ids, settings.num_beams), expand_beams(mask, settings.num_beams)
-    cache = (
-        KVCache(len(model.decoder.layers), capacity=prompt.size(1) + settings.max_new_tokens)
-        if use_cache
-        else None
-    )
-    return _run(_CausalStep(model, cache), prompt, mask, settings, generator, streamer)
-
-
-class _Seq2SeqStep:
-    """Next-token logits of an EncoderDecoder's decoder over a fixed encoder output."""
-
-    def __init__(self, model: EncoderDecoder, memory: Tensor, src_mask: Tensor | None, cache: KVCache | None):
-        self.model, self.memory, self.src_mask, self.cache = model, memory, src_mask, cache
-
-    def __call__(self, ids: Tensor, attention_mask: Tensor | None, new: int) -> Tensor:
-        if self.cache is not None:
-            ids = ids[:, -new:]
-        return self.model.decode(ids, self.memory, src_mask=self.src_mask, cache=self.cache)[:, -1]
-
-    def reorder(self, index: Tensor) -> None:
-        if self.cache is not None:  # beams of one source share its memory: cross-attention stays
-            self.cache.reorder(index, cross_attention=False)
-
-
-def _generate_seq2seq(
-    model, input_ids, src_mask, settings, decoder_start_token_id, use_cache, generator, streamer
-) -> Tensor:
-    if decoder_start_token_id is None:
-        raise ValueError(
-            "an encoder-decoder needs decoder_start_token_id, the first target id (the BOS id of the "
-            "tokenizer, 1 for swapformer's tokenizers)"
-        )
-    _check_length(model.src_embedding.positional, input_ids.size(1), "the source")
-    _check_length(model.tgt_embedding.positional, 1 + settings.max_new_tokens, "1 + max_new_tokens")
-    memory = model.encode(input_ids, src_mask)  # (N, S, D), once
-    beams = settings.num_beams
-    memory, src_mask = expand_beams(memory, beams), expand_beams(src_mask, beams)
-    start = input_ids.new_full((memory.size(0), 1), decoder_start_token_id)
-    cache = KVCache(len(model.decoder.layers), capacity=1 + settings.max_new_tokens) if use_cache else None
-    return _run(_Seq2SeqStep(model, memory, src_mask, cache), start, None, settings, generator, streamer)
 
 
 def _check_settings(s: Settings) -> None:
@@ -235,7 +156,8 @@ def _check_ids(input_ids: Tensor, attention_mask: Tensor | None) -> None:
             raise ValueError(f"rows {empty} of the attention mask hold no real token: every prompt needs one")
 
 
-def _check_left_padded(mask: Tensor) -> None:
+def check_left_padded(mask: Tensor) -> None:
+    """Refuse right-padded prompts (decoder-only generation continues after the last column)."""
     # a real token followed by padding means right padding: new tokens would land after the pads
     right = (mask[:, :-1] & ~mask[:, 1:]).any(dim=1).nonzero().flatten().tolist()
     if right:
@@ -245,7 +167,8 @@ def _check_left_padded(mask: Tensor) -> None:
         )
 
 
-def _check_length(positional: nn.Module, length: int, what: str) -> None:
+def check_length(positional: nn.Module, length: int, what: str) -> None:
+    """Refuse ``length`` tokens when ``positional`` has a table of fewer positions (``max_length``)."""
     limit = getattr(positional, "max_length", None)
     if limit is not None and length > limit:
         raise ValueError(
