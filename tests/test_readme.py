@@ -14,6 +14,8 @@ def test_readme_model_example_runs():
     assert tuple(namespace["logits"].shape) == (2, 16, 1000)
     assert namespace["model"].decoder.layers[0].self_attention.sublayer.num_kv_heads == 2
     assert len(namespace["paper"].encoder.layers) == 6
+    assert namespace["bert"].config.kind == "masked_lm"
+    assert namespace["bert"].config.positional == "learned"
 
 
 def test_ci_runs_the_readme_test_command():

@@ -12,8 +12,10 @@ from swapformer.errors import ConfigError
 from swapformer.models import (
     DecoderOnly,
     EncoderDecoder,
+    EncoderOnly,
     build,
     build_causal_lm,
+    build_masked_lm,
     build_seq2seq,
 )
 from swapformer.nn import MultiHeadAttention, TransformerLayer, TransformerStack
@@ -27,6 +29,7 @@ __all__ = [
     "ConfigError",
     "DecoderOnly",
     "EncoderDecoder",
+    "EncoderOnly",
     "MathAttention",
     "ModelConfig",
     "MultiHeadAttention",
@@ -38,6 +41,7 @@ __all__ = [
     "available",
     "build",
     "build_causal_lm",
+    "build_masked_lm",
     "build_seq2seq",
     "family",
     "kind",

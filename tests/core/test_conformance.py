@@ -48,8 +48,8 @@ def test_every_combination_conforms(combination):
 def test_combinations_are_the_full_product_of_distinct_members():
     sizes = {f: len(conformance.distinct_members(f)) for f in conformance.COMPONENTS}
     assert sizes == {"attention": 4, "positional": 6, "norm": 3, "placement": 4, "ffn": 5}
-    assert {c.kind for c in COMBOS} == {"causal_lm", "seq2seq"}
-    assert len(COMBOS) == 2 * 4 * 6 * 3 * 4 * 5 == len(set(COMBOS))
+    assert {c.kind for c in COMBOS} == {"causal_lm", "seq2seq", "masked_lm"}
+    assert len(COMBOS) == 3 * 4 * 6 * 3 * 4 * 5 == len(set(COMBOS))
     positional = {c.positional for c in COMBOS}
     assert "none" in positional and "nope" not in positional  # one factory, two names: run once
     refused = {(c.attention, c.positional) for c in COMBOS if c.refusal()}
@@ -89,6 +89,22 @@ class LeakyAttention(MathAttention):
         return super().forward(query, key, value, is_causal=False, **kwargs)
 
 
+class AlwaysCausalAttention(MathAttention):
+    """Treats every attention as causal: right for a GPT, wrong for a bidirectional encoder."""
+
+    def forward(self, query, key, value, *, is_causal=False, attn_mask=None, **kwargs):
+        length, source_length = query.size(-2), key.size(-2)
+        causal = torch.ones(length, source_length, dtype=torch.bool).tril(source_length - length)
+        mask = (
+            causal
+            if attn_mask is None
+            else attn_mask & causal
+            if attn_mask.dtype == torch.bool
+            else attn_mask
+        )
+        return super().forward(query, key, value, attn_mask=mask, **kwargs)
+
+
 class HalfNorm(torch.nn.Module):
     """A plug-in norm: RMS normalization scaled by a learned gain (written outside swapformer)."""
 
@@ -115,6 +131,19 @@ def leaky(registries):
 @pytest.fixture
 def half_norm(registries):
     NORM.add("half_norm", HalfNorm, source="my_plugin")
+
+
+def test_a_kernel_that_is_always_causal_fails_the_bidirectional_kind(registries):
+    ATTENTION.add("always_causal", AlwaysCausalAttention, source="my_plugin")
+    combination = Combination("masked_lm", "always_causal", "rope", "layernorm", "pre", "relu")
+    with pytest.raises(ConformanceFailure, match=r"did not change .* kind 'masked_lm' is bidirectional"):
+        conformance.check_causality(conformance.build(combination))
+    result = conformance.run_combination(Combination("causal_lm", *combination.components().values()))
+    assert result.status == "pass", result.reason  # causal kinds are what it is right for
+    skipped = conformance.run_combination(combination).checks
+    assert [c.message for c in skipped if c.name == "cached_decoding"] == [
+        "skipped: kind 'masked_lm' does not decode left to right"
+    ]
 
 
 def test_a_leaky_kernel_fails_causality(leaky):
@@ -146,13 +175,14 @@ def test_check_command_fails_a_leaky_plugin_kernel(leaky, capsys):
 
 def test_a_plugin_norm_joins_every_combination_and_passes_the_check_command(half_norm, capsys):
     combos = conformance.combinations(fixed={"norm": "half_norm"})
-    assert len(combos) == 2 * 4 * 6 * 4 * 5  # the full product with the plug-in, read from the registries now
+    assert len(combos) == 3 * 4 * 6 * 4 * 5  # the full product with the plug-in, read from the registries now
     assert "half_norm" in {c.norm for c in conformance.combinations()}
     run(["check", "half_norm", "--quick", "--verbose"])  # no SystemExit: nothing failed
     out = capsys.readouterr().out
-    assert "checking 32 combinations with norm 'half_norm'" in out  # 16 for each of the 2 kinds
+    assert "checking 48 combinations with norm 'half_norm'" in out  # 16 for each of the 3 kinds
     assert "pass    seq2seq-sdpa-rope-half_norm-post-relu" in out
-    assert "32 combinations: 32 passed, 0 failed, 0 refused by the matrix" in out
+    assert "pass    masked_lm-sdpa-rope-half_norm-post-gelu" in out
+    assert "48 combinations: 48 passed, 0 failed, 0 refused by the matrix" in out
 
 
 class PositionsFromZero(SinusoidalPositionalEncoding):
@@ -183,13 +213,13 @@ def test_check_command_reports_refused_pairs_without_failing(capsys):
     run(["check", "linear", "--quick"])
     out = capsys.readouterr().out
     assert (
-        "refused by the matrix (2 combinations, e.g. causal_lm-linear-alibi-layernorm-pre-gelu): positional "
+        "refused by the matrix (3 combinations, e.g. causal_lm-linear-alibi-layernorm-pre-gelu): positional "
         "'alibi' adds a score bias, which attention 'linear' cannot apply"
     ) in out
     assert (
-        "refused by the matrix (2 combinations, e.g. causal_lm-linear-t5_relative-layernorm-pre-gelu)" in out
+        "refused by the matrix (3 combinations, e.g. causal_lm-linear-t5_relative-layernorm-pre-gelu)" in out
     )
-    assert "30 combinations: 26 passed, 0 failed, 4 refused by the matrix" in out  # 15 for each of 2 kinds
+    assert "45 combinations: 39 passed, 0 failed, 6 refused by the matrix" in out  # 15 for each of 3 kinds
 
 
 def test_check_command_unknown_and_ambiguous_names_exit_2(registries, capsys):

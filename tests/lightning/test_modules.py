@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from swapformer.data import CharTokenizer
-from swapformer.tasks import CausalLMModule, Seq2SeqModule
+from swapformer.tasks import CausalLMModule, MaskedLMModule, Seq2SeqModule
 
 TINY = dict(vocab_size=30, d_model=16, num_heads=2, num_layers=1, d_ff=32, max_seq_len=32, dropout=0.0)
 
@@ -122,7 +122,7 @@ def test_checkpoint_that_runs_code_on_load_is_refused(tmp_path, monkeypatch):
     assert not (tmp_path / "PWNED").exists()
 
 
-@pytest.mark.parametrize("module_class", [CausalLMModule, Seq2SeqModule])
+@pytest.mark.parametrize("module_class", [CausalLMModule, Seq2SeqModule, MaskedLMModule])
 def test_module_signatures_cover_every_model_config_key_with_the_kinds_defaults(module_class):
     """jsonargparse type-checks recipes from the signature: every ModelConfig key is there (the kind aside, which
     the module fixes), with the default a model of that kind built in Python gets."""

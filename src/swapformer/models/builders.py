@@ -168,8 +168,8 @@ def build(config: ModelConfig | Mapping[str, Any]) -> nn.Module:
 
     Example:
         >>> import torch
-        >>> model = build({"kind": "seq2seq", "vocab_size": 100, "d_model": 32, "num_heads": 4, "num_layers": 2})
-        >>> model(torch.randint(100, (2, 7)), torch.randint(100, (2, 10))).shape
+        >>> model = build({"kind": "masked_lm", "vocab_size": 100, "d_model": 32, "num_heads": 4, "num_layers": 2})
+        >>> model(torch.randint(100, (2, 10))).shape
         torch.Size([2, 10, 100])
     """
     cfg = ModelConfig.coerce(config)

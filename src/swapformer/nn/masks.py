@@ -89,6 +89,16 @@ def self_attention_mask(
     )
 
 
+def left_padding_offset(padding: Tensor | None) -> int | Tensor:
+    """Where each row of a ``(N, L)`` key-padding mask (True = real token) starts counting positions, so that its
+    first real token sits at position 0: 0 when no row is left-padded (the fast path), else ``(N,)``, minus each
+    row's left padding."""
+    if padding is None:
+        return 0
+    leading = (padding.cumsum(-1) == 0).sum(-1)  # (N,)
+    return 0 if not bool(leading.any()) else -leading
+
+
 def causal_self_attention_inputs(
     ids: Tensor,
     padding: Tensor | None,

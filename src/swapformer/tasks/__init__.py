@@ -2,6 +2,7 @@
 
 from swapformer.tasks.base import SwapformerModule
 from swapformer.tasks.causal_lm import CausalLMModule
+from swapformer.tasks.masked_lm import MaskedLMModule
 from swapformer.tasks.seq2seq import Seq2SeqModule
 
-__all__ = ["CausalLMModule", "Seq2SeqModule", "SwapformerModule"]
+__all__ = ["CausalLMModule", "MaskedLMModule", "Seq2SeqModule", "SwapformerModule"]

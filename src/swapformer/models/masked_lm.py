@@ -1,0 +1,90 @@
+"""EncoderOnly: a bidirectional encoder with an LM head, trained to fill in masked tokens (BERT); its builder and
+kind."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from torch import Tensor, nn
+
+from swapformer.components.positional.base import PositionalEncoding
+from swapformer.config import ModelConfig
+from swapformer.models import builders
+from swapformer.nn import TokenEmbedding, TransformerStack
+from swapformer.nn.masks import left_padding_offset, self_attention_mask
+from swapformer.registry import register_kind
+
+
+class EncoderOnly(nn.Module):
+    """Embedding, a stack of self-attention layers that see the whole sequence, and the final linear layer.
+
+    ::
+
+        ids ─▶ embedding (+ positions) ─▶ [layer × N] ─▶ final norm? ─▶ lm_head ─▶ logits
+                                              bidirectional self-attention, feed-forward
+
+    Built by :func:`swapformer.build_masked_lm`. Every position sees every real token, so position i's logits
+    predict token i itself: trained on inputs with some tokens masked, they fill the masks in.
+
+    Shape:
+        input_ids ``(N, L)``; attention_mask ``(N, L)``, True = real token; logits ``(N, L, V)``.
+    """
+
+    def __init__(
+        self,
+        *,
+        embedding: TokenEmbedding,
+        positional: PositionalEncoding,
+        encoder: TransformerStack,
+        lm_head: nn.Linear,
+    ) -> None:
+        super().__init__()
+        self.embedding = embedding
+        self.positional = positional
+        self.encoder = encoder
+        self.lm_head = lm_head
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """Logits ``(N, L, V)`` of the token at every position, padding (False in ``attention_mask``) unseen.
+        Rows may be padded on either side: positions count from each row's first real token."""
+        mask, _ = self_attention_mask(
+            input_ids, attention_mask, "attention_mask", positional=self.positional, causal=False
+        )
+        padding = None if attention_mask is None else attention_mask != 0
+        offset = left_padding_offset(padding)
+        x = self.encoder(self.embedding(input_ids, offset=offset), attn_mask=mask, offset=offset)
+        return self.lm_head(x)
+
+
+@register_kind(
+    "masked_lm",
+    defaults={"positional": "learned", "placement": "post", "ffn": "gelu"},
+    causal=False,
+    generates=False,
+)
+def build_masked_lm(config: ModelConfig | Mapping[str, Any]) -> EncoderOnly:
+    """A bidirectional masked LM from a :class:`ModelConfig` or a plain mapping (``kind: masked_lm``).
+
+    The defaults are BERT's choices: post-norm, GELU, learned positions.
+
+    Example:
+        >>> import torch
+        >>> model = build_masked_lm({"vocab_size": 100, "d_model": 32, "num_heads": 4, "num_layers": 2})
+        >>> model(torch.randint(100, (2, 10))).shape
+        torch.Size([2, 10, 100])
+    """
+    cfg = ModelConfig.coerce(config, kind="masked_lm")
+    positional = builders.build_positional(cfg, bidirectional=True)
+    embedding = builders.build_embedding(cfg, cfg.vocab_size, positional)
+    model = EncoderOnly(
+        embedding=embedding,
+        positional=positional,
+        encoder=builders.build_stack(
+            cfg, num_layers=cfg.num_layers, cross_attention=False, positional=positional, is_encoder=True
+        ),
+        lm_head=builders.build_lm_head(cfg, embedding),
+    )
+    builders.init_weights(model, std=cfg.init_std, num_layers=cfg.num_layers)
+    model.config = cfg
+    return model
