@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+from torch.utils.data import DataLoader
 
 from swapformer.data.errors import DataError
 from swapformer.data.files import existing_path
+from swapformer.data.resumable import ResumableDataLoader
 from swapformer.data.tokenizers import TOKENIZER_KINDS, Tokenizer, build_tokenizer
 
 __all__ = ["TokenizedDataModule", "check_fraction", "check_int", "check_path"]
@@ -97,6 +99,28 @@ class TokenizedDataModule(pl.LightningDataModule):
     def eos_id(self) -> int:
         """Id of the end-of-sequence token (always 2)."""
         return self.tokenizer.eos_id
+
+    def _loader(
+        self,
+        dataset: Any,
+        *,
+        drop_last: bool,
+        sampler: Any = None,
+        resumable: bool = False,
+        collate_fn: Any = None,
+    ) -> DataLoader:
+        # the training loader checkpoints its position in the epoch (exact mid-epoch resume)
+        return (ResumableDataLoader if resumable else DataLoader)(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            shuffle=False,
+            drop_last=drop_last,
+            collate_fn=collate_fn,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=False,
+        )
 
     def state_dict(self) -> dict[str, Any]:
         """The fitted tokenizer as plain values, saved in Lightning checkpoints."""

@@ -11,7 +11,6 @@ from torch.utils.data import DataLoader
 from swapformer.data.base_datamodule import TokenizedDataModule, check_fraction, check_int, check_path
 from swapformer.data.errors import DataError
 from swapformer.data.lm_datasets import ConsecutiveWindows, OffsetWindows, check_stream_length
-from swapformer.data.resumable import ResumableDataLoader
 from swapformer.data.samplers import RandomOffsetSampler
 from swapformer.data.text import TextSplit, load_text_split
 
@@ -169,21 +168,6 @@ class CausalLMDataModule(TokenizedDataModule):
     def predict_dataloader(self) -> DataLoader:
         """The validation windows: ``swapformer predict`` continues each one greedily."""
         return self.val_dataloader()
-
-    def _loader(
-        self, dataset: Any, *, drop_last: bool, sampler: Any = None, resumable: bool = False
-    ) -> DataLoader:
-        # the training loader checkpoints its position in the epoch (exact mid-epoch resume)
-        return (ResumableDataLoader if resumable else DataLoader)(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=sampler,
-            shuffle=False,
-            drop_last=drop_last,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=False,
-        )
 
     def _require_setup(self) -> None:
         if self._train_tokens is None:

@@ -26,7 +26,24 @@ def epoch_generator(*, seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest, "little"))
 
 
-class RandomOffsetSampler(Sampler[int]):
+class _EpochSampler(Sampler[int]):
+    """What both samplers share: a seed, and the epoch Lightning selects with ``set_epoch``."""
+
+    def __init__(self, *, seed: int, length: int) -> None:
+        self.seed, self.epoch, self._length = seed, 0, length
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose indices the next iteration yields."""
+        self.epoch = epoch
+
+    def _generator(self) -> torch.Generator:
+        return epoch_generator(seed=self.seed, epoch=self.epoch)
+
+    def __len__(self) -> int:
+        return self._length
+
+
+class RandomOffsetSampler(_EpochSampler):
     """Yields ``num_samples`` random window offsets in ``[0, num_offsets)``, drawn with replacement.
 
     Args:
@@ -41,25 +58,16 @@ class RandomOffsetSampler(Sampler[int]):
     def __init__(self, *, num_offsets: int, num_samples: int, seed: int) -> None:
         if num_offsets < 1 or num_samples < 1:
             raise DataError(f"num_offsets={num_offsets} and num_samples={num_samples} must both be positive.")
+        super().__init__(seed=seed, length=num_samples)
         self.num_offsets = num_offsets
         self.num_samples = num_samples
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose offsets the next iteration yields."""
-        self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
-        generator = epoch_generator(seed=self.seed, epoch=self.epoch)
-        offsets = torch.randint(self.num_offsets, (self.num_samples,), generator=generator)
+        offsets = torch.randint(self.num_offsets, (self.num_samples,), generator=self._generator())
         return iter(offsets.tolist())
 
-    def __len__(self) -> int:
-        return self.num_samples
 
-
-class EpochShuffleSampler(Sampler[int]):
+class EpochShuffleSampler(_EpochSampler):
     """A fresh permutation of ``range(num_items)`` per epoch, determined by ``(seed, epoch)``.
 
     Args:
@@ -73,17 +81,8 @@ class EpochShuffleSampler(Sampler[int]):
     def __init__(self, *, num_items: int, seed: int) -> None:
         if num_items < 1:
             raise DataError(f"num_items={num_items} must be positive; the dataset is empty.")
+        super().__init__(seed=seed, length=num_items)
         self.num_items = num_items
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose permutation the next iteration yields."""
-        self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
-        generator = epoch_generator(seed=self.seed, epoch=self.epoch)
-        return iter(torch.randperm(self.num_items, generator=generator).tolist())
-
-    def __len__(self) -> int:
-        return self.num_items
+        return iter(torch.randperm(self.num_items, generator=self._generator()).tolist())

@@ -10,7 +10,6 @@ from torch.utils.data import DataLoader
 from swapformer.data.base_datamodule import TokenizedDataModule, check_fraction, check_int, check_path
 from swapformer.data.errors import DataError
 from swapformer.data.pairs import Pair, read_parallel_files, read_tsv, split_pairs
-from swapformer.data.resumable import ResumableDataLoader
 from swapformer.data.samplers import EpochShuffleSampler
 from swapformer.data.seq2seq_datasets import PairCollator, PairDataset, encode_pairs
 from swapformer.data.synthetic import TASKS, generate_task
@@ -169,19 +168,10 @@ class Seq2SeqDataModule(TokenizedDataModule):
         """The test sources (the validation ones without test files): ``swapformer predict`` translates them."""
         return self._loader(self.dataset("test"))
 
-    def _loader(self, dataset: PairDataset, *, sampler: Any = None, resumable: bool = False) -> DataLoader:
-        # drop_last=False: batches are padded per batch anyway, and a small dataset must still train. The training
-        # loader checkpoints its position in the epoch (exact mid-epoch resume).
-        return (ResumableDataLoader if resumable else DataLoader)(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=sampler,
-            shuffle=False,
-            drop_last=False,
-            collate_fn=PairCollator(pad_id=self.pad_id),
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=False,
+    def _loader(self, dataset: PairDataset, **kwargs: Any) -> DataLoader:
+        # drop_last=False: batches are padded per batch anyway, and a small dataset must still train
+        return super()._loader(
+            dataset, drop_last=False, collate_fn=PairCollator(pad_id=self.pad_id), **kwargs
         )
 
     def _load_pairs(self) -> dict[str, list[Pair]]:
