@@ -78,9 +78,9 @@ def training_options(
             FSDP2 has sharded them (each process then holds only its shards); for models too big for one device.
     """
     if schedule not in SCHEDULES:
-        raise ValueError(f"schedule='{schedule}' is unknown; choose one of {', '.join(SCHEDULES)}")
+        raise ConfigError(f"schedule='{schedule}' is unknown; choose one of {', '.join(SCHEDULES)}")
     if not 0.0 <= label_smoothing < 1.0:
-        raise ValueError(f"label_smoothing={label_smoothing} must be in [0, 1)")
+        raise ConfigError(f"label_smoothing={label_smoothing} must be in [0, 1)")
     return dict(locals())
 
 

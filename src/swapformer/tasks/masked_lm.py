@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from swapformer.data.tokenizer_base import NUM_SPECIAL_TOKENS, UNK_ID
+from swapformer.errors import ConfigError
 from swapformer.tasks.base import SwapformerModule
 
 VALIDATION_SEED = 1234
@@ -55,9 +56,9 @@ class MaskedLMModule(SwapformerModule):
     ) -> None:
         SwapformerModule.__init__(self, locals())
         if not 0.0 < mask_probability < 1.0:
-            raise ValueError(f"mask_probability={mask_probability} must be in (0, 1); BERT uses 0.15")
+            raise ConfigError(f"mask_probability={mask_probability} must be in (0, 1); BERT uses 0.15")
         if not 0 <= mask_token_id < self.config.vocab_size:
-            raise ValueError(
+            raise ConfigError(
                 f"mask_token_id={mask_token_id} is outside the vocabulary (vocab_size={self.config.vocab_size})"
             )
         self._val_ids: Tensor | None = None
