@@ -48,6 +48,14 @@ def test_bad_mask_options_are_named():
         MaskedLMModule(**TINY, mask_token_id=99)
     with pytest.raises(ConfigError, match="kind='causal_lm' does not match MaskedLMModule"):
         MaskedLMModule(**TINY, kind="causal_lm")
+    with pytest.raises(
+        ConfigError, match=r"unknown argument 'mask_probabilty' \(did you mean 'mask_probability'\?\)"
+    ):
+        MaskedLMModule(**TINY, mask_probabilty=0.2)
+    with pytest.raises(
+        ConfigError, match=r"unknown argument 'weight_decy' \(did you mean 'weight_decay'\?\)"
+    ):
+        MaskedLMModule(**TINY, weight_decy=0.2)
 
 
 def test_the_module_builds_the_kind_with_its_defaults_and_says_so_in_its_hyperparameters():

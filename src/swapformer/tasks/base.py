@@ -21,7 +21,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from swapformer.config import COMPONENT_KEYS, ModelConfig
 from swapformer.data.tokenizers import Tokenizer
-from swapformer.errors import ConfigError
+from swapformer.errors import ConfigError, did_you_mean
 from swapformer.models import init_weights
 from swapformer.registry import kind
 from swapformer.training import distributed
@@ -126,6 +126,10 @@ class SwapformerModule(pl.LightningModule):
         super().__init__()
         options = arguments.pop("options")
         own = {k: v for k, v in arguments.items() if k not in ("self", "__class__", "vocab_size")}
+        unknown = [k for k in options if k not in MODEL_KEYS and k not in TRAINING_KEYS]
+        if unknown:
+            keys = [*MODEL_KEYS, *TRAINING_KEYS, *own]
+            raise ConfigError([f"unknown argument '{k}'{did_you_mean(k, keys)}" for k in unknown])
         if options.get("kind", self.kind) != self.kind:
             raise ConfigError(
                 f"kind={options['kind']!r} does not match {type(self).__name__}, which trains {self.kind} models"
@@ -137,16 +141,13 @@ class SwapformerModule(pl.LightningModule):
         self.config = ModelConfig.from_dict(
             {**model, "vocab_size": arguments["vocab_size"], "kind": self.kind}
         )
-        # _class_path, as LightningCLI writes it: `swapformer predict --ckpt_path` reads the model back from it
+        # _class_path, as LightningCLI writes it: `swapformer predict --ckpt_path` reads the model back from it;
+        # tuples as lists, so the hyperparameters stay plain YAML
         class_path = f"{type(self).__module__}.{type(self).__qualname__}"
-        options = {
-            k: list(v) if isinstance(v, tuple) else v for k, v in {**training, **own}.items()
-        }  # YAML-plain
-        self.save_hyperparameters({"_class_path": class_path, **self.config.to_dict(), **options})
+        plain = {k: list(v) if isinstance(v, tuple) else v for k, v in {**training, **own}.items()}
+        self.save_hyperparameters({"_class_path": class_path, **self.config.to_dict(), **plain})
         build = kind(self.kind).build
-        if training[
-            "meta_init"
-        ]:  # parameters allocated later, in configure_model (sharded first under FSDP2)
+        if training["meta_init"]:  # parameters allocated in configure_model, after FSDP2 has sharded them
             with distributed.parameters_on_meta():
                 self.model = build(self.config)
             distributed.check_meta_initializable(self.model)
