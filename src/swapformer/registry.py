@@ -290,6 +290,9 @@ def family(name: str) -> Registry:
         ) from None
 
 
+_family = family  # for available(), whose argument is called family
+
+
 def available(family: str, pattern: str = "*") -> list[str]:
     """Names registered in ``family`` that match the glob ``pattern``.
 
@@ -403,6 +406,3 @@ def _ensure_builtin_members() -> None:
     # Members live in swapformer.components and kinds in swapformer.models; importing them registers them.
     importlib.import_module("swapformer.components")
     importlib.import_module("swapformer.models")
-
-
-_family = family  # for functions whose argument is called family
