@@ -36,7 +36,7 @@ CATALOGUE = "catalogue"
 # Options the builders fill in themselves: the sizes every member may take from the ModelConfig, and the
 # sublayer, norm and depth a placement wraps. A recipe sets these through the ModelConfig keys, not per
 # member.
-_MODEL_SUPPLIED = set(_context(ModelConfig(vocab_size=2))) | {"sublayer", "norm", "num_layers"}
+_MODEL_SUPPLIED = set(_context(ModelConfig(vocab_size=8))) | {"sublayer", "norm", "num_layers"}
 
 
 # ---- catalogue -------------------------------------------------------------------------------------------

@@ -29,6 +29,8 @@ class ModelConfig:
         d_model: D, the model dimension.
         num_heads: H, attention heads.
         num_kv_heads: key/value heads for GQA (1 = MQA); None = num_heads (MHA).
+        head_dim: E, the width of each head; None = D / H. Set, it frees E from D (T5's ``d_kv``, Gemma):
+            the query projection is D -> H E and W_o is H E -> D.
         num_layers: layers of a causal LM; the default for each side of a seq2seq model.
         num_encoder_layers, num_decoder_layers: seq2seq sides; None = num_layers.
         d_ff: feed-forward hidden size.
@@ -43,8 +45,17 @@ class ModelConfig:
         tie_embeddings: share the (target) input embedding with the output projection.
         scale_embeddings: multiply embeddings by sqrt(D), as in the paper.
         final_norm: norm after each stack; None = what the placement needs (pre: yes, post: no).
-        bias: biases in attention projections.
+        bias: biases in the attention projections (q, k, v and W_o).
+        qkv_bias: biases in the q, k and v projections only; None = ``bias`` (Qwen2: true with bias false).
+        attention_scale: the factor on q . k before the softmax; None = 1 / sqrt(E), the paper's. T5 folds
+            the scale into its weights and uses 1.0.
+        embedding_norm: a norm (of the ``norm`` kind) on the embeddings after positions are added (BART).
+        lm_head_bias: a bias in the final linear layer to the vocabulary (BART's and Marian's
+            ``final_logits_bias``).
         pad_token_id: padding id (used by training losses and generation), or None.
+        bos_token_id: the id that starts a text; swapformer's tokenizers use 1.
+        eos_token_id: the id that ends a text (generation stops there by default); swapformer's tokenizers use 2.
+        decoder_start_token_id: the first target id of a seq2seq model's decoder; None = ``bos_token_id``.
         src_vocab_size: source vocabulary of a seq2seq model; None = vocab_size.
         init_std: standard deviation of the normal initialization of linear and embedding weights.
     """
@@ -54,6 +65,7 @@ class ModelConfig:
     d_model: int = 512
     num_heads: int = 8
     num_kv_heads: int | None = None
+    head_dim: int | None = None
     num_layers: int = 6
     num_encoder_layers: int | None = None
     num_decoder_layers: int | None = None
@@ -69,7 +81,14 @@ class ModelConfig:
     scale_embeddings: bool = False
     final_norm: bool | None = None
     bias: bool = True
+    qkv_bias: bool | None = None
+    attention_scale: float | None = None
+    embedding_norm: bool = False
+    lm_head_bias: bool = False
     pad_token_id: int | None = 0
+    bos_token_id: int | None = 1
+    eos_token_id: int | None = 2
+    decoder_start_token_id: int | None = None
     src_vocab_size: int | None = None
     init_std: float = 0.02
     _checked: bool = field(default=False, init=False, repr=False, compare=False)
@@ -96,9 +115,14 @@ class ModelConfig:
         self._checked = True
 
     @property
-    def head_dim(self) -> int:
-        """E = D / H."""
-        return self.d_model // self.num_heads
+    def resolved_head_dim(self) -> int:
+        """E: ``head_dim``, or D / H when it is None."""
+        return self.d_model // self.num_heads if self.head_dim is None else self.head_dim
+
+    @property
+    def start_token_id(self) -> int | None:
+        """The decoder's first id: ``decoder_start_token_id``, or ``bos_token_id`` when it is None."""
+        return self.bos_token_id if self.decoder_start_token_id is None else self.decoder_start_token_id
 
     @property
     def kv_heads(self) -> int:
@@ -124,15 +148,15 @@ class ModelConfig:
 
         for key in ("vocab_size", "d_model", "num_heads", "num_layers", "d_ff", "max_seq_len"):
             positive_int(key)
-        for key in ("num_kv_heads", "num_encoder_layers", "num_decoder_layers", "src_vocab_size"):
+        for key in ("num_kv_heads", "head_dim", "num_encoder_layers", "num_decoder_layers", "src_vocab_size"):
             positive_int(key, optional=True)
         d_ok = isinstance(self.d_model, int) and self.d_model > 0
         h_ok = isinstance(self.num_heads, int) and not isinstance(self.num_heads, bool) and self.num_heads > 0
-        if d_ok and h_ok and self.d_model % self.num_heads:
+        if d_ok and h_ok and self.head_dim is None and self.d_model % self.num_heads:
             divisors = [h for h in range(1, self.d_model + 1) if self.d_model % h == 0 and h <= 64]
             problems.append(
                 f"d_model={self.d_model} is not divisible by num_heads={self.num_heads}; "
-                f"pick num_heads from {divisors} or change d_model"
+                f"pick num_heads from {divisors}, change d_model, or set head_dim"
             )
         kv = self.num_kv_heads
         if h_ok and isinstance(kv, int) and not isinstance(kv, bool) and kv > 0 and self.num_heads % kv:
@@ -152,21 +176,27 @@ class ModelConfig:
             or self.init_std <= 0
         ):
             problems.append(f"init_std={self.init_std!r} must be a positive number")
-        for key in ("tie_embeddings", "scale_embeddings", "bias"):
+        for key in ("tie_embeddings", "scale_embeddings", "bias", "embedding_norm", "lm_head_bias"):
             if not isinstance(getattr(self, key), bool):
                 problems.append(f"{key}={getattr(self, key)!r} must be true or false")
-        if self.final_norm is not None and not isinstance(self.final_norm, bool):
+        for key, default in (("final_norm", "placement's default"), ("qkv_bias", "the value of bias")):
+            if getattr(self, key) is not None and not isinstance(getattr(self, key), bool):
+                problems.append(f"{key}={getattr(self, key)!r} must be true, false or null ({default})")
+        scale = self.attention_scale
+        if scale is not None and (
+            isinstance(scale, bool) or not isinstance(scale, int | float) or scale <= 0
+        ):
             problems.append(
-                f"final_norm={self.final_norm!r} must be true, false or null (placement's default)"
+                f"attention_scale={scale!r} must be a positive number or null (1 / sqrt(head_dim))"
             )
-        pad = self.pad_token_id
-        if pad is not None:
-            if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
-                problems.append(f"pad_token_id={pad!r} must be a non-negative integer or null")
-            elif isinstance(self.vocab_size, int) and self.vocab_size > 0 and pad >= self.vocab_size:
-                problems.append(
-                    f"pad_token_id={pad} is outside the vocabulary (vocab_size={self.vocab_size})"
-                )
+        for key in ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id"):
+            token = getattr(self, key)
+            if token is None:
+                continue
+            if isinstance(token, bool) or not isinstance(token, int) or token < 0:
+                problems.append(f"{key}={token!r} must be a non-negative integer or null")
+            elif isinstance(self.vocab_size, int) and self.vocab_size > 0 and token >= self.vocab_size:
+                problems.append(f"{key}={token} is outside the vocabulary (vocab_size={self.vocab_size})")
         component_problems = [
             p
             for key in COMPONENT_KEYS
@@ -197,7 +227,7 @@ class ModelConfig:
             problems.append("vocab_size is required (the data module provides it in recipes)")
         known = {k: v for k, v in data.items() if k in names}
         if problems:
-            known.setdefault("vocab_size", 1)
+            known.setdefault("vocab_size", 2**31)  # a stand-in that puts no token id outside the vocabulary
             try:
                 cls(**known)
             except ConfigError as err:

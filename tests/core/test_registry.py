@@ -30,7 +30,7 @@ def test_every_family_lists_its_members_with_descriptions():
     ]  # fmt: skip
     assert swapformer.available("norm") == ["layernorm", "rmsnorm", "scalenorm"]
     assert swapformer.available("placement") == ["deepnorm", "post", "pre", "sandwich"]
-    assert swapformer.available("ffn") == ["geglu", "gelu", "relu", "relu2", "swiglu"]
+    assert swapformer.available("ffn") == ["geglu", "gelu", "relu", "relu2", "silu", "swiglu"]
     for members in FAMILIES.values():
         assert all(member.description for member in members.describe())
 
@@ -38,7 +38,7 @@ def test_every_family_lists_its_members_with_descriptions():
 def test_available_takes_glob_patterns():
     assert swapformer.available("positional", "*in*") == ["sinusoidal"]
     assert swapformer.available("ffn", "?elu") == ["gelu", "relu"]
-    assert swapformer.available("ffn", "s*") == ["swiglu"]
+    assert swapformer.available("ffn", "sw*") == ["swiglu"]
     assert swapformer.available("norm", "nothing*") == []
 
 

@@ -104,7 +104,7 @@ def test_left_padded_batch_equals_each_prompt_alone(positional, attention):
     net = model("causal_lm", positional, attention, 2)
     prompts = [[5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15, 16]]
     ids, mask = left_pad(prompts)
-    batched = net.generate(ids, mask, max_new_tokens=8)
+    batched = net.generate(ids, mask, max_new_tokens=8, eos_token_id=[])  # no eos: every row runs 8 steps
     for row, prompt in enumerate(prompts):
-        alone = net.generate(torch.tensor([prompt]), max_new_tokens=8)
+        alone = net.generate(torch.tensor([prompt]), max_new_tokens=8, eos_token_id=[])
         assert batched[row, ids.size(1) - len(prompt) :].tolist() == alone[0].tolist()

@@ -176,6 +176,12 @@ def test_prompt_errors():
         net.generate(torch.tensor([[4, 5, 0]]), torch.tensor([[1, 1, 0]]))
     with pytest.raises(ValueError, match=r"rows \[1\] of the attention mask hold no real token"):
         net.generate(torch.tensor([[4, 5], [0, 0]]), torch.tensor([[1, 1], [0, 0]]))
-    seq2seq = build_seq2seq(dict(vocab_size=30, d_model=16, num_heads=2, num_layers=1))
+    # a config without bos or decoder_start ids leaves generate() no first target id
+    seq2seq = build_seq2seq(dict(vocab_size=30, d_model=16, num_heads=2, num_layers=1, bos_token_id=None))
     with pytest.raises(ValueError, match=r"needs decoder_start_token_id"):
         seq2seq.generate(torch.tensor([[4, 5]]))
+    # built with the defaults, it starts from the config's bos id and stops at its eos id, as HF's generate does
+    built = build_seq2seq(dict(vocab_size=30, d_model=16, num_heads=2, num_layers=1, dropout=0.0))
+    out = built.generate(torch.tensor([[4, 5]]), max_new_tokens=30)
+    explicit = built.generate(torch.tensor([[4, 5]]), max_new_tokens=30, decoder_start_token_id=1, eos_token_id=2)
+    assert out[0, 0] == 1 and torch.equal(out, explicit)

@@ -29,7 +29,7 @@ def generate(
     length_penalty: float = 1.0,
     early_stopping: bool | str = False,
     eos_token_id: int | Sequence[int] | None = None,
-    pad_token_id: int = 0,
+    pad_token_id: int | None = None,
     decoder_start_token_id: int | None = None,
     use_cache: bool = True,
     seed: int | None = None,
@@ -57,9 +57,11 @@ def generate(
         length_penalty: beam scores are divided by ``length ** length_penalty``; > 0 favours longer outputs.
         early_stopping: beam search stops a row once it has ``num_beams`` finished hypotheses (True), when no
             live beam can still win judged at the current length (False) or at the longest length ("never").
-        eos_token_id: id, or ids, that end a sequence; rows that ended are padded with ``pad_token_id``.
-        pad_token_id: the padding id of the prompts and of finished rows.
-        decoder_start_token_id: first target id of an encoder-decoder (the BOS id of swapformer's tokenizers).
+        eos_token_id: id, or ids, that end a sequence; rows that ended are padded with ``pad_token_id``. None =
+            the model config's ``eos_token_id``; ``[]`` = none, always generate ``max_new_tokens``.
+        pad_token_id: the padding id of the prompts and of finished rows; None = the model config's (or 0).
+        decoder_start_token_id: first target id of an encoder-decoder; None = the model config's
+            ``decoder_start_token_id`` (or its ``bos_token_id``).
         use_cache: keep keys and values between steps (fast); False re-runs the whole prefix every step.
         seed: seeds a private generator, so sampling repeats exactly without touching the global RNG.
         generator: or pass your own.
@@ -73,6 +75,13 @@ def generate(
         ValueError: an empty prompt, right-padded prompts, a length beyond a learned positional table, or an
             argument out of range (each message names the value and the fix).
     """
+    config = getattr(model, "config", None)  # the special ids a model carries, as Hugging Face's configs do
+    if eos_token_id is None:
+        eos_token_id = getattr(config, "eos_token_id", None)
+    if pad_token_id is None:
+        pad_token_id = getattr(config, "pad_token_id", None) or 0
+    if decoder_start_token_id is None:
+        decoder_start_token_id = getattr(config, "start_token_id", None)
     settings = Settings(
         max_new_tokens=max_new_tokens,
         do_sample=do_sample,

@@ -24,7 +24,7 @@ def _context(cfg: ModelConfig) -> dict[str, Any]:
         "d_ff": cfg.d_ff,
         "num_heads": cfg.num_heads,
         "num_kv_heads": cfg.kv_heads,
-        "head_dim": cfg.head_dim,
+        "head_dim": cfg.resolved_head_dim,
         "max_seq_len": cfg.max_seq_len,
         "dropout": cfg.dropout,
     }
@@ -44,8 +44,11 @@ def _attention(
         d_model=cfg.d_model,
         num_heads=cfg.num_heads,
         num_kv_heads=cfg.kv_heads,
+        head_dim=cfg.head_dim,
         kernel=ATTENTION.build(spec, **_context(cfg)),
         bias=cfg.bias,
+        qkv_bias=cfg.qkv_bias,
+        scale=cfg.attention_scale,
         dropout=cfg.dropout,
         positional=None if cross else positional,
     )
@@ -128,13 +131,14 @@ def build_embedding(cfg: ModelConfig, vocab_size: int, positional: PositionalEnc
         d_model=cfg.d_model,
         positional=positional,
         scale=cfg.scale_embeddings,
+        norm=NORM.build(cfg.norm, **_context(cfg)) if cfg.embedding_norm else None,
         dropout=cfg.dropout,
     )
 
 
 def build_lm_head(cfg: ModelConfig, embedding: TokenEmbedding) -> nn.Linear:
     """The final linear layer to the vocabulary, tied to ``embedding`` when ``cfg.tie_embeddings``."""
-    head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+    head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=cfg.lm_head_bias)
     if cfg.tie_embeddings:
         head.weight = embedding.token.weight
     return head

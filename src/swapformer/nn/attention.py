@@ -23,21 +23,24 @@ class MultiHeadAttention(nn.Module):
 
         q = x W_q, k = m W_k, v = m W_v     (m = x for self-attention, the encoder output for cross-attention)
         q, k = positional.rotate(q, k)      (self-attention only; identity unless e.g. RoPE)
-        o = kernel(q, k, v, mask)           per head, heads = num_heads
+        o = kernel(q, k, v, mask, scale)    per head, heads = num_heads; scale = 1 / sqrt(E) unless given
         y = concat(o_1 ... o_H) W_o
 
     Args:
         d_model: model dimension D.
-        num_heads: query heads H; head dimension E = D / H.
+        num_heads: query heads H.
         kernel: an attention kernel (``family("attention").build("sdpa")``).
         num_kv_heads: key/value heads Hkv (H for MHA, 1 for MQA, between for GQA); must divide H.
+        head_dim: E, the width of each head; None = D / H (which must then divide evenly).
         bias: biases in the four projections.
+        qkv_bias: biases in W_q, W_k and W_v; None = ``bias`` (Qwen2 has them, without one in W_o).
+        scale: the factor on q . k; None = 1 / sqrt(E). T5 uses 1.0.
         dropout: dropout on the attention weights while training.
         positional: the model's positional member, whose ``rotate`` hook applies to q and k in self-attention
             (RoPE); used, not owned: the model holds its parameters. None for cross-attention.
 
     Raises:
-        ConfigError: D not divisible by H, or H not divisible by Hkv.
+        ConfigError: D not divisible by H (without ``head_dim``), or H not divisible by Hkv.
 
     Shape:
         x ``(N, L, D)``; memory ``(N, S, D)``; attn_mask broadcastable to ``(N, H, L, S)``; output ``(N, L, D)``.
@@ -50,23 +53,27 @@ class MultiHeadAttention(nn.Module):
         num_heads: int,
         kernel: nn.Module,
         num_kv_heads: int | None = None,
+        head_dim: int | None = None,
         bias: bool = True,
+        qkv_bias: bool | None = None,
+        scale: float | None = None,
         dropout: float = 0.0,
         positional: PositionalEncoding | None = None,
     ) -> None:
         super().__init__()
         borrow(self, "positional", positional)
         num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
-        if d_model % num_heads:
+        if head_dim is None and d_model % num_heads:
             raise ConfigError(f"d_model={d_model} is not divisible by num_heads={num_heads}")
         if num_heads % num_kv_heads:
             raise ConfigError(f"num_heads={num_heads} is not divisible by num_kv_heads={num_kv_heads}")
         self.num_heads, self.num_kv_heads = num_heads, num_kv_heads
-        self.head_dim = d_model // num_heads
-        self.dropout = dropout
-        self.q_proj = nn.Linear(d_model, num_heads * self.head_dim, bias=bias)
-        self.k_proj = nn.Linear(d_model, num_kv_heads * self.head_dim, bias=bias)
-        self.v_proj = nn.Linear(d_model, num_kv_heads * self.head_dim, bias=bias)
+        self.head_dim = d_model // num_heads if head_dim is None else head_dim
+        self.scale, self.dropout = scale, dropout
+        qkv_bias = bias if qkv_bias is None else qkv_bias
+        self.q_proj = nn.Linear(d_model, num_heads * self.head_dim, bias=qkv_bias)
+        self.k_proj = nn.Linear(d_model, num_kv_heads * self.head_dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(d_model, num_kv_heads * self.head_dim, bias=qkv_bias)
         self.out_proj = nn.Linear(num_heads * self.head_dim, d_model, bias=bias)  # W_o
         self.kernel = kernel
 
@@ -121,6 +128,7 @@ class MultiHeadAttention(nn.Module):
             attn_mask=attn_mask,
             is_causal=is_causal,
             dropout_p=self.dropout if self.training else 0.0,
+            scale=self.scale,
             need_weights=need_weights,
         )
         out = self.out_proj(out.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim))

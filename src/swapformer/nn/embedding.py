@@ -1,4 +1,4 @@
-"""Token embedding with the paper's optional sqrt(D) scaling, positions added, then dropout."""
+"""Token embedding with the paper's optional sqrt(D) scaling, positions added, an optional norm, then dropout."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ from swapformer.nn._shared import borrow
 
 
 class TokenEmbedding(nn.Module):
-    """ids -> dropout(positional.embed(E[ids] * scale)).
+    """ids -> dropout(norm(positional.embed(E[ids] * scale))).
 
     Args:
         vocab_size: V.
         d_model: D.
         positional: the model's positional member; its ``embed`` hook adds absolute positions (used, not owned).
         scale: multiply by sqrt(D) (Vaswani et al., section 3.4).
+        norm: a norm after positions are added (BART's ``layernorm_embedding``), or None.
         dropout: dropout on the sum.
 
     Shape:
@@ -31,12 +32,14 @@ class TokenEmbedding(nn.Module):
         d_model: int,
         positional: PositionalEncoding,
         scale: bool = False,
+        norm: nn.Module | None = None,
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.token = nn.Embedding(vocab_size, d_model)
         borrow(self, "positional", positional)
         self.scale = math.sqrt(d_model) if scale else 1.0
+        self.norm = norm
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, ids: Tensor, *, offset: int = 0) -> Tensor:
@@ -44,4 +47,6 @@ class TokenEmbedding(nn.Module):
         if self.scale != 1.0:
             x = x * self.scale
         x = self.positional.embed(x, offset=offset)
+        if self.norm is not None:
+            x = self.norm(x)
         return self.dropout(x) if self.training else x  # eval: no module call

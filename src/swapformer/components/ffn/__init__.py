@@ -24,6 +24,13 @@ def gelu(
     )
 
 
+@FFN.register("silu", description="two linear layers with SiLU (swish) between (Marian)")
+def silu(*, d_model: int, d_ff: int, dropout: float = 0.0, bias: bool = True) -> FeedForward:
+    """silu(x W1 + b1) W2 + b2, silu(x) = x sigmoid(x) (Ramachandran et al., 2017, "Searching for Activation
+    Functions")."""
+    return FeedForward(d_model=d_model, d_ff=d_ff, activation=nn.SiLU(), dropout=dropout, bias=bias)
+
+
 @FFN.register("swiglu", description="SiLU-gated linear unit: down(silu(gate x) * up x) (Shazeer 2020, Llama)")
 def swiglu(*, d_model: int, d_ff: int, dropout: float = 0.0, bias: bool = False) -> GatedFeedForward:
     """SwiGLU feed-forward, no biases by default (as in Llama)."""
@@ -49,4 +56,14 @@ def relu2(*, d_model: int, d_ff: int, dropout: float = 0.0, bias: bool = True) -
     return FeedForward(d_model=d_model, d_ff=d_ff, activation=SquaredReLU(), dropout=dropout, bias=bias)
 
 
-__all__ = ["FeedForward", "GatedFeedForward", "SquaredReLU", "geglu", "gelu", "relu", "relu2", "swiglu"]
+__all__ = [
+    "FeedForward",
+    "GatedFeedForward",
+    "SquaredReLU",
+    "geglu",
+    "gelu",
+    "relu",
+    "relu2",
+    "silu",
+    "swiglu",
+]

@@ -7,6 +7,7 @@ from typing import ClassVar
 from torch import Tensor, nn
 
 from swapformer.components.positional.base import PositionalEncoding, last_position, positions
+from swapformer.errors import ConfigError
 from swapformer.registry import Capabilities
 
 
@@ -16,19 +17,25 @@ class LearnedPositionalEncoding(PositionalEncoding):
     Args:
         d_model: model dimension D.
         max_seq_len: number of positions in the table.
+        offset: rows of the table before position 0: position p reads row p + offset (BART's table starts at
+            row 2, a fairseq legacy); the table has ``max_seq_len + offset`` rows.
 
     Raises:
         ValueError: at run time, for a sequence longer than the table.
+        ConfigError: a negative offset.
     """
 
     capabilities: ClassVar[Capabilities] = Capabilities(
         notes="positions up to max_seq_len only: longer inputs and generation past it are refused"
     )
 
-    def __init__(self, *, d_model: int, max_seq_len: int) -> None:
+    def __init__(self, *, d_model: int, max_seq_len: int, offset: int = 0) -> None:
         super().__init__()
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise ConfigError(f"learned offset={offset!r} must be a non-negative integer (BART uses 2)")
         self.max_seq_len = self.max_length = max_seq_len
-        self.table = nn.Embedding(max_seq_len, d_model)
+        self.offset = offset
+        self.table = nn.Embedding(max_seq_len + offset, d_model)
 
     def embed(self, x: Tensor, *, offset: int | Tensor = 0) -> Tensor:
         end = last_position(offset, x.size(1)) + 1
@@ -39,5 +46,5 @@ class LearnedPositionalEncoding(PositionalEncoding):
                 "positional encoding without a table such as 'sinusoidal' or 'rope'"
             )
         if isinstance(offset, int):  # a slice of the table: no index tensor to build
-            return x + self.table.weight[offset:end].to(x.dtype)
-        return x + self.table(positions(offset, x.size(1), x.device)).to(x.dtype)
+            return x + self.table.weight[self.offset + offset : self.offset + end].to(x.dtype)
+        return x + self.table(positions(offset, x.size(1), x.device) + self.offset).to(x.dtype)

@@ -8,10 +8,18 @@ import torch
 from torch import Tensor
 
 from swapformer.components.positional.base import PositionalEncoding, last_position, positions
+from swapformer.errors import ConfigError
+
+LAYOUTS = ("interleaved", "halves")
 
 
-def sinusoidal_table(length: int, d_model: int, *, base: float = 10000.0, device=None) -> Tensor:
+def sinusoidal_table(
+    length: int, d_model: int, *, base: float = 10000.0, layout: str = "interleaved", device=None
+) -> Tensor:
     """PE[pos, 2i] = sin(pos / base^(2i/D)), PE[pos, 2i+1] = cos(pos / base^(2i/D)).
+
+    ``layout="halves"`` puts the same sines in the first ceil(D/2) columns and the cosines after them
+    (Marian's and fairseq's layout) instead of interleaving them.
 
     Shape:
         output ``(length, d_model)``.
@@ -20,9 +28,11 @@ def sinusoidal_table(length: int, d_model: int, *, base: float = 10000.0, device
     frequency = torch.exp(
         torch.arange(0, d_model, 2, dtype=torch.float32, device=device) * (-math.log(base) / d_model)
     )  # 1 / base^(2i/D)   (ceil(D/2),)
+    sines, cosines = torch.sin(position * frequency), torch.cos(position * frequency[: d_model // 2])
+    if layout == "halves":
+        return torch.cat((sines, cosines), dim=-1)
     table = torch.zeros(length, d_model, device=device)
-    table[:, 0::2] = torch.sin(position * frequency)
-    table[:, 1::2] = torch.cos(position * frequency[: d_model // 2])
+    table[:, 0::2], table[:, 1::2] = sines, cosines
     return table
 
 
@@ -35,18 +45,29 @@ class SinusoidalPositionalEncoding(PositionalEncoding):
     Args:
         d_model: model dimension D.
         base: the wavelength base, 10000 in the paper.
+        layout: ``interleaved`` (the paper: sin and cos alternate) or ``halves`` (sines then cosines, as
+            Marian's checkpoints expect).
+
+    Raises:
+        ConfigError: an unknown layout.
     """
 
-    def __init__(self, *, d_model: int, base: float = 10000.0) -> None:
+    def __init__(self, *, d_model: int, base: float = 10000.0, layout: str = "interleaved") -> None:
         super().__init__()
-        self.d_model, self.base = d_model, base
+        if layout not in LAYOUTS:
+            raise ConfigError(f"sinusoidal layout={layout!r} is not one of {', '.join(LAYOUTS)}")
+        self.d_model, self.base, self.layout = d_model, base, layout
         self.register_buffer("table", sinusoidal_table(0, d_model, base=base), persistent=False)
 
     def embed(self, x: Tensor, *, offset: int | Tensor = 0) -> Tensor:
         end = last_position(offset, x.size(1)) + 1
         if end > self.table.size(0):  # grow the cache (doubling) instead of a fixed maximum
             self.table = sinusoidal_table(
-                max(end, 2 * self.table.size(0)), self.d_model, base=self.base, device=x.device
+                max(end, 2 * self.table.size(0)),
+                self.d_model,
+                base=self.base,
+                layout=self.layout,
+                device=x.device,
             )
         if isinstance(offset, int):
             return x + self.table[offset:end].to(x.dtype)
