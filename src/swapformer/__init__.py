@@ -9,6 +9,7 @@ Example:
 from swapformer.components.attention import MathAttention, SDPAttention
 from swapformer.config import ModelConfig
 from swapformer.errors import ConfigError
+from swapformer.interop import from_hf, load, save_pretrained, to_hf
 from swapformer.models import (
     DecoderOnly,
     EncoderDecoder,
@@ -44,6 +45,10 @@ __all__ = [
     "build_masked_lm",
     "build_seq2seq",
     "family",
+    "from_hf",
     "kind",
+    "load",
     "load_plugins",
+    "save_pretrained",
+    "to_hf",
 ]

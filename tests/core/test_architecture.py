@@ -20,7 +20,7 @@ LAYERS = [
     {"nn"},
     {"generation"},
     {"models", "data"},
-    {"conformance", "training"},
+    {"conformance", "training", "interop"},
     {"tasks"},
     {"cli", "lightning", "__init__", "__main__"},
 ]

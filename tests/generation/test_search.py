@@ -183,5 +183,7 @@ def test_prompt_errors():
     # built with the defaults, it starts from the config's bos id and stops at its eos id, as HF's generate does
     built = build_seq2seq(dict(vocab_size=30, d_model=16, num_heads=2, num_layers=1, dropout=0.0))
     out = built.generate(torch.tensor([[4, 5]]), max_new_tokens=30)
-    explicit = built.generate(torch.tensor([[4, 5]]), max_new_tokens=30, decoder_start_token_id=1, eos_token_id=2)
+    explicit = built.generate(
+        torch.tensor([[4, 5]]), max_new_tokens=30, decoder_start_token_id=1, eos_token_id=2
+    )
     assert out[0, 0] == 1 and torch.equal(out, explicit)

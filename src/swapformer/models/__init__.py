@@ -4,6 +4,7 @@ shared builders that make them from a config."""
 from swapformer.models.builders import build, build_layer, build_stack, init_weights
 from swapformer.models.causal_lm import DecoderOnly, build_causal_lm
 from swapformer.models.masked_lm import EncoderOnly, build_masked_lm
+from swapformer.models.saving import load_pretrained, save_pretrained
 from swapformer.models.seq2seq import EncoderDecoder, build_seq2seq
 
 __all__ = [
@@ -17,4 +18,6 @@ __all__ = [
     "build_seq2seq",
     "build_stack",
     "init_weights",
+    "load_pretrained",
+    "save_pretrained",
 ]

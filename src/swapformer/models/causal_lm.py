@@ -13,12 +13,13 @@ from swapformer.config import ModelConfig
 from swapformer.generation.decoding import check_left_padded, check_length, generate
 from swapformer.generation.search import Settings, expand_beams
 from swapformer.models import builders
+from swapformer.models.saving import SavesPretrained
 from swapformer.nn import KVCache, TokenEmbedding, TransformerStack
 from swapformer.nn.masks import causal_self_attention_inputs
 from swapformer.registry import register_kind
 
 
-class DecoderOnly(nn.Module):
+class DecoderOnly(SavesPretrained, nn.Module):
     """Embedding, a stack of causal self-attention layers, and the final linear layer to the vocabulary.
 
     ::

@@ -11,12 +11,13 @@ from torch import Tensor, nn
 from swapformer.components.positional.base import PositionalEncoding
 from swapformer.config import ModelConfig
 from swapformer.models import builders
+from swapformer.models.saving import SavesPretrained
 from swapformer.nn import TokenEmbedding, TransformerStack
 from swapformer.nn.masks import left_padding_offset, self_attention_mask
 from swapformer.registry import register_kind
 
 
-class EncoderOnly(nn.Module):
+class EncoderOnly(SavesPretrained, nn.Module):
     """Embedding, a stack of self-attention layers that see the whole sequence, and the final linear layer.
 
     ::

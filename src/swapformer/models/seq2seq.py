@@ -13,12 +13,13 @@ from swapformer.config import ModelConfig
 from swapformer.generation.decoding import check_length, generate
 from swapformer.generation.search import Settings, expand_beams
 from swapformer.models import builders
+from swapformer.models.saving import SavesPretrained
 from swapformer.nn import KVCache, TokenEmbedding, TransformerStack
 from swapformer.nn.masks import as_key_padding_mask, causal_self_attention_inputs, self_attention_mask
 from swapformer.registry import register_kind
 
 
-class EncoderDecoder(nn.Module):
+class EncoderDecoder(SavesPretrained, nn.Module):
     """Encoder over the source, decoder over the target attending to it, final linear to the vocabulary.
 
     ::

@@ -1,0 +1,41 @@
+"""Hugging Face models in and out: each family maps a ``config.json`` onto registered components and its tensors
+onto a swapformer model's (one file per family), and swapformer's own ``save_pretrained`` / ``load`` format.
+
+Example:
+    >>> import swapformer
+    >>> swapformer.interop.supported()
+    ['gpt2', 'llama', 'mistral', 'qwen2']
+"""
+
+from __future__ import annotations
+
+import os
+
+from torch import nn
+
+from swapformer.interop import gpt2, llama  # noqa: F401  (each registers its family)
+from swapformer.interop.core import ARCHITECTURES, Architecture, Link, from_hf, supported, to_hf
+from swapformer.models.saving import FORMAT, load_pretrained, read_config, save_pretrained
+
+
+def load(directory: str | os.PathLike) -> nn.Module:
+    """A model from a directory: swapformer's own (``save_pretrained``) or a Hugging Face one (``from_hf``).
+
+    Raises:
+        ConfigError: the directory holds no model (the message says what is missing).
+    """
+    if read_config(directory).get("format") == FORMAT:
+        return load_pretrained(directory)
+    return from_hf(directory)
+
+
+__all__ = [
+    "ARCHITECTURES",
+    "Architecture",
+    "Link",
+    "from_hf",
+    "load",
+    "save_pretrained",
+    "supported",
+    "to_hf",
+]

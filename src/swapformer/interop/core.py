@@ -1,0 +1,286 @@
+"""What every Hugging Face family shares: the weight-name links, the registry of families, reading a model
+directory, and the two conversions (``from_hf``, ``to_hf``) driven by a family's links.
+
+A family (``interop/gpt2.py``, ``interop/llama.py``, ...) says three things, and nothing else:
+
+- ``config(hf)``: the ModelConfig fields (component names and options) of a Hugging Face ``config.json``;
+- ``links(config)``: which of our state-dict keys each Hugging Face tensor becomes (and how: a transpose, a split
+  of a fused projection, a scale);
+- ``hf_config(config)``: the ``config.json`` of a ModelConfig it can express, or the first component it cannot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from swapformer.config import ModelConfig
+from swapformer.errors import ConfigError
+from swapformer.models import build
+from swapformer.models.saving import read_config
+
+
+@dataclass(frozen=True)
+class Link:
+    """Our tensors ``ours`` (concatenated along dim 0, in order) are Hugging Face's tensor ``theirs``, transposed
+    when ``transpose`` (GPT-2's ``Conv1D`` stores ``(in, out)``), times ``scale``."""
+
+    ours: tuple[str, ...]
+    theirs: str
+    transpose: bool = False
+    scale: float = 1.0
+
+
+class Unsupported(Exception):
+    """A ModelConfig (or HF config) feature a family cannot express; the message names the component."""
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One Hugging Face family: the ``model_type`` values it reads, its model kind and its three functions."""
+
+    model_types: tuple[str, ...]
+    kind: str
+    config: Callable[[Mapping[str, Any]], dict[str, Any]]
+    links: Callable[[ModelConfig], list[Link]]
+    hf_config: Callable[[ModelConfig], dict[str, Any]]
+    ignored: tuple[str, ...] = ()
+    """Suffixes of Hugging Face tensors that carry nothing a swapformer model needs (recomputed buffers)."""
+
+
+ARCHITECTURES: dict[str, Architecture] = {}
+
+
+def register(architecture: Architecture) -> Architecture:
+    for model_type in architecture.model_types:
+        ARCHITECTURES[model_type] = architecture
+    return architecture
+
+
+def supported() -> list[str]:
+    """The Hugging Face ``model_type`` values swapformer reads and writes."""
+    return sorted(ARCHITECTURES)
+
+
+def layer_links(prefix: str, ours: str, pairs: Iterable[tuple[str, str]], *, bias: bool) -> list[Link]:
+    """Links of linear layers: ``(our name, their name)`` pairs under two prefixes, weights and biases."""
+    links = []
+    for mine, theirs in pairs:
+        links.append(Link((f"{ours}.{mine}.weight",), f"{prefix}.{theirs}.weight"))
+        if bias:
+            links.append(Link((f"{ours}.{mine}.bias",), f"{prefix}.{theirs}.bias"))
+    return links
+
+
+def norm_links(ours: str, theirs: str, *, bias: bool) -> list[Link]:
+    return [Link((f"{ours}.weight",), f"{theirs}.weight")] + (
+        [Link((f"{ours}.bias",), f"{theirs}.bias")] if bias else []
+    )
+
+
+ACTIVATIONS = {
+    "gelu": ("gelu", "geglu", {}),
+    "gelu_new": ("gelu", "geglu", {"approximate": "tanh"}),
+    "gelu_pytorch_tanh": ("gelu", "geglu", {"approximate": "tanh"}),
+    "gelu_fast": ("gelu", "geglu", {"approximate": "tanh"}),
+    "relu": ("relu", None, {}),
+    "silu": ("silu", "swiglu", {}),
+    "swish": ("silu", "swiglu", {}),
+}
+"""Hugging Face activation name -> (our plain FFN member, our gated member, options)."""
+
+
+def ffn_spec(activation: str, *, gated: bool, bias: bool) -> dict[str, Any]:
+    """Our FFN spec for a Hugging Face activation name, plain (two linear layers) or gated (three)."""
+    plain, gate, options = ACTIVATIONS.get(activation, (None, None, {}))
+    name = gate if gated else plain
+    if name is None:
+        raise Unsupported(
+            f"activation {activation!r} {'in a gated FFN ' if gated else ''}has no swapformer member"
+        )
+    return {"name": name, **options, "bias": bias}
+
+
+def activation_of(ffn: Any) -> tuple[str, bool, bool]:
+    """(Hugging Face activation name, gated, bias) of our FFN spec; the inverse of :func:`ffn_spec`."""
+    name, options = (
+        (ffn, {}) if isinstance(ffn, str) else (ffn["name"], {k: v for k, v in ffn.items() if k != "name"})
+    )
+    gated = name in ("geglu", "swiglu")
+    bias = options.pop("bias", not gated)
+    for hf_name, (plain, gate, hf_options) in ACTIVATIONS.items():
+        if name == (gate if gated else plain) and options == hf_options:
+            return hf_name, gated, bias
+    raise Unsupported(f"ffn {ffn!r} has no Hugging Face activation")
+
+
+def spec_of(value: Any) -> tuple[str, dict[str, Any]]:
+    """(name, options) of a component spec."""
+    if isinstance(value, str):
+        return value, {}
+    return value["name"], {k: v for k, v in value.items() if k != "name"}
+
+
+# ---- reading -------------------------------------------------------------------------------------------
+def read_weights(directory: Path) -> dict[str, Tensor]:
+    """Every tensor of a Hugging Face model directory: ``model.safetensors``, its sharded form
+    (``model.safetensors.index.json``), or ``pytorch_model.bin`` read with ``weights_only=True``."""
+    from safetensors.torch import load_file
+
+    single, index = directory / "model.safetensors", directory / "model.safetensors.index.json"
+    if single.is_file():
+        files = [single]
+    elif index.is_file():
+        files = [
+            directory / name for name in sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        ]
+    elif (directory / "pytorch_model.bin").is_file():
+        return torch.load(directory / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    else:
+        raise ConfigError(
+            f"{directory} has a config.json but no weights (model.safetensors, model.safetensors.index.json or "
+            "pytorch_model.bin)"
+        )
+    weights: dict[str, Tensor] = {}
+    for file in files:
+        try:
+            weights.update(load_file(file))
+        except Exception as err:  # a truncated or foreign file: name it
+            raise ConfigError(f"{file} is not a readable safetensors file ({err})") from None
+    return weights
+
+
+def architecture_of(hf_config: Mapping[str, Any]) -> Architecture:
+    model_type = hf_config.get("model_type")
+    if model_type not in ARCHITECTURES:
+        raise ConfigError(
+            f"model_type {model_type!r} is not supported; swapformer reads {', '.join(supported())}"
+        )
+    return ARCHITECTURES[model_type]
+
+
+def _source(source: Any) -> tuple[dict[str, Any], Callable[[], dict[str, Tensor]]]:
+    if isinstance(source, nn.Module) and hasattr(source, "config") and hasattr(source.config, "to_dict"):
+        return source.config.to_dict(), source.state_dict  # a transformers PreTrainedModel
+    if not isinstance(source, str | os.PathLike):
+        raise ConfigError(
+            f"from_hf takes a model directory or a transformers PreTrainedModel, got {type(source).__name__}"
+        )
+    directory = Path(source)
+    return read_config(directory), lambda: read_weights(directory)
+
+
+def from_hf(source: str | os.PathLike | nn.Module) -> nn.Module:
+    """A swapformer model, in eval mode, from a Hugging Face model: a local directory written by
+    ``save_pretrained`` or a ``PreTrainedModel``. Its ``config`` is a plain :class:`ModelConfig` of registered
+    component names: swap one, rebuild, and keep training (see the Interop page).
+
+    Raises:
+        ConfigError: no ``config.json``, an unsupported ``model_type`` or option (named), or weights that are
+            missing, unexpected or of the wrong shape (the tensor named).
+    """
+    hf_config, weights = _source(source)
+    architecture = architecture_of(hf_config)
+    try:
+        fields = architecture.config(hf_config)
+    except Unsupported as err:
+        raise ConfigError(f"{hf_config['model_type']}: {err}") from None
+    config = ModelConfig.from_dict({**fields, "kind": architecture.kind})
+    model = build(config)
+    load_hf_state(model, weights(), architecture)
+    return model.eval()
+
+
+def load_hf_state(model: nn.Module, theirs: Mapping[str, Tensor], architecture: Architecture) -> None:
+    """Copy Hugging Face tensors into ``model`` through the family's links; every tensor accounted for."""
+    ours = model.state_dict()
+    used: set[str] = set()
+    state: dict[str, Tensor] = {}
+    for link in architecture.links(model.config):
+        name = link.theirs
+        if name not in theirs and name.split(".", 1)[-1] in theirs:  # saved from the base model (GPT2Model)
+            name = name.split(".", 1)[-1]
+        if name not in theirs:
+            raise ConfigError(f"the checkpoint has no tensor {link.theirs!r}, which {link.ours[0]!r} needs")
+        link = Link(link.ours, name, link.transpose, link.scale)
+        tensor = theirs[link.theirs].float()
+        used.add(link.theirs)
+        tensor = (tensor.T if link.transpose else tensor) * link.scale
+        sizes = [ours[key].size(0) for key in link.ours]
+        shape = (sum(sizes), *ours[link.ours[0]].shape[1:])
+        if tuple(tensor.shape) != shape:
+            raise ConfigError(
+                f"tensor {link.theirs!r} has shape {tuple(theirs[link.theirs].shape)}, but the config.json asks for "
+                f"{shape if not link.transpose else shape[::-1]}"
+            )
+        state.update(zip(link.ours, tensor.split(sizes), strict=True))
+    unexpected = [
+        key
+        for key in theirs
+        if key not in used and not key.endswith(architecture.ignored) and not _tied(key, model)
+    ]
+    if unexpected:
+        raise ConfigError(
+            f"the checkpoint has tensors this config does not use: {', '.join(sorted(unexpected)[:5])}"
+        )
+    shared = {id(value): key for key, value in model.state_dict(keep_vars=True).items() if key in state}
+    for key, value in model.state_dict(keep_vars=True).items():  # tied tensors: one link fills both names
+        if key not in state and id(value) in shared:
+            state[key] = state[shared[id(value)]]
+    missing = [key for key in ours if key not in state]
+    if missing:  # a family whose links miss a tensor of the model: a swapformer bug, not the user's
+        raise RuntimeError(f"{architecture.model_types[0]} links leave {missing[:5]} unset")
+    model.load_state_dict(state)
+
+
+def _tied(key: str, model: nn.Module) -> bool:
+    # a tied output layer may be written (or not) beside the embedding it repeats
+    return key.endswith("lm_head.weight") and model.config.tie_embeddings
+
+
+# ---- writing -------------------------------------------------------------------------------------------
+def to_hf(model: nn.Module, directory: str | os.PathLike) -> Path:
+    """Write ``model`` as a Hugging Face model directory (``config.json``, ``model.safetensors``) that
+    ``transformers.AutoModelForCausalLM`` / ``AutoModelForSeq2SeqLM.from_pretrained`` loads with the same logits.
+
+    Raises:
+        ConfigError: no supported family expresses the model's config; the message names the component.
+    """
+    from safetensors.torch import save_file
+
+    config = getattr(model, "config", None)
+    if not isinstance(config, ModelConfig):
+        raise ConfigError(
+            f"{type(model).__name__} has no swapformer ModelConfig; to_hf writes swapformer models"
+        )
+    reasons: dict[str, str] = {}
+    for architecture in dict.fromkeys(ARCHITECTURES.values()):  # each family once
+        if architecture.kind != config.kind:
+            continue
+        try:
+            hf_config = architecture.hf_config(config)
+        except Unsupported as err:
+            reasons[architecture.model_types[0]] = str(err)
+            continue
+        ours = model.state_dict()
+        theirs = {}
+        for link in architecture.links(config):
+            tensor = torch.cat([ours[key] for key in link.ours]) / link.scale
+            theirs[link.theirs] = (tensor.T if link.transpose else tensor).contiguous()
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
+        save_file(theirs, str(path / "model.safetensors"), metadata={"format": "pt"})
+        return path
+    if not reasons:
+        raise ConfigError(f"no Hugging Face family is mapped for {config.kind} models")
+    closest = min(reasons.values(), key=len)
+    tried = "; ".join(f"{name}: {reason}" for name, reason in reasons.items())
+    raise ConfigError(f"cannot export to Hugging Face: {closest} (families tried: {tried})")

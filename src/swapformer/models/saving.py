@@ -1,0 +1,94 @@
+"""swapformer's own checkpoint format: ``config.json`` (the ModelConfig) beside ``model.safetensors``.
+
+A directory, as Hugging Face writes one, so a model travels without Lightning or pickles: the config is plain
+JSON and the weights load without running code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from swapformer.config import ModelConfig
+from swapformer.errors import ConfigError
+from swapformer.models.builders import build
+
+FORMAT = "swapformer"
+CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+
+
+class SavesPretrained:
+    """Gives a model built from a :class:`ModelConfig` (``self.config``) a ``save_pretrained`` method."""
+
+    config: ModelConfig
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` to ``directory`` (made if missing);
+        :func:`swapformer.load` rebuilds the model exactly. Returns the directory."""
+        return save_pretrained(self, directory)
+
+
+def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
+    """See :meth:`SavesPretrained.save_pretrained`; for any model with a ``config``."""
+    config = getattr(model, "config", None)
+    if not isinstance(config, ModelConfig):
+        raise ConfigError(
+            f"{type(model).__name__} has no swapformer ModelConfig in .config; save_pretrained writes models "
+            "built by swapformer.build"
+        )
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / CONFIG_FILE).write_text(json.dumps({"format": FORMAT, **config.to_dict()}, indent=2) + "\n")
+    save_model(model, str(path / WEIGHTS_FILE))  # tied weights are written once
+    return path
+
+
+def read_config(directory: str | os.PathLike) -> dict[str, Any]:
+    """The JSON object in ``directory/config.json``.
+
+    Raises:
+        ConfigError: no such directory, no config.json in it, or a file that is not a JSON object.
+    """
+    path = Path(directory)
+    if not path.is_dir():
+        raise ConfigError(f"{path} is not a directory; give the folder that holds config.json")
+    file = path / CONFIG_FILE
+    if not file.is_file():
+        raise ConfigError(f"{path} has no config.json: it is not a saved model directory")
+    try:
+        data = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{file} is not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file} holds a JSON {type(data).__name__}, not an object of config keys")
+    return data
+
+
+def load_pretrained(directory: str | os.PathLike) -> nn.Module:
+    """Rebuild a model written by :func:`save_pretrained` (in eval mode).
+
+    Raises:
+        ConfigError: the directory, its config or its weights do not make a swapformer model.
+    """
+    path = Path(directory)
+    data = read_config(path)
+    data.pop("format", None)
+    model = build(ModelConfig.from_dict(data))
+    weights = path / WEIGHTS_FILE
+    if not weights.is_file():
+        raise ConfigError(f"{path} has no {WEIGHTS_FILE} beside its config.json")
+    try:
+        missing, unexpected = load_model(model, str(weights), strict=False)
+    except Exception as err:  # a truncated file or shapes that do not match the config
+        raise ConfigError(f"{weights} does not hold this config's weights: {err}") from None
+    if missing or unexpected:
+        raise ConfigError(
+            f"{weights} does not match its config.json: missing {sorted(missing)[:5]}, "
+            f"unexpected {sorted(unexpected)[:5]}"
+        )
+    return model.eval()

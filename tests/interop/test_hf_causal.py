@@ -1,0 +1,112 @@
+"""GPT-2, Llama, Mistral and Qwen2 in and out: equal logits on padded batches and equal greedy tokens, against
+the Hugging Face model built from a config."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from tests.interop.hf_models import CAUSAL, hf_model, save, transformers
+
+import swapformer
+from swapformer.errors import ConfigError
+
+
+def batches():
+    """A left-padded and a right-padded batch with their masks."""
+    torch.manual_seed(1)
+    ids = torch.randint(3, 61, (3, 9))
+    mask = torch.ones(3, 9, dtype=torch.long)
+    left, right = mask.clone(), mask.clone()
+    left[1, :3], left[2, :6] = 0, 0
+    right[1, 6:], right[2, 3:] = 0, 0
+    return {"left": (ids * left, left), "right": (ids * right, right)}
+
+
+def hf_logits(model, ids, mask):
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # what HF's generate passes for left padding
+    with torch.no_grad():
+        return model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
+
+
+@pytest.mark.parametrize("name", sorted(CAUSAL))
+def test_imported_model_gives_the_logits_and_tokens_of_hugging_face(name, tmp_path):
+    theirs = hf_model(name)
+    ours = swapformer.from_hf(save(theirs, tmp_path / "hf"))
+    assert isinstance(ours, swapformer.DecoderOnly) and not ours.training
+    for ids, mask in batches().values():
+        with torch.no_grad():
+            logits = ours(ids, mask.bool())
+        real = mask.bool()
+        torch.testing.assert_close(logits[real], hf_logits(theirs, ids, mask)[real], rtol=1e-4, atol=1e-4)
+    prompt, prompt_mask = batches()["left"]
+    expected = theirs.generate(prompt, attention_mask=prompt_mask, max_new_tokens=12, do_sample=False)
+    assert torch.equal(ours.generate(prompt, prompt_mask, max_new_tokens=12), expected)
+
+
+@pytest.mark.parametrize("name", sorted(CAUSAL))
+def test_from_a_model_instance_equals_from_its_directory(name, tmp_path):
+    theirs = hf_model(name, seed=3)
+    a, b = swapformer.from_hf(theirs), swapformer.from_hf(save(theirs, tmp_path / "hf"))
+    assert a.config == b.config
+    for key, value in a.state_dict().items():
+        assert torch.equal(value, b.state_dict()[key]), key
+
+
+@pytest.mark.parametrize("name", sorted(CAUSAL))
+def test_to_hf_round_trip_loads_in_transformers_with_equal_logits(name, tmp_path):
+    ours = swapformer.from_hf(hf_model(name, seed=5))
+    directory = swapformer.to_hf(ours, tmp_path / "out")
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(directory).eval()
+    ids, mask = batches()["left"]
+    with torch.no_grad():
+        logits = ours(ids, mask.bool())
+    real = mask.bool()
+    torch.testing.assert_close(logits[real], hf_logits(theirs, ids, mask)[real], rtol=1e-4, atol=1e-4)
+    again = swapformer.from_hf(directory)
+    assert again.config == ours.config
+
+
+@pytest.mark.parametrize(
+    ("config", "component"),
+    [
+        (dict(positional="alibi"), "positional 'alibi'"),
+        (dict(positional="learned", placement="post"), "placement 'post'"),
+        (dict(attention="linear", positional="rope", norm="rmsnorm", ffn="swiglu"), "attention 'linear'"),
+    ],
+)
+def test_a_config_without_a_hugging_face_equivalent_is_refused_naming_the_component(
+    config, component, tmp_path
+):
+    model = swapformer.build_causal_lm(dict(vocab_size=40, d_model=16, num_heads=2, num_layers=1, **config))
+    with pytest.raises(ConfigError, match=rf"cannot export to Hugging Face: .*{component}") as info:
+        swapformer.to_hf(model, tmp_path / "out")
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_directories_and_weights_are_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"has no config.json"):
+        swapformer.from_hf(tmp_path)
+    directory = save(hf_model("llama-gqa"), tmp_path / "hf")
+    config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps({**config, "model_type": "falcon"}))
+    with pytest.raises(
+        ConfigError, match=r"model_type 'falcon' is not supported; swapformer reads gpt2, llama"
+    ):
+        swapformer.from_hf(directory)
+    (directory / "config.json").write_text(json.dumps({**config, "intermediate_size": 40}))
+    with pytest.raises(
+        ConfigError, match=r"tensor 'model.layers.0.mlp.gate_proj.weight' has shape \(48, 32\)"
+    ):
+        swapformer.from_hf(directory)
+    (directory / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 3}))
+    with pytest.raises(ConfigError, match=r"no tensor 'model.layers.2.input_layernorm.weight'"):
+        swapformer.from_hf(directory)
+    (directory / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 1}))
+    with pytest.raises(ConfigError, match=r"tensors this config does not use: model.layers.1"):
+        swapformer.from_hf(directory)
+    (directory / "config.json").write_text(json.dumps({**config, "rope_parameters": {"rope_type": "yarn"}}))
+    with pytest.raises(ConfigError, match=r"llama: rope_type 'yarn' has no swapformer equivalent"):
+        swapformer.from_hf(directory)
