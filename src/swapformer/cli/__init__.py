@@ -7,15 +7,23 @@
     swapformer generate --ckpt_path last.ckpt --prompt "..."   # decode with a checkpoint
     swapformer components [family ...] [--matrix]            # every registered component; what combines
     swapformer check NAME                                     # the conformance suite for one component
+    swapformer import-hf HF_DIR --out DIR                     # a Hugging Face model as components + recipe
+    swapformer export --ckpt_path last.ckpt --out DIR [--format hf]   # a checkpoint's model and tokenizer
 """
 
 from __future__ import annotations
 
 import sys
 
-from swapformer.cli import check, components, fit, generate
+from swapformer.cli import check, components, fit, generate, interop
 
-VERBS = {"generate": generate.main, "check": check.main, "components": components.main}
+VERBS = {
+    "generate": generate.main,
+    "check": check.main,
+    "components": components.main,
+    "import-hf": interop.import_hf,
+    "export": interop.export,
+}
 """Verbs of swapformer's own; every other verb (fit, validate, test, predict) is LightningCLI's."""
 
 

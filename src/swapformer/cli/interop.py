@@ -1,0 +1,140 @@
+"""``swapformer import-hf`` and ``swapformer export``: models in from Hugging Face, out of Lightning checkpoints.
+
+::
+
+    swapformer import-hf path/to/hf-model --out imported/   # config.json + model.safetensors + recipe.yaml
+    swapformer fit --config imported/recipe.yaml            # keep training it (edit a component first)
+    swapformer export --ckpt_path runs/x/checkpoints/last.ckpt --out exported/ [--format hf]
+
+``import-hf`` writes the model in swapformer's format beside ``recipe.yaml``, which names every component and
+size and starts from the weights (``init_from``), with the model's own tokenizer when the directory has one.
+``export`` writes a checkpoint's model (``--format swapformer``, read back by ``swapformer.load``; or ``hf``,
+read by transformers) and its tokenizer (``tokenizer.json``, read by the ``tokenizers`` library).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from swapformer.errors import ConfigError
+from swapformer.interop import from_hf, supported, to_hf
+from swapformer.tasks import SwapformerModule
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def _fail(verb: str, message: Any) -> None:
+    print(f"swapformer {verb}: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def recipe(model: Any, weights: Path, *, tokenizer: bool) -> dict[str, Any]:
+    """A training recipe for ``model`` that starts from ``weights``: every config field spelled out (edit one to
+    swap a component), the stdlib corpus as data (the model's tokenizer when ``tokenizer``), a short CPU run."""
+    config = model.config.to_dict()
+    module = SwapformerModule.for_kind(config.pop("kind"))
+    config.pop("vocab_size")  # the data module links its tokenizer's size; init_from checks it fits
+    seq_len = min(config["max_seq_len"], 256)
+    return {
+        "model": {
+            "class_path": f"swapformer.tasks.{module.__qualname__}",
+            "init_args": {**config, "init_from": str(weights), "lr": 1e-4, "warmup_steps": 10},
+        },
+        "data": _data(module.kind, str(weights) if tokenizer else "byte", seq_len),
+        "trainer": {
+            "accelerator": "cpu",
+            "devices": 1,
+            "max_steps": 200,
+            "log_every_n_steps": 10,
+            "default_root_dir": str(weights / "runs"),
+        },
+    }
+
+
+def _data(kind: str, tokenizer: str, seq_len: int) -> dict[str, Any]:
+    if kind == "seq2seq":  # the embedded date-normalisation pairs
+        init_args = {"task": "dates", "tokenizer": tokenizer, "batch_size": 16}
+        return {"class_path": "swapformer.data.Seq2SeqDataModule", "init_args": init_args}
+    init_args = {
+        "path": None,
+        "tokenizer": tokenizer,
+        "seq_len": seq_len,
+        "batch_size": 8,
+        "max_chars": 2_000_000,
+    }
+    return {"class_path": "swapformer.data.CausalLMDataModule", "init_args": init_args}
+
+
+def import_hf(argv: list[str] | None = None) -> None:
+    """``swapformer import-hf DIR --out OUT``."""
+    p = argparse.ArgumentParser(
+        prog="swapformer import-hf", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("source", help=f"a Hugging Face model directory ({', '.join(supported())})")
+    p.add_argument(
+        "--out", required=True, help="the folder to write config.json, model.safetensors, recipe.yaml"
+    )
+    args = p.parse_args(argv)
+    try:
+        model = from_hf(args.source)
+    except ConfigError as err:
+        _fail("import-hf", err)
+    out = Path(args.out).resolve()
+    model.save_pretrained(out)
+    copied = [name for name in TOKENIZER_FILES if (Path(args.source) / name).is_file()]
+    for name in copied:
+        shutil.copyfile(Path(args.source) / name, out / name)
+    has_tokenizer = "tokenizer.json" in copied
+    (out / "recipe.yaml").write_text(
+        f"# {args.source} as swapformer components (swapformer import-hf); train: swapformer fit --config "
+        f"{out / 'recipe.yaml'}\n"
+        + yaml.safe_dump(recipe(model, out, tokenizer=has_tokenizer), sort_keys=False)
+    )
+    print(
+        f"{model.config.kind} model with {sum(p.numel() for p in model.parameters()):,} parameters -> {out}"
+    )
+    if not has_tokenizer:
+        print(f"{args.source} has no tokenizer.json: recipe.yaml uses the byte tokenizer; set data.tokenizer")
+
+
+def export(argv: list[str] | None = None) -> None:
+    """``swapformer export --ckpt_path X --out DIR [--format swapformer|hf]``."""
+    p = argparse.ArgumentParser(
+        prog="swapformer export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--ckpt_path", required=True, help="a checkpoint written by swapformer fit (one .ckpt file)"
+    )
+    p.add_argument("--out", required=True, help="the folder to write the model and its tokenizer to")
+    p.add_argument(
+        "--format",
+        choices=("swapformer", "hf"),
+        default="swapformer",
+        help="swapformer: read back by swapformer.load; hf: read by transformers (GPT-2, Llama, ...)",
+    )
+    args = p.parse_args(argv)
+    path = Path(args.ckpt_path)
+    if not path.is_file():
+        _fail("export", f"no checkpoint file at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        module = SwapformerModule.for_kind(state.get("hyper_parameters", {}).get("kind", "causal_lm")).load(
+            path
+        )
+        out = (
+            module.model.save_pretrained(args.out)
+            if args.format == "swapformer"
+            else to_hf(module.model, args.out)
+        )
+    except ConfigError as err:
+        _fail("export", err)
+    if module.tokenizer is not None:
+        module.tokenizer.save_pretrained(out)
+    print(f"{args.format} model{' and tokenizer' if module.tokenizer is not None else ''} -> {out}")
