@@ -412,30 +412,3 @@ def run(
         if progress is not None:
             progress(results[-1])
     return results
-
-
-__all__ = [
-    "ATOL",
-    "CHECKS",
-    "CHECK_NAMES",
-    "OPTIONS",
-    "REQUIRES",
-    "RTOL",
-    "TINY",
-    "CheckResult",
-    "Combination",
-    "CombinationResult",
-    "ConformanceFailure",
-    "build",
-    "check_cached_decoding",
-    "check_causality",
-    "check_fully_padded_rows",
-    "check_padding",
-    "check_train_step",
-    "combinations",
-    "default_members",
-    "distinct_members",
-    "model_kinds",
-    "run",
-    "run_combination",
-]

@@ -130,9 +130,7 @@ def _continue(module, prompts: Iterable[str], kwargs: dict[str, Any], out: TextI
             limit = module.model.positional.max_length
             room = DEFAULT_NEW_TOKENS if limit is None else min(DEFAULT_NEW_TOKENS, limit - len(ids))
             settings["max_new_tokens"] = max(room, 1)  # no room: generate() names the lengths
-        if number:
-            out.write("\n")
-        out.write(prompt)
+        out.write(f"\n{prompt}" if number else prompt)
         out.flush()
         if kwargs["num_beams"] > 1:  # beams are only known at the end
             new = module.generate(input_ids, max_context=0, **settings)[0, len(ids) :].tolist()

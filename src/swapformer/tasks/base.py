@@ -180,14 +180,10 @@ class SwapformerModule(pl.LightningModule):
 
     def attention_inputs(self, batch: Mapping[str, Tensor], max_tokens: int) -> AttentionInputs:
         """How :class:`~swapformer.training.AttentionMapLogger` runs the model on ``batch`` and labels its maps."""
-        ids = batch["input_ids"][:, :max_tokens]
-        mask = batch.get("attention_mask")
-        return AttentionInputs(
-            run=lambda: self.model(ids, None if mask is None else mask[:, :max_tokens]),
-            keys=ids,
-            queries=ids,
-            layers="self",
-        )
+        ids, mask = batch["input_ids"][:, :max_tokens], batch.get("attention_mask")
+        if mask is not None:
+            mask = mask[:, :max_tokens]
+        return AttentionInputs(run=lambda: self.model(ids, mask), keys=ids, queries=ids, layers="self")
 
     # ---- steps: each task's _step(stage, batch, batch_idx) makes the logits and returns the loss ---------
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:

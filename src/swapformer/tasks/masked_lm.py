@@ -68,15 +68,14 @@ class MaskedLMModule(SwapformerModule):
             input_ids, attention_mask, inputs, labels ``(N, L)``.
         """
         random = {"generator": generator, "device": input_ids.device}
-        draw = lambda: torch.rand(input_ids.shape, **random)  # noqa: E731
         maskable = input_ids >= NUM_SPECIAL_TOKENS
         if attention_mask is not None:
             maskable &= attention_mask != 0
-        chosen = (draw() < self.hparams.mask_probability) & maskable
+        chosen = (torch.rand(input_ids.shape, **random) < self.hparams.mask_probability) & maskable
         if not bool(chosen.any()):  # a tiny batch drew nothing: ask for its first maskable token
             chosen = maskable & (maskable.flatten().cumsum(0) == 1).view_as(maskable)
         labels = torch.where(chosen, input_ids, self.pad_id)
-        roll = draw()
+        roll = torch.rand(input_ids.shape, **random)
         inputs = torch.where(chosen & (roll < 0.8), self.hparams.mask_token_id, input_ids)
         random_ids = torch.randint(NUM_SPECIAL_TOKENS, self.config.vocab_size, input_ids.shape, **random)
         inputs = torch.where(chosen & (roll >= 0.8) & (roll < 0.9), random_ids, inputs)
@@ -108,7 +107,7 @@ class MaskedLMModule(SwapformerModule):
             return []
         ids = self._val_ids[:num_samples, :prompt_len]
         generator = torch.Generator(device=ids.device).manual_seed(seed)
-        inputs, labels = self.mask_tokens(ids, generator=generator)
+        _, labels = self.mask_tokens(ids, generator=generator)
         # every chosen token hidden
         inputs = torch.where(labels != self.pad_id, self.hparams.mask_token_id, ids)
         was_training = self.model.training
