@@ -61,12 +61,7 @@ def encode_pairs(
     """
     eos, bos = tokenizer.eos_id, tokenizer.bos_id
     encoded = [
-        EncodedPair(
-            src_ids=source_ids(tokenizer, source),
-            tgt_ids=[bos, *tokenizer.encode(target), eos],
-            src_text=source,
-            tgt_text=target,
-        )
+        EncodedPair(source_ids(tokenizer, source), [bos, *tokenizer.encode(target), eos], source, target)
         for source, target in pairs
     ]
     if truncate:
