@@ -37,6 +37,7 @@ import itertools
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -232,20 +233,16 @@ def check_causality(model: nn.Module) -> None:
     with torch.no_grad():
         src = _tokens(1, SOURCE_LENGTH, seed=1).repeat(LENGTH, 1)
         logits = _forward(model, changed, src=src)  # (L, L, V)
-    if not kind(model.config.kind).causal:
-        for cut in range(1, LENGTH):
-            if torch.allclose(logits[cut, :cut], logits[0, :cut], atol=ATOL, rtol=RTOL):
-                raise ConformanceFailure(
-                    f"logits before position {cut} did not change when the tokens from position {cut} on "
-                    f"changed, but kind '{model.config.kind}' is bidirectional"
-                )
-        return
+    causal = kind(model.config.kind).causal
     for cut in range(1, LENGTH):
-        _expect_close(
-            logits[cut, :cut],
-            logits[0, :cut],
-            f"logits before position {cut} changed when the tokens from position {cut} on changed",
-        )
+        if causal:
+            what = f"logits before position {cut} changed when the tokens from position {cut} on changed"
+            _expect_close(logits[cut, :cut], logits[0, :cut], what)
+        elif torch.allclose(logits[cut, :cut], logits[0, :cut], atol=ATOL, rtol=RTOL):
+            raise ConformanceFailure(
+                f"logits before position {cut} did not change when the tokens from position {cut} on "
+                f"changed, but kind '{model.config.kind}' is bidirectional"
+            )
 
 
 def check_padding(model: nn.Module) -> None:
@@ -276,22 +273,14 @@ def check_cached_decoding(model: nn.Module) -> None:
         if kind(model.config.kind).source:
             src = _tokens(2, SOURCE_LENGTH, seed=5)
             src_mask = torch.arange(SOURCE_LENGTH)[None, :] < torch.tensor([[SOURCE_LENGTH], [3]])
-            memory = model.encode(src, src_mask)
-
-            def step(chunk: Tensor, cache: KVCache | None) -> Tensor:
-                return model.decode(chunk, memory, src_mask=src_mask, cache=cache)
-
-            generate_args = (src, src_mask)
-            options = {"decoder_start_token_id": 1}
+            step = partial(model.decode, memory=model.encode(src, src_mask), src_mask=src_mask)
+            generate_args, options = (src, src_mask), {"decoder_start_token_id": 1}
         else:
-
-            def step(chunk: Tensor, cache: KVCache | None) -> Tensor:
-                return model(chunk, cache=cache)
-
+            step = model  # step(chunk, cache=...) runs the chunk after the cached tokens
             generate_args, options = (ids[:, :prefix],), {}
-        full = step(ids, None)
-        steps = [step(ids[:, :prefix], cache)]
-        steps += [step(ids[:, i : i + 1], cache) for i in range(prefix, LENGTH)]
+        full = step(ids, cache=None)
+        steps = [step(ids[:, :prefix], cache=cache)]
+        steps += [step(ids[:, i : i + 1], cache=cache) for i in range(prefix, LENGTH)]
     _expect_close(torch.cat(steps, dim=1), full, "logits decoded with a KV cache differ from one full pass")
     cached = model.generate(*generate_args, max_new_tokens=3, use_cache=True, **options)
     uncached = model.generate(*generate_args, max_new_tokens=3, use_cache=False, **options)
@@ -322,11 +311,10 @@ def check_fully_padded_rows(model: nn.Module) -> None:
 
 
 def _loss(model: nn.Module, ids: Tensor, src: Tensor) -> Tensor:
-    if not kind(model.config.kind).causal:  # every position sees its own token: predict it
-        logits = _forward(model, ids, src=src)
-        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), ids.reshape(-1))
-    logits = _forward(model, ids[:, :-1], src=src)  # position i predicts token i + 1
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), ids[:, 1:].reshape(-1))
+    # causal: position i predicts token i + 1; otherwise every position sees its own token: predict it
+    inputs, targets = (ids[:, :-1], ids[:, 1:]) if kind(model.config.kind).causal else (ids, ids)
+    logits = _forward(model, inputs, src=src)
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
 
 
 def check_train_step(model: nn.Module) -> None:
@@ -424,30 +412,3 @@ def run(
         if progress is not None:
             progress(results[-1])
     return results
-
-
-__all__ = [
-    "ATOL",
-    "CHECKS",
-    "CHECK_NAMES",
-    "OPTIONS",
-    "REQUIRES",
-    "RTOL",
-    "TINY",
-    "CheckResult",
-    "Combination",
-    "CombinationResult",
-    "ConformanceFailure",
-    "build",
-    "check_cached_decoding",
-    "check_causality",
-    "check_fully_padded_rows",
-    "check_padding",
-    "check_train_step",
-    "combinations",
-    "default_members",
-    "distinct_members",
-    "model_kinds",
-    "run",
-    "run_combination",
-]

@@ -20,14 +20,7 @@ from typing import TextIO
 
 import torch
 
-from swapformer.conformance import (
-    CHECK_NAMES,
-    COMPONENTS,
-    CombinationResult,
-    combinations,
-    model_kinds,
-    run,
-)
+from swapformer.conformance import CHECK_NAMES, COMPONENTS, CombinationResult, combinations, model_kinds, run
 from swapformer.errors import ConfigError, did_you_mean
 from swapformer.registry import FAMILIES, load_plugins
 
@@ -62,12 +55,11 @@ def resolve(name: str) -> tuple[str, str]:
 
 def format_results(results: Sequence[CombinationResult], *, max_failures: int = 20) -> str:
     """A compact report: passes and failures per check, refusals grouped by reason, the failures, a summary."""
-    built = [r for r in results if r.status != "refused"]
     lines = [
         f"  {'check':<17} {'pass':>5} {'fail':>5} {'skipped':>8}  (skipped: a member declares it unsupported)"
     ]
     for name in CHECK_NAMES:
-        done = [c for r in built for c in r.checks if c.name == name]
+        done = [c for r in results for c in r.checks if c.name == name]  # refused ones have no checks
         passed, skipped = sum(c.passed and not c.skipped for c in done), sum(c.skipped for c in done)
         lines.append(f"  {name:<17} {passed:>5} {len(done) - passed - skipped:>5} {skipped:>8}")
     refused: dict[str, list[CombinationResult]] = {}

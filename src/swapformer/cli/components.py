@@ -60,8 +60,7 @@ def print_components(families: list[str] | None = None, *, file: Any = None) -> 
     """Print every registry family with its members' names, descriptions and sources."""
     file = file or sys.stdout
     failed = load_plugins()
-    chosen = families or list(FAMILIES)
-    for family in chosen:
+    for family in families or list(FAMILIES):
         if family not in FAMILIES:
             raise ConfigError(f"unknown component family '{family}'; families: {', '.join(FAMILIES)}")
         registry = FAMILIES[family]
@@ -86,9 +85,8 @@ def main(argv: list[str]) -> None:
     """``swapformer components`` with the arguments after the verb."""
     if any(a in ("-h", "--help") for a in argv):
         print(
-            "usage: swapformer components [family ...] [--matrix]\n\nfamilies: "
-            + ", ".join(FAMILIES)
-            + "\n--matrix: which kernels and positional members combine, and what each member supports"
+            f"usage: swapformer components [family ...] [--matrix]\n\nfamilies: {', '.join(FAMILIES)}\n"
+            "--matrix: which kernels and positional members combine, and what each member supports"
         )
         return
     try:

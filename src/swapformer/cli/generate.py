@@ -17,6 +17,7 @@ import argparse
 import os
 import sys
 from collections.abc import Iterable
+from contextlib import nullcontext
 from typing import Any, TextIO
 
 import torch
@@ -25,6 +26,7 @@ from swapformer.registry import kind
 from swapformer.tasks import SwapformerModule
 
 DEFAULT_NEW_TOKENS = 200
+ERROR = "swapformer generate: error:"
 
 
 class TextStreamer:
@@ -62,9 +64,7 @@ class TextStreamer:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="swapformer generate",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="swapformer generate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument(
         "--ckpt_path", required=True, help="a checkpoint written by swapformer fit (one .ckpt file)"
@@ -96,37 +96,26 @@ def parser() -> argparse.ArgumentParser:
 def _load(path: str, device: str):
     if os.path.isdir(path):
         raise SystemExit(
-            f"swapformer generate: error: {path} is a folder (a distributed checkpoint); consolidate it into one "
+            f"{ERROR} {path} is a folder (a distributed checkpoint); consolidate it into one "
             "file first (see docs/scale-out.md)"
         )
     if not os.path.isfile(path):
-        raise SystemExit(f"swapformer generate: error: no checkpoint at {path}")
+        raise SystemExit(f"{ERROR} no checkpoint at {path}")
     state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     kind_name = state.get("hyper_parameters", {}).get("kind", "causal_lm")
     module = SwapformerModule.for_kind(kind_name).load(path, map_location=device)
     if not kind(kind_name).generates:
-        raise SystemExit(
-            f"swapformer generate: error: {path} holds a {kind_name} model, which does not decode left to right"
-        )
+        raise SystemExit(f"{ERROR} {path} holds a {kind_name} model, which does not decode left to right")
     if module.tokenizer is None:
-        raise SystemExit(
-            f"swapformer generate: error: {path} holds no tokenizer (not written by swapformer fit)"
-        )
+        raise SystemExit(f"{ERROR} {path} holds no tokenizer (not written by swapformer fit)")
     return module
 
 
 def _generation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    kwargs: dict[str, Any] = dict(
-        max_new_tokens=args.max_new_tokens,
-        num_beams=args.num_beams,
-        length_penalty=args.length_penalty,
-        repetition_penalty=args.repetition_penalty,
-        use_cache=not args.no_cache,
-        seed=args.seed,
-    )
+    names = ["max_new_tokens", "num_beams", "length_penalty", "repetition_penalty", "seed"]
     if args.do_sample:
-        kwargs.update(do_sample=True, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
-    return kwargs
+        names += ["do_sample", "temperature", "top_k", "top_p"]
+    return {"use_cache": not args.no_cache, **{name: getattr(args, name) for name in names}}
 
 
 def _continue(module, prompts: Iterable[str], kwargs: dict[str, Any], out: TextIO) -> None:
@@ -141,9 +130,7 @@ def _continue(module, prompts: Iterable[str], kwargs: dict[str, Any], out: TextI
             limit = module.model.positional.max_length
             room = DEFAULT_NEW_TOKENS if limit is None else min(DEFAULT_NEW_TOKENS, limit - len(ids))
             settings["max_new_tokens"] = max(room, 1)  # no room: generate() names the lengths
-        if number:
-            out.write("\n")
-        out.write(prompt)
+        out.write(f"\n{prompt}" if number else prompt)
         out.flush()
         if kwargs["num_beams"] > 1:  # beams are only known at the end
             new = module.generate(input_ids, max_context=0, **settings)[0, len(ids) :].tolist()
@@ -184,11 +171,8 @@ def main(argv: list[str] | None = None, *, stdin: TextIO | None = None, stdout: 
                     raise ValueError(
                         "a seq2seq checkpoint translates source lines: pass --input FILE or pipe lines on stdin"
                     )
-                if args.input:
-                    with open(args.input, encoding="utf-8") as lines:
-                        _translate(module, lines, kwargs, args.batch_size, out)
-                else:
-                    _translate(module, source, kwargs, args.batch_size, out)
+                with open(args.input, encoding="utf-8") if args.input else nullcontext(source) as lines:
+                    _translate(module, lines, kwargs, args.batch_size, out)
                 return
             prompts = list(args.prompt)
             if args.prompts_file:
@@ -200,5 +184,5 @@ def main(argv: list[str] | None = None, *, stdin: TextIO | None = None, stdout: 
                 )
             _continue(module, prompts, kwargs, out)
     except (ValueError, OSError) as err:
-        print(f"swapformer generate: error: {err}", file=sys.stderr)
+        print(f"{ERROR} {err}", file=sys.stderr)
         raise SystemExit(2) from None

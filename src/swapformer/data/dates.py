@@ -16,20 +16,8 @@ __all__ = ["DATE_TEMPLATES", "FIRST_DATE", "LAST_DATE", "format_date", "ordinal"
 FIRST_DATE = date(1900, 1, 1)
 LAST_DATE = date(2099, 12, 31)
 
-_MONTHS = (
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-)
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+           "November", "December")  # fmt: skip
 # Indexed by date.weekday(): Monday is 0.
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 

@@ -72,12 +72,8 @@ class CausalLMDataModule(TokenizedDataModule):
         if max_chars is not None:
             check_int("max_chars", max_chars, minimum=2, fix="or set max_chars: null to read everything.")
         if train_samples_per_epoch is not None:
-            check_int(
-                "train_samples_per_epoch",
-                train_samples_per_epoch,
-                minimum=batch_size,
-                fix=f"an epoch needs at least one full batch (batch_size={batch_size}), or set it to null.",
-            )
+            fix = f"an epoch needs at least one full batch (batch_size={batch_size}), or set it to null."
+            check_int("train_samples_per_epoch", train_samples_per_epoch, minimum=batch_size, fix=fix)
         self.save_hyperparameters()
         self.path = path
         self.seq_len = seq_len

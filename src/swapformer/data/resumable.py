@@ -41,11 +41,8 @@ class ResumableDataLoader(DataLoader):
         if batches >= length:  # saved after a complete epoch: the next iteration is a new one
             self._skip_batches = 0
             return
-        if length == len(self):
-            self._skip_batches = batches
-            return
-        # The epoch has another number of batches per process now (devices or batch size changed): skip the same
-        # fraction of it. Exact when it divides, as it does for a device count that doubles or halves.
+        # The same fraction of the epoch, should it now have another number of batches per process (devices or
+        # batch size changed). Exact when it divides, as it does for a device count that doubles or halves.
         skip, remainder = divmod(batches * len(self), length)
         if remainder:
             warnings.warn(

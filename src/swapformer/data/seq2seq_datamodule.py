@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import partial
 from typing import Any
 
 from torch.utils.data import DataLoader
@@ -81,16 +82,8 @@ class Seq2SeqDataModule(TokenizedDataModule):
         task_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(tokenizer=tokenizer, tokenizer_options=tokenizer_options)
-        paths = {
-            "src_path": src_path,
-            "tgt_path": tgt_path,
-            "tsv_path": tsv_path,
-            "val_src_path": val_src_path,
-            "val_tgt_path": val_tgt_path,
-            "val_tsv_path": val_tsv_path,
-            "test_src_path": test_src_path,
-            "test_tgt_path": test_tgt_path,
-        }
+        # the eight *_path arguments, in signature order
+        paths = {name: value for name, value in locals().items() if name.endswith("_path")}
         _check_sources(task=task, paths=paths)
         for name, value in paths.items():
             check_path(name, value)
@@ -175,28 +168,25 @@ class Seq2SeqDataModule(TokenizedDataModule):
         )
 
     def _load_pairs(self) -> dict[str, list[Pair]]:
-        paths = self.paths
         if self.task is not None:
-            options = self.task_options
-            train = generate_task(
-                self.task, num_examples=self.num_train, seed=self.seed, split="train", **options
-            )
-            val = generate_task(self.task, num_examples=self.num_val, seed=self.seed, split="val", **options)
+            generate = partial(generate_task, self.task, seed=self.seed, **self.task_options)
+            train = generate(num_examples=self.num_train, split="train")
+            val = generate(num_examples=self.num_val, split="val")
             return {"train": train, "val": val, "test": val}
-        if paths["tsv_path"] is not None:
-            train = read_tsv(path=paths["tsv_path"])
-        else:
-            train = read_parallel_files(src_path=paths["src_path"], tgt_path=paths["tgt_path"])
-        if paths["val_tsv_path"] is not None:
-            val = read_tsv(path=paths["val_tsv_path"])
-        elif paths["val_src_path"] is not None:
-            val = read_parallel_files(src_path=paths["val_src_path"], tgt_path=paths["val_tgt_path"])
-        else:
+        train, val = self._read_files(""), self._read_files("val_")
+        if val is None:
             train, val = split_pairs(train, val_fraction=self.val_fraction)
-        test = val
-        if paths["test_src_path"] is not None:
-            test = read_parallel_files(src_path=paths["test_src_path"], tgt_path=paths["test_tgt_path"])
-        return {"train": train, "val": val, "test": test}
+        test = self._read_files("test_")
+        return {"train": train, "val": val, "test": val if test is None else test}
+
+    def _read_files(self, prefix: str) -> list[Pair] | None:
+        """The pairs of ``<prefix>tsv_path``, or of ``<prefix>src_path`` + ``<prefix>tgt_path``; None if unset."""
+        paths = self.paths
+        if paths.get(f"{prefix}tsv_path") is not None:
+            return read_tsv(path=paths[f"{prefix}tsv_path"])
+        if paths[f"{prefix}src_path"] is None:
+            return None
+        return read_parallel_files(src_path=paths[f"{prefix}src_path"], tgt_path=paths[f"{prefix}tgt_path"])
 
 
 def _check_sources(*, task: str | None, paths: dict[str, str | None]) -> None:
@@ -213,11 +203,8 @@ def _check_sources(*, task: str | None, paths: dict[str, str | None]) -> None:
                 f"set task: null to train on the files, or remove the paths."
             )
         return
-    for first, second in (
-        ("src_path", "tgt_path"),
-        ("val_src_path", "val_tgt_path"),
-        ("test_src_path", "test_tgt_path"),
-    ):
+    for split in ("", "val_", "test_"):
+        first, second = f"{split}src_path", f"{split}tgt_path"
         if (paths[first] is None) != (paths[second] is None):
             raise DataError(f"{first} and {second} must be given together; only one of them was set.")
     has_parallel, has_tsv = paths["src_path"] is not None, paths["tsv_path"] is not None

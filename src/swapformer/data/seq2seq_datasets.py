@@ -9,7 +9,7 @@ Sequences carry specials as the encoder-decoder models expect::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -61,33 +61,20 @@ def encode_pairs(
     """
     eos, bos = tokenizer.eos_id, tokenizer.bos_id
     encoded = [
-        EncodedPair(
-            src_ids=source_ids(tokenizer, source),
-            tgt_ids=[bos, *tokenizer.encode(target), eos],
-            src_text=source,
-            tgt_text=target,
-        )
+        EncodedPair(source_ids(tokenizer, source), [bos, *tokenizer.encode(target), eos], source, target)
         for source, target in pairs
     ]
     if truncate:
         return [
-            EncodedPair(
-                src_ids=_cut(pair.src_ids, max_src_len),
-                tgt_ids=_cut(pair.tgt_ids, max_tgt_len),
-                src_text=pair.src_text,
-                tgt_text=pair.tgt_text,
-            )
+            replace(pair, src_ids=_cut(pair.src_ids, max_src_len), tgt_ids=_cut(pair.tgt_ids, max_tgt_len))
             for pair in encoded
         ]
     problems = []
-    for side, limit, option in (
-        ("src_ids", max_src_len, "max_src_len"),
-        ("tgt_ids", max_tgt_len, "max_tgt_len"),
-    ):
-        lengths = [len(getattr(pair, side)) for pair in encoded]
+    for side, noun, limit in (("src", "source", max_src_len), ("tgt", "target", max_tgt_len)):
+        option = f"max_{side}_len"
+        lengths = [len(getattr(pair, f"{side}_ids")) for pair in encoded]
         too_long = sum(length > limit for length in lengths)
         if too_long:
-            noun = "source" if side == "src_ids" else "target"
             problems.append(
                 f"{too_long} of {len(encoded)} {split} examples have a {noun} longer than {option}={limit} "
                 f"tokens (longest: {max(lengths)}, specials included); raise {option} to at least "
@@ -139,11 +126,9 @@ class PairCollator:
     def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         batch: dict[str, Any] = {}
         for side in ("src", "tgt"):
-            batch[f"{side}_ids"], batch[f"{side}_mask"] = pad_right(
-                [item[f"{side}_ids"] for item in items], pad_id=self.pad_id
-            )
-        batch["src_text"] = [item["src_text"] for item in items]
-        batch["tgt_text"] = [item["tgt_text"] for item in items]
+            ids = [item[f"{side}_ids"] for item in items]
+            batch[f"{side}_ids"], batch[f"{side}_mask"] = pad_right(ids, pad_id=self.pad_id)
+            batch[f"{side}_text"] = [item[f"{side}_text"] for item in items]
         return batch
 
 

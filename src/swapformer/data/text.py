@@ -62,11 +62,9 @@ def read_text_corpus(path: str | Path, *, glob: str = "*.txt") -> str:
         DataError: If ``path`` does not exist, a file is not UTF-8, or the corpus is empty.
     """
     root = existing_path(path, argument="path")
-    files = (
-        [root]
-        if root.is_file()
-        else sorted((file for file in root.rglob(glob) if file.is_file()), key=lambda file: file.parts)
-    )
+    files = [root]
+    if not root.is_file():
+        files = sorted((file for file in root.rglob(glob) if file.is_file()), key=lambda file: file.parts)
     if not files:
         raise DataError(f"no files match glob={glob!r} under {str(path)!r}; change the glob or the folder.")
     texts = [read_text_file(file) for file in files]

@@ -7,6 +7,7 @@ this module checks the arguments and runs the search. It imports no model class.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import fields
 
 import torch
 from torch import Tensor, nn
@@ -82,19 +83,9 @@ def generate(
         pad_token_id = getattr(config, "pad_token_id", None) or 0
     if decoder_start_token_id is None:
         decoder_start_token_id = getattr(config, "start_token_id", None)
-    settings = Settings(
-        max_new_tokens=max_new_tokens,
-        do_sample=do_sample,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        repetition_penalty=repetition_penalty,
-        num_beams=num_beams,
-        length_penalty=length_penalty,
-        early_stopping=early_stopping,
-        eos_token_id=as_id_tuple(eos_token_id),
-        pad_token_id=pad_token_id,
-    )
+    # the search arguments carry the names of the Settings fields
+    arguments = {**locals(), "eos_token_id": as_id_tuple(eos_token_id)}
+    settings = Settings(**{field.name: arguments[field.name] for field in fields(Settings)})
     _check_settings(settings)
     _check_ids(input_ids, attention_mask)
     if seed is not None:

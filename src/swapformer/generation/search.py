@@ -86,12 +86,8 @@ def sample_or_greedy(
     """
     batch, prompt_length = prompt.shape
     total = prompt_length + settings.max_new_tokens
-    ids = prompt.new_full((batch, total), settings.pad_token_id)  # preallocated: no per-step concatenation
-    ids[:, :prompt_length] = prompt
-    mask = None
-    if attention_mask is not None:
-        mask = attention_mask.new_ones(batch, total)
-        mask[:, :prompt_length] = attention_mask
+    ids = _extend(prompt, total, settings.pad_token_id)
+    mask = _extend(attention_mask, total, 1)
     eos = torch.tensor(settings.eos_token_id, device=prompt.device) if settings.eos_token_id else None
     unfinished = torch.ones(batch, dtype=torch.bool, device=prompt.device)
     end, new = prompt_length, prompt_length
@@ -146,8 +142,7 @@ def beam_search(
     eos = torch.tensor(settings.eos_token_id or (-1,), device=device)
     candidates = max(2, 1 + len(settings.eos_token_id)) * beams
 
-    running = prompt.new_full((batch, beams, total), settings.pad_token_id)
-    running[:, :, :prompt_length] = prompt.view(batch, beams, prompt_length)
+    running = _extend(prompt, total, settings.pad_token_id).view(batch, beams, total)
     running_scores = torch.full((batch, beams), _BLOCKED, device=device)
     running_scores[:, 0] = 0.0  # the beams start identical: let only the first one expand at step 1
     finished = running.clone()
@@ -157,10 +152,7 @@ def beam_search(
     improvable = torch.ones(batch, 1, dtype=torch.bool, device=device)
     first_beams = torch.arange(candidates, device=device) < beams  # only these may finish
     batch_base = torch.arange(batch, device=device)[:, None] * beams
-    mask = None
-    if attention_mask is not None:
-        mask = attention_mask.new_ones(flat_batch, total)
-        mask[:, :prompt_length] = attention_mask
+    mask = _extend(attention_mask, total, 1)
 
     length, new = prompt_length, prompt_length
     for _ in range(settings.max_new_tokens):
@@ -217,6 +209,15 @@ def beam_search(
             break
     width = int(finished_lengths[:, 0].max())
     return finished[:, 0, :width]
+
+
+def _extend(prefix: Tensor | None, total: int, fill: int) -> Tensor | None:
+    """``prefix`` ``(N, P)`` followed by ``fill`` up to ``(N, total)``: preallocated, no per-step concatenation."""
+    if prefix is None:
+        return None
+    out = prefix.new_full((prefix.size(0), total), fill)
+    out[:, : prefix.size(1)] = prefix
+    return out
 
 
 def expand_beams(tensor: Tensor | None, beams: int) -> Tensor | None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import os
 import typing
 from collections.abc import Callable, Mapping
+from functools import partialmethod
 from typing import Any, ClassVar, Literal, NamedTuple
 
 import lightning.pytorch as pl
@@ -138,36 +140,28 @@ class SwapformerModule(pl.LightningModule):
             **{**self.training_defaults, **{k: v for k, v in options.items() if k in TRAINING_KEYS}}
         )
         model = {k: v for k, v in options.items() if k not in TRAINING_KEYS}
-        self.config = ModelConfig.from_dict(
-            {**model, "vocab_size": arguments["vocab_size"], "kind": self.kind}
-        )
+        model.update(vocab_size=arguments["vocab_size"], kind=self.kind)
+        self.config = ModelConfig.from_dict(model)
         # _class_path, as LightningCLI writes it: `swapformer predict --ckpt_path` reads the model back from it;
         # tuples as lists, so the hyperparameters stay plain YAML
         class_path = f"{type(self).__module__}.{type(self).__qualname__}"
         plain = {k: list(v) if isinstance(v, tuple) else v for k, v in {**training, **own}.items()}
         self.save_hyperparameters({"_class_path": class_path, **self.config.to_dict(), **plain})
-        build = kind(self.kind).build
-        if training["meta_init"]:  # parameters allocated in configure_model, after FSDP2 has sharded them
-            with distributed.parameters_on_meta():
-                self.model = build(self.config)
+        # meta_init: parameters allocated in configure_model, after FSDP2 has sharded them
+        with distributed.parameters_on_meta() if training["meta_init"] else contextlib.nullcontext():
+            self.model = kind(self.kind).build(self.config)
+        if training["meta_init"]:
             distributed.check_meta_initializable(self.model)
-        else:
-            self.model = build(self.config)
         self.pad_id = self.config.pad_token_id if self.config.pad_token_id is not None else -100
         self.tokenizer = None  # set from the datamodule in setup() or from the checkpoint on load
+        vocab_size = self.config.vocab_size
         for stage in STAGES:  # one metric object per stage: states never mix between stages
             setattr(self, f"{stage}_loss", MeanMetric())
             setattr(self, f"{stage}_ppl", PerplexityFromNLL())
-            setattr(
-                self,
-                f"{stage}_acc",
-                MulticlassAccuracy(
-                    num_classes=self.config.vocab_size,
-                    average="micro",
-                    ignore_index=self.pad_id,
-                    validate_args=False,
-                ),
+            accuracy = MulticlassAccuracy(
+                num_classes=vocab_size, average="micro", ignore_index=self.pad_id, validate_args=False
             )
+            setattr(self, f"{stage}_acc", accuracy)
 
     # ---- what generic code asks a task ----------------------------------------------------------------
     @staticmethod
@@ -186,14 +180,10 @@ class SwapformerModule(pl.LightningModule):
 
     def attention_inputs(self, batch: Mapping[str, Tensor], max_tokens: int) -> AttentionInputs:
         """How :class:`~swapformer.training.AttentionMapLogger` runs the model on ``batch`` and labels its maps."""
-        ids = batch["input_ids"][:, :max_tokens]
-        mask = batch.get("attention_mask")
-        return AttentionInputs(
-            run=lambda: self.model(ids, None if mask is None else mask[:, :max_tokens]),
-            keys=ids,
-            queries=ids,
-            layers="self",
-        )
+        ids, mask = batch["input_ids"][:, :max_tokens], batch.get("attention_mask")
+        if mask is not None:
+            mask = mask[:, :max_tokens]
+        return AttentionInputs(run=lambda: self.model(ids, mask), keys=ids, queries=ids, layers="self")
 
     # ---- steps: each task's _step(stage, batch, batch_idx) makes the logits and returns the loss ---------
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
@@ -225,17 +215,13 @@ class SwapformerModule(pl.LightningModule):
 
     def _shared_step(self, stage: str, logits: Tensor, labels: Tensor) -> Tensor:
         loss, nll, count = self.token_loss(logits, labels)
-        batch_size = labels.size(0)
         acc, ppl, mean_loss = (getattr(self, f"{stage}_{m}") for m in ("acc", "ppl", "loss"))
-        preds = logits.detach().argmax(dim=-1)
-        if stage == "train":  # logged once per optimizer step, in on_train_batch_end
-            mean_loss.update(loss.detach())
-            ppl.update(nll, weight=count)
-            acc.update(preds, labels)
-        else:
-            mean_loss.update(loss.detach(), weight=count)
-            ppl.update(nll, weight=count)
-            acc.update(preds, labels)
+        # train/loss: the mean of the micro-batch losses (what the gradient is taken of); else token-weighted
+        mean_loss.update(loss.detach(), weight=1.0 if stage == "train" else count)
+        ppl.update(nll, weight=count)
+        acc.update(logits.detach().argmax(dim=-1), labels)
+        if stage != "train":  # train metrics are logged once per optimizer step, in on_train_batch_end
+            batch_size = labels.size(0)
             self.log(f"{stage}/loss", mean_loss, prog_bar=True, batch_size=batch_size)
             self.log(f"{stage}/ppl", ppl, batch_size=batch_size)
             self.log(f"{stage}/acc", acc, batch_size=batch_size)
@@ -313,24 +299,11 @@ class SwapformerModule(pl.LightningModule):
             distributed.release_gathered(self.model)
             self._gathered = False
 
-    def on_validation_start(self) -> None:
-        self._gather_if_decoding("validate")
-
-    def on_validation_end(self) -> None:
-        # runs after the callbacks' on_validation_end, where SampleCallback prints
-        self._release_gathered()
-
-    def on_test_start(self) -> None:
-        self._gather_if_decoding("test")
-
-    def on_test_end(self) -> None:
-        self._release_gathered()
-
-    def on_predict_start(self) -> None:
-        self._gather_if_decoding("predict")
-
-    def on_predict_end(self) -> None:
-        self._release_gathered()
+    on_validation_start = partialmethod(_gather_if_decoding, "validate")
+    on_test_start = partialmethod(_gather_if_decoding, "test")
+    on_predict_start = partialmethod(_gather_if_decoding, "predict")
+    # the end hooks run after the callbacks' (SampleCallback prints in on_validation_end)
+    on_validation_end = on_test_end = on_predict_end = _release_gathered
 
     def _init_weights(self, model: torch.nn.Module) -> None:
         init_weights(model, std=self.config.init_std, num_layers=len(distributed.blocks(model)))
@@ -343,12 +316,8 @@ class SwapformerModule(pl.LightningModule):
     ) -> None:
         # FSDP1's precision plugin refuses norm clipping (it has no handle on the root module); the wrapped
         # model has the sharding-aware clip_grad_norm_ (Lightning's documented workaround).
-        strategy = self.trainer.strategy
-        if (
-            gradient_clip_val
-            and gradient_clip_algorithm in (None, "norm")
-            and isinstance(strategy, FSDPStrategy)
-        ):
+        fsdp1 = isinstance(self.trainer.strategy, FSDPStrategy)
+        if gradient_clip_val and gradient_clip_algorithm in (None, "norm") and fsdp1:
             self.trainer.model.clip_grad_norm_(gradient_clip_val)
             return
         self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
@@ -381,10 +350,7 @@ class SwapformerModule(pl.LightningModule):
             min_lr_ratio=hp.min_lr_ratio,
         )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
-        }
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ---- tokenizer travels with the checkpoint --------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -421,9 +387,7 @@ class SwapformerModule(pl.LightningModule):
         checkpoint that would run code on load (a pickled object with ``__reduce__``) is refused with an
         ``UnpicklingError`` instead of being executed.
         """
-        module = cls.load_from_checkpoint(checkpoint_path, map_location=map_location, weights_only=True)
-        module.eval()
-        return module
+        return cls.load_from_checkpoint(checkpoint_path, map_location=map_location, weights_only=True).eval()
 
     def num_parameters(self) -> int:
         """Trainable parameters, a tied embedding counted once."""

@@ -104,14 +104,8 @@ class CausalLMModule(SwapformerModule):
         prompt = self._val_prompt[:num_samples, :prompt_len]
         sampling = {"do_sample": True, "temperature": temperature, "top_k": top_k, "seed": seed}
         out = self.generate(prompt, max_new_tokens=max_new_tokens, **(sampling if temperature > 0 else {}))
-        lines = []
-        for row in out.tolist():
-            head, tail = (
-                self.tokenizer.decode(row[: prompt.size(1)]),
-                self.tokenizer.decode(row[prompt.size(1) :]),
-            )
-            lines.append(f"[prompt]{head}[generated]{tail}")
-        return lines
+        decode, cut = self.tokenizer.decode, prompt.size(1)
+        return [f"[prompt]{decode(row[:cut])}[generated]{decode(row[cut:])}" for row in out.tolist()]
 
     def generate_text(self, prompt: str, **kwargs: Any) -> str:
         """Continue ``prompt`` (needs the tokenizer: from the datamodule or the checkpoint)."""

@@ -39,20 +39,12 @@ class MaskedLMModule(SwapformerModule):
 
     kind = "masked_lm"
 
-    training_defaults: ClassVar[dict[str, Any]] = {
-        "lr": 5e-4,
-        "weight_decay": 0.01,
-        "betas": (0.9, 0.999),
-        "eps": 1e-6,
-    }
+    training_defaults: ClassVar[dict[str, Any]] = dict(
+        lr=5e-4, weight_decay=0.01, betas=(0.9, 0.999), eps=1e-6
+    )
 
     def __init__(
-        self,
-        vocab_size: int,
-        *,
-        mask_probability: float = 0.15,
-        mask_token_id: int = UNK_ID,
-        **options: Any,
+        self, vocab_size: int, *, mask_probability: float = 0.15, mask_token_id: int = UNK_ID, **options: Any
     ) -> None:
         SwapformerModule.__init__(self, locals())
         if not 0.0 < mask_probability < 1.0:
@@ -75,35 +67,28 @@ class MaskedLMModule(SwapformerModule):
         Shape:
             input_ids, attention_mask, inputs, labels ``(N, L)``.
         """
-        draw = lambda: torch.rand(input_ids.shape, generator=generator, device=input_ids.device)  # noqa: E731
+        random = {"generator": generator, "device": input_ids.device}
         maskable = input_ids >= NUM_SPECIAL_TOKENS
         if attention_mask is not None:
             maskable &= attention_mask != 0
-        chosen = (draw() < self.hparams.mask_probability) & maskable
+        chosen = (torch.rand(input_ids.shape, **random) < self.hparams.mask_probability) & maskable
         if not bool(chosen.any()):  # a tiny batch drew nothing: ask for its first maskable token
             chosen = maskable & (maskable.flatten().cumsum(0) == 1).view_as(maskable)
         labels = torch.where(chosen, input_ids, self.pad_id)
-        roll = draw()
+        roll = torch.rand(input_ids.shape, **random)
         inputs = torch.where(chosen & (roll < 0.8), self.hparams.mask_token_id, input_ids)
-        random_ids = torch.randint(
-            NUM_SPECIAL_TOKENS,
-            self.config.vocab_size,
-            input_ids.shape,
-            generator=generator,
-            device=input_ids.device,
-        )
+        random_ids = torch.randint(NUM_SPECIAL_TOKENS, self.config.vocab_size, input_ids.shape, **random)
         inputs = torch.where(chosen & (roll >= 0.8) & (roll < 0.9), random_ids, inputs)
         return inputs, labels
 
     def _step(self, stage: str, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
+        ids, mask = batch["input_ids"], batch.get("attention_mask")
         if stage == "val" and batch_idx == 0:  # shown by SampleCallback
-            self._val_ids = batch["input_ids"].detach()
+            self._val_ids = ids.detach()
         generator = None
         if stage != "train":  # the same masks at every evaluation
-            ids = batch["input_ids"]
             generator = torch.Generator(device=ids.device).manual_seed(VALIDATION_SEED + batch_idx)
-        mask = batch.get("attention_mask")
-        inputs, labels = self.mask_tokens(batch["input_ids"], mask, generator=generator)
+        inputs, labels = self.mask_tokens(ids, mask, generator=generator)
         return self._shared_step(stage, self.model(inputs, mask), labels)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
@@ -122,10 +107,9 @@ class MaskedLMModule(SwapformerModule):
             return []
         ids = self._val_ids[:num_samples, :prompt_len]
         generator = torch.Generator(device=ids.device).manual_seed(seed)
-        inputs, labels = self.mask_tokens(ids, generator=generator)
-        inputs = torch.where(
-            labels != self.pad_id, self.hparams.mask_token_id, ids
-        )  # every chosen token hidden
+        _, labels = self.mask_tokens(ids, generator=generator)
+        # every chosen token hidden
+        inputs = torch.where(labels != self.pad_id, self.hparams.mask_token_id, ids)
         was_training = self.model.training
         self.model.eval()
         try:

@@ -35,12 +35,9 @@ class Seq2SeqModule(SwapformerModule):
 
     kind = "seq2seq"
 
-    training_defaults: ClassVar[dict[str, Any]] = {
-        "lr": 5e-4,
-        "weight_decay": 0.01,
-        "betas": (0.9, 0.98),
-        "eps": 1e-9,
-    }
+    training_defaults: ClassVar[dict[str, Any]] = dict(
+        lr=5e-4, weight_decay=0.01, betas=(0.9, 0.98), eps=1e-9
+    )
 
     def __init__(
         self,
@@ -56,9 +53,8 @@ class Seq2SeqModule(SwapformerModule):
         for stage in STAGES[1:]:
             setattr(self, f"{stage}_exact", MeanMetric())
             setattr(self, f"{stage}_bleu", SacreBLEUScore(tokenize="13a"))
-        self.val_examples: list[
-            tuple[str, str, str]
-        ] = []  # (source, prediction, reference) for SampleCallback
+        # (source, prediction, reference) of the first validation batch, for SampleCallback
+        self.val_examples: list[tuple[str, str, str]] = []
 
     @staticmethod
     def batch_size(batch: Mapping[str, Any]) -> int:

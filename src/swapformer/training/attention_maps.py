@@ -229,11 +229,9 @@ class AttentionMapLogger(Callback):
         ``batch``, images as ``(H, W, 3)`` uint8 arrays."""
         batch = {k: v[: self.num_examples] for k, v in batch.items() if isinstance(v, Tensor)}
         inputs = pl_module.attention_inputs(batch, self.max_tokens)  # the task knows its batch
-        include = {
-            "cross": lambda n: "cross_attention" in n,
-            "self": lambda n: "self_attention" in n,
-            "all": None,
-        }[self.layers or inputs.layers]
+        # "cross" keeps the modules named *cross_attention*, "self" those named *self_attention*
+        layers = self.layers or inputs.layers
+        include = None if layers == "all" else lambda name: f"{layers}_attention" in name
         model = pl_module.model
         was_training = model.training
         model.eval()
@@ -251,9 +249,8 @@ class AttentionMapLogger(Callback):
             for i in range(weights.size(0)):
                 source_length = _real_length(keys[i], pad)
                 length = _real_length(queries[i], pad)
-                panel = weights[i, :, :length, :source_length]
                 fig = plot_attention(
-                    panel,
+                    weights[i, :, :length, :source_length],
                     keys=_labels(keys[i, :source_length], tokenizer),
                     queries=_labels(queries[i, :length], tokenizer),
                     title=f"{key} (example {i})",

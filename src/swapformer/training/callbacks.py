@@ -80,12 +80,11 @@ class SampleCallback(Callback):
         if trainer.global_step == self._validated_at:
             return  # the last validation printed these samples already
         # Under FSDP2 rank 0 cannot decode alone on sharded parameters: every rank gathers them first.
-        gathered = distributed.gather_for_decoding(pl_module.model)
+        distributed.gather_for_decoding(pl_module.model)
         try:
             self._print(trainer, pl_module)
         finally:
-            if gathered:
-                distributed.release_gathered(pl_module.model)
+            distributed.release_gathered(pl_module.model)  # nothing to do when nothing was gathered
 
 
 class TokenThroughput(ThroughputMonitor):

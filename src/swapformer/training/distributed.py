@@ -216,14 +216,12 @@ def materialize(model: nn.Module, device: torch.device, init: Callable[[nn.Modul
     # to_empty gives each module a new Parameter when the device type changes: re-tie shared ones
     for (first, first_name), *others in owners.values():
         for module, name in others:
-            if module._parameters[name] is not first._parameters[first_name]:
-                module._parameters[name] = first._parameters[first_name]
-    with torch.no_grad():
+            module._parameters[name] = first._parameters[first_name]
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
         for name, buffer in kept.items():
             owner, _, attr = name.rpartition(".")
             model.get_submodule(owner)._buffers[attr] = buffer.to(device)
-    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
         if rank:
             torch.manual_seed(torch.initial_seed() + rank)
         for module in model.modules():

@@ -21,13 +21,7 @@ SCHEDULES = ("warmup_cosine", "inverse_sqrt", "constant")
 
 # Parameters of these modules are never decayed: shrinking a norm's gain or an embedding row towards zero is
 # not regularization, it only fights the model (GPT-2/nanoGPT, Llama recipes do the same).
-NO_DECAY_MODULES: tuple[type[nn.Module], ...] = (
-    nn.Embedding,
-    nn.LayerNorm,
-    nn.RMSNorm,
-    nn.GroupNorm,
-    nn.BatchNorm1d,
-)
+NO_DECAY_MODULES = (nn.Embedding, nn.LayerNorm, nn.RMSNorm, nn.GroupNorm, nn.BatchNorm1d)
 
 
 def _is_norm(module: nn.Module) -> bool:
@@ -51,23 +45,17 @@ def param_groups(model: nn.Module, *, weight_decay: float) -> list[dict]:
     for module in model.modules():
         if _is_norm(module) or isinstance(module, nn.Embedding):
             no_decay_ids.update(id(p) for p in module.parameters(recurse=False))
-    decay, no_decay, decay_names, no_decay_names = [], [], [], []
+    decay = {"params": [], "weight_decay": weight_decay, "names": []}
+    no_decay = {"params": [], "weight_decay": 0.0, "names": []}
     seen: set[int] = set()
     for name, param in model.named_parameters():
         if not param.requires_grad or id(param) in seen:
             continue
         seen.add(id(param))
-        if id(param) in no_decay_ids or param.ndim < 2:
-            no_decay.append(param)
-            no_decay_names.append(name)
-        else:
-            decay.append(param)
-            decay_names.append(name)
-    groups = [
-        {"params": decay, "weight_decay": weight_decay, "names": decay_names},
-        {"params": no_decay, "weight_decay": 0.0, "names": no_decay_names},
-    ]
-    return [g for g in groups if g["params"]]
+        group = no_decay if id(param) in no_decay_ids or param.ndim < 2 else decay
+        group["params"].append(param)
+        group["names"].append(name)
+    return [g for g in (decay, no_decay) if g["params"]]
 
 
 # Devices with a fused AdamW kernel in torch (one kernel over all tensors instead of ~10 per parameter).
@@ -82,12 +70,9 @@ def fused_adamw_supported(params: Iterable[nn.Parameter]) -> bool:
     model on CPU it takes ~2.5 ms off a ~23 ms training step (``benchmarks/train_step.py``).
     """
     params = list(params)
-    types = {p.device.type for p in params}
+    types = {p.device.type for p in params}  # one type: not empty, not mixed
     return (
-        bool(params)
-        and len(types) == 1
-        and types <= set(FUSED_ADAMW_DEVICES)
-        and all(p.is_floating_point() for p in params)
+        len(types) == 1 and types <= set(FUSED_ADAMW_DEVICES) and all(p.is_floating_point() for p in params)
     )
 
 
@@ -128,10 +113,3 @@ def schedule_fn(
     if name == "constant":
         return lambda s: constant(s, warmup_steps=warmup_steps)
     raise ValueError(f"unknown schedule '{name}'; choose one of {', '.join(SCHEDULES)}")
-
-
-def group_summary(groups: Iterable[dict]) -> str:
-    """One line per group: weight decay and parameter count (for logs)."""
-    return "; ".join(
-        f"weight_decay={g['weight_decay']}: {sum(p.numel() for p in g['params']):,} params" for g in groups
-    )

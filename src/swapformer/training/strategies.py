@@ -155,11 +155,9 @@ def consolidate_checkpoint(folder: str | Path, output: str | Path | None = None)
             f"{folder} is not a distributed checkpoint folder (no .metadata / meta.pt inside); pass the folder "
             "ModelCheckpoint wrote under the FSDP2 strategy, e.g. checkpoints/epoch=0.ckpt"
         )
-    output = (
-        Path(output)
-        if output is not None
-        else folder.with_name(folder.name.removesuffix(".ckpt") + ".full.ckpt")
-    )
+    if output is None:
+        output = folder.with_name(folder.name.removesuffix(".ckpt") + ".full.ckpt")
+    output = Path(output)
     dcp_to_torch_save(folder, output)
     checkpoint = torch.load(output, map_location="cpu", weights_only=True)
     checkpoint.update(torch.load(folder / "meta.pt", map_location="cpu", weights_only=True))
