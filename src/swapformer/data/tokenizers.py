@@ -1,7 +1,8 @@
 """Character and byte tokenizers, and :func:`build_tokenizer`, which picks a tokenizer by name.
 
-See :mod:`swapformer.data.tokenizer_base` for the shared special tokens and interface and
-:mod:`swapformer.data.bpe` for byte-level BPE.
+See :mod:`swapformer.data.tokenizer_base` for the shared special tokens and interface,
+:mod:`swapformer.data.bpe` for byte-level BPE and :mod:`swapformer.data.hf_tokenizer` for Hugging Face
+tokenizers (loaded, not fitted, so not in ``TOKENIZER_KINDS``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from swapformer.data.bpe import BPETokenizer
 from swapformer.data.errors import DataError
+from swapformer.data.hf_tokenizer import HFTokenizer
 from swapformer.data.tokenizer_base import (
     BOS_ID,
     EOS_ID,
@@ -21,6 +23,7 @@ from swapformer.data.tokenizer_base import (
     UNK_ID,
     Tokenizer,
     _with_specials,
+    check_vocab,
 )
 
 __all__ = [
@@ -34,8 +37,10 @@ __all__ = [
     "BPETokenizer",
     "ByteTokenizer",
     "CharTokenizer",
+    "HFTokenizer",
     "Tokenizer",
     "build_tokenizer",
+    "check_vocab",
 ]
 
 TOKENIZER_KINDS = ("char", "byte", "bpe")
