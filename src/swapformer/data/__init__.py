@@ -20,8 +20,10 @@ from swapformer.data.tokenizers import (
     BPETokenizer,
     ByteTokenizer,
     CharTokenizer,
+    HFTokenizer,
     Tokenizer,
     build_tokenizer,
+    check_vocab,
 )
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "CharTokenizer",
     "DataError",
     "EpochShuffleSampler",
+    "HFTokenizer",
     "PairCollator",
     "PairDataset",
     "RandomOffsetSampler",
@@ -47,6 +50,7 @@ __all__ = [
     "TokenizedDataModule",
     "Tokenizer",
     "build_tokenizer",
+    "check_vocab",
     "encode_pairs",
     "encode_sources",
     "generate_task",

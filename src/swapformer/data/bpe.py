@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from typing import Any
 
 from swapformer.data.errors import DataError
-from swapformer.data.tokenizer_base import NUM_SPECIAL_TOKENS, Tokenizer
+from swapformer.data.tokenizer_base import NUM_SPECIAL_TOKENS, SPECIAL_TOKENS, Tokenizer, _with_specials
 
 __all__ = ["BPETokenizer"]
 
@@ -113,6 +114,34 @@ class BPETokenizer(Tokenizer):
 
     def _decode_ordinary(self, ids: list[int]) -> str:
         return self._hf.decode([token_id - NUM_SPECIAL_TOKENS for token_id in ids])
+
+    def to_hf_json(self) -> str:
+        """The same merges with the vocabulary shifted back to our ids and the specials at 0..3; see
+        :meth:`Tokenizer.to_hf_json`.
+
+        Raises:
+            DataError: If the vocabulary holds a special's string as an ordinary token (one id cannot have two
+                meanings in ``tokenizer.json``). ``train``'s regex pre-tokenizer never produces one: it cuts
+                ``"<s>"`` into ``"<"``, ``"s"``, ``">"``.
+        """
+        from tokenizers import Tokenizer as HFBackend
+
+        state = json.loads(self.tokenizer_json)
+        vocab = state["model"].get("vocab")
+        if not isinstance(vocab, dict):
+            raise DataError(
+                f"cannot export a {state['model'].get('type')} model: only models with a token-to-id vocabulary "
+                f"(BPE, WordPiece, WordLevel) can be shifted to swapformer's ids."
+            )
+        clashes = sorted(set(SPECIAL_TOKENS) & set(vocab))
+        if clashes:
+            raise DataError(
+                f"cannot export this BPE tokenizer: its vocabulary holds {clashes} as ordinary tokens, the strings "
+                f"of swapformer's special tokens; retrain it with BPETokenizer.train."
+            )
+        shifted = {token: token_id + NUM_SPECIAL_TOKENS for token, token_id in vocab.items()}
+        state["model"]["vocab"] = {token: token_id for token_id, token in enumerate(SPECIAL_TOKENS)} | shifted
+        return _with_specials(HFBackend.from_str(json.dumps(state)))
 
     def _state(self) -> dict[str, Any]:
         return {"tokenizer_json": self.tokenizer_json}

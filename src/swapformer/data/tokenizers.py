@@ -1,7 +1,8 @@
 """Character and byte tokenizers, and :func:`build_tokenizer`, which picks a tokenizer by name.
 
-See :mod:`swapformer.data.tokenizer_base` for the shared special tokens and interface and
-:mod:`swapformer.data.bpe` for byte-level BPE.
+See :mod:`swapformer.data.tokenizer_base` for the shared special tokens and interface,
+:mod:`swapformer.data.bpe` for byte-level BPE and :mod:`swapformer.data.hf_tokenizer` for Hugging Face
+tokenizers (loaded, not fitted, so not in ``TOKENIZER_KINDS``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from swapformer.data.bpe import BPETokenizer
 from swapformer.data.errors import DataError
+from swapformer.data.hf_tokenizer import HFTokenizer
 from swapformer.data.tokenizer_base import (
     BOS_ID,
     EOS_ID,
@@ -20,6 +22,8 @@ from swapformer.data.tokenizer_base import (
     SPECIAL_TOKENS,
     UNK_ID,
     Tokenizer,
+    _with_specials,
+    check_vocab,
 )
 
 __all__ = [
@@ -33,8 +37,10 @@ __all__ = [
     "BPETokenizer",
     "ByteTokenizer",
     "CharTokenizer",
+    "HFTokenizer",
     "Tokenizer",
     "build_tokenizer",
+    "check_vocab",
 ]
 
 TOKENIZER_KINDS = ("char", "byte", "bpe")
@@ -86,6 +92,21 @@ class CharTokenizer(Tokenizer):
     def _decode_ordinary(self, ids: list[int]) -> str:
         return "".join(self.chars[token_id - NUM_SPECIAL_TOKENS] for token_id in ids)
 
+    def to_hf_json(self) -> str:
+        """A ``WordLevel`` model over single characters (a regex pre-tokenizer isolates each code point,
+        ``<unk>`` for the rest) with a ``Fuse`` decoder; see :meth:`Tokenizer.to_hf_json`."""
+        from tokenizers import Regex, decoders, models, pre_tokenizers
+        from tokenizers import Tokenizer as HFBackend
+
+        vocab = {token: token_id for token_id, token in enumerate(SPECIAL_TOKENS)} | {
+            char: token_id for char, token_id in self._ids.items()
+        }
+        backend = HFBackend(models.WordLevel(vocab, unk_token=SPECIAL_TOKENS[UNK_ID]))
+        # Oniguruma's (?m) is "dot matches newline": every code point, "\n" included, is its own word.
+        backend.pre_tokenizer = pre_tokenizers.Split(Regex("(?m)."), behavior="isolated")
+        backend.decoder = decoders.Fuse()
+        return _with_specials(backend)
+
     def _state(self) -> dict[str, Any]:
         return {"chars": list(self.chars)}
 
@@ -110,9 +131,42 @@ class ByteTokenizer(Tokenizer):
         # A model may emit a byte sequence that is not valid UTF-8; show U+FFFD rather than failing.
         return bytes(token_id - NUM_SPECIAL_TOKENS for token_id in ids).decode("utf-8", errors="replace")
 
+    def to_hf_json(self) -> str:
+        """A byte-level BPE without merges: GPT-2's byte-to-character table maps byte ``b`` to one vocabulary
+        character at id ``4 + b``; see :meth:`Tokenizer.to_hf_json`."""
+        from tokenizers import Tokenizer as HFBackend
+        from tokenizers import decoders, models, pre_tokenizers
+
+        vocab = {token: token_id for token_id, token in enumerate(SPECIAL_TOKENS)} | {
+            char: byte + NUM_SPECIAL_TOKENS for byte, char in enumerate(_byte_characters())
+        }
+        backend = HFBackend(models.BPE(vocab, []))
+        # No regex split: the whole text is one word, so no byte is ever merged with another.
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+        backend.decoder = decoders.ByteLevel()
+        return _with_specials(backend)
+
     @classmethod
     def _from_state(cls, state: dict[str, Any]) -> ByteTokenizer:
         return cls()
+
+
+def _byte_characters() -> list[str]:
+    """GPT-2's ``bytes_to_unicode``: the printable character standing for each byte 0..255 in byte-level
+    vocabularies (printable Latin-1 bytes stand for themselves, the rest are shifted past U+0100)."""
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
+    characters, shifted = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            characters[byte] = chr(byte)
+        else:
+            characters[byte] = chr(256 + shifted)
+            shifted += 1
+    return [characters[byte] for byte in range(256)]
 
 
 _BUILDERS = {"char": CharTokenizer.fit, "byte": lambda texts: ByteTokenizer(), "bpe": BPETokenizer.train}
