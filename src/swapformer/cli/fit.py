@@ -15,12 +15,16 @@ from __future__ import annotations
 import importlib
 import re
 import sys
+from pathlib import Path
+from typing import Any
 
 import yaml
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities import rank_zero_info
 
 from swapformer.config import ModelConfig
+from swapformer.data.tokenizers import TOKENIZER_KINDS
 from swapformer.errors import ConfigError
 from swapformer.registry import load_plugins
 from swapformer.tasks.base import MODEL_KEYS, SwapformerModule
@@ -52,6 +56,7 @@ class SwapformerCLI(LightningCLI):
         init_args = getattr(model, "init_args", None) if model is not None else None
         if init_args is None:
             return
+        _tokenizer_of_init_from(init_args.get("init_from"), config.get("data"))
         values = {k: init_args[k] for k in MODEL_KEYS if k in init_args}
         if values.get("vocab_size") is None:
             values["vocab_size"] = _PLACEHOLDER_VOCAB
@@ -98,6 +103,18 @@ class SwapformerCLI(LightningCLI):
             lines.append(f"config: {log_dir}/config.yaml")
         if lines:
             print("\n".join(lines), flush=True)
+
+
+def _tokenizer_of_init_from(init_from: str | None, data: Any) -> None:
+    """A model trained from ``init_from``'s weights reads text with that model's tokenizer, when it has one:
+    the data module gets it instead of fitting a new one."""
+    init_args = getattr(data, "init_args", None)
+    if not init_from or init_args is None or init_args.get("tokenizer") not in TOKENIZER_KINDS:
+        return
+    source = Path(init_from)
+    if (source / "tokenizer.json").is_file() or (source.is_file() and source.suffix == ".ckpt"):
+        rank_zero_info(f"init_from: the data module uses the tokenizer of {init_from}")
+        init_args["tokenizer"] = init_from
 
 
 def _user_error(err: BaseException) -> ValueError | None:

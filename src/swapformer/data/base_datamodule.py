@@ -13,14 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from torch.utils.data import DataLoader
 
 from swapformer.data.errors import DataError
 from swapformer.data.files import existing_path
+from swapformer.data.hf_tokenizer import HFTokenizer
 from swapformer.data.resumable import ResumableDataLoader
 from swapformer.data.tokenizers import TOKENIZER_KINDS, Tokenizer, build_tokenizer
 
-__all__ = ["TokenizedDataModule", "check_fraction", "check_int", "check_path"]
+__all__ = ["TokenizedDataModule", "check_fraction", "check_int", "check_path", "load_tokenizer"]
 
 
 def check_int(name: str, value: Any, *, minimum: int, fix: str) -> None:
@@ -41,6 +43,22 @@ def check_path(name: str, value: str | Path | None) -> None:
         existing_path(value, argument=name)
 
 
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    """A trained model's tokenizer: from a ``.ckpt`` written by ``swapformer fit``, or from a directory (or file)
+    with a ``tokenizer.json``.
+
+    Raises:
+        DataError: a checkpoint without a tokenizer, or no tokenizer.json.
+    """
+    path = Path(path)
+    if path.is_file() and path.suffix == ".ckpt":
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("tokenizer")
+        if state is None:
+            raise DataError(f"{path} holds no tokenizer (not written by swapformer fit)")
+        return Tokenizer.from_dict(state)
+    return HFTokenizer.from_pretrained(path)
+
+
 class TokenizedDataModule(pl.LightningDataModule):
     """A data module whose tokenizer is fitted on its own training text, at most once.
 
@@ -48,17 +66,22 @@ class TokenizedDataModule(pl.LightningDataModule):
     :meth:`state_dict` (plain Python values only), and a resumed run checks it still matches.
 
     Args:
-        tokenizer: Tokenizer kind, one of ``"char"``, ``"byte"``, ``"bpe"``.
+        tokenizer: Tokenizer kind to fit, one of ``"char"``, ``"byte"``, ``"bpe"``; or a trained model's tokenizer,
+            used as it is: a directory with a ``tokenizer.json`` (``swapformer export``, ``import-hf``, a Hugging Face
+            model) or a ``.ckpt`` written by ``swapformer fit``.
         tokenizer_options: Options for that kind, e.g. ``{"vocab_size": 4096}`` for ``"bpe"``.
 
     Raises:
-        DataError: If the tokenizer kind is unknown or the options are not a mapping.
+        DataError: If the tokenizer is neither a known kind nor an existing path, or the options are not a mapping.
     """
 
     def __init__(self, *, tokenizer: str, tokenizer_options: dict[str, Any] | None) -> None:
         super().__init__()
-        if tokenizer not in TOKENIZER_KINDS:
-            raise DataError(f"tokenizer={tokenizer!r} is not known; choose one of {list(TOKENIZER_KINDS)}.")
+        if tokenizer not in TOKENIZER_KINDS and not Path(tokenizer).exists():
+            raise DataError(
+                f"tokenizer={tokenizer!r} is neither a kind ({', '.join(TOKENIZER_KINDS)}) nor an existing path "
+                "(a directory with tokenizer.json, or a .ckpt)."
+            )
         if tokenizer_options is not None and not isinstance(tokenizer_options, dict):
             raise DataError(
                 f"tokenizer_options={tokenizer_options!r} must be a mapping such as {{'vocab_size': 4096}}."
@@ -74,6 +97,8 @@ class TokenizedDataModule(pl.LightningDataModule):
     @property
     def tokenizer(self) -> Tokenizer:
         """The tokenizer fitted on the training text (fitted on first access, then cached)."""
+        if self._fitted_tokenizer is None and self._tokenizer_kind not in TOKENIZER_KINDS:
+            self._fitted_tokenizer = load_tokenizer(self._tokenizer_kind)
         if self._fitted_tokenizer is None:
             self._fitted_tokenizer = build_tokenizer(
                 self._tokenizer_kind, self.tokenizer_texts(), **self._tokenizer_options

@@ -24,6 +24,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from swapformer.config import COMPONENT_KEYS, ModelConfig
 from swapformer.data.tokenizers import Tokenizer
 from swapformer.errors import ConfigError, did_you_mean
+from swapformer.interop import load_weights
 from swapformer.models import init_weights
 from swapformer.registry import kind
 from swapformer.training import distributed
@@ -59,6 +60,7 @@ def training_options(
     activation_checkpointing: bool = False,
     compile: bool | dict[str, Any] = False,
     meta_init: bool = False,
+    init_from: str | None = None,
 ) -> dict[str, Any]:
     """The training options every task module takes (a module may change their defaults), checked.
 
@@ -78,6 +80,12 @@ def training_options(
         compile: ``torch.compile`` each block (True, or a dict of ``torch.compile`` options); off by default.
         meta_init: create the parameters on the meta device and allocate them in ``configure_model``, after
             FSDP2 has sharded them (each process then holds only its shards); for models too big for one device.
+        init_from: start from a trained model's weights (not its optimizer or step): a directory of
+            ``save_pretrained``, ``swapformer export`` or ``import-hf``, a Hugging Face model directory, or a
+            ``.ckpt`` of ``swapformer fit``. The model fields must describe that model (``import-hf`` writes them
+            all); components without weights (an attention kernel, rope scaling) may be swapped, and tensors the
+            new config adds start from the usual initialization. The vocabulary is the model's (the data module
+            then uses its tokenizer, which must fit in it).
     """
     if schedule not in SCHEDULES:
         raise ConfigError(f"schedule='{schedule}' is unknown; choose one of {', '.join(SCHEDULES)}")
@@ -141,6 +149,12 @@ class SwapformerModule(pl.LightningModule):
         )
         model = {k: v for k, v in options.items() if k not in TRAINING_KEYS}
         model.update(vocab_size=arguments["vocab_size"], kind=self.kind)
+        source = None
+        if training["init_from"] is not None:
+            if training["meta_init"]:
+                raise ConfigError("init_from loads whole weights; it does not combine with meta_init")
+            source = load_weights(training["init_from"])
+            model.update(_source_vocabulary(source[0], model, training["init_from"]))
         self.config = ModelConfig.from_dict(model)
         # _class_path, as LightningCLI writes it: `swapformer predict --ckpt_path` reads the model back from it;
         # tuples as lists, so the hyperparameters stay plain YAML
@@ -152,6 +166,8 @@ class SwapformerModule(pl.LightningModule):
             self.model = kind(self.kind).build(self.config)
         if training["meta_init"]:
             distributed.check_meta_initializable(self.model)
+        if source is not None:
+            _load_weights(self.model, source[1], training["init_from"])
         self.pad_id = self.config.pad_token_id if self.config.pad_token_id is not None else -100
         self.tokenizer = None  # set from the datamodule in setup() or from the checkpoint on load
         vocab_size = self.config.vocab_size
@@ -430,3 +446,37 @@ def _full_signature(cls: type[SwapformerModule]) -> inspect.Signature:
     ]
     cls.__init__.__annotations__.update({p.name: p.annotation for p in [*fields, *training]})
     return inspect.Signature([own["self"], own["vocab_size"], *fields, *training, *rest])
+
+
+def _source_vocabulary(source: ModelConfig, model: dict[str, Any], where: str) -> dict[str, Any]:
+    """The vocabulary sizes of ``init_from``'s model, checked against the data's tokenizer (``model``'s)."""
+    sizes = {"vocab_size": source.vocab_size}
+    if model["vocab_size"] > source.vocab_size:
+        raise ConfigError(
+            f"the data's tokenizer has {model['vocab_size']} ids but init_from={where} has a vocabulary of "
+            f"{source.vocab_size}: use that model's tokenizer (data.init_args.tokenizer: {where})"
+        )
+    if source.src_vocab_size is not None:
+        sizes["src_vocab_size"] = source.src_vocab_size
+    return sizes
+
+
+def _load_weights(model: torch.nn.Module, state: Mapping[str, Tensor], where: str) -> None:
+    """Copy ``init_from``'s tensors into ``model``: shapes must match; new and unused tensors are reported."""
+    ours = model.state_dict()
+    mismatched = [
+        f"{key} {tuple(state[key].shape)} -> {tuple(value.shape)}"
+        for key, value in ours.items()
+        if key in state and state[key].shape != value.shape
+    ]
+    if mismatched:
+        raise ConfigError(
+            f"init_from={where} does not fit the recipe's model: {'; '.join(mismatched[:3])}; the model fields "
+            "must describe that model (import-hf writes them all to recipe.yaml)"
+        )
+    missing, unused = model.load_state_dict(state, strict=False)
+    rank_zero_info(
+        f"init_from {where}: {len(ours) - len(missing)} tensors loaded"
+        + (f", {len(missing)} new ({', '.join(missing[:3])}...)" if missing else "")
+        + (f", {len(unused)} unused ({', '.join(unused[:3])}...)" if unused else "")
+    )
