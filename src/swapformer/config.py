@@ -57,6 +57,9 @@ class ModelConfig:
         eos_token_id: the id that ends a text (generation stops there by default); swapformer's tokenizers use 2.
         decoder_start_token_id: the first target id of a seq2seq model's decoder; None = ``bos_token_id``.
         src_vocab_size: source vocabulary of a seq2seq model; None = vocab_size.
+        share_embeddings: one token table for a seq2seq model's source and target (and its output layer, when
+            ``tie_embeddings``), as BART, T5 and Marian share one vocabulary; needs ``src_vocab_size`` None or
+            equal to ``vocab_size``. Positions and embedding norms stay one per side.
         init_std: standard deviation of the normal initialization of linear and embedding weights.
     """
 
@@ -90,6 +93,7 @@ class ModelConfig:
     eos_token_id: int | None = 2
     decoder_start_token_id: int | None = None
     src_vocab_size: int | None = None
+    share_embeddings: bool = False
     init_std: float = 0.02
     _checked: bool = field(default=False, init=False, repr=False, compare=False)
     _defaulted: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
@@ -176,9 +180,22 @@ class ModelConfig:
             or self.init_std <= 0
         ):
             problems.append(f"init_std={self.init_std!r} must be a positive number")
-        for key in ("tie_embeddings", "scale_embeddings", "bias", "embedding_norm", "lm_head_bias"):
+        for key in (
+            "tie_embeddings",
+            "scale_embeddings",
+            "bias",
+            "embedding_norm",
+            "lm_head_bias",
+            "share_embeddings",
+        ):
             if not isinstance(getattr(self, key), bool):
                 problems.append(f"{key}={getattr(self, key)!r} must be true or false")
+        # not checked against the kind: a config made without one takes its builder's kind later (coerce)
+        if self.share_embeddings is True and self.src_vocab_size not in (None, self.vocab_size):
+            problems.append(
+                f"share_embeddings=true needs one vocabulary, but src_vocab_size={self.src_vocab_size} and "
+                f"vocab_size={self.vocab_size}; drop src_vocab_size or set share_embeddings: false"
+            )
         for key, default in (("final_norm", "placement's default"), ("qkv_bias", "the value of bias")):
             if getattr(self, key) is not None and not isinstance(getattr(self, key), bool):
                 problems.append(f"{key}={getattr(self, key)!r} must be true, false or null ({default})")

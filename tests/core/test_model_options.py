@@ -19,6 +19,7 @@ from swapformer.components.positional import (
     SinusoidalPositionalEncoding,
 )
 from swapformer.errors import ConfigError
+from swapformer.models.saving import load_pretrained
 from swapformer.nn import MultiHeadAttention
 from swapformer.registry import FFN
 
@@ -183,3 +184,37 @@ def test_seq2seq_with_head_dim_and_scale_runs_and_is_consistent():
     step = model.generate(src, max_new_tokens=3, eos_token_id=[])
     assert logits.shape == (2, 4, 30) and step.shape == (2, 4)
     assert math.isclose(model.decoder.layers[0].self_attention.sublayer.scale, 1.0)
+
+
+def test_share_embeddings_gives_both_sides_one_table(tmp_path):
+    options = dict(vocab_size=30, d_model=16, num_heads=2, num_layers=1, d_ff=16, dropout=0.0)
+    torch.manual_seed(0)
+    shared = build_seq2seq(
+        dict(options, share_embeddings=True, positional="learned", embedding_norm=True)
+    ).eval()
+    assert shared.src_embedding.token.weight is shared.tgt_embedding.token.weight is shared.lm_head.weight
+    assert shared.src_positional is not shared.tgt_positional and shared.src_embedding.norm is not None
+    assert shared.src_embedding.norm is not shared.tgt_embedding.norm
+    # the reference: an unshared model holding the same table twice
+    separate = build_seq2seq(dict(options, positional="learned", embedding_norm=True)).eval()
+    separate.load_state_dict(shared.state_dict())
+    assert separate.src_embedding.token.weight is not separate.tgt_embedding.token.weight
+    src, tgt = torch.randint(30, (2, 5)), torch.randint(30, (2, 4))
+    torch.testing.assert_close(shared(src, tgt), separate(src, tgt))
+    with torch.no_grad():  # a step on one side moves the other: one parameter
+        shared.src_embedding.token.weight[7] += 1.0
+    assert torch.equal(shared.tgt_embedding.token.weight[7], shared.src_embedding.token.weight[7])
+    assert sum(p.numel() for p in shared.parameters()) < sum(p.numel() for p in separate.parameters())
+    loaded = load_pretrained(shared.save_pretrained(tmp_path / "shared"))
+    assert loaded.src_embedding.token.weight is loaded.tgt_embedding.token.weight
+    torch.testing.assert_close(loaded(src, tgt), shared(src, tgt))
+    untied = build_seq2seq(dict(options, share_embeddings=True, tie_embeddings=False))
+    assert untied.src_embedding.token.weight is untied.tgt_embedding.token.weight
+    assert untied.lm_head.weight is not untied.tgt_embedding.token.weight
+    with pytest.raises(
+        ConfigError, match=r"share_embeddings=true needs one vocabulary, but src_vocab_size=40"
+    ):
+        ModelConfig(vocab_size=30, src_vocab_size=40, share_embeddings=True)
+    with pytest.raises(ConfigError, match=r"share_embeddings='yes' must be true or false"):
+        ModelConfig(vocab_size=30, share_embeddings="yes")
+    assert ModelConfig(vocab_size=30, src_vocab_size=30, share_embeddings=True).share_embeddings

@@ -97,12 +97,116 @@ CAUSAL = {
     ),
 }
 
+SEQ2SEQ = {
+    "t5-v1_1-gated-gelu": lambda: transformers.T5Config(
+        d_model=32,
+        d_kv=12,  # H E = 48, not D: the projections are D -> H E
+        d_ff=48,
+        num_layers=3,
+        num_decoder_layers=2,  # not more than num_layers: transformers 5.24 sizes T5's decoder cache by num_layers
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        relative_attention_max_distance=20,
+        feed_forward_proj="gated-gelu",
+        tie_word_embeddings=False,  # as v1.1 configs say: transformers 5 then skips the output scale
+        vocab_size=61,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+    ),
+    "t5-v1_0-relu-scaled": lambda: transformers.T5Config(
+        d_model=24,
+        d_kv=6,
+        d_ff=40,
+        num_layers=2,
+        num_heads=2,
+        relative_attention_num_buckets=6,
+        relative_attention_max_distance=12,
+        feed_forward_proj="relu",  # tie_word_embeddings left alone: the decoder output is scaled by D^-0.5
+        layer_norm_epsilon=1e-5,
+        vocab_size=61,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+    ),
+    "bart-tied": lambda: transformers.BartConfig(
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=48,
+        decoder_ffn_dim=48,
+        vocab_size=61,
+        max_position_embeddings=40,
+    ),
+    "bart-scaled-untied": lambda: transformers.BartConfig(
+        d_model=24,
+        encoder_layers=1,
+        decoder_layers=2,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=40,
+        decoder_ffn_dim=40,
+        vocab_size=61,
+        max_position_embeddings=40,
+        scale_embedding=True,
+        tie_word_embeddings=False,
+    ),
+    "marian-swish": lambda: transformers.MarianConfig(
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=48,
+        decoder_ffn_dim=48,
+        vocab_size=61,
+        max_position_embeddings=64,
+        activation_function="swish",
+        scale_embedding=True,
+        pad_token_id=3,
+        decoder_start_token_id=3,
+        eos_token_id=0,
+    ),
+    "marian-unshared": lambda: transformers.MarianConfig(
+        d_model=24,
+        encoder_layers=1,
+        decoder_layers=2,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=40,
+        decoder_ffn_dim=40,
+        vocab_size=61,
+        decoder_vocab_size=47,
+        share_encoder_decoder_embeddings=False,
+        max_position_embeddings=64,
+        activation_function="swish",
+        scale_embedding=True,
+        pad_token_id=3,
+        decoder_start_token_id=3,
+        eos_token_id=0,
+    ),
+}
+
 
 def hf_model(name: str, seed: int = 0):
-    """The HF model ``name`` of :data:`CAUSAL`, random weights (biases and norms too), in eval mode."""
+    """The HF model ``name`` of :data:`CAUSAL` or :data:`SEQ2SEQ`, random weights (biases and norms too), in eval
+    mode."""
     torch.manual_seed(seed)
-    config = CAUSAL[name]()
-    model = transformers.AutoModelForCausalLM.from_config(config).eval()
+    if name in SEQ2SEQ:
+        model = transformers.AutoModelForSeq2SeqLM.from_config(SEQ2SEQ[name]()).eval()
+        with (
+            torch.no_grad()
+        ):  # HF's small layer weights beside unit embeddings make greedy decoding repeat the
+            for (
+                key,
+                weight,
+            ) in model.named_parameters():  # start token; weights of 1/sqrt(fan_in) make it vary
+                if weight.dim() == 2 and "embed" not in key and "shared" not in key and "relative" not in key:
+                    weight.normal_(0.0, weight.size(1) ** -0.5)
+    else:
+        model = transformers.AutoModelForCausalLM.from_config(CAUSAL[name]()).eval()
     with torch.no_grad():  # HF initializes biases to zero and norms to one: make them tell tensors apart
         for key, tensor in model.state_dict().items():
             if (

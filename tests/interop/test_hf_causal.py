@@ -93,7 +93,7 @@ def test_bad_directories_and_weights_are_named(tmp_path):
     config = json.loads((directory / "config.json").read_text())
     (directory / "config.json").write_text(json.dumps({**config, "model_type": "falcon"}))
     with pytest.raises(
-        ConfigError, match=r"model_type 'falcon' is not supported; swapformer reads gpt2, llama"
+        ConfigError, match=r"model_type 'falcon' is not supported; swapformer reads bart, gpt2, llama"
     ):
         swapformer.from_hf(directory)
     (directory / "config.json").write_text(json.dumps({**config, "intermediate_size": 40}))

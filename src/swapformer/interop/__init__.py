@@ -4,7 +4,7 @@ onto a swapformer model's (one file per family), and swapformer's own ``save_pre
 Example:
     >>> import swapformer
     >>> swapformer.interop.supported()
-    ['gpt2', 'llama', 'mistral', 'qwen2']
+    ['bart', 'gpt2', 'llama', 'marian', 'mistral', 'qwen2', 't5']
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from swapformer.config import ModelConfig
 from swapformer.errors import ConfigError
-from swapformer.interop import gpt2, llama  # noqa: F401  (each registers its family)
+from swapformer.interop import bart, gpt2, llama, t5  # noqa: F401  (each registers its family)
 from swapformer.interop.core import ARCHITECTURES, Architecture, Link, from_hf, supported, to_hf
 from swapformer.models.saving import FORMAT, load_pretrained, read_config, save_pretrained
 

@@ -5,7 +5,8 @@ A family (``interop/gpt2.py``, ``interop/llama.py``, ...) says three things, and
 
 - ``config(hf)``: the ModelConfig fields (component names and options) of a Hugging Face ``config.json``;
 - ``links(config)``: which of our state-dict keys each Hugging Face tensor becomes (and how: a transpose, a split
-  of a fused projection, a scale);
+  of a fused projection, a scale); ``links(config, hf)`` for a family whose tensors also depend on a Hugging Face
+  setting our config does not keep (T5's ``scale_decoder_outputs``, folded into a norm);
 - ``hf_config(config)``: the ``config.json`` of a ModelConfig it can express, or the first component it cannot.
 """
 
@@ -30,12 +31,14 @@ from swapformer.models.saving import read_config
 @dataclass(frozen=True)
 class Link:
     """Our tensors ``ours`` (concatenated along dim 0, in order) are Hugging Face's tensor ``theirs``, transposed
-    when ``transpose`` (GPT-2's ``Conv1D`` stores ``(in, out)``), times ``scale``."""
+    when ``transpose`` (GPT-2's ``Conv1D`` stores ``(in, out)``), times ``scale``; ``unsqueezed``: theirs has a
+    leading dimension of size 1 that ours lacks (BART's ``(1, V)`` ``final_logits_bias``)."""
 
     ours: tuple[str, ...]
     theirs: str
     transpose: bool = False
     scale: float = 1.0
+    unsqueezed: bool = False
 
 
 class Unsupported(Exception):
@@ -52,7 +55,13 @@ class Architecture:
     links: Callable[[ModelConfig], list[Link]]
     hf_config: Callable[[ModelConfig], dict[str, Any]]
     ignored: tuple[str, ...] = ()
-    """Suffixes of Hugging Face tensors that carry nothing a swapformer model needs (recomputed buffers)."""
+    """Suffixes of Hugging Face tensors that carry nothing a swapformer model needs (recomputed buffers, tied
+    copies of a linked tensor) when no link reads them."""
+    links_read_hf: bool = False
+    """``links`` takes the Hugging Face config as a second argument."""
+
+    def links_of(self, config: ModelConfig, hf_config: Mapping[str, Any]) -> list[Link]:
+        return self.links(config, hf_config) if self.links_read_hf else self.links(config)
 
 
 ARCHITECTURES: dict[str, Architecture] = {}
@@ -193,33 +202,71 @@ def from_hf(source: str | os.PathLike | nn.Module) -> nn.Module:
     except Unsupported as err:
         raise ConfigError(f"{hf_config['model_type']}: {err}") from None
     config = ModelConfig.from_dict({**fields, "kind": architecture.kind})
-    model = build(config)
-    load_hf_state(model, weights(), architecture)
+    model, theirs = build(config), weights()
+    if _untied_in_checkpoint(model, theirs, architecture, hf_config):
+        model = build(ModelConfig.from_dict({**config.to_dict(), "tie_embeddings": False}))
+    load_hf_state(model, theirs, architecture, hf_config)
     return model.eval()
 
 
-def load_hf_state(model: nn.Module, theirs: Mapping[str, Tensor], architecture: Architecture) -> None:
-    """Copy Hugging Face tensors into ``model`` through the family's links; every tensor accounted for."""
+def _name_in(theirs: Mapping[str, Tensor], name: str) -> str | None:
+    if name not in theirs and name.split(".", 1)[-1] in theirs:  # saved from the base model (GPT2Model)
+        name = name.split(".", 1)[-1]
+    return name if name in theirs else None
+
+
+def _untied_in_checkpoint(
+    model: nn.Module, theirs: Mapping[str, Tensor], architecture: Architecture, hf_config: Mapping[str, Any]
+) -> bool:
+    """Whether a config that ties the output layer comes with a checkpoint whose output layer differs from the
+    embedding: transformers 5 then leaves the two untied (T5 v1.1 checkpoints, whose config it forces to tie)."""
+    if not model.config.tie_embeddings or not hasattr(model, "lm_head"):
+        return False
+    untied = ModelConfig.from_dict({**model.config.to_dict(), "tie_embeddings": False})
+    head = next(
+        (link for link in architecture.links_of(untied, hf_config) if link.ours == ("lm_head.weight",)), None
+    )
+    tied_keys = {
+        key for key, value in model.state_dict(keep_vars=True).items() if value is model.lm_head.weight
+    }
+    embedding = next(
+        (link for link in architecture.links_of(model.config, hf_config) if set(link.ours) & tied_keys), None
+    )
+    if head is None or embedding is None:
+        return False
+    head_name, embedding_name = _name_in(theirs, head.theirs), _name_in(theirs, embedding.theirs)
+    if head_name is None or embedding_name is None:
+        return False
+    head_tensor, embedding_tensor = theirs[head_name], theirs[embedding_name]
+    return head_tensor.shape != embedding_tensor.shape or not torch.equal(head_tensor, embedding_tensor)
+
+
+def load_hf_state(
+    model: nn.Module,
+    theirs: Mapping[str, Tensor],
+    architecture: Architecture,
+    hf_config: Mapping[str, Any] | None = None,
+) -> None:
+    """Copy Hugging Face tensors into ``model`` through the family's links; every tensor accounted for.
+    ``hf_config`` is the Hugging Face config, for a family whose links read it."""
     ours = model.state_dict()
     used: set[str] = set()
     state: dict[str, Tensor] = {}
-    for link in architecture.links(model.config):
-        name = link.theirs
-        if name not in theirs and name.split(".", 1)[-1] in theirs:  # saved from the base model (GPT2Model)
-            name = name.split(".", 1)[-1]
-        if name not in theirs:
+    for link in architecture.links_of(model.config, hf_config or {}):
+        name = _name_in(theirs, link.theirs)
+        if name is None:
             raise ConfigError(f"the checkpoint has no tensor {link.theirs!r}, which {link.ours[0]!r} needs")
-        link = Link(link.ours, name, link.transpose, link.scale)
-        tensor = theirs[link.theirs].float()
-        used.add(link.theirs)
-        tensor = (tensor.T if link.transpose else tensor) * link.scale
+        tensor = theirs[name].float()
+        used.add(name)
         sizes = [ours[key].size(0) for key in link.ours]
         shape = (sum(sizes), *ours[link.ours[0]].shape[1:])
-        if tuple(tensor.shape) != shape:
+        expected = (*((1,) if link.unsqueezed else ()), *(shape[::-1] if link.transpose else shape))
+        if tuple(tensor.shape) != expected:
             raise ConfigError(
-                f"tensor {link.theirs!r} has shape {tuple(theirs[link.theirs].shape)}, but the config.json asks for "
-                f"{shape if not link.transpose else shape[::-1]}"
+                f"tensor {name!r} has shape {tuple(tensor.shape)}, but the config.json asks for {expected}"
             )
+        tensor = tensor.squeeze(0) if link.unsqueezed else tensor
+        tensor = (tensor.T if link.transpose else tensor) * link.scale
         state.update(zip(link.ours, tensor.split(sizes), strict=True))
     unexpected = [
         key
@@ -271,9 +318,10 @@ def to_hf(model: nn.Module, directory: str | os.PathLike) -> Path:
             continue
         ours = model.state_dict()
         theirs = {}
-        for link in architecture.links(config):
+        for link in architecture.links_of(config, hf_config):
             tensor = torch.cat([ours[key] for key in link.ours]) / link.scale
-            theirs[link.theirs] = (tensor.T if link.transpose else tensor).contiguous()
+            tensor = tensor.T if link.transpose else tensor
+            theirs[link.theirs] = (tensor[None] if link.unsqueezed else tensor).contiguous()
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
         (path / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")

@@ -166,7 +166,8 @@ def build_seq2seq(config: ModelConfig | Mapping[str, Any]) -> EncoderDecoder:
     """An encoder-decoder model from a :class:`ModelConfig` or a plain mapping (``kind: seq2seq``).
 
     ``num_encoder_layers`` / ``num_decoder_layers`` default to ``num_layers``; the source vocabulary to
-    ``vocab_size`` unless ``src_vocab_size`` is set. The defaults are the 2017 paper's base model.
+    ``vocab_size`` unless ``src_vocab_size`` is set; ``share_embeddings`` gives both sides one token table. The
+    defaults are the 2017 paper's base model.
     """
     cfg = ModelConfig.coerce(config, kind="seq2seq")
     num_encoder = cfg.num_encoder_layers or cfg.num_layers
@@ -174,9 +175,12 @@ def build_seq2seq(config: ModelConfig | Mapping[str, Any]) -> EncoderDecoder:
     src_positional = builders.build_positional(cfg, bidirectional=True)
     tgt_positional = builders.build_positional(cfg, bidirectional=False)
     tgt_embedding = builders.build_embedding(cfg, cfg.vocab_size, tgt_positional)
+    src_embedding = builders.build_embedding(cfg, cfg.src_vocab_size or cfg.vocab_size, src_positional)
+    if cfg.share_embeddings:  # one token table; each side keeps its positions and embedding norm
+        src_embedding.token.weight = tgt_embedding.token.weight
     depths = {"num_encoder_layers": num_encoder, "num_decoder_layers": num_decoder}
     model = EncoderDecoder(
-        src_embedding=builders.build_embedding(cfg, cfg.src_vocab_size or cfg.vocab_size, src_positional),
+        src_embedding=src_embedding,
         tgt_embedding=tgt_embedding,
         src_positional=src_positional,
         tgt_positional=tgt_positional,
