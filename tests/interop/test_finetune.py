@@ -120,6 +120,12 @@ def test_the_swapped_model_fine_tunes_from_its_weights_and_exports_to_transforme
     checkpoint = (
         cli.trainer.checkpoint_callback.last_model_path or cli.trainer.checkpoint_callback.best_model_path
     )
+    run(["export", "--ckpt_path", checkpoint, "--out", str(tmp_path / "native")])  # swapformer's format
+    native = swapformer.load(tmp_path / "native")
+    assert native.config == module.config and (tmp_path / "native" / "tokenizer.json").is_file()
+    assert all(
+        torch.equal(value, module.model.state_dict()[key]) for key, value in native.state_dict().items()
+    )
     run(["export", "--ckpt_path", checkpoint, "--out", str(tmp_path / "exported"), "--format", "hf"])
     exported = tmp_path / "exported"
     assert json.loads((exported / "config.json").read_text())["model_type"] == "mistral"  # llama + window
