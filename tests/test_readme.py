@@ -23,5 +23,5 @@ def test_ci_runs_the_readme_test_command():
         r"^([^#\s].*)$", re.search(r"```bash\n(.*?)```", README, flags=re.S).group(1), flags=re.M
     )
     main_job, tests = commands
-    assert "swapformer fit --config recipes/causal_lm/stdlib-tiny.yaml" in main_job
+    assert "swapformer fit --config stdlib-tiny" in main_job
     assert tests in (ROOT / ".ci" / "run").read_text().splitlines()

@@ -16,7 +16,7 @@ from swapformer.data.tokenizer_base import NUM_SPECIAL_TOKENS
 from swapformer.tasks import MaskedLMModule, SwapformerModule
 from swapformer.tasks.masked_lm import VALIDATION_SEED
 
-RECIPE = str(RECIPES / "masked_lm" / "stdlib-tiny.yaml")
+RECIPE = str(RECIPES / "masked_lm" / "masked-stdlib-tiny.yaml")
 TINY = dict(vocab_size=40, d_model=16, num_heads=2, num_layers=1, d_ff=32, max_seq_len=64)
 
 

@@ -2,8 +2,9 @@
 
 ::
 
-    swapformer fit --config recipes/causal_lm/stdlib-tiny.yaml [--config recipes/logger/wandb.yaml] [--key value]
-    swapformer validate|test|predict --config ... --ckpt_path path/to/last.ckpt
+    swapformer fit --config stdlib-tiny [--config logger/wandb] [--key value]  # a bundled recipe or a file
+    swapformer validate|test|predict --config ... --ckpt_path last            # the newest last.ckpt of the root
+    swapformer recipes [cp NAME DEST]                         # the bundled recipes; a copy to edit
     swapformer generate --ckpt_path last.ckpt --prompt "..."   # decode with a checkpoint
     swapformer components [family ...] [--matrix]            # every registered component; what combines
     swapformer check NAME                                     # the conformance suite for one component
@@ -15,23 +16,57 @@ from __future__ import annotations
 
 import sys
 
-from swapformer.cli import check, components, fit, generate, interop
+from swapformer.cli import check, components, fit, generate, interop, recipes
 
 VERBS = {
     "generate": generate.main,
     "check": check.main,
     "components": components.main,
+    "recipes": recipes.main,
     "import-hf": interop.import_hf,
     "export": interop.export,
 }
 """Verbs of swapformer's own; every other verb (fit, validate, test, predict) is LightningCLI's."""
+
+HELP = {
+    "fit": "train a model from a recipe (LightningCLI: --config NAME|FILE, --key value, --print_config)",
+    "validate": "the validation metrics of a checkpoint (--ckpt_path FILE|last)",
+    "test": "the test metrics of a checkpoint (--ckpt_path FILE|last)",
+    "predict": "a checkpoint's predictions on the recipe's data",
+    "generate": "decode text with a checkpoint (--ckpt_path, --prompt)",
+    "evaluate": "score a checkpoint on a benchmark",
+    "components": "every registered component, by family; which combine (--matrix)",
+    "check": "run the conformance suite on one component",
+    "recipes": "the bundled recipes with their purpose; `recipes cp NAME DEST` copies one to edit",
+    "import-hf": "a Hugging Face model as swapformer components, weights and a recipe",
+    "export": "a checkpoint's model and tokenizer as a folder (--format hf for Hugging Face)",
+}
+"""One line per verb for ``swapformer --help``."""
+
+
+def usage() -> str:
+    width = max(map(len, HELP))
+    lines = [f"  {verb:<{width}}  {text}" for verb, text in HELP.items()]
+    return "\n".join(
+        [
+            "usage: swapformer VERB [options]     (swapformer VERB --help: the verb's options)",
+            "",
+            "verbs:",
+            *lines,
+            "",
+            "Recipes: `swapformer recipes` lists them; every output of a run lies under --trainer.default_root_dir.",
+        ]
+    )
 
 
 def run(args: list[str] | None = None) -> fit.SwapformerCLI | None:
     """Run the command and return the CLI object (its ``model``, ``datamodule``, ``trainer``) for the Lightning
     verbs, None for the others. ``args`` replaces ``sys.argv[1:]``, so tests call it in-process."""
     argv = list(sys.argv[1:] if args is None else args)
-    if argv and argv[0] in VERBS:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage(), file=sys.stdout if argv else sys.stderr)
+        raise SystemExit(0 if argv else 2)
+    if argv[0] in VERBS:
         VERBS[argv[0]](argv[1:])
         return None
     return fit.run(None if args is None else argv)

@@ -2,27 +2,39 @@
 
 ::
 
-    swapformer fit --config recipes/causal_lm/stdlib-tiny.yaml [--config recipes/logger/wandb.yaml] [--key value]
-    swapformer validate|test|predict --config ... --ckpt_path path/to/last.ckpt
+    swapformer fit --config stdlib-tiny [--config logger/wandb] [--key value]
+    swapformer validate|test|predict --config ... --ckpt_path last
 
 The model and data classes come from the recipe (``class_path``); ``data.vocab_size`` is linked into the
 model. The model's names and sizes are validated before anything is instantiated, so a bad recipe value fails
-with one message naming the key, before any data is read.
+with one message naming the key, before any data is read. ``--config`` takes a file or a bundled recipe's
+name (:mod:`swapformer.cli.recipes`).
+
+Every output of a run lies under ``trainer.default_root_dir`` (the working folder when unset), in Lightning's
+own layout: a logger whose ``save_dir`` is left unset or at its default writes there, its version folder
+(``logs/version_N/``) holds ``config.yaml`` and ``checkpoints/``, so a rerun gets a new version folder and
+never a ``last-v1.ckpt``. ``--ckpt_path last`` is the newest ``last*.ckpt`` below the root, whichever run wrote
+it. The recipe's ``checkpoint:`` section configures the ModelCheckpoint the CLI adds when checkpointing is on
+(not with ``--trainer.enable_checkpointing false``, nor when ``trainer.callbacks`` has a ModelCheckpoint).
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
+import os
 import re
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
-from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
 
+from swapformer.cli.recipes import resolve_config_args
 from swapformer.config import ModelConfig
 from swapformer.data.tokenizers import TOKENIZER_KINDS
 from swapformer.errors import ConfigError
@@ -49,6 +61,18 @@ class SwapformerCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.vocab_size", "model.init_args.vocab_size", apply_on="instantiate")
+        # Trainer's own default ModelCheckpoint, made configurable: one file name per run folder, so a rerun
+        # (a new version folder) never needs last-v1.ckpt; instantiate_trainer drops it when checkpointing is off
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.enable_version_counter": False})
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        # Recipes' loggers name no save_dir (CSVLogger requires one): it is filled in from
+        # trainer.default_root_dir between parsing and jsonargparse's final check
+        self.config = parser.parse_args(args, _skip_validation=True)
+        subcommand = self.config.get("subcommand")
+        _loggers_under_root(self.config[subcommand]["trainer"] if subcommand else self.config.get("trainer"))
+        parser.validate(self.config)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -82,6 +106,21 @@ class SwapformerCLI(LightningCLI):
             if cause is None:
                 raise
             raise ConfigError(f"{type(cause).__name__}: {cause}") from err
+        config = self.config_init.get(str(self.subcommand), self.config_init)
+        if config.get("ckpt_path") == "last":
+            root = config["trainer"].get("default_root_dir") or os.getcwd()
+            config["ckpt_path"] = _newest_last_checkpoint(root) or "last"
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
+        keys = self._parser(self.subcommand).callback_keys
+        extra: list[Callback] = [self._get(self.config_init, key) for key in keys if key != "checkpoint"]
+        own = trainer_config.get("callbacks") or []
+        own = own if isinstance(own, list) else [own]
+        checkpointing = trainer_config.get("enable_checkpointing") is not False
+        if checkpointing and not any(isinstance(c, ModelCheckpoint) for c in own):
+            extra.append(self._get(self.config_init, "checkpoint"))
+        return self._instantiate_trainer(trainer_config, extra)
 
     def after_fit(self) -> None:
         trainer = self.trainer
@@ -103,6 +142,41 @@ class SwapformerCLI(LightningCLI):
             lines.append(f"config: {log_dir}/config.yaml")
         if lines:
             print("\n".join(lines), flush=True)
+
+
+def _loggers_under_root(trainer: Any) -> None:
+    """Point every logger whose ``save_dir`` is unset, or left at its class's default, at
+    ``trainer.default_root_dir``: recipes name no output folder of their own."""
+    if trainer is None:
+        return
+    loggers = trainer.get("logger")
+    root = trainer.get("default_root_dir") or "."
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        init_args = getattr(logger, "init_args", None)
+        if init_args is None or "save_dir" not in init_args:
+            continue
+        module_path, _, class_name = logger.class_path.rpartition(".")
+        parameter = inspect.signature(
+            getattr(importlib.import_module(module_path), class_name)
+        ).parameters.get("save_dir")
+        default = (
+            None if parameter is None or parameter.default is inspect.Parameter.empty else parameter.default
+        )
+        if init_args["save_dir"] in (None, default):
+            init_args["save_dir"] = str(root)
+
+
+def _newest_last_checkpoint(root: str | os.PathLike) -> str | None:
+    """The most recently written ``last*.ckpt`` (a file, or a sharded checkpoint's folder) below ``root``."""
+    suffix = ModelCheckpoint.FILE_EXTENSION
+    found = [
+        p
+        for p in Path(root).rglob(f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}*{suffix}")
+        if not any(
+            folder.suffix == suffix for folder in p.relative_to(root).parents
+        )  # not inside a shard folder
+    ]
+    return str(max(found, key=lambda p: p.stat().st_mtime)) if found else None
 
 
 def _tokenizer_of_init_from(init_from: str | None, data: Any) -> None:
@@ -129,7 +203,7 @@ def _user_error(err: BaseException) -> ValueError | None:
     return None
 
 
-def run(args: list[str]) -> SwapformerCLI:
+def run(args: list[str] | None) -> SwapformerCLI:
     """Run a Lightning verb with the recipe arguments ``args`` (the verb first) and return the CLI object.
 
     Raises:
@@ -137,6 +211,10 @@ def run(args: list[str]) -> SwapformerCLI:
     """
     load_plugins()  # plug-in names must be registered before the recipe is checked
     try:
+        if args is None:  # the console script: rewrite sys.argv, which DDP's launcher re-runs in each process
+            sys.argv[1:] = resolve_config_args(sys.argv[1:])
+        else:
+            args = resolve_config_args(args)
         return SwapformerCLI(
             model_class=SwapformerModule,
             datamodule_class=LightningDataModule,

@@ -1,0 +1,127 @@
+"""``swapformer recipes``: the recipes bundled with the package, found by name.
+
+::
+
+    swapformer recipes                        # every bundled recipe and its one-line purpose
+    swapformer recipes cp stdlib-tiny my.yaml # a copy to edit
+    swapformer fit --config stdlib-tiny       # a name instead of a path, wherever --config is accepted
+
+A name is a recipe's path below ``recipes/`` without ``.yaml`` (``causal_lm/stdlib-tiny``, ``trainer/ddp``) or,
+when only one recipe has it, its file name alone (``stdlib-tiny``, ``ddp``). An existing file always wins over a
+name. The repository's ``recipes/`` folder is the only copy: a wheel carries it as ``swapformer/recipes``
+(setup.py copies it at build time), and a source checkout or an editable install reads it in place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from swapformer.errors import ConfigError, did_you_mean
+
+_PACKAGE = Path(__file__).resolve().parents[1]
+_CHECKOUT = _PACKAGE.parents[1] / "recipes"  # src/swapformer -> the repository root
+
+
+def recipe_dir() -> Path:
+    """The folder of bundled recipes: ``swapformer/recipes`` in a wheel, ``recipes/`` in a checkout."""
+    installed = _PACKAGE / "recipes"
+    return installed if installed.is_dir() else _CHECKOUT
+
+
+def bundled() -> dict[str, Path]:
+    """Every bundled recipe by its full name (``causal_lm/stdlib-tiny``), sorted."""
+    root = recipe_dir()
+    paths = sorted(root.rglob("*.yaml")) if root.is_dir() else []
+    return {p.relative_to(root).with_suffix("").as_posix(): p for p in paths}
+
+
+def purpose(path: Path) -> str:
+    """The recipe's one-line purpose: its first comment line."""
+    for line in path.read_text().splitlines():
+        if line.startswith("#"):
+            return line.lstrip("#").strip()
+    return ""
+
+
+def find(name: str) -> Path:
+    """The bundled recipe called ``name`` (full name, unique file name, or either with ``recipes/`` and
+    ``.yaml`` around it).
+
+    Raises:
+        ConfigError: no recipe has that name, or several share it (the message lists them).
+    """
+    recipes = bundled()
+    key = name.removeprefix("recipes/").removesuffix(".yaml").removesuffix(".yml")
+    if key in recipes:
+        return recipes[key]
+    matches = [full for full in recipes if full.rpartition("/")[2] == key]
+    if len(matches) == 1:
+        return recipes[matches[0]]
+    if matches:
+        raise ConfigError(f"recipe name {name!r} is ambiguous: use one of {', '.join(matches)}")
+    hint = did_you_mean(key, [*recipes, *{full.rpartition("/")[2] for full in recipes}])
+    raise ConfigError(
+        f"--config {name!r} is neither a file nor a bundled recipe{hint}; `swapformer recipes` lists them"
+    )
+
+
+def _is_name(value: str) -> bool:
+    # --config also takes inline YAML ("{trainer: {max_steps: 2}}"): only a bare word is a name
+    return not Path(value).exists() and not any(c in value for c in ":{}[]\n =")
+
+
+def resolve_config_args(argv: list[str]) -> list[str]:
+    """``argv`` with every ``--config NAME`` / ``-c NAME`` / ``--config=NAME`` that is not a file replaced by
+    the bundled recipe's path."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg in ("--config", "-c") and i + 1 < len(out) and _is_name(out[i + 1]):
+            out[i + 1] = str(find(out[i + 1]))
+        elif arg.startswith("--config=") and _is_name(arg.partition("=")[2]):
+            out[i] = f"--config={find(arg.partition('=')[2])}"
+    return out
+
+
+def list_recipes() -> None:
+    recipes = bundled()
+    width = max(map(len, recipes), default=0)
+    for name, path in recipes.items():
+        print(f"{name:<{width}}  {purpose(path)}")
+
+
+def copy(name: str, dest: str) -> Path:
+    """Copy the recipe ``name`` to ``dest`` (a file, or a folder to copy into); never overwrites."""
+    source = find(name)
+    target = Path(dest)
+    if target.is_dir() or dest.endswith(("/", "\\")):
+        target = target / source.name
+    if target.exists():
+        raise ConfigError(f"{target} already exists; pass another destination")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    return target
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(
+        prog="swapformer recipes",
+        description="List the bundled recipes, or copy one to edit. Any of these names works as "
+        "`--config NAME`; a file of that name in the working folder takes precedence.",
+    )
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("ls", help="list the bundled recipes (the default)")
+    cp = commands.add_parser("cp", help="copy a bundled recipe to edit it")
+    cp.add_argument("name", help="e.g. stdlib-tiny or causal_lm/stdlib-tiny")
+    cp.add_argument("dest", help="a file name, or a folder to copy into")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "cp":
+            print(f"copied {find(args.name)} to {copy(args.name, args.dest)}")
+        else:
+            list_recipes()
+    except ConfigError as err:
+        print(f"swapformer: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
