@@ -40,7 +40,7 @@ def train(folder: Path) -> Path:
                 "--trainer.enable_progress_bar=false",
             ]
         )
-    return folder / "runs" / "dates" / "checkpoints" / "last.ckpt"
+    return next(folder.glob("runs/dates/logs/version_*/checkpoints/last.ckpt"))
 
 
 def cross_attention(module: Seq2SeqModule, source: str) -> tuple[str, list[str], list[str], torch.Tensor]:

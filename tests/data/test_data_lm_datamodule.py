@@ -118,7 +118,10 @@ def test_stdlib_default_with_bpe() -> None:
         ({"seq_len": 0}, r"seq_len=0 is invalid: it must be an integer >= 1"),
         ({"batch_size": -2}, r"batch_size=-2 is invalid: it must be an integer >= 1"),
         ({"val_fraction": 1.0}, r"val_fraction=1.0 is invalid: it must be strictly between 0 and 1"),
-        ({"tokenizer": "word"}, r"tokenizer='word' is not known; choose one of \['char', 'byte', 'bpe'\]"),
+        (
+            {"tokenizer": "word"},
+            r"tokenizer='word' is neither a kind \(char, byte, bpe\) nor an existing path",
+        ),
         ({"path": "/no/such/corpus.txt"}, r"path='/no/such/corpus.txt' does not exist"),
         ({"max_chars": 1}, r"max_chars=1 is invalid: it must be an integer >= 2"),
         ({"train_samples_per_epoch": 4}, r"train_samples_per_epoch=4 is invalid: .*batch_size=8"),
