@@ -27,6 +27,7 @@ from swapformer.errors import ConfigError, did_you_mean
 from swapformer.interop import load_weights
 from swapformer.models import init_weights
 from swapformer.registry import kind
+from swapformer.tasks.flops import Shapes, measured_flops
 from swapformer.training import distributed
 from swapformer.training.callbacks import SampleCallback
 from swapformer.training.optim import SCHEDULES, fused_adamw_supported, param_groups, schedule_fn
@@ -201,8 +202,47 @@ class SwapformerModule(pl.LightningModule):
             mask = mask[:, :max_tokens]
         return AttentionInputs(run=lambda: self.model(ids, mask), keys=ids, queries=ids, layers="self")
 
+    def flop_shapes(self, batch: Mapping[str, Any]) -> Shapes:
+        """The shapes of the id tensors the model's forward sees for ``batch`` (FLOPs are counted for them)."""
+        return (tuple(batch["input_ids"].shape),)
+
+    @staticmethod
+    def flop_forward(model: torch.nn.Module, inputs: list[Tensor]) -> Tensor:
+        """The training forward of ``model`` on id tensors of :meth:`flop_shapes`' shapes."""
+        return model(*inputs)
+
+    @staticmethod
+    def data_shapes(datamodule: Any) -> Shapes | None:
+        """:meth:`flop_shapes` of a full training batch, from the data module's settings (None: unknown)."""
+        if not all(hasattr(datamodule, a) for a in ("batch_size", "seq_len")):
+            return None
+        return ((datamodule.batch_size, datamodule.seq_len),)
+
+    @property
+    def flops_per_batch(self) -> int | None:
+        """FLOPs of forward and backward of the last training batch's shape (Lightning's ``ThroughputMonitor``
+        reads this after each batch); measured once per shape (see :mod:`swapformer.tasks.flops`). None before
+        the first batch, or where a component cannot run on the meta device."""
+        shapes = getattr(self, "_flop_shapes", None)
+        if shapes is None:
+            return None
+        counted = self.__dict__.setdefault("_flops_by_shape", {})
+        if shapes not in counted:
+            try:
+                counted[shapes] = measured_flops(self.config, shapes, self.flop_forward)
+            except (
+                NotImplementedError,
+                RuntimeError,
+            ) as err:  # a plug-in kernel without a meta implementation
+                rank_zero_info(
+                    f"flops_per_batch: cannot measure on the meta device ({err}); FLOPs not logged"
+                )
+                counted[shapes] = None
+        return counted[shapes]
+
     # ---- steps: each task's _step(stage, batch, batch_idx) makes the logits and returns the loss ---------
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
+        self._flop_shapes = self.flop_shapes(batch)
         return self._step("train", batch, batch_idx)
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
@@ -374,6 +414,12 @@ class SwapformerModule(pl.LightningModule):
         tokenizer = getattr(datamodule, "tokenizer", None)
         if tokenizer is not None and self.tokenizer is None:
             self.tokenizer = tokenizer
+        shapes = self.data_shapes(datamodule) if datamodule is not None else None
+        sharded = isinstance(self.trainer.strategy, (FSDPStrategy, ModelParallelStrategy))
+        if stage == "fit" and shapes is not None and self.example_input_array is None and not sharded:
+            # the model summary's FLOPs column runs one forward of this (rank 0 alone: never on sharded models)
+            inputs = tuple(torch.zeros(shape, dtype=torch.long) for shape in shapes)
+            self.example_input_array = inputs if len(inputs) > 1 else inputs[0]
         tokens = self.hparams.get("global_batch_tokens")
         if stage == "fit" and tokens is not None and self._trainer is not None:
             summary = distributed.apply_global_batch(self.trainer, global_batch_tokens=tokens)
