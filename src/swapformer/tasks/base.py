@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Literal, NamedTuple
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.plugins.precision import MixedPrecision
 from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 from lightning.pytorch.utilities import rank_zero_info
@@ -31,6 +32,7 @@ from swapformer.tasks.flops import Shapes, measured_flops
 from swapformer.training import distributed
 from swapformer.training.callbacks import SampleCallback
 from swapformer.training.optim import SCHEDULES, fused_adamw_supported, param_groups, schedule_fn
+from swapformer.training.progress import ProgressBar
 
 STAGES = ("train", "val", "test")
 MODEL_KEYS = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.init)
@@ -310,6 +312,13 @@ class SwapformerModule(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:  # before the epoch's data iterator is made (and after reloads)
         distributed.keep_sampler_order(self.trainer)
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        """Put :class:`~swapformer.training.ProgressBar` (plain lines in log files) in place of Lightning's
+        default rich bar; a bar the recipe chose, or none, is left alone."""
+        if type(self.trainer.progress_bar_callback) is RichProgressBar:
+            return [ProgressBar()]
+        return []
 
     # ---- scale out -------------------------------------------------------------------------------------
     def configure_model(self) -> None:
