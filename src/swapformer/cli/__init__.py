@@ -5,6 +5,7 @@
     swapformer fit --config recipes/causal_lm/stdlib-tiny.yaml [--config recipes/logger/wandb.yaml] [--key value]
     swapformer validate|test|predict --config ... --ckpt_path path/to/last.ckpt
     swapformer generate --ckpt_path last.ckpt --prompt "..."   # decode with a checkpoint
+    swapformer evaluate --ckpt_path last.ckpt --path FILE     # perplexity (seq2seq: --src F --ref F: BLEU, chrF)
     swapformer components [family ...] [--matrix]            # every registered component; what combines
     swapformer check NAME                                     # the conformance suite for one component
     swapformer import-hf HF_DIR --out DIR                     # a Hugging Face model as components + recipe
@@ -15,10 +16,11 @@ from __future__ import annotations
 
 import sys
 
-from swapformer.cli import check, components, fit, generate, interop
+from swapformer.cli import check, components, evaluate, fit, generate, interop
 
 VERBS = {
     "generate": generate.main,
+    "evaluate": evaluate.main,
     "check": check.main,
     "components": components.main,
     "import-hf": interop.import_hf,
