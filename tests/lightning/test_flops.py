@@ -11,7 +11,7 @@ import torch
 from lightning.pytorch.utilities.model_summary import ModelSummary
 
 from swapformer.tasks import CausalLMModule, MaskedLMModule, Seq2SeqModule
-from swapformer.tasks.flops import analytic_flops, measured_flops
+from swapformer.tasks.flops import TrainingFlops, analytic_flops, measured_flops
 from swapformer.training import TokenThroughput
 
 SMALL = dict(vocab_size=100, d_model=64, num_heads=4, num_layers=2, d_ff=128, max_seq_len=128, dropout=0.0)
@@ -47,6 +47,32 @@ def test_seq2seq_counts_the_decoder_input_without_its_last_token():
     batch = {"src_ids": src, "src_mask": torch.ones_like(src, dtype=torch.bool), "tgt_ids": tgt}
     module.training_step(batch, 0)
     assert module.flops_per_batch == analytic_flops(module.config, ((2, 9), (2, 6)))
+
+
+def test_new_shapes_come_from_a_fit_that_reproduces_the_measurements(monkeypatch):
+    """Padded seq2seq batches change shape every step: one fit, then no measurement per shape."""
+    module = Seq2SeqModule(**{**SMALL, "num_decoder_layers": 3})
+    counter = TrainingFlops(module.config, module.flop_forward)
+    assert counter(((4, 40), (4, 30))) == analytic_flops(module.config, ((4, 40), (4, 30)))
+    assert counter(((2, 7), (2, 5))) == analytic_flops(module.config, ((2, 7), (2, 5)))  # fits the polynomial
+    monkeypatch.setattr(counter, "measure", lambda shapes: pytest.fail("measured again"))
+    for shapes in [((3, 11), (3, 64)), ((8, 128), (8, 1)), ((1, 77), (1, 99))]:
+        assert counter(shapes) == analytic_flops(module.config, shapes)
+
+
+def test_a_cost_that_is_no_polynomial_is_measured_shape_by_shape():
+    calls = []
+
+    def measure(shapes):
+        calls.append(shapes)
+        n, length = shapes[0]
+        return n * min(length, 20) * length  # a windowed kernel: quadratic, then linear
+
+    counter = TrainingFlops(CausalLMModule(**SMALL).config, CausalLMModule.flop_forward)
+    counter.measure = measure
+    assert counter(((2, 50),)) == 2000
+    assert counter(((2, 10),)) == 200  # the fit failed: measured
+    assert counter(((2, 10),)) == 200 and calls[-1] == ((2, 10),) and len(calls) == 1 + 5 + 1
 
 
 class _Data(pl.LightningDataModule):

@@ -28,7 +28,7 @@ from swapformer.errors import ConfigError, did_you_mean
 from swapformer.interop import load_weights
 from swapformer.models import init_weights
 from swapformer.registry import kind
-from swapformer.tasks.flops import Shapes, measured_flops
+from swapformer.tasks.flops import Shapes, TrainingFlops
 from swapformer.training import distributed
 from swapformer.training.callbacks import SampleCallback
 from swapformer.training.optim import SCHEDULES, fused_adamw_supported, param_groups, schedule_fn
@@ -223,24 +223,19 @@ class SwapformerModule(pl.LightningModule):
     @property
     def flops_per_batch(self) -> int | None:
         """FLOPs of forward and backward of the last training batch's shape (Lightning's ``ThroughputMonitor``
-        reads this after each batch); measured once per shape (see :mod:`swapformer.tasks.flops`). None before
+        reads this after each batch); measured on the meta device (see :mod:`swapformer.tasks.flops`). None before
         the first batch, or where a component cannot run on the meta device."""
         shapes = getattr(self, "_flop_shapes", None)
-        if shapes is None:
+        if shapes is None or getattr(self, "_flops_failed", False):
             return None
-        counted = self.__dict__.setdefault("_flops_by_shape", {})
-        if shapes not in counted:
-            try:
-                counted[shapes] = measured_flops(self.config, shapes, self.flop_forward)
-            except (
-                NotImplementedError,
-                RuntimeError,
-            ) as err:  # a plug-in kernel without a meta implementation
-                rank_zero_info(
-                    f"flops_per_batch: cannot measure on the meta device ({err}); FLOPs not logged"
-                )
-                counted[shapes] = None
-        return counted[shapes]
+        if getattr(self, "_flop_counter", None) is None:
+            self._flop_counter = TrainingFlops(self.config, self.flop_forward)
+        try:
+            return self._flop_counter(shapes)
+        except (NotImplementedError, RuntimeError) as err:  # a plug-in kernel without a meta implementation
+            rank_zero_info(f"flops_per_batch: cannot measure on the meta device ({err}); FLOPs not logged")
+            self._flops_failed = True
+            return None
 
     # ---- steps: each task's _step(stage, batch, batch_idx) makes the logits and returns the loss ---------
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
@@ -425,8 +420,10 @@ class SwapformerModule(pl.LightningModule):
             self.tokenizer = tokenizer
         shapes = self.data_shapes(datamodule) if datamodule is not None else None
         sharded = isinstance(self.trainer.strategy, (FSDPStrategy, ModelParallelStrategy))
-        if stage == "fit" and shapes is not None and self.example_input_array is None and not sharded:
-            # the model summary's FLOPs column runs one forward of this (rank 0 alone: never on sharded models)
+        summarizable = not sharded and not self.hparams.get("compile")
+        if stage == "fit" and shapes is not None and self.example_input_array is None and summarizable:
+            # the model summary's FLOPs column runs one eval forward of this on rank 0 alone: never on sharded
+            # models (the others would not join the gathers), nor compiled ones (a second graph to compile)
             inputs = tuple(torch.zeros(shape, dtype=torch.long) for shape in shapes)
             self.example_input_array = inputs if len(inputs) > 1 else inputs[0]
         tokens = self.hparams.get("global_batch_tokens")
