@@ -124,3 +124,21 @@ def test_the_tokenizer_is_written_beside_the_run_and_can_be_reused(tmp_path):
     assert load_tokenizer(saved) == data.tokenizer
     reused = CausalLMDataModule(path=str(corpus), seq_len=16, batch_size=2, tokenizer=str(saved))
     assert reused.tokenizer == data.tokenizer
+
+
+def test_a_seq2seq_launch_reads_the_fitted_tokenizer_back(tmp_path, monkeypatch):
+    from swapformer.data import Seq2SeqDataModule
+
+    options = dict(
+        task="dates", num_train=500, num_val=50, tokenizer="bpe", tokenizer_options={"vocab_size": 300}
+    )
+    first = Seq2SeqDataModule(cache_dir=str(tmp_path), **options)
+    assert first.vocab_size <= 300
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a second launch must not fit")
+
+    monkeypatch.setattr(base_datamodule, "build_tokenizer", refuse)
+    assert Seq2SeqDataModule(cache_dir=str(tmp_path), **options).tokenizer == first.tokenizer
+    with pytest.raises(AssertionError, match="must not fit"):  # other training pairs: another entry
+        _ = Seq2SeqDataModule(cache_dir=str(tmp_path), **{**options, "num_train": 400}).tokenizer

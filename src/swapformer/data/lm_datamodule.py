@@ -129,8 +129,9 @@ class CausalLMDataModule(TokenizedDataModule):
             DataError: If the validation or training text is shorter than ``seq_len + 1`` tokens, or an
                 epoch would hold no full batch.
         """
+        if stage in ("fit", None):
+            self.save_tokenizer_beside_run()  # the run's own; validate/test/predict leave it alone
         if self._train_tokens is not None:
-            self.save_tokenizer_beside_run()
             return
         if self._cache_root is None:
             tokens = self._encode()
@@ -156,7 +157,6 @@ class CausalLMDataModule(TokenizedDataModule):
             )
         self._train_tokens, self._val_tokens = train, val
         self._text = None  # the token streams replace the text; free it
-        self.save_tokenizer_beside_run()
 
     def num_train_samples(self, train_tokens: torch.Tensor | None = None) -> int:
         """Training windows per epoch: ``train_samples_per_epoch`` or ``num_train_tokens // seq_len``."""
