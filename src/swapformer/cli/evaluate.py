@@ -77,8 +77,9 @@ def text_scores(
     """Perplexity, bits per character and bits per byte of ``text`` under a causal LM.
 
     Returns:
-        ``{"perplexity", "bits_per_character", "bits_per_byte", "tokens", "characters", "bytes"}``, where
-        tokens, characters and bytes count what was predicted (all of ``text`` but its first token).
+        ``{"perplexity", "bits_per_character", "bits_per_byte", "tokens", "characters", "bytes"}``: perplexity
+        per predicted token (all but the first), bits per character and per UTF-8 byte of the whole text (the
+        usual definition; characters the tokenizer does not know count as text too).
 
     Raises:
         ValueError: ``text`` is shorter than two tokens, or ``seq_len`` is below 1.
@@ -101,15 +102,14 @@ def text_scores(
         nll += _sum_nll(module, windows)
     if len(full) < len(starts):  # the shorter last window
         nll += _sum_nll(module, stream[starts[-1] :].unsqueeze(0))
-    predicted = module.tokenizer.decode(ids[1:])
-    bits = nll / math.log(2)
+    bits, num_bytes = nll / math.log(2), len(text.encode("utf-8"))
     return {
         "perplexity": math.exp(nll / (len(ids) - 1)),
-        "bits_per_character": bits / max(len(predicted), 1),
-        "bits_per_byte": bits / max(len(predicted.encode("utf-8")), 1),
+        "bits_per_character": bits / len(text),
+        "bits_per_byte": bits / num_bytes,
         "tokens": len(ids) - 1,
-        "characters": len(predicted),
-        "bytes": len(predicted.encode("utf-8")),
+        "characters": len(text),
+        "bytes": num_bytes,
     }
 
 
@@ -180,7 +180,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> None:
         f"perplexity {scores['perplexity']:.4f}\n"
         f"bits per character {scores['bits_per_character']:.4f}\n"
         f"bits per byte {scores['bits_per_byte']:.4f}\n"
-        f"({scores['tokens']:,} tokens, {scores['characters']:,} characters, {scores['bytes']:,} bytes predicted)\n"
+        f"({scores['tokens']:,} tokens predicted; {scores['characters']:,} characters, {scores['bytes']:,} bytes)\n"
     )
 
 
