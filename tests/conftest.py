@@ -12,3 +12,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _data_cache(tmp_path_factory, monkeypatch):
+    """Each test gets its own data cache (swapformer.data.cache), never the user's ~/.cache/swapformer."""
+    monkeypatch.setenv("SWAPFORMER_CACHE_DIR", str(tmp_path_factory.mktemp("swapformer-cache")))

@@ -6,6 +6,7 @@
     swapformer validate|test|predict --config ... --ckpt_path last            # the newest last.ckpt of the root
     swapformer recipes [cp NAME DEST]                         # the bundled recipes; a copy to edit
     swapformer generate --ckpt_path last.ckpt --prompt "..."   # decode with a checkpoint
+    swapformer evaluate --ckpt_path last.ckpt --path FILE     # perplexity (seq2seq: --src F --ref F: BLEU, chrF)
     swapformer components [family ...] [--matrix]            # every registered component; what combines
     swapformer check NAME                                     # the conformance suite for one component
     swapformer import-hf HF_DIR --out DIR                     # a Hugging Face model as components + recipe
@@ -16,10 +17,11 @@ from __future__ import annotations
 
 import sys
 
-from swapformer.cli import check, components, fit, generate, interop, recipes
+from swapformer.cli import check, components, evaluate, fit, generate, interop, recipes
 
 VERBS = {
     "generate": generate.main,
+    "evaluate": evaluate.main,
     "check": check.main,
     "components": components.main,
     "recipes": recipes.main,

@@ -8,6 +8,7 @@ read, caches the result, and ``setup`` reuses it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
+from swapformer.data.cache import cached, digest, load_tokenizer_file, save_tokenizer_file
 from swapformer.data.errors import DataError
 from swapformer.data.files import existing_path
 from swapformer.data.hf_tokenizer import HFTokenizer
@@ -43,9 +45,13 @@ def check_path(name: str, value: str | Path | None) -> None:
         existing_path(value, argument=name)
 
 
+RUN_TOKENIZER = "tokenizer.swapformer.json"
+"""The fitted tokenizer as a run keeps it, in ``trainer.default_root_dir`` (``Tokenizer.to_dict()`` as JSON)."""
+
+
 def load_tokenizer(path: str | Path) -> Tokenizer:
-    """A trained model's tokenizer: from a ``.ckpt`` written by ``swapformer fit``, or from a directory (or file)
-    with a ``tokenizer.json``.
+    """A trained model's tokenizer: from a ``.ckpt`` written by ``swapformer fit``, a run's
+    ``tokenizer.swapformer.json``, or a directory (or file) with a Hugging Face ``tokenizer.json``.
 
     Raises:
         DataError: a checkpoint without a tokenizer, or no tokenizer.json.
@@ -56,6 +62,8 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
         if state is None:
             raise DataError(f"{path} holds no tokenizer (not written by swapformer fit)")
         return Tokenizer.from_dict(state)
+    if path.is_file() and path.name.endswith(".swapformer.json"):
+        return load_tokenizer_file(path)
     return HFTokenizer.from_pretrained(path)
 
 
@@ -68,7 +76,7 @@ class TokenizedDataModule(pl.LightningDataModule):
     Args:
         tokenizer: Tokenizer kind to fit, one of ``"char"``, ``"byte"``, ``"bpe"``; or a trained model's tokenizer,
             used as it is: a directory with a ``tokenizer.json`` (``swapformer export``, ``import-hf``, a Hugging Face
-            model) or a ``.ckpt`` written by ``swapformer fit``.
+            model), a ``.ckpt`` written by ``swapformer fit`` or a run's ``tokenizer.swapformer.json``.
         tokenizer_options: Options for that kind, e.g. ``{"vocab_size": 4096}`` for ``"bpe"``.
 
     Raises:
@@ -89,6 +97,7 @@ class TokenizedDataModule(pl.LightningDataModule):
         self._tokenizer_kind = tokenizer
         self._tokenizer_options = dict(tokenizer_options or {})
         self._fitted_tokenizer: Tokenizer | None = None
+        self._cache_root: Path | None = None  # a subclass that can name its training text sets it
 
     def tokenizer_texts(self) -> Iterable[str]:
         """The training text the tokenizer is fitted on; never validation or test text."""
@@ -100,10 +109,40 @@ class TokenizedDataModule(pl.LightningDataModule):
         if self._fitted_tokenizer is None and self._tokenizer_kind not in TOKENIZER_KINDS:
             self._fitted_tokenizer = load_tokenizer(self._tokenizer_kind)
         if self._fitted_tokenizer is None:
-            self._fitted_tokenizer = build_tokenizer(
-                self._tokenizer_kind, self.tokenizer_texts(), **self._tokenizer_options
+            path = self._tokenizer_cache_path()
+
+            def fit() -> Tokenizer:
+                return build_tokenizer(
+                    self._tokenizer_kind, self.tokenizer_texts(), **self._tokenizer_options
+                )
+
+            self._fitted_tokenizer = (
+                fit() if path is None else cached(path, fit, save_tokenizer_file, load_tokenizer_file)
             )
         return self._fitted_tokenizer
+
+    def training_text_digest(self) -> str | None:
+        """A digest of the text the tokenizer is fitted on, naming its cache entry; None = do not cache."""
+        return None
+
+    def _tokenizer_cache_path(self) -> Path | None:
+        text = self.training_text_digest() if self._cache_root is not None else None
+        if text is None:
+            return None
+        options = json.dumps(self._tokenizer_options, sort_keys=True)
+        return self._cache_root / "tokenizers" / f"{digest(self._tokenizer_kind, options, text)}.json"
+
+    def save_tokenizer_beside_run(self) -> Path | None:
+        """Write the tokenizer to the run's ``default_root_dir`` (rank 0), where ``tokenizer:`` can point to reuse
+        it; returns the path (None without a trainer)."""
+        trainer = self.trainer
+        if trainer is None:
+            return None
+        path = Path(trainer.default_root_dir) / RUN_TOKENIZER
+        if trainer.is_global_zero and not (path.is_file() and load_tokenizer_file(path) == self.tokenizer):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_tokenizer_file(self.tokenizer, path)
+        return path
 
     @property
     def vocab_size(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -9,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from swapformer.data.base_datamodule import TokenizedDataModule, check_fraction, check_int, check_path
+from swapformer.data.cache import cache_root, cached, digest, encode_chunked
 from swapformer.data.errors import DataError
 from swapformer.data.lm_datasets import ConsecutiveWindows, OffsetWindows, check_stream_length
 from swapformer.data.samplers import RandomOffsetSampler
@@ -39,6 +41,10 @@ class CausalLMDataModule(TokenizedDataModule):
         num_workers: DataLoader worker processes.
         seed: Seed of the training offsets.
         glob: Pattern selecting files when ``path`` is a folder.
+        cache: Keep the fitted tokenizer and the encoded corpus in ``cache_dir``, named by the text's content
+            and the tokenizer's settings, so later launches (resume, validate, test, predict, other ranks) read
+            them back instead of fitting and encoding again (see :mod:`swapformer.data.cache`).
+        cache_dir: The cache folder; None = ``$SWAPFORMER_CACHE_DIR``, else ``~/.cache/swapformer``.
 
     Raises:
         DataError: If an argument is out of range, the tokenizer is unknown or ``path`` does not exist.
@@ -62,6 +68,8 @@ class CausalLMDataModule(TokenizedDataModule):
         num_workers: int = 0,
         seed: int = 1234,
         glob: str = "*.txt",
+        cache: bool = True,
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__(tokenizer=tokenizer, tokenizer_options=tokenizer_options)
         check_int("seq_len", seq_len, minimum=1, fix="use e.g. seq_len: 128.")
@@ -85,6 +93,8 @@ class CausalLMDataModule(TokenizedDataModule):
         self.seed = seed
         self.glob = glob
         self._text: TextSplit | None = None
+        self._cache_root = cache_root(cache_dir) if cache else None
+        self._text_digests: tuple[str, str] | None = None  # (train, train + val)
         self._train_tokens: torch.Tensor | None = None
         self._val_tokens: torch.Tensor | None = None
 
@@ -99,6 +109,19 @@ class CausalLMDataModule(TokenizedDataModule):
     def tokenizer_texts(self) -> Iterable[str]:
         return self.text_split().train
 
+    def training_text_digest(self) -> str:
+        return self._digests()[0]
+
+    def _digests(self) -> tuple[str, str]:
+        if self._text_digests is None:
+            text = self.text_split()
+            self._text_digests = digest(text.train), digest(text.train, text.val)
+        return self._text_digests
+
+    def _encode(self) -> dict[str, torch.Tensor]:
+        text, tokenizer = self.text_split(), self.tokenizer
+        return {"train": encode_chunked(tokenizer, text.train), "val": encode_chunked(tokenizer, text.val)}
+
     def setup(self, stage: str | None = None) -> None:
         """Tokenise the corpus (once) and check both streams are long enough for ``seq_len``.
 
@@ -106,11 +129,17 @@ class CausalLMDataModule(TokenizedDataModule):
             DataError: If the validation or training text is shorter than ``seq_len + 1`` tokens, or an
                 epoch would hold no full batch.
         """
+        if stage in ("fit", None):
+            self.save_tokenizer_beside_run()  # the run's own; validate/test/predict leave it alone
         if self._train_tokens is not None:
             return
-        text, tokenizer = self.text_split(), self.tokenizer
-        train = torch.tensor(tokenizer.encode(text.train), dtype=torch.int32)
-        val = torch.tensor(tokenizer.encode(text.val), dtype=torch.int32)
+        if self._cache_root is None:
+            tokens = self._encode()
+        else:
+            tokenizer = json.dumps(self.tokenizer.to_dict(), sort_keys=True)
+            path = self._cache_root / "corpora" / f"{digest(tokenizer, self._digests()[1])}.pt"
+            tokens = cached(path, self._encode, torch.save, _load_tokens)
+        train, val = tokens["train"], tokens["val"]
         check_stream_length(
             val,
             seq_len=self.seq_len,
@@ -168,3 +197,8 @@ class CausalLMDataModule(TokenizedDataModule):
     def _require_setup(self) -> None:
         if self._train_tokens is None:
             raise RuntimeError("call setup() before asking for data; the Trainer does this for you.")
+
+
+def _load_tokens(path: Any) -> dict[str, torch.Tensor]:
+    # memory-mapped: the pages are read as windows are drawn, and shared by the processes of a node
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)

@@ -9,6 +9,7 @@ from typing import Any
 from torch.utils.data import DataLoader
 
 from swapformer.data.base_datamodule import TokenizedDataModule, check_fraction, check_int, check_path
+from swapformer.data.cache import cache_root, digest
 from swapformer.data.errors import DataError
 from swapformer.data.pairs import Pair, read_parallel_files, read_tsv, split_pairs
 from swapformer.data.samplers import EpochShuffleSampler
@@ -46,6 +47,9 @@ class Seq2SeqDataModule(TokenizedDataModule):
         num_workers: DataLoader worker processes.
         seed: Seed of synthetic generation and of the per-epoch shuffling.
         task_options: Options of the synthetic task, e.g. ``{"min_len": 2, "max_len": 8}``.
+        cache: Keep the fitted tokenizer in ``cache_dir``, named by the training pairs' content and the tokenizer's
+            settings, so later launches and other ranks read it back (see :mod:`swapformer.data.cache`).
+        cache_dir: The cache folder; None = ``$SWAPFORMER_CACHE_DIR``, else ``~/.cache/swapformer``.
 
     Raises:
         DataError: If the data sources conflict or are missing, a path does not exist or an argument is
@@ -80,8 +84,11 @@ class Seq2SeqDataModule(TokenizedDataModule):
         num_workers: int = 0,
         seed: int = 1234,
         task_options: dict[str, Any] | None = None,
+        cache: bool = True,
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__(tokenizer=tokenizer, tokenizer_options=tokenizer_options)
+        self._cache_root = cache_root(cache_dir) if cache else None
         # the eight *_path arguments, in signature order
         paths = {name: value for name, value in locals().items() if name.endswith("_path")}
         _check_sources(task=task, paths=paths)
@@ -123,6 +130,9 @@ class Seq2SeqDataModule(TokenizedDataModule):
         train = self.pairs()["train"]
         return [source for source, _ in train] + [target for _, target in train]
 
+    def training_text_digest(self) -> str:
+        return digest(*(part for pair in self.pairs()["train"] for part in pair))
+
     def setup(self, stage: str | None = None) -> None:
         """Tokenise the splits this stage needs and check their lengths before any training step.
 
@@ -131,6 +141,8 @@ class Seq2SeqDataModule(TokenizedDataModule):
         """
         for split in _STAGE_SPLITS.get(stage, ("train", "val", "test")):
             self.dataset(split)
+        if stage in ("fit", None):
+            self.save_tokenizer_beside_run()
 
     def dataset(self, split: str) -> PairDataset:
         """The tokenised dataset of ``"train"``, ``"val"`` or ``"test"``, built once."""

@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Literal, NamedTuple
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.plugins.precision import MixedPrecision
 from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 from lightning.pytorch.utilities import rank_zero_info
@@ -27,9 +28,11 @@ from swapformer.errors import ConfigError, did_you_mean
 from swapformer.interop import load_weights
 from swapformer.models import init_weights
 from swapformer.registry import kind
+from swapformer.tasks.flops import Shapes, TrainingFlops
 from swapformer.training import distributed
 from swapformer.training.callbacks import SampleCallback
 from swapformer.training.optim import SCHEDULES, fused_adamw_supported, param_groups, schedule_fn
+from swapformer.training.progress import ProgressBar
 
 STAGES = ("train", "val", "test")
 MODEL_KEYS = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.init)
@@ -201,8 +204,42 @@ class SwapformerModule(pl.LightningModule):
             mask = mask[:, :max_tokens]
         return AttentionInputs(run=lambda: self.model(ids, mask), keys=ids, queries=ids, layers="self")
 
+    def flop_shapes(self, batch: Mapping[str, Any]) -> Shapes:
+        """The shapes of the id tensors the model's forward sees for ``batch`` (FLOPs are counted for them)."""
+        return (tuple(batch["input_ids"].shape),)
+
+    @staticmethod
+    def flop_forward(model: torch.nn.Module, inputs: list[Tensor]) -> Tensor:
+        """The training forward of ``model`` on id tensors of :meth:`flop_shapes`' shapes."""
+        return model(*inputs)
+
+    @staticmethod
+    def data_shapes(datamodule: Any) -> Shapes | None:
+        """:meth:`flop_shapes` of a full training batch, from the data module's settings (None: unknown)."""
+        if not all(hasattr(datamodule, a) for a in ("batch_size", "seq_len")):
+            return None
+        return ((datamodule.batch_size, datamodule.seq_len),)
+
+    @property
+    def flops_per_batch(self) -> int | None:
+        """FLOPs of forward and backward of the last training batch's shape (Lightning's ``ThroughputMonitor``
+        reads this after each batch); measured on the meta device (see :mod:`swapformer.tasks.flops`). None before
+        the first batch, or where a component cannot run on the meta device."""
+        shapes = getattr(self, "_flop_shapes", None)
+        if shapes is None or getattr(self, "_flops_failed", False):
+            return None
+        if getattr(self, "_flop_counter", None) is None:
+            self._flop_counter = TrainingFlops(self.config, self.flop_forward)
+        try:
+            return self._flop_counter(shapes)
+        except (NotImplementedError, RuntimeError) as err:  # a plug-in kernel without a meta implementation
+            rank_zero_info(f"flops_per_batch: cannot measure on the meta device ({err}); FLOPs not logged")
+            self._flops_failed = True
+            return None
+
     # ---- steps: each task's _step(stage, batch, batch_idx) makes the logits and returns the loss ---------
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
+        self._flop_shapes = self.flop_shapes(batch)
         return self._step("train", batch, batch_idx)
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
@@ -270,6 +307,13 @@ class SwapformerModule(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:  # before the epoch's data iterator is made (and after reloads)
         distributed.keep_sampler_order(self.trainer)
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        """Put :class:`~swapformer.training.ProgressBar` (plain lines in log files) in place of Lightning's
+        default rich bar; a bar the recipe chose, or none, is left alone."""
+        if type(self.trainer.progress_bar_callback) is RichProgressBar:
+            return [ProgressBar()]
+        return []
 
     # ---- scale out -------------------------------------------------------------------------------------
     def configure_model(self) -> None:
@@ -374,6 +418,14 @@ class SwapformerModule(pl.LightningModule):
         tokenizer = getattr(datamodule, "tokenizer", None)
         if tokenizer is not None and self.tokenizer is None:
             self.tokenizer = tokenizer
+        shapes = self.data_shapes(datamodule) if datamodule is not None else None
+        sharded = isinstance(self.trainer.strategy, (FSDPStrategy, ModelParallelStrategy))
+        summarizable = not sharded and not self.hparams.get("compile")
+        if stage == "fit" and shapes is not None and self.example_input_array is None and summarizable:
+            # the model summary's FLOPs column runs one eval forward of this on rank 0 alone: never on sharded
+            # models (the others would not join the gathers), nor compiled ones (a second graph to compile)
+            inputs = tuple(torch.zeros(shape, dtype=torch.long) for shape in shapes)
+            self.example_input_array = inputs if len(inputs) > 1 else inputs[0]
         tokens = self.hparams.get("global_batch_tokens")
         if stage == "fit" and tokens is not None and self._trainer is not None:
             summary = distributed.apply_global_batch(self.trainer, global_batch_tokens=tokens)

@@ -64,6 +64,18 @@ class Seq2SeqModule(SwapformerModule):
     def batch_tokens(batch: Mapping[str, Any]) -> int:
         return int(batch["src_ids"].numel() + batch["tgt_ids"].numel())
 
+    @staticmethod
+    def flop_shapes(batch: Mapping[str, Any]) -> tuple[tuple[int, ...], ...]:
+        n, length = batch["tgt_ids"].shape
+        return tuple(batch["src_ids"].shape), (n, length - 1)  # the decoder reads tgt_ids[:, :-1]
+
+    @staticmethod
+    def data_shapes(datamodule: Any) -> tuple[tuple[int, ...], ...] | None:
+        if not all(hasattr(datamodule, a) for a in ("batch_size", "max_src_len", "max_tgt_len")):
+            return None
+        n = datamodule.batch_size
+        return (n, datamodule.max_src_len), (n, datamodule.max_tgt_len - 1)
+
     def sample_lines(self, *, num_samples: int, **options: Any) -> list[str]:
         """``source -> prediction | reference`` for the first validation batch (greedy decoding)."""
         return [f"{src!r} -> {pred!r} | ref {ref!r}" for src, pred, ref in self.val_examples[:num_samples]]

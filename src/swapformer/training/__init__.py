@@ -7,6 +7,7 @@ and :mod:`swapformer.tasks` do.
 from swapformer.training.attention_maps import AttentionMapLogger
 from swapformer.training.callbacks import SampleCallback, TokenThroughput
 from swapformer.training.optim import SCHEDULES, inverse_sqrt, param_groups, warmup_cosine
+from swapformer.training.progress import ProgressBar
 from swapformer.training.strategies import BlockFSDPStrategy, FSDP2Strategy, consolidate_checkpoint
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "AttentionMapLogger",
     "BlockFSDPStrategy",
     "FSDP2Strategy",
+    "ProgressBar",
     "SampleCallback",
     "TokenThroughput",
     "consolidate_checkpoint",
