@@ -36,7 +36,7 @@ HELP = {
     "test": "the test metrics of a checkpoint (--ckpt_path FILE|last)",
     "predict": "a checkpoint's predictions on the recipe's data",
     "generate": "decode text with a checkpoint (--ckpt_path, --prompt)",
-    "evaluate": "score a checkpoint on a benchmark",
+    "evaluate": "perplexity and bits per byte of a text file (seq2seq: BLEU and chrF of --src against --ref)",
     "components": "every registered component, by family; which combine (--matrix)",
     "check": "run the conformance suite on one component",
     "recipes": "the bundled recipes with their purpose; `recipes cp NAME DEST` copies one to edit",
