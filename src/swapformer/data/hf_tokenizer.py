@@ -1,9 +1,9 @@
 """Any Hugging Face ``tokenizer.json`` as a swapformer :class:`Tokenizer`, with the model's own ids.
 
 GPT-2, Llama, T5 or BERT tokenizers keep their vocabularies and special ids (GPT-2: bos = eos = 50256 and
-no padding); only the swapformer contract is added on top: ``encode`` never adds specials and encodes the
-text of a special token (``"<|endoftext|>"`` inside a document) as ordinary text, and the tokenizer
-serialises to plain values for a weights-only checkpoint.
+no padding); only the swapformer contract is added on top: ``encode`` never adds specials and does not
+split the text of a special token (``"<|endoftext|>"`` inside a document) out as that special, and the
+tokenizer serialises to plain values for a weights-only checkpoint.
 """
 
 from __future__ import annotations
@@ -26,9 +26,12 @@ class HFTokenizer(Tokenizer):
     """A Hugging Face ``tokenizers`` tokenizer behind the swapformer interface.
 
     Its ids are the wrapped tokenizer's ids. ``encode(text)`` equals the ``tokenizers`` library's
-    ``encode(text, add_special_tokens=False).ids`` with ``encode_special_tokens = True`` (special-token
-    strings in raw text are text, as for every swapformer tokenizer; the JSON's padding and truncation are
-    switched off). ``decode`` is the library's ``decode``, so ``skip_special=True`` drops every special
+    ``encode(text, add_special_tokens=False).ids`` with ``encode_special_tokens = True`` (what
+    ``transformers`` calls ``split_special_tokens=True``), and the JSON's padding and truncation switched
+    off. That setting keeps special-token strings in raw text from being split out as specials, as for every
+    swapformer tokenizer; a model whose own vocabulary holds the special as a piece (SentencePiece
+    conversions such as T5's Unigram list ``"</s>"``) may still segment the text into that id, exactly as
+    the library does. ``decode`` is the library's ``decode``, so ``skip_special=True`` drops every special
     token, ``<unk>`` included, where swapformer's own tokenizers show U+FFFD for ``<unk>``.
 
     Args:
