@@ -176,7 +176,7 @@ def test_task_options() -> None:
         ({"num_train": 0}, r"num_train=0 is invalid"),
         ({"val_fraction": 0}, r"val_fraction=0 is invalid: it must be strictly between 0 and 1"),
         ({"batch_size": 0}, r"batch_size=0 is invalid"),
-        ({"tokenizer": "words"}, r"tokenizer='words' is not known"),
+        ({"tokenizer": "words"}, r"tokenizer='words' is neither a kind"),
         ({"task_options": {"max_len": 0}}, r"task 'dates' takes no options, got \['max_len'\]"),
         ({"task": "copy", "task_options": {"seed": 3}}, r"task_options may not set \['seed'\]"),
     ],
