@@ -78,6 +78,10 @@ class Capabilities:
         accepts_score_bias: kernels only: a float ``attn_mask`` is added to the scores.
         self_attention_only: kernels only: meaningless for cross-attention.
         cross_attention: kernels only: the kernel cross-attention uses instead (with ``self_attention_only``).
+        exact_softmax: kernels only: computes exact softmax attention, so ``swapformer check`` holds it to the
+            ``math`` kernel (to 1e-5, with masks, score biases and every head layout).
+        relative: positional only: attention scores depend on positions only through their differences, so
+            ``swapformer check`` requires them unchanged when every position shifts by the same amount.
         notes: one line on limits a user should know.
     """
 
@@ -88,6 +92,8 @@ class Capabilities:
     accepts_score_bias: bool = True
     self_attention_only: bool = False
     cross_attention: str | None = None
+    exact_softmax: bool = False
+    relative: bool = False
     notes: str = ""
 
 
