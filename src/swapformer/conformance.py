@@ -57,7 +57,7 @@ COMPONENTS = ("attention", "positional", "norm", "placement", "ffn")
 ATOL = RTOL = 1e-5
 VOCAB = 13
 LENGTH, SOURCE_LENGTH, KERNEL_LENGTH = 7, 6, 6
-MEMORIZE_ROWS, MEMORIZE_LENGTH, MEMORIZE_LR, MEMORIZE_STEPS, MEMORIZE_LOSS = 8, 10, 3e-2, 60, 1.0
+MEMORIZE_ROWS, MEMORIZE_LENGTH, MEMORIZE_LR, MEMORIZE_STEPS, MEMORIZE_LOSS = 8, 10, 1e-2, 100, 1.0
 MASK_TOKEN, HIDDEN = VOCAB - 1, 3  # non-causal kinds memorize the tokens hidden behind it
 RELATIVE_LENGTH, RELATIVE_SHIFTS, RELATIVE_TOL = 150, (1, 161), 1e-4
 
@@ -77,7 +77,7 @@ OPTIONS: dict[tuple[str, str], dict[str, Any]] = {("attention", "sliding_window"
 7 tokens never cuts)."""
 
 VARIANTS: dict[tuple[str, str], list[dict[str, Any]]] = {
-    ("attention", "sliding_window"): [{"window": 1}, {"window": 6}],
+    ("attention", "sliding_window"): [{"window": 2}, {"window": 6}],
     ("positional", "rope"): [
         {"base": 500000.0},
         {"scaling": "linear", "factor": 4.0},

@@ -174,7 +174,14 @@ BROKEN = [
         r"in training mode, logits before position 1 changed",
     ),
     ("positional", "counting_rope", CountingRope, ("causal_lm",), "cached_decoding", r"KV cache differ"),
-    ("norm", "detached", DetachedNorm, ("causal_lm",), "gradient_flow", r"no gradient reaches decoder\.layers\.0\."),
+    (
+        "norm",
+        "detached",
+        DetachedNorm,
+        ("causal_lm",),
+        "gradient_flow",
+        r"no gradient reaches decoder\.layers\.0\.",
+    ),
     ("ffn", "zero_ffn", zero_ffn, ("causal_lm",), "gradient_flow", r"no gradient reaches .*feed_forward"),
     (
         "attention",
