@@ -3,21 +3,26 @@
 For a combination (model kind x kernel x positional x norm x placement x ffn) it builds a tiny model and runs:
 
 ==================  ==================================================================================
-check               the rule (outputs compared with ``|a - b| <= 1e-5 + 1e-5 |b|``)
-==================  ==================================================================================
-builds              the kind's builder (``swapformer.build``) of a tiny config raises nothing
-causality           changing target tokens from position c on leaves the logits before c unchanged (a kind that
-                    is not causal, ``masked_lm``: changes them, since every position sees every token)
+builds              the kind's builder (``swapformer.build``) of a tiny two-layer config raises nothing
+causality           changing target tokens from position c on leaves the logits before c unchanged, in eval and
+                    in training mode (a kind that is not causal, ``masked_lm``: changes them)
 padding             a padded row's logits at its real tokens equal the row's logits alone (right and left
-                    padding of the target, right padding of the source)
+                    padding of the target, right padding of the source), in eval and in training mode
+determinism         two eval-mode forward passes of one input are equal
 cached_decoding     logits fed one token at a time through a KV cache equal one full forward pass, and greedy
                     ``generate`` gives the same ids with ``use_cache=True`` and ``False`` (kinds that decode)
 fully_padded_rows   rows (and sources) that are all padding give finite logits and finite gradients
-train_step          3 AdamW steps (lr 1e-2) on one tiny batch lower the cross-entropy (next token for causal
-                    kinds, the token itself otherwise) to at most 0.95 of its starting value
+gradient_flow       after one backward pass every parameter has a nonzero gradient, and so does every head's
+                    share of each attention projection (per key/value head group for W_k, W_v)
+head_layout         the kernel gives for GQA and MQA what it gives for MHA with each key/value head repeated
+reference           a kernel declaring ``exact_softmax`` equals ``math``; a positional member declaring
+                    ``relative`` keeps every score when all positions shift (by 1 and 161, over 150 tokens)
+train               AdamW memorizes one batch of random tokens to a loss of 1.0 within 100 steps
 ==================  ==================================================================================
 
-Model kinds and combinations come from the registries at call time, so plug-ins are included. A member registered under two
+Each kind is run with every combination of members in turn with multi-head, grouped-query and multi-query
+attention (:data:`HEAD_LAYOUTS`), and with each member's non-default options (:data:`VARIANTS`) around the
+defaults. Model kinds and combinations come from the registries at call time, so plug-ins are included. A member registered under two
 names (``none`` and ``nope``: one factory) counts once, under its first name. A pair the compatibility matrix
 refuses (:func:`swapformer.compat.combination_problem`) is reported as refused, with the matrix's reason, and not
 built; a check of a feature a member declares unsupported (``Capabilities(kv_cache=False)``, see :data:`REQUIRES`)
