@@ -74,6 +74,8 @@ output breaks, shows only from the second on), grouped-query attention unless th
 ``init_std=0.2`` makes logits of order 1: at the default 0.02 they are of order 0.05, and a kernel that leaks
 every future token moves them by only ~2e-5, barely above the tolerance."""
 
+JITTER = 1e-2
+
 HEAD_LAYOUTS = {"mha": 4, "gqa": 2, "mqa": 1}
 """Key/value heads for the 4 query heads of :data:`TINY`: multi-head, grouped-query, multi-query."""
 
@@ -427,8 +429,17 @@ def _dead_head_groups(module: MultiHeadAttention) -> list[str]:
 def check_gradient_flow(model: nn.Module) -> None:
     """After one backward pass of the cross-entropy (:func:`_loss`), every parameter has a nonzero gradient, and
     so does each head's share of every attention projection (per key/value head group for W_k and W_v): a dead,
-    detached or zeroed sublayer fails with the parameters it starves."""
+    detached or zeroed sublayer fails with the parameters it starves.
+
+    The parameters are first jittered (by :data:`JITTER`, in place), so the gradient is taken at a generic point:
+    at initialization the biases are zero, a ReLU feed-forward is then scale-invariant, and the gain of a
+    ``scalenorm`` whose output only reaches the next norm through it gets an exactly zero gradient.
+    """
     ids, src = _tokens(4, LENGTH, seed=12), _tokens(4, SOURCE_LENGTH, seed=13)
+    generator = torch.Generator().manual_seed(17)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(JITTER * torch.randn(parameter.shape, generator=generator).to(parameter))
     model.zero_grad(set_to_none=True)
     try:
         _loss(model, ids, src).backward()

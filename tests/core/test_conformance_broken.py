@@ -249,3 +249,15 @@ def test_the_masked_kind_inverts_causality_for_a_kernel_forced_causal_in_trainin
 
     failures = _failures("attention", "train_causal", CausalWhileTraining, kinds=("masked_lm",))
     assert "in training mode, logits before position 1 did not change" in failures["causality"]
+
+
+def test_the_matrix_shows_the_declarations_the_reference_check_reads(capsys):
+    FAMILIES["attention"].add("wrong_scale", WrongScaleAttention, source="my_plugin")
+    run(["components", "--matrix"])
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if line.split()[:1] == ["attention"] and "exact_softmax" in line)
+    column = header.split().index("exact_softmax")
+    rows = {line.split()[0]: line.split()[column] for line in lines[lines.index(header) + 1 :][:5]}
+    assert rows["math"] == rows["sdpa"] == rows["wrong_scale"] == "yes" and rows["linear"] == "no"
+    positional = next(line for line in lines if line.split()[:1] == ["positional"] and "relative" in line)
+    assert positional.split().index("relative") > 0
