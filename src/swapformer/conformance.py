@@ -17,13 +17,14 @@ gradient_flow       after one backward pass every parameter has a nonzero gradie
 head_layout         the kernel gives for GQA and MQA what it gives for MHA with each key/value head repeated
 reference           a kernel declaring ``exact_softmax`` equals ``math``; a positional member declaring
                     ``relative`` keeps every score when all positions shift (by 1 and 161, over 150 tokens)
-train               AdamW memorizes one batch of random tokens to a loss of 1.0 within 100 steps
+train               AdamW memorizes one batch of random tokens to a loss of 1.0 within 100 steps (skipped by
+                    ``quick`` runs: it costs more than every other check together)
 ==================  ==================================================================================
 
-Each kind is run with every combination of members in turn with multi-head, grouped-query and multi-query
-attention (:data:`HEAD_LAYOUTS`), and with each member's non-default options (:data:`VARIANTS`) around the
-defaults. Model kinds and combinations come from the registries at call time, so plug-ins are included. A member registered under two
-names (``none`` and ``nope``: one factory) counts once, under its first name. A pair the compatibility matrix
+The product of the members takes multi-head, grouped-query and multi-query attention in turn
+(:data:`HEAD_LAYOUTS`), and each member's non-default options (:data:`VARIANTS`) run around the kind's defaults.
+Model kinds and combinations come from the registries at call time, so plug-ins are included. A member registered
+under two names (``none`` and ``nope``: one factory) counts once, under its first name. A pair the compatibility matrix
 refuses (:func:`swapformer.compat.combination_problem`) is reported as refused, with the matrix's reason, and not
 built; a check of a feature a member declares unsupported (``Capabilities(kv_cache=False)``, see :data:`REQUIRES`)
 is skipped. ``swapformer check NAME`` runs the suite for every combination containing a component.
