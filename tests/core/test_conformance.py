@@ -98,16 +98,12 @@ def test_resolve_names_families_and_mistakes():
 class LeakyAttention(MathAttention):
     """Ignores ``is_causal``: with no padding, every query sees the future (a plausible plug-in bug)."""
 
-    capabilities = Capabilities()  # not exact softmax attention any more
-
     def forward(self, query, key, value, *, is_causal=False, **kwargs):
         return super().forward(query, key, value, is_causal=False, **kwargs)
 
 
 class AlwaysCausalAttention(MathAttention):
     """Treats every attention as causal: right for a GPT, wrong for a bidirectional encoder."""
-
-    capabilities = Capabilities()  # not exact softmax attention any more
 
     def forward(self, query, key, value, *, is_causal=False, attn_mask=None, **kwargs):
         length, source_length = query.size(-2), key.size(-2)
