@@ -164,10 +164,19 @@ _CAPABILITIES = {
     "accepts_score_bias": "adds a positional score bias (ALiBi, T5) to its scores",
     "self_attention_only": "self-attention only",
     "adds_score_bias": "adds a bias to the attention scores",
+    "exact_softmax": "exact softmax attention (`swapformer check` holds it to the `math` kernel)",
+    "relative": "relative: scores unchanged when every position shifts (`swapformer check` tests it)",
 }
 _FAMILY_CAPABILITIES = {
-    "attention": ("kv_cache", "padding", "torch_export", "accepts_score_bias", "self_attention_only"),
-    "positional": ("kv_cache", "padding", "torch_export", "adds_score_bias"),
+    "attention": (
+        "kv_cache",
+        "padding",
+        "torch_export",
+        "accepts_score_bias",
+        "self_attention_only",
+        "exact_softmax",
+    ),
+    "positional": ("kv_cache", "padding", "torch_export", "adds_score_bias", "relative"),
 }
 
 

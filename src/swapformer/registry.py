@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import importlib.metadata
 import inspect
@@ -78,6 +79,11 @@ class Capabilities:
         accepts_score_bias: kernels only: a float ``attn_mask`` is added to the scores.
         self_attention_only: kernels only: meaningless for cross-attention.
         cross_attention: kernels only: the kernel cross-attention uses instead (with ``self_attention_only``).
+        exact_softmax: kernels only: computes exact softmax attention, so ``swapformer check`` holds it to the
+            ``math`` kernel (to 1e-5, with masks, score biases and every head layout).
+        relative: positional only: attention scores depend on positions only through their differences, so
+            ``swapformer check`` requires them unchanged when every position shifts by the same amount.
+            Neither of these two is inherited: a subclass that computes the same declares it again.
         notes: one line on limits a user should know.
     """
 
@@ -88,6 +94,8 @@ class Capabilities:
     accepts_score_bias: bool = True
     self_attention_only: bool = False
     cross_attention: str | None = None
+    exact_softmax: bool = False
+    relative: bool = False
     notes: str = ""
 
 
@@ -101,8 +109,14 @@ def capabilities(family: str, spec: ComponentSpec) -> Capabilities:
         ConfigError: unknown family or name.
     """
     name, _ = split_spec(spec, where=family)
-    declared = getattr(FAMILIES[family].get(name).factory, "capabilities", DEFAULT)
-    return declared if isinstance(declared, Capabilities) else DEFAULT
+    factory = FAMILIES[family].get(name).factory
+    declared = getattr(factory, "capabilities", DEFAULT)
+    if not isinstance(declared, Capabilities):
+        return DEFAULT
+    if "capabilities" not in vars(factory) and (declared.exact_softmax or declared.relative):
+        # a claim the conformance suite holds to a reference is not inherited: a subclass changes what it computes
+        return dataclasses.replace(declared, exact_softmax=False, relative=False)
+    return declared
 
 
 class Registry:

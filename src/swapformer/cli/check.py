@@ -101,7 +101,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="not the full product: the ModelConfig defaults with one other family varied at a time",
+        help="not the full product: the ModelConfig defaults with one other family varied at a time, other head "
+        "layouts and option variants; no training (the full run memorizes a batch in every combination)",
     )
     p.add_argument("--verbose", "-v", action="store_true", help="one line per combination as it finishes")
     return p
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None, *, file: TextIO | None = None) -> None:
     # the models are tiny: more threads only contend (10x slower on a busy 2-core machine)
     torch.set_num_threads(1)
     try:
-        results = run(combos, progress=progress)
+        results = run(combos, progress=progress, quick=args.quick)
     finally:
         torch.set_num_threads(threads)
     print(format_results(results), file=file, flush=True)

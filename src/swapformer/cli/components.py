@@ -14,8 +14,15 @@ from swapformer.registry import ATTENTION, FAMILIES, load_plugins
 
 # Which capability columns apply to which family (the rest keep their defaults and are not shown).
 _COLUMNS = {
-    "attention": ("kv_cache", "padding", "torch_export", "accepts_score_bias", "self_attention_only"),
-    "positional": ("kv_cache", "padding", "torch_export", "adds_score_bias"),
+    "attention": (
+        "kv_cache",
+        "padding",
+        "torch_export",
+        "accepts_score_bias",
+        "self_attention_only",
+        "exact_softmax",
+    ),
+    "positional": ("kv_cache", "padding", "torch_export", "adds_score_bias", "relative"),
 }
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from swapformer.components.attention._masks import guard_empty_rows, merge_causal
+from swapformer.registry import Capabilities
 
 
 def repeat_kv(key: Tensor, value: Tensor, num_heads: int) -> tuple[Tensor, Tensor]:
@@ -30,6 +32,8 @@ class MathAttention(nn.Module):
         attn_mask boolean (True = may attend) or float (added to the scores), broadcastable to ``(N, H, L, S)``;
         output ``(N, H, L, E)``; weights ``(N, H, L, S)``.
     """
+
+    capabilities: ClassVar[Capabilities] = Capabilities(exact_softmax=True)
 
     def forward(
         self,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from swapformer.components.attention._masks import guard_empty_rows, merge_causal
 from swapformer.components.attention.scaled_dot_product import MathAttention
+from swapformer.registry import Capabilities
 
 
 class SDPAttention(nn.Module):
@@ -18,6 +21,8 @@ class SDPAttention(nn.Module):
     Shape:
         query ``(N, H, L, E)``; key, value ``(N, Hkv, S, E)``; output ``(N, H, L, E)``.
     """
+
+    capabilities: ClassVar[Capabilities] = Capabilities(exact_softmax=True)
 
     def __init__(self) -> None:
         super().__init__()

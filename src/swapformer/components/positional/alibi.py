@@ -56,7 +56,7 @@ class ALiBiPositionalEncoding(PositionalEncoding):
         bias ``(H, L, S)``.
     """
 
-    capabilities: ClassVar[Capabilities] = Capabilities(adds_score_bias=True)
+    capabilities: ClassVar[Capabilities] = Capabilities(adds_score_bias=True, relative=True)
 
     def __init__(self, *, num_heads: int) -> None:
         super().__init__()

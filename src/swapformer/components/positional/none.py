@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from swapformer.components.positional.base import PositionalEncoding
+from swapformer.registry import Capabilities
 
 
 class NoPositionalEncoding(PositionalEncoding):
     """No position signal: attention alone is order-blind, but a causal mask still leaks order (NoPE)."""
+
+    capabilities: ClassVar[Capabilities] = Capabilities(relative=True)

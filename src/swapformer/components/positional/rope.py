@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor
 
 from swapformer.components.positional.base import PositionalEncoding, last_position, positions
 from swapformer.errors import ConfigError
+from swapformer.registry import Capabilities
 
 
 def rotate_half(x: Tensor) -> Tensor:
@@ -28,6 +31,8 @@ class RotaryPositionalEncoding(PositionalEncoding):
     Raises:
         ConfigError: odd head_dim.
     """
+
+    capabilities: ClassVar[Capabilities] = Capabilities(relative=True)
 
     def __init__(self, *, head_dim: int, base: float = 10000.0) -> None:
         super().__init__()

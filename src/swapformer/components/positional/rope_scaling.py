@@ -5,11 +5,13 @@ static form of Hugging Face's ``dynamic`` rope type) and Llama 3.1's frequency-d
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 
 from swapformer.components.positional.rope import RotaryPositionalEncoding
 from swapformer.errors import ConfigError
+from swapformer.registry import Capabilities
 
 SCALINGS = ("linear", "ntk", "llama3")
 
@@ -68,6 +70,8 @@ class ScaledRotaryPositionalEncoding(RotaryPositionalEncoding):
     Raises:
         ConfigError: odd head_dim, unknown scaling, a factor below 1, or ``llama3`` options with another scaling.
     """
+
+    capabilities: ClassVar[Capabilities] = Capabilities(relative=True)  # every scaling rotates by position
 
     def __init__(
         self,

@@ -76,7 +76,7 @@ class T5RelativePositionBias(PositionalEncoding):
         bias ``(H, L, S)``.
     """
 
-    capabilities: ClassVar[Capabilities] = Capabilities(adds_score_bias=True)
+    capabilities: ClassVar[Capabilities] = Capabilities(adds_score_bias=True, relative=True)
 
     def __init__(
         self, *, num_heads: int, num_buckets: int = 32, max_distance: int = 128, bidirectional: bool = True
