@@ -50,7 +50,9 @@ def installed(tmp_path_factory) -> tuple[Path, dict]:
         shutil.copy2(REPO / name, source / name)
     for folder in ("src", "recipes"):
         shutil.copytree(REPO / folder, source / folder, ignore=ignore)
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    # no SWAPFORMER_CACHE_DIR (tests/conftest.py sets one): the run's own data cache must land under its root
+    drop = ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME", "SWAPFORMER_CACHE_DIR")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update(HOME=str(root / "home"), WANDB_MODE="offline", OMP_NUM_THREADS="1", PIP_NO_INDEX="1")
     (root / "home").mkdir()
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
@@ -95,12 +97,17 @@ def test_wheel_trains_from_a_bundled_recipe_and_writes_only_under_its_root(insta
     _run([*command, "--trainer.max_steps=2", "--checkpoint.every_n_train_steps=2", *TINY], work, env)
     assert [p.name for p in work.iterdir()] == ["out"]
     written = sorted(p.relative_to(work / "out").as_posix() for p in (work / "out").rglob("*") if p.is_file())
-    assert written == [
+    cache = [path for path in written if path.startswith("cache/")]
+    assert any(path.startswith("cache/corpora/") for path in cache), (
+        written
+    )  # the encoded corpus, under the root
+    assert [path for path in written if not path.startswith("cache/")] == [
         "logs/version_0/checkpoints/last.ckpt",
         "logs/version_0/checkpoints/step=2.ckpt",
         "logs/version_0/config.yaml",
         "logs/version_0/hparams.yaml",
         "logs/version_0/metrics.csv",
+        "tokenizer.swapformer.json",  # the run's fitted tokenizer, beside its versions
     ]
     # nor in the home folder, but for matplotlib's font cache (a library's, written on its first import)
     new = [p.relative_to(home).as_posix() for p in sorted(home.rglob("*")) if p not in before_home]

@@ -81,6 +81,7 @@ class SwapformerCLI(LightningCLI):
         if init_args is None:
             return
         _tokenizer_of_init_from(init_args.get("init_from"), config.get("data"))
+        _cache_under_the_root(config)
         values = {k: init_args[k] for k in MODEL_KEYS if k in init_args}
         if values.get("vocab_size") is None:
             values["vocab_size"] = _PLACEHOLDER_VOCAB
@@ -177,6 +178,18 @@ def _newest_last_checkpoint(root: str | os.PathLike) -> str | None:
         )  # not inside a shard folder
     ]
     return str(max(found, key=lambda p: p.stat().st_mtime)) if found else None
+
+
+def _cache_under_the_root(config: Any) -> None:
+    """Every output of a run lies under ``trainer.default_root_dir``, the data cache too (``<root>/cache``), unless
+    the recipe names a ``cache_dir`` or ``$SWAPFORMER_CACHE_DIR`` chooses one shared by all runs."""
+    init_args = getattr(config.get("data"), "init_args", None)
+    if init_args is None or "cache_dir" not in init_args or init_args.get("cache_dir") is not None:
+        return
+    if not os.environ.get("SWAPFORMER_CACHE_DIR"):
+        trainer = config.get("trainer")
+        root = (trainer.get("default_root_dir") if trainer is not None else None) or os.getcwd()
+        init_args["cache_dir"] = str(Path(root) / "cache")
 
 
 def _tokenizer_of_init_from(init_from: str | None, data: Any) -> None:

@@ -44,7 +44,8 @@ class CausalLMDataModule(TokenizedDataModule):
         cache: Keep the fitted tokenizer and the encoded corpus in ``cache_dir``, named by the text's content
             and the tokenizer's settings, so later launches (resume, validate, test, predict, other ranks) read
             them back instead of fitting and encoding again (see :mod:`swapformer.data.cache`).
-        cache_dir: The cache folder; None = ``$SWAPFORMER_CACHE_DIR``, else ``~/.cache/swapformer``.
+        cache_dir: The cache folder; None = ``$SWAPFORMER_CACHE_DIR``, else ``~/.cache/swapformer``
+            (``swapformer fit`` sets ``<trainer.default_root_dir>/cache``).
 
     Raises:
         DataError: If an argument is out of range, the tokenizer is unknown or ``path`` does not exist.

@@ -49,7 +49,8 @@ class Seq2SeqDataModule(TokenizedDataModule):
         task_options: Options of the synthetic task, e.g. ``{"min_len": 2, "max_len": 8}``.
         cache: Keep the fitted tokenizer in ``cache_dir``, named by the training pairs' content and the tokenizer's
             settings, so later launches and other ranks read it back (see :mod:`swapformer.data.cache`).
-        cache_dir: The cache folder; None = ``$SWAPFORMER_CACHE_DIR``, else ``~/.cache/swapformer``.
+        cache_dir: The cache folder; None = ``$SWAPFORMER_CACHE_DIR``, else ``~/.cache/swapformer``
+            (``swapformer fit`` sets ``<trainer.default_root_dir>/cache``).
 
     Raises:
         DataError: If the data sources conflict or are missing, a path does not exist or an argument is
