@@ -164,7 +164,9 @@ def _loggers_under_root(trainer: Any) -> None:
             None if parameter is None or parameter.default is inspect.Parameter.empty else parameter.default
         )
         if init_args["save_dir"] in (None, default):
-            init_args["save_dir"] = str(root)
+            # W&B writes through a service process that may have started in another folder: an absolute path
+            service = "wandb" in logger.class_path.lower()
+            init_args["save_dir"] = os.path.abspath(root) if service else str(root)
 
 
 def _newest_last_checkpoint(root: str | os.PathLike) -> str | None:
