@@ -24,6 +24,8 @@ from swapformer.interop.core import (
     layer_links,
     norm_links,
     register,
+    require,
+    seq2seq_sides,
     spec_of,
 )
 
@@ -101,11 +103,7 @@ def links(cfg: ModelConfig) -> list[Link]:
             out.append(Link((f"{ours}_positional.table.weight",), f"model.{side}.embed_positions.weight"))
         if cfg.embedding_norm:
             out += norm_links(f"{ours}_embedding.norm", f"model.{side}.layernorm_embedding", bias=True)
-    sides = [
-        ("encoder", cfg.num_encoder_layers or cfg.num_layers, False),
-        ("decoder", cfg.num_decoder_layers or cfg.num_layers, True),
-    ]
-    for side, depth, cross in sides:
+    for side, depth, cross in seq2seq_sides(cfg):
         for i in range(depth):
             ours, theirs = f"{side}.layers.{i}", f"model.{side}.layers.{i}"
             steps = [("self_attention", "self_attn")] + (
@@ -143,9 +141,7 @@ def _hf_config(cfg: ModelConfig, model_type: str) -> dict[str, Any]:
             f"{str(cfg.tie_embeddings).lower()} (transformers 5 ties both or neither)",
         ),
     ]
-    for ok, what in checks:
-        if not ok:
-            raise Unsupported(f"{what} has no {name} equivalent")
+    require(checks, name)
     activation, gated, bias = activation_of(cfg.ffn)
     if gated or not bias:
         raise Unsupported(f"ffn {cfg.ffn!r} has no {name} equivalent (two linear layers with biases)")

@@ -78,6 +78,21 @@ def supported() -> list[str]:
     return sorted(ARCHITECTURES)
 
 
+def require(checks: Iterable[tuple[bool, str]], family: str) -> None:
+    """Raise :class:`Unsupported` for the first ``(ok, what)`` that is not ok: ``what`` has no ``family`` equivalent."""
+    for ok, what in checks:
+        if not ok:
+            raise Unsupported(f"{what} has no {family} equivalent")
+
+
+def seq2seq_sides(cfg: ModelConfig) -> list[tuple[str, int, bool]]:
+    """``(stack, depth, has cross-attention)`` of both sides of a seq2seq config."""
+    return [
+        ("encoder", cfg.num_encoder_layers or cfg.num_layers, False),
+        ("decoder", cfg.num_decoder_layers or cfg.num_layers, True),
+    ]
+
+
 def layer_links(prefix: str, ours: str, pairs: Iterable[tuple[str, str]], *, bias: bool) -> list[Link]:
     """Links of linear layers: ``(our name, their name)`` pairs under two prefixes, weights and biases."""
     links = []

@@ -15,6 +15,7 @@ from swapformer.interop.core import (
     ffn_spec,
     norm_links,
     register,
+    require,
     spec_of,
 )
 
@@ -100,9 +101,7 @@ def hf_config(cfg: ModelConfig) -> dict[str, Any]:
             "embedding_norm, scale_embeddings or lm_head_bias",
         ),
     ]
-    for ok, what in checks:
-        if not ok:
-            raise Unsupported(f"{what} has no GPT-2 equivalent")
+    require(checks, "GPT-2")
     activation, gated, bias = activation_of(cfg.ffn)
     if gated or not bias:
         raise Unsupported(f"ffn {cfg.ffn!r} has no GPT-2 equivalent (two linear layers with biases)")

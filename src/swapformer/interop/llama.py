@@ -16,6 +16,7 @@ from swapformer.interop.core import (
     layer_links,
     norm_links,
     register,
+    require,
     spec_of,
 )
 
@@ -132,9 +133,7 @@ def hf_config(cfg: ModelConfig) -> dict[str, Any]:
             "embedding_norm, scale_embeddings or lm_head_bias",
         ),
     ]
-    for ok, what in checks:
-        if not ok:
-            raise Unsupported(f"{what} has no Llama, Mistral or Qwen2 equivalent")
+    require(checks, "Llama, Mistral or Qwen2")
     activation, gated, mlp_bias = activation_of(cfg.ffn)
     if not gated:
         raise Unsupported(f"ffn {cfg.ffn!r} has no Llama equivalent (a gated FFN: swiglu or geglu)")

@@ -22,6 +22,8 @@ from swapformer.interop.core import (
     ffn_spec,
     layer_links,
     register,
+    require,
+    seq2seq_sides,
     spec_of,
 )
 
@@ -103,11 +105,7 @@ def links(cfg: ModelConfig, hf: Mapping[str, Any]) -> list[Link]:
             "decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
         ),
     ]
-    sides = [
-        ("encoder", cfg.num_encoder_layers or cfg.num_layers, False),
-        ("decoder", cfg.num_decoder_layers or cfg.num_layers, True),
-    ]
-    for side, depth, cross in sides:
+    for side, depth, cross in seq2seq_sides(cfg):
         for i in range(depth):
             ours, theirs = f"{side}.layers.{i}", f"{side}.block.{i}.layer"
             steps = [("self_attention", f"{theirs}.0")]
@@ -154,9 +152,7 @@ def hf_config(cfg: ModelConfig) -> dict[str, Any]:
         ),
         (cfg.share_embeddings, "share_embeddings: false (T5 has one embedding for both sides)"),
     ]
-    for ok, what in checks:
-        if not ok:
-            raise Unsupported(f"{what} has no T5 equivalent")
+    require(checks, "T5")
     activation, gated, bias = activation_of(cfg.ffn)
     if bias:
         raise Unsupported(f"ffn {cfg.ffn!r} with biases has no T5 equivalent")
