@@ -124,7 +124,10 @@ def export(argv: list[str] | None = None) -> None:
     if not path.is_file():
         _fail("export", f"no checkpoint file at {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # not a torch file, truncated, or refused because loading would run code
+        _fail("export", f"{path} is not a checkpoint written by swapformer fit ({type(err).__name__})")
+    try:
         module = SwapformerModule.for_kind(state.get("hyper_parameters", {}).get("kind", "causal_lm")).load(
             path
         )
