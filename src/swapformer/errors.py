@@ -41,3 +41,10 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
         text, choices, n=1, cutoff=0.5
     )
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+class TrainingError(ValueError):
+    """A run that cannot go on (a non-finite loss): one line naming the step, the likely causes and the fix.
+
+    A ``ValueError`` so that the command line prints it as ``swapformer fit: error: ...`` with exit code 2.
+    """

@@ -40,6 +40,7 @@ from swapformer.data.tokenizers import TOKENIZER_KINDS
 from swapformer.errors import ConfigError
 from swapformer.registry import load_plugins
 from swapformer.tasks.base import MODEL_KEYS, SwapformerModule
+from swapformer.training.resume import check_resume
 
 # Stands in for the data's vocabulary while the rest of the model config is checked (reading the data to
 # learn the real size is exactly what must not happen before the check).
@@ -111,6 +112,8 @@ class SwapformerCLI(LightningCLI):
         if config.get("ckpt_path") == "last":
             root = config["trainer"].get("default_root_dir") or os.getcwd()
             config["ckpt_path"] = _newest_last_checkpoint(root) or "last"
+        if self.subcommand == "fit":  # the recipe's model must be the checkpoint's; nothing has trained yet
+            check_resume(config.get("ckpt_path"), hyperparameters=dict(self.model.hparams))
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}

@@ -31,8 +31,16 @@ from swapformer.registry import kind
 from swapformer.tasks.flops import Shapes, TrainingFlops
 from swapformer.training import distributed
 from swapformer.training.callbacks import SampleCallback
+from swapformer.training.checkpoint_io import use_atomic_checkpoints
+from swapformer.training.guards import (
+    NONFINITE_ACTIONS,
+    NonfiniteAction,
+    loss_is_finite,
+    nonfinite_loss_error,
+)
 from swapformer.training.optim import SCHEDULES, fused_adamw_supported, param_groups, schedule_fn
 from swapformer.training.progress import ProgressBar
+from swapformer.training.signals import SaveOnSignal
 
 STAGES = ("train", "val", "test")
 MODEL_KEYS = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.init)
@@ -64,6 +72,7 @@ def training_options(
     compile: bool | dict[str, Any] = False,
     meta_init: bool = False,
     init_from: str | None = None,
+    nonfinite_loss: NonfiniteAction = "stop",
 ) -> dict[str, Any]:
     """The training options every task module takes (a module may change their defaults), checked.
 
@@ -89,11 +98,19 @@ def training_options(
             all); components without weights (an attention kernel, rope scaling) may be swapped, and tensors the
             new config adds start from the usual initialization. The vocabulary is the model's (the data module
             then uses its tokenizer, which must fit in it).
+        nonfinite_loss: what a NaN or infinite training loss does, checked before backward (see
+            :mod:`swapformer.training.guards`): ``stop`` the run with an error naming the step (every checkpoint
+            stays finite), ``skip`` the batch (no backward, no optimizer step; the count is printed at the end),
+            or ``ignore`` it (no check, no host sync per step).
     """
     if schedule not in SCHEDULES:
         raise ConfigError(f"schedule='{schedule}' is unknown; choose one of {', '.join(SCHEDULES)}")
     if not 0.0 <= label_smoothing < 1.0:
         raise ConfigError(f"label_smoothing={label_smoothing} must be in [0, 1)")
+    if nonfinite_loss not in NONFINITE_ACTIONS:
+        raise ConfigError(
+            f"nonfinite_loss='{nonfinite_loss}' is unknown; choose one of {', '.join(NONFINITE_ACTIONS)}"
+        )
     return dict(locals())
 
 
@@ -238,9 +255,21 @@ class SwapformerModule(pl.LightningModule):
             return None
 
     # ---- steps: each task's _step(stage, batch, batch_idx) makes the logits and returns the loss ---------
-    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor | None:
         self._flop_shapes = self.flop_shapes(batch)
-        return self._step("train", batch, batch_idx)
+        loss = self._step("train", batch, batch_idx)
+        action = self.hparams.get("nonfinite_loss", "stop")
+        if action == "ignore" or loss_is_finite(loss, self._trainer):
+            return loss
+        if action == "skip":  # None: Lightning skips backward and the optimizer step (all processes agreed)
+            self._skipped_batches = getattr(self, "_skipped_batches", 0) + 1
+            return None
+        raise nonfinite_loss_error(loss, self.trainer, lr=self.hparams.lr)
+
+    def on_train_end(self) -> None:
+        skipped = getattr(self, "_skipped_batches", 0)
+        if skipped:
+            rank_zero_info(f"nonfinite_loss: skip: {skipped} batches with a non-finite loss were skipped")
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         self._step("val", batch, batch_idx)
@@ -309,11 +338,13 @@ class SwapformerModule(pl.LightningModule):
         distributed.keep_sampler_order(self.trainer)
 
     def configure_callbacks(self) -> list[pl.Callback]:
-        """Put :class:`~swapformer.training.ProgressBar` (plain lines in log files) in place of Lightning's
-        default rich bar; a bar the recipe chose, or none, is left alone."""
+        """Add :class:`~swapformer.training.signals.SaveOnSignal` (a checkpoint on SIGTERM / SIGINT) and put
+        :class:`~swapformer.training.ProgressBar` (plain lines in log files) in place of Lightning's default rich
+        bar; a bar the recipe chose, or none, is left alone."""
+        callbacks: list[pl.Callback] = [SaveOnSignal()]  # SIGTERM / SIGINT save last.ckpt and end the run
         if type(self.trainer.progress_bar_callback) is RichProgressBar:
-            return [ProgressBar()]
-        return []
+            callbacks.append(ProgressBar())
+        return callbacks
 
     # ---- scale out -------------------------------------------------------------------------------------
     def configure_model(self) -> None:
@@ -415,6 +446,8 @@ class SwapformerModule(pl.LightningModule):
     # ---- tokenizer travels with the checkpoint --------------------------------------------------------
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if stage == "fit" and self._trainer is not None:
+            use_atomic_checkpoints(self.trainer)  # a kill during a save never leaves a corrupt last.ckpt
         tokenizer = getattr(datamodule, "tokenizer", None)
         if tokenizer is not None and self.tokenizer is None:
             self.tokenizer = tokenizer

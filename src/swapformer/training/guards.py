@@ -1,0 +1,46 @@
+"""The non-finite loss guard: a loss that became NaN or inf stops the run before it reaches the weights.
+
+The check runs in ``training_step``, before backward and the optimizer step: Lightning calls the callbacks'
+``on_train_batch_end`` (ModelCheckpoint's step saves) before anything later could look, so a check after the step
+would already have written the NaN weights as ``last``. Stopping here keeps every checkpoint finite.
+
+Cost: one ``isfinite`` of a scalar and a host sync per micro-batch (on GPUs the sync waits for the forward; on
+CPUs it is free); under DDP / FSDP2 one ``all_reduce`` of one number, so every process takes the same decision
+(one process skipping its backward while the others wait in the gradient all-reduce would hang them).
+``nonfinite_loss: ignore`` turns it off.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+
+from swapformer.errors import TrainingError
+
+NONFINITE_ACTIONS = ("stop", "skip", "ignore")
+NonfiniteAction = Literal["stop", "skip", "ignore"]
+
+
+def loss_is_finite(loss: Tensor, trainer: pl.Trainer | None) -> bool:
+    """Whether ``loss`` is finite on every process (the same answer on all of them)."""
+    bad = (~torch.isfinite(loss.detach())).any().to(torch.int32).reshape(1)
+    if trainer is not None and trainer.world_size > 1 and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
+    return not bool(bad.item())
+
+
+def nonfinite_loss_error(loss: Tensor, trainer: pl.Trainer, *, lr: float) -> TrainingError:
+    """The one-line message: the step, the likely causes and the fixes."""
+    value = "nan" if torch.isnan(loss.detach()).any() else "inf"
+    precision = trainer.precision
+    last = trainer.checkpoint_callback
+    kept = getattr(last, "last_model_path", "") or "none saved yet"
+    return TrainingError(
+        f"the training loss became {value} at step {trainer.global_step} (epoch {trainer.current_epoch}); "
+        f"stopped before the weights changed (last checkpoint: {kept}). Likely causes: the learning rate "
+        f"(lr={lr:g}: lower it, lengthen warmup_steps or set trainer.gradient_clip_val) or the precision "
+        f"({precision}: try bf16-mixed or 32-true); or set model.init_args.nonfinite_loss: skip to skip such batches"
+    )
