@@ -38,9 +38,13 @@ def nonfinite_loss_error(loss: Tensor, trainer: pl.Trainer, *, lr: float) -> Tra
     precision = trainer.precision
     last = trainer.checkpoint_callback
     kept = getattr(last, "last_model_path", "") or "none saved yet"
+    causes = (
+        f"the learning rate (lr={lr:g}: lower it, lengthen warmup_steps or set trainer.gradient_clip_val)"
+    )
+    if "16" in str(precision):
+        causes += f" or the precision ({precision} overflows sooner: try bf16-mixed or 32-true)"
     return TrainingError(
         f"the training loss became {value} at step {trainer.global_step} (epoch {trainer.current_epoch}); "
-        f"stopped before the weights changed (last checkpoint: {kept}). Likely causes: the learning rate "
-        f"(lr={lr:g}: lower it, lengthen warmup_steps or set trainer.gradient_clip_val) or the precision "
-        f"({precision}: try bf16-mixed or 32-true); or set model.init_args.nonfinite_loss: skip to skip such batches"
+        f"stopped before the weights changed (last checkpoint: {kept}). Likely causes: {causes}; or set "
+        "model.init_args.nonfinite_loss: skip to skip such batches"
     )
