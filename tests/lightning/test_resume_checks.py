@@ -28,10 +28,21 @@ def trained(tmp_path_factory):
     return root
 
 
-def test_a_different_model_is_listed_key_by_key_and_nothing_trains(trained, capsys):
+def _last(root) -> str:
+    return str(next(root.rglob("last.ckpt")))
+
+
+@pytest.mark.parametrize("by_name", [True, False], ids=["--ckpt_path last", "--ckpt_path FILE"])
+def test_a_different_model_is_listed_key_by_key_and_nothing_trains(trained, capsys, by_name):
     before = sorted(p.relative_to(trained) for p in trained.rglob("*") if p.suffix in (".ckpt", ".csv"))
+    ckpt_path = "last" if by_name else _last(trained)
     with pytest.raises(SystemExit) as exit_:
-        _fit(trained, "--ckpt_path=last", "--model.init_args.d_model=64", "--model.init_args.num_layers=2")
+        _fit(
+            trained,
+            f"--ckpt_path={ckpt_path}",
+            "--model.init_args.d_model=64",
+            "--model.init_args.num_layers=2",
+        )
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "the recipe's model is not the model of --ckpt_path" in err
@@ -43,8 +54,12 @@ def test_a_different_model_is_listed_key_by_key_and_nothing_trains(trained, caps
 
 
 def test_training_options_may_change_on_resume(trained):
-    cli = _fit(trained, "--ckpt_path=last", "--model.init_args.lr=0.001", "--trainer.max_steps=3")
+    # a file named explicitly: LightningCLI would put the checkpoint's lr over the recipe's; swapformer keeps it
+    cli = _fit(
+        trained, f"--ckpt_path={_last(trained)}", "--model.init_args.lr=0.001", "--trainer.max_steps=3"
+    )
     assert cli.trainer.global_step == 3
+    assert cli.model.hparams.lr == 0.001
 
 
 def test_keys_that_change_no_weight_may_differ():
@@ -74,3 +89,11 @@ def test_a_sharded_checkpoint_folder_is_read_from_its_metadata(tmp_path):
     assert checkpoint_hyperparameters(folder) == {"d_model": 32, "num_layers": 1}
     with pytest.raises(ConfigError, match=r"d_model: the recipe has 64, the checkpoint has 32"):
         check_resume(folder, hyperparameters={"d_model": 64, "num_layers": 1})
+
+
+def test_an_attention_kernel_of_the_same_function_may_be_swapped():
+    saved = {"attention": "sdpa"}
+    assert resume_differences({"attention": "math"}, saved) == []
+    assert resume_differences({"attention": "linear"}, saved) == [
+        "model.init_args.attention: the recipe has 'linear', the checkpoint has 'sdpa'"
+    ]

@@ -75,6 +75,14 @@ class SwapformerCLI(LightningCLI):
         _loggers_under_root(self.config[subcommand]["trainer"] if subcommand else self.config.get("trainer"))
         parser.validate(self.config)
 
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI puts the checkpoint's hyperparameters over the recipe's model when --ckpt_path names a file
+        # (not for "last"): the run trains the checkpoint's model, drops a changed lr, and config.yaml claims the
+        # recipe's. fit builds the recipe's model instead and check_resume refuses one that is not the
+        # checkpoint's; validate / test / predict keep reading the model from the checkpoint.
+        if self.config.get("subcommand") != "fit":
+            super()._parse_ckpt_path()
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         model = config.get("model")

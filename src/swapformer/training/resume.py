@@ -8,8 +8,10 @@ every difference.
 
 Which keys must match: every model field (:data:`~swapformer.tasks.base.MODEL_KEYS`, the vocabulary and ``kind``
 among them) and the task module's class, except :data:`MAY_CHANGE`, which change no weight and no computation of
-the trained function (``dropout``: regularization; ``init_std``: initialization only, the weights are loaded). The
-training options (``lr``, the schedule, ``max_steps``, ...) are not model fields and may change on resume.
+the trained function (``dropout``: regularization; ``init_std``: initialization only, the weights are loaded), and
+the attention kernels that compute the same function (``sdpa`` and ``math``, :data:`SAME_FUNCTION`). The training
+options (``lr``, the schedule, ``max_steps``, ...) are not model fields and are not compared (beware: the optimizer
+and scheduler states restored from the checkpoint keep the learning rates they had).
 A key the checkpoint does not hold (written before the field existed) is not compared.
 """
 
@@ -26,6 +28,9 @@ from swapformer.tasks.base import MODEL_KEYS
 
 MAY_CHANGE = ("dropout", "init_std")
 """Model fields a resumed run may set differently from its checkpoint."""
+
+SAME_FUNCTION = {"attention": ({"sdpa", "math"},)}
+"""Values that compute the same function with another kernel (so a resumed run may swap them)."""
 
 
 def checkpoint_hyperparameters(path: str | os.PathLike) -> dict[str, Any] | None:
@@ -48,7 +53,7 @@ def resume_differences(recipe: dict[str, Any], checkpoint: dict[str, Any]) -> li
     return [
         f"{_name(key)}: the recipe has {_plain(recipe.get(key))!r}, the checkpoint has {_plain(checkpoint[key])!r}"
         for key in keys
-        if key in checkpoint and _plain(recipe.get(key)) != _plain(checkpoint[key])
+        if key in checkpoint and not _same(key, _plain(recipe.get(key)), _plain(checkpoint[key]))
     ]
 
 
@@ -72,6 +77,14 @@ def check_resume(ckpt_path: str | os.PathLike | None, *, hyperparameters: dict[s
             "(the checkpoint's values apply); to start from its weights with another model config, use "
             f"--model.init_args.init_from {ckpt_path} instead of --ckpt_path",
         )
+
+
+def _same(key: str, ours: Any, theirs: Any) -> bool:
+    if ours == theirs:
+        return True
+    return any(
+        ours in group and theirs in group for group in SAME_FUNCTION.get(key, ()) if isinstance(ours, str)
+    )
 
 
 def _name(key: str) -> str:

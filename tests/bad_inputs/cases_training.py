@@ -1,0 +1,126 @@
+"""Training mistakes and accidents: resuming with another model, a diverging loss, a run stopped by a signal."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import signal
+
+import torch
+
+from .harness import TINY_CAUSAL_DATA, TINY_CAUSAL_MODEL, Case, Fixtures
+
+DIVERGING = [
+    *("--model.init_args.lr", "1e30", "--model.init_args.schedule", "constant"),
+    *("--trainer.max_steps", "4", "--trainer.max_epochs", "4", "--checkpoint.every_n_train_steps", "1"),
+]
+
+
+def _resume(*overrides: str):
+    def argv(fx: Fixtures) -> list[str]:
+        return ["fit", "--config", fx.recipe(), "--ckpt_path", fx.causal_checkpoint, *overrides]
+
+    return argv
+
+
+def _stopped_by(signum: int):
+    """A 6-step fit that receives ``signum`` during its third step (sent by the run itself, so the step is the
+    same every time); returns the line the run printed, after checking the checkpoint it names."""
+
+    def shows(fx: Fixtures) -> str:
+        import lightning.pytorch as pl
+        from lightning.pytorch.callbacks import ModelCheckpoint
+
+        from swapformer.data import CausalLMDataModule
+        from swapformer.tasks import CausalLMModule
+        from swapformer.training.signals import StoppedBySignal
+
+        class SignalDuringStep(pl.Callback):
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+                if trainer.global_step == 2:
+                    os.kill(os.getpid(), signum)
+
+        pl.seed_everything(0)
+        data = CausalLMDataModule(tokenizer="char", **TINY_CAUSAL_DATA, cache_dir=str(fx.tmp / "cache"))
+        module = CausalLMModule(vocab_size=data.vocab_size, **TINY_CAUSAL_MODEL)
+        checkpoints = ModelCheckpoint(dirpath=fx.tmp / "checkpoints", save_last=True)
+        trainer = pl.Trainer(
+            max_steps=6, accelerator="cpu", logger=False, callbacks=[SignalDuringStep(), checkpoints],
+            limit_val_batches=0, enable_progress_bar=False, enable_model_summary=False, default_root_dir=fx.tmp,
+        )  # fmt: skip
+        out = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+                trainer.fit(module, datamodule=data)
+        except StoppedBySignal as stop:
+            if stop.code != 128 + signum:
+                raise AssertionError(f"exit code {stop.code}, expected {128 + signum}") from None
+        else:
+            raise AssertionError(f"the run ended normally after {signal.Signals(signum).name}")
+        last = fx.tmp / "checkpoints" / "last.ckpt"
+        if not last.is_file() or torch.load(last, weights_only=True, mmap=True)["global_step"] != 3:
+            raise AssertionError(f"no checkpoint of step 3 at {last}:\n{out.getvalue()}")
+        return next(line for line in out.getvalue().splitlines() if line.startswith("stopped by"))
+
+    return shows
+
+
+CASES = [
+    Case(
+        id="resume-with-another-d-model",
+        area="training",
+        mistake="`fit --ckpt_path` of a d_model 32 checkpoint with `--model.init_args.d_model 64`",
+        expect=r"(?s)init_from.*model\.init_args\.d_model: the recipe has 64, the checkpoint has 32",
+        argv=_resume("--model.init_args.d_model", "64"),
+    ),
+    Case(
+        id="resume-with-more-layers",
+        area="training",
+        mistake="`fit --ckpt_path` of a 1-layer checkpoint with `--model.init_args.num_layers 2`",
+        expect=r"(?s)drop the overrides.*model\.init_args\.num_layers: the recipe has 2, the checkpoint has 1",
+        argv=_resume("--model.init_args.num_layers", "2"),
+    ),
+    Case(
+        id="resume-with-another-attention",
+        area="training",
+        mistake="`fit --ckpt_path` of an sdpa checkpoint with `--model.init_args.attention linear` (same shapes)",
+        expect=r"model\.init_args\.attention: the recipe has 'linear', the checkpoint has 'sdpa'",
+        argv=_resume("--model.init_args.attention", "linear"),
+    ),
+    Case(
+        id="resume-with-another-norm",
+        area="training",
+        mistake="`fit --ckpt_path` of a layernorm checkpoint with `--model.init_args.norm rmsnorm` (same shapes)",
+        expect=r"model\.init_args\.norm: the recipe has 'rmsnorm', the checkpoint has 'layernorm'",
+        argv=_resume("--model.init_args.norm", "rmsnorm"),
+    ),
+    Case(
+        id="resume-with-another-task",
+        area="training",
+        mistake="`fit --ckpt_path` of a causal-LM checkpoint with `--model swapformer.tasks.MaskedLMModule`",
+        expect=r"model\.init_args\.kind: the recipe has 'masked_lm', the checkpoint has 'causal_lm'",
+        argv=_resume("--model", "swapformer.tasks.MaskedLMModule"),
+    ),
+    Case(
+        id="loss-becomes-nan",
+        area="training",
+        mistake="a learning rate so high the loss diverges (`--model.init_args.lr 1e30`)",
+        expect=r"training loss became nan at step 1 .*last checkpoint.*lr=1e\+30",
+        argv=lambda fx: ["fit", "--config", fx.recipe(), *DIVERGING],
+    ),
+    Case(
+        id="sigterm-mid-run",
+        area="training",
+        mistake="SIGTERM (preemption, `scancel`, `kill`) during a run",
+        expect=r"stopped by SIGTERM at step 3; saved .*last\.ckpt; resume with --ckpt_path last",
+        shows=_stopped_by(signal.SIGTERM),
+    ),
+    Case(
+        id="ctrl-c-mid-run",
+        area="training",
+        mistake="Ctrl-C (SIGINT) during a run (a second Ctrl-C ends it at once)",
+        expect=r"stopped by SIGINT at step 3; saved .*last\.ckpt; resume with --ckpt_path last",
+        shows=_stopped_by(signal.SIGINT),
+    ),
+]
