@@ -35,7 +35,7 @@ from swapformer.training.checkpoint_io import use_atomic_checkpoints
 from swapformer.training.guards import (
     NONFINITE_ACTIONS,
     NonfiniteAction,
-    loss_is_finite,
+    nonfinite,
     nonfinite_loss_error,
 )
 from swapformer.training.optim import SCHEDULES, fused_adamw_supported, param_groups, schedule_fn
@@ -259,12 +259,13 @@ class SwapformerModule(pl.LightningModule):
         self._flop_shapes = self.flop_shapes(batch)
         loss = self._step("train", batch, batch_idx)
         action = self.hparams.get("nonfinite_loss", "stop")
-        if action == "ignore" or loss_is_finite(loss, self._trainer):
+        value = None if action == "ignore" else nonfinite(loss, self._trainer)
+        if value is None:
             return loss
         if action == "skip":  # None: Lightning skips backward and the optimizer step (all processes agreed)
             self._skipped_batches = getattr(self, "_skipped_batches", 0) + 1
             return None
-        raise nonfinite_loss_error(loss, self.trainer, lr=self.hparams.lr)
+        raise nonfinite_loss_error(value, self.trainer, lr=self.hparams.lr)
 
     def on_train_end(self) -> None:
         skipped = getattr(self, "_skipped_batches", 0)

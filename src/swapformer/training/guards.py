@@ -24,17 +24,18 @@ NONFINITE_ACTIONS = ("stop", "skip", "ignore")
 NonfiniteAction = Literal["stop", "skip", "ignore"]
 
 
-def loss_is_finite(loss: Tensor, trainer: pl.Trainer | None) -> bool:
-    """Whether ``loss`` is finite on every process (the same answer on all of them)."""
-    bad = (~torch.isfinite(loss.detach())).any().to(torch.int32).reshape(1)
+def nonfinite(loss: Tensor, trainer: pl.Trainer | None) -> str | None:
+    """``"nan"`` or ``"inf"`` when ``loss`` is not finite on some process, else None (the same on every process)."""
+    detached = loss.detach()
+    code = torch.where(torch.isnan(detached).any(), 2, (~torch.isfinite(detached)).any().to(torch.int64))
+    code = code.reshape(1)
     if trainer is not None and trainer.world_size > 1 and torch.distributed.is_initialized():
-        torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
-    return not bool(bad.item())
+        torch.distributed.all_reduce(code, op=torch.distributed.ReduceOp.MAX)
+    return (None, "inf", "nan")[int(code.item())]
 
 
-def nonfinite_loss_error(loss: Tensor, trainer: pl.Trainer, *, lr: float) -> TrainingError:
+def nonfinite_loss_error(value: str, trainer: pl.Trainer, *, lr: float) -> TrainingError:
     """The one-line message: the step, the likely causes and the fixes."""
-    value = "nan" if torch.isnan(loss.detach()).any() else "inf"
     precision = trainer.precision
     last = trainer.checkpoint_callback
     kept = getattr(last, "last_model_path", "") or "none saved yet"

@@ -1,0 +1,60 @@
+"""Under DDP (2 CPU processes, gloo) an accident on one rank stops every rank at the same step: a non-finite loss
+on rank 1 only (every rank raises before backward, none waits in the gradient all-reduce), and a SIGTERM that
+reached rank 1 only (every rank saves last.ckpt together and exits 143). Run as real ``swapformer fit``
+processes with a timeout, as in ``test_distributed.py``: a hang fails the test instead of blocking CI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from lightning_testlib import CAUSAL_TINY, RECIPES
+
+HERE = Path(__file__).resolve().parent
+RECIPE = str(RECIPES / "causal_lm" / "stdlib-tiny.yaml")
+
+
+def _fit(root: Path, accident: str) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+    }
+    command = [
+        *(sys.executable, "-m", "swapformer", "fit", "--config", RECIPE, *CAUSAL_TINY),
+        *("--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp"),
+        *("--trainer.max_steps=6", "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false"),
+        f"--trainer.default_root_dir={root}",
+        "--trainer.callbacks+=safety_probe.OneRankAccident",
+        *(
+            "--trainer.callbacks.rank=1",
+            "--trainer.callbacks.step=2",
+            f"--trainer.callbacks.signal={accident}",
+        ),
+    ]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=240, cwd=root)
+
+
+@pytest.mark.slow
+def test_a_nan_loss_on_one_rank_stops_every_rank(tmp_path):
+    done = _fit(tmp_path, "nan")
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output[-3000:]
+    assert "the training loss became nan at step 2" in output, output[-3000:]
+
+
+@pytest.mark.slow
+def test_a_sigterm_on_one_rank_saves_on_every_rank_and_stops(tmp_path):
+    done = _fit(tmp_path, "SIGTERM")
+    output = done.stdout + done.stderr
+    assert done.returncode == 143, output[-3000:]
+    assert output.count("stopped by SIGTERM at step 3; saved ") == 1, output[
+        -3000:
+    ]  # printed by rank 0 alone
+    (last,) = tmp_path.rglob("last.ckpt")
+    assert torch.load(last, weights_only=True, mmap=True)["global_step"] == 3
