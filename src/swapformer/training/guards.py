@@ -12,6 +12,7 @@ CPUs it is free); under DDP / FSDP2 one ``all_reduce`` of one number, so every p
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import lightning.pytorch as pl
@@ -25,13 +26,15 @@ NonfiniteAction = Literal["stop", "skip", "ignore"]
 
 
 def nonfinite(loss: Tensor, trainer: pl.Trainer | None) -> str | None:
-    """``"nan"`` or ``"inf"`` when ``loss`` is not finite on some process, else None (the same on every process)."""
-    detached = loss.detach()
-    code = torch.where(torch.isnan(detached).any(), 2, (~torch.isfinite(detached)).any().to(torch.int64))
-    code = code.reshape(1)
+    """``"nan"`` or ``"inf"`` when the scalar ``loss`` is not finite on some process, else None (the same answer
+    on every process)."""
+    value = float(loss.detach())  # the one host sync; a Python float test costs nothing next to it
+    code = 0 if math.isfinite(value) else 2 if math.isnan(value) else 1
     if trainer is not None and trainer.world_size > 1 and torch.distributed.is_initialized():
-        torch.distributed.all_reduce(code, op=torch.distributed.ReduceOp.MAX)
-    return (None, "inf", "nan")[int(code.item())]
+        flag = torch.tensor([code], device=loss.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        code = int(flag.item())
+    return (None, "inf", "nan")[code]
 
 
 def nonfinite_loss_error(value: str, trainer: pl.Trainer, *, lr: float) -> TrainingError:
