@@ -98,3 +98,16 @@ def test_a_second_signal_gets_the_default_handler(monkeypatch):
     callback._handle(signal.SIGTERM, None)
     assert callback.received == signal.SIGTERM
     assert installed == {signal.SIGTERM: signal.SIG_DFL}  # the next SIGTERM ends the process at once
+
+
+def test_the_handlers_are_put_back_after_fit(tmp_path):
+    import lightning.pytorch as pl
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    trainer = pl.Trainer(
+        max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, callbacks=[SaveOnSignal()], default_root_dir=tmp_path, limit_val_batches=0,
+    )  # fmt: skip
+    trainer.fit(BoringModel())
+    assert {signum: signal.getsignal(signum) for signum in before} == before

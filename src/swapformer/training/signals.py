@@ -100,7 +100,8 @@ class SaveOnSignal(pl.Callback):
     ) -> None:
         self._restore()
 
-    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # before the trainer's own teardown puts back the handlers it found (teardown hooks run after it)
         self._restore()
 
     def _restore(self) -> None:
