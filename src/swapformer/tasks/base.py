@@ -331,6 +331,7 @@ class SwapformerModule(pl.LightningModule):
         # Lightning drops the training loader's checkpointed position when the loaders were built before the
         # checkpoint was restored, which `estimated_stepping_batches` in configure_optimizers does (Lightning
         # issue #20550, open in 2.6.6). Load it now: after the restore, before the first batch is drawn.
+        self._skipped_batches = 0  # nonfinite_loss: skip counts per fit
         loop = self.trainer.fit_loop
         if getattr(loop, "_combined_loader_states_to_load", None):
             loop._load_combined_loader_states()
