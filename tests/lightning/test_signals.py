@@ -6,8 +6,11 @@ Same recipe and tolerance as ``test_resume.py`` (the SIGKILL version), with fewe
 
 from __future__ import annotations
 
+import os
 import re
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -89,6 +92,30 @@ def test_sigint_saves_last(tmp_path):
     step, path = _stopped_at(out, "SIGINT")
     assert torch.load(path, weights_only=True, mmap=True)["global_step"] == step
     assert "Traceback" not in out and "KeyboardInterrupt" not in out
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_process_group_spares_the_loader_workers(tmp_path):
+    # scancel and Ctrl-C signal every process of the job: a DataLoader worker killed by it would end the run
+    # with "DataLoader worker ... is killed by signal" before the checkpoint is saved
+    root = tmp_path / "run"
+    _write_config(root)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [*(sys.executable, "-m", "swapformer", "fit"), "--config", str(root / "config.yaml"), "--data.init_args.num_workers=2"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 240
+    while (
+        time.monotonic() < deadline and process.poll() is None and not _checkpoint_steps(root / "checkpoints")
+    ):
+        time.sleep(0.01)
+    assert process.poll() is None, "the run ended before it could be signalled"
+    os.killpg(process.pid, signal.SIGTERM)
+    out, _ = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, out[-3000:]
+    step, path = _stopped_at(out, "SIGTERM")
+    assert torch.load(path, weights_only=True, mmap=True)["global_step"] == step
 
 
 def test_a_second_signal_gets_the_default_handler(monkeypatch):

@@ -9,6 +9,7 @@ read, caches the result, and ``setup`` reuses it.
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -184,6 +185,7 @@ class TokenizedDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=False,
+            worker_init_fn=_leave_stop_signals_to_the_main_process if self.num_workers else None,
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -209,3 +211,11 @@ class TokenizedDataModule(pl.LightningDataModule):
                 f"(vocab_size={self._fitted_tokenizer.vocab_size}); resume with the data and tokenizer "
                 f"settings the checkpoint was trained with."
             )
+
+
+def _leave_stop_signals_to_the_main_process(worker_id: int) -> None:
+    """A DataLoader worker ignores SIGTERM and SIGINT: ``scancel`` and Ctrl-C signal the whole process group, and a
+    worker they killed would end the main process with an error before it saves its checkpoint
+    (:class:`~swapformer.training.signals.SaveOnSignal`). The workers end with the main process."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
