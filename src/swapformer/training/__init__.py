@@ -6,17 +6,21 @@ and :mod:`swapformer.tasks` do.
 
 from swapformer.training.attention_maps import AttentionMapLogger
 from swapformer.training.callbacks import SampleCallback, TokenThroughput
+from swapformer.training.checkpoint_io import AtomicCheckpointIO
 from swapformer.training.optim import SCHEDULES, inverse_sqrt, param_groups, warmup_cosine
 from swapformer.training.progress import ProgressBar
+from swapformer.training.signals import SaveOnSignal
 from swapformer.training.strategies import BlockFSDPStrategy, FSDP2Strategy, consolidate_checkpoint
 
 __all__ = [
     "SCHEDULES",
+    "AtomicCheckpointIO",
     "AttentionMapLogger",
     "BlockFSDPStrategy",
     "FSDP2Strategy",
     "ProgressBar",
     "SampleCallback",
+    "SaveOnSignal",
     "TokenThroughput",
     "consolidate_checkpoint",
     "inverse_sqrt",
