@@ -40,10 +40,12 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def llama_rotate(self: RotaryPositionalEncoding, q: torch.Tensor, k: torch.Tensor, *, offset: int = 0):
-    """Hugging Face Llama's ``apply_rotary_pos_emb`` on a cos/sin table of the rotate-half layout (the peer)."""
-    angles = torch.outer(torch.arange(offset, offset + q.size(-2), dtype=torch.float32), self.inv_freq)
-    angles = torch.cat((angles, angles), dim=-1)  # (L, E)
-    cos, sin = angles.cos().to(q.dtype), angles.sin().to(q.dtype)
+    """Hugging Face Llama's ``apply_rotary_pos_emb`` on rows of the module's cos/sin table (the peer; what
+    swapformer ran before issue 17)."""
+    end = offset + q.size(-2)
+    if end > self.cos.size(0):
+        self._grow(end, q.device)
+    cos, sin = self.cos[offset:end].to(q.dtype), self.sin[offset:end].to(q.dtype)  # (L, E)
     return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
 
 
