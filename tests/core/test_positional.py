@@ -168,3 +168,17 @@ def test_every_positional_member_builds_both_model_kinds(positional):
     src, tgt = torch.randint(30, (2, 9)), torch.randint(30, (2, 5))
     assert build_causal_lm(cfg)(src).shape == (2, 9, 30)
     assert build_seq2seq(cfg)(src, tgt).shape == (2, 5, 30)
+
+
+@pytest.mark.parametrize("first_length", [16, 1])
+def test_rope_tables_built_under_inference_mode_serve_a_training_step(first_length):
+    # Lightning validates (sanity check, val loop) under torch.inference_mode: the tables grown or cached there
+    # must not be inference tensors, which autograd refuses to save
+    cfg = dict(
+        vocab_size=50, d_model=32, num_heads=4, num_kv_heads=2, num_layers=1, d_ff=64, positional="rope"
+    )
+    model = build_causal_lm(cfg)
+    with torch.inference_mode():
+        model(torch.randint(50, (2, first_length)))
+    model(torch.randint(50, (2, 16))).sum().backward()
+    assert all(p.grad is not None for p in model.parameters())

@@ -81,6 +81,7 @@ class RotaryPositionalEncoding(PositionalEncoding):
             tuple[int, torch.device, torch.dtype], tuple[tuple[int, int], Tensor, Tensor]
         ] = {}
 
+    @torch.inference_mode(False)  # tables grown while validating or generating serve training steps too
     def _grow(self, end: int, device: torch.device) -> None:
         length = max(end, 2 * self.cos.size(0), 64)
         angles = torch.outer(
@@ -102,16 +103,19 @@ class RotaryPositionalEncoding(PositionalEncoding):
         """
         key = (x.device, x.dtype)
         if key not in self._cast:  # the full tables in x's dtype, cast once
-            cos, sin = (t.to(device=x.device, dtype=x.dtype) for t in (self.cos, self.sin))
-            self._cast[key] = cos, sin[:, : self.head_dim // 2]
+            with torch.inference_mode(False):  # cached: normal tensors, which autograd may save
+                cos, sin = (t.to(device=x.device, dtype=x.dtype) for t in (self.cos, self.sin))
+                self._cast[key] = cos, sin[:, : self.head_dim // 2]
         cos, sin = self._cast[key]
         heads = x.size(1) if x.dim() == 4 and x.size(-2) > 1 and x.stride(1) < x.stride(2) else 0
         if not heads:  # decoding one token, or another layout: (L, E) broadcast over heads
             return cos[start:end], sin[start:end]
         last = self._repeated.get((heads, *key))
         if last is None or last[0] != (start, end):
-            cos, sin = (t[start:end, None].expand(-1, heads, -1).contiguous() for t in (cos, sin))
-            last = self._repeated[(heads, *key)] = (start, end), cos.transpose(0, 1), sin.transpose(0, 1)
+            with torch.inference_mode(False):
+                cos, sin = (t[start:end, None].expand(-1, heads, -1).contiguous() for t in (cos, sin))
+                last = (start, end), cos.transpose(0, 1), sin.transpose(0, 1)
+            self._repeated[(heads, *key)] = last
         return last[1], last[2]  # (H, L, E) and (H, L, E / 2), (L, H, .) in memory
 
     def rotate(self, q: Tensor, k: Tensor, *, offset: int | Tensor = 0) -> tuple[Tensor, Tensor]:
