@@ -14,6 +14,16 @@ Then the rotation alone (queries and keys of one layer, forward + backward) for 
 
 Target: rope / learned <= 1.05 per training step.
 
+Rotation variants tried for issue 17 (one layer's q and k as above, forward + backward, microseconds over no
+rotation, 1 thread, medians of interleaved rounds on a loaded 2-core machine; compare within a run only).
+Run A: Llama's formula through autograd 1790; halves swapped by roll 840 or by cat 875, then mul + addcmul;
+four in-place half-width kernels 535; one full-width multiply + two in-place half-width addcmul_ (kept) 463,
+or 727 with an (L, E) table broadcast over heads instead of one repeated over heads. Run B: Llama's formula
+1440, the same under a hand-written inverse-rotation backward 1015, complex multiply (view_as_complex needs
+an interleaved copy each way) 1570, flip of a (2, E/2) view 1250. Run C: kept 640, two full-width addcmul_ on
+views shifted by E/2 (zeros masking the neighbour head) 770. Run D: kept 550, torch._foreach_ over q and k
+together 610. Concatenating q and k first was slower in every run.
+
     python benchmarks/rope.py [--rounds 7] [--steps 20] [--threads 2]
 """
 
