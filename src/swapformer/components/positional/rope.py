@@ -125,7 +125,10 @@ class RotaryPositionalEncoding(PositionalEncoding):
         if end > self.cos.size(0):
             self._grow(end, q.device)
         if isinstance(offset, int):
-            tables = (*self._table(q, offset, end), *self._table(k, offset, end))
+            q_tables = self._table(q, offset, end)
+            same = k.shape[1:] == q.shape[1:] and k.stride()[1:] == q.stride()[1:] and k.dtype == q.dtype
+            same = same and k.device == q.device  # then k's table is q's (multi-head attention)
+            tables = (*q_tables, *(q_tables if same else self._table(k, offset, end)))
         else:  # per-row offsets: (N, 1, L, E), broadcast over heads
             index = positions(offset, length)
             cos, sin = self.cos[index][:, None], self.sin[index][:, None, :, self.head_dim // 2 :]
