@@ -1,0 +1,175 @@
+"""What rotary positions cost in a training step: swapformer's causal LM with ``positional: rope`` vs ``learned``.
+
+nanoGPT's CPU configuration (4 layers, 4 heads, d_model 128, context 64, batch 12, GELU MLP 4x, pre-norm, tied
+embeddings, no biases, dropout 0), one training step = forward + backward + fused AdamW, the optimizer swapformer's
+Lightning modules configure. Three models, built from the same seed and timed in interleaved rounds so a change
+in machine load hits them alike:
+
+* ``learned``: absolute positions added to the embeddings (one table lookup per step, nothing in attention);
+* ``rope``: swapformer's rotary member, as the recipes build it;
+* ``rope, Llama's formula``: the same model with the rotation written as Hugging Face's Llama writes it,
+  ``q * cos + rotate_half(q) * sin`` through autograd, on the same cos/sin table: the cost issue 17 measured.
+
+Then the rotation alone (queries and keys of one layer, forward + backward) for the same three.
+
+Target: rope / learned <= 1.05 per training step.
+
+Rotation variants tried for issue 17 (one layer's q and k as above, forward + backward, microseconds over no
+rotation, 1 thread, medians of interleaved rounds on a loaded 2-core machine; compare within a run only).
+Run A: Llama's formula through autograd 1790; halves swapped by roll 840 or by cat 875, then mul + addcmul;
+four in-place half-width kernels 535; one full-width multiply + two in-place half-width addcmul_ (kept) 463,
+or 727 with an (L, E) table broadcast over heads instead of one repeated over heads. Run B: Llama's formula
+1440, the same under a hand-written inverse-rotation backward 1015, complex multiply (view_as_complex needs
+an interleaved copy each way) 1570, flip of a (2, E/2) view 1250. Run C: kept 640, two full-width addcmul_ on
+views shifted by E/2 (zeros masking the neighbour head) 770. Run D: kept 550, torch._foreach_ over q and k
+together 610. Concatenating q and k first was slower in every run.
+
+    python benchmarks/rope.py [--rounds 7] [--steps 20] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from swapformer import build_causal_lm
+from swapformer.components.positional import RotaryPositionalEncoding
+
+VOCAB, D, LAYERS, HEADS, CONTEXT, BATCH = 65, 128, 4, 4, 64, 12
+TARGET = 1.05
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def llama_rotate(self: RotaryPositionalEncoding, q: torch.Tensor, k: torch.Tensor, *, offset: int = 0):
+    """Hugging Face Llama's ``apply_rotary_pos_emb`` on rows of the module's cos/sin table (the peer; what
+    swapformer ran before issue 17)."""
+    end = offset + q.size(-2)
+    if end > self.cos.size(0):
+        self._grow(end, q.device)
+    cos, sin = self.cos[offset:end].to(q.dtype), self.sin[offset:end].to(q.dtype)  # (L, E)
+    return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+
+
+class LlamaRotary(RotaryPositionalEncoding):
+    rotate = llama_rotate
+
+
+def build(positional: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = build_causal_lm(
+        dict(
+            vocab_size=VOCAB,
+            d_model=D,
+            num_heads=HEADS,
+            num_layers=LAYERS,
+            d_ff=4 * D,
+            max_seq_len=CONTEXT,
+            dropout=0.0,
+            attention="sdpa",
+            positional="rope" if positional == "llama" else positional,
+            norm="layernorm",
+            placement="pre",
+            ffn="gelu",
+            tie_embeddings=True,
+            bias=False,
+        )
+    )
+    if positional == "llama":
+        model.positional.__class__ = LlamaRotary  # every layer borrows this one module
+    return model
+
+
+def make_step(model: torch.nn.Module) -> Callable[[], None]:
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1, fused=True)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(VOCAB, (BATCH, CONTEXT), generator=g)
+    y = torch.randint(VOCAB, (BATCH, CONTEXT), generator=g)
+
+    def step() -> None:
+        loss = F.cross_entropy(model(x).reshape(-1, VOCAB), y.reshape(-1))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def make_rotation(rotate: Callable | None) -> Callable[[], None]:
+    """Forward + backward of one layer's rotation, q and k laid out as attention hands them over."""
+    g = torch.Generator().manual_seed(0)
+    shape = (BATCH, CONTEXT, HEADS, D // HEADS)
+    q_proj, k_proj = (torch.randn(shape, generator=g, requires_grad=True) for _ in range(2))
+    grad = torch.randn(shape, generator=g).transpose(1, 2)
+
+    def step() -> None:
+        q, k = q_proj.transpose(1, 2), k_proj.transpose(1, 2)  # (N, H, L, E) views, as in attention
+        if rotate is not None:
+            q, k = rotate(q, k)
+        torch.autograd.backward((q, k), (grad, grad))
+
+    return step
+
+
+def time_interleaved(
+    steps: dict[str, Callable[[], None]], *, rounds: int, per_round: int
+) -> dict[str, float]:
+    """Median seconds per call of each entry, timed in alternating rounds of ``per_round`` calls."""
+    for step in steps.values():
+        for _ in range(5):
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            for _ in range(per_round):
+                start = time.perf_counter()
+                step()
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=20, help="calls per contender per round")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(
+        f"training step, batch {BATCH} x {CONTEXT}, {LAYERS}L {HEADS}H d={D}, no biases, fused AdamW, "
+        f"{torch.get_num_threads()} threads, median of {args.rounds} interleaved rounds x {args.steps} steps"
+    )
+    names = {"learned": "learned", "rope": "rope", "llama": "rope, Llama's formula"}
+    steps = {names[p]: make_step(build(p)) for p in names}
+    results = time_interleaved(steps, rounds=args.rounds, per_round=args.steps)
+    base = results["learned"]
+    print(f"{'positional':24} {'ms/step':>9} {'/ learned':>10}")
+    for name, seconds in results.items():
+        print(f"{name:24} {seconds * 1e3:9.2f} {seconds / base:9.3f}x")
+    ratio = results["rope"] / base
+    print(f"rope / learned: {ratio:.3f} (target <= {TARGET}: {'met' if ratio <= TARGET else 'NOT met'})")
+
+    rope = RotaryPositionalEncoding(head_dim=D // HEADS)
+    rotations = {
+        "no rotation": make_rotation(None),
+        "rope": make_rotation(rope.rotate),
+        "rope, Llama's formula": make_rotation(lambda q, k: llama_rotate(rope, q, k)),
+    }
+    results = time_interleaved(rotations, rounds=args.rounds, per_round=5 * args.steps)
+    floor = results["no rotation"]
+    print(f"\nrotation of one layer's q and k {(BATCH, HEADS, CONTEXT, D // HEADS)}, forward + backward")
+    print(f"{'':24} {'us/call':>9} {'us over none':>13}")
+    for name, seconds in results.items():
+        print(f"{name:24} {seconds * 1e6:9.1f} {(seconds - floor) * 1e6:13.1f}")
+
+
+if __name__ == "__main__":
+    main()
