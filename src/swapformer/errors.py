@@ -41,3 +41,12 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
         text, choices, n=1, cutoff=0.5
     )
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint that cannot be used: missing, a folder, not a checkpoint, truncated, written by another
+    program, or refused because loading it would run code. The message names the file and says what it is."""
+
+
+class UsageError(ConfigError):
+    """A command line the parser rejected (an unknown option, a value of the wrong type), as one line."""
