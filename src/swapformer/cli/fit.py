@@ -29,17 +29,20 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
 
+from swapformer.cli.errors import debugging, usage_error, user_errors
 from swapformer.cli.recipes import resolve_config_args
 from swapformer.config import ModelConfig
 from swapformer.data.tokenizers import TOKENIZER_KINDS
-from swapformer.errors import ConfigError
+from swapformer.errors import CheckpointError, ConfigError, did_you_mean
 from swapformer.registry import load_plugins
-from swapformer.tasks.base import MODEL_KEYS, SwapformerModule
+from swapformer.tasks.base import MODEL_KEYS, TRAINING_KEYS, SwapformerModule
+from swapformer.training.checkpoints import check_checkpoint_path, newest_last_checkpoint, read_checkpoint
 
 # Stands in for the data's vocabulary while the rest of the model config is checked (reading the data to
 # learn the real size is exactly what must not happen before the check).
@@ -54,6 +57,20 @@ class LogConfigCallback(SaveConfigCallback):
         config = yaml.safe_load(self.parser.dump(self.config, skip_none=False, skip_check=True))
         for logger in trainer.loggers:
             logger.log_hyperparams({"config": config})
+
+
+class SwapformerArgumentParser(LightningArgumentParser):
+    """LightningCLI's parser whose errors are one line naming the key first (a :class:`UsageError`), instead of
+    the usage and every type alternative; the verb's one error path prints it."""
+
+    def error(self, message: str, ex: Exception | None = None) -> None:
+        # nested parsers (a class's init_args) report to their parent, which formats the whole message
+        if not self.exit_on_error or debugging():
+            super().error(message, ex)
+        parsers = [self, *getattr(self._subcommands_action, "_name_parser_map", {}).values()]
+        options = [o for parser in parsers for action in parser._actions for o in action.option_strings]
+        options += [f"--model.init_args.{k}" for k in (*MODEL_KEYS, *TRAINING_KEYS) if k != "kind"]
+        raise usage_error(message, options) from None
 
 
 class SwapformerCLI(LightningCLI):
@@ -72,7 +89,12 @@ class SwapformerCLI(LightningCLI):
         self.config = parser.parse_args(args, _skip_validation=True)
         subcommand = self.config.get("subcommand")
         _loggers_under_root(self.config[subcommand]["trainer"] if subcommand else self.config.get("trainer"))
-        parser.validate(self.config)
+        try:
+            parser.validate(self.config)
+        except (TypeError, ValueError) as err:  # what parse_args would have reported through parser.error
+            parser.error(str(err), err)
+        # before Lightning reads --ckpt_path's hyperparameters, and before any data is read
+        _check_paths(self.config[subcommand] if subcommand else self.config, subcommand)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -81,6 +103,7 @@ class SwapformerCLI(LightningCLI):
         if init_args is None:
             return
         _tokenizer_of_init_from(init_args.get("init_from"), config.get("data"))
+        _check_trainer(config.get("trainer"))
         _cache_under_the_root(config)
         values = {k: init_args[k] for k in MODEL_KEYS if k in init_args}
         if values.get("vocab_size") is None:
@@ -92,12 +115,13 @@ class SwapformerCLI(LightningCLI):
         if module_kind is not None:
             values["kind"] = module_kind
         try:
-            ModelConfig.from_dict(values)
+            model_config = ModelConfig.from_dict(values)
         except ConfigError as err:
             raise ConfigError(
                 [f"model.init_args.{p}" if re.match(r"\w+", p)[0] in MODEL_KEYS else p for p in err.problems],
                 title=f"invalid model in the recipe ({model.class_path})",
             ) from None
+        _check_lengths(model_config, config.get("data"))
 
     def instantiate_classes(self) -> None:
         try:
@@ -106,7 +130,8 @@ class SwapformerCLI(LightningCLI):
             cause = _user_error(err)
             if cause is None:
                 raise
-            raise ConfigError(f"{type(cause).__name__}: {cause}") from err
+            named = type(cause) not in (ConfigError, CheckpointError)  # DataError: say it is the data's
+            raise ConfigError(f"{type(cause).__name__}: {cause}" if named else str(cause)) from err
         config = self.config_init.get(str(self.subcommand), self.config_init)
         if config.get("ckpt_path") == "last":
             root = config["trainer"].get("default_root_dir") or os.getcwd()
@@ -121,7 +146,12 @@ class SwapformerCLI(LightningCLI):
         checkpointing = trainer_config.get("enable_checkpointing") is not False
         if checkpointing and not any(isinstance(c, ModelCheckpoint) for c in own):
             extra.append(self._get(self.config_init, "checkpoint"))
-        return self._instantiate_trainer(trainer_config, extra)
+        try:
+            return self._instantiate_trainer(trainer_config, extra)
+        except (ValueError, MisconfigurationException) as err:  # Lightning's word on a trainer setting
+            if type(err).__module__.startswith("swapformer"):
+                raise
+            raise ConfigError(f"trainer: {' '.join(str(err).split())}") from err
 
     def after_fit(self) -> None:
         trainer = self.trainer
@@ -171,15 +201,130 @@ def _loggers_under_root(trainer: Any) -> None:
 
 def _newest_last_checkpoint(root: str | os.PathLike) -> str | None:
     """The most recently written ``last*.ckpt`` (a file, or a sharded checkpoint's folder) below ``root``."""
-    suffix = ModelCheckpoint.FILE_EXTENSION
-    found = [
-        p
-        for p in Path(root).rglob(f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}*{suffix}")
-        if not any(
-            folder.suffix == suffix for folder in p.relative_to(root).parents
-        )  # not inside a shard folder
-    ]
-    return str(max(found, key=lambda p: p.stat().st_mtime)) if found else None
+    found = newest_last_checkpoint(root)
+    return None if found is None else str(found)
+
+
+def _check_paths(config: Any, subcommand: str | None) -> None:
+    """Fail before any data is read or model built: a ``ckpt_path`` that names nothing (``last`` with no
+    ``last*.ckpt`` below the root), a ``default_root_dir`` that is not a writable folder."""
+    trainer = config.get("trainer")
+    root = (trainer.get("default_root_dir") if trainer is not None else None) or "."
+    root_path = Path(root)
+    if root_path.exists() and not root_path.is_dir():
+        raise ConfigError(
+            f"trainer.default_root_dir={root} is a file, not a folder: give a folder for the run"
+        )
+    existing = next((p for p in [root_path.absolute(), *root_path.absolute().parents] if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ConfigError(
+            f"trainer.default_root_dir={root}: {existing} is a file, not a folder; give a folder"
+        )
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"trainer.default_root_dir={root}: {existing} is not writable; give a folder you can write to"
+        )
+    ckpt_path = config.get("ckpt_path")
+    init_from = getattr(config.get("model"), "init_args", {}).get("init_from")
+    if ckpt_path is None and subcommand in ("validate", "test", "predict") and not init_from:
+        raise ConfigError(
+            f"no --ckpt_path: {subcommand} would use an untrained model; give --ckpt_path FILE, or last (the "
+            "newest last*.ckpt below trainer.default_root_dir)"
+        )
+    if (
+        ckpt_path is None
+        or ckpt_path in ("best", "hpc", "registry")
+        or str(ckpt_path).startswith("registry:")
+    ):
+        return
+    if ckpt_path == "last":
+        if not (root_path.is_dir() and newest_last_checkpoint(root_path)):
+            start = "; to start fresh, leave --ckpt_path out" if subcommand == "fit" else ""
+            raise CheckpointError(
+                f"--ckpt_path last: no last*.ckpt below {root} (trainer.default_root_dir): give the folder the "
+                f"run wrote to with --trainer.default_root_dir, or a checkpoint file{start}"
+            )
+        return
+    if "://" not in str(ckpt_path):  # remote paths are Lightning's to read
+        path = Path(ckpt_path)
+        if not path.exists():
+            raise CheckpointError(
+                f"--ckpt_path {ckpt_path}: no such file or folder; give a checkpoint (or last: the newest "
+                "last*.ckpt below trainer.default_root_dir)"
+            )
+        if path.is_file():  # says what the file is when it is not a checkpoint, before the data is read
+            read_checkpoint(path)
+        elif not any(path.iterdir()):
+            check_checkpoint_path(path)
+
+
+def _check_trainer(trainer: Any) -> None:
+    """A misspelt strategy, or an accelerator this machine does not have, named with the fix (Lightning's own
+    messages give neither the key nor a suggestion)."""
+    if trainer is None:
+        return
+    from lightning.pytorch.accelerators import AcceleratorRegistry
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    strategy = trainer.get("strategy")
+    names = ["auto", *StrategyRegistry.available_strategies()]
+    if isinstance(strategy, str) and "." not in strategy and strategy not in names:
+        raise ConfigError(
+            f"trainer.strategy={strategy!r} is not a strategy{did_you_mean(strategy, names)}; "
+            "common ones: auto, ddp, ddp_spawn, fsdp (or a class_path)"
+        )
+    accelerator = trainer.get("accelerator")
+    if not isinstance(accelerator, str) or accelerator == "auto":
+        return
+    name = "cuda" if accelerator == "gpu" else accelerator
+    registry = AcceleratorRegistry.available_accelerators()
+    if name not in registry:
+        known = ["auto", "gpu", *sorted(registry)]
+        raise ConfigError(
+            f"trainer.accelerator={accelerator!r} is not an accelerator{did_you_mean(accelerator, known)}; "
+            f"choose one of {', '.join(known)}"
+        )
+    try:
+        available = AcceleratorRegistry.get(name).is_available()
+    except Exception:
+        available = False
+    if not available:
+        raise ConfigError(
+            f"trainer.accelerator={accelerator!r}: this machine has no {name} device; use "
+            "--trainer.accelerator cpu (or auto, which picks what is there)"
+        )
+
+
+def _name(component: Any) -> str:
+    return component.get("name", component) if isinstance(component, dict) else str(component)
+
+
+def _check_lengths(model: ModelConfig, data: Any) -> None:
+    """The data's sequence lengths fit the positional member's table (``max_length``: a ``learned`` table's
+    ``max_seq_len``), checked before the data is read rather than at the first batch that is too long."""
+    init_args = getattr(data, "init_args", None)
+    if init_args is None:
+        return
+    import torch
+
+    from swapformer.models.builders import build_positional
+
+    with torch.device("meta"):  # only its max_length is wanted: no memory for a table
+        limit = build_positional(model, bidirectional=False).max_length
+    if limit is None:
+        return
+    lengths = {  # data key -> tokens the model sees at once
+        "seq_len": init_args.get("seq_len"),
+        "max_src_len": init_args.get("max_src_len"),
+        "max_tgt_len": None if init_args.get("max_tgt_len") is None else init_args["max_tgt_len"] - 1,
+    }
+    for key, length in lengths.items():
+        if isinstance(length, int) and not isinstance(length, bool) and length > limit:
+            raise ConfigError(
+                f"data.init_args.{key}={init_args[key]} is longer than the model's positional "
+                f"'{_name(model.positional)}' table "
+                f"({limit} positions): lower {key} or raise model.init_args.max_seq_len"
+            )
 
 
 def _cache_under_the_root(config: Any) -> None:
@@ -201,6 +346,8 @@ def _tokenizer_of_init_from(init_from: str | None, data: Any) -> None:
     if not init_from or init_args is None or init_args.get("tokenizer") not in TOKENIZER_KINDS:
         return
     source = Path(init_from)
+    if source.is_file():  # the data module reads the tokenizer first: say what a file that is not one is
+        read_checkpoint(source)
     if (source / "tokenizer.json").is_file() or (source.is_file() and source.suffix == ".ckpt"):
         rank_zero_info(f"init_from: the data module uses the tokenizer of {init_from}")
         init_args["tokenizer"] = init_from
@@ -222,10 +369,13 @@ def run(args: list[str] | None) -> SwapformerCLI:
     """Run a Lightning verb with the recipe arguments ``args`` (the verb first) and return the CLI object.
 
     Raises:
-        SystemExit: code 2 with one message on stderr for a bad recipe (and jsonargparse's own errors).
+        SystemExit: code 2 with ``swapformer <verb>: error: <one line>`` on stderr for a user error (a bad recipe
+            value, option or path); with ``--debug`` / ``$SWAPFORMER_DEBUG`` the error itself.
     """
     load_plugins()  # plug-in names must be registered before the recipe is checked
-    try:
+    given = sys.argv[1:] if args is None else args
+    verb = given[0] if given else "fit"
+    with user_errors(verb):
         if args is None:  # the console script: rewrite sys.argv, which DDP's launcher re-runs in each process
             sys.argv[1:] = resolve_config_args(sys.argv[1:])
         else:
@@ -237,8 +387,6 @@ def run(args: list[str] | None) -> SwapformerCLI:
             subclass_mode_data=True,
             save_config_callback=LogConfigCallback,
             save_config_kwargs={"overwrite": True},
+            parser_class=SwapformerArgumentParser,
             args=args,
         )
-    except ConfigError as err:
-        print(f"swapformer: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
