@@ -16,6 +16,9 @@ own layout: a logger whose ``save_dir`` is left unset or at its default writes t
 never a ``last-v1.ckpt``. ``--ckpt_path last`` is the newest ``last*.ckpt`` below the root, whichever run wrote
 it. The recipe's ``checkpoint:`` section configures the ModelCheckpoint the CLI adds when checkpointing is on
 (not with ``--trainer.enable_checkpointing false``, nor when ``trainer.callbacks`` has a ModelCheckpoint).
+
+Paths, trainer names and sequence lengths are checked before anything expensive (:mod:`.preflight`); every
+user error is one line, ``swapformer <verb>: error: ...``, and exit code 2 (:mod:`swapformer.cli.errors`).
 """
 
 from __future__ import annotations
@@ -35,14 +38,15 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
 
+from swapformer.cli import preflight
 from swapformer.cli.errors import debugging, usage_error, user_errors
 from swapformer.cli.recipes import resolve_config_args
 from swapformer.config import ModelConfig
 from swapformer.data.tokenizers import TOKENIZER_KINDS
-from swapformer.errors import CheckpointError, ConfigError, did_you_mean
+from swapformer.errors import CheckpointError, ConfigError
 from swapformer.registry import load_plugins
 from swapformer.tasks.base import MODEL_KEYS, TRAINING_KEYS, SwapformerModule
-from swapformer.training.checkpoints import check_checkpoint_path, newest_last_checkpoint, read_checkpoint
+from swapformer.training.checkpoints import newest_last_checkpoint, read_checkpoint
 
 # Stands in for the data's vocabulary while the rest of the model config is checked (reading the data to
 # learn the real size is exactly what must not happen before the check).
@@ -94,7 +98,7 @@ class SwapformerCLI(LightningCLI):
         except (TypeError, ValueError) as err:  # what parse_args would have reported through parser.error
             parser.error(str(err), err)
         # before Lightning reads --ckpt_path's hyperparameters, and before any data is read
-        _check_paths(self.config[subcommand] if subcommand else self.config, subcommand)
+        preflight.check_paths(self.config[subcommand] if subcommand else self.config, subcommand)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -103,7 +107,7 @@ class SwapformerCLI(LightningCLI):
         if init_args is None:
             return
         _tokenizer_of_init_from(init_args.get("init_from"), config.get("data"))
-        _check_trainer(config.get("trainer"))
+        preflight.check_trainer(config.get("trainer"))
         _cache_under_the_root(config)
         values = {k: init_args[k] for k in MODEL_KEYS if k in init_args}
         if values.get("vocab_size") is None:
@@ -121,7 +125,7 @@ class SwapformerCLI(LightningCLI):
                 [f"model.init_args.{p}" if re.match(r"\w+", p)[0] in MODEL_KEYS else p for p in err.problems],
                 title=f"invalid model in the recipe ({model.class_path})",
             ) from None
-        _check_lengths(model_config, config.get("data"))
+        preflight.check_lengths(model_config, config.get("data"))
 
     def instantiate_classes(self) -> None:
         try:
@@ -203,128 +207,6 @@ def _newest_last_checkpoint(root: str | os.PathLike) -> str | None:
     """The most recently written ``last*.ckpt`` (a file, or a sharded checkpoint's folder) below ``root``."""
     found = newest_last_checkpoint(root)
     return None if found is None else str(found)
-
-
-def _check_paths(config: Any, subcommand: str | None) -> None:
-    """Fail before any data is read or model built: a ``ckpt_path`` that names nothing (``last`` with no
-    ``last*.ckpt`` below the root), a ``default_root_dir`` that is not a writable folder."""
-    trainer = config.get("trainer")
-    root = (trainer.get("default_root_dir") if trainer is not None else None) or "."
-    root_path = Path(root)
-    if root_path.exists() and not root_path.is_dir():
-        raise ConfigError(
-            f"trainer.default_root_dir={root} is a file, not a folder: give a folder for the run"
-        )
-    existing = next((p for p in [root_path.absolute(), *root_path.absolute().parents] if p.exists()), None)
-    if existing is not None and not existing.is_dir():
-        raise ConfigError(
-            f"trainer.default_root_dir={root}: {existing} is a file, not a folder; give a folder"
-        )
-    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(
-            f"trainer.default_root_dir={root}: {existing} is not writable; give a folder you can write to"
-        )
-    ckpt_path = config.get("ckpt_path")
-    init_from = getattr(config.get("model"), "init_args", {}).get("init_from")
-    if ckpt_path is None and subcommand in ("validate", "test", "predict") and not init_from:
-        raise ConfigError(
-            f"no --ckpt_path: {subcommand} would use an untrained model; give --ckpt_path FILE, or last (the "
-            "newest last*.ckpt below trainer.default_root_dir)"
-        )
-    if (
-        ckpt_path is None
-        or ckpt_path in ("best", "hpc", "registry")
-        or str(ckpt_path).startswith("registry:")
-    ):
-        return
-    if ckpt_path == "last":
-        if not (root_path.is_dir() and newest_last_checkpoint(root_path)):
-            start = "; to start fresh, leave --ckpt_path out" if subcommand == "fit" else ""
-            raise CheckpointError(
-                f"--ckpt_path last: no last*.ckpt below {root} (trainer.default_root_dir): give the folder the "
-                f"run wrote to with --trainer.default_root_dir, or a checkpoint file{start}"
-            )
-        return
-    if "://" not in str(ckpt_path):  # remote paths are Lightning's to read
-        path = Path(ckpt_path)
-        if not path.exists():
-            raise CheckpointError(
-                f"--ckpt_path {ckpt_path}: no such file or folder; give a checkpoint (or last: the newest "
-                "last*.ckpt below trainer.default_root_dir)"
-            )
-        if path.is_file():  # says what the file is when it is not a checkpoint, before the data is read
-            read_checkpoint(path)
-        elif not any(path.iterdir()):
-            check_checkpoint_path(path)
-
-
-def _check_trainer(trainer: Any) -> None:
-    """A misspelt strategy, or an accelerator this machine does not have, named with the fix (Lightning's own
-    messages give neither the key nor a suggestion)."""
-    if trainer is None:
-        return
-    from lightning.pytorch.accelerators import AcceleratorRegistry
-    from lightning.pytorch.strategies import StrategyRegistry
-
-    strategy = trainer.get("strategy")
-    names = ["auto", *StrategyRegistry.available_strategies()]
-    if isinstance(strategy, str) and "." not in strategy and strategy not in names:
-        raise ConfigError(
-            f"trainer.strategy={strategy!r} is not a strategy{did_you_mean(strategy, names)}; "
-            "common ones: auto, ddp, ddp_spawn, fsdp (or a class_path)"
-        )
-    accelerator = trainer.get("accelerator")
-    if not isinstance(accelerator, str) or accelerator == "auto":
-        return
-    name = "cuda" if accelerator == "gpu" else accelerator
-    registry = AcceleratorRegistry.available_accelerators()
-    if name not in registry:
-        known = ["auto", "gpu", *sorted(registry)]
-        raise ConfigError(
-            f"trainer.accelerator={accelerator!r} is not an accelerator{did_you_mean(accelerator, known)}; "
-            f"choose one of {', '.join(known)}"
-        )
-    try:
-        available = AcceleratorRegistry.get(name).is_available()
-    except Exception:
-        available = False
-    if not available:
-        raise ConfigError(
-            f"trainer.accelerator={accelerator!r}: this machine has no {name} device; use "
-            "--trainer.accelerator cpu (or auto, which picks what is there)"
-        )
-
-
-def _name(component: Any) -> str:
-    return component.get("name", component) if isinstance(component, dict) else str(component)
-
-
-def _check_lengths(model: ModelConfig, data: Any) -> None:
-    """The data's sequence lengths fit the positional member's table (``max_length``: a ``learned`` table's
-    ``max_seq_len``), checked before the data is read rather than at the first batch that is too long."""
-    init_args = getattr(data, "init_args", None)
-    if init_args is None:
-        return
-    import torch
-
-    from swapformer.models.builders import build_positional
-
-    with torch.device("meta"):  # only its max_length is wanted: no memory for a table
-        limit = build_positional(model, bidirectional=False).max_length
-    if limit is None:
-        return
-    lengths = {  # data key -> tokens the model sees at once
-        "seq_len": init_args.get("seq_len"),
-        "max_src_len": init_args.get("max_src_len"),
-        "max_tgt_len": None if init_args.get("max_tgt_len") is None else init_args["max_tgt_len"] - 1,
-    }
-    for key, length in lengths.items():
-        if isinstance(length, int) and not isinstance(length, bool) and length > limit:
-            raise ConfigError(
-                f"data.init_args.{key}={init_args[key]} is longer than the model's positional "
-                f"'{_name(model.positional)}' table "
-                f"({limit} positions): lower {key} or raise model.init_args.max_seq_len"
-            )
 
 
 def _cache_under_the_root(config: Any) -> None:
