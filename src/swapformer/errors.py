@@ -48,3 +48,12 @@ class TrainingError(ValueError):
 
     A ``ValueError`` so that the command line prints it as ``swapformer fit: error: ...`` with exit code 2.
     """
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint that cannot be used: missing, a folder, not a checkpoint, truncated, written by another
+    program, or refused because loading it would run code. The message names the file and says what it is."""
+
+
+class UsageError(ConfigError):
+    """A command line the parser rejected (an unknown option, a value of the wrong type), as one line."""

@@ -2,9 +2,34 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .harness import Case
 
+
+def _fit(fx, *options: str) -> list[str]:
+    """``swapformer fit`` of the tiny recipe with ``options``, writing under the case's folder."""
+    return ["fit", "--config", fx.recipe(), f"--trainer.default_root_dir={fx.tmp / 'runs'}", *options]
+
+
+def _file(fx, name: str, content: str | bytes = "") -> Path:
+    path = fx.tmp / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    return path
+
+
 CASES = [
+    Case(
+        id="unknown-verb",
+        area="CLI",
+        mistake="a misspelt verb: `swapformer fitt`",
+        expect=r"unknown verb 'fitt' \(did you mean 'fit'\?\)",
+        argv=lambda fx: ["fitt", "--config", "stdlib-tiny"],
+    ),
     Case(
         id="unknown-recipe-name",
         area="CLI",
@@ -13,10 +38,246 @@ CASES = [
         argv=lambda fx: ["fit", "--config", "stdlib-tinyy"],
     ),
     Case(
-        id="generate-missing-checkpoint",
-        area="checkpoint",
-        mistake="`swapformer generate --ckpt_path` of a file that does not exist",
-        expect=r"missing\.ckpt",
-        argv=lambda fx: ["generate", "--ckpt_path", "missing.ckpt", "--prompt", "hi"],
+        id="fit-without-recipe",
+        area="CLI",
+        mistake="`swapformer fit` with no `--config`",
+        expect=r"pass --config",
+        argv=lambda fx: ["fit"],
+    ),
+    Case(
+        id="unknown-option",
+        area="CLI",
+        mistake="a misspelt option: `--trainer.max_stpes 3`",
+        expect=r"--trainer\.max_stpes \(did you mean '--trainer\.max_steps'\?\)",
+        argv=lambda fx: _fit(fx, "--trainer.max_stpes", "3"),
+    ),
+    Case(
+        id="precision-typo",
+        area="CLI",
+        mistake="`--trainer.precision bf17`",
+        expect=r"--trainer\.precision 'bf17' is not one of: .*bf16-mixed",
+        argv=lambda fx: _fit(fx, "--trainer.precision", "bf17"),
+    ),
+    Case(
+        id="max-steps-not-a-number",
+        area="CLI",
+        mistake="`--trainer.max_steps ten`",
+        expect=r"--trainer\.max_steps 'ten' is not a whole number",
+        argv=lambda fx: _fit(fx, "--trainer.max_steps", "ten"),
+    ),
+    Case(
+        id="strategy-typo",
+        area="CLI",
+        mistake="`--trainer.strategy dpp`",
+        expect=r"strategy='dpp'.*did you mean 'ddp'",
+        argv=lambda fx: _fit(fx, "--trainer.strategy", "dpp"),
+    ),
+    Case(
+        id="accelerator-typo",
+        area="CLI",
+        mistake="`--trainer.accelerator cuad`",
+        expect=r"accelerator='cuad'.*did you mean 'cuda'",
+        argv=lambda fx: _fit(fx, "--trainer.accelerator", "cuad"),
+    ),
+    Case(
+        id="accelerator-not-on-this-machine",
+        area="CLI",
+        mistake="`--trainer.accelerator tpu` on a machine without one",
+        expect=r"accelerator='tpu': this machine has no tpu device.*accelerator cpu",
+        argv=lambda fx: _fit(fx, "--trainer.accelerator", "tpu"),
+    ),
+    Case(
+        id="model-option-not-a-number",
+        area="CLI",
+        mistake="`--model.init_args.d_model big`",
+        expect=r"--model\.init_args\.d_model 'big' is not a whole number",
+        argv=lambda fx: _fit(fx, "--model.init_args.d_model", "big"),
+    ),
+    Case(
+        id="model-class-unknown",
+        area="CLI",
+        mistake="`--model GPT` (not a class path)",
+        expect=r"--model 'GPT' is neither a class path",
+        argv=lambda fx: _fit(fx, "--model", "GPT"),
+    ),
+    Case(
+        id="root-dir-is-a-file",
+        area="CLI",
+        mistake="`--trainer.default_root_dir` names a file",
+        expect=r"default_root_dir=.*notes\.txt is a file, not a folder",
+        argv=lambda fx: [*_fit(fx), f"--trainer.default_root_dir={_file(fx, 'notes.txt', 'x')}"],
+    ),
+    Case(
+        id="root-dir-under-a-file",
+        area="CLI",
+        mistake="`--trainer.default_root_dir notes.txt/runs` (a folder below a file)",
+        expect=r"default_root_dir=.*notes\.txt/runs: .*notes\.txt is a file, not a folder",
+        argv=lambda fx: [*_fit(fx), f"--trainer.default_root_dir={_file(fx, 'notes.txt', 'x') / 'runs'}"],
+    ),
+    Case(
+        id="fit-ckpt-path-missing",
+        area="CLI",
+        mistake="`swapformer fit --ckpt_path` of a file that does not exist (to resume)",
+        expect=r"--ckpt_path nope\.ckpt: no such file",
+        argv=lambda fx: _fit(fx, "--ckpt_path", "nope.ckpt"),
+    ),
+    Case(
+        id="fit-ckpt-path-last-nothing-there",
+        area="CLI",
+        mistake="`swapformer fit --ckpt_path last` in a root with no checkpoint yet",
+        expect=r"no last\*\.ckpt below .*to start fresh, leave --ckpt_path out",
+        argv=lambda fx: _fit(fx, "--ckpt_path", "last"),
+    ),
+    Case(
+        id="validate-without-checkpoint",
+        area="CLI",
+        mistake="`swapformer validate` without `--ckpt_path` (it would score an untrained model)",
+        expect=r"no --ckpt_path: validate would use an untrained model",
+        argv=lambda fx: ["validate", "--config", fx.recipe()],
+    ),
+    Case(
+        id="generate-without-ckpt-path",
+        area="CLI",
+        mistake="`swapformer generate --prompt hi` without `--ckpt_path`",
+        expect=r"required: --ckpt_path",
+        argv=lambda fx: ["generate", "--prompt", "hi"],
+    ),
+    Case(
+        id="generate-without-prompt",
+        area="CLI",
+        mistake="`swapformer generate` of a causal LM with no prompt",
+        expect=r"pass --prompt TEXT or --prompts_file FILE",
+        argv=lambda fx: ["generate", "--ckpt_path", fx.causal_checkpoint],
+    ),
+    Case(
+        id="generate-prompt-to-seq2seq",
+        area="CLI",
+        mistake="`swapformer generate --prompt` with a seq2seq checkpoint",
+        expect=r"seq2seq checkpoint translates source lines: pass --input FILE",
+        argv=lambda fx: ["generate", "--ckpt_path", fx.seq2seq_checkpoint, "--prompt", "hi"],
+    ),
+    Case(
+        id="generate-prompts-file-missing",
+        area="CLI",
+        mistake="`swapformer generate --prompts_file` of a file that does not exist",
+        expect=r"prompts\.txt: No such file",
+        argv=lambda fx: ["generate", "--ckpt_path", fx.causal_checkpoint, "--prompts_file", "prompts.txt"],
+    ),
+    Case(
+        id="generate-last-nothing-there",
+        area="CLI",
+        mistake="`swapformer generate --ckpt_path last` in a folder with no checkpoint",
+        expect=r"--ckpt_path last: no last\*\.ckpt below .*--root DIR",
+        argv=lambda fx: ["generate", "--ckpt_path", "last", "--prompt", "hi"],
+    ),
+    Case(
+        id="evaluate-missing-text",
+        area="CLI",
+        mistake="`swapformer evaluate --path` of a file that does not exist",
+        expect=r"held_out\.txt: No such file",
+        argv=lambda fx: ["evaluate", "--ckpt_path", fx.causal_checkpoint, "--path", "held_out.txt"],
+    ),
+    Case(
+        id="evaluate-binary-text",
+        area="CLI",
+        mistake="`swapformer evaluate --path` of a binary file",
+        expect=r"--path .*image\.png is not UTF-8 text",
+        argv=lambda fx: [
+            "evaluate",
+            "--ckpt_path",
+            fx.causal_checkpoint,
+            "--path",
+            _file(fx, "image.png", b"\x89PNG\r\n\x1a\n\xff\xfe"),
+        ],
+    ),
+    Case(
+        id="evaluate-translation-flags-on-causal",
+        area="CLI",
+        mistake="`swapformer evaluate --src --ref` with a causal-LM checkpoint",
+        expect=r"holds a causal_lm model: pass --path FILE",
+        argv=lambda fx: ["evaluate", "--ckpt_path", fx.causal_checkpoint, "--src", "a.txt", "--ref", "b.txt"],
+    ),
+    Case(
+        id="evaluate-seq-len-zero",
+        area="CLI",
+        mistake="`swapformer evaluate --seq_len 0`",
+        expect=r"--seq_len=0 must be at least 1",
+        argv=lambda fx: [
+            "evaluate",
+            "--ckpt_path",
+            fx.causal_checkpoint,
+            "--path",
+            _file(fx, "text.txt", "hello world, hello world\n"),
+            "--seq_len",
+            "0",
+        ],
+    ),
+    Case(
+        id="export-out-is-a-file",
+        area="CLI",
+        mistake="`swapformer export --out` names an existing file",
+        expect=r"--out .*model\.bin is a file: give a folder",
+        argv=lambda fx: ["export", "--ckpt_path", fx.causal_checkpoint, "--out", _file(fx, "model.bin", "x")],
+    ),
+    Case(
+        id="import-hf-without-config",
+        area="CLI",
+        mistake="`swapformer import-hf` of a folder without `config.json`",
+        expect=r"config\.json",
+        argv=lambda fx: ["import-hf", _file(fx, "model/README.md", "x").parent, "--out", "out"],
+    ),
+    Case(
+        id="import-hf-unsupported-family",
+        area="CLI",
+        mistake="`swapformer import-hf` of a model family swapformer does not map (BERT)",
+        expect=r"bert.*gpt2",
+        argv=lambda fx: [
+            "import-hf",
+            _file(fx, "bert/config.json", '{"model_type": "bert", "architectures": ["BertModel"]}').parent,
+            "--out",
+            "out",
+        ],
+    ),
+    Case(
+        id="import-hf-of-a-file",
+        area="CLI",
+        mistake="`swapformer import-hf` of a weights file instead of its folder",
+        expect=r"model\.safetensors is not a folder: give a Hugging Face model folder",
+        argv=lambda fx: ["import-hf", _file(fx, "model.safetensors", "x"), "--out", "out"],
+    ),
+    Case(
+        id="check-unknown-component",
+        area="CLI",
+        mistake="`swapformer check roep` (a misspelt component)",
+        expect=r"no component is called 'roep' \(did you mean 'rope'\?\)",
+        argv=lambda fx: ["check", "roep"],
+    ),
+    Case(
+        id="check-unknown-family",
+        area="CLI",
+        mistake="`swapformer check attn:math` (a misspelt family)",
+        expect=r"unknown component family 'attn'",
+        argv=lambda fx: ["check", "attn:math"],
+    ),
+    Case(
+        id="components-unknown-family",
+        area="CLI",
+        mistake="`swapformer components positionl`",
+        expect=r"unknown component family 'positionl' \(did you mean 'positional'\?\)",
+        argv=lambda fx: ["components", "positionl"],
+    ),
+    Case(
+        id="recipes-cp-onto-existing-file",
+        area="CLI",
+        mistake="`swapformer recipes cp stdlib-tiny mine.yaml` when mine.yaml exists",
+        expect=r"mine\.yaml already exists; pass another destination",
+        argv=lambda fx: ["recipes", "cp", "stdlib-tiny", _file(fx, "mine.yaml", "# mine\n")],
+    ),
+    Case(
+        id="recipes-cp-unknown-name",
+        area="CLI",
+        mistake="`swapformer recipes cp stdlib-tinyy mine.yaml`",
+        expect=r"recipe 'stdlib-tinyy' is neither a file nor a bundled recipe \(did you mean 'stdlib-tiny'\?\)",
+        argv=lambda fx: ["recipes", "cp", "stdlib-tinyy", "mine.yaml"],
     ),
 ]

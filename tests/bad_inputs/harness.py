@@ -124,6 +124,70 @@ class Fixtures:
         """``last.ckpt`` of a 2-step tiny causal-LM fit (d_model 32), made by ``swapformer fit``."""
         return self._fit("causal", self.recipe("causal"))
 
+    @cached_property
+    def seq2seq_checkpoint(self) -> Path:
+        """``last.ckpt`` of a 2-step tiny encoder-decoder fit on the dates task (d_model 32)."""
+        config = yaml.safe_load((RECIPES / "seq2seq" / "dates.yaml").read_text())
+        config["model"]["init_args"].update(
+            d_model=32, num_heads=4, num_encoder_layers=1, num_decoder_layers=1, d_ff=64, max_seq_len=64
+        )
+        config["data"]["init_args"].update(num_train=64, num_val=16, batch_size=8)
+        config["trainer"].update(TINY_TRAINER)
+        config["trainer"]["callbacks"] = [
+            c for c in config["trainer"].get("callbacks") or [] if "SampleCallback" not in c["class_path"]
+        ]
+        path = self.root / "fixtures" / "seq2seq.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return self._fit("seq2seq", path)
+
+    # ---- files that are not checkpoints of swapformer fit (built once, cheap) ----------------------------
+    @cached_property
+    def truncated_checkpoint(self) -> Path:
+        """The first half of ``causal_checkpoint``: a copy cut short."""
+        data = self.causal_checkpoint.read_bytes()
+        return self._write("truncated.ckpt", data[: len(data) // 2])
+
+    @cached_property
+    def code_checkpoint(self) -> Path:
+        """A torch file holding an object whose unpickling would call a function (``__reduce__``)."""
+        import torch
+
+        path = self.root / "fixtures" / "runs-code.ckpt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"state_dict": {}, "payload": _RunsCode()}, path)
+        return path
+
+    @cached_property
+    def state_dict_file(self) -> Path:
+        """A bare state_dict, the way a Hugging Face ``pytorch_model.bin`` is written."""
+        import torch
+
+        path = self.root / "fixtures" / "pytorch_model.bin"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"wte.weight": torch.zeros(4, 2), "lm_head.weight": torch.zeros(4, 2)}, path)
+        return path
+
+    @cached_property
+    def other_lightning_checkpoint(self) -> Path:
+        """A Lightning checkpoint of another program's model (no swapformer hyperparameters)."""
+        import torch
+
+        path = self.root / "fixtures" / "other.ckpt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {"pytorch-lightning_version": "2.6.6", "state_dict": {"layer.weight": torch.zeros(2, 2)}}
+        torch.save({**state, "hyper_parameters": {"hidden": 2}}, path)
+        return path
+
+    def _write(self, name: str, data: bytes | str) -> Path:
+        path = self.root / "fixtures" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(data, bytes):
+            path.write_bytes(data)
+        else:
+            path.write_text(data)
+        return path
+
     def _fit(self, name: str, recipe: Path) -> Path:
         from swapformer.cli import run
 
@@ -134,6 +198,13 @@ class Fixtures:
         if not found:
             raise RuntimeError(f"the {name} fixture fit wrote no last.ckpt under {root}")
         return found[-1]
+
+
+class _RunsCode:
+    """Unpickling this would call ``print``: a stand-in for a checkpoint that runs code on load."""
+
+    def __reduce__(self):
+        return (print, ("this ran while loading the checkpoint",))
 
 
 @dataclass

@@ -104,11 +104,14 @@ def test_errors_are_one_line_and_exit_2(causal_ckpt, args, message, capsys):
     assert re.search(message, err) and err.startswith("swapformer generate: error: ") and err.count("\n") == 1
 
 
-def test_a_folder_or_missing_checkpoint_is_named(tmp_path):
-    with pytest.raises(SystemExit, match="is a folder"):
-        main(["--ckpt_path", str(tmp_path), "--prompt", "x"])
-    with pytest.raises(SystemExit, match="no checkpoint at"):
-        main(["--ckpt_path", str(tmp_path / "nope.ckpt"), "--prompt", "x"])
+def test_a_folder_or_missing_checkpoint_is_named(tmp_path, capsys):
+    (tmp_path / "__0_0.distcp").write_bytes(b"shard")  # a distributed checkpoint's folder
+    for path, message in [(tmp_path, "is a folder"), (tmp_path / "nope.ckpt", "no checkpoint at")]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--ckpt_path", str(path), "--prompt", "x"])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and err.startswith("swapformer generate: error: ")
+        assert message in err and str(path) in err
 
 
 def test_streamer_waits_for_whole_characters():

@@ -146,7 +146,7 @@ def test_bad_recipe_value_fails_before_data_is_read(override, expected, in_tmp, 
         )
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert err.count("swapformer: error:") == 1
+    assert err.count("swapformer fit: error:") == 1
     assert re.search(expected, err), err
     assert "does not exist" not in err and "Traceback" not in err  # the data was never touched
     assert not (in_tmp / "runs").exists()
@@ -164,7 +164,9 @@ def test_data_error_is_one_clean_message(in_tmp, capsys):
         )
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert "swapformer: error: DataError: path='nope.txt' does not exist" in err and "Traceback" not in err
+    assert (
+        "swapformer fit: error: DataError: path='nope.txt' does not exist" in err and "Traceback" not in err
+    )
 
 
 def test_wandb_offline_run_logs_config_and_metrics(in_tmp, monkeypatch):

@@ -123,8 +123,11 @@ def test_the_recipe_trains_a_masked_lm_that_beats_the_unigram_baseline(in_tmp, c
     out = capsys.readouterr().out
     assert "[masked]" in out and "[filled]" in out and "masked tokens right)" in out
     # a masked LM does not decode left to right: `swapformer generate` says so in one line
-    with pytest.raises(SystemExit, match="holds a masked_lm model, which does not decode left to right"):
+    with pytest.raises(SystemExit) as exit_info:
         generate_main(["--ckpt_path", cli.trainer.checkpoint_callback.last_model_path, "--prompt", "def"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("swapformer generate: error: ")
+    assert "holds a masked_lm model, which does not decode left to right" in err
 
 
 def test_a_bad_mask_option_in_a_recipe_is_one_line_not_a_traceback(in_tmp, capsys):
@@ -133,6 +136,6 @@ def test_a_bad_mask_option_in_a_recipe_is_one_line_not_a_traceback(in_tmp, capsy
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1] == (
-        "swapformer: error: ConfigError: mask_probability=2.0 must be in (0, 1); BERT uses 0.15"
+        "swapformer fit: error: mask_probability=2.0 must be in (0, 1); BERT uses 0.15"
     )
     assert "Traceback" not in err

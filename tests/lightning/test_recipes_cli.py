@@ -64,13 +64,13 @@ def test_ambiguous_and_unknown_names_fail_with_one_line(in_tmp, monkeypatch, cap
     err = capsys.readouterr().err
     assert (
         err
-        == "swapformer: error: recipe name 'tiny' is ambiguous: use one of causal_lm/tiny, masked_lm/tiny\n"
+        == "swapformer fit: error: recipe name 'tiny' is ambiguous: use one of causal_lm/tiny, masked_lm/tiny\n"
     )
     with pytest.raises(SystemExit):
         main(["fit", "--config", "tyni"])
     err = capsys.readouterr().err
     assert re.fullmatch(
-        r"swapformer: error: --config 'tyni' is neither a file nor a bundled recipe "
+        r"swapformer fit: error: --config 'tyni' is neither a file nor a bundled recipe "
         r"\(did you mean 'tiny'\?\); `swapformer recipes` lists them\n",
         err,
     ), err

@@ -11,13 +11,19 @@
     swapformer check NAME                                     # the conformance suite for one component
     swapformer import-hf HF_DIR --out DIR                     # a Hugging Face model as components + recipe
     swapformer export --ckpt_path last.ckpt --out DIR [--format hf]   # a checkpoint's model and tokenizer
+
+A user error of any verb prints ``swapformer VERB: error: <one line>`` and exits with code 2 (see
+:mod:`swapformer.cli.errors`); ``--debug`` anywhere on the line, or ``SWAPFORMER_DEBUG=1``, shows the traceback.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 from swapformer.cli import check, components, evaluate, fit, generate, interop, recipes
+from swapformer.cli.errors import DEBUG_ENV, user_errors
+from swapformer.errors import UsageError, did_you_mean
 
 VERBS = {
     "generate": generate.main,
@@ -45,6 +51,8 @@ HELP = {
 }
 """One line per verb for ``swapformer --help``."""
 
+LIGHTNING_VERBS = ("fit", "validate", "test", "predict")
+
 
 def usage() -> str:
     width = max(map(len, HELP))
@@ -69,14 +77,40 @@ def run(args: list[str] | None = None) -> fit.SwapformerCLI | None:
         print(usage(), file=sys.stdout if argv else sys.stderr)
         raise SystemExit(0 if argv else 2)
     if argv[0] in VERBS:
-        VERBS[argv[0]](argv[1:])
+        with user_errors(argv[0]):
+            VERBS[argv[0]](argv[1:])
         return None
+    if argv[0] not in LIGHTNING_VERBS:
+        with user_errors(argv[0]):
+            verbs = [*LIGHTNING_VERBS, *VERBS]
+            raise UsageError(
+                f"unknown verb {argv[0]!r}{did_you_mean(argv[0], verbs)}; verbs: {', '.join(verbs)}"
+            )
     return fit.run(None if args is None else argv)
 
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point of ``swapformer`` (the console script); see :func:`run` for the same with a return value."""
-    run(args)
+    """Entry point of ``swapformer`` (the console script); see :func:`run` for the same with a return value.
+
+    ``--debug`` is taken off the command line and sets ``$SWAPFORMER_DEBUG`` for the run (processes that DDP
+    starts inherit it): user errors then show their traceback.
+    """
+    argv = list(sys.argv[1:] if args is None else args)
+    if "--debug" not in argv:
+        run(args)
+        return
+    argv = [a for a in argv if a != "--debug"]
+    if args is None:
+        sys.argv[1:] = argv  # DDP's launcher re-runs sys.argv in every process
+    previous = os.environ.get(DEBUG_ENV)
+    os.environ[DEBUG_ENV] = "1"
+    try:
+        run(None if args is None else argv)
+    finally:
+        if previous is None:
+            os.environ.pop(DEBUG_ENV, None)
+        else:
+            os.environ[DEBUG_ENV] = previous
 
 
 if __name__ == "__main__":

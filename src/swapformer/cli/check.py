@@ -20,6 +20,7 @@ from typing import TextIO
 
 import torch
 
+from swapformer.cli.errors import user_errors
 from swapformer.conformance import CHECK_NAMES, COMPONENTS, CombinationResult, combinations, model_kinds, run
 from swapformer.errors import ConfigError, did_you_mean
 from swapformer.registry import FAMILIES, load_plugins
@@ -118,11 +119,8 @@ def main(argv: list[str] | None = None, *, file: TextIO | None = None) -> None:
     args = parser().parse_args(argv)
     fixed: dict[str, str] = {}
     if args.name != "all":
-        try:
+        with user_errors("check"):
             family, member = resolve(args.name)
-        except ConfigError as err:
-            print(f"swapformer check: error: {err}", file=sys.stderr)
-            raise SystemExit(2) from None
         fixed[family] = member
     combos = combinations(kinds=args.kind, fixed=fixed, quick=args.quick)
     subject = " + ".join(f"{f} '{m}'" for f, m in fixed.items()) or "every component"

@@ -8,8 +8,9 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from swapformer.cli.errors import user_errors
 from swapformer.compat import capability_rows, compatibility_rows, cross_attention_kernel
-from swapformer.errors import ConfigError
+from swapformer.errors import ConfigError, did_you_mean
 from swapformer.registry import ATTENTION, FAMILIES, load_plugins
 
 # Which capability columns apply to which family (the rest keep their defaults and are not shown).
@@ -69,7 +70,10 @@ def print_components(families: list[str] | None = None, *, file: Any = None) -> 
     failed = load_plugins()
     for family in families or list(FAMILIES):
         if family not in FAMILIES:
-            raise ConfigError(f"unknown component family '{family}'; families: {', '.join(FAMILIES)}")
+            raise ConfigError(
+                f"unknown component family '{family}'{did_you_mean(family, FAMILIES)}; families: "
+                f"{', '.join(FAMILIES)}"
+            )
         registry = FAMILIES[family]
         print(f"{family}: {registry.description}", file=file)
         members = registry.describe()
@@ -96,11 +100,8 @@ def main(argv: list[str]) -> None:
             "--matrix: which kernels and positional members combine, and what each member supports"
         )
         return
-    try:
+    with user_errors("components"):
         if "--matrix" in argv:
             print_matrix()
         else:
             print_components(argv or None)
-    except ConfigError as err:
-        print(f"swapformer components: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None

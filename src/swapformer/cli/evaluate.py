@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 from typing import TextIO
 
@@ -24,10 +23,10 @@ import sacrebleu
 import torch
 import torch.nn.functional as F
 
+from swapformer.cli.errors import read_text, user_errors
 from swapformer.registry import kind
 from swapformer.tasks import SwapformerModule
-
-ERROR = "swapformer evaluate: error:"
+from swapformer.training.checkpoints import resolve_last
 
 
 def parser() -> argparse.ArgumentParser:
@@ -35,8 +34,11 @@ def parser() -> argparse.ArgumentParser:
         prog="swapformer evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument(
-        "--ckpt_path", required=True, help="a checkpoint written by swapformer fit (one .ckpt file)"
+        "--ckpt_path",
+        required=True,
+        help="a checkpoint written by swapformer fit (one .ckpt file), or last: the newest last*.ckpt below --root",
     )
+    p.add_argument("--root", help="where --ckpt_path last looks (default: the working folder)")
     p.add_argument("--path", help="a text file to score (causal LM)")
     p.add_argument("--src", help="source lines to translate (seq2seq)")
     p.add_argument("--ref", help="reference translations, one per source line (seq2seq)")
@@ -54,17 +56,11 @@ def load(path: str, device: str = "cpu") -> SwapformerModule:
     """The checkpoint's module (model, hyperparameters, tokenizer), in eval mode.
 
     Raises:
-        ValueError: no such file, a folder (an unconsolidated distributed checkpoint), or no tokenizer.
+        CheckpointError: no such file, a folder (an unconsolidated distributed checkpoint), not a checkpoint of
+            swapformer fit (the message says what it is).
+        ValueError: the checkpoint holds no tokenizer.
     """
-    if os.path.isdir(path):
-        raise ValueError(
-            f"{path} is a folder (a distributed checkpoint); consolidate it first (docs/scale-out.md)"
-        )
-    if not os.path.isfile(path):
-        raise ValueError(f"no checkpoint at {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    module = SwapformerModule.for_kind(state.get("hyper_parameters", {}).get("kind", "causal_lm"))
-    module = module.load(path, map_location=device)
+    module = SwapformerModule.load(path, map_location=device)
     if module.tokenizer is None:
         raise ValueError(f"{path} holds no tokenizer (not written by swapformer fit)")
     return module
@@ -139,20 +135,20 @@ def translation_scores(
     )
 
 
-def _lines(path: str) -> list[str]:
-    with open(path, encoding="utf-8") as lines:
-        return [line.rstrip("\n") for line in lines]
+def _lines(path: str, option: str) -> list[str]:
+    return read_text(path, option).splitlines()
 
 
 def _run(args: argparse.Namespace, out: TextIO) -> None:
     if args.batch_size < 1 or args.num_beams < 1:
         raise ValueError("--batch_size and --num_beams must be at least 1")
+    args.ckpt_path = resolve_last(args.ckpt_path, args.root)
     module = load(args.ckpt_path, args.device)
     model_kind = module.config.kind
     if kind(model_kind).source:
         if args.path or not (args.src and args.ref):
             raise ValueError(f"{args.ckpt_path} holds a {model_kind} model: pass --src FILE --ref FILE")
-        sources, references = _lines(args.src), _lines(args.ref)
+        sources, references = _lines(args.src, "--src"), _lines(args.ref, "--ref")
         if len(sources) != len(references) or not sources:
             raise ValueError(
                 f"--src has {len(sources)} lines and --ref {len(references)}: they must match (>0)"
@@ -174,8 +170,8 @@ def _run(args: argparse.Namespace, out: TextIO) -> None:
         )
     if args.src or args.ref or not args.path:
         raise ValueError(f"{args.ckpt_path} holds a {model_kind} model: pass --path FILE (a text to score)")
-    with open(args.path, encoding="utf-8") as text:
-        scores = text_scores(module, text.read(), seq_len=args.seq_len, batch_size=args.batch_size)
+    text = read_text(args.path, "--path")
+    scores = text_scores(module, text, seq_len=args.seq_len, batch_size=args.batch_size)
     out.write(
         f"perplexity {scores['perplexity']:.4f}\n"
         f"bits per character {scores['bits_per_character']:.4f}\n"
@@ -187,8 +183,5 @@ def _run(args: argparse.Namespace, out: TextIO) -> None:
 def main(argv: list[str] | None = None, *, stdout: TextIO | None = None) -> None:
     """Entry point (``swapformer evaluate ...``)."""
     args = parser().parse_args(argv)
-    try:
+    with user_errors("evaluate", also=(ValueError, OSError)):
         _run(args, stdout or sys.stdout)
-    except (ValueError, OSError, UnicodeDecodeError) as err:
-        print(f"{ERROR} {err}", file=sys.stderr)
-        raise SystemExit(2) from None

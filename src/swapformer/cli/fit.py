@@ -18,6 +18,9 @@ it. ``fit --ckpt_path`` resumes the recipe's model, which must be the checkpoint
 trains, :mod:`swapformer.training.resume`); ``--model.init_args.init_from`` starts another model from its
 weights. The recipe's ``checkpoint:`` section configures the ModelCheckpoint the CLI adds when checkpointing is on
 (not with ``--trainer.enable_checkpointing false``, nor when ``trainer.callbacks`` has a ModelCheckpoint).
+
+Paths, trainer names and sequence lengths are checked before anything expensive (:mod:`.preflight`); every
+user error is one line, ``swapformer <verb>: error: ...``, and exit code 2 (:mod:`swapformer.cli.errors`).
 """
 
 from __future__ import annotations
@@ -31,17 +34,21 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
 
+from swapformer.cli import preflight
+from swapformer.cli.errors import debugging, usage_error, user_errors
 from swapformer.cli.recipes import resolve_config_args
 from swapformer.config import ModelConfig
 from swapformer.data.tokenizers import TOKENIZER_KINDS
-from swapformer.errors import ConfigError
+from swapformer.errors import CheckpointError, ConfigError
 from swapformer.registry import load_plugins
-from swapformer.tasks.base import MODEL_KEYS, SwapformerModule
+from swapformer.tasks.base import MODEL_KEYS, TRAINING_KEYS, SwapformerModule
+from swapformer.training.checkpoints import newest_last_checkpoint, read_checkpoint
 from swapformer.training.resume import check_resume
 
 # Stands in for the data's vocabulary while the rest of the model config is checked (reading the data to
@@ -57,6 +64,20 @@ class LogConfigCallback(SaveConfigCallback):
         config = yaml.safe_load(self.parser.dump(self.config, skip_none=False, skip_check=True))
         for logger in trainer.loggers:
             logger.log_hyperparams({"config": config})
+
+
+class SwapformerArgumentParser(LightningArgumentParser):
+    """LightningCLI's parser whose errors are one line naming the key first (a :class:`UsageError`), instead of
+    the usage and every type alternative; the verb's one error path prints it."""
+
+    def error(self, message: str, ex: Exception | None = None) -> None:
+        # nested parsers (a class's init_args) report to their parent, which formats the whole message
+        if not self.exit_on_error or debugging():
+            super().error(message, ex)
+        parsers = [self, *getattr(self._subcommands_action, "_name_parser_map", {}).values()]
+        options = [o for parser in parsers for action in parser._actions for o in action.option_strings]
+        options += [f"--model.init_args.{k}" for k in (*MODEL_KEYS, *TRAINING_KEYS) if k != "kind"]
+        raise usage_error(message, options) from None
 
 
 class SwapformerCLI(LightningCLI):
@@ -75,7 +96,12 @@ class SwapformerCLI(LightningCLI):
         self.config = parser.parse_args(args, _skip_validation=True)
         subcommand = self.config.get("subcommand")
         _loggers_under_root(self.config[subcommand]["trainer"] if subcommand else self.config.get("trainer"))
-        parser.validate(self.config)
+        try:
+            parser.validate(self.config)
+        except (TypeError, ValueError) as err:  # what parse_args would have reported through parser.error
+            parser.error(str(err), err)
+        # before Lightning reads --ckpt_path's hyperparameters, and before any data is read
+        preflight.check_paths(self.config[subcommand] if subcommand else self.config, subcommand)
 
     def _parse_ckpt_path(self) -> None:
         # LightningCLI puts the checkpoint's hyperparameters over the recipe's model when --ckpt_path names a file
@@ -92,6 +118,7 @@ class SwapformerCLI(LightningCLI):
         if init_args is None:
             return
         _tokenizer_of_init_from(init_args.get("init_from"), config.get("data"))
+        preflight.check_trainer(config.get("trainer"))
         _cache_under_the_root(config)
         values = {k: init_args[k] for k in MODEL_KEYS if k in init_args}
         if values.get("vocab_size") is None:
@@ -103,12 +130,13 @@ class SwapformerCLI(LightningCLI):
         if module_kind is not None:
             values["kind"] = module_kind
         try:
-            ModelConfig.from_dict(values)
+            model_config = ModelConfig.from_dict(values)
         except ConfigError as err:
             raise ConfigError(
                 [f"model.init_args.{p}" if re.match(r"\w+", p)[0] in MODEL_KEYS else p for p in err.problems],
                 title=f"invalid model in the recipe ({model.class_path})",
             ) from None
+        preflight.check_lengths(model_config, config.get("data"))
 
     def instantiate_classes(self) -> None:
         try:
@@ -117,7 +145,8 @@ class SwapformerCLI(LightningCLI):
             cause = _user_error(err)
             if cause is None:
                 raise
-            raise ConfigError(f"{type(cause).__name__}: {cause}") from err
+            named = type(cause) not in (ConfigError, CheckpointError)  # DataError: say it is the data's
+            raise ConfigError(f"{type(cause).__name__}: {cause}" if named else str(cause)) from err
         config = self.config_init.get(str(self.subcommand), self.config_init)
         if config.get("ckpt_path") == "last":
             root = config["trainer"].get("default_root_dir") or os.getcwd()
@@ -134,7 +163,12 @@ class SwapformerCLI(LightningCLI):
         checkpointing = trainer_config.get("enable_checkpointing") is not False
         if checkpointing and not any(isinstance(c, ModelCheckpoint) for c in own):
             extra.append(self._get(self.config_init, "checkpoint"))
-        return self._instantiate_trainer(trainer_config, extra)
+        try:
+            return self._instantiate_trainer(trainer_config, extra)
+        except (ValueError, MisconfigurationException) as err:  # Lightning's word on a trainer setting
+            if type(err).__module__.startswith("swapformer"):
+                raise
+            raise ConfigError(f"trainer: {' '.join(str(err).split())}") from err
 
     def after_fit(self) -> None:
         trainer = self.trainer
@@ -184,15 +218,8 @@ def _loggers_under_root(trainer: Any) -> None:
 
 def _newest_last_checkpoint(root: str | os.PathLike) -> str | None:
     """The most recently written ``last*.ckpt`` (a file, or a sharded checkpoint's folder) below ``root``."""
-    suffix = ModelCheckpoint.FILE_EXTENSION
-    found = [
-        p
-        for p in Path(root).rglob(f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}*{suffix}")
-        if not any(
-            folder.suffix == suffix for folder in p.relative_to(root).parents
-        )  # not inside a shard folder
-    ]
-    return str(max(found, key=lambda p: p.stat().st_mtime)) if found else None
+    found = newest_last_checkpoint(root)
+    return None if found is None else str(found)
 
 
 def _cache_under_the_root(config: Any) -> None:
@@ -214,6 +241,8 @@ def _tokenizer_of_init_from(init_from: str | None, data: Any) -> None:
     if not init_from or init_args is None or init_args.get("tokenizer") not in TOKENIZER_KINDS:
         return
     source = Path(init_from)
+    if source.is_file():  # the data module reads the tokenizer first: say what a file that is not one is
+        read_checkpoint(source)
     if (source / "tokenizer.json").is_file() or (source.is_file() and source.suffix == ".ckpt"):
         rank_zero_info(f"init_from: the data module uses the tokenizer of {init_from}")
         init_args["tokenizer"] = init_from
@@ -235,10 +264,13 @@ def run(args: list[str] | None) -> SwapformerCLI:
     """Run a Lightning verb with the recipe arguments ``args`` (the verb first) and return the CLI object.
 
     Raises:
-        SystemExit: code 2 with one message on stderr for a bad recipe (and jsonargparse's own errors).
+        SystemExit: code 2 with ``swapformer <verb>: error: <one line>`` on stderr for a user error (a bad recipe
+            value, option or path); with ``--debug`` / ``$SWAPFORMER_DEBUG`` the error itself.
     """
     load_plugins()  # plug-in names must be registered before the recipe is checked
-    try:
+    given = sys.argv[1:] if args is None else args
+    verb = given[0] if given else "fit"
+    with user_errors(verb):
         if args is None:  # the console script: rewrite sys.argv, which DDP's launcher re-runs in each process
             sys.argv[1:] = resolve_config_args(sys.argv[1:])
         else:
@@ -250,8 +282,6 @@ def run(args: list[str] | None) -> SwapformerCLI:
             subclass_mode_data=True,
             save_config_callback=LogConfigCallback,
             save_config_kwargs={"overwrite": True},
+            parser_class=SwapformerArgumentParser,
             args=args,
         )
-    except ConfigError as err:
-        print(f"swapformer: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None

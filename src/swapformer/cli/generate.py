@@ -14,19 +14,18 @@ streams the new text; a seq2seq checkpoint reads lines (``--input`` or stdin) an
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Iterable
-from contextlib import nullcontext
 from typing import Any, TextIO
 
 import torch
 
+from swapformer.cli.errors import read_text, user_errors
 from swapformer.registry import kind
 from swapformer.tasks import SwapformerModule
+from swapformer.training.checkpoints import resolve_last
 
 DEFAULT_NEW_TOKENS = 200
-ERROR = "swapformer generate: error:"
 
 
 class TextStreamer:
@@ -67,8 +66,11 @@ def parser() -> argparse.ArgumentParser:
         prog="swapformer generate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument(
-        "--ckpt_path", required=True, help="a checkpoint written by swapformer fit (one .ckpt file)"
+        "--ckpt_path",
+        required=True,
+        help="a checkpoint written by swapformer fit (one .ckpt file), or last: the newest last*.ckpt below --root",
     )
+    p.add_argument("--root", help="where --ckpt_path last looks (default: the working folder)")
     p.add_argument("--prompt", action="append", default=[], help="text to continue (causal LM); repeatable")
     p.add_argument("--prompts_file", help="a file of prompts, one per line (causal LM)")
     p.add_argument("--input", help="a file of source lines (seq2seq); default: stdin")
@@ -94,20 +96,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _load(path: str, device: str):
-    if os.path.isdir(path):
-        raise SystemExit(
-            f"{ERROR} {path} is a folder (a distributed checkpoint); consolidate it into one "
-            "file first (see docs/scale-out.md)"
-        )
-    if not os.path.isfile(path):
-        raise SystemExit(f"{ERROR} no checkpoint at {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    kind_name = state.get("hyper_parameters", {}).get("kind", "causal_lm")
-    module = SwapformerModule.for_kind(kind_name).load(path, map_location=device)
+    module = SwapformerModule.load(path, map_location=device)  # CheckpointError names a file that is not one
+    kind_name = module.config.kind
     if not kind(kind_name).generates:
-        raise SystemExit(f"{ERROR} {path} holds a {kind_name} model, which does not decode left to right")
+        raise ValueError(f"{path} holds a {kind_name} model, which does not decode left to right")
     if module.tokenizer is None:
-        raise SystemExit(f"{ERROR} {path} holds no tokenizer (not written by swapformer fit)")
+        raise ValueError(f"{path} holds no tokenizer (not written by swapformer fit)")
     return module
 
 
@@ -162,27 +156,24 @@ def main(argv: list[str] | None = None, *, stdin: TextIO | None = None, stdout: 
     """Entry point (``swapformer generate ...``); ``stdin``/``stdout`` default to the process's streams."""
     args = parser().parse_args(argv)
     out, source = stdout or sys.stdout, stdin or sys.stdin
-    try:
+    with user_errors("generate", also=(ValueError, OSError)):
         kwargs = _generation_kwargs(args)
-        module = _load(args.ckpt_path, args.device)
+        module = _load(resolve_last(args.ckpt_path, args.root), args.device)
         with torch.inference_mode():
             if kind(module.config.kind).source:  # a seq2seq model translates lines
                 if args.prompt or args.prompts_file:
                     raise ValueError(
                         "a seq2seq checkpoint translates source lines: pass --input FILE or pipe lines on stdin"
                     )
-                with open(args.input, encoding="utf-8") if args.input else nullcontext(source) as lines:
-                    _translate(module, lines, kwargs, args.batch_size, out)
+                lines = read_text(args.input, "--input").splitlines() if args.input else source
+                _translate(module, lines, kwargs, args.batch_size, out)
                 return
             prompts = list(args.prompt)
             if args.prompts_file:
-                with open(args.prompts_file, encoding="utf-8") as lines:
-                    prompts += [line.rstrip("\n") for line in lines if line.strip()]
+                lines = read_text(args.prompts_file, "--prompts_file").splitlines()
+                prompts += [line for line in lines if line.strip()]
             if not prompts:
                 raise ValueError(
                     "a causal-LM checkpoint continues prompts: pass --prompt TEXT or --prompts_file FILE"
                 )
             _continue(module, prompts, kwargs, out)
-    except (ValueError, OSError) as err:
-        print(f"{ERROR} {err}", file=sys.stderr)
-        raise SystemExit(2) from None

@@ -16,23 +16,18 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
+from swapformer.cli.errors import user_errors
 from swapformer.errors import ConfigError
 from swapformer.interop import from_hf, supported, to_hf
 from swapformer.tasks import SwapformerModule
+from swapformer.training.checkpoints import resolve_last
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
-
-
-def _fail(verb: str, message: Any) -> None:
-    print(f"swapformer {verb}: error: {message}", file=sys.stderr)
-    raise SystemExit(2)
 
 
 def recipe(model: Any, weights: Path, *, tokenizer: bool) -> dict[str, Any]:
@@ -82,11 +77,19 @@ def import_hf(argv: list[str] | None = None) -> None:
         "--out", required=True, help="the folder to write config.json, model.safetensors, recipe.yaml"
     )
     args = p.parse_args(argv)
-    try:
-        model = from_hf(args.source)
-    except ConfigError as err:
-        _fail("import-hf", err)
+    with user_errors("import-hf"):
+        _import_hf(args)
+
+
+def _import_hf(args: argparse.Namespace) -> None:
+    if not Path(args.source).is_dir():
+        raise ConfigError(
+            f"{args.source} is not a folder: give a Hugging Face model folder (config.json and its weights)"
+        )
+    model = from_hf(args.source)
     out = Path(args.out).resolve()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {args.out} is a file: give a folder to write the model to")
     model.save_pretrained(out)
     copied = [name for name in TOKENIZER_FILES if (Path(args.source) / name).is_file()]
     for name in copied:
@@ -110,7 +113,9 @@ def export(argv: list[str] | None = None) -> None:
         prog="swapformer export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument(
-        "--ckpt_path", required=True, help="a checkpoint written by swapformer fit (one .ckpt file)"
+        "--ckpt_path",
+        required=True,
+        help="a checkpoint written by swapformer fit (one .ckpt file), or last: the newest last*.ckpt below --root",
     )
     p.add_argument("--out", required=True, help="the folder to write the model and its tokenizer to")
     p.add_argument(
@@ -119,25 +124,22 @@ def export(argv: list[str] | None = None) -> None:
         default="swapformer",
         help="swapformer: read back by swapformer.load; hf: read by transformers (GPT-2, Llama, ...)",
     )
+    p.add_argument("--root", help="where --ckpt_path last looks (default: the working folder)")
     args = p.parse_args(argv)
-    path = Path(args.ckpt_path)
-    if not path.is_file():
-        _fail("export", f"no checkpoint file at {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # not a torch file, truncated, or refused because loading would run code
-        _fail("export", f"{path} is not a checkpoint written by swapformer fit ({type(err).__name__})")
-    try:
-        module = SwapformerModule.for_kind(state.get("hyper_parameters", {}).get("kind", "causal_lm")).load(
-            path
-        )
-        out = (
-            module.model.save_pretrained(args.out)
-            if args.format == "swapformer"
-            else to_hf(module.model, args.out)
-        )
-    except ConfigError as err:
-        _fail("export", err)
+    with user_errors("export"):
+        _export(args)
+
+
+def _export(args: argparse.Namespace) -> None:
+    path = resolve_last(args.ckpt_path, args.root)
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ConfigError(f"--out {args.out} is a file: give a folder to write the model and tokenizer to")
+    module = SwapformerModule.load(path)  # CheckpointError says what a file that is not a checkpoint is
+    out = (
+        module.model.save_pretrained(args.out)
+        if args.format == "swapformer"
+        else to_hf(module.model, args.out)
+    )
     if module.tokenizer is not None:
         module.tokenizer.save_pretrained(out)
     print(f"{args.format} model{' and tokenizer' if module.tokenizer is not None else ''} -> {out}")

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 from pathlib import Path
 
+import yaml
+
+from swapformer.cli.errors import user_errors
 from swapformer.errors import ConfigError, did_you_mean
 
 _PACKAGE = Path(__file__).resolve().parents[1]
@@ -46,7 +48,7 @@ def purpose(path: Path) -> str:
     return ""
 
 
-def find(name: str) -> Path:
+def find(name: str, *, option: str = "--config") -> Path:
     """The bundled recipe called ``name`` (full name, unique file name, or either with ``recipes/`` and
     ``.yaml`` around it).
 
@@ -64,7 +66,7 @@ def find(name: str) -> Path:
         raise ConfigError(f"recipe name {name!r} is ambiguous: use one of {', '.join(matches)}")
     hint = did_you_mean(key, [*recipes, *{full.rpartition("/")[2] for full in recipes}])
     raise ConfigError(
-        f"--config {name!r} is neither a file nor a bundled recipe{hint}; `swapformer recipes` lists them"
+        f"{option} {name!r} is neither a file nor a bundled recipe{hint}; `swapformer recipes` lists them"
     )
 
 
@@ -75,14 +77,39 @@ def _is_name(value: str) -> bool:
 
 def resolve_config_args(argv: list[str]) -> list[str]:
     """``argv`` with every ``--config NAME`` / ``-c NAME`` / ``--config=NAME`` that is not a file replaced by
-    the bundled recipe's path."""
+    the bundled recipe's path; a file that is not valid YAML is named, with the line of the mistake.
+
+    Raises:
+        ConfigError: an unknown recipe name, or a recipe file with a YAML syntax error.
+    """
     out = list(argv)
     for i, arg in enumerate(out):
-        if arg in ("--config", "-c") and i + 1 < len(out) and _is_name(out[i + 1]):
-            out[i + 1] = str(find(out[i + 1]))
-        elif arg.startswith("--config=") and _is_name(arg.partition("=")[2]):
-            out[i] = f"--config={find(arg.partition('=')[2])}"
+        if arg in ("--config", "-c") and i + 1 < len(out):
+            if _is_name(out[i + 1]):
+                out[i + 1] = str(find(out[i + 1]))
+            check_yaml(out[i + 1])
+        elif arg.startswith("--config="):
+            if _is_name(arg.partition("=")[2]):
+                out[i] = f"--config={find(arg.partition('=')[2])}"
+            check_yaml(out[i].partition("=")[2])
     return out
+
+
+def check_yaml(path: str) -> None:
+    """Raise a one-line :class:`ConfigError` when the file ``path`` is not valid YAML (inline YAML and names
+    are jsonargparse's to read)."""
+    file = Path(path)
+    if not file.is_file():
+        return
+    try:
+        yaml.safe_load(file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"--config {path} is not a text file: give a YAML recipe") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"--config {path}:{where}: YAML syntax error: {problem}; fix the file") from None
 
 
 def list_recipes() -> None:
@@ -94,7 +121,7 @@ def list_recipes() -> None:
 
 def copy(name: str, dest: str) -> Path:
     """Copy the recipe ``name`` to ``dest`` (a file, or a folder to copy into); never overwrites."""
-    source = find(name)
+    source = find(name, option="recipe")
     target = Path(dest)
     if target.is_dir() or dest.endswith(("/", "\\")):
         target = target / source.name
@@ -117,11 +144,8 @@ def main(argv: list[str]) -> None:
     cp.add_argument("name", help="e.g. stdlib-tiny or causal_lm/stdlib-tiny")
     cp.add_argument("dest", help="a file name, or a folder to copy into")
     args = parser.parse_args(argv)
-    try:
+    with user_errors("recipes"):
         if args.command == "cp":
-            print(f"copied {find(args.name)} to {copy(args.name, args.dest)}")
+            print(f"copied {find(args.name, option='recipe')} to {copy(args.name, args.dest)}")
         else:
             list_recipes()
-    except ConfigError as err:
-        print(f"swapformer: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None

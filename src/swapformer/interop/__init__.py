@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
 from swapformer.config import ModelConfig
@@ -41,14 +40,12 @@ def load_weights(source: str | os.PathLike) -> tuple[ModelConfig, dict[str, Tens
         ConfigError: nothing at ``source``, or no model in it.
     """
     path = Path(source)
-    if path.is_file() and path.suffix == ".ckpt":
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    if path.is_file():  # one reader says what a file is when it is not a checkpoint (CheckpointError)
+        from swapformer.training.checkpoints import read_checkpoint
+
+        checkpoint = read_checkpoint(path)
         fields = set(ModelConfig.defaults()) | {"vocab_size"}
-        config = {k: v for k, v in checkpoint.get("hyper_parameters", {}).items() if k in fields}
-        if "state_dict" not in checkpoint or "vocab_size" not in config:
-            raise ConfigError(
-                f"{path} is not a checkpoint of swapformer fit (no model hyperparameters or weights)"
-            )
+        config = {k: v for k, v in checkpoint["hyper_parameters"].items() if k in fields}
         state = {
             k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")
         }

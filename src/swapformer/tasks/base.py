@@ -24,7 +24,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from swapformer.config import COMPONENT_KEYS, ModelConfig
 from swapformer.data.tokenizers import Tokenizer
-from swapformer.errors import ConfigError, did_you_mean
+from swapformer.errors import CheckpointError, ConfigError, did_you_mean
 from swapformer.interop import load_weights
 from swapformer.models import init_weights
 from swapformer.registry import kind
@@ -488,9 +488,25 @@ class SwapformerModule(pl.LightningModule):
 
         The file is read with ``torch.load(weights_only=True)``: tensors and plain Python values only, so a
         checkpoint that would run code on load (a pickled object with ``__reduce__``) is refused with an
-        ``UnpicklingError`` instead of being executed.
+        ``CheckpointError`` (nothing in it runs). Called on ``SwapformerModule`` itself, it picks the task
+        module of the checkpoint's model kind.
+
+        Raises:
+            CheckpointError: the file is missing, not a checkpoint, truncated, written by another program,
+                refused because loading it would run code, or holds another kind of model than ``cls`` trains.
         """
-        return cls.load_from_checkpoint(checkpoint_path, map_location=map_location, weights_only=True).eval()
+        from swapformer.training.checkpoints import read_checkpoint
+
+        model_kind = read_checkpoint(checkpoint_path)["hyper_parameters"]["kind"]
+        module = SwapformerModule.for_kind(model_kind) if cls is SwapformerModule else cls
+        if module.kind != model_kind:
+            raise CheckpointError(
+                f"{checkpoint_path} holds a {model_kind} model, not one {cls.__name__} trains: load it with "
+                f"SwapformerModule.load, which picks the module"
+            )
+        return module.load_from_checkpoint(
+            checkpoint_path, map_location=map_location, weights_only=True
+        ).eval()
 
     def num_parameters(self) -> int:
         """Trainable parameters, a tied embedding counted once."""

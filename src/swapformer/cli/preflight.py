@@ -1,0 +1,137 @@
+"""Checks of a Lightning verb's configuration that run before anything expensive (before any data is read or
+the model is built), each failing with one line that names the key and the fix: paths (``--ckpt_path``,
+``trainer.default_root_dir``), trainer names (strategy, accelerator) and the data's sequence lengths against
+the model's positional member.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from swapformer.config import ModelConfig
+from swapformer.errors import CheckpointError, ConfigError, did_you_mean
+from swapformer.training.checkpoints import check_checkpoint_path, newest_last_checkpoint, read_checkpoint
+
+
+def check_paths(config: Any, subcommand: str | None) -> None:
+    """Fail before any data is read or model built: a ``ckpt_path`` that names nothing (``last`` with no
+    ``last*.ckpt`` below the root), a ``default_root_dir`` that is not a writable folder."""
+    trainer = config.get("trainer")
+    root = (trainer.get("default_root_dir") if trainer is not None else None) or "."
+    root_path = Path(root)
+    if root_path.exists() and not root_path.is_dir():
+        raise ConfigError(
+            f"trainer.default_root_dir={root} is a file, not a folder: give a folder for the run"
+        )
+    existing = next((p for p in [root_path.absolute(), *root_path.absolute().parents] if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ConfigError(
+            f"trainer.default_root_dir={root}: {existing} is a file, not a folder; give a folder"
+        )
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"trainer.default_root_dir={root}: {existing} is not writable; give a folder you can write to"
+        )
+    ckpt_path = config.get("ckpt_path")
+    init_from = getattr(config.get("model"), "init_args", {}).get("init_from")
+    if ckpt_path is None and subcommand in ("validate", "test", "predict") and not init_from:
+        raise ConfigError(
+            f"no --ckpt_path: {subcommand} would use an untrained model; give --ckpt_path FILE, or last (the "
+            "newest last*.ckpt below trainer.default_root_dir)"
+        )
+    if (
+        ckpt_path is None
+        or ckpt_path in ("best", "hpc", "registry")
+        or str(ckpt_path).startswith("registry:")
+    ):
+        return
+    if ckpt_path == "last":
+        if not (root_path.is_dir() and newest_last_checkpoint(root_path)):
+            start = "; to start fresh, leave --ckpt_path out" if subcommand == "fit" else ""
+            raise CheckpointError(
+                f"--ckpt_path last: no last*.ckpt below {root} (trainer.default_root_dir): give the folder the "
+                f"run wrote to with --trainer.default_root_dir, or a checkpoint file{start}"
+            )
+        return
+    if "://" not in str(ckpt_path):  # remote paths are Lightning's to read
+        path = Path(ckpt_path)
+        if not path.exists():
+            raise CheckpointError(
+                f"--ckpt_path {ckpt_path}: no such file or folder; give a checkpoint (or last: the newest "
+                "last*.ckpt below trainer.default_root_dir)"
+            )
+        if path.is_file():  # says what the file is when it is not a checkpoint, before the data is read
+            read_checkpoint(path)
+        elif not any(path.iterdir()):
+            check_checkpoint_path(path)
+
+
+def check_trainer(trainer: Any) -> None:
+    """A misspelt strategy, or an accelerator this machine does not have, named with the fix (Lightning's own
+    messages give neither the key nor a suggestion)."""
+    if trainer is None:
+        return
+    from lightning.pytorch.accelerators import AcceleratorRegistry
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    strategy = trainer.get("strategy")
+    names = ["auto", *StrategyRegistry.available_strategies()]
+    if isinstance(strategy, str) and "." not in strategy and strategy not in names:
+        raise ConfigError(
+            f"trainer.strategy={strategy!r} is not a strategy{did_you_mean(strategy, names)}; "
+            "common ones: auto, ddp, ddp_spawn, fsdp (or a class_path)"
+        )
+    accelerator = trainer.get("accelerator")
+    if not isinstance(accelerator, str) or accelerator == "auto":
+        return
+    name = "cuda" if accelerator == "gpu" else accelerator
+    registry = AcceleratorRegistry.available_accelerators()
+    if name not in registry:
+        known = ["auto", "gpu", *sorted(registry)]
+        raise ConfigError(
+            f"trainer.accelerator={accelerator!r} is not an accelerator{did_you_mean(accelerator, known)}; "
+            f"choose one of {', '.join(known)}"
+        )
+    try:
+        available = AcceleratorRegistry.get(name).is_available()
+    except Exception:
+        available = False
+    if not available:
+        raise ConfigError(
+            f"trainer.accelerator={accelerator!r}: this machine has no {name} device; use "
+            "--trainer.accelerator cpu (or auto, which picks what is there)"
+        )
+
+
+def _name(component: Any) -> str:
+    return component.get("name", component) if isinstance(component, dict) else str(component)
+
+
+def check_lengths(model: ModelConfig, data: Any) -> None:
+    """The data's sequence lengths fit the positional member's table (``max_length``: a ``learned`` table's
+    ``max_seq_len``), checked before the data is read rather than at the first batch that is too long."""
+    init_args = getattr(data, "init_args", None)
+    if init_args is None:
+        return
+    import torch
+
+    from swapformer.models.builders import build_positional
+
+    with torch.device("meta"):  # only its max_length is wanted: no memory for a table
+        limit = build_positional(model, bidirectional=False).max_length
+    if limit is None:
+        return
+    lengths = {  # data key -> tokens the model sees at once
+        "seq_len": init_args.get("seq_len"),
+        "max_src_len": init_args.get("max_src_len"),
+        "max_tgt_len": None if init_args.get("max_tgt_len") is None else init_args["max_tgt_len"] - 1,
+    }
+    for key, length in lengths.items():
+        if isinstance(length, int) and not isinstance(length, bool) and length > limit:
+            raise ConfigError(
+                f"data.init_args.{key}={init_args[key]} is longer than the model's positional "
+                f"'{_name(model.positional)}' table "
+                f"({limit} positions): lower {key} or raise model.init_args.max_seq_len"
+            )

@@ -1,0 +1,159 @@
+"""One reader for the checkpoints users name (``--ckpt_path``, ``init_from``, ``SwapformerModule.load``): it
+says what a file is when it is not a checkpoint of ``swapformer fit``, naming the file.
+
+A checkpoint is read with ``torch.load(weights_only=True)``: tensors and plain Python values only. A file whose
+loading would run code (a pickled object with ``__reduce__``) is refused before anything in it runs.
+
+Example:
+    >>> read_checkpoint("missing.ckpt")
+    Traceback (most recent call last):
+    ...
+    swapformer.errors.CheckpointError: no checkpoint at missing.ckpt: ...
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from swapformer.errors import CheckpointError
+
+CONSOLIDATE = "python -m swapformer.training.consolidate FOLDER OUT.ckpt"
+# keys of every checkpoint swapformer fit writes: the model's hyperparameters and its tensors
+REQUIRED_HYPERPARAMETERS = ("kind", "vocab_size")
+_ZIP, _PICKLE = b"PK\x03\x04", b"\x80"
+
+
+def check_checkpoint_path(path: str | os.PathLike) -> Path:
+    """``path`` as a Path when it is one checkpoint file; else a :class:`CheckpointError` naming it.
+
+    Raises:
+        CheckpointError: nothing at ``path``, or a folder (an unconsolidated distributed checkpoint).
+    """
+    path = Path(path)
+    if path.is_dir():
+        if not any(path.iterdir()):
+            raise CheckpointError(f"{path} is an empty folder, not a checkpoint: give a .ckpt file")
+        raise CheckpointError(
+            f"{path} is a folder (a distributed checkpoint): consolidate it into one file first "
+            f"({CONSOLIDATE}; docs/scale-out.md)"
+        )
+    if not path.exists():
+        raise CheckpointError(
+            f"no checkpoint at {path}: check the path (swapformer fit prints where it wrote last.ckpt)"
+        )
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike, *, require_swapformer: bool = True) -> dict[str, Any]:
+    """The contents of a ``.ckpt`` written by ``swapformer fit`` (tensors memory-mapped, not copied).
+
+    Args:
+        path: the checkpoint file.
+        require_swapformer: also require swapformer's hyperparameters (``kind``, ``vocab_size``) and weights.
+
+    Raises:
+        CheckpointError: missing, a folder, empty, not a torch file, truncated, refused because loading would
+            run code, or (with ``require_swapformer``) written by another program; the message names the file.
+    """
+    path = check_checkpoint_path(path)
+    with open(path, "rb") as file:
+        head = file.read(16)
+    if not head:
+        raise CheckpointError(f"{path} is empty (0 bytes): the run that wrote it was cut short; use another")
+    if head.startswith(_ZIP):
+        state = _load(path, mmap=True)
+    elif head.startswith(_PICKLE):  # torch's legacy format, or a bare pickle
+        state = _load(path, mmap=False)
+    elif head[8:9] == b"{":
+        raise CheckpointError(
+            f"{path} is a safetensors file (weights without a model config), not a checkpoint of swapformer "
+            "fit: give its folder with config.json (swapformer import-hf, or init_from: FOLDER)"
+        )
+    else:
+        raise CheckpointError(
+            f"{path} is not a checkpoint (not a file written by torch.save): give the .ckpt that swapformer "
+            "fit wrote"
+        )
+    if require_swapformer:
+        _check_written_by_swapformer(path, state)
+    return state
+
+
+def _load(path: Path, *, mmap: bool) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as err:
+        if "Weights only load failed" in str(err):
+            raise CheckpointError(
+                f"{path} was refused for safety: loading it would run code it holds (pickled objects beyond "
+                "tensors and plain values); nothing in it ran. Load only checkpoints you trust, with torch.load"
+            ) from None
+        raise CheckpointError(f"{path} is not a checkpoint (a damaged pickle): {err}") from None
+    except (EOFError, RuntimeError) as err:
+        if isinstance(err, EOFError) or "failed reading zip archive" in str(err):
+            raise CheckpointError(
+                f"{path} is truncated (its end is missing: a copy or a save cut short); use another checkpoint"
+            ) from None
+        raise CheckpointError(f"{path} is not a readable checkpoint: {str(err).splitlines()[0]}") from None
+
+
+def _check_written_by_swapformer(path: Path, state: Any) -> None:
+    if not isinstance(state, dict):
+        raise CheckpointError(
+            f"{path} holds a {type(state).__name__}, not a checkpoint of swapformer fit: give the .ckpt it wrote"
+        )
+    hyperparameters = state.get("hyper_parameters")
+    has_model = isinstance(hyperparameters, dict) and all(
+        k in hyperparameters for k in REQUIRED_HYPERPARAMETERS
+    )
+    if has_model and "state_dict" in state:
+        return
+    if state and all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(
+            f"{path} holds bare tensors (a state_dict, e.g. a Hugging Face pytorch_model.bin), not a checkpoint "
+            "of swapformer fit: import a Hugging Face folder with `swapformer import-hf DIR --out OUT`, or "
+            "start from it with init_from: OUT"
+        )
+    if "state_dict" in state or "pytorch-lightning_version" in state:
+        raise CheckpointError(
+            f"{path} was written by another program (a Lightning checkpoint without swapformer's model "
+            "hyperparameters kind and vocab_size): give a checkpoint of swapformer fit"
+        )
+    raise CheckpointError(
+        f"{path} was written by another program (no model hyperparameters or weights in it): give a checkpoint "
+        "of swapformer fit"
+    )
+
+
+def newest_last_checkpoint(root: str | os.PathLike) -> Path | None:
+    """The most recently written ``last*.ckpt`` (a file, or a sharded checkpoint's folder) below ``root``."""
+    root = Path(root)
+    found = [
+        p
+        for p in root.rglob("last*.ckpt")
+        if not any(folder.suffix == ".ckpt" for folder in p.relative_to(root).parents)  # not inside a shard
+    ]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def resolve_last(path: str, root: str | os.PathLike | None = None) -> str:
+    """``path``, or for ``last`` the newest ``last*.ckpt`` below ``root`` (the working folder by default).
+
+    Raises:
+        CheckpointError: ``last`` and no ``last*.ckpt`` below ``root``.
+    """
+    if path != "last":
+        return path
+    root = Path(root or os.getcwd())
+    found = newest_last_checkpoint(root) if root.is_dir() else None
+    if found is None:
+        raise CheckpointError(
+            f"--ckpt_path last: no last*.ckpt below {root}; give a checkpoint file, or the folder the run "
+            "wrote to (fit: --trainer.default_root_dir DIR; generate/evaluate/export: --root DIR)"
+        )
+    return str(found)

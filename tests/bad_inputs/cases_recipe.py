@@ -1,0 +1,119 @@
+"""Recipe mistakes: values in a recipe file that describe no model, or a file that is no recipe."""
+
+from __future__ import annotations
+
+from .harness import Case
+
+
+def _fit(fx, **changes) -> list[str]:
+    """``swapformer fit`` of the tiny recipe with ``changes`` (see :meth:`Fixtures.recipe`)."""
+    return ["fit", "--config", fx.recipe(**changes), f"--trainer.default_root_dir={fx.tmp / 'runs'}"]
+
+
+def _config(fx, text: str) -> list[str]:
+    path = fx.tmp / "recipe.yaml"
+    path.write_text(text)
+    return ["fit", "--config", path]
+
+
+CASES = [
+    Case(
+        id="recipe-yaml-syntax-error",
+        area="recipe",
+        mistake="a recipe file with a YAML syntax error (an unclosed `{`)",
+        expect=r"--config .*recipe\.yaml: line 3, column \d+: YAML syntax error",
+        argv=lambda fx: _config(fx, "model:\n  init_args: {d_model: 32\ntrainer:\n  max_steps: 2\n"),
+    ),
+    Case(
+        id="recipe-not-text",
+        area="recipe",
+        mistake="`--config` of a binary file",
+        expect=r"--config .*recipe\.yaml is not a text file",
+        argv=lambda fx: ["fit", "--config", _binary(fx)],
+    ),
+    Case(
+        id="misspelt-component",
+        area="recipe",
+        mistake="`positional: rop` (a misspelt component name)",
+        expect=r"model\.init_args\.positional: unknown positional 'rop' \(did you mean 'rope'\?\)",
+        argv=lambda fx: _fit(fx, model={"positional": "rop"}),
+    ),
+    Case(
+        id="misspelt-attention",
+        area="recipe",
+        mistake="`attention: flash_attn` (not a registered kernel)",
+        expect=r"unknown attention 'flash_attn'",
+        argv=lambda fx: _fit(fx, model={"attention": "flash_attn"}),
+    ),
+    Case(
+        id="d-model-not-divisible-by-heads",
+        area="recipe",
+        mistake="`d_model: 32, num_heads: 5`",
+        expect=r"d_model=32 is not divisible by num_heads=5",
+        argv=lambda fx: _fit(fx, model={"num_heads": 5}),
+    ),
+    Case(
+        id="negative-size",
+        area="recipe",
+        mistake="`num_layers: -1`",
+        expect=r"num_layers",
+        argv=lambda fx: _fit(fx, model={"num_layers": -1}),
+    ),
+    Case(
+        id="size-as-text",
+        area="recipe",
+        mistake="`d_ff: four-times` (text where a number goes)",
+        expect=r"--model\.init_args\.d_ff 'four-times' is not a whole number",
+        argv=lambda fx: _fit(fx, model={"d_ff": "four-times"}),
+    ),
+    Case(
+        id="unknown-model-key",
+        area="recipe",
+        mistake="`dmodel: 32` (a misspelt model field)",
+        expect=r"model\.init_args\.dmodel is not an option.*did you mean '--model\.init_args\.d_model'",
+        argv=lambda fx: _fit(fx, model={"dmodel": 32}),
+    ),
+    Case(
+        id="component-option-typo",
+        area="recipe",
+        mistake="`ffn: {name: swiglu, widht: 3}` (a misspelt component option)",
+        expect=r"ffn 'swiglu' takes no option 'widht'",
+        argv=lambda fx: _fit(fx, model={"ffn": {"name": "swiglu", "widht": 3}}),
+    ),
+    Case(
+        id="schedule-typo",
+        area="recipe",
+        mistake="`schedule: cosine_warmup` (not a schedule name)",
+        expect=r"--model\.init_args\.schedule 'cosine_warmup' is not one of: warmup_cosine",
+        argv=lambda fx: _fit(fx, model={"schedule": "cosine_warmup"}),
+    ),
+    Case(
+        id="label-smoothing-out-of-range",
+        area="recipe",
+        mistake="`label_smoothing: 1.5`",
+        expect=r"label_smoothing=1\.5 must be in \[0, 1\)",
+        argv=lambda fx: _fit(fx, model={"label_smoothing": 1.5}),
+    ),
+    Case(
+        id="seq-len-beyond-learned-table",
+        area="recipe",
+        mistake="`positional: learned, max_seq_len: 32` with data `seq_len: 64` (found only once training "
+        "started, before)",
+        expect=r"data\.init_args\.seq_len=64 is longer than the model's positional 'learned' table \(32 "
+        r"positions\)",
+        argv=lambda fx: _fit(fx, model={"positional": "learned"}, data={"seq_len": 64}),
+    ),
+    Case(
+        id="max-steps-negative",
+        area="recipe",
+        mistake="`trainer: {max_steps: -5}`",
+        expect=r"max_steps",
+        argv=lambda fx: _fit(fx, trainer={"max_steps": -5}),
+    ),
+]
+
+
+def _binary(fx):
+    path = fx.tmp / "recipe.yaml"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00\x00")
+    return path
