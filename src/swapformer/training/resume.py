@@ -73,8 +73,8 @@ def check_resume(ckpt_path: str | os.PathLike | None, *, hyperparameters: dict[s
     if problems:
         raise ConfigError(
             problems,
-            title=f"the recipe's model is not the model of --ckpt_path {ckpt_path}: to resume, drop the overrides "
-            "(the checkpoint's values apply); to start from its weights with another model config, use "
+            title=f"the recipe's model is not the model of --ckpt_path {ckpt_path}: to resume, give the recipe "
+            "the checkpoint's values (drop the overrides); to start from its weights with another model config, use "
             f"--model.init_args.init_from {ckpt_path} instead of --ckpt_path",
         )
 
