@@ -56,7 +56,7 @@ BAD_IDS = [
         r"{ids} has shape \(7,\); expected \(N, L\): add the batch dimension with {ids}\.unsqueeze",
     ),
     (lambda ids: ids[None], r"{ids} has shape \(1, 2, 7\); expected \(N, L\)"),
-    (lambda ids: ids[:, :0], r"{ids} has shape \(2, 0\): every row needs at least one token"),
+    (lambda ids: ids[:, :0], r"{ids} has shape \(2, 0\): pass a non-empty \(N, L\) batch"),
     (lambda ids: ids.tolist(), r"{ids} is a list; pass a tensor"),
     (
         lambda ids: torch.cat([ids, torch.full((2, 1), VOCAB + 3)], 1),

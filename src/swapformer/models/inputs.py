@@ -78,7 +78,10 @@ def _ids(ids: Any, name: str, vocab_size: int, values: bool) -> None:
         )
         raise ValueError(f"{name} has shape {tuple(ids.shape)}; expected (N, L): {fix}")
     if ids.size(1) == 0:
-        raise ValueError(f"{name} has shape {tuple(ids.shape)}: every row needs at least one token")
+        raise ValueError(
+            f"{name} has shape {tuple(ids.shape)}: pass a non-empty (N, L) batch, every row at least one token; "
+            "to start from nothing, give a one-token prompt such as the BOS id"
+        )
     if not values or ids.numel() == 0:
         return
     low, high = (int(v) for v in torch.aminmax(ids))
