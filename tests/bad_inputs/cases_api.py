@@ -89,7 +89,7 @@ CASES = [
         id="api-causal-mask-shape",
         area="API",
         mistake="an `attention_mask` of another length than the ids",
-        expect=r"attention_mask has shape \(2, 4\) but input_ids has \(2, 5\)",
+        expect=r"attention_mask has shape \(2, 4\) but the ids have shape \(2, 5\)",
         raises=lambda fx: _model("causal")(_ids(), torch.ones(2, 4, dtype=torch.bool)),
     ),
     Case(

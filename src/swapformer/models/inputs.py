@@ -40,7 +40,8 @@ def check_causal(
     ``past_length`` cached tokens too. ``always``: check the ids' range on every call (``generate``)."""
     values = _check_values(model, always)
     _ids(input_ids, "input_ids", _vocab(model.embedding), values)
-    _mask(attention_mask, "attention_mask", "input_ids", _mask_shape(input_ids, past_length), values)
+    ids = f"the {past_length} cached and the new ids" if past_length else "the ids"
+    _mask(attention_mask, "attention_mask", ids, _mask_shape(input_ids, past_length), values)
 
 
 def check_seq2seq(
@@ -49,17 +50,17 @@ def check_seq2seq(
     """The inputs of an encoder-decoder (``forward``; ``generate`` passes ``tgt_ids=None``)."""
     values = _check_values(model, always)
     _ids(src_ids, "src_ids" if tgt_ids is not None else "input_ids", _vocab(model.src_embedding), values)
-    _mask(src_mask, "src_mask", "src_ids", _mask_shape(src_ids), values)
+    _mask(src_mask, "src_mask", "the source ids", _mask_shape(src_ids), values)
     if tgt_ids is not None:
         _ids(tgt_ids, "tgt_ids", _vocab(model.tgt_embedding), values)
-        _mask(tgt_mask, "tgt_mask", "tgt_ids", _mask_shape(tgt_ids), values)
+        _mask(tgt_mask, "tgt_mask", "the target ids", _mask_shape(tgt_ids), values)
 
 
 def check_masked(model: nn.Module, input_ids: Any, attention_mask: Any) -> None:
     """The inputs of an encoder-only masked LM (``EncoderOnly.forward``)."""
     values = _check_values(model, False)
     _ids(input_ids, "input_ids", _vocab(model.embedding), values)
-    _mask(attention_mask, "attention_mask", "input_ids", _mask_shape(input_ids), values)
+    _mask(attention_mask, "attention_mask", "the ids", _mask_shape(input_ids), values)
 
 
 def _ids(ids: Any, name: str, vocab_size: int, values: bool) -> None:
@@ -100,15 +101,15 @@ def _mask(mask: Any, name: str, ids: str, shape: tuple[int, ...] | None, values:
         return
     if not isinstance(mask, Tensor):
         raise ValueError(f"{name} is a {type(mask).__name__}; pass a bool tensor of shape {shape}")
+    if tuple(mask.shape) != shape:
+        raise ValueError(
+            f"{name} has shape {tuple(mask.shape)} but {ids} have shape {shape}; pass one flag per token, "
+            "True (or 1) for a real token and False (or 0) for padding"
+        )
     if mask.dtype.is_floating_point or mask.dtype.is_complex:
         raise ValueError(
             f"{name} has dtype {_dtype(mask)}; expected bool or 0/1 integers, True (1) = real token: pass "
             f"{name}.bool() for 0/1 values, or ({name} == 0) for an additive mask of 0 and -inf"
-        )
-    if tuple(mask.shape) != shape:
-        raise ValueError(
-            f"{name} has shape {tuple(mask.shape)} but {ids} has {shape}; pass one flag per token, True (or 1) "
-            "for a real token and False (or 0) for padding"
         )
     if not values or mask.dtype == torch.bool or mask.numel() == 0:
         return
