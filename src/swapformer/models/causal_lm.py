@@ -12,7 +12,7 @@ from swapformer.components.positional.base import PositionalEncoding
 from swapformer.config import ModelConfig
 from swapformer.generation.decoding import check_left_padded, check_length, generate
 from swapformer.generation.search import Settings, expand_beams
-from swapformer.models import builders
+from swapformer.models import builders, inputs
 from swapformer.models.saving import SavesPretrained
 from swapformer.nn import KVCache, TokenEmbedding, TransformerStack
 from swapformer.nn.masks import causal_self_attention_inputs
@@ -78,7 +78,12 @@ class DecoderOnly(SavesPretrained, nn.Module):
             input_ids: ``(N, L)`` token ids; left or right padding allowed.
             attention_mask: True (or 1) = real token, ``(N, L)``; with a ``cache``, ``(N, cached + L)``.
             cache: a :class:`~swapformer.nn.KVCache`; the tokens continue the cached ones and are appended to it.
+
+        Raises:
+            ValueError: ids or mask of the wrong dtype or shape, or ids outside the vocabulary
+                (:mod:`swapformer.models.inputs`).
         """
+        inputs.check_causal(self, input_ids, attention_mask, past_length=0 if cache is None else cache.length)
         return self.lm_head(self.hidden_states(input_ids, attention_mask, cache=cache))
 
     def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, **kwargs: Any) -> Tensor:
@@ -86,7 +91,13 @@ class DecoderOnly(SavesPretrained, nn.Module):
 
         Returns:
             ``(N, P + T)``: the (left-padded) prompt followed by up to ``max_new_tokens`` new ids.
+
+        Raises:
+            ValueError: bad prompt ids or mask (:mod:`swapformer.models.inputs`), a special id outside the
+                vocabulary, or a decoding argument out of range.
         """
+        inputs.check_causal(self, input_ids, attention_mask, always=True)
+        inputs.check_generate_ids(kwargs, vocab_size=self.embedding.token.num_embeddings)
         return generate(self, input_ids, attention_mask, **kwargs)
 
     def decoding(

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from swapformer.components.positional.base import PositionalEncoding
 from swapformer.config import ModelConfig
-from swapformer.models import builders
+from swapformer.models import builders, inputs
 from swapformer.models.saving import SavesPretrained
 from swapformer.nn import TokenEmbedding, TransformerStack
 from swapformer.nn.masks import left_padding_offset, self_attention_mask
@@ -48,7 +48,13 @@ class EncoderOnly(SavesPretrained, nn.Module):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """Logits ``(N, L, V)`` of the token at every position, padding (False in ``attention_mask``) unseen.
-        Rows may be padded on either side: positions count from each row's first real token."""
+        Rows may be padded on either side: positions count from each row's first real token.
+
+        Raises:
+            ValueError: ids or mask of the wrong dtype or shape, or ids outside the vocabulary
+                (:mod:`swapformer.models.inputs`).
+        """
+        inputs.check_masked(self, input_ids, attention_mask)
         mask, _ = self_attention_mask(
             input_ids, attention_mask, "attention_mask", positional=self.positional, causal=False
         )

@@ -12,7 +12,7 @@ from swapformer.components.positional.base import PositionalEncoding
 from swapformer.config import ModelConfig
 from swapformer.generation.decoding import check_length, generate
 from swapformer.generation.search import Settings, expand_beams
-from swapformer.models import builders
+from swapformer.models import builders, inputs
 from swapformer.models.saving import SavesPretrained
 from swapformer.nn import KVCache, TokenEmbedding, TransformerStack
 from swapformer.nn.masks import as_key_padding_mask, causal_self_attention_inputs, self_attention_mask
@@ -103,7 +103,13 @@ class EncoderDecoder(SavesPretrained, nn.Module):
     def forward(
         self, src_ids: Tensor, tgt_ids: Tensor, src_mask: Tensor | None = None, tgt_mask: Tensor | None = None
     ) -> Tensor:
-        """Teacher-forced logits ``(N, L, V)``: position i predicts target token i + 1."""
+        """Teacher-forced logits ``(N, L, V)``: position i predicts target token i + 1.
+
+        Raises:
+            ValueError: ids or masks of the wrong dtype or shape, or ids outside their vocabulary
+                (:mod:`swapformer.models.inputs`).
+        """
+        inputs.check_seq2seq(self, src_ids, tgt_ids, src_mask, tgt_mask)
         return self.decode(tgt_ids, self.encode(src_ids, src_mask), src_mask=src_mask, tgt_mask=tgt_mask)
 
     def generate(self, input_ids: Tensor, src_mask: Tensor | None = None, **kwargs: Any) -> Tensor:
@@ -111,7 +117,13 @@ class EncoderDecoder(SavesPretrained, nn.Module):
 
         Returns:
             ``(N, 1 + T)``: ``decoder_start_token_id`` followed by up to ``max_new_tokens`` new ids.
+
+        Raises:
+            ValueError: bad source ids or mask (:mod:`swapformer.models.inputs`), a special id outside the
+                target vocabulary, or a decoding argument out of range.
         """
+        inputs.check_seq2seq(self, input_ids, None, src_mask, always=True)
+        inputs.check_generate_ids(kwargs, vocab_size=self.tgt_embedding.token.num_embeddings)
         return generate(self, input_ids, src_mask, **kwargs)
 
     def decoding(
