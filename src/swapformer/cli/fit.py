@@ -101,7 +101,12 @@ class SwapformerCLI(LightningCLI):
         except (TypeError, ValueError) as err:  # what parse_args would have reported through parser.error
             parser.error(str(err), err)
         # before Lightning reads --ckpt_path's hyperparameters, and before any data is read
-        preflight.check_paths(self.config[subcommand] if subcommand else self.config, subcommand)
+        verb_config = self.config[subcommand] if subcommand else self.config
+        preflight.check_paths(verb_config, subcommand)
+        if "weights_only" in verb_config and verb_config["weights_only"] is None:
+            # Lightning reads --ckpt_path with full unpickling when unset (and warns): tensors and plain values
+            # are all a swapformer checkpoint holds, so a file that would run code is refused instead
+            verb_config["weights_only"] = True
 
     def _parse_ckpt_path(self) -> None:
         # LightningCLI puts the checkpoint's hyperparameters over the recipe's model when --ckpt_path names a file
