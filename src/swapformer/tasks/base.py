@@ -279,11 +279,12 @@ class SwapformerModule(pl.LightningModule):
         self._step("test", batch, batch_idx)
 
     # ---- loss ----------------------------------------------------------------------------------------
-    def token_loss(self, logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, int]:
+    def token_loss(self, logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Cross-entropy over non-pad labels (with label smoothing) and the plain NLL (for perplexity).
 
         Shape:
-            logits ``(N, L, V)``; labels ``(N, L)``. Returns (loss, nll, number of counted tokens).
+            logits ``(N, L, V)``; labels ``(N, L)``. Returns (loss, nll, number of counted tokens as a 0-d
+            tensor: an ``int`` would wait for the device on every step).
         """
         flat_logits = logits.reshape(-1, logits.size(-1))
         flat_labels = labels.reshape(-1)
@@ -294,10 +295,17 @@ class SwapformerModule(pl.LightningModule):
                 nll = F.cross_entropy(flat_logits, flat_labels, ignore_index=self.pad_id)
         else:
             nll = loss.detach()
-        return loss, nll, int((flat_labels != self.pad_id).sum())
+        return loss, nll, (flat_labels != self.pad_id).sum()
 
     def _shared_step(self, stage: str, logits: Tensor, labels: Tensor) -> Tensor:
         loss, nll, count = self.token_loss(logits, labels)
+        logged = (
+            stage != "train"
+            or self._trainer is None
+            or self._logs_train_metrics(self.trainer.global_step + 1)
+        )
+        if not logged:
+            return loss  # the metrics of a step no logger writes would be reset unread: skip their updates
         acc, ppl, mean_loss = (getattr(self, f"{stage}_{m}") for m in ("acc", "ppl", "loss"))
         # train/loss: the mean of the micro-batch losses (what the gradient is taken of); else token-weighted
         mean_loss.update(loss.detach(), weight=1.0 if stage == "train" else count)
@@ -319,13 +327,24 @@ class SwapformerModule(pl.LightningModule):
         if (batch_idx + 1) % trainer.accumulate_grad_batches and not trainer.is_last_batch:
             return
         # compute() gathers across processes (a host sync on GPUs): only on the steps the loggers write
-        every = trainer.log_every_n_steps
-        log_now = trainer.fast_dev_run or (every and trainer.global_step % every == 0)
+        log_now = self._logs_train_metrics(trainer.global_step)
         for name in ("loss", "ppl", "acc"):
             metric = getattr(self, f"train_{name}")
+            if not metric.update_count:  # a step not logged: _shared_step left the metrics alone
+                continue
             if log_now:
                 self.log(f"train/{name}", metric.compute(), prog_bar=name == "loss")
             metric.reset()
+
+    def _logs_train_metrics(self, step: int) -> bool:
+        """Whether ``train/*`` is logged when the optimizer step count reaches ``step``.
+
+        The training step asks with ``global_step + 1`` (the count its optimizer step will reach), so the metric
+        updates, a few small kernels and an argmax over the vocabulary per micro-batch, run only for the steps
+        that are logged; the figures logged are the same as with an update on every step."""
+        trainer = self.trainer
+        every = trainer.log_every_n_steps
+        return bool(trainer.fast_dev_run or (every and step % every == 0))
 
     def on_train_start(self) -> None:
         # Lightning drops the training loader's checkpointed position when the loaders were built before the

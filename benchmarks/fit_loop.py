@@ -1,0 +1,377 @@
+"""What the ``swapformer fit`` loop costs around the step, and where it stands against nanoGPT's ``train.py``.
+
+One run prints, for the shakespeare-char recipe with learned positions and with its own rope:
+
+* **bare**: the recipe's model (``CausalLMModule`` built from the recipe's model section), the data module's
+  training loader, the module's own ``configure_optimizers`` (fused AdamW, warmup-cosine) and norm clipping at
+  the recipe's ``gradient_clip_val``, in a plain ``for`` loop;
+* **fit**: ``swapformer fit`` in-process on the same recipe and steps, validation, checkpointing, logging and
+  callbacks as the recipe sets them; the training loop is timed from the start of a warm-up step to the end of
+  the last step, validation subtracted (so Lightning's hooks, logging, progress and the loader are all in);
+* **nanoGPT**: a peer written here after nanoGPT's design (no copied code). Model: fused q/k/v projection, no
+  biases, ``F.scaled_dot_product_attention(is_causal=True)``, learned positions, tied head. Loop: characters in a
+  uint8 tensor, batches at ``torch.randint`` offsets, fused AdamW with decay on >= 2-D tensors, cosine lr with
+  linear warmup, clipping at 1.0, ``loss.item()`` every ``log_every_n_steps``, an evaluation every
+  ``val_check_interval`` steps over ``limit_val_batches`` batches of the validation split (the recipe's
+  settings; nanoGPT's own also evaluates the training split and at step 0) with a checkpoint when it improves.
+  It runs as a whole process (text read and encoded inside), as does ``python -m swapformer fit``, for the
+  end-to-end ratio.
+
+Ratios: ``fit / bare`` in time per training step (goal <= 1.03) and ``nanoGPT / fit`` in tokens/s of the whole
+process (goal: <= 1 for learned positions, i.e. swapformer ahead, and about 1 for rope). Rounds are interleaved
+(bare, fit, fit process, nanoGPT process, per variant, per round) and medians reported.
+
+    python benchmarks/fit_loop.py [--steps 500] [--rounds 3] [--variants learned,rope] [--data PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import yaml
+from lightning.pytorch.callbacks import Callback
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "recipes" / "causal_lm" / "shakespeare-char.yaml"
+DATA = "../shared/data/tinyshakespeare/input.txt"
+
+
+def recipe(positional: str, steps: int) -> dict[str, Any]:
+    """The shakespeare-char recipe with ``positional`` and ``steps`` (the schedule ends at the last step)."""
+    config = yaml.safe_load(RECIPE.read_text())
+    config["model"]["init_args"].update(positional=positional, total_steps=steps)
+    config["trainer"]["max_steps"] = steps
+    return config
+
+
+def fit_overrides(positional: str, steps: int, data: Path, root: str) -> list[str]:
+    """``swapformer fit`` arguments running the recipe as :func:`recipe` describes it."""
+    return [
+        "fit",
+        "--config",
+        str(RECIPE),
+        f"--data.init_args.path={data}",
+        f"--model.init_args.positional={positional}",
+        f"--model.init_args.total_steps={steps}",
+        f"--trainer.max_steps={steps}",
+        f"--trainer.default_root_dir={root}",
+    ]
+
+
+# ---- bare: the same model, data and optimizer in a plain loop -------------------------------------------------
+def bare_loop(positional: str, steps: int, data: Path, warmup: int) -> float:
+    """Seconds of steps ``warmup..steps`` of a plain loop over the recipe's module, loader and optimizer."""
+    from swapformer.data import CausalLMDataModule
+    from swapformer.tasks import CausalLMModule
+
+    config = recipe(positional, steps)
+    torch.manual_seed(config["seed_everything"])
+    with tempfile.TemporaryDirectory() as tmp:
+        datamodule = CausalLMDataModule(**{**config["data"]["init_args"], "path": data, "cache_dir": tmp})
+        datamodule.setup("fit")
+        module = CausalLMModule(vocab_size=datamodule.vocab_size, **config["model"]["init_args"])
+        optimizers = module.configure_optimizers()
+        optimizer, scheduler = optimizers["optimizer"], optimizers["lr_scheduler"]["scheduler"]
+        clip = config["trainer"]["gradient_clip_val"]
+        module.train()
+        start = 0.0
+        batches = iter(datamodule.train_dataloader())
+        for step in range(steps):
+            if step == warmup:
+                start = time.perf_counter()
+            batch = next(batches)
+            logits = module.model(batch["input_ids"])
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), batch["labels"].reshape(-1))
+            loss.backward()
+            nn.utils.clip_grad_norm_(module.parameters(), clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        return time.perf_counter() - start
+
+
+# ---- fit in-process: the training loop timed by a callback -------------------------------------------------
+class LoopTimer(Callback):
+    """Wall time from the start of batch ``warmup`` to the end of the last batch, validation subtracted."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup = warmup
+        self.start: float | None = None
+        self.end = 0.0
+        self.validating = 0.0
+        self._val_start = 0.0
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        if trainer.global_step == self.warmup and self.start is None:
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: Any, *args: Any) -> None:
+        self.end = time.perf_counter()
+
+    def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
+        self._val_start = time.perf_counter()
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        if self.start is not None:
+            self.validating += time.perf_counter() - self._val_start
+
+    @property
+    def seconds(self) -> float:
+        return self.end - (self.start or self.end) - self.validating
+
+
+@contextlib.contextmanager
+def timed_trainer(timer: Callback) -> Iterator[None]:
+    """Add ``timer`` to the trainer ``swapformer fit`` builds (a benchmark-only hook, undone on exit)."""
+    from swapformer.cli.fit import SwapformerCLI
+
+    original = SwapformerCLI.instantiate_trainer
+
+    def instantiate(self: Any, **kwargs: Any) -> Any:
+        trainer = original(self, **kwargs)
+        trainer.callbacks.insert(0, timer)
+        return trainer
+
+    SwapformerCLI.instantiate_trainer = instantiate
+    try:
+        yield
+    finally:
+        SwapformerCLI.instantiate_trainer = original
+
+
+def fit_in_process(positional: str, steps: int, data: Path, warmup: int) -> float:
+    """Seconds of steps ``warmup..steps`` of ``swapformer fit`` (validation excluded), output silenced."""
+    from swapformer.cli import run
+
+    timer = LoopTimer(warmup)
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        timed_trainer(timer),
+        open(os.devnull, "w") as devnull,
+        contextlib.redirect_stdout(devnull),
+    ):
+        run(fit_overrides(positional, steps, data, tmp))
+    return timer.seconds
+
+
+def whole_process(command: list[str]) -> float:
+    """Wall seconds of ``command`` as a fresh Python process, output discarded."""
+    start = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+# ---- nanoGPT's design, written here ---------------------------------------------------------------------------
+class NanoBlock(nn.Module):
+    """Pre-norm block: one fused q/k/v projection, SDPA with ``is_causal``, a 4x GELU MLP, no biases."""
+
+    def __init__(self, d_model: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.ln_1 = nn.LayerNorm(d_model, bias=False)
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.proj = nn.Linear(d_model, d_model, bias=False)
+        self.ln_2 = nn.LayerNorm(d_model, bias=False)
+        self.mlp = nn.Sequential(
+            nn.Linear(d_model, 4 * d_model, bias=False),
+            nn.GELU(),
+            nn.Linear(4 * d_model, d_model, bias=False),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, length, d = x.shape
+        q, k, v = self.qkv(self.ln_1(x)).split(d, dim=2)
+        q, k, v = (t.view(n, length, self.num_heads, d // self.num_heads).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (N, H, L, E)
+        x = x + self.proj(y.transpose(1, 2).reshape(n, length, d))
+        return x + self.mlp(self.ln_2(x))
+
+
+class NanoGPT(nn.Module):
+    """Token and learned position embeddings, blocks, a final norm, and a head tied to the token embedding."""
+
+    def __init__(
+        self, *, vocab_size: int, d_model: int, num_heads: int, num_layers: int, context: int
+    ) -> None:
+        super().__init__()
+        self.wte, self.wpe = nn.Embedding(vocab_size, d_model), nn.Embedding(context, d_model)
+        self.blocks = nn.ModuleList(NanoBlock(d_model, num_heads) for _ in range(num_layers))
+        self.ln_f = nn.LayerNorm(d_model, bias=False)
+        self.head = nn.Linear(d_model, vocab_size, bias=False)
+        self.head.weight = self.wte.weight
+        for name, p in self.named_parameters():
+            if p.ndim >= 2:  # GPT-2's init: N(0, 0.02), residual projections scaled by depth
+                std = (
+                    0.02 / math.sqrt(2 * num_layers)
+                    if name.endswith(("proj.weight", "mlp.2.weight"))
+                    else 0.02
+                )
+                nn.init.normal_(p, std=std)
+
+    def forward(self, ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        h = self.wte(ids) + self.wpe(torch.arange(ids.size(1)))
+        for block in self.blocks:
+            h = block(h)
+        logits = self.head(self.ln_f(h))
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+
+
+def nanogpt_train(steps: int, data: Path) -> None:
+    """nanoGPT's training loop at the recipe's sizes and settings (a whole process: see the module docstring)."""
+    config = recipe("learned", steps)
+    m, d, t = config["model"]["init_args"], config["data"]["init_args"], config["trainer"]
+    torch.manual_seed(config["seed_everything"])
+    text = data.read_text(encoding="utf-8")
+    chars = sorted(set(text))
+    lookup = {c: i for i, c in enumerate(chars)}
+    tokens = torch.tensor([lookup[c] for c in text], dtype=torch.uint8)
+    split = int(len(tokens) * (1 - d["val_fraction"]))
+    splits = {"train": tokens[:split], "val": tokens[split:]}
+    context, batch_size = d["seq_len"], d["batch_size"]
+
+    def get_batch(name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        source = splits[name]
+        offsets = torch.randint(len(source) - context, (batch_size,))
+        x = torch.stack([source[i : i + context] for i in offsets]).long()
+        y = torch.stack([source[i + 1 : i + 1 + context] for i in offsets]).long()
+        return x, y
+
+    model = NanoGPT(
+        vocab_size=len(chars),
+        d_model=m["d_model"],
+        num_heads=m["num_heads"],
+        num_layers=m["num_layers"],
+        context=context,
+    )
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": m["weight_decay"]},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=m["lr"], betas=tuple(m["betas"]), fused=True)
+    warmup, min_lr = m["warmup_steps"], m["lr"] * m["min_lr_ratio"]
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return m["lr"] * (step + 1) / (warmup + 1)
+        ratio = min(1.0, (step - warmup) / max(1, steps - warmup))
+        return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (m["lr"] - min_lr)
+
+    @torch.no_grad()
+    def estimate_loss() -> float:
+        model.eval()
+        losses = torch.stack([model(*get_batch("val")) for _ in range(t["limit_val_batches"])])
+        model.train()
+        return float(losses.mean())
+
+    best = math.inf
+    x, y = get_batch("train")
+    for step in range(1, steps + 1):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step - 1)
+        loss = model(x, y)
+        x, y = get_batch("train")  # the next batch while (on a GPU) the step runs
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), t["gradient_clip_val"])
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step % t["log_every_n_steps"] == 0:
+            print(f"step {step}: loss {loss.item():.4f}", flush=True)
+        if step % t["val_check_interval"] == 0:
+            val = estimate_loss()
+            print(f"step {step}: val loss {val:.4f}", flush=True)
+            if val < best:
+                best = val
+                with tempfile.TemporaryDirectory() as tmp:
+                    torch.save(
+                        {"model": model.state_dict(), "optimizer": optimizer.state_dict()}, f"{tmp}/ckpt.pt"
+                    )
+
+
+# ---- the comparison ----------------------------------------------------------------------------------------------
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=500, help="training steps per run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=20, help="steps left out of the in-process timings")
+    parser.add_argument(
+        "--variants", default="learned,rope", help="positional encodings to run the recipe with"
+    )
+    parser.add_argument("--data", default=DATA, help="tiny shakespeare's input.txt")
+    parser.add_argument("--no-process", action="store_true", help="skip the whole-process runs")
+    parser.add_argument("--nanogpt-worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    data = Path(args.data).resolve()
+    if not data.is_file():
+        raise SystemExit(f"--data {args.data}: no such file; pass tiny shakespeare's input.txt")
+    if args.nanogpt_worker:
+        nanogpt_train(args.steps, data)
+        return
+    if args.warmup >= args.steps:
+        raise SystemExit(f"--warmup {args.warmup} must be below --steps {args.steps}")
+    variants = args.variants.split(",")
+    tokens = recipe("learned", args.steps)["data"]["init_args"]
+    tokens_per_step = tokens["batch_size"] * tokens["seq_len"]
+    timed = args.steps - args.warmup
+    results: dict[str, list[float]] = {}
+    nanogpt = [sys.executable, str(Path(__file__).resolve()), "--nanogpt-worker", f"--steps={args.steps}"]
+    for _ in range(args.rounds):
+        for variant in variants:
+            results.setdefault(f"bare {variant}", []).append(
+                bare_loop(variant, args.steps, data, args.warmup)
+            )
+            results.setdefault(f"fit {variant}", []).append(
+                fit_in_process(variant, args.steps, data, args.warmup)
+            )
+            if args.no_process:
+                continue
+            with tempfile.TemporaryDirectory() as tmp:
+                command = [
+                    sys.executable,
+                    "-m",
+                    "swapformer",
+                    *fit_overrides(variant, args.steps, data, tmp),
+                ]
+                results.setdefault(f"fit process {variant}", []).append(whole_process(command))
+            results.setdefault("nanoGPT process", []).append(whole_process([*nanogpt, f"--data={data}"]))
+    median = {name: statistics.median(times) for name, times in results.items()}
+    print(
+        f"shakespeare-char, {args.steps} steps of {tokens['batch_size']} x {tokens['seq_len']}, "
+        f"{torch.get_num_threads()} threads, median of {args.rounds} interleaved rounds"
+    )
+    print(f"\n{'training loop (steps ' + str(args.warmup) + '..' + str(args.steps) + ')':40} {'ms/step':>8}")
+    for variant in variants:
+        bare, fit = median[f"bare {variant}"], median[f"fit {variant}"]
+        for name, seconds in ((f"bare loop, {variant}", bare), (f"swapformer fit, {variant}", fit)):
+            print(f"{name:40} {seconds / timed * 1e3:8.2f}")
+        print(f"{'fit / bare, ' + variant:40} {fit / bare:8.3f}   (goal <= 1.03)")
+    if args.no_process:
+        return
+    nano = median["nanoGPT process"]
+    print(f"\n{'whole process':40} {'seconds':>8} {'tokens/s':>9}")
+    print(f"{'nanoGPT train.py design':40} {nano:8.1f} {tokens_per_step * args.steps / nano:9,.0f}")
+    for variant in variants:
+        fit = median[f"fit process {variant}"]
+        print(f"{'swapformer fit, ' + variant:40} {fit:8.1f} {tokens_per_step * args.steps / fit:9,.0f}")
+    for variant in variants:
+        goal = "<= 1.00, swapformer ahead" if variant == "learned" else "<= 1.00, at least even"
+        ratio = median[f"fit process {variant}"] / nano  # = nanoGPT tokens/s over fit's
+        print(f"{'nanoGPT / fit tokens/s, ' + variant:40} {ratio:8.3f}   (goal {goal})")
+
+
+if __name__ == "__main__":
+    main()

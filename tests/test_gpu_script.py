@@ -1,0 +1,36 @@
+"""benchmarks/gpu.sh on a CPU: it runs end to end, skips the GPU-only steps with a reason, and prints figures."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("SWAPFORMER_DATA", ROOT.parent / "shared" / "data"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (DATA / "tinyshakespeare" / "input.txt").is_file(), reason=f"no data under {DATA}")
+def test_gpu_script_runs_on_cpu_and_skips_the_gpu_steps(tmp_path):
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "SWAPFORMER_DATA": str(DATA), "TMPDIR": str(tmp_path)}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
+    done = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu.sh")], env=env, capture_output=True, text=True, timeout=1800
+    )
+    out = done.stdout
+    assert done.returncode == 0, out[-3000:] + done.stderr[-3000:]
+    for step in ("sdpa-path", "gpt2-124m", "fsdp", "multi30k"):
+        assert re.search(rf"^SKIP {step}: no CUDA device: \S", out, re.M), step
+    assert "FAIL" not in out
+    assert re.search(r"^sdpa path, causal \(cpu\): aten::_scaled_dot_product\w+", out, re.M)
+    assert re.search(r"^sdpa path, padded \(cpu\): aten::_scaled_dot_product\w+", out, re.M)
+    assert re.search(r"^tokens/s: [\d,]+$", out, re.M)  # the GPT-2 path at toy sizes
+    assert re.search(r"^MFU: n/a \(no peak known", out, re.M)
+    # fsdp2 and multi30k each trained and reported their throughput; multi30k's test reported sacreBLEU
+    assert len(re.findall(r"^throughput: [\d,]+ tokens/s over \d+ steps", out, re.M)) == 2
+    assert re.search(r"test/bleu\s*│\s*[\d.]+", out)
+    assert out.rstrip().endswith("all steps passed or skipped")
