@@ -1,32 +1,42 @@
-"""Greedy decoding speed: swapformer with the KV cache, without it, and Hugging Face's
-``GPT2LMHeadModel.generate`` (cached) on the same GPT-2 configuration and the same weights, measured in one run.
+"""Greedy decoding speed: swapformer with the KV cache against Hugging Face's ``generate`` (greedy, cached) on
+the same weights, for two model shapes and two batch sizes, measured in one run.
 
-Config: 4 layers, 4 heads, d_model 128, GELU (tanh) MLP 4x, learned positions, pre-norm, tied embeddings,
-vocabulary 65 (shakespeare-char); a 16-token prompt, 256 new tokens, batch 1 (and a batched row for context).
-Target: swapformer cached >= 2x Hugging Face's cached tokens/s at batch 1 on CPU. Both produce the same tokens
-(checked before timing).
+Shapes (both 4 layers, d_model 128, 4 heads, d_ff 512, vocabulary 65 as shakespeare-char):
 
-    python benchmarks/generate.py [--new-tokens 256 --rounds 5 --batch 1 --threads N]
+- ``gpt2``: learned positions, pre-norm LayerNorm, GELU (tanh) MLP, biases, tied embeddings; HF's
+  ``GPT2LMHeadModel`` holding swapformer's weights (the copy the tests prove exact).
+- ``llama``: HF's ``LlamaForCausalLM`` from a ``LlamaConfig`` (random weights) with grouped-query attention
+  (4 heads, 2 key/value heads), RoPE, RMSNorm, SwiGLU; swapformer's model is ``swapformer.from_hf(hf_model)``.
+
+A 16-token prompt and 256 new tokens, batch 1 and batch 8, no eos (both make every token). The tokens of the two
+are checked equal before timing. Rounds are interleaved (each round times every row once, in a rotating order)
+and the medians are compared. ``--compile`` adds swapformer's compiled decoding step (``compile=True``); its
+one-off compile time is printed apart from the per-token figures.
+Target: swapformer cached >= 3x Hugging Face's tokens/s at batch 1, for both shapes.
+
+    python benchmarks/generate.py [--new-tokens 256 --rounds 5 --batches 1 8 --threads N --compile]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from swapformer import build_causal_lm
+from swapformer import build_causal_lm, from_hf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.generation.hf_reference import hugging_face_gpt2  # the copy the tests prove exact
 
-CONFIG = dict(
+GPT2 = dict(
     vocab_size=65,
     d_model=128,
     num_heads=4,
@@ -38,16 +48,48 @@ CONFIG = dict(
     ffn={"name": "gelu", "approximate": "tanh"},
     dropout=0.0,
 )
+NO_SPECIAL_IDS = dict(pad_token_id=0, eos_token_id=None, bos_token_id=None)  # no eos: every token is made
+TARGET = 3.0
 
 
-def seconds(fn, rounds: int) -> float:
-    fn()  # warm-up
-    samples = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+def gpt2_pair():
+    """``(ours, theirs)`` of the GPT-2 shape with equal weights."""
+    torch.manual_seed(0)
+    ours = build_causal_lm(GPT2).eval()
+    return ours, hugging_face_gpt2(ours, GPT2, **NO_SPECIAL_IDS)
+
+
+def llama_pair():
+    """``(ours, theirs)`` of the Llama shape: HF's model with random weights, ours imported from it."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    theirs = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=GPT2["vocab_size"],
+            hidden_size=GPT2["d_model"],
+            intermediate_size=GPT2["d_ff"],
+            num_hidden_layers=GPT2["num_layers"],
+            num_attention_heads=GPT2["num_heads"],
+            num_key_value_heads=2,
+            max_position_embeddings=GPT2["max_seq_len"],
+            tie_word_embeddings=False,
+            **NO_SPECIAL_IDS,
+        )
+    ).eval()
+    return from_hf(theirs), theirs
+
+
+def interleaved(rows: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Median seconds of each row; every round runs each row once, starting from a different row."""
+    names = list(rows)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for index in range(rounds):
+        for name in names[index % len(names) :] + names[: index % len(names)]:
+            start = time.perf_counter()
+            rows[name]()
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(times) for name, times in samples.items()}
 
 
 def main() -> None:
@@ -56,60 +98,85 @@ def main() -> None:
     )
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--prompt-tokens", type=int, default=16)
-    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--shapes", nargs="+", default=["gpt2", "llama"], choices=["gpt2", "llama"])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--uncached", action="store_true", help="also time swapformer without the cache")
+    parser.add_argument("--compile", action="store_true", help="also time the compiled decoding step")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
-    try:
-        import transformers
+    import transformers
 
-        transformers.logging.set_verbosity_error()
-    except ImportError:
-        transformers = None
-
-    torch.manual_seed(0)
-    ours = build_causal_lm(CONFIG).eval()
-    prompt = torch.randint(3, CONFIG["vocab_size"], (args.batch, args.prompt_tokens))
+    transformers.logging.set_verbosity_error()
     new = args.new_tokens
+    print(
+        f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, transformers "
+        f"{transformers.__version__}, threads {torch.get_num_threads()}, load average "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
+    print(f"# prompt {args.prompt_tokens}, new tokens {new}, greedy, no eos, median of {args.rounds} rounds")
+    print(
+        f"{'shape':6s} {'batch':>5s} {'row':24s} {'tokens/s':>10s} {'ms/step':>8s} {'vs HF':>7s}  same tokens"
+    )
+    ratios = []
+    for shape in args.shapes:
+        ours, theirs = gpt2_pair() if shape == "gpt2" else llama_pair()
+        for batch in args.batches:
+            torch.manual_seed(1)
+            prompt = torch.randint(3, GPT2["vocab_size"], (batch, args.prompt_tokens))
+            mask = torch.ones_like(prompt)
 
-    def cached():
-        return ours.generate(prompt, max_new_tokens=new)
+            def hugging_face(prompt=prompt, mask=mask, theirs=theirs):
+                with torch.inference_mode():
+                    return theirs.generate(
+                        prompt, attention_mask=mask, max_new_tokens=new, min_new_tokens=new, do_sample=False
+                    )
 
-    def uncached():
-        return ours.generate(prompt, max_new_tokens=new, use_cache=False)
+            def cached(prompt=prompt, ours=ours):
+                return ours.generate(prompt, max_new_tokens=new, eos_token_id=[])
 
-    rows = [("swapformer, KV cache", cached), ("swapformer, no cache", uncached)]
-    if transformers is not None:
-        # no eos: both must run all new tokens
-        theirs = hugging_face_gpt2(ours, CONFIG, pad_token_id=0, eos_token_id=None, bos_token_id=None)
-        mask = torch.ones_like(prompt)
-
-        def hugging_face():
-            with torch.inference_mode():
-                return theirs.generate(
-                    prompt, attention_mask=mask, max_new_tokens=new, min_new_tokens=new, do_sample=False
+            rows = {"Hugging Face, cache": hugging_face, "swapformer, cache": cached}
+            if args.uncached:
+                rows["swapformer, no cache"] = lambda prompt=prompt, ours=ours: ours.generate(
+                    prompt, max_new_tokens=new, eos_token_id=[], use_cache=False
                 )
+            compile_seconds = None
+            if args.compile:
 
-        same = torch.equal(cached(), hugging_face())
-        rows.append(("Hugging Face GPT2, cache", hugging_face))
-    print(
-        f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, threads {torch.get_num_threads()}"
-    )
-    print(
-        f"# batch {args.batch}, prompt {args.prompt_tokens}, new tokens {new}, median of {args.rounds} rounds"
-    )
-    if transformers is not None:
-        print(f"# same tokens as Hugging Face: {same}")
-    times = {name: seconds(fn, args.rounds) for name, fn in rows}
-    reference = times.get("Hugging Face GPT2, cache")
-    print(f"{'':28s} {'tokens/s':>10s} {'ms/token':>9s} {'vs HF':>7s}")
-    for name, t in times.items():
-        rate = args.batch * new / t
-        ratio = f"{reference / t:6.2f}x" if reference else "   n/a"
-        print(f"{name:28s} {rate:10.0f} {1000 * t / new:9.3f} {ratio}")
+                def compiled(prompt=prompt, ours=ours):
+                    return ours.generate(prompt, max_new_tokens=new, eos_token_id=[], compile=True)
+
+                start = time.perf_counter()
+                compiled()  # the first call compiles
+                compile_seconds = time.perf_counter() - start
+                rows["swapformer, compiled"] = compiled
+            reference = hugging_face()
+            same = {name: torch.equal(fn(), reference) for name, fn in rows.items()}
+            for fn in rows.values():
+                fn()  # warm-up
+            times = interleaved(rows, args.rounds)
+            for name, seconds in times.items():
+                ratio = times["Hugging Face, cache"] / seconds
+                ratios.append((name, batch, ratio))
+                print(
+                    f"{shape:6s} {batch:5d} {name:24s} {batch * new / seconds:10.0f} {1000 * seconds / new:8.3f} "
+                    f"{ratio:6.2f}x  {same[name]}"
+                )
+            if compile_seconds is not None:
+                print(
+                    f"{shape:6s} {batch:5d} compile time (first call, once per shape and batch): {compile_seconds:.1f} s"
+                )
+    for row in ("swapformer, cache", "swapformer, compiled"):
+        at_batch_one = [ratio for name, batch, ratio in ratios if name == row and batch == 1]
+        if at_batch_one:
+            worst = min(at_batch_one)
+            verdict = "met" if worst >= TARGET else "not met"
+            print(
+                f"# target: {row} >= {TARGET:.0f}x HF at batch 1 for every shape: {verdict} (worst {worst:.2f}x)"
+            )
 
 
 if __name__ == "__main__":

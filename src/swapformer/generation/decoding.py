@@ -12,6 +12,7 @@ from dataclasses import fields
 import torch
 from torch import Tensor, nn
 
+from swapformer.generation.compiled import CompiledStep
 from swapformer.generation.search import Settings, Streamer, as_id_tuple, beam_search, sample_or_greedy
 
 
@@ -36,6 +37,7 @@ def generate(
     seed: int | None = None,
     generator: torch.Generator | None = None,
     streamer: Streamer | None = None,
+    compile: bool = False,
 ) -> Tensor:
     """Generate ids: greedy, sampling, or beam search, with or without the KV cache.
 
@@ -67,6 +69,8 @@ def generate(
         seed: seeds a private generator, so sampling repeats exactly without touching the global RNG.
         generator: or pass your own.
         streamer: ``put(tokens)`` gets each step's ``(N,)`` new ids, then ``end()`` (greedy and sampling).
+        compile: run the one-token decoding steps as one ``torch.compile`` graph (needs ``use_cache``). The first
+            call per model compiles (seconds to a minute on a CPU); later ones are faster at small model sizes.
 
     Returns:
         Decoder-only: ``(N, P + T)``, the prompts then the new ids. Encoder-decoder: ``(N, 1 + T)``, the start id
@@ -88,6 +92,8 @@ def generate(
     settings = Settings(**{field.name: arguments[field.name] for field in fields(Settings)})
     _check_settings(settings)
     _check_ids(input_ids, attention_mask)
+    if compile and not use_cache:
+        raise ValueError("compile=True compiles the cached one-token step: pass use_cache=True (the default)")
     if seed is not None:
         if generator is not None:
             raise ValueError("pass seed or generator, not both")
@@ -109,6 +115,8 @@ def generate(
                 use_cache=use_cache,
                 decoder_start_token_id=decoder_start_token_id,
             )
+            if compile:
+                step = CompiledStep(step)
             if settings.num_beams > 1:
                 return beam_search(step, prompt, mask, settings, generator=generator)
             return sample_or_greedy(step, prompt, mask, settings, generator=generator, streamer=streamer)
@@ -176,6 +184,17 @@ def check_length(positional: nn.Module, length: int, what: str) -> None:
             f"(max_seq_len); generate fewer tokens, shorten the input, or use a positional encoding without a "
             "table such as 'rope' or 'sinusoidal'"
         )
+
+
+def reserve_positions(positional: nn.Module, length: int, device: torch.device) -> None:
+    """Grow ``positional``'s position tables (RoPE's cos and sin) to ``length`` positions before decoding.
+
+    A table that grows between two steps is a new tensor, which a compiled step would recompile for.
+    """
+    head_dim = getattr(positional, "head_dim", None)
+    if isinstance(head_dim, int) and length > 0:
+        probe = torch.zeros(1, 1, 1, head_dim, device=device)  # (N, H, L, E)
+        positional.rotate(probe, probe, offset=length - 1)
 
 
 def left_pad(sequences: Sequence[Sequence[int]], pad_token_id: int = 0) -> tuple[Tensor, Tensor]:

@@ -90,10 +90,15 @@ def sample_or_greedy(
     mask = _extend(attention_mask, total, 1)
     eos = torch.tensor(settings.eos_token_id, device=prompt.device) if settings.eos_token_id else None
     unfinished = torch.ones(batch, dtype=torch.bool, device=prompt.device)
+    # greedy without a penalty leaves the logits as they are: skip the processors
+    processed = settings.do_sample or settings.repetition_penalty != 1.0
     end, new = prompt_length, prompt_length
     for _ in range(settings.max_new_tokens):
-        logits = step(ids[:, :end], None if mask is None else mask[:, :end], new).float()  # (N, V)
-        logits = settings.process(logits, ids[:, :end])
+        logits = step(ids[:, :end], None if mask is None else mask[:, :end], new)  # (N, V)
+        if logits.dtype != torch.float32:  # .float() on float32 would still be a call per token
+            logits = logits.float()
+        if processed:
+            logits = settings.process(logits, ids[:, :end])
         if settings.do_sample:
             token = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)[:, 0]
         else:

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from swapformer.components.positional.base import PositionalEncoding
 from swapformer.config import ModelConfig
-from swapformer.generation.decoding import check_left_padded, check_length, generate
+from swapformer.generation.decoding import check_left_padded, check_length, generate, reserve_positions
 from swapformer.generation.search import Settings, expand_beams
 from swapformer.models import builders, inputs
 from swapformer.models.saving import SavesPretrained
@@ -118,7 +118,10 @@ class DecoderOnly(SavesPretrained, nn.Module):
                 mask = None  # no padding: the fast path
         length = input_ids.size(1) + settings.max_new_tokens
         check_length(self.positional, length, "prompt + max_new_tokens")
-        cache = KVCache(len(self.decoder.layers), capacity=length) if use_cache else None
+        cache = None
+        if use_cache:
+            cache = KVCache(len(self.decoder.layers), capacity=length)
+            reserve_positions(self.positional, length, input_ids.device)
         beams = settings.num_beams
         return CausalStep(self, cache), expand_beams(input_ids, beams), expand_beams(mask, beams)
 

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from swapformer.components.positional.base import PositionalEncoding
 from swapformer.config import ModelConfig
-from swapformer.generation.decoding import check_length, generate
+from swapformer.generation.decoding import check_length, generate, reserve_positions
 from swapformer.generation.search import Settings, expand_beams
 from swapformer.models import builders, inputs
 from swapformer.models.saving import SavesPretrained
@@ -148,7 +148,10 @@ class EncoderDecoder(SavesPretrained, nn.Module):
         beams = settings.num_beams
         memory, src_mask = expand_beams(memory, beams), expand_beams(attention_mask, beams)
         start = input_ids.new_full((memory.size(0), 1), decoder_start_token_id)
-        cache = KVCache(len(self.decoder.layers), capacity=1 + settings.max_new_tokens) if use_cache else None
+        cache = None
+        if use_cache:
+            cache = KVCache(len(self.decoder.layers), capacity=1 + settings.max_new_tokens)
+            reserve_positions(self.tgt_positional, 1 + settings.max_new_tokens, input_ids.device)
         return Seq2SeqStep(self, memory, src_mask, cache), start, None
 
 

@@ -102,7 +102,8 @@ class MultiHeadAttention(nn.Module):
         """
         batch, length, _ = x.shape
         stack = memory is None and cache is not None and not torch.is_grad_enabled()
-        if stack and (cache.projection is not None or self._plain_projections()):
+        stack = stack and (cache.projection is not None or self._plain_projections())
+        if stack:
             q, k, v = self._project_qkv_stacked(x, cache)  # decoding: one GEMM instead of three
         else:
             q = (
@@ -131,12 +132,19 @@ class MultiHeadAttention(nn.Module):
             scale=self.scale,
             need_weights=need_weights,
         )
-        out = self.out_proj(out.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim))
+        if length == 1:  # one query: (N, H, 1, E) to (N, 1, H * E) needs no transpose call
+            out = out.reshape(batch, 1, self.num_heads * self.head_dim)
+        else:
+            out = out.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim)
+        if stack:  # a plain Linear (see _plain_projections): skip the module call
+            out = F.linear(out, self.out_proj.weight, self.out_proj.bias)
+        else:
+            out = self.out_proj(out)
         return (out, weights) if need_weights else out
 
     def _plain_projections(self) -> bool:
         # plain Linears without hooks: then one stacked GEMM computes exactly what the three would
-        projections = (self.q_proj, self.k_proj, self.v_proj)
+        projections = (self.q_proj, self.k_proj, self.v_proj, self.out_proj)
         return all(
             type(p) is nn.Linear and not p._forward_hooks and not p._forward_pre_hooks for p in projections
         )
@@ -149,13 +157,10 @@ class MultiHeadAttention(nn.Module):
             bias = None if self.q_proj.bias is None else torch.cat([p.bias for p in projections])
             cache.projection = (torch.cat([p.weight for p in projections]), bias)
         batch, length, _ = x.shape
-        kv_width = self.num_kv_heads * self.head_dim
-        q, k, v = F.linear(x, *cache.projection).split(
-            [self.num_heads * self.head_dim, kv_width, kv_width], -1
-        )
-        q = q.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)  # (N, H, L, E)
-        k = k.view(batch, length, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (N, Hkv, L, E)
-        v = v.view(batch, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        heads = self.num_heads + 2 * self.num_kv_heads
+        # one view and one transpose for the three, then views per head group: fewer calls per step
+        qkv = F.linear(x, *cache.projection).view(batch, length, heads, self.head_dim).transpose(1, 2)
+        q, k, v = qkv.split([self.num_heads, self.num_kv_heads, self.num_kv_heads], 1)  # (N, H|Hkv, L, E)
         return q, k, v
 
     def _project_kv(self, source: Tensor) -> tuple[Tensor, Tensor]:
