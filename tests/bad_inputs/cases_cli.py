@@ -122,11 +122,11 @@ CASES = [
         argv=lambda fx: _fit(fx, "--ckpt_path", "nope.ckpt"),
     ),
     Case(
-        id="fit-ckpt-path-last-nothing-there",
+        id="test-ckpt-path-last-nothing-there",
         area="CLI",
-        mistake="`swapformer fit --ckpt_path last` in a root with no checkpoint yet",
-        expect=r"no last\*\.ckpt below .*to start fresh, leave --ckpt_path out",
-        argv=lambda fx: _fit(fx, "--ckpt_path", "last"),
+        mistake="`swapformer test --ckpt_path last` in a root with no checkpoint yet (`fit` starts a new run instead)",
+        expect=r"no last\*\.ckpt below .*give the folder the run wrote to",
+        argv=lambda fx: ["test", *_fit(fx, "--ckpt_path", "last")[1:]],
     ),
     Case(
         id="validate-without-checkpoint",

@@ -129,3 +129,30 @@ def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
     monkeypatch.setitem(cli.VERBS, "components", broken)
     with pytest.raises(KeyError):
         main(["components"])
+
+
+def test_fit_ckpt_path_last_with_nothing_to_resume_starts_a_new_run(tmp_path, caplog):
+    """The same command starts a run and resumes it after a preemption (a requeued job): with no last.ckpt yet,
+    ``fit --ckpt_path last`` trains from scratch and says so; validate/test refuse (see the bad-inputs table)."""
+    from lightning_testlib import CAUSAL_TINY, RECIPES
+
+    from swapformer.cli import run
+
+    root = tmp_path / "runs"
+    argv = [
+        "fit",
+        "--config",
+        str(RECIPES / "causal_lm" / "stdlib-tiny.yaml"),
+        *CAUSAL_TINY,
+        "--trainer.max_steps=1",
+        "--trainer.limit_val_batches=1",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.default_root_dir={root}",
+        "--ckpt_path",
+        "last",
+    ]
+    with caplog.at_level("INFO"):
+        cli = run(argv)
+    assert cli.trainer.global_step == 1
+    assert "no last*.ckpt below" in caplog.text and "starting a new run" in caplog.text
+    assert list(root.rglob("last.ckpt"))

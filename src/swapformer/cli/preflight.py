@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch.utilities import rank_zero_info
+
 from swapformer.config import ModelConfig
 from swapformer.errors import CheckpointError, ConfigError, did_you_mean
 from swapformer.training.checkpoints import check_checkpoint_path, newest_last_checkpoint, read_checkpoint
@@ -48,13 +50,18 @@ def check_paths(config: Any, subcommand: str | None) -> None:
     ):
         return
     if ckpt_path == "last":
-        if not (root_path.is_dir() and newest_last_checkpoint(root_path)):
-            start = "; to start fresh, leave --ckpt_path out" if subcommand == "fit" else ""
-            raise CheckpointError(
-                f"--ckpt_path last: no last*.ckpt below {root} (trainer.default_root_dir): give the folder the "
-                f"run wrote to with --trainer.default_root_dir, or a checkpoint file{start}"
-            )
-        return
+        if root_path.is_dir() and newest_last_checkpoint(root_path):
+            return
+        if subcommand == "fit":
+            # the same command starts a run and resumes it after a preemption (a requeued SLURM job): as in
+            # Lightning, nothing to resume from means a fresh start, said in one line
+            rank_zero_info(f"--ckpt_path last: no last*.ckpt below {root} yet; starting a new run")
+            config["ckpt_path"] = None
+            return
+        raise CheckpointError(
+            f"--ckpt_path last: no last*.ckpt below {root} (trainer.default_root_dir): give the folder the "
+            "run wrote to with --trainer.default_root_dir, or a checkpoint file"
+        )
     if "://" not in str(ckpt_path):  # remote paths are Lightning's to read
         path = Path(ckpt_path)
         if not path.exists():
