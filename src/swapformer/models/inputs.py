@@ -83,7 +83,7 @@ def _ids(ids: Any, name: str, vocab_size: int, values: bool) -> None:
             f"{name} has shape {tuple(ids.shape)}: pass a non-empty (N, L) batch, every row at least one token; "
             "to start from nothing, give a one-token prompt such as the BOS id"
         )
-    if not values or ids.numel() == 0:
+    if not values or ids.numel() == 0 or ids.is_meta:  # meta: FLOP counting, no values to check
         return
     low, high = (int(v) for v in torch.aminmax(ids))
     if low < 0 or high >= vocab_size:
@@ -111,7 +111,7 @@ def _mask(mask: Any, name: str, ids: str, shape: tuple[int, ...] | None, values:
             f"{name} has dtype {_dtype(mask)}; expected bool or 0/1 integers, True (1) = real token: pass "
             f"{name}.bool() for 0/1 values, or ({name} == 0) for an additive mask of 0 and -inf"
         )
-    if not values or mask.dtype == torch.bool or mask.numel() == 0:
+    if not values or mask.dtype == torch.bool or mask.numel() == 0 or mask.is_meta:
         return
     low, high = (int(v) for v in torch.aminmax(mask))
     if low < 0 or high > 1:
