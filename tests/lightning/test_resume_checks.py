@@ -48,7 +48,10 @@ def test_a_different_model_is_listed_key_by_key_and_nothing_trains(trained, caps
     assert "the recipe's model is not the model of --ckpt_path" in err
     assert "model.init_args.d_model: the recipe has 64, the checkpoint has 32" in err
     assert "model.init_args.num_layers: the recipe has 2, the checkpoint has 1" in err
-    assert "to resume, drop the overrides" in err and "--model.init_args.init_from" in err
+    assert (
+        "to resume, give the recipe the checkpoint's values (drop the overrides)" in err
+        and "--model.init_args.init_from" in err
+    )
     after = sorted(p.relative_to(trained) for p in trained.rglob("*") if p.suffix in (".ckpt", ".csv"))
     assert after == before  # no checkpoint, no metrics: nothing trained
 
