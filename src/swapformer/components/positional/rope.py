@@ -26,8 +26,10 @@ def _rotated(x: Tensor, cos: Tensor, sin: Tensor, sign: float) -> Tensor:
     copied. ``sin`` is one half of the rotate-half table (whose two halves are equal).
     """
     out = x * cos
-    x1, x2 = x.chunk(2, dim=-1)
-    out1, out2 = out.chunk(2, dim=-1)
+    half = x.size(-1) // 2
+    # narrow, not chunk: in-place updates of a multi-output view (chunk, split) are refused under torch.export
+    x1, x2 = x.narrow(-1, 0, half), x.narrow(-1, half, half)
+    out1, out2 = out.narrow(-1, 0, half), out.narrow(-1, half, half)
     out1.addcmul_(x2, sin, value=-sign)
     out2.addcmul_(x1, sin, value=sign)
     return out
