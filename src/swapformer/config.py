@@ -286,6 +286,10 @@ class ModelConfig:
         return split_spec(getattr(self, key), where=key)[0]
 
 
+MODEL_KEYS = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.init)
+"""The model's fields, as a recipe's ``model.init_args`` and a checkpoint's hyperparameters name them."""
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import inspect
 import os
 import typing
@@ -22,7 +21,7 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from swapformer.config import COMPONENT_KEYS, ModelConfig
+from swapformer.config import COMPONENT_KEYS, MODEL_KEYS, ModelConfig
 from swapformer.data.tokenizers import Tokenizer
 from swapformer.errors import CheckpointError, ConfigError, did_you_mean
 from swapformer.interop import load_weights
@@ -43,7 +42,6 @@ from swapformer.training.progress import ProgressBar
 from swapformer.training.signals import SaveOnSignal
 
 STAGES = ("train", "val", "test")
-MODEL_KEYS = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.init)
 ComponentName = str | dict[str, Any]
 """A registry name, or ``{name: ..., **options}``; checked by the registry, not by the type."""
 

@@ -6,7 +6,7 @@ differs fails with a size mismatch at best (``d_model`` 32 vs 64); at worst the 
 while ``config.yaml`` records the recipe. :func:`check_resume` compares the two before anything trains and lists
 every difference.
 
-Which keys must match: every model field (:data:`~swapformer.tasks.base.MODEL_KEYS`, the vocabulary and ``kind``
+Which keys must match: every model field (:data:`~swapformer.config.MODEL_KEYS`, the vocabulary and ``kind``
 among them) and the task module's class, except :data:`MAY_CHANGE`, which change no weight and no computation of
 the trained function (``dropout``: regularization; ``init_std``: initialization only, the weights are loaded), and
 the attention kernels that compute the same function (``sdpa`` and ``math``, :data:`SAME_FUNCTION`). The training
@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
+from swapformer.config import MODEL_KEYS
 from swapformer.errors import ConfigError
-from swapformer.tasks.base import MODEL_KEYS
 
 MAY_CHANGE = ("dropout", "init_std")
 """Model fields a resumed run may set differently from its checkpoint."""
