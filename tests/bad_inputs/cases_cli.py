@@ -281,3 +281,13 @@ CASES = [
         argv=lambda fx: ["recipes", "cp", "stdlib-tinyy", "mine.yaml"],
     ),
 ]
+
+CASES += [
+    Case(
+        id="components-option-typo",
+        area="CLI",
+        mistake="`swapformer components --matrx` (a misspelt option)",
+        expect=r"unknown option --matrx; the options are \[family \.\.\.\] and --matrix",
+        argv=lambda fx: ["components", "--matrx"],
+    ),
+]

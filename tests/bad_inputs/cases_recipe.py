@@ -117,3 +117,21 @@ def _binary(fx):
     path = fx.tmp / "recipe.yaml"
     path.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00\x00")
     return path
+
+
+CASES += [
+    Case(
+        id="negative-learning-rate",
+        area="recipe",
+        mistake="a negative learning rate: `--model.init_args.lr -1` (torch's optimizer would fail with a traceback)",
+        expect=r"model\.init_args\.lr=-1\.0 must be a number >= 0",
+        argv=lambda fx: ["fit", "--config", fx.recipe(), "--model.init_args.lr", "-1"],
+    ),
+    Case(
+        id="betas-out-of-range",
+        area="recipe",
+        mistake="AdamW betas outside [0, 1): `--model.init_args.betas [0.9,1.5]`",
+        expect=r"betas=\[0\.9, 1\.5\] must be two numbers in \[0, 1\)",
+        argv=lambda fx: ["fit", "--config", fx.recipe(), "--model.init_args.betas", "[0.9,1.5]"],
+    ),
+]

@@ -101,7 +101,14 @@ def main(argv: list[str]) -> None:
         )
         return
     with user_errors("components"):
+        options = [a for a in argv if a.startswith("-") and a != "--matrix"]
+        if options:
+            raise ConfigError(f"unknown option {options[0]}; the options are [family ...] and --matrix")
         if "--matrix" in argv:
+            if len(argv) > 1:  # the matrix covers every family: a family named with it would be ignored
+                raise ConfigError(
+                    "--matrix shows every family at once: give it alone, or list families without it"
+                )
             print_matrix()
         else:
             print_components(argv or None)

@@ -109,6 +109,33 @@ def training_options(
         raise ConfigError(
             f"nonfinite_loss='{nonfinite_loss}' is unknown; choose one of {', '.join(NONFINITE_ACTIONS)}"
         )
+    problems = [
+        f"{name}={value} must be {rule}"
+        for name, value, rule, ok in (
+            ("lr", lr, "a number >= 0 (e.g. 3e-4)", lr >= 0),
+            ("weight_decay", weight_decay, "a number >= 0 (0 turns it off)", weight_decay >= 0),
+            ("eps", eps, "a number > 0 (e.g. 1e-8)", eps > 0),
+            ("warmup_steps", warmup_steps, "a whole number >= 0", warmup_steps >= 0),
+            (
+                "total_steps",
+                total_steps,
+                "a whole number >= 1, or null",
+                total_steps is None or total_steps >= 1,
+            ),
+            ("min_lr_ratio", min_lr_ratio, "in [0, 1]", 0 <= min_lr_ratio <= 1),
+            (
+                "global_batch_tokens",
+                global_batch_tokens,
+                "a whole number >= 1, or null",
+                global_batch_tokens is None or global_batch_tokens >= 1,
+            ),
+        )
+        if not ok
+    ]
+    if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+        problems.append(f"betas={list(betas)} must be two numbers in [0, 1), e.g. [0.9, 0.95]")
+    if problems:  # before the optimizer (torch's own message names no key) and before any data is read
+        raise ConfigError([f"model.init_args.{p}" for p in problems], title="invalid training options")
     return dict(locals())
 
 
