@@ -140,3 +140,11 @@ def test_module_signatures_cover_every_model_config_key_with_the_kinds_defaults(
     }
     module = module_class(vocab_size=11)
     assert module.config == build({"kind": module_class.kind, "vocab_size": 11}).config
+
+
+def test_training_options_are_its_arguments_only():
+    """What training_options returns becomes the checkpoint's hyperparameters, which predict re-parses as
+    arguments: a helper variable of its checks must not travel with them."""
+    from swapformer.tasks.base import TRAINING_KEYS, training_options
+
+    assert sorted(training_options()) == sorted(TRAINING_KEYS)

@@ -101,6 +101,7 @@ def training_options(
             stays finite), ``skip`` the batch (no backward, no optimizer step; the count is printed at the end),
             or ``ignore`` it (no check, no host sync per step).
     """
+    options = dict(locals())  # the arguments only: taken before any local of the checks below
     if schedule not in SCHEDULES:
         raise ConfigError(f"schedule='{schedule}' is unknown; choose one of {', '.join(SCHEDULES)}")
     if not 0.0 <= label_smoothing < 1.0:
@@ -136,7 +137,7 @@ def training_options(
         problems.append(f"betas={list(betas)} must be two numbers in [0, 1), e.g. [0.9, 0.95]")
     if problems:  # before the optimizer (torch's own message names no key) and before any data is read
         raise ConfigError([f"model.init_args.{p}" for p in problems], title="invalid training options")
-    return dict(locals())
+    return options
 
 
 TRAINING_KEYS = tuple(inspect.signature(training_options).parameters)
