@@ -10,10 +10,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from swapformer.config import ModelConfig
 from swapformer.errors import CheckpointError, ConfigError, did_you_mean
+from swapformer.models.builders import build_positional
 from swapformer.training.checkpoints import check_checkpoint_path, newest_last_checkpoint, read_checkpoint
 
 
@@ -122,10 +124,6 @@ def check_lengths(model: ModelConfig, data: Any) -> None:
     init_args = getattr(data, "init_args", None)
     if init_args is None:
         return
-    import torch
-
-    from swapformer.models.builders import build_positional
-
     with torch.device("meta"):  # only its max_length is wanted: no memory for a table
         limit = build_positional(model, bidirectional=False).max_length
     if limit is None:

@@ -31,6 +31,7 @@ from swapformer.tasks.flops import Shapes, TrainingFlops
 from swapformer.training import distributed
 from swapformer.training.callbacks import SampleCallback
 from swapformer.training.checkpoint_io import use_atomic_checkpoints
+from swapformer.training.checkpoints import read_checkpoint
 from swapformer.training.guards import (
     NONFINITE_ACTIONS,
     NonfiniteAction,
@@ -540,8 +541,6 @@ class SwapformerModule(pl.LightningModule):
             CheckpointError: the file is missing, not a checkpoint, truncated, written by another program,
                 refused because loading it would run code, or holds another kind of model than ``cls`` trains.
         """
-        from swapformer.training.checkpoints import read_checkpoint
-
         model_kind = read_checkpoint(checkpoint_path)["hyper_parameters"]["kind"]
         module = SwapformerModule.for_kind(model_kind) if cls is SwapformerModule else cls
         if module.kind != model_kind:
