@@ -156,3 +156,43 @@ def test_fit_ckpt_path_last_with_nothing_to_resume_starts_a_new_run(tmp_path, ca
     assert cli.trainer.global_step == 1
     assert "no last*.ckpt below" in caplog.text and "starting a new run" in caplog.text
     assert list(root.rglob("last.ckpt"))
+
+
+@pytest.fixture
+def process_group(tmp_path):
+    """A one-process gloo group, as a DDP run leaves it when the command returns."""
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+    )
+    yield
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def test_the_command_destroys_the_process_group_after_a_run_and_a_signal_stop(
+    process_group, monkeypatch, capsys
+):
+    # left to the interpreter's shutdown, a gloo group sometimes aborted the process after a successful DDP run
+    import swapformer.cli as cli
+    from swapformer.training.signals import StoppedBySignal
+
+    main(["components", "norm"])
+    assert not torch.distributed.is_initialized()
+
+    torch.distributed.init_process_group("gloo", store=torch.distributed.HashStore(), rank=0, world_size=1)
+
+    def stopped(args):
+        raise StoppedBySignal(143)
+
+    monkeypatch.setattr(cli, "run", stopped)
+    with pytest.raises(StoppedBySignal):
+        main(["fit"])
+    assert not torch.distributed.is_initialized()
+
+
+def test_after_another_error_the_process_group_is_left_alone(process_group, capsys):
+    # the other processes may still be inside a collective: destroying could hang
+    with pytest.raises(SystemExit) as stopped:
+        main(["fitt"])
+    assert stopped.value.code == 2
+    assert torch.distributed.is_initialized()

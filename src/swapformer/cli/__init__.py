@@ -18,12 +18,17 @@ A user error of any verb prints ``swapformer VERB: error: <one line>`` and exits
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
+
+import torch
 
 from swapformer.cli import check, components, evaluate, fit, generate, interop, recipes
 from swapformer.cli.errors import DEBUG_ENV, user_errors
 from swapformer.errors import UsageError, did_you_mean
+from swapformer.training.signals import StoppedBySignal
 
 VERBS = {
     "generate": generate.main,
@@ -97,7 +102,8 @@ def main(args: list[str] | None = None) -> None:
     """
     argv = list(sys.argv[1:] if args is None else args)
     if "--debug" not in argv:
-        run(args)
+        with closing_process_group():
+            run(args)
         return
     argv = [a for a in argv if a != "--debug"]
     if args is None:
@@ -105,12 +111,36 @@ def main(args: list[str] | None = None) -> None:
     previous = os.environ.get(DEBUG_ENV)
     os.environ[DEBUG_ENV] = "1"
     try:
-        run(None if args is None else argv)
+        with closing_process_group():
+            run(None if args is None else argv)
     finally:
         if previous is None:
             os.environ.pop(DEBUG_ENV, None)
         else:
             os.environ[DEBUG_ENV] = previous
+
+
+@contextlib.contextmanager
+def closing_process_group() -> Iterator[None]:
+    """Destroy the process group a DDP / FSDP2 run made once the command is done with it.
+
+    Lightning destroys it at exit for NCCL only; a gloo group left to the interpreter's shutdown has worker
+    threads still alive while Python is torn down, and the process then sometimes aborts (SIGABRT,
+    "terminate called without an active exception") after a run that succeeded. Done after a normal end and
+    after a stop on a signal (every process stops at the same step, see :mod:`swapformer.training.signals`); not
+    after another error, where the other processes may still be inside a collective and the call could hang.
+    """
+    try:
+        yield
+    except StoppedBySignal:
+        _destroy_process_group()
+        raise
+    _destroy_process_group()
+
+
+def _destroy_process_group() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
