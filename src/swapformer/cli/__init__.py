@@ -19,25 +19,39 @@ A user error of any verb prints ``swapformer VERB: error: <one line>`` and exits
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import torch
 
-from swapformer.cli import check, components, evaluate, fit, generate, interop, recipes
 from swapformer.cli.errors import DEBUG_ENV, user_errors
 from swapformer.errors import UsageError, did_you_mean
-from swapformer.training.signals import StoppedBySignal
+
+if TYPE_CHECKING:
+    from swapformer.cli.fit import SwapformerCLI
+
+
+def _verb(module: str, function: str = "main") -> Callable[[list[str]], None]:
+    """A verb's entry point, imported when the verb runs: ``swapformer fit`` does not pay for sacrebleu, the
+    conformance suite or the interop code."""
+
+    def call(argv: list[str]) -> None:
+        getattr(importlib.import_module(f"swapformer.cli.{module}"), function)(argv)
+
+    return call
+
 
 VERBS = {
-    "generate": generate.main,
-    "evaluate": evaluate.main,
-    "check": check.main,
-    "components": components.main,
-    "recipes": recipes.main,
-    "import-hf": interop.import_hf,
-    "export": interop.export,
+    "generate": _verb("generate"),
+    "evaluate": _verb("evaluate"),
+    "check": _verb("check"),
+    "components": _verb("components"),
+    "recipes": _verb("recipes"),
+    "import-hf": _verb("interop", "import_hf"),
+    "export": _verb("interop", "export"),
 }
 """Verbs of swapformer's own; every other verb (fit, validate, test, predict) is LightningCLI's."""
 
@@ -74,7 +88,7 @@ def usage() -> str:
     )
 
 
-def run(args: list[str] | None = None) -> fit.SwapformerCLI | None:
+def run(args: list[str] | None = None) -> SwapformerCLI | None:
     """Run the command and return the CLI object (its ``model``, ``datamodule``, ``trainer``) for the Lightning
     verbs, None for the others. ``args`` replaces ``sys.argv[1:]``, so tests call it in-process."""
     argv = list(sys.argv[1:] if args is None else args)
@@ -91,6 +105,8 @@ def run(args: list[str] | None = None) -> fit.SwapformerCLI | None:
             raise UsageError(
                 f"unknown verb {argv[0]!r}{did_you_mean(argv[0], verbs)}; verbs: {', '.join(verbs)}"
             )
+    from swapformer.cli import fit
+
     return fit.run(None if args is None else argv)
 
 
@@ -132,8 +148,11 @@ def closing_process_group() -> Iterator[None]:
     """
     try:
         yield
-    except StoppedBySignal:
-        _destroy_process_group()
+    except SystemExit as stop:
+        from swapformer.training.signals import StoppedBySignal  # (imports Lightning: only where it ran)
+
+        if isinstance(stop, StoppedBySignal):
+            _destroy_process_group()
         raise
     _destroy_process_group()
 
