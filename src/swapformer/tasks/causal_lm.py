@@ -18,7 +18,7 @@ class CausalLMModule(SwapformerModule):
 
     Args:
         vocab_size ... init_std: see :class:`~swapformer.ModelConfig`.
-        lr ... meta_init: see :func:`~swapformer.tasks.base.training_options`.
+        lr ... meta_init: see :func:`~swapformer.training.options.training_options`.
 
     Batches: ``{"input_ids": (N, L), "labels": (N, L)}``, optional ``"attention_mask"``; pad labels are ignored.
     """

@@ -27,7 +27,7 @@ class MaskedLMModule(SwapformerModule):
     Args:
         vocab_size ... init_std: see :class:`~swapformer.ModelConfig` (defaults: BERT's post-norm, GELU, learned
             positions).
-        lr ... meta_init: see :func:`~swapformer.tasks.base.training_options` (defaults: BERT's weight decay 0.01,
+        lr ... meta_init: see :func:`~swapformer.training.options.training_options` (defaults: BERT's weight decay 0.01,
             betas (0.9, 0.999), eps 1e-6; lr 5e-4).
         mask_probability: fraction of tokens chosen for prediction, in (0, 1).
         mask_token_id: the id that hides a chosen token. swapformer's tokenizers reserve no mask id; the default

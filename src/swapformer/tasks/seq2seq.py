@@ -24,7 +24,7 @@ class Seq2SeqModule(SwapformerModule):
 
     Args:
         vocab_size ... init_std: see :class:`~swapformer.ModelConfig` (defaults: the paper's base model).
-        lr ... meta_init: see :func:`~swapformer.tasks.base.training_options` (defaults: lr 5e-4, weight decay
+        lr ... meta_init: see :func:`~swapformer.training.options.training_options` (defaults: lr 5e-4, weight decay
             0.01, betas (0.9, 0.98), eps 1e-9).
         greedy_eval: decode greedily in validation and test.
         max_decode_len: most generated tokens; None = target length of the batch + 16.
