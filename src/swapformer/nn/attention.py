@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from swapformer.components.positional.base import PositionalEncoding
 from swapformer.errors import ConfigError
 from swapformer.nn._shared import borrow
 
 if TYPE_CHECKING:
-    from swapformer.components.positional.base import PositionalEncoding
     from swapformer.nn.cache import AttentionCache
 
 
@@ -103,15 +103,20 @@ class MultiHeadAttention(nn.Module):
         batch, length, _ = x.shape
         stack = memory is None and cache is not None and not torch.is_grad_enabled()
         stack = stack and (cache.projection is not None or self._plain_projections())
-        if stack:
-            q, k, v = self._project_qkv_stacked(x, cache)  # decoding: one GEMM instead of three
+        decoding = stack and length == 1  # one new token: projected, rotated and cached in one go
+        if decoding:
+            q, k, v = self._decoding_step(x, cache, offset)
+        elif stack:  # a prompt into the cache: one GEMM instead of three
+            q, k, v = self._project_qkv_stacked(x, cache)
         else:
             q = (
                 self.q_proj(x).view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
             )  # (N, H, L, E)
             if memory is None:
                 k, v = self._project_kv(x)
-        if memory is None:  # self-attention
+        if decoding:  # _decoding_step rotated and cached them
+            pass
+        elif memory is None:  # self-attention
             if self.positional is not None:
                 q, k = self.positional.rotate(q, k, offset=offset)
             if cache is not None:
@@ -149,19 +154,51 @@ class MultiHeadAttention(nn.Module):
             type(p) is nn.Linear and not p._forward_hooks and not p._forward_pre_hooks for p in projections
         )
 
-    def _project_qkv_stacked(self, x: Tensor, cache: AttentionCache) -> tuple[Tensor, Tensor, Tensor]:
-        """q, k, v from W_q, W_k, W_v stacked into one matrix. A decoding step is bound by per-call overhead, not
-        arithmetic, so one GEMM beats three; the stacked copy lives in the cache, only while a generation runs."""
+    def _stacked_projection(self, cache: AttentionCache) -> tuple[Tensor, Tensor | None]:
         if cache.projection is None:
             projections = (self.q_proj, self.k_proj, self.v_proj)
             bias = None if self.q_proj.bias is None else torch.cat([p.bias for p in projections])
             cache.projection = (torch.cat([p.weight for p in projections]), bias)
+        return cache.projection
+
+    def _project_qkv_stacked(self, x: Tensor, cache: AttentionCache) -> tuple[Tensor, Tensor, Tensor]:
+        """q, k, v from W_q, W_k, W_v stacked into one matrix. A decoding step is bound by per-call overhead, not
+        arithmetic, so one GEMM beats three; the stacked copy lives in the cache, only while a generation runs."""
         batch, length, _ = x.shape
         heads = self.num_heads + 2 * self.num_kv_heads
         # one view and one transpose for the three, then views per head group: fewer calls per step
-        qkv = F.linear(x, *cache.projection).view(batch, length, heads, self.head_dim).transpose(1, 2)
+        qkv = (
+            F.linear(x, *self._stacked_projection(cache))
+            .view(batch, length, heads, self.head_dim)
+            .transpose(1, 2)
+        )
         q, k, v = qkv.split([self.num_heads, self.num_kv_heads, self.num_kv_heads], 1)  # (N, H|Hkv, L, E)
         return q, k, v
+
+    def _decoding_step(
+        self, x: Tensor, cache: AttentionCache, offset: int | Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """q ``(N, H, 1, E)`` of one new token, and every cached key and value ``(N, Hkv, S, E)`` with its own.
+
+        The stacked projection of one token is already in head-major order, ``(N, H + 2 Hkv, 1, E)``: q, k and v
+        heads side by side. A positional member that can (RoPE's ``rotate_stacked_``) rotates the q and k heads
+        together in place, and the k and v heads go into the cache with one copy.
+        """
+        heads, kv_heads = self.num_heads, self.num_kv_heads
+        qkv = F.linear(x, *self._stacked_projection(cache)).view(
+            x.size(0), heads + 2 * kv_heads, 1, self.head_dim
+        )
+        positional = self.positional
+        if positional is not None and type(positional).rotate is not PositionalEncoding.rotate:
+            rotate_stacked_ = getattr(positional, "rotate_stacked_", None)
+            rotated = rotate_stacked_ is not None and rotate_stacked_(
+                qkv.narrow(1, 0, heads + kv_heads), offset=offset
+            )
+            if not rotated:  # a member without the in-place path: its rotate, then two copies into the cache
+                q, k, v = qkv.split([heads, kv_heads, kv_heads], 1)
+                q, k = positional.rotate(q, k, offset=offset)
+                return q, *cache.append(k, v)
+        return qkv.narrow(1, 0, heads), *cache.append_pairs(qkv.narrow(1, heads, 2 * kv_heads))
 
     def _project_kv(self, source: Tensor) -> tuple[Tensor, Tensor]:
         batch, source_length, _ = source.shape
