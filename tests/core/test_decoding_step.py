@@ -8,6 +8,7 @@ from swapformer import build_causal_lm
 from swapformer.components.positional import RotaryPositionalEncoding
 from swapformer.components.positional.rope_scaling import ScaledRotaryPositionalEncoding
 from swapformer.nn.cache import AttentionCache, KVCache
+from swapformer.nn.direct import feed_forward_function, plain, residual_function
 
 
 def stacked_heads(batch, heads, kv_heads, head_dim, dtype=torch.float32):
@@ -102,3 +103,40 @@ def test_cached_decoding_steps_equal_the_uncached_model(shape):
         steps = [model(ids[:, :5], cache=cache)[:, -1]]
         steps += [model(ids[:, i : i + 1], cache=cache)[:, -1] for i in range(5, 12)]
     torch.testing.assert_close(torch.stack(steps, 1), full[:, 4:], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("placement", ["pre", "post", "sandwich"])
+@pytest.mark.parametrize("norm", ["layernorm", "rmsnorm"])
+@pytest.mark.parametrize("ffn", ["gelu", "swiglu", "relu", "geglu"])
+def test_residual_functions_equal_the_modules(placement, norm, ffn):
+    # the functions a cached layer calls instead of its modules compute exactly what the modules do
+    config = dict(
+        vocab_size=20, d_model=32, num_heads=4, num_layers=1, d_ff=64, placement=placement, norm=norm
+    )
+    torch.manual_seed(0)
+    layer = build_causal_lm({**config, "ffn": ffn}).eval().decoder.layers[0]
+    step = layer.feed_forward
+    function = residual_function(step, feed_forward_function)
+    assert (function == step.forward) == (placement == "sandwich")  # an unknown placement: its own forward
+    with torch.inference_mode():
+        for length in (1, 5):
+            x = torch.randn(2, length, 32)
+            assert torch.equal(function(x), step(x))
+
+
+def test_hooks_are_honoured_by_cached_decoding():
+    # a forward hook on a feed-forward (or a norm) must still run: those modules are called as modules
+    torch.manual_seed(0)
+    config = dict(
+        vocab_size=30, d_model=32, num_heads=4, num_layers=2, d_ff=64, placement="pre", ffn="swiglu"
+    )
+    model = build_causal_lm({**config, "norm": "rmsnorm", "positional": "rope"}).eval()
+    ids = torch.randint(30, (1, 6))
+    with torch.inference_mode():
+        before = model.generate(ids, max_new_tokens=6, eos_token_id=[])
+        model.decoder.layers[1].feed_forward.sublayer.register_forward_hook(lambda m, args, out: out * 0 + 1)
+        model.decoder.layers[0].self_attention.norm.register_forward_hook(lambda m, args, out: -out)
+        cached = model.generate(ids, max_new_tokens=6, eos_token_id=[])
+        uncached = model.generate(ids, max_new_tokens=6, eos_token_id=[], use_cache=False)
+    assert torch.equal(cached, uncached) and not torch.equal(cached, before)
+    assert not plain(model.decoder.layers[0].self_attention.norm)

@@ -108,11 +108,13 @@ class AttentionCache:
 class LayerCache:
     """The caches of one layer: its self-attention and, in a decoder of an encoder-decoder, its cross-attention."""
 
-    __slots__ = ("cross_attention", "self_attention")
+    __slots__ = ("cross_attention", "self_attention", "steps")
 
     def __init__(self, capacity: int = 0) -> None:
         self.self_attention = AttentionCache(capacity)
         self.cross_attention = AttentionCache()
+        self.steps: tuple | None = None
+        """The layer's residual steps as functions (:mod:`swapformer.nn.direct`), made at its first cached call."""
 
 
 class KVCache:
