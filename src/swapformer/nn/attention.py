@@ -103,10 +103,9 @@ class MultiHeadAttention(nn.Module):
         batch, length, _ = x.shape
         stack = memory is None and cache is not None and not torch.is_grad_enabled()
         stack = stack and (cache.projection is not None or self._plain_projections())
-        decoding = stack and length == 1  # one new token: projected, rotated and cached in one go
-        if decoding:
-            q, k, v = self._decoding_step(x, cache, offset)
-        elif stack:  # a prompt into the cache: one GEMM instead of three
+        if stack and length == 1 and not need_weights:  # a decoding step: a path of its own
+            return self._decoding_step(x, cache, attn_mask=attn_mask, is_causal=is_causal, offset=offset)
+        if stack:  # a prompt into the cache: one GEMM instead of three
             q, k, v = self._project_qkv_stacked(x, cache)
         else:
             q = (
@@ -114,9 +113,7 @@ class MultiHeadAttention(nn.Module):
             )  # (N, H, L, E)
             if memory is None:
                 k, v = self._project_kv(x)
-        if decoding:  # _decoding_step rotated and cached them
-            pass
-        elif memory is None:  # self-attention
+        if memory is None:  # self-attention
             if self.positional is not None:
                 q, k = self.positional.rotate(q, k, offset=offset)
             if cache is not None:
@@ -142,7 +139,7 @@ class MultiHeadAttention(nn.Module):
         else:
             out = out.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim)
         if stack:  # a plain Linear (see _plain_projections): skip the module call
-            out = F.linear(out, self.out_proj.weight, self.out_proj.bias)
+            out = F.linear(out, *self._stacked_projection(cache)[2:])
         else:
             out = self.out_proj(out)
         return (out, weights) if need_weights else out
@@ -154,11 +151,16 @@ class MultiHeadAttention(nn.Module):
             type(p) is nn.Linear and not p._forward_hooks and not p._forward_pre_hooks for p in projections
         )
 
-    def _stacked_projection(self, cache: AttentionCache) -> tuple[Tensor, Tensor | None]:
+    def _stacked_projection(
+        self, cache: AttentionCache
+    ) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
+        """W_q, W_k, W_v stacked (and their biases), then W_o and its bias, kept in ``cache``: looked up there,
+        a step reads no module attribute."""
         if cache.projection is None:
             projections = (self.q_proj, self.k_proj, self.v_proj)
             bias = None if self.q_proj.bias is None else torch.cat([p.bias for p in projections])
-            cache.projection = (torch.cat([p.weight for p in projections]), bias)
+            weight = torch.cat([p.weight for p in projections])
+            cache.projection = (weight, bias, self.out_proj.weight, self.out_proj.bias)
         return cache.projection
 
     def _project_qkv_stacked(self, x: Tensor, cache: AttentionCache) -> tuple[Tensor, Tensor, Tensor]:
@@ -168,7 +170,7 @@ class MultiHeadAttention(nn.Module):
         heads = self.num_heads + 2 * self.num_kv_heads
         # one view and one transpose for the three, then views per head group: fewer calls per step
         qkv = (
-            F.linear(x, *self._stacked_projection(cache))
+            F.linear(x, *self._stacked_projection(cache)[:2])
             .view(batch, length, heads, self.head_dim)
             .transpose(1, 2)
         )
@@ -176,29 +178,49 @@ class MultiHeadAttention(nn.Module):
         return q, k, v
 
     def _decoding_step(
-        self, x: Tensor, cache: AttentionCache, offset: int | Tensor
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """q ``(N, H, 1, E)`` of one new token, and every cached key and value ``(N, Hkv, S, E)`` with its own.
+        self,
+        x: Tensor,
+        cache: AttentionCache,
+        *,
+        attn_mask: Tensor | None,
+        is_causal: bool,
+        offset: int | Tensor,
+    ) -> Tensor:
+        """``forward`` for one new token ``(N, 1, D)`` with a cache, without autograd.
 
         The stacked projection of one token is already in head-major order, ``(N, H + 2 Hkv, 1, E)``: q, k and v
         heads side by side. A positional member that can (RoPE's ``rotate_stacked_``) rotates the q and k heads
         together in place, and the k and v heads go into the cache with one copy.
         """
-        heads, kv_heads = self.num_heads, self.num_kv_heads
-        qkv = F.linear(x, *self._stacked_projection(cache)).view(
-            x.size(0), heads + 2 * kv_heads, 1, self.head_dim
-        )
+        w_qkv, b_qkv, w_out, b_out = self._stacked_projection(cache)
+        batch, heads, kv_heads = x.size(0), self.num_heads, self.num_kv_heads
+        qkv = F.linear(x, w_qkv, b_qkv).view(batch, heads + 2 * kv_heads, 1, self.head_dim)
         positional = self.positional
-        if positional is not None and type(positional).rotate is not PositionalEncoding.rotate:
+        rotated = positional is None or type(positional).rotate is PositionalEncoding.rotate  # no rotation
+        if not rotated:
             rotate_stacked_ = getattr(positional, "rotate_stacked_", None)
             rotated = rotate_stacked_ is not None and rotate_stacked_(
                 qkv.narrow(1, 0, heads + kv_heads), offset=offset
             )
-            if not rotated:  # a member without the in-place path: its rotate, then two copies into the cache
-                q, k, v = qkv.split([heads, kv_heads, kv_heads], 1)
-                q, k = positional.rotate(q, k, offset=offset)
-                return q, *cache.append(k, v)
-        return qkv.narrow(1, 0, heads), *cache.append_pairs(qkv.narrow(1, heads, 2 * kv_heads))
+        if rotated:
+            q = qkv.narrow(1, 0, heads)
+            k, v = cache.append_pairs(qkv.narrow(1, heads, 2 * kv_heads))  # (N, Hkv, S, E)
+        else:  # a member without the in-place path: its rotate, then two copies into the cache
+            q, k, v = qkv.split([heads, kv_heads, kv_heads], 1)
+            q, k = positional.rotate(q, k, offset=offset)
+            k, v = cache.append(k, v)
+        out, _ = self.kernel(
+            q,
+            k,
+            v,
+            attn_mask=attn_mask,
+            is_causal=is_causal,
+            dropout_p=self.dropout if self.training else 0.0,
+            scale=self.scale,
+        )
+        return F.linear(
+            out.reshape(batch, 1, heads * self.head_dim), w_out, b_out
+        )  # (N, H, 1, E) as (N, 1, H E)
 
     def _project_kv(self, source: Tensor) -> tuple[Tensor, Tensor]:
         batch, source_length, _ = source.shape
