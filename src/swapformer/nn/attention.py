@@ -103,7 +103,8 @@ class MultiHeadAttention(nn.Module):
         batch, length, _ = x.shape
         stack = memory is None and cache is not None and not torch.is_grad_enabled()
         stack = stack and (cache.projection is not None or self._plain_projections())
-        if stack and length == 1 and not need_weights:  # a decoding step: a path of its own
+        decoding = stack and length == 1 and not need_weights and not torch.compiler.is_compiling()
+        if decoding:  # a decoding step: a path of its own (in place: not for a compiled graph)
             return self._decoding_step(x, cache, attn_mask=attn_mask, is_causal=is_causal, offset=offset)
         if stack:  # a prompt into the cache: one GEMM instead of three
             q, k, v = self._project_qkv_stacked(x, cache)

@@ -52,7 +52,9 @@ class TransformerLayer(nn.Module):
         memory_mask: Tensor | None = None,
         cache: LayerCache | None = None,
     ) -> Tensor:
-        if cache is not None and not self.training and not torch.is_grad_enabled():
+        # a compiled step traces the modules themselves: the graph fuses what these functions save
+        direct = cache is not None and not self.training and not torch.is_grad_enabled()
+        if direct and not torch.compiler.is_compiling():
             return self._cached_step(x, attn_mask, is_causal, offset, memory, memory_mask, cache)
         x = self.self_attention(
             x,

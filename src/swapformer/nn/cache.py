@@ -6,8 +6,9 @@
                                      (self-attention: grows by one slot per step)
     memory ─▶ k, v once             (cross-attention: computed at the first step, then reused)
 
-Keys and values share one preallocated buffer ``(N, 2 Hkv, capacity, E)``, filled in place: a step allocates no
-cache memory, and writes a stacked projection's keys and values with one copy.
+Buffers are preallocated ``(N, Hkv, capacity, E)`` and filled in place: a step allocates no cache memory. A
+decoding step of a stacked projection keeps keys and values in one buffer ``(N, 2 Hkv, capacity, E)`` and writes
+both with one copy.
 Only the ``Hkv`` key/value heads are stored, so grouped-query attention caches ``H / Hkv`` times less. Keys are
 stored after the positional ``rotate`` hook (RoPE), since a key's position never changes once it is written.
 """
@@ -53,9 +54,11 @@ class AttentionCache:
         """:meth:`append` of keys and values stacked along the heads, ``(N, 2 Hkv, L, E)`` (keys first), as a
         stacked projection makes them: one copy into the cache instead of two."""
         start, end = self.length, self.length + pairs.size(2)
-        if self._pairs is None or end > self._pairs.size(2):
-            heads = pairs.size(1) // 2
-            self._grow(pairs.narrow(1, 0, heads), pairs.narrow(1, heads, heads), end)
+        heads = pairs.size(1) // 2
+        if not start:  # apart at first (a compiled step, which refuses overlapping inputs, may continue)
+            return self.append(pairs.narrow(1, 0, heads), pairs.narrow(1, heads, heads))
+        if self._pairs is None or end > self._pairs.size(2):  # the first time: the prompt moves in once
+            self._grow(pairs.narrow(1, 0, heads), pairs.narrow(1, heads, heads), end, paired=True)
         self._pairs.narrow(2, start, end - start).copy_(pairs)
         self.length = end
         return self._keys.narrow(2, 0, end), self._values.narrow(2, 0, end)
@@ -80,11 +83,16 @@ class AttentionCache:
             self._keys = self._keys.index_select(0, index)
             self._values = self._values.index_select(0, index)
 
-    def _grow(self, key: Tensor, value: Tensor, end: int) -> None:
+    def _grow(self, key: Tensor, value: Tensor, end: int, *, paired: bool = False) -> None:
+        """Room for ``end`` tokens; keys and values in one buffer when ``paired`` or already so. Only
+        :meth:`append_pairs` pairs them: a compiled step refuses a graph whose inputs overlap in memory."""
         size = max(end, self.capacity, 0 if self._keys is None else 2 * self._keys.size(2))
+        if self._keys is not None and end <= self._keys.size(2):
+            size = self._keys.size(2)  # pairing only: same room
         batch, heads, _, dim = key.shape
         old_keys, old_values = self._keys, self._values
-        if value.shape[1:2] + value.shape[3:] == (heads, dim) and value.dtype == key.dtype:
+        paired = paired or self._pairs is not None
+        if paired and value.shape[1:2] + value.shape[3:] == (heads, dim) and value.dtype == key.dtype:
             self._set_pairs(key.new_empty(batch, 2 * heads, size, dim))
         else:  # values of another width or dtype than the keys: apart
             self._keys, self._values, self._pairs = (
