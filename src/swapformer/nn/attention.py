@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from swapformer.components.positional.base import PositionalEncoding
 from swapformer.errors import ConfigError
 from swapformer.nn._shared import borrow
 
 if TYPE_CHECKING:
-    from swapformer.components.positional.base import PositionalEncoding
     from swapformer.nn.cache import AttentionCache
 
 
@@ -103,8 +103,11 @@ class MultiHeadAttention(nn.Module):
         batch, length, _ = x.shape
         stack = memory is None and cache is not None and not torch.is_grad_enabled()
         stack = stack and (cache.projection is not None or self._plain_projections())
-        if stack:
-            q, k, v = self._project_qkv_stacked(x, cache)  # decoding: one GEMM instead of three
+        decoding = stack and length == 1 and not need_weights and not torch.compiler.is_compiling()
+        if decoding:  # a decoding step: a path of its own (in place: not for a compiled graph)
+            return self._decoding_step(x, cache, attn_mask=attn_mask, is_causal=is_causal, offset=offset)
+        if stack:  # a prompt into the cache: one GEMM instead of three
+            q, k, v = self._project_qkv_stacked(x, cache)
         else:
             q = (
                 self.q_proj(x).view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
@@ -137,7 +140,7 @@ class MultiHeadAttention(nn.Module):
         else:
             out = out.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim)
         if stack:  # a plain Linear (see _plain_projections): skip the module call
-            out = F.linear(out, self.out_proj.weight, self.out_proj.bias)
+            out = F.linear(out, *self._stacked_projection(cache)[2:])
         else:
             out = self.out_proj(out)
         return (out, weights) if need_weights else out
@@ -149,19 +152,76 @@ class MultiHeadAttention(nn.Module):
             type(p) is nn.Linear and not p._forward_hooks and not p._forward_pre_hooks for p in projections
         )
 
-    def _project_qkv_stacked(self, x: Tensor, cache: AttentionCache) -> tuple[Tensor, Tensor, Tensor]:
-        """q, k, v from W_q, W_k, W_v stacked into one matrix. A decoding step is bound by per-call overhead, not
-        arithmetic, so one GEMM beats three; the stacked copy lives in the cache, only while a generation runs."""
+    def _stacked_projection(
+        self, cache: AttentionCache
+    ) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
+        """W_q, W_k, W_v stacked (and their biases), then W_o and its bias, kept in ``cache``: looked up there,
+        a step reads no module attribute."""
         if cache.projection is None:
             projections = (self.q_proj, self.k_proj, self.v_proj)
             bias = None if self.q_proj.bias is None else torch.cat([p.bias for p in projections])
-            cache.projection = (torch.cat([p.weight for p in projections]), bias)
+            weight = torch.cat([p.weight for p in projections])
+            cache.projection = (weight, bias, self.out_proj.weight, self.out_proj.bias)
+        return cache.projection
+
+    def _project_qkv_stacked(self, x: Tensor, cache: AttentionCache) -> tuple[Tensor, Tensor, Tensor]:
+        """q, k, v from W_q, W_k, W_v stacked into one matrix. A decoding step is bound by per-call overhead, not
+        arithmetic, so one GEMM beats three; the stacked copy lives in the cache, only while a generation runs."""
         batch, length, _ = x.shape
         heads = self.num_heads + 2 * self.num_kv_heads
         # one view and one transpose for the three, then views per head group: fewer calls per step
-        qkv = F.linear(x, *cache.projection).view(batch, length, heads, self.head_dim).transpose(1, 2)
+        qkv = (
+            F.linear(x, *self._stacked_projection(cache)[:2])
+            .view(batch, length, heads, self.head_dim)
+            .transpose(1, 2)
+        )
         q, k, v = qkv.split([self.num_heads, self.num_kv_heads, self.num_kv_heads], 1)  # (N, H|Hkv, L, E)
         return q, k, v
+
+    def _decoding_step(
+        self,
+        x: Tensor,
+        cache: AttentionCache,
+        *,
+        attn_mask: Tensor | None,
+        is_causal: bool,
+        offset: int | Tensor,
+    ) -> Tensor:
+        """``forward`` for one new token ``(N, 1, D)`` with a cache, without autograd.
+
+        The stacked projection of one token is already in head-major order, ``(N, H + 2 Hkv, 1, E)``: q, k and v
+        heads side by side. A positional member that can (RoPE's ``rotate_stacked_``) rotates the q and k heads
+        together in place, and the k and v heads go into the cache with one copy.
+        """
+        w_qkv, b_qkv, w_out, b_out = self._stacked_projection(cache)
+        batch, heads, kv_heads = x.size(0), self.num_heads, self.num_kv_heads
+        qkv = F.linear(x, w_qkv, b_qkv).view(batch, heads + 2 * kv_heads, 1, self.head_dim)
+        positional = self.positional
+        rotated = positional is None or type(positional).rotate is PositionalEncoding.rotate  # no rotation
+        if not rotated:
+            rotate_stacked_ = getattr(positional, "rotate_stacked_", None)
+            rotated = rotate_stacked_ is not None and rotate_stacked_(
+                qkv.narrow(1, 0, heads + kv_heads), offset=offset
+            )
+        if rotated:
+            q = qkv.narrow(1, 0, heads)
+            k, v = cache.append_pairs(qkv.narrow(1, heads, 2 * kv_heads))  # (N, Hkv, S, E)
+        else:  # a member without the in-place path: its rotate, then two copies into the cache
+            q, k, v = qkv.split([heads, kv_heads, kv_heads], 1)
+            q, k = positional.rotate(q, k, offset=offset)
+            k, v = cache.append(k, v)
+        out, _ = self.kernel(
+            q,
+            k,
+            v,
+            attn_mask=attn_mask,
+            is_causal=is_causal,
+            dropout_p=self.dropout if self.training else 0.0,
+            scale=self.scale,
+        )
+        return F.linear(
+            out.reshape(batch, 1, heads * self.head_dim), w_out, b_out
+        )  # (N, H, 1, E) as (N, 1, H E)
 
     def _project_kv(self, source: Tensor) -> tuple[Tensor, Tensor]:
         batch, source_length, _ = source.shape

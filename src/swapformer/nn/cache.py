@@ -6,7 +6,9 @@
                                      (self-attention: grows by one slot per step)
     memory ─▶ k, v once             (cross-attention: computed at the first step, then reused)
 
-Buffers are preallocated ``(N, Hkv, capacity, E)`` and filled in place: a step allocates no cache memory.
+Buffers are preallocated ``(N, Hkv, capacity, E)`` and filled in place: a step allocates no cache memory. A
+decoding step of a stacked projection keeps keys and values in one buffer ``(N, 2 Hkv, capacity, E)`` and writes
+both with one copy.
 Only the ``Hkv`` key/value heads are stored, so grouped-query attention caches ``H / Hkv`` times less. Keys are
 stored after the positional ``rotate`` hook (RoPE), since a key's position never changes once it is written.
 """
@@ -27,12 +29,14 @@ class AttentionCache:
         keys and values ``(N, Hkv, S, E)``, ``S = length``.
     """
 
-    __slots__ = ("_keys", "_values", "capacity", "length", "projection")
+    __slots__ = ("_keys", "_pairs", "_values", "capacity", "length", "projection")
 
     def __init__(self, capacity: int = 0) -> None:
         self.capacity, self.length = capacity, 0
         self._keys: Tensor | None = None
         self._values: Tensor | None = None
+        self._pairs: Tensor | None = None
+        """Keys then values along the heads, ``(N, 2 Hkv, capacity, E)``: ``_keys`` and ``_values`` are its halves."""
         self.projection: tuple[Tensor, Tensor | None] | None = None
         """W_q, W_k, W_v (and biases) stacked, made by the attention layer at the first decoding step."""
 
@@ -46,9 +50,22 @@ class AttentionCache:
         self.length = end
         return self._keys.narrow(2, 0, end), self._values.narrow(2, 0, end)
 
+    def append_pairs(self, pairs: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`append` of keys and values stacked along the heads, ``(N, 2 Hkv, L, E)`` (keys first), as a
+        stacked projection makes them: one copy into the cache instead of two."""
+        start, end = self.length, self.length + pairs.size(2)
+        heads = pairs.size(1) // 2
+        if not start:  # apart at first (a compiled step, which refuses overlapping inputs, may continue)
+            return self.append(pairs.narrow(1, 0, heads), pairs.narrow(1, heads, heads))
+        if self._pairs is None or end > self._pairs.size(2):  # the first time: the prompt moves in once
+            self._grow(pairs.narrow(1, 0, heads), pairs.narrow(1, heads, heads), end, paired=True)
+        self._pairs.narrow(2, start, end - start).copy_(pairs)
+        self.length = end
+        return self._keys.narrow(2, 0, end), self._values.narrow(2, 0, end)
+
     def store(self, key: Tensor, value: Tensor) -> None:
         """Keep ``key``, ``value`` as they are (cross-attention: computed once from the encoder output)."""
-        self._keys, self._values, self.length = key, value, key.size(2)
+        self._keys, self._values, self._pairs, self.length = key, value, None, key.size(2)
 
     @property
     def keys(self) -> Tensor | None:
@@ -60,29 +77,52 @@ class AttentionCache:
 
     def reorder(self, index: Tensor) -> None:
         """Keep rows ``index`` ``(N',)`` of the batch (beam search: each beam continues another's prefix)."""
-        if self._keys is not None:
+        if self._pairs is not None:
+            self._set_pairs(self._pairs.index_select(0, index))
+        elif self._keys is not None:
             self._keys = self._keys.index_select(0, index)
             self._values = self._values.index_select(0, index)
 
-    def _grow(self, key: Tensor, value: Tensor, end: int) -> None:
+    def _grow(self, key: Tensor, value: Tensor, end: int, *, paired: bool = False) -> None:
+        """Room for ``end`` tokens; keys and values in one buffer when ``paired`` or already so. Only
+        :meth:`append_pairs` pairs them: a compiled step refuses a graph whose inputs overlap in memory."""
         size = max(end, self.capacity, 0 if self._keys is None else 2 * self._keys.size(2))
+        if self._keys is not None and end <= self._keys.size(2):
+            size = self._keys.size(2)  # pairing only: same room
         batch, heads, _, dim = key.shape
-        keys = key.new_empty(batch, heads, size, dim)
-        values = value.new_empty(batch, heads, size, value.size(-1))
+        old_keys, old_values = self._keys, self._values
+        paired = paired or self._pairs is not None
+        if paired and value.shape[1:2] + value.shape[3:] == (heads, dim) and value.dtype == key.dtype:
+            self._set_pairs(key.new_empty(batch, 2 * heads, size, dim))
+        else:  # values of another width or dtype than the keys: apart
+            self._keys, self._values, self._pairs = (
+                key.new_empty(batch, heads, size, dim),
+                value.new_empty(batch, heads, size, value.size(-1)),
+                None,
+            )
         if self.length:
-            keys[:, :, : self.length] = self._keys[:, :, : self.length]
-            values[:, :, : self.length] = self._values[:, :, : self.length]
-        self._keys, self._values = keys, values
+            self._keys[:, :, : self.length] = old_keys[:, :, : self.length]
+            self._values[:, :, : self.length] = old_values[:, :, : self.length]
+
+    def _set_pairs(self, pairs: Tensor) -> None:
+        heads = pairs.size(1) // 2
+        self._pairs, self._keys, self._values = (
+            pairs,
+            pairs.narrow(1, 0, heads),
+            pairs.narrow(1, heads, heads),
+        )
 
 
 class LayerCache:
     """The caches of one layer: its self-attention and, in a decoder of an encoder-decoder, its cross-attention."""
 
-    __slots__ = ("cross_attention", "self_attention")
+    __slots__ = ("cross_attention", "self_attention", "steps")
 
     def __init__(self, capacity: int = 0) -> None:
         self.self_attention = AttentionCache(capacity)
         self.cross_attention = AttentionCache()
+        self.steps: tuple | None = None
+        """The layer's residual steps as functions (:mod:`swapformer.nn.direct`), made at its first cached call."""
 
 
 class KVCache:

@@ -69,6 +69,9 @@ class RotaryPositionalEncoding(PositionalEncoding):
 
     capabilities: ClassVar[Capabilities] = Capabilities(relative=True)
 
+    _decoding: tuple | None = None
+    """The tables of the last :meth:`rotate_stacked_` call, kept for the next layers of the same step."""
+
     def __init__(self, *, head_dim: int, base: float = 10000.0) -> None:
         super().__init__()
         if head_dim % 2:
@@ -139,3 +142,62 @@ class RotaryPositionalEncoding(PositionalEncoding):
             return _Rotation.apply(q, k, tables)
         q_cos, q_sin, k_cos, k_sin = tables
         return _rotated(q, q_cos, q_sin, 1.0), _rotated(k, k_cos, k_sin, 1.0)
+
+    def rotate_stacked_(self, heads: Tensor, *, offset: int | Tensor) -> bool:
+        """Rotate in place the query and key heads of one new token, stacked ``(N, H + Hkv, 1, E)``: the same
+        numbers as :meth:`rotate`, for a decoding step without autograd.
+
+        A decoding step at this size costs its calls, not its arithmetic. ``rotate`` runs seven kernels per tensor
+        and slices the tables per layer; here q and k (adjacent in a stacked projection) turn together in three
+        kernels, ``x * cos + roll(x) * (-sin, sin)``, and the tables of a position are looked up once per step
+        (every layer of a step asks for the same ``offset``).
+
+        Args:
+            heads: a new token's q heads then k heads, overwritten with their rotation.
+            offset: the token's position, an int or ``(N,)`` per row (left-padded prompts).
+
+        Returns:
+            False (``heads`` untouched) where this path does not apply, a subclass that overrides ``rotate`` or
+            a tensor autograd records: the caller then uses ``rotate``.
+        """
+        if type(self).rotate is not RotaryPositionalEncoding.rotate or heads.requires_grad:
+            return False
+        cos, signed_sin = self._decoding_tables(offset, heads)
+        rolled = heads.roll(self.head_dim // 2, -1)  # (x2, x1)
+        heads.mul_(cos).addcmul_(
+            rolled, signed_sin
+        )  # x * cos + (-x2 * sin, x1 * sin) = x * cos + rotate_half(x) * sin
+        return True
+
+    def _decoding_tables(self, offset: int | Tensor, heads: Tensor) -> tuple[Tensor, Tensor]:
+        """cos and the signed sin ``(-sin, sin)`` of position ``offset`` in ``heads``' dtype: ``(E,)`` for an int,
+        ``(N, 1, 1, E)`` per row. An int position's are the last step's unless the position, dtype, device or
+        tables changed; per-row ones are looked up at every call (an inference tensor has no version counter
+        that would tell an in-place update)."""
+        last = self._decoding
+        if (
+            last is not None
+            and isinstance(offset, int)
+            and last[0] == offset
+            and last[1] is self.cos
+            and last[2] is heads.dtype
+            and last[3] == heads.device
+        ):
+            return last[4], last[5]
+        end = last_position(offset, 1) + 1
+        if end > self.cos.size(0):
+            self._grow(end, heads.device)
+        signed = last[6] if last is not None and last[1] is self.cos else None
+        if signed is None:  # the full signed table: once per table, not per step
+            signed = self.sin.clone()
+            signed[:, : self.head_dim // 2].neg_()
+        if isinstance(offset, int):
+            cos, sin = self.cos[offset], signed[offset]  # (E,)
+        else:
+            index = offset.clamp_min(0)  # left padding: clamped, as in rotate
+            cos, sin = self.cos[index][:, None, None], signed[index][:, None, None]  # (N, 1, 1, E)
+        if cos.dtype != heads.dtype or cos.device != heads.device:
+            cos, sin = (t.to(device=heads.device, dtype=heads.dtype) for t in (cos, sin))
+        key = offset if isinstance(offset, int) else None
+        self._decoding = (key, self.cos, heads.dtype, heads.device, cos, sin, signed)
+        return cos, sin

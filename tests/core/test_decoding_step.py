@@ -1,0 +1,142 @@
+"""The one-token decoding path (stacked q/k rotation in place, keys and values cached with one copy) against the
+general path it replaces: the same numbers, for multi-head and grouped-query attention."""
+
+import pytest
+import torch
+
+from swapformer import build_causal_lm
+from swapformer.components.positional import RotaryPositionalEncoding
+from swapformer.components.positional.rope_scaling import ScaledRotaryPositionalEncoding
+from swapformer.nn.cache import AttentionCache, KVCache
+from swapformer.nn.direct import feed_forward_function, plain, residual_function
+
+
+def stacked_heads(batch, heads, kv_heads, head_dim, dtype=torch.float32):
+    """One token's stacked projection viewed head-major, ``(N, H + 2 Hkv, 1, E)``, as attention makes it."""
+    return torch.randn(batch, 1, (heads + 2 * kv_heads) * head_dim).to(dtype).view(batch, -1, 1, head_dim)
+
+
+@pytest.mark.parametrize("heads, kv_heads", [(4, 4), (4, 2), (4, 1)], ids=["mha", "gqa", "mqa"])
+@pytest.mark.parametrize("offset", [0, 7, 63, 200, "rows"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rotate_stacked_equals_rotate(heads, kv_heads, offset, dtype):
+    batch, head_dim = 3, 16
+    offset = torch.tensor([5, -2, 130]) if offset == "rows" else offset  # rows: left-padded prompts
+    rope = RotaryPositionalEncoding(head_dim=head_dim)
+    qkv = stacked_heads(batch, heads, kv_heads, head_dim, dtype)
+    q, k, v = qkv.split([heads, kv_heads, kv_heads], 1)
+    with torch.inference_mode():
+        want_q, want_k = rope.rotate(q, k, offset=offset)
+        value = v.clone()
+        assert rope.rotate_stacked_(qkv.narrow(1, 0, heads + kv_heads), offset=offset)
+    torch.testing.assert_close(q, want_q, atol=0, rtol=0)
+    torch.testing.assert_close(k, want_k, atol=0, rtol=0)
+    assert torch.equal(v, value)  # the value heads beside them are left alone
+
+
+def test_rotate_stacked_looks_up_each_step_position_and_follows_the_dtype():
+    # the tables are kept from one call to the next (the layers of a step): a new position, dtype or a grown
+    # table must not reuse them
+    rope = ScaledRotaryPositionalEncoding(head_dim=8, scaling="linear", factor=2.0)
+    with torch.no_grad():
+        for offset, dtype in ((3, torch.float32), (3, torch.float32), (4, torch.float32), (4, torch.float64),
+                              (500, torch.float64), (5, torch.float32)):  # fmt: skip
+            qkv = stacked_heads(2, 2, 1, 8, dtype)
+            want = rope.rotate(*qkv.split([2, 1, 1], 1)[:2], offset=offset)
+            assert rope.rotate_stacked_(qkv.narrow(1, 0, 3), offset=offset)
+            torch.testing.assert_close(qkv.narrow(1, 0, 3), torch.cat(want, 1), atol=0, rtol=0)
+
+
+def test_rotate_stacked_refuses_where_rotate_is_overridden_or_autograd_records():
+    class ShiftedRope(RotaryPositionalEncoding):
+        def rotate(self, q, k, *, offset=0):
+            return super().rotate(q, k, offset=offset + 1)
+
+    qkv = stacked_heads(1, 2, 2, 8)
+    before = qkv.clone()
+    with torch.no_grad():
+        assert not ShiftedRope(head_dim=8).rotate_stacked_(qkv.narrow(1, 0, 4), offset=3)
+    assert not RotaryPositionalEncoding(head_dim=8).rotate_stacked_(qkv.requires_grad_(), offset=3)
+    assert torch.equal(qkv.detach(), before)
+
+
+def test_append_pairs_equals_append_across_growth_and_reorder():
+    batch, kv_heads, head_dim = 3, 2, 4
+    separate, stacked = AttentionCache(capacity=4), AttentionCache(capacity=4)
+    separate.append(*torch.randn(2, batch, kv_heads, 3, head_dim))  # a prompt, then one token per step
+    stacked.append(separate.keys.clone(), separate.values.clone())
+    for step in range(6):  # past the capacity: the buffer doubles
+        pairs = torch.randn(batch, 2 * kv_heads, 1, head_dim)
+        want = separate.append(pairs[:, :kv_heads], pairs[:, kv_heads:])
+        got = stacked.append_pairs(pairs)
+        for g, w in zip(got, want):
+            assert torch.equal(g, w)
+        if step == 2:
+            index = torch.tensor([2, 2, 0])  # beam search keeps rows
+            separate.reorder(index)
+            stacked.reorder(index)
+    assert stacked.length == separate.length == 9
+    assert torch.equal(stacked.keys, separate.keys) and torch.equal(stacked.values, separate.values)
+
+
+@pytest.mark.parametrize("shape", ["llama", "gpt2", "shifted-rope"])
+def test_cached_decoding_steps_equal_the_uncached_model(shape):
+    # each one-token step through the decoding path gives the logits of the whole sequence run without a cache
+    config = dict(vocab_size=40, d_model=32, num_heads=4, num_layers=2, d_ff=64, dropout=0.0)
+    if shape == "gpt2":
+        config.update(positional="learned", max_seq_len=64, placement="pre")
+    else:
+        config.update(positional="rope", num_kv_heads=2, norm="rmsnorm", ffn="swiglu", placement="pre")
+    torch.manual_seed(0)
+    model = build_causal_lm(config).eval()
+    if shape == "shifted-rope":  # a member overriding rotate: the general path, with its own positions
+
+        class ShiftedRope(type(model.positional)):
+            def rotate(self, q, k, *, offset=0):
+                return super().rotate(q, k, offset=offset + 3)
+
+        model.positional.__class__ = ShiftedRope
+    ids = torch.randint(40, (2, 12))
+    cache = KVCache(2, capacity=12)
+    with torch.inference_mode():
+        full = model(ids)
+        steps = [model(ids[:, :5], cache=cache)[:, -1]]
+        steps += [model(ids[:, i : i + 1], cache=cache)[:, -1] for i in range(5, 12)]
+    torch.testing.assert_close(torch.stack(steps, 1), full[:, 4:], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("placement", ["pre", "post", "sandwich"])
+@pytest.mark.parametrize("norm", ["layernorm", "rmsnorm"])
+@pytest.mark.parametrize("ffn", ["gelu", "swiglu", "relu", "geglu"])
+def test_residual_functions_equal_the_modules(placement, norm, ffn):
+    # the functions a cached layer calls instead of its modules compute exactly what the modules do
+    config = dict(
+        vocab_size=20, d_model=32, num_heads=4, num_layers=1, d_ff=64, placement=placement, norm=norm
+    )
+    torch.manual_seed(0)
+    layer = build_causal_lm({**config, "ffn": ffn}).eval().decoder.layers[0]
+    step = layer.feed_forward
+    function = residual_function(step, feed_forward_function)
+    assert (function == step.forward) == (placement == "sandwich")  # an unknown placement: its own forward
+    with torch.inference_mode():
+        for length in (1, 5):
+            x = torch.randn(2, length, 32)
+            assert torch.equal(function(x), step(x))
+
+
+def test_hooks_are_honoured_by_cached_decoding():
+    # a forward hook on a feed-forward (or a norm) must still run: those modules are called as modules
+    torch.manual_seed(0)
+    config = dict(
+        vocab_size=30, d_model=32, num_heads=4, num_layers=2, d_ff=64, placement="pre", ffn="swiglu"
+    )
+    model = build_causal_lm({**config, "norm": "rmsnorm", "positional": "rope"}).eval()
+    ids = torch.randint(30, (1, 6))
+    with torch.inference_mode():
+        before = model.generate(ids, max_new_tokens=6, eos_token_id=[])
+        model.decoder.layers[1].feed_forward.sublayer.register_forward_hook(lambda m, args, out: out * 0 + 1)
+        model.decoder.layers[0].self_attention.norm.register_forward_hook(lambda m, args, out: -out)
+        cached = model.generate(ids, max_new_tokens=6, eos_token_id=[])
+        uncached = model.generate(ids, max_new_tokens=6, eos_token_id=[], use_cache=False)
+    assert torch.equal(cached, uncached) and not torch.equal(cached, before)
+    assert not plain(model.decoder.layers[0].self_attention.norm)
