@@ -50,6 +50,11 @@ class TrainingError(ValueError):
     """
 
 
+class StoppedBySignal(SystemExit):
+    """Ends a run that a SIGTERM or SIGINT stopped, after its checkpoint is saved
+    (:class:`~swapformer.training.signals.SaveOnSignal`); the exit code is 128 + the signal's number."""
+
+
 class CheckpointError(ConfigError):
     """A checkpoint that cannot be used: missing, a folder, not a checkpoint, truncated, written by another
     program, or refused because loading it would run code. The message names the file and says what it is."""

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from swapformer.cli.errors import DEBUG_ENV, user_errors
-from swapformer.errors import UsageError, did_you_mean
+from swapformer.errors import StoppedBySignal, UsageError, did_you_mean
 
 if TYPE_CHECKING:
     from swapformer.cli.fit import SwapformerCLI
@@ -148,11 +148,8 @@ def closing_process_group() -> Iterator[None]:
     """
     try:
         yield
-    except SystemExit as stop:
-        from swapformer.training.signals import StoppedBySignal  # (imports Lightning: only where it ran)
-
-        if isinstance(stop, StoppedBySignal):
-            _destroy_process_group()
+    except StoppedBySignal:
+        _destroy_process_group()
         raise
     _destroy_process_group()
 

@@ -28,11 +28,10 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from swapformer.errors import StoppedBySignal
+
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-
-class StoppedBySignal(SystemExit):
-    """Ends the run after the checkpoint is saved; the exit code is 128 + the signal's number."""
+__all__ = ["SIGNALS", "SaveOnSignal", "StoppedBySignal"]
 
 
 class SaveOnSignal(pl.Callback):
