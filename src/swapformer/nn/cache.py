@@ -37,8 +37,9 @@ class AttentionCache:
         self._values: Tensor | None = None
         self._pairs: Tensor | None = None
         """Keys then values along the heads, ``(N, 2 Hkv, capacity, E)``: ``_keys`` and ``_values`` are its halves."""
-        self.projection: tuple[Tensor, Tensor | None] | None = None
-        """W_q, W_k, W_v (and biases) stacked, made by the attention layer at the first decoding step."""
+        self.projection: tuple[Tensor, Tensor | None, Tensor, Tensor | None] | None = None
+        """W_q, W_k, W_v stacked and their biases, then W_o and its bias: made by the attention layer at the first
+        decoding step."""
 
     def append(self, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
         """Write ``key``, ``value`` ``(N, Hkv, L, E)`` after the cached ones; return all ``S`` keys and values."""
