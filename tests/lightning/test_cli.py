@@ -229,3 +229,27 @@ def test_predict_runs_from_a_checkpoint(recipe, in_tmp):
     expected = len(cli.datamodule.predict_dataloader().dataset)
     assert len(predictions) == expected > 0
     assert all(isinstance(p, str) for p in predictions)  # decoded with the tokenizer from the checkpoint
+
+
+VERB_IMPORT = """
+import gc, sys
+import swapformer.cli as cli
+before = "lightning" in sys.modules
+gc.disable() if sys.argv[1] == "off" else None
+cli._import_verb("fit")
+frozen = gc.get_freeze_count()
+cli._import_verb("fit")
+print(before, "lightning" in sys.modules, gc.isenabled(), frozen > 100_000, gc.get_freeze_count() == frozen)
+"""
+
+
+@pytest.mark.parametrize("collector", ["on", "off"])
+def test_a_verb_is_imported_when_it_runs_with_the_collector_paused_then_as_it_was(collector):
+    # `import swapformer.cli` leaves Lightning alone; the verb's import freezes what it made (kept out of every
+    # later collection) and hands the collector back in the state it found it, once per process
+    import subprocess
+
+    result = subprocess.run(
+        [sys.executable, "-c", VERB_IMPORT, collector], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.split() == ["False", "True", str(collector == "on"), "True", "True"]

@@ -19,10 +19,12 @@ A user error of any verb prints ``swapformer VERB: error: <one line>`` and exits
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import os
 import sys
 from collections.abc import Callable, Iterator
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import torch
@@ -39,9 +41,31 @@ def _verb(module: str, function: str = "main") -> Callable[[list[str]], None]:
     conformance suite or the interop code."""
 
     def call(argv: list[str]) -> None:
-        getattr(importlib.import_module(f"swapformer.cli.{module}"), function)(argv)
+        getattr(_import_verb(module), function)(argv)
 
     return call
+
+
+def _import_verb(module: str) -> ModuleType:
+    """Import ``swapformer.cli.<module>`` with the garbage collector paused, then freeze what is alive.
+
+    A verb's import (Lightning with torch._dynamo and torchmetrics, for fit) leaves ~470,000 objects tracked, and
+    the collector, left on, walks them all in full collections five times over: about 0.5 s of the start-up on
+    2 CPU cores, for almost no garbage. Frozen afterwards, the modules stay out of every later collection too
+    (the run's own objects are collected as usual), and the interpreter's shutdown no longer walks them (about
+    1 s at the end of a fit). Once per process: a later call finds the module imported.
+    """
+    name = f"swapformer.cli.{module}"
+    if name in sys.modules:  # imported before: nothing to pause, nothing new to freeze
+        return sys.modules[name]
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return importlib.import_module(name)
+    finally:
+        gc.freeze()
+        if collecting:
+            gc.enable()
 
 
 VERBS = {
@@ -105,9 +129,7 @@ def run(args: list[str] | None = None) -> SwapformerCLI | None:
             raise UsageError(
                 f"unknown verb {argv[0]!r}{did_you_mean(argv[0], verbs)}; verbs: {', '.join(verbs)}"
             )
-    from swapformer.cli import fit
-
-    return fit.run(None if args is None else argv)
+    return _import_verb("fit").run(None if args is None else argv)
 
 
 def main(args: list[str] | None = None) -> None:
