@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -100,3 +101,33 @@ def test_lines_reach_a_pipe_while_the_fit_is_still_running(tmp_path):
     assert any(line.startswith("validation at step 20 | val/acc") for _, line, _ in arrivals)
     assert arrivals[0][2], "the first line came only when the fit had ended"
     print(f"\nfirst progress line after {arrivals[0][0]:.1f} s, fit ended after {ended:.1f} s")
+
+
+def test_the_command_gives_the_trainer_its_bar_so_lightning_has_nothing_to_replace(tmp_path, monkeypatch):
+    # configure_callbacks replacing Lightning's default rich bar made Lightning print, on every fit, that a
+    # callback "will override existing callbacks passed to Trainer: RichProgressBar"
+    from swapformer.cli import run
+
+    said: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: said.append(record.getMessage())
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")  # where rank_zero_info writes
+    monkeypatch.setattr(logger, "level", logging.INFO)
+    monkeypatch.chdir(tmp_path)
+    config = f"--config={RECIPES / 'causal_lm' / 'stdlib-tiny.yaml'}"
+    logger.addHandler(handler)
+    try:
+        cli = run(["fit", config, *CAUSAL_TINY, "--trainer.fast_dev_run=1"])
+    finally:
+        logger.removeHandler(handler)
+    assert type(cli.trainer.progress_bar_callback) is ProgressBar
+    assert [type(c) for c in cli.trainer.callbacks].count(ProgressBar) == 1
+    assert said and not [message for message in said if "will override" in message]
+    chosen = run(
+        ["fit", config, *CAUSAL_TINY, "--trainer.fast_dev_run=1", "--trainer.callbacks+=TQDMProgressBar"]
+    )
+    assert type(chosen.trainer.progress_bar_callback) is TQDMProgressBar
+    quiet = run(
+        ["fit", config, *CAUSAL_TINY, "--trainer.fast_dev_run=1", "--trainer.enable_progress_bar=false"]
+    )
+    assert quiet.trainer.progress_bar_callback is None

@@ -37,6 +37,8 @@ import yaml
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ProgressBar as ProgressBarBase
+from lightning.pytorch.callbacks.progress.rich_progress import _RICH_AVAILABLE
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -48,6 +50,7 @@ from swapformer.data.tokenizers import TOKENIZER_KINDS
 from swapformer.errors import CheckpointError, ConfigError
 from swapformer.registry import load_plugins
 from swapformer.tasks.base import MODEL_KEYS, TRAINING_KEYS, SwapformerModule
+from swapformer.training import ProgressBar
 from swapformer.training.checkpoints import newest_last_checkpoint, read_checkpoint
 from swapformer.training.resume import check_resume
 
@@ -168,6 +171,11 @@ class SwapformerCLI(LightningCLI):
         checkpointing = trainer_config.get("enable_checkpointing") is not False
         if checkpointing and not any(isinstance(c, ModelCheckpoint) for c in own):
             extra.append(self._get(self.config_init, "checkpoint"))
+        # the bar SwapformerModule.configure_callbacks would put in place of Lightning's default rich one,
+        # given here so that Lightning makes no default bar and prints no notice of its replacement
+        bar = trainer_config.get("enable_progress_bar") is not False and bool(_RICH_AVAILABLE)
+        if bar and not any(isinstance(c, ProgressBarBase) for c in own):
+            extra.append(ProgressBar())
         try:
             return self._instantiate_trainer(trainer_config, extra)
         except (ValueError, MisconfigurationException) as err:  # Lightning's word on a trainer setting
