@@ -26,6 +26,7 @@ user error is one line, ``swapformer <verb>: error: ...``, and exit code 2 (:mod
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import os
 import re
@@ -38,7 +39,6 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.callbacks import ProgressBar as ProgressBarBase
-from lightning.pytorch.callbacks.progress.rich_progress import _RICH_AVAILABLE
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -173,7 +173,8 @@ class SwapformerCLI(LightningCLI):
             extra.append(self._get(self.config_init, "checkpoint"))
         # the bar SwapformerModule.configure_callbacks would put in place of Lightning's default rich one,
         # given here so that Lightning makes no default bar and prints no notice of its replacement
-        bar = trainer_config.get("enable_progress_bar") is not False and bool(_RICH_AVAILABLE)
+        rich = importlib.util.find_spec("rich") is not None  # Lightning's default is its rich bar then
+        bar = trainer_config.get("enable_progress_bar") is not False and rich
         if bar and not any(isinstance(c, ProgressBarBase) for c in own):
             extra.append(ProgressBar())
         try:
