@@ -15,6 +15,7 @@ import torch
 from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 from lightning_testlib import CAUSAL_TINY, RECIPES, REPO
 
+from swapformer.cli import run
 from swapformer.tasks import CausalLMModule
 from swapformer.training import ProgressBar
 
@@ -106,8 +107,6 @@ def test_lines_reach_a_pipe_while_the_fit_is_still_running(tmp_path):
 def test_the_command_gives_the_trainer_its_bar_so_lightning_has_nothing_to_replace(tmp_path, monkeypatch):
     # configure_callbacks replacing Lightning's default rich bar made Lightning print, on every fit, that a
     # callback "will override existing callbacks passed to Trainer: RichProgressBar"
-    from swapformer.cli import run
-
     said: list[str] = []
     handler = logging.Handler()
     handler.emit = lambda record: said.append(record.getMessage())
