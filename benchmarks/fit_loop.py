@@ -8,14 +8,14 @@ One run prints, for the shakespeare-char recipe with learned positions and with 
 * **fit**: ``swapformer fit`` in-process on the same recipe and steps, validation, checkpointing, logging and
   callbacks as the recipe sets them; the training loop is timed from the start of a warm-up step to the end of
   the last step, validation subtracted (so Lightning's hooks, logging, progress and the loader are all in);
-* **nanoGPT**: a peer written in ``benchmarks/nanogpt.py`` after nanoGPT's design (no copied code). Model: fused q/k/v projection, no
-  biases, ``F.scaled_dot_product_attention(is_causal=True)``, learned positions, tied head. Loop: characters in a
-  uint8 tensor, batches at ``torch.randint`` offsets, fused AdamW with decay on >= 2-D tensors, cosine lr with
-  linear warmup, clipping at 1.0, ``loss.item()`` every ``log_every_n_steps``, an evaluation every
-  ``val_check_interval`` steps over ``limit_val_batches`` batches of the validation split (the recipe's
-  settings; nanoGPT's own also evaluates the training split and at step 0) with a checkpoint when it improves.
-  It runs as a whole process (text read and encoded inside; torch imported, Lightning not), as does
-  ``python -m swapformer fit``, for the end-to-end ratio.
+* **nanoGPT**: a peer written in ``benchmarks/nanogpt.py`` after nanoGPT's design (no copied code). Model:
+  fused q/k/v projection, no biases, ``F.scaled_dot_product_attention(is_causal=True)``, learned positions,
+  tied head. Loop: characters in a uint8 tensor, batches at ``torch.randint`` offsets, fused AdamW with decay
+  on >= 2-D tensors, cosine lr with linear warmup, clipping at 1.0, ``loss.item()`` every
+  ``log_every_n_steps``, an evaluation every ``val_check_interval`` steps over ``limit_val_batches`` batches of
+  the validation split (the recipe's settings; nanoGPT's own also evaluates the training split and at step 0)
+  with a checkpoint when it improves. It runs as a whole process (text read and encoded inside; torch
+  imported, Lightning not), as does ``python -m swapformer fit``, for the end-to-end ratio.
 
 Ratios: ``fit / bare`` in time per training step (goal <= 1.03) and ``nanoGPT / fit`` in tokens/s of the whole
 process (goal: <= 1 for learned positions, i.e. swapformer ahead, and about 1 for rope). Rounds are interleaved

@@ -147,10 +147,10 @@ class RotaryPositionalEncoding(PositionalEncoding):
         """Rotate in place the query and key heads of one new token, stacked ``(N, H + Hkv, 1, E)``: the same
         numbers as :meth:`rotate`, for a decoding step without autograd.
 
-        A decoding step at this size costs its calls, not its arithmetic. ``rotate`` runs seven kernels per tensor
-        and slices the tables per layer; here q and k (adjacent in a stacked projection) turn together in three
-        kernels, ``x * cos + roll(x) * (-sin, sin)``, and the tables of a position are looked up once per step
-        (every layer of a step asks for the same ``offset``).
+        A decoding step at this size costs its calls, not its arithmetic. ``rotate`` makes seven calls per tensor
+        (three kernels, four views) and slices the tables per layer; here q and k (adjacent in a stacked
+        projection) turn together in three kernels, ``x * cos + roll(x) * (-sin, sin)``, and the tables of a
+        position are looked up once per step (every layer of a step asks for the same ``offset``).
 
         Args:
             heads: a new token's q heads then k heads, overwritten with their rotation.
