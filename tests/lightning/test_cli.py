@@ -132,9 +132,9 @@ def test_trainer_and_logger_recipes_compose(extra, in_tmp, monkeypatch, capsys):
         ),
     ],
 )
-def test_bad_recipe_value_fails_before_data_is_read(override, expected, in_tmp, capsys):
+def test_bad_recipe_value_fails_before_data_is_read(override, expected, in_tmp, capsys, caplog):
     missing = in_tmp / "does-not-exist.txt"
-    with pytest.raises(SystemExit) as exit_info:
+    with pytest.raises(SystemExit) as exit_info, caplog.at_level("INFO"):
         main(
             [
                 "fit",
@@ -150,6 +150,17 @@ def test_bad_recipe_value_fails_before_data_is_read(override, expected, in_tmp, 
     assert re.search(expected, err), err
     assert "does not exist" not in err and "Traceback" not in err  # the data was never touched
     assert not (in_tmp / "runs").exists()
+    assert "Seed set" not in caplog.text  # the error line comes alone
+
+
+def test_the_seed_is_said_once_the_model_and_data_are_made(in_tmp, caplog):
+    with caplog.at_level("INFO"):
+        with pytest.raises(SystemExit):
+            main(["fit", "--config", "stdlib-tiny", "--data.init_args.seq_len=0"])  # a DataError
+        assert "Seed set" not in caplog.text
+        cli = run(["fit", "--config", "stdlib-tiny", "--trainer.fast_dev_run=1", *CAUSAL_TINY])
+    assert caplog.text.count("Seed set to 1234") == 1 and cli.trainer.global_step == 1
+    assert "[rank" not in caplog.text  # one process: Lightning's line names no rank
 
 
 def test_data_error_is_one_clean_message(in_tmp, capsys):

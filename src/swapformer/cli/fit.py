@@ -28,6 +28,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import logging
 import os
 import re
 import sys
@@ -36,6 +37,7 @@ from typing import Any
 
 import yaml
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.fabric.utilities.rank_zero import rank_prefixed_message, rank_zero_only
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.callbacks import ProgressBar as ProgressBarBase
@@ -53,6 +55,11 @@ from swapformer.tasks.base import MODEL_KEYS, TRAINING_KEYS, SwapformerModule
 from swapformer.training import ProgressBar
 from swapformer.training.checkpoints import newest_last_checkpoint, read_checkpoint
 from swapformer.training.resume import check_resume
+
+_SEED_LOG = logging.getLogger("lightning.fabric.utilities.seed")
+"""The logger of Lightning's ``seed_everything``."""
+_RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
+"""Where Lightning looks for a process's rank; it names the rank in its seed line when one is set."""
 
 # Stands in for the data's vocabulary while the rest of the model config is checked (reading the data to
 # learn the real size is exactly what must not happen before the check).
@@ -111,6 +118,16 @@ class SwapformerCLI(LightningCLI):
             # are all a swapformer checkpoint holds, so a file that would run code is refused instead
             verb_config["weights_only"] = True
 
+    def _set_seed(self) -> None:
+        # seeded here, before anything is made, as Lightning does; "Seed set to N" is said once the recipe's
+        # model and data are made (instantiate_trainer), so a wrong value ends in its one error line alone
+        level = _SEED_LOG.level
+        _SEED_LOG.setLevel(logging.WARNING)
+        try:
+            super()._set_seed()
+        finally:
+            _SEED_LOG.setLevel(level)
+
     def _parse_ckpt_path(self) -> None:
         # LightningCLI puts the checkpoint's hyperparameters over the recipe's model when --ckpt_path names a file
         # (not for "last"): the run trains the checkpoint's model, drops a changed lr, and config.yaml claims the
@@ -163,6 +180,12 @@ class SwapformerCLI(LightningCLI):
             check_resume(config.get("ckpt_path"), hyperparameters=dict(self.model.hparams))
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        seed = self._get(self.config, "seed_everything")
+        if seed is not None and seed is not False:  # Lightning's line, held back by _set_seed
+            message = f"Seed set to {seed}"
+            if any(name in os.environ for name in _RANK_VARIABLES):  # a process of several: say which
+                message = rank_prefixed_message(message, rank_zero_only.rank)
+            _SEED_LOG.info(message)
         trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
         keys = self._parser(self.subcommand).callback_keys
         extra: list[Callback] = [self._get(self.config_init, key) for key in keys if key != "checkpoint"]
