@@ -1,49 +1,10 @@
-"""The conformance suite: every registered combination of components must build and keep the model's invariants.
-
-For a combination (model kind x kernel x positional x norm x placement x ffn) it builds a tiny model and runs:
-
-==================  ==================================================================================
-builds              the kind's builder (``swapformer.build``) of a tiny two-layer config raises nothing
-causality           changing target tokens from position c on leaves the logits before c unchanged, in eval and
-                    in training mode (a kind that is not causal, ``masked_lm``: changes them)
-padding             a padded row's logits at its real tokens equal the row's logits alone (right and left
-                    padding of the target, right padding of the source), in eval and in training mode
-determinism         two eval-mode forward passes of one input are equal
-cached_decoding     logits fed one token at a time through a KV cache equal one full forward pass, and greedy
-                    ``generate`` gives the same ids with ``use_cache=True`` and ``False`` (kinds that decode)
-fully_padded_rows   rows (and sources) that are all padding give finite logits and finite gradients
-gradient_flow       after one backward pass every parameter has a nonzero gradient, and so does every head's
-                    share of each attention projection (per key/value head group for W_k, W_v)
-head_layout         the kernel gives for GQA and MQA what it gives for MHA with each key/value head repeated
-reference           a kernel declaring ``exact_softmax`` equals ``math``; a positional member declaring
-                    ``relative`` keeps every score when all positions shift (by 1 and 161, over 150 tokens)
-train               AdamW memorizes one batch of random tokens to a loss of 1.0 within 100 steps (skipped by
-                    ``quick`` runs: it costs more than every other check together)
-==================  ==================================================================================
-
-The product of the members takes multi-head, grouped-query and multi-query attention in turn
-(:data:`HEAD_LAYOUTS`), and each member's non-default options (:data:`VARIANTS`) run around the kind's defaults.
-Model kinds and combinations come from the registries at call time, so plug-ins are included. A member registered
-under two names (``none`` and ``nope``: one factory) counts once, under its first name. A pair the compatibility matrix
-refuses (:func:`swapformer.compat.combination_problem`) is reported as refused, with the matrix's reason, and not
-built; a check of a feature a member declares unsupported (``Capabilities(kv_cache=False)``, see :data:`REQUIRES`)
-is skipped. ``swapformer check NAME`` runs the suite for every combination containing a component.
-
-Example:
-    >>> combo = Combination("causal_lm", "sdpa", "rope", "rmsnorm", "pre", "swiglu")
-    >>> combo.id
-    'causal_lm-sdpa-rope-rmsnorm-pre-swiglu'
-    >>> run_combination(combo).status
-    'pass'
-"""
+"""The checks of the conformance suite: each takes a tiny model built from a :class:`.Combination`
+(:func:`build`) and raises :class:`ConformanceFailure` where the model breaks its rule."""
 
 from __future__ import annotations
 
-import itertools
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -51,15 +12,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from swapformer.compat import Capabilities, capabilities, combination_problem
+from swapformer.compat import Capabilities, capabilities
 from swapformer.components.attention import MathAttention
 from swapformer.components.positional.base import PositionalEncoding
 from swapformer.config import ModelConfig
+from swapformer.conformance.combination import HEAD_LAYOUTS, Combination
 from swapformer.models import build as build_model
 from swapformer.nn import KVCache, MultiHeadAttention
-from swapformer.registry import FAMILIES, KINDS, kind, load_plugins
+from swapformer.registry import kind
 
-COMPONENTS = ("attention", "positional", "norm", "placement", "ffn")
 ATOL = RTOL = 1e-5
 VOCAB = 13
 LENGTH, SOURCE_LENGTH, KERNEL_LENGTH = 7, 6, 6
@@ -77,180 +38,9 @@ every future token moves them by only ~2e-5, barely above the tolerance."""
 
 JITTER = 1e-2
 
-HEAD_LAYOUTS = {"mha": 4, "gqa": 2, "mqa": 1}
-"""Key/value heads for the 4 query heads of :data:`TINY`: multi-head, grouped-query, multi-query."""
-
-OPTIONS: dict[tuple[str, str], dict[str, Any]] = {("attention", "sliding_window"): {"window": 3}}
-"""Options for members whose defaults would make a check vacuous at the suite's lengths (a window of 256 over
-7 tokens never cuts)."""
-
-VARIANTS: dict[tuple[str, str], list[dict[str, Any]]] = {
-    ("attention", "sliding_window"): [{"window": 2}, {"window": 6}],
-    ("positional", "rope"): [
-        {"base": 500000.0},
-        {"scaling": "linear", "factor": 4.0},
-        {"scaling": "ntk", "factor": 4.0},
-        {"scaling": "llama3", "factor": 8.0, "original_max_seq_len": 8},
-    ],
-    ("positional", "t5_relative"): [{"num_buckets": 8, "max_distance": 6}],
-    ("positional", "sinusoidal"): [{"layout": "halves"}],
-    ("positional", "learned"): [{"offset": 2}],
-    ("norm", "layernorm"): [{"bias": False}],
-    ("ffn", "gelu"): [{"approximate": "tanh"}],
-    ("ffn", "geglu"): [{"approximate": "tanh"}],
-}
-"""Non-default options run as extra combinations (the kind's defaults with one member replaced by a variant):
-rope scalings, T5 buckets small enough that the suite's lengths reach past every boundary, window sizes."""
-
 
 class ConformanceFailure(AssertionError):
     """A check found a combination breaking its rule; the message says where and by how much."""
-
-
-@dataclass(frozen=True)
-class Combination:
-    """One model kind and one member name per component family."""
-
-    kind: str
-    attention: str
-    positional: str
-    norm: str
-    placement: str
-    ffn: str
-    heads: str = "gqa"
-    variant: tuple[str, tuple[tuple[str, Any], ...]] | None = None
-    """``(family, ((option, value), ...))``: non-default options of one member (see :data:`VARIANTS`)."""
-
-    @property
-    def id(self) -> str:
-        """``causal_lm-sdpa-rope-layernorm-pre-swiglu``, then ``-mha`` / ``-mqa`` and ``[rope factor=4.0]``."""
-        text = "-".join([self.kind, *(getattr(self, f) for f in COMPONENTS)])
-        text += "" if self.heads == "gqa" else f"-{self.heads}"
-        if self.variant is not None:
-            family, options = self.variant
-            text += f"[{getattr(self, family)} {' '.join(f'{k}={v}' for k, v in options)}]"
-        return text
-
-    def components(self) -> dict[str, Any]:
-        """Component specs for :class:`ModelConfig` (names, with :data:`OPTIONS` and the variant's options)."""
-        specs: dict[str, Any] = {}
-        for family in COMPONENTS:
-            name = getattr(self, family)
-            options = dict(OPTIONS.get((family, name), {}))
-            if self.variant is not None and self.variant[0] == family:
-                options.update(self.variant[1])
-            specs[family] = {"name": name, **options} if options else name
-        return specs
-
-    def refusal(self) -> str | None:
-        """The compatibility matrix's reason for refusing this combination, or None."""
-        return combination_problem(attention=self.attention, positional=self.positional)
-
-    def unsupported(self, check: str) -> str | None:
-        """Why ``check`` does not apply: the kind does not decode (``cached_decoding``), or a member declares the
-        :class:`~swapformer.registry.Capabilities` it tests unsupported (``kv_cache=False``), or None."""
-        if check == "cached_decoding" and not kind(self.kind).generates:
-            return f"kind '{self.kind}' does not decode left to right"
-        capability = REQUIRES.get(check)
-        for family in COMPONENTS if capability else ():
-            if not getattr(capabilities(family, getattr(self, family)), capability):
-                return f"{family} '{getattr(self, family)}' declares {capability}=False"
-        return None
-
-
-@dataclass
-class CheckResult:
-    """One check of one combination; ``skipped`` (and passed) when a member declares the feature unsupported."""
-
-    name: str
-    passed: bool
-    message: str = ""
-    skipped: bool = False
-
-
-@dataclass
-class CombinationResult:
-    """What happened to one combination: ``status`` is ``pass``, ``fail`` or ``refused``."""
-
-    combination: Combination
-    status: str
-    reason: str = ""
-    checks: list[CheckResult] = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def failures(self) -> list[CheckResult]:
-        return [c for c in self.checks if not c.passed]
-
-
-# ----------------------------------------------------------------------------------------------- enumeration
-
-
-def distinct_members(family: str) -> list[str]:
-    """Member names of ``family``, sorted, each factory once (an alias keeps the alphabetically first name)."""
-    first: dict[Any, str] = {}
-    for name in FAMILIES[family].available():
-        first.setdefault(FAMILIES[family].get(name).factory, name)
-    return sorted(first.values())
-
-
-def default_members(kind_name: str = "causal_lm") -> dict[str, str]:
-    """The :class:`ModelConfig` default of each family for ``kind_name`` (the base of ``quick`` combinations)."""
-    defaults = ModelConfig.defaults(kind_name)
-    return {family: str(defaults[family]) for family in COMPONENTS}
-
-
-def model_kinds() -> tuple[str, ...]:
-    """Every registered model kind (``causal_lm``, ``seq2seq``, ``masked_lm``, and any a plug-in adds)."""
-    load_plugins()
-    return tuple(KINDS)
-
-
-def combinations(
-    *, kinds: Sequence[str] | None = None, fixed: Mapping[str, str] | None = None, quick: bool = False
-) -> list[Combination]:
-    """Every combination of the registered members, read from the registries now (plug-ins included).
-
-    Args:
-        kinds: model kinds (default: every registered kind, :func:`model_kinds`).
-        fixed: family -> member name held in every combination (an alias is kept as given).
-        quick: instead of the full product, the :class:`ModelConfig` defaults with one family varied at a time,
-            so every member of every family appears at least once.
-    """
-    fixed = dict(fixed or {})
-    choices = {f: [fixed[f]] if f in fixed else distinct_members(f) for f in COMPONENTS}
-    layouts = list(HEAD_LAYOUTS)
-    combos = []
-    for kind_name in model_kinds() if kinds is None else kinds:
-        base = {**default_members(kind_name), **fixed}
-        base_names = tuple(base[f] for f in COMPONENTS)
-        if quick:
-            picks = [base_names]
-            for i, family in enumerate(COMPONENTS):
-                picks += [
-                    tuple(m if j == i else base[f] for j, f in enumerate(COMPONENTS)) for m in choices[family]
-                ]
-            picks = list(dict.fromkeys(picks))
-            combos += [Combination(kind_name, *names) for names in picks]
-            # the other head layouts once each, around the defaults
-            combos += [Combination(kind_name, *base_names, heads=h) for h in layouts if h != "gqa"]
-        else:
-            picks = itertools.product(*(choices[f] for f in COMPONENTS))
-            # head layouts in turn: every kernel x positional pair of every kind meets all three
-            combos += [
-                Combination(kind_name, *names, heads=layouts[i % len(layouts)])
-                for i, names in enumerate(picks)
-            ]
-        for i, family in enumerate(COMPONENTS):
-            for member in choices[family]:
-                names = tuple(member if j == i else base[f] for j, f in enumerate(COMPONENTS))
-                for options in VARIANTS.get((family, member), []):
-                    variant = (family, tuple(options.items()))
-                    combos.append(Combination(kind_name, *names, variant=variant))
-    return combos
-
-
-# ---------------------------------------------------------------------------------------------------- checks
 
 
 def build(combination: Combination) -> nn.Module:
@@ -623,69 +413,3 @@ CHECKS: dict[str, Callable[[Any], None]] = {
 }
 """The checks run on a built model, in order (``builds`` comes first; ``train`` last, as it trains)."""
 CHECK_NAMES = ("builds", *CHECKS)
-REQUIRES = {"padding": "padding", "fully_padded_rows": "padding", "cached_decoding": "kv_cache"}
-"""The capability each check tests: a combination with a member that declares it False skips the check."""
-
-
-# ---------------------------------------------------------------------------------------------------- runner
-
-
-def _describe(err: BaseException) -> str:
-    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    return text if isinstance(err, ConformanceFailure) else f"{type(err).__name__}: {text}"
-
-
-def run_combination(
-    combination: Combination, *, checks: Iterable[str] | None = None, quick: bool = False
-) -> CombinationResult:
-    """Build ``combination`` once and run each check on it (all of them, even after a failure).
-
-    Args:
-        checks: names from :data:`CHECKS` to run (default: all).
-        quick: skip ``train`` (memorizing a batch costs more than every other check together).
-    """
-    start = time.perf_counter()
-    refusal = combination.refusal()
-    if refusal is not None:
-        return CombinationResult(combination, "refused", reason=refusal)
-    results = []
-    try:
-        model = build(combination)
-        results.append(CheckResult("builds", True))
-    except Exception as err:
-        results.append(CheckResult("builds", False, _describe(err)))
-        return CombinationResult(combination, "fail", _describe(err), results, time.perf_counter() - start)
-    for name in checks or CHECKS:
-        unsupported = combination.unsupported(name)
-        if quick and name == "train":
-            unsupported = "a quick run does not train (a full run memorizes one batch)"
-        if unsupported is not None:
-            results.append(CheckResult(name, True, f"skipped: {unsupported}", skipped=True))
-            continue
-        try:
-            CHECKS[name](model)
-            results.append(CheckResult(name, True))
-        except Exception as err:
-            results.append(CheckResult(name, False, _describe(err)))
-    failures = [c for c in results if not c.passed]
-    reason = "; ".join(f"{c.name}: {c.message}" for c in failures)
-    return CombinationResult(
-        combination, "fail" if failures else "pass", reason, results, time.perf_counter() - start
-    )
-
-
-def run(
-    combos: Iterable[Combination],
-    *,
-    checks: Iterable[str] | None = None,
-    progress: Callable[[CombinationResult], None] | None = None,
-    quick: bool = False,
-) -> list[CombinationResult]:
-    """:func:`run_combination` for each combination; ``progress`` is called after each one."""
-    checks = list(checks) if checks is not None else None
-    results = []
-    for combination in combos:
-        results.append(run_combination(combination, checks=checks, quick=quick))
-        if progress is not None:
-            progress(results[-1])
-    return results

@@ -1,0 +1,157 @@
+"""What the conformance suite runs: the combinations of registered members (:func:`combinations`), each a
+:class:`Combination` of a model kind and one member per component family."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from swapformer.compat import capabilities, combination_problem
+from swapformer.config import ModelConfig
+from swapformer.registry import FAMILIES, KINDS, kind, load_plugins
+
+COMPONENTS = ("attention", "positional", "norm", "placement", "ffn")
+
+HEAD_LAYOUTS = {"mha": 4, "gqa": 2, "mqa": 1}
+"""Key/value heads for the 4 query heads of :data:`TINY`: multi-head, grouped-query, multi-query."""
+
+OPTIONS: dict[tuple[str, str], dict[str, Any]] = {("attention", "sliding_window"): {"window": 3}}
+"""Options for members whose defaults would make a check vacuous at the suite's lengths (a window of 256 over
+7 tokens never cuts)."""
+
+VARIANTS: dict[tuple[str, str], list[dict[str, Any]]] = {
+    ("attention", "sliding_window"): [{"window": 2}, {"window": 6}],
+    ("positional", "rope"): [
+        {"base": 500000.0},
+        {"scaling": "linear", "factor": 4.0},
+        {"scaling": "ntk", "factor": 4.0},
+        {"scaling": "llama3", "factor": 8.0, "original_max_seq_len": 8},
+    ],
+    ("positional", "t5_relative"): [{"num_buckets": 8, "max_distance": 6}],
+    ("positional", "sinusoidal"): [{"layout": "halves"}],
+    ("positional", "learned"): [{"offset": 2}],
+    ("norm", "layernorm"): [{"bias": False}],
+    ("ffn", "gelu"): [{"approximate": "tanh"}],
+    ("ffn", "geglu"): [{"approximate": "tanh"}],
+}
+"""Non-default options run as extra combinations (the kind's defaults with one member replaced by a variant):
+rope scalings, T5 buckets small enough that the suite's lengths reach past every boundary, window sizes."""
+REQUIRES = {"padding": "padding", "fully_padded_rows": "padding", "cached_decoding": "kv_cache"}
+"""The capability each check tests: a combination with a member that declares it False skips the check."""
+
+
+@dataclass(frozen=True)
+class Combination:
+    """One model kind and one member name per component family."""
+
+    kind: str
+    attention: str
+    positional: str
+    norm: str
+    placement: str
+    ffn: str
+    heads: str = "gqa"
+    variant: tuple[str, tuple[tuple[str, Any], ...]] | None = None
+    """``(family, ((option, value), ...))``: non-default options of one member (see :data:`VARIANTS`)."""
+
+    @property
+    def id(self) -> str:
+        """``causal_lm-sdpa-rope-layernorm-pre-swiglu``, then ``-mha`` / ``-mqa`` and ``[rope factor=4.0]``."""
+        text = "-".join([self.kind, *(getattr(self, f) for f in COMPONENTS)])
+        text += "" if self.heads == "gqa" else f"-{self.heads}"
+        if self.variant is not None:
+            family, options = self.variant
+            text += f"[{getattr(self, family)} {' '.join(f'{k}={v}' for k, v in options)}]"
+        return text
+
+    def components(self) -> dict[str, Any]:
+        """Component specs for :class:`ModelConfig` (names, with :data:`OPTIONS` and the variant's options)."""
+        specs: dict[str, Any] = {}
+        for family in COMPONENTS:
+            name = getattr(self, family)
+            options = dict(OPTIONS.get((family, name), {}))
+            if self.variant is not None and self.variant[0] == family:
+                options.update(self.variant[1])
+            specs[family] = {"name": name, **options} if options else name
+        return specs
+
+    def refusal(self) -> str | None:
+        """The compatibility matrix's reason for refusing this combination, or None."""
+        return combination_problem(attention=self.attention, positional=self.positional)
+
+    def unsupported(self, check: str) -> str | None:
+        """Why ``check`` does not apply: the kind does not decode (``cached_decoding``), or a member declares the
+        :class:`~swapformer.registry.Capabilities` it tests unsupported (``kv_cache=False``), or None."""
+        if check == "cached_decoding" and not kind(self.kind).generates:
+            return f"kind '{self.kind}' does not decode left to right"
+        capability = REQUIRES.get(check)
+        for family in COMPONENTS if capability else ():
+            if not getattr(capabilities(family, getattr(self, family)), capability):
+                return f"{family} '{getattr(self, family)}' declares {capability}=False"
+        return None
+
+
+def distinct_members(family: str) -> list[str]:
+    """Member names of ``family``, sorted, each factory once (an alias keeps the alphabetically first name)."""
+    first: dict[Any, str] = {}
+    for name in FAMILIES[family].available():
+        first.setdefault(FAMILIES[family].get(name).factory, name)
+    return sorted(first.values())
+
+
+def default_members(kind_name: str = "causal_lm") -> dict[str, str]:
+    """The :class:`ModelConfig` default of each family for ``kind_name`` (the base of ``quick`` combinations)."""
+    defaults = ModelConfig.defaults(kind_name)
+    return {family: str(defaults[family]) for family in COMPONENTS}
+
+
+def model_kinds() -> tuple[str, ...]:
+    """Every registered model kind (``causal_lm``, ``seq2seq``, ``masked_lm``, and any a plug-in adds)."""
+    load_plugins()
+    return tuple(KINDS)
+
+
+def combinations(
+    *, kinds: Sequence[str] | None = None, fixed: Mapping[str, str] | None = None, quick: bool = False
+) -> list[Combination]:
+    """Every combination of the registered members, read from the registries now (plug-ins included).
+
+    Args:
+        kinds: model kinds (default: every registered kind, :func:`model_kinds`).
+        fixed: family -> member name held in every combination (an alias is kept as given).
+        quick: instead of the full product, the :class:`ModelConfig` defaults with one family varied at a time,
+            so every member of every family appears at least once.
+    """
+    fixed = dict(fixed or {})
+    choices = {f: [fixed[f]] if f in fixed else distinct_members(f) for f in COMPONENTS}
+    layouts = list(HEAD_LAYOUTS)
+    combos = []
+    for kind_name in model_kinds() if kinds is None else kinds:
+        base = {**default_members(kind_name), **fixed}
+        base_names = tuple(base[f] for f in COMPONENTS)
+        if quick:
+            picks = [base_names]
+            for i, family in enumerate(COMPONENTS):
+                picks += [
+                    tuple(m if j == i else base[f] for j, f in enumerate(COMPONENTS)) for m in choices[family]
+                ]
+            picks = list(dict.fromkeys(picks))
+            combos += [Combination(kind_name, *names) for names in picks]
+            # the other head layouts once each, around the defaults
+            combos += [Combination(kind_name, *base_names, heads=h) for h in layouts if h != "gqa"]
+        else:
+            picks = itertools.product(*(choices[f] for f in COMPONENTS))
+            # head layouts in turn: every kernel x positional pair of every kind meets all three
+            combos += [
+                Combination(kind_name, *names, heads=layouts[i % len(layouts)])
+                for i, names in enumerate(picks)
+            ]
+        for i, family in enumerate(COMPONENTS):
+            for member in choices[family]:
+                names = tuple(member if j == i else base[f] for j, f in enumerate(COMPONENTS))
+                for options in VARIANTS.get((family, member), []):
+                    variant = (family, tuple(options.items()))
+                    combos.append(Combination(kind_name, *names, variant=variant))
+    return combos
