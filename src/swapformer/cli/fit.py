@@ -32,6 +32,7 @@ import logging
 import os
 import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -297,6 +298,24 @@ def _user_error(err: BaseException) -> ValueError | None:
     return None
 
 
+class _NoAdvert(logging.Filter):
+    """Drops Lightning's "💡 Tip: ... try installing litlogger" line, logged on every run that has no LitLogger."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+def _quiet_third_party_notices() -> None:
+    """Leave out of a run's output what no recipe setting can act on: Lightning's advertisement, and torch's
+    FutureWarning about the ``LeafSpec`` Lightning's own code builds (with a site-packages path in front)."""
+    lightning_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _NoAdvert) for f in lightning_log.filters):
+        lightning_log.addFilter(_NoAdvert())
+    warnings.filterwarnings(
+        "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
+    )
+
+
 def run(args: list[str] | None) -> SwapformerCLI:
     """Run a Lightning verb with the recipe arguments ``args`` (the verb first) and return the CLI object.
 
@@ -305,6 +324,7 @@ def run(args: list[str] | None) -> SwapformerCLI:
             value, option or path); with ``--debug`` / ``$SWAPFORMER_DEBUG`` the error itself.
     """
     load_plugins()  # plug-in names must be registered before the recipe is checked
+    _quiet_third_party_notices()
     given = sys.argv[1:] if args is None else args
     verb = given[0] if given else "fit"
     with user_errors(verb):
