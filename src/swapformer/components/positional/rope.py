@@ -35,6 +35,17 @@ def _rotated(x: Tensor, cos: Tensor, sin: Tensor, sign: float) -> Tensor:
     return out
 
 
+def rotate_stacked(heads: Tensor, cos: Tensor, signed_sin: Tensor) -> None:
+    """``heads`` ``(..., E)`` rotated in place, ``x * cos + roll(x) * (-sin, sin)`` (``rotate_half`` as a roll of
+    the halves, the sign in the table): three kernels, no autograd (:meth:`RotaryPositionalEncoding.rotate_stacked_`
+    and the decoding plan of :class:`~swapformer.models.causal_lm.CausalStep` call it with
+    :meth:`~RotaryPositionalEncoding.decoding_tables`)."""
+    rolled = heads.roll(heads.size(-1) // 2, -1)  # (x2, x1)
+    heads.mul_(cos).addcmul_(
+        rolled, signed_sin
+    )  # x * cos + (-x2 * sin, x1 * sin) = x * cos + rotate_half(x) * sin
+
+
 class _Rotation(torch.autograd.Function):
     """Rotates q and k in one autograd node whose backward is the inverse rotation of the gradients (a rotation
     is orthogonal): nothing but the cos/sin tables is kept for it, and it runs three kernels per tensor."""
@@ -149,8 +160,8 @@ class RotaryPositionalEncoding(PositionalEncoding):
 
         A decoding step at this size costs its calls, not its arithmetic. ``rotate`` makes seven calls per tensor
         (three kernels, four views) and slices the tables per layer; here q and k (adjacent in a stacked
-        projection) turn together in three kernels, ``x * cos + roll(x) * (-sin, sin)``, and the tables of a
-        position are looked up once per step (every layer of a step asks for the same ``offset``).
+        projection) turn together in three kernels (:func:`rotate_stacked`), and the tables of a position are
+        looked up once per step (every layer of a step asks for the same ``offset``).
 
         Args:
             heads: a new token's q heads then k heads, overwritten with their rotation.
@@ -162,42 +173,37 @@ class RotaryPositionalEncoding(PositionalEncoding):
         """
         if type(self).rotate is not RotaryPositionalEncoding.rotate or heads.requires_grad:
             return False
-        cos, signed_sin = self._decoding_tables(offset, heads)
-        rolled = heads.roll(self.head_dim // 2, -1)  # (x2, x1)
-        heads.mul_(cos).addcmul_(
-            rolled, signed_sin
-        )  # x * cos + (-x2 * sin, x1 * sin) = x * cos + rotate_half(x) * sin
+        rotate_stacked(heads, *self.decoding_tables(offset, heads))
         return True
 
-    def _decoding_tables(self, offset: int | Tensor, heads: Tensor) -> tuple[Tensor, Tensor]:
-        """cos and the signed sin ``(-sin, sin)`` of position ``offset`` in ``heads``' dtype: ``(E,)`` for an int,
-        ``(N, 1, 1, E)`` per row. An int position's are the last step's unless the position, dtype, device or
-        tables changed; per-row ones are looked up at every call (an inference tensor has no version counter
-        that would tell an in-place update)."""
-        last = self._decoding
-        if (
-            last is not None
-            and isinstance(offset, int)
-            and last[0] == offset
-            and last[1] is self.cos
-            and last[2] is heads.dtype
-            and last[3] == heads.device
-        ):
-            return last[4], last[5]
-        end = last_position(offset, 1) + 1
-        if end > self.cos.size(0):
-            self._grow(end, heads.device)
-        signed = last[6] if last is not None and last[1] is self.cos else None
-        if signed is None:  # the full signed table: once per table, not per step
+    def decoding_tables(self, offset: int | Tensor, heads: Tensor) -> tuple[Tensor, Tensor]:
+        """cos and the signed sin ``(-sin, sin)`` of position ``offset`` for :func:`rotate_stacked` of ``heads``,
+        in their dtype: ``(E,)`` for an int, ``(N, 1, 1, E)`` per row.
+
+        Both full tables are kept in ``heads``' dtype and device (made again when the tables grow or another dtype
+        asks), so a step's lookup is two row selections; an int position's rows are the last call's when it asks
+        again (every layer of a step does). Per-row positions are looked up at every call (an inference tensor
+        has no version counter that would tell an in-place update).
+        """
+        last = self._decoding  # (cos table, dtype, device, cos, signed sin, position, its cos, its sin)
+        table = self.cos
+        if last is None or last[0] is not table or last[1] is not heads.dtype or last[2] != heads.device:
+            last = None
+        elif isinstance(offset, int) and offset == last[5]:
+            return last[6], last[7]
+        end = offset + 1 if isinstance(offset, int) else last_position(offset, 1) + 1
+        if last is None or end > last[3].size(0):
+            if end > table.size(0):
+                self._grow(end, heads.device)
+                table = self.cos
             signed = self.sin.clone()
             signed[:, : self.head_dim // 2].neg_()
-        if isinstance(offset, int):
-            cos, sin = self.cos[offset], signed[offset]  # (E,)
-        else:
+            full = tuple(t.to(device=heads.device, dtype=heads.dtype) for t in (table, signed))
+            last = (table, heads.dtype, heads.device, *full, None, None, None)
+        if not isinstance(offset, int):
             index = offset.clamp_min(0)  # left padding: clamped, as in rotate
-            cos, sin = self.cos[index][:, None, None], signed[index][:, None, None]  # (N, 1, 1, E)
-        if cos.dtype != heads.dtype or cos.device != heads.device:
-            cos, sin = (t.to(device=heads.device, dtype=heads.dtype) for t in (cos, sin))
-        key = offset if isinstance(offset, int) else None
-        self._decoding = (key, self.cos, heads.dtype, heads.device, cos, sin, signed)
+            self.__dict__["_decoding"] = last
+            return last[3][index][:, None, None], last[4][index][:, None, None]  # (N, 1, 1, E)
+        cos, sin = last[3][offset], last[4][offset]  # (E,)
+        self.__dict__["_decoding"] = (*last[:5], offset, cos, sin)  # not nn.Module's __setattr__: once a step
         return cos, sin
