@@ -140,3 +140,106 @@ def test_hooks_are_honoured_by_cached_decoding():
         uncached = model.generate(ids, max_new_tokens=6, eos_token_id=[], use_cache=False)
     assert torch.equal(cached, uncached) and not torch.equal(cached, before)
     assert not plain(model.decoder.layers[0].self_attention.norm)
+
+
+def _plan_and_modules(config, batch, steps=6, seed=0):
+    """Logits of ``steps`` one-token steps through CausalStep's plan and through the modules (model(ids, cache)),
+    from the same prompt, each with its own cache."""
+    from swapformer.models.causal_lm import CausalStep
+
+    torch.manual_seed(seed)
+    model = build_causal_lm(config).eval()
+    ids = torch.randint(3, config["vocab_size"], (batch, 5 + steps))
+    planned, by_modules = (
+        KVCache(config["num_layers"], capacity=16),
+        KVCache(config["num_layers"], capacity=16),
+    )
+    with torch.inference_mode():
+        model(ids[:, :5], cache=planned)
+        model(ids[:, :5], cache=by_modules)
+        step = CausalStep(model, planned)
+        plan = step.plan()
+        ours = [step(ids[:, : i + 1], None, 1) for i in range(5, 5 + steps)]
+        theirs = [model(ids[:, i : i + 1], cache=by_modules)[:, -1] for i in range(5, 5 + steps)]
+    return plan, torch.stack(ours, 1), torch.stack(theirs, 1)
+
+
+PLANNED = {
+    "llama": dict(
+        positional="rope", num_kv_heads=2, norm="rmsnorm", ffn="swiglu", placement="pre", bias=False
+    ),
+    "gpt2": dict(
+        positional="learned", max_seq_len=64, norm="layernorm", ffn="gelu", placement="pre", bias=True
+    ),
+    "mqa-post-sinusoidal": dict(positional="sinusoidal", num_kv_heads=1, placement="post", ffn="relu"),
+    "scaled-rope-geglu": dict(positional={"name": "rope", "scaling": "linear", "factor": 2.0}, ffn="geglu"),
+}
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("shape", list(PLANNED))
+def test_the_decoding_plan_gives_the_modules_logits_exactly(shape, batch):
+    # one-token steps through CausalStep's plan (functions looked up once per generation) are the modules' path
+    config = dict(
+        vocab_size=40, d_model=32, num_heads=4, num_layers=2, d_ff=64, dropout=0.0, **PLANNED[shape]
+    )
+    plan, ours, theirs = _plan_and_modules(config, batch)
+    assert plan is not None  # the plan ran: this test compares something
+    assert torch.equal(ours, theirs)
+
+
+def _hook_on(path):
+    def hook(model):
+        module = model.get_submodule(path)
+        module.register_forward_hook(lambda m, args, out: out)
+
+    return hook
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        dict(positional="alibi"),  # a score bias
+        dict(positional="t5_relative"),
+        dict(attention={"name": "sliding_window", "window": 3}),  # another kernel
+        dict(attention="math"),
+        "shifted-rope",  # a member that overrides rotate
+        _hook_on("decoder.layers.1.self_attention.sublayer"),
+        _hook_on("decoder.layers.0.self_attention.sublayer.q_proj"),
+        _hook_on("decoder.layers.0"),
+        _hook_on("embedding"),
+        _hook_on("lm_head"),
+    ],
+    ids=lambda c: (
+        c if isinstance(c, str) else str(c) if isinstance(c, dict) else c.__closure__[0].cell_contents
+    ),
+)
+def test_the_plan_steps_aside_for_what_it_does_not_know(change):
+    # a member without a decoding function, a score bias or a hook: the modules' path runs, with its numbers
+    from swapformer.models.causal_lm import CausalStep
+
+    config = dict(
+        vocab_size=40, d_model=32, num_heads=4, num_layers=2, d_ff=64, dropout=0.0, positional="rope"
+    )
+    if isinstance(change, dict):
+        config.update(change)
+    torch.manual_seed(0)
+    model = build_causal_lm(config).eval()
+    if change == "shifted-rope":
+
+        class ShiftedRope(type(model.positional)):
+            def rotate(self, q, k, *, offset=0):
+                return super().rotate(q, k, offset=offset + 3)
+
+        model.positional.__class__ = ShiftedRope
+    elif callable(change):
+        change(model)
+    cache = KVCache(2, capacity=8)
+    with torch.inference_mode():
+        model(torch.randint(3, 40, (1, 4)), cache=cache)
+    assert CausalStep(model, cache).plan() is None
+    ids = torch.randint(3, 40, (2, 5))
+    with torch.inference_mode():
+        cached = model.generate(ids, max_new_tokens=6, eos_token_id=[])
+        uncached = model.generate(ids, max_new_tokens=6, eos_token_id=[], use_cache=False)
+    assert torch.equal(cached, uncached)

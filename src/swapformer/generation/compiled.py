@@ -6,8 +6,10 @@
     later calls: one token          ─▶ one compiled graph, shared by every length (dynamic shapes)
 
 At a small model size a cached step costs its Python and per-operator overhead, not arithmetic; one inductor
-graph per step removes most of it. The graph is compiled at the first one-token call of a model (seconds to a
-minute on a CPU) and reused by later ``generate`` calls of the same model while the process lives.
+graph per step removes much of it. The graph is compiled at the first one-token call of a model (seconds to a
+minute on a CPU) and reused by later ``generate`` calls of the same model while the process lives. A decoder-only
+model of built-in members has a cheaper eager step (``CausalStep``'s plan): on a CPU it is the faster of the two
+(``benchmarks/generate.py --compile``). Other models (plug-in members, encoder-decoders) have not been measured.
 """
 
 from __future__ import annotations

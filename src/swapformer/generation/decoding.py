@@ -70,7 +70,10 @@ def generate(
         generator: or pass your own.
         streamer: ``put(tokens)`` gets each step's ``(N,)`` new ids, then ``end()`` (greedy and sampling).
         compile: run the one-token decoding steps as one ``torch.compile`` graph (needs ``use_cache``). The first
-            call per model compiles (seconds to a minute on a CPU); later ones are faster at small model sizes.
+            call per model compiles (seconds to a minute on a CPU). On a CPU, a decoder-only model of built-in
+            members decodes faster without it (its eager steps run a plan of the members' functions, see
+            :class:`~swapformer.models.causal_lm.CausalStep`; figures in ``docs/benchmarks.md``). Other models
+            (plug-in members, encoder-decoders) have not been measured against it.
 
     Returns:
         Decoder-only: ``(N, P + T)``, the prompts then the new ids. Encoder-decoder: ``(N, 1 + T)``, the start id

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from swapformer.components.positional.base import PositionalEncoding
@@ -15,6 +16,7 @@ from swapformer.generation.search import Settings, expand_beams
 from swapformer.models import builders, inputs
 from swapformer.models.saving import SavesPretrained
 from swapformer.nn import KVCache, TokenEmbedding, TransformerStack
+from swapformer.nn.direct import direct, norm_function, plain
 from swapformer.nn.masks import causal_self_attention_inputs
 from swapformer.registry import register_kind
 
@@ -127,17 +129,77 @@ class DecoderOnly(SavesPretrained, nn.Module):
 
 
 class CausalStep:
-    """Next-token logits of a DecoderOnly, with a KV cache or re-running the prefix."""
+    """Next-token logits of a DecoderOnly, with a KV cache or re-running the prefix.
+
+    A one-token step without a padding mask runs through a plan (:meth:`plan`) where the model is made of
+    built-in members without hooks: the embedding, each layer's function
+    (:meth:`~swapformer.nn.TransformerLayer.decoding_function`), the final norm and the head, looked up once per
+    generation instead of at every token through the modules. Same operators, same numbers; anything else
+    takes the modules' path.
+    """
 
     def __init__(self, model: DecoderOnly, cache: KVCache | None) -> None:
         self.model, self.cache = model, cache
+        self._plan: Callable[[Tensor, int], Tensor] | bool | None = None  # False: none for this model
 
     def __call__(self, ids: Tensor, attention_mask: Tensor | None, new: int) -> Tensor:
         if self.cache is None:
             hidden = self.model.hidden_states(ids, attention_mask)
         else:
+            # a compiled step traces the modules themselves: the plan updates the cache in place
+            if new == 1 and attention_mask is None and not torch.compiler.is_compiling():
+                if self._plan is None:
+                    self._plan = self.plan() or False
+                if self._plan:
+                    return self._plan(ids[:, -1:], self.cache.length)
             hidden = self.model.hidden_states(ids[:, -new:], attention_mask, cache=self.cache)
         return self.model.lm_head(hidden[:, -1])  # (N, V): only the last position is needed
+
+    def plan(self) -> Callable[[Tensor, int], Tensor] | None:
+        """``(ids (N, 1), position) -> logits (N, V)`` for one new token of every row at ``position`` (no padding),
+        or None where a member has no decoding function, has a hook, or adds a score bias (ALiBi, T5's)."""
+        model, positional = self.model, self.model.positional
+        decoder = model.decoder
+        if (
+            self.cache is None
+            or model.training
+            or not isinstance(positional, PositionalEncoding)
+            or type(positional).bias is not PositionalEncoding.bias
+            or not plain(model.embedding, decoder, model.lm_head)
+        ):
+            return None
+        layers = [
+            layer.decoding_function(cache, positional)
+            for layer, cache in zip(decoder.layers, self.cache.layers, strict=True)
+        ]
+        if any(layer is None for layer in layers):
+            return None
+        if type(model.embedding) is TokenEmbedding:
+            embed = model.embedding.decoding_function()
+        else:
+            forward = direct(model.embedding)
+
+            def embed(ids: Tensor, position: int) -> Tensor:
+                return forward(ids, offset=position)
+
+        final_norm = None if decoder.final_norm is None else norm_function(decoder.final_norm)
+        head = model.lm_head
+        weight, bias = (head.weight, head.bias) if type(head) is nn.Linear else (None, None)
+
+        # RoPE's tables, once per step for every layer (decoding_function accepts no other rotation)
+        rotates = type(positional).rotate is not PositionalEncoding.rotate
+        tables = positional.decoding_tables if rotates else None
+
+        def step(ids: Tensor, position: int) -> Tensor:
+            x = embed(ids, position)
+            rotation = None if tables is None else tables(position, x)
+            for layer in layers:
+                x = layer(x, position, rotation)
+            if final_norm is not None:
+                x = final_norm(x)
+            return head(x[:, -1]) if weight is None else F.linear(x[:, -1], weight, bias)
+
+        return step
 
     def reorder(self, index: Tensor) -> None:
         if self.cache is not None:

@@ -9,13 +9,15 @@ A layer is a sequence of residual steps, each built by a placement around a subl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
-from swapformer.nn.direct import feed_forward_function, residual_function
+from swapformer.components.placement.residual import PostNorm, PreNorm
+from swapformer.nn.attention import MultiHeadAttention
+from swapformer.nn.direct import feed_forward_function, norm_function, plain, residual_function
 
 if TYPE_CHECKING:
     from swapformer.nn.cache import KVCache, LayerCache
@@ -94,6 +96,49 @@ class TransformerLayer(nn.Module):
         if cross_attention is not None:
             x = cross_attention(x, memory, attn_mask=memory_mask, cache=cache.cross_attention)
         return feed_forward(x)
+
+    def decoding_function(
+        self, cache: LayerCache, positional: nn.Module | None
+    ) -> Callable[[Tensor, int, tuple[Tensor, Tensor] | None], Tensor] | None:
+        """The layer for one new token at an int ``position``, without masks (a decoder-only step that may attend
+        every cached key), as one function of ``(x, position, rotation)``: the placement around
+        :meth:`MultiHeadAttention.decoding_function`, then the feed-forward step's function
+        (:mod:`swapformer.nn.direct`). None where a member has no such function, or a hook waits on it."""
+        step = self.self_attention
+        if (
+            self.training
+            or self.cross_attention is not None
+            or type(step) not in (PreNorm, PostNorm)
+            or type(step.sublayer) is not MultiHeadAttention
+            or not plain(self, step)
+        ):
+            return None
+        attend = step.sublayer.decoding_function(cache.self_attention, positional)
+        if attend is None:
+            return None
+        norm = norm_function(step.norm)
+        feed_forward = residual_function(self.feed_forward, feed_forward_function)
+        if type(step) is PreNorm and type(self.feed_forward) is PreNorm and plain(self.feed_forward):
+            # pre-norm twice (GPT-2, Llama): both residual steps written out, one call fewer per token
+            feed_forward_norm = norm_function(self.feed_forward.norm)
+            sublayer = feed_forward_function(self.feed_forward.sublayer)
+
+            def pre_norm_layer(x: Tensor, position: int, rotation: tuple | None) -> Tensor:
+                x = x + attend(norm(x), position, rotation)  # x ─┬─ norm ─ attention ─(+)─ ...
+                return x + sublayer(feed_forward_norm(x))
+
+            return pre_norm_layer
+        if type(step) is PreNorm:
+
+            def pre_norm_attention(x: Tensor, position: int, rotation: tuple | None) -> Tensor:
+                return feed_forward(x + attend(norm(x), position, rotation))
+
+            return pre_norm_attention
+
+        def post_norm_layer(x: Tensor, position: int, rotation: tuple | None) -> Tensor:
+            return feed_forward(norm(x + attend(x, position, rotation)))  # x ─┬─ attention ─(+)─ norm ─ ...
+
+        return post_norm_layer
 
 
 class TransformerStack(nn.Module):

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from swapformer.components.positional.base import PositionalEncoding
 from swapformer.nn._shared import borrow
+from swapformer.nn.direct import plain
 
 
 class TokenEmbedding(nn.Module):
@@ -50,3 +53,23 @@ class TokenEmbedding(nn.Module):
         if self.norm is not None:
             x = self.norm(x)
         return self.dropout(x) if self.training else x  # eval: no module call
+
+    def decoding_function(self) -> Callable[[Tensor, int], Tensor]:
+        """``forward`` of new tokens at an int ``position`` in eval mode, as a function: the table lookup and the
+        positional member's ``embed`` where nothing else applies (no scale, norm, ``max_norm`` or hook), else
+        ``forward`` itself. For the decoding plan of :class:`~swapformer.models.causal_lm.CausalStep`."""
+        token, positional = self.token, self.positional
+        if (
+            type(token) is not nn.Embedding
+            or token.max_norm is not None
+            or self.scale != 1.0
+            or self.norm is not None
+            or not plain(self, token)
+        ):
+            forward = self.forward if plain(self) else self
+            return lambda ids, position: forward(ids, offset=position)
+        weight, padding_idx = token.weight, token.padding_idx
+        if type(positional).embed is PositionalEncoding.embed:  # positions enter elsewhere (RoPE) or nowhere
+            return lambda ids, position: F.embedding(ids, weight, padding_idx)
+        embed = positional.embed
+        return lambda ids, position: embed(F.embedding(ids, weight, padding_idx), offset=position)
