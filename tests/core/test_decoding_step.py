@@ -204,6 +204,7 @@ def _hook_on(path):
         dict(attention={"name": "sliding_window", "window": 3}),  # another kernel
         dict(attention="math"),
         "shifted-rope",  # a member that overrides rotate
+        "own-layer",  # a layer class of the user's
         _hook_on("decoder.layers.1.self_attention.sublayer"),
         _hook_on("decoder.layers.0.self_attention.sublayer.q_proj"),
         _hook_on("decoder.layers.0"),
@@ -232,6 +233,13 @@ def test_the_plan_steps_aside_for_what_it_does_not_know(change):
                 return super().rotate(q, k, offset=offset + 3)
 
         model.positional.__class__ = ShiftedRope
+    elif change == "own-layer":
+
+        class Doubled(type(model.decoder.layers[1])):
+            def forward(self, x, **kwargs):
+                return super().forward(2 * x, **kwargs)
+
+        model.decoder.layers[1].__class__ = Doubled
     elif callable(change):
         change(model)
     cache = KVCache(2, capacity=8)

@@ -15,7 +15,7 @@ from swapformer.generation.decoding import check_left_padded, check_length, gene
 from swapformer.generation.search import Settings, expand_beams
 from swapformer.models import builders, inputs
 from swapformer.models.saving import SavesPretrained
-from swapformer.nn import KVCache, TokenEmbedding, TransformerStack
+from swapformer.nn import KVCache, TokenEmbedding, TransformerLayer, TransformerStack
 from swapformer.nn.direct import direct, norm_function, plain
 from swapformer.nn.masks import causal_self_attention_inputs
 from swapformer.registry import register_kind
@@ -165,11 +165,12 @@ class CausalStep:
             or model.training
             or not isinstance(positional, PositionalEncoding)
             or type(positional).bias is not PositionalEncoding.bias
+            or type(decoder) is not TransformerStack
             or not plain(model.embedding, decoder, model.lm_head)
         ):
             return None
-        layers = [
-            layer.decoding_function(cache, positional)
+        layers = [  # a layer of another class (a subclass too) may do anything: its forward runs
+            layer.decoding_function(cache, positional) if type(layer) is TransformerLayer else None
             for layer, cache in zip(decoder.layers, self.cache.layers, strict=True)
         ]
         if any(layer is None for layer in layers):
