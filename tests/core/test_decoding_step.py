@@ -7,6 +7,7 @@ import torch
 from swapformer import build_causal_lm
 from swapformer.components.positional import RotaryPositionalEncoding
 from swapformer.components.positional.rope_scaling import ScaledRotaryPositionalEncoding
+from swapformer.models.causal_lm import CausalStep
 from swapformer.nn.cache import AttentionCache, KVCache
 from swapformer.nn.direct import feed_forward_function, plain, residual_function
 
@@ -145,8 +146,6 @@ def test_hooks_are_honoured_by_cached_decoding():
 def _plan_and_modules(config, batch, steps=6, seed=0):
     """Logits of ``steps`` one-token steps through CausalStep's plan and through the modules (model(ids, cache)),
     from the same prompt, each with its own cache."""
-    from swapformer.models.causal_lm import CausalStep
-
     torch.manual_seed(seed)
     model = build_causal_lm(config).eval()
     ids = torch.randint(3, config["vocab_size"], (batch, 5 + steps))
@@ -217,8 +216,6 @@ def _hook_on(path):
 )
 def test_the_plan_steps_aside_for_what_it_does_not_know(change):
     # a member without a decoding function, a score bias or a hook: the modules' path runs, with its numbers
-    from swapformer.models.causal_lm import CausalStep
-
     config = dict(
         vocab_size=40, d_model=32, num_heads=4, num_layers=2, d_ff=64, dropout=0.0, positional="rope"
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import sys
 
 import pytest
@@ -258,8 +259,6 @@ print(before, "lightning" in sys.modules, gc.isenabled(), frozen > 100_000, gc.g
 def test_a_verb_is_imported_when_it_runs_with_the_collector_paused_then_as_it_was(collector):
     # `import swapformer.cli` leaves Lightning alone; the verb's import freezes what it made (kept out of every
     # later collection) and hands the collector back in the state it found it, once per process
-    import subprocess
-
     result = subprocess.run(
         [sys.executable, "-c", VERB_IMPORT, collector], capture_output=True, text=True, check=True
     )

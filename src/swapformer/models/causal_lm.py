@@ -140,18 +140,16 @@ class CausalStep:
 
     def __init__(self, model: DecoderOnly, cache: KVCache | None) -> None:
         self.model, self.cache = model, cache
-        self._plan: Callable[[Tensor, int], Tensor] | bool | None = None  # False: none for this model
+        self._plan = self.plan()
 
     def __call__(self, ids: Tensor, attention_mask: Tensor | None, new: int) -> Tensor:
         if self.cache is None:
             hidden = self.model.hidden_states(ids, attention_mask)
         else:
             # a compiled step traces the modules themselves: the plan updates the cache in place
-            if new == 1 and attention_mask is None and not torch.compiler.is_compiling():
-                if self._plan is None:
-                    self._plan = self.plan() or False
-                if self._plan:
-                    return self._plan(ids[:, -1:], self.cache.length)
+            plan = self._plan
+            if plan is not None and new == 1 and attention_mask is None and not torch.compiler.is_compiling():
+                return plan(ids[:, -1:], self.cache.length)
             hidden = self.model.hidden_states(ids[:, -new:], attention_mask, cache=self.cache)
         return self.model.lm_head(hidden[:, -1])  # (N, V): only the last position is needed
 

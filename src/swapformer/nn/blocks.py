@@ -118,25 +118,17 @@ class TransformerLayer(nn.Module):
             return None
         norm = norm_function(step.norm)
         feed_forward = residual_function(self.feed_forward, feed_forward_function)
-        if type(step) is PreNorm and type(self.feed_forward) is PreNorm and plain(self.feed_forward):
-            # pre-norm twice (GPT-2, Llama): both residual steps written out, one call fewer per token
-            feed_forward_norm = norm_function(self.feed_forward.norm)
-            sublayer = feed_forward_function(self.feed_forward.sublayer)
-
-            def pre_norm_layer(x: Tensor, position: int, rotation: tuple | None) -> Tensor:
-                x = x + attend(norm(x), position, rotation)  # x ─┬─ norm ─ attention ─(+)─ ...
-                return x + sublayer(feed_forward_norm(x))
-
-            return pre_norm_layer
         if type(step) is PreNorm:
 
-            def pre_norm_attention(x: Tensor, position: int, rotation: tuple | None) -> Tensor:
+            def pre_norm_layer(x: Tensor, position: int, rotation: tuple | None) -> Tensor:
+                # x ─┬─ norm ─ attention ─(+)─ feed-forward step ─▶
                 return feed_forward(x + attend(norm(x), position, rotation))
 
-            return pre_norm_attention
+            return pre_norm_layer
 
         def post_norm_layer(x: Tensor, position: int, rotation: tuple | None) -> Tensor:
-            return feed_forward(norm(x + attend(x, position, rotation)))  # x ─┬─ attention ─(+)─ norm ─ ...
+            # x ─┬─ attention ─(+)─ norm ─ feed-forward step ─▶
+            return feed_forward(norm(x + attend(x, position, rotation)))
 
         return post_norm_layer
 

@@ -41,9 +41,8 @@ def rotate_stacked(heads: Tensor, cos: Tensor, signed_sin: Tensor) -> None:
     and the decoding plan of :class:`~swapformer.models.causal_lm.CausalStep` call it with
     :meth:`~RotaryPositionalEncoding.decoding_tables`)."""
     rolled = heads.roll(heads.size(-1) // 2, -1)  # (x2, x1)
-    heads.mul_(cos).addcmul_(
-        rolled, signed_sin
-    )  # x * cos + (-x2 * sin, x1 * sin) = x * cos + rotate_half(x) * sin
+    # x * cos + (-x2 * sin, x1 * sin) = x * cos + rotate_half(x) * sin
+    heads.mul_(cos).addcmul_(rolled, signed_sin)
 
 
 class _Rotation(torch.autograd.Function):
@@ -81,7 +80,7 @@ class RotaryPositionalEncoding(PositionalEncoding):
     capabilities: ClassVar[Capabilities] = Capabilities(relative=True)
 
     _decoding: tuple | None = None
-    """The tables of the last :meth:`rotate_stacked_` call, kept for the next layers of the same step."""
+    """:meth:`decoding_tables`' memo: the full tables in the last asking dtype, and the last position's rows."""
 
     def __init__(self, *, head_dim: int, base: float = 10000.0) -> None:
         super().__init__()
