@@ -16,7 +16,7 @@ from swapformer.generation.search import Settings, expand_beams
 from swapformer.models import builders, inputs
 from swapformer.models.saving import SavesPretrained
 from swapformer.nn import KVCache, TokenEmbedding, TransformerLayer, TransformerStack
-from swapformer.nn.direct import direct, norm_function, plain
+from swapformer.nn.direct import decoding_norm_function, direct, plain
 from swapformer.nn.masks import causal_self_attention_inputs
 from swapformer.registry import register_kind
 
@@ -134,8 +134,8 @@ class CausalStep:
     A one-token step without a padding mask runs through a plan (:meth:`plan`) where the model is made of
     built-in members without hooks: the embedding, each layer's function
     (:meth:`~swapformer.nn.TransformerLayer.decoding_function`), the final norm and the head, looked up once per
-    generation instead of at every token through the modules. Same operators, same numbers; anything else
-    takes the modules' path.
+    generation instead of at every token through the modules. Same operators, same numbers (but an RMSNorm on the
+    CPU: :func:`~swapformer.nn.direct.decoding_norm_function`); anything else takes the modules' path.
     """
 
     def __init__(self, model: DecoderOnly, cache: KVCache | None) -> None:
@@ -181,7 +181,7 @@ class CausalStep:
             def embed(ids: Tensor, position: int) -> Tensor:
                 return forward(ids, offset=position)
 
-        final_norm = None if decoder.final_norm is None else norm_function(decoder.final_norm)
+        final_norm = None if decoder.final_norm is None else decoding_norm_function(decoder.final_norm)
         head = model.lm_head
         weight, bias = (head.weight, head.bias) if type(head) is nn.Linear else (None, None)
 

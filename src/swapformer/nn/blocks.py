@@ -17,7 +17,12 @@ from torch import Tensor, nn
 
 from swapformer.components.placement.residual import PostNorm, PreNorm
 from swapformer.nn.attention import MultiHeadAttention
-from swapformer.nn.direct import feed_forward_function, norm_function, plain, residual_function
+from swapformer.nn.direct import (
+    decoding_norm_function,
+    feed_forward_function,
+    plain,
+    residual_function,
+)
 
 if TYPE_CHECKING:
     from swapformer.nn.cache import KVCache, LayerCache
@@ -116,8 +121,8 @@ class TransformerLayer(nn.Module):
         attend = step.sublayer.decoding_function(cache.self_attention, positional)
         if attend is None:
             return None
-        norm = norm_function(step.norm)
-        feed_forward = residual_function(self.feed_forward, feed_forward_function)
+        norm = decoding_norm_function(step.norm)
+        feed_forward = residual_function(self.feed_forward, feed_forward_function, decoding_norm_function)
         if type(step) is PreNorm:
 
             def pre_norm_layer(x: Tensor, position: int, rotation: tuple | None) -> Tensor:
