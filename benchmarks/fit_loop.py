@@ -100,13 +100,14 @@ def bare_loop(positional: str, steps: int, data: Path, warmup: int) -> float:
 
 # ---- fit in-process: the training loop timed by a callback -------------------------------------------------
 class LoopTimer(Callback):
-    """Wall time from the start of batch ``warmup`` to the end of the last batch, validation subtracted."""
+    """Wall time from the start of batch ``warmup`` to the end of the last batch, the validations run in between
+    subtracted (not the one after the last batch, which is outside that span)."""
 
     def __init__(self, warmup: int) -> None:
         self.warmup = warmup
         self.start: float | None = None
         self.end = 0.0
-        self.validating = 0.0
+        self.validations: list[tuple[float, float]] = []
         self._val_start = 0.0
 
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
@@ -121,11 +122,16 @@ class LoopTimer(Callback):
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         if self.start is not None:
-            self.validating += time.perf_counter() - self._val_start
+            self.validations.append((self._val_start, time.perf_counter()))
 
     @property
     def seconds(self) -> float:
-        return self.end - (self.start or self.end) - self.validating
+        if self.start is None:
+            return 0.0
+        inside = sum(
+            end - start for start, end in self.validations if self.start <= start and end <= self.end
+        )
+        return self.end - self.start - inside
 
 
 @contextlib.contextmanager
