@@ -22,7 +22,8 @@ or 727 with an (L, E) table broadcast over heads instead of one repeated over he
 1440, the same under a hand-written inverse-rotation backward 1015, complex multiply (view_as_complex needs
 an interleaved copy each way) 1570, flip of a (2, E/2) view 1250. Run C: kept 640, two full-width addcmul_ on
 views shifted by E/2 (zeros masking the neighbour head) 770. Run D: kept 550, torch._foreach_ over q and k
-together 610. Concatenating q and k first was slower in every run.
+together 610. Concatenating q and k first was slower in every run. Run E (session 10): kept 191, complex
+multiply on features already in pairs (no interleaving copies) 200-204.
 
     python benchmarks/rope.py [--rounds 7] [--steps 20] [--threads 2]
 """
