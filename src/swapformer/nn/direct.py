@@ -133,7 +133,6 @@ def feed_forward_function(ffn: nn.Module) -> Callable[[Tensor], Tensor]:
         return gated_feed_forward
     w_in = torch.cat((gate.weight, up.weight))  # (2 d_ff, D)
     b_in = None if gate.bias is None else torch.cat((gate.bias, up.bias))
-
     width = gate.out_features
 
     def stacked_feed_forward(x: Tensor) -> Tensor:
