@@ -49,6 +49,11 @@ from lightning.pytorch.callbacks import Callback
 from nanogpt import RECIPE, recipe
 from torch import nn
 
+from swapformer.cli import run
+from swapformer.cli.fit import SwapformerCLI
+from swapformer.data import CausalLMDataModule
+from swapformer.tasks import CausalLMModule
+
 DATA = "../shared/data/tinyshakespeare/input.txt"
 
 
@@ -69,8 +74,6 @@ def fit_overrides(positional: str, steps: int, data: Path, root: str) -> list[st
 # ---- bare: the same model, data and optimizer in a plain loop -------------------------------------------------
 def bare_loop(positional: str, steps: int, data: Path, warmup: int) -> float:
     """Seconds of steps ``warmup..steps`` of a plain loop over the recipe's module, loader and optimizer."""
-    from swapformer.data import CausalLMDataModule
-    from swapformer.tasks import CausalLMModule
 
     config = recipe(positional, steps)
     torch.manual_seed(config["seed_everything"])
@@ -137,7 +140,6 @@ class LoopTimer(Callback):
 @contextlib.contextmanager
 def timed_trainer(timer: Callback) -> Iterator[None]:
     """Add ``timer`` to the trainer ``swapformer fit`` builds (a benchmark-only hook, undone on exit)."""
-    from swapformer.cli.fit import SwapformerCLI
 
     original = SwapformerCLI.instantiate_trainer
 
@@ -155,7 +157,6 @@ def timed_trainer(timer: Callback) -> Iterator[None]:
 
 def fit_in_process(positional: str, steps: int, data: Path, warmup: int) -> float:
     """Seconds of steps ``warmup..steps`` of ``swapformer fit`` (validation excluded), output silenced."""
-    from swapformer.cli import run
 
     timer = LoopTimer(warmup)
     with (
