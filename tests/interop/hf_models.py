@@ -207,6 +207,7 @@ def hf_model(name: str, seed: int = 0):
                     weight.normal_(0.0, weight.size(1) ** -0.5)
     else:
         model = transformers.AutoModelForCausalLM.from_config(CAUSAL[name]()).eval()
+        _spread_weights(model, gain=1.5)
     with torch.no_grad():  # HF initializes biases to zero and norms to one: make them tell tensors apart
         for key, tensor in model.state_dict().items():
             if (
@@ -216,6 +217,24 @@ def hf_model(name: str, seed: int = 0):
             ):
                 tensor.add_(torch.randn_like(tensor) * 0.1)
     return model
+
+
+def _spread_weights(model, *, gain: float) -> None:
+    """Every weight matrix, embeddings and output layer included, drawn with std ``gain / sqrt(fan_in)``.
+
+    With HF's std 0.02 attention is nearly uniform and the logits are near zero: a wrong rope base or a wrong
+    1 / sqrt(E) moves them by less than 1e-4, and greedy decoding repeats one token. Here q . k / sqrt(E) and the
+    logits are a few units; gain 1.5 (rather than 1) is what makes every greedy row of the tests vary, with top-2
+    logit gaps along the way far above fp32 noise.
+    """
+    from transformers.pytorch_utils import Conv1D
+
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, Conv1D):  # GPT-2's projections store (in, out)
+                module.weight.normal_(0.0, gain * module.weight.size(0) ** -0.5)
+            elif isinstance(module, torch.nn.Linear | torch.nn.Embedding):  # (out, in); (V, D)
+                module.weight.normal_(0.0, gain * module.weight.size(1) ** -0.5)
 
 
 def save(model, directory: Path) -> Path:
