@@ -12,6 +12,8 @@ from swapformer.generation import left_pad
 pytest.importorskip("transformers", reason="Hugging Face transformers is the reference here (dev extra)")
 
 PAD = 3  # not 0: HF's beam search fills finished rows with eos when pad_token_id is 0 (it tests `pad or eos`)
+EOS = [12, 15, 24]  # ids the model emits: greedy rows end after 6 tokens, after 2 and never
+STOPPING = [(1.0, False), (0.0, True), (2.0, "never"), (-1.0, False), (0.5, True)]
 
 
 @pytest.fixture(scope="module")
@@ -20,13 +22,10 @@ def pair():
 
 
 @pytest.fixture(scope="module")
-def prompts(pair):
+def prompts():
     """Three left-padded prompts, and eos ids the model really emits, so rows and beams end at different steps."""
     ids, mask = left_pad([[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]], pad_token_id=PAD)
-    ours, _ = pair
-    greedy = ours.generate(ids, mask, max_new_tokens=12, pad_token_id=PAD)
-    eos = sorted({int(greedy[0, 7]), int(greedy[2, 9])})
-    return ids, mask, eos
+    return ids, mask, EOS
 
 
 def _theirs(model, ids, mask, **kwargs):
@@ -42,10 +41,7 @@ def test_greedy_equals_hugging_face(pair, prompts, use_cache):
     assert torch.equal(got, expected)
 
 
-@pytest.mark.parametrize(
-    ("length_penalty", "early_stopping"),
-    [(1.0, False), (0.0, True), (2.0, "never"), (-1.0, False), (0.5, True)],
-)
+@pytest.mark.parametrize(("length_penalty", "early_stopping"), STOPPING)
 @pytest.mark.parametrize("num_beams", [2, 3, 5])
 def test_beam_search_equals_hugging_face(pair, prompts, num_beams, length_penalty, early_stopping):
     ours, theirs = pair
