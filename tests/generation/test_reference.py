@@ -12,7 +12,7 @@ from swapformer.generation import left_pad
 pytest.importorskip("transformers", reason="Hugging Face transformers is the reference here (dev extra)")
 
 PAD = 3  # not 0: HF's beam search fills finished rows with eos when pad_token_id is 0 (it tests `pad or eos`)
-EOS = [12, 15, 24]  # ids the model emits: greedy rows end after 6 tokens, after 2 and never
+EOS = [12, 15, 24]  # ids the model emits: greedy rows end after 6 tokens, after 2 and never (tested)
 STOPPING = [(1.0, False), (0.0, True), (2.0, "never"), (-1.0, False), (0.5, True)]
 
 
@@ -26,6 +26,38 @@ def prompts():
     """Three left-padded prompts, and eos ids the model really emits, so rows and beams end at different steps."""
     ids, mask = left_pad([[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]], pad_token_id=PAD)
     return ids, mask, EOS
+
+
+def _ends(out, prompt_length):
+    """Per row, how many tokens were made up to and including the first eos; None if it never came."""
+    rows = out[:, prompt_length:].tolist()
+    return [next((i + 1 for i, token in enumerate(row) if token in EOS), None) for row in rows]
+
+
+def test_the_eos_ids_end_rows_and_beams_at_different_steps(pair, prompts):
+    """What the comparisons below are worth: with eos ids that never came, or rows that all stop together, or
+    stopping rules that all pick the same beams, a wrong rule would still give Hugging Face's tokens."""
+    ours, _ = pair
+    ids, mask, eos = prompts
+    greedy = ours.generate(ids, mask, max_new_tokens=12, eos_token_id=eos, pad_token_id=PAD)
+    assert _ends(greedy, ids.size(1)) == [6, 2, None]
+    for num_beams in [2, 3, 5]:
+        outputs = [
+            ours.generate(
+                ids,
+                mask,
+                max_new_tokens=10,
+                num_beams=num_beams,
+                eos_token_id=eos,
+                length_penalty=length_penalty,
+                early_stopping=early_stopping,
+                pad_token_id=PAD,
+            )
+            for length_penalty, early_stopping in STOPPING
+        ]
+        distinct = {(tuple(out.shape), tuple(out.flatten().tolist())) for out in outputs}
+        assert len(distinct) >= 4, (num_beams, [_ends(out, ids.size(1)) for out in outputs])
+        assert any(len(set(_ends(out, ids.size(1)))) == 3 for out in outputs), num_beams
 
 
 def _theirs(model, ids, mask, **kwargs):
