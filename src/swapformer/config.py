@@ -7,11 +7,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from swapformer import layer_specs
+from swapformer.compat import combination_problem
 from swapformer.compat import problems as compatibility_problems
 from swapformer.errors import ConfigError, did_you_mean
+from swapformer.layer_specs import COMPONENT_FAMILIES
 from swapformer.registry import FAMILIES, ComponentSpec, kind, split_spec
 
-COMPONENT_KEYS = ("attention", "positional", "norm", "placement", "ffn")
+COMPONENT_KEYS = tuple(COMPONENT_FAMILIES)
 
 
 @dataclass
@@ -39,6 +42,8 @@ class ModelConfig:
         attention: attention kernel (``math``, ``sdpa``, ``sliding_window``, ``linear``, ...).
         positional: positional encoding; None = the kind's (``sinusoidal``, ``learned``, ``rope``, ``none``, ``alibi``, ``t5_relative``, ...).
             Some kernel and positional pairs cannot work together (see :mod:`swapformer.compat`); they are problems.
+        qk_norm: a norm (any ``norm`` member) on each query and key head, over E, before the positional
+            rotation (Qwen3, Gemma 3); None = none.
         norm: normalization (``layernorm``, ``rmsnorm``, ``scalenorm``).
         placement: where norms sit (``post`` as in the paper, ``pre``, ``sandwich``, ``deepnorm``); None = the kind's.
         ffn: feed-forward sublayer (``relu``, ``gelu``, ``relu2``, ``swiglu``, ``geglu``); None = the kind's.
@@ -61,6 +66,10 @@ class ModelConfig:
             ``tie_embeddings``), as BART, T5 and Marian share one vocabulary; needs ``src_vocab_size`` None or
             equal to ``vocab_size``. Positions and embedding norms stay one per side.
         init_std: standard deviation of the normal initialization of linear and embedding weights.
+        layers: layers that differ from the uniform one (:mod:`swapformer.layer_specs`): a pattern of named layer
+            types repeated over the stack, ``{pattern: [local, global], types: {local: {...}, global: {...}}}``,
+            or one mapping per layer; each overrides any of ``attention, positional, qk_norm, norm, placement,
+            ffn, d_ff``. None = every layer is the uniform one.
     """
 
     vocab_size: int
@@ -95,11 +104,15 @@ class ModelConfig:
     src_vocab_size: int | None = None
     share_embeddings: bool = False
     init_std: float = 0.02
+    qk_norm: ComponentSpec | None = None
+    layers: dict[str, Any] | list[dict[str, Any]] | None = None
     _checked: bool = field(default=False, init=False, repr=False, compare=False)
     _defaulted: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self._defaulted = frozenset(key for key in ("kind", *COMPONENT_KEYS) if getattr(self, key) is None)
+        self._defaulted = frozenset(
+            key for key in ("kind", *COMPONENT_KEYS) if key != "qk_norm" and getattr(self, key) is None
+        )
         if self.kind is None:
             self.kind = "causal_lm"
         try:
@@ -113,6 +126,8 @@ class ModelConfig:
             value = getattr(self, key)
             if isinstance(value, Mapping):
                 setattr(self, key, dict(value))
+        if isinstance(self.layers, Mapping | list | tuple):  # plain, for YAML and checkpoints
+            self.layers = _plain(self.layers)
         problems = self.problems()
         if problems:
             raise ConfigError(problems, title="invalid ModelConfig")
@@ -218,11 +233,37 @@ class ModelConfig:
             p
             for key in COMPONENT_KEYS
             if getattr(self, key) is not None  # None: the kind is unknown, which is reported above
-            for p in FAMILIES[key].check(getattr(self, key), key=key)
+            for p in FAMILIES[COMPONENT_FAMILIES[key]].check(getattr(self, key), key=key)
         ]
         problems.extend(component_problems)
         if not component_problems:  # pairs of valid members that cannot work together (swapformer.compat)
             problems.extend(compatibility_problems(self))
+            problems.extend(self._layer_problems())
+        return problems
+
+    def _layer_problems(self) -> list[str]:
+        """Problems of ``layers``: its form, then each layer spec's members and pairs, named by where they come
+        from (``layers.types.local.attention: ...``)."""
+        if self.layers is None or not isinstance(self.num_layers, int):
+            return []
+        problems = layer_specs.shape_problems(self)
+        if problems:
+            return problems
+        try:
+            specs = layer_specs.distinct_layers(self)
+        except ConfigError as err:
+            return [f"layers: {p}" for p in err.problems]
+        for where, spec in specs:
+            found = [
+                p
+                for key in COMPONENT_KEYS
+                if getattr(spec, key) is not None
+                for p in FAMILIES[COMPONENT_FAMILIES[key]].check(getattr(spec, key), key=f"{where}.{key}")
+            ]
+            if not found:
+                problem = combination_problem(attention=spec.attention, positional=spec.positional)
+                found = [] if problem is None else [f"{where}: attention + positional: {problem}"]
+            problems.extend(found)
         return problems
 
     @classmethod
@@ -261,7 +302,7 @@ class ModelConfig:
             ConfigError: the config is of another kind than ``kind``, or invalid.
         """
         config = config if isinstance(config, ModelConfig) else cls.from_dict(config)
-        if kind is None or config.kind == kind:
+        if kind is None or (config.kind == kind and "kind" not in config._defaulted):
             return config
         if "kind" not in config._defaulted:
             raise ConfigError(

@@ -15,7 +15,7 @@ SOURCE = Path(swapformer.__file__).parent
 LAYERS = [
     {"errors"},
     {"registry"},
-    {"compat", "config"},
+    {"compat", "config", "layer_specs"},
     {"components"},
     {"nn"},
     {"generation"},

@@ -9,11 +9,14 @@ from typing import Any
 
 from torch import nn
 
+from swapformer import layer_specs
 from swapformer.compat import cross_attention_kernel
 from swapformer.components.positional.base import PositionalEncoding
 from swapformer.config import ModelConfig
+from swapformer.errors import ConfigError
+from swapformer.layer_specs import LayerSpec
 from swapformer.nn import MultiHeadAttention, TokenEmbedding, TransformerLayer, TransformerStack
-from swapformer.registry import ATTENTION, FFN, NORM, PLACEMENT, POSITIONAL, kind
+from swapformer.registry import ATTENTION, FFN, NORM, PLACEMENT, POSITIONAL, ComponentSpec, kind, split_spec
 
 logger = logging.getLogger(__name__)
 
@@ -30,27 +33,37 @@ def _context(cfg: ModelConfig) -> dict[str, Any]:
     }
 
 
-def _residual(cfg: ModelConfig, sublayer: nn.Module, depth: Mapping[str, Any]) -> nn.Module:
-    norm = NORM.build(cfg.norm, **_context(cfg))
-    return PLACEMENT.build(cfg.placement, sublayer=sublayer, norm=norm, dropout=cfg.dropout, **depth)
+def _residual(cfg: ModelConfig, spec: LayerSpec, sublayer: nn.Module, depth: Mapping[str, Any]) -> nn.Module:
+    norm = NORM.build(spec.norm, **_context(cfg))
+    return PLACEMENT.build(spec.placement, sublayer=sublayer, norm=norm, dropout=cfg.dropout, **depth)
 
 
 def _attention(
-    cfg: ModelConfig, *, positional: PositionalEncoding | None = None, cross: bool = False
+    cfg: ModelConfig,
+    spec: LayerSpec,
+    *,
+    positional: PositionalEncoding | None = None,
+    owns_positional: bool = False,
+    cross: bool = False,
 ) -> MultiHeadAttention:
     # A self-attention-only kernel (sliding_window) gives cross-attention the full kernel it names.
-    spec = cross_attention_kernel(cfg.attention) if cross else cfg.attention
+    kernel = cross_attention_kernel(spec.attention) if cross else spec.attention
+    head = {**_context(cfg), "d_model": cfg.resolved_head_dim}  # a q/k norm normalizes each head, over E
+    qk_norm = None if cross or spec.qk_norm is None else spec.qk_norm
     return MultiHeadAttention(
         d_model=cfg.d_model,
         num_heads=cfg.num_heads,
         num_kv_heads=cfg.kv_heads,
         head_dim=cfg.head_dim,
-        kernel=ATTENTION.build(spec, **_context(cfg)),
+        kernel=ATTENTION.build(kernel, **_context(cfg)),
         bias=cfg.bias,
         qkv_bias=cfg.qkv_bias,
         scale=cfg.attention_scale,
         dropout=cfg.dropout,
         positional=None if cross else positional,
+        owns_positional=owns_positional and not cross,
+        q_norm=None if qk_norm is None else NORM.build(qk_norm, **head),
+        k_norm=None if qk_norm is None else NORM.build(qk_norm, **head),
     )
 
 
@@ -63,23 +76,32 @@ def build_layer(
     is_encoder: bool = False,
     num_encoder_layers: int = 0,
     num_decoder_layers: int = 0,
+    spec: LayerSpec | None = None,
+    owns_positional: bool = False,
 ) -> TransformerLayer:
-    """One encoder layer (``cross_attention=False``) or decoder layer of ``cfg``'s components.
+    """One encoder layer (``cross_attention=False``) or decoder layer of ``spec`` (the config's uniform layer
+    when None).
 
-    ``positional`` is the model's member, whose ``rotate`` hook the self-attention applies (None: no rotation).
-    ``num_layers`` is the depth of the layer's stack; ``is_encoder`` and the two sides' depths (0 = no such side)
-    reach the placement, whose constants may depend on them (``deepnorm``).
+    ``positional`` is the member whose ``rotate`` hook the self-attention applies (None: no rotation); the
+    attention layer owns it (registers it) when ``owns_positional``, else it uses the model's or an earlier
+    layer's. ``num_layers`` is the depth of the layer's stack; ``is_encoder`` and the two sides' depths (0 = no
+    such side) reach the placement, whose constants may depend on them (``deepnorm``).
     """
+    spec = layer_specs.uniform_spec(cfg) if spec is None else spec
     depth = {
         "num_layers": num_layers,
         "is_encoder": is_encoder,
         "num_encoder_layers": num_encoder_layers,
         "num_decoder_layers": num_decoder_layers,
     }
+    attention = _attention(cfg, spec, positional=positional, owns_positional=owns_positional)
+    context = {**_context(cfg), "d_ff": spec.d_ff}
     return TransformerLayer(
-        self_attention=_residual(cfg, _attention(cfg, positional=positional), depth),
-        cross_attention=_residual(cfg, _attention(cfg, cross=True), depth) if cross_attention else None,
-        feed_forward=_residual(cfg, FFN.build(cfg.ffn, **_context(cfg)), depth),
+        self_attention=_residual(cfg, spec, attention, depth),
+        cross_attention=_residual(cfg, spec, _attention(cfg, spec, cross=True), depth)
+        if cross_attention
+        else None,
+        feed_forward=_residual(cfg, spec, FFN.build(spec.ffn, **context), depth),
     )
 
 
@@ -93,29 +115,68 @@ def build_stack(
     num_encoder_layers: int = 0,
     num_decoder_layers: int = 0,
 ) -> TransformerStack:
-    """``num_layers`` layers and the final norm the placement asks for (or ``cfg.final_norm`` says)."""
-    if cross_attention and cross_attention_kernel(cfg.attention) != cfg.attention:
-        logger.info(
-            "attention %r is for self-attention only; cross-attention uses %r",
-            cfg.attention,
-            cross_attention_kernel(cfg.attention),
+    """``num_layers`` layers of their specs (:mod:`swapformer.layer_specs`; the encoder's when ``is_encoder``,
+    else the decoder's) and the final norm the last layer's placement asks for (or ``cfg.final_norm`` says).
+
+    Layers whose positional spec is the config's use ``positional``, the model's member. Each other positional
+    spec gets one member, owned by the first layer that uses it and used by the later ones: layers of one spec
+    share its tables and its score bias.
+    """
+    stack = "encoder" if is_encoder else "decoder"
+    specs = layer_specs.resolve(cfg, stack)
+    if len(specs) != num_layers:
+        raise ConfigError(f"the config's {stack} has {len(specs)} layers, not num_layers={num_layers}")
+    members: list[tuple[Any, PositionalEncoding]] = []
+    layers, positionals, logged = [], [], []
+    for (where, _), spec in zip(layer_specs.overrides(cfg, stack), specs, strict=True):
+        member, owned = positional, False
+        if not layer_specs.same_member(spec.positional, cfg.positional):
+            member = next((m for s, m in members if layer_specs.same_member(s, spec.positional)), None)
+            if member is None:
+                member, owned = _layer_positional(cfg, spec.positional, where, bidirectional=is_encoder), True
+                members.append((spec.positional, member))
+        layers.append(
+            build_layer(
+                cfg,
+                cross_attention=cross_attention,
+                num_layers=num_layers,
+                positional=member,
+                is_encoder=is_encoder,
+                num_encoder_layers=num_encoder_layers,
+                num_decoder_layers=num_decoder_layers,
+                spec=spec,
+                owns_positional=owned,
+            )
         )
-    layers = [
-        build_layer(
-            cfg,
-            cross_attention=cross_attention,
-            num_layers=num_layers,
-            positional=positional,
-            is_encoder=is_encoder,
-            num_encoder_layers=num_encoder_layers,
-            num_decoder_layers=num_decoder_layers,
-        )
-        for _ in range(num_layers)
-    ]
-    final = cfg.final_norm if cfg.final_norm is not None else type(layers[0].feed_forward).final_norm
+        positionals.append(member)
+        fallback = cross_attention and cross_attention_kernel(spec.attention) != spec.attention
+        if fallback and spec.attention not in logged:
+            logged.append(spec.attention)
+            logger.info(
+                "attention %r is for self-attention only; cross-attention uses %r",
+                spec.attention,
+                cross_attention_kernel(spec.attention),
+            )
+    final = cfg.final_norm if cfg.final_norm is not None else type(layers[-1].feed_forward).final_norm
     return TransformerStack(
-        layers=layers, final_norm=NORM.build(cfg.norm, **_context(cfg)) if final else None
+        layers=layers,
+        final_norm=NORM.build(cfg.norm, **_context(cfg)) if final else None,
+        positionals=positionals,
     )
+
+
+def _layer_positional(
+    cfg: ModelConfig, spec: ComponentSpec, where: str, *, bidirectional: bool
+) -> PositionalEncoding:
+    member = POSITIONAL.build(spec, **_context(cfg), bidirectional=bidirectional)
+    if type(member).embed is not PositionalEncoding.embed:
+        name = split_spec(spec, where=where)[0]
+        raise ConfigError(
+            f"{where}.positional: '{name}' adds positions to the embeddings, which every layer shares; a layer "
+            "may only choose a member that acts inside attention (rope, alibi, t5_relative, none): set "
+            f"positional: {name} for the whole model instead"
+        )
+    return member
 
 
 def build_positional(cfg: ModelConfig, *, bidirectional: bool) -> PositionalEncoding:

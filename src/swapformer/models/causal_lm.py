@@ -58,21 +58,27 @@ class DecoderOnly(SavesPretrained, nn.Module):
         self.lm_head = lm_head
 
     def hidden_states(
-        self, input_ids: Tensor, attention_mask: Tensor | None = None, *, cache: KVCache | None = None
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        *,
+        cache: KVCache | None = None,
+        losses: dict[str, Tensor] | None = None,
     ) -> Tensor:
         """Output of the last layer (after the final norm), before the LM head: ``(N, L, D)``."""
         mask, is_causal, offset = causal_self_attention_inputs(
-            input_ids,
-            attention_mask,
-            "attention_mask",
-            positional=self.positional,
-            past_length=0 if cache is None else cache.length,
+            input_ids, attention_mask, "attention_mask", past_length=0 if cache is None else cache.length
         )
         x = self.embedding(input_ids, offset=offset)
-        return self.decoder(x, attn_mask=mask, is_causal=is_causal, offset=offset, cache=cache)
+        return self.decoder(x, attn_mask=mask, is_causal=is_causal, offset=offset, cache=cache, losses=losses)
 
     def forward(
-        self, input_ids: Tensor, attention_mask: Tensor | None = None, *, cache: KVCache | None = None
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        *,
+        cache: KVCache | None = None,
+        losses: dict[str, Tensor] | None = None,
     ) -> Tensor:
         """Next-token logits ``(N, L, V)`` for every position.
 
@@ -80,13 +86,15 @@ class DecoderOnly(SavesPretrained, nn.Module):
             input_ids: ``(N, L)`` token ids; left or right padding allowed.
             attention_mask: True (or 1) = real token, ``(N, L)``; with a ``cache``, ``(N, cached + L)``.
             cache: a :class:`~swapformer.nn.KVCache`; the tokens continue the cached ones and are appended to it.
+            losses: a dict that receives the auxiliary losses members add (:mod:`swapformer.components.auxiliary`),
+                by name; the training tasks add them to the loss.
 
         Raises:
             ValueError: ids or mask of the wrong dtype or shape, or ids outside the vocabulary
                 (:mod:`swapformer.models.inputs`).
         """
         inputs.check_causal(self, input_ids, attention_mask, past_length=0 if cache is None else cache.length)
-        return self.lm_head(self.hidden_states(input_ids, attention_mask, cache=cache))
+        return self.lm_head(self.hidden_states(input_ids, attention_mask, cache=cache, losses=losses))
 
     def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, **kwargs: Any) -> Tensor:
         """Continue ``input_ids``; see :func:`swapformer.generation.decoding` for every argument.
@@ -156,20 +164,25 @@ class CausalStep:
     def plan(self) -> Callable[[Tensor, int], Tensor] | None:
         """``(ids (N, 1), position) -> logits (N, V)`` for one new token of every row at ``position`` (no padding),
         or None where a member has no decoding function, has a hook, or adds a score bias (ALiBi, T5's)."""
-        model, positional = self.model, self.model.positional
+        model = self.model
         decoder = model.decoder
         if (
             self.cache is None
             or model.training
-            or not isinstance(positional, PositionalEncoding)
-            or type(positional).bias is not PositionalEncoding.bias
             or type(decoder) is not TransformerStack
             or not plain(model.embedding, decoder, model.lm_head)
         ):
             return None
+        positionals = decoder.positionals
+        for positional in positionals:
+            if (
+                not isinstance(positional, PositionalEncoding)
+                or type(positional).bias is not PositionalEncoding.bias
+            ):
+                return None
         layers = [  # a layer of another class (a subclass too) may do anything: its forward runs
             layer.decoding_function(cache, positional) if type(layer) is TransformerLayer else None
-            for layer, cache in zip(decoder.layers, self.cache.layers, strict=True)
+            for layer, cache, positional in zip(decoder.layers, self.cache.layers, positionals, strict=True)
         ]
         if any(layer is None for layer in layers):
             return None
@@ -185,15 +198,22 @@ class CausalStep:
         head = model.lm_head
         weight, bias = (head.weight, head.bias) if type(head) is nn.Linear else (None, None)
 
-        # RoPE's tables, once per step for every layer (decoding_function accepts no other rotation)
-        rotates = type(positional).rotate is not PositionalEncoding.rotate
-        tables = positional.decoding_tables if rotates else None
+        # RoPE's tables, once per step for each member that rotates (decoding_function accepts no other rotation);
+        # layers of one member share them
+        members = list(
+            {id(p): p for p in positionals if type(p).rotate is not PositionalEncoding.rotate}.values()
+        )
+        tables = [member.decoding_tables for member in members]
+        table_of = [
+            next((i for i, m in enumerate(members) if m is p), None) for p in positionals
+        ]  # each layer's index into the step's rotations, or None
+        pairs = list(zip(layers, table_of, strict=True))
 
         def step(ids: Tensor, position: int) -> Tensor:
             x = embed(ids, position)
-            rotation = None if tables is None else tables(position, x)
-            for layer in layers:
-                x = layer(x, position, rotation)
+            rotations = [lookup(position, x) for lookup in tables]
+            for layer, index in pairs:
+                x = layer(x, position, None if index is None else rotations[index])
             if final_norm is not None:
                 x = final_norm(x)
             return head(x[:, -1]) if weight is None else F.linear(x[:, -1], weight, bias)

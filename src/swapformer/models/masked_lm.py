@@ -46,21 +46,28 @@ class EncoderOnly(SavesPretrained, nn.Module):
         self.encoder = encoder
         self.lm_head = lm_head
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        *,
+        losses: dict[str, Tensor] | None = None,
+    ) -> Tensor:
         """Logits ``(N, L, V)`` of the token at every position, padding (False in ``attention_mask``) unseen.
-        Rows may be padded on either side: positions count from each row's first real token.
+        Rows may be padded on either side: positions count from each row's first real token. ``losses``, when
+        given, receives the members' auxiliary losses by name (:mod:`swapformer.components.auxiliary`).
 
         Raises:
             ValueError: ids or mask of the wrong dtype or shape, or ids outside the vocabulary
                 (:mod:`swapformer.models.inputs`).
         """
         inputs.check_masked(self, input_ids, attention_mask)
-        mask, _ = self_attention_mask(
-            input_ids, attention_mask, "attention_mask", positional=self.positional, causal=False
-        )
+        mask, _ = self_attention_mask(input_ids, attention_mask, "attention_mask", causal=False)
         padding = None if attention_mask is None else attention_mask != 0
         offset = left_padding_offset(padding)
-        x = self.encoder(self.embedding(input_ids, offset=offset), attn_mask=mask, offset=offset)
+        x = self.encoder(
+            self.embedding(input_ids, offset=offset), attn_mask=mask, offset=offset, losses=losses
+        )
         return self.lm_head(x)
 
 

@@ -57,12 +57,12 @@ class EncoderDecoder(SavesPretrained, nn.Module):
         self.decoder = decoder
         self.lm_head = lm_head
 
-    def encode(self, src_ids: Tensor, src_mask: Tensor | None = None) -> Tensor:
+    def encode(
+        self, src_ids: Tensor, src_mask: Tensor | None = None, *, losses: dict[str, Tensor] | None = None
+    ) -> Tensor:
         """The encoder output ("memory") ``(N, S, D)``."""
-        mask, _ = self_attention_mask(
-            src_ids, src_mask, "src_mask", positional=self.src_positional, causal=False
-        )
-        return self.encoder(self.src_embedding(src_ids), attn_mask=mask)
+        mask, _ = self_attention_mask(src_ids, src_mask, "src_mask", causal=False)
+        return self.encoder(self.src_embedding(src_ids), attn_mask=mask, losses=losses)
 
     def decode(
         self,
@@ -72,6 +72,7 @@ class EncoderDecoder(SavesPretrained, nn.Module):
         src_mask: Tensor | None = None,
         tgt_mask: Tensor | None = None,
         cache: KVCache | None = None,
+        losses: dict[str, Tensor] | None = None,
     ) -> Tensor:
         """Logits ``(N, L, V)`` for the target given the encoder output.
 
@@ -82,11 +83,7 @@ class EncoderDecoder(SavesPretrained, nn.Module):
         """
         source = as_key_padding_mask(src_mask, "src_mask", tuple(memory.shape[:2]))
         mask, is_causal, offset = causal_self_attention_inputs(
-            tgt_ids,
-            tgt_mask,
-            "tgt_mask",
-            positional=self.tgt_positional,
-            past_length=0 if cache is None else cache.length,
+            tgt_ids, tgt_mask, "tgt_mask", past_length=0 if cache is None else cache.length
         )
         memory_mask = None if source is None else source[:, None, None, :]  # (N, 1, 1, S)
         x = self.decoder(
@@ -97,20 +94,29 @@ class EncoderDecoder(SavesPretrained, nn.Module):
             memory=memory,
             memory_mask=memory_mask,
             cache=cache,
+            losses=losses,
         )
         return self.lm_head(x)
 
     def forward(
-        self, src_ids: Tensor, tgt_ids: Tensor, src_mask: Tensor | None = None, tgt_mask: Tensor | None = None
+        self,
+        src_ids: Tensor,
+        tgt_ids: Tensor,
+        src_mask: Tensor | None = None,
+        tgt_mask: Tensor | None = None,
+        *,
+        losses: dict[str, Tensor] | None = None,
     ) -> Tensor:
-        """Teacher-forced logits ``(N, L, V)``: position i predicts target token i + 1.
+        """Teacher-forced logits ``(N, L, V)``: position i predicts target token i + 1. ``losses``, when given,
+        receives the members' auxiliary losses of both stacks by name (:mod:`swapformer.components.auxiliary`).
 
         Raises:
             ValueError: ids or masks of the wrong dtype or shape, or ids outside their vocabulary
                 (:mod:`swapformer.models.inputs`).
         """
         inputs.check_seq2seq(self, src_ids, tgt_ids, src_mask, tgt_mask)
-        return self.decode(tgt_ids, self.encode(src_ids, src_mask), src_mask=src_mask, tgt_mask=tgt_mask)
+        memory = self.encode(src_ids, src_mask, losses=losses)
+        return self.decode(tgt_ids, memory, src_mask=src_mask, tgt_mask=tgt_mask, losses=losses)
 
     def generate(self, input_ids: Tensor, src_mask: Tensor | None = None, **kwargs: Any) -> Tensor:
         """Decode a target for each source ``input_ids`` ``(N, S)``; see :func:`swapformer.generation.decoding`.

@@ -26,6 +26,7 @@ class MultiHeadAttention(nn.Module):
     ::
 
         q = x W_q, k = m W_k, v = m W_v     (m = x for self-attention, the encoder output for cross-attention)
+        q, k = q_norm(q), k_norm(k)         (per head, over E; when given: Qwen3, Gemma 3)
         q, k = positional.rotate(q, k)      (self-attention only; identity unless e.g. RoPE)
         o = kernel(q, k, v, mask, scale)    per head, heads = num_heads; scale = 1 / sqrt(E) unless given
         y = concat(o_1 ... o_H) W_o
@@ -40,8 +41,11 @@ class MultiHeadAttention(nn.Module):
         qkv_bias: biases in W_q, W_k and W_v; None = ``bias`` (Qwen2 has them, without one in W_o).
         scale: the factor on q . k; None = 1 / sqrt(E). T5 uses 1.0.
         dropout: dropout on the attention weights while training.
-        positional: the model's positional member, whose ``rotate`` hook applies to q and k in self-attention
-            (RoPE); used, not owned: the model holds its parameters. None for cross-attention.
+        positional: this layer's positional member, whose ``rotate`` hook applies to q and k in self-attention
+            (RoPE); None for cross-attention. The layer's score bias (ALiBi) is added by its stack.
+        owns_positional: register ``positional`` as this module's own; False (the default) uses it without
+            owning it: the model, or an earlier layer of the same spec, holds its parameters and buffers.
+        q_norm, k_norm: norms applied to each query and key head (over E) before the rotation, or None.
 
     Raises:
         ConfigError: D not divisible by H (without ``head_dim``), or H not divisible by Hkv.
@@ -63,9 +67,15 @@ class MultiHeadAttention(nn.Module):
         scale: float | None = None,
         dropout: float = 0.0,
         positional: PositionalEncoding | None = None,
+        owns_positional: bool = False,
+        q_norm: nn.Module | None = None,
+        k_norm: nn.Module | None = None,
     ) -> None:
         super().__init__()
-        borrow(self, "positional", positional)
+        if owns_positional:
+            self.positional = positional
+        else:
+            borrow(self, "positional", positional)
         num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
         if head_dim is None and d_model % num_heads:
             raise ConfigError(f"d_model={d_model} is not divisible by num_heads={num_heads}")
@@ -80,6 +90,7 @@ class MultiHeadAttention(nn.Module):
         self.v_proj = nn.Linear(d_model, num_kv_heads * self.head_dim, bias=qkv_bias)
         self.out_proj = nn.Linear(num_heads * self.head_dim, d_model, bias=bias)  # W_o
         self.kernel = kernel
+        self.q_norm, self.k_norm = q_norm, k_norm
 
     def forward(
         self,
@@ -108,6 +119,7 @@ class MultiHeadAttention(nn.Module):
         stack = memory is None and cache is not None and not torch.is_grad_enabled()
         stack = stack and (cache.projection is not None or self._plain_projections())
         decoding = stack and length == 1 and not need_weights and not torch.compiler.is_compiling()
+        decoding = decoding and self.q_norm is None
         if decoding:  # a decoding step: a path of its own (in place: not for a compiled graph)
             return self._decoding_step(x, cache, attn_mask=attn_mask, is_causal=is_causal, offset=offset)
         if stack:  # a prompt into the cache: one GEMM instead of three
@@ -119,6 +131,8 @@ class MultiHeadAttention(nn.Module):
             if memory is None:
                 k, v = self._project_kv(x)
         if memory is None:  # self-attention
+            if self.q_norm is not None:
+                q, k = self.q_norm(q), self.k_norm(k)
             if self.positional is not None:
                 q, k = self.positional.rotate(q, k, offset=offset)
             if cache is not None:
@@ -242,6 +256,7 @@ class MultiHeadAttention(nn.Module):
         projections = (self.q_proj, self.k_proj, self.v_proj, self.out_proj)
         if (
             self.positional is not positional
+            or self.q_norm is not None
             or type(self.kernel) is not SDPAttention
             or any(type(p) is not nn.Linear for p in projections)
             or not plain(self, self.kernel, *projections)

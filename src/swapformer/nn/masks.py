@@ -1,8 +1,8 @@
 """Building attention masks at the model's edge. One polarity everywhere: True = may attend.
 
 Key-padding masks arrive as ``(N, S)`` booleans, True = real token (as Hugging Face's ``attention_mask``).
-They are combined here once per forward pass, with the causal pattern and any positional score bias,
-into the single ``attn_mask`` every layer's kernel receives.
+They are combined here once per forward pass with the causal pattern; each stack adds its layers' positional
+score biases (:func:`with_score_bias`, once per member), giving the ``attn_mask`` each layer's kernel receives.
 """
 
 from __future__ import annotations
@@ -73,18 +73,46 @@ def build_attention_mask(
     return torch.where(mask, bias, float("-inf")), False
 
 
+def with_score_bias(
+    attn_mask: Tensor | None,
+    is_causal: bool,
+    positional: PositionalEncoding | None,
+    length: int,
+    past_length: int,
+    device: torch.device,
+) -> tuple[Tensor | None, bool]:
+    """``(attn_mask, is_causal)`` of self-attention over ``length`` new tokens after ``past_length`` cached ones
+    with ``positional``'s score bias added (ALiBi, T5's relative bias); unchanged when it adds none.
+
+    ``attn_mask`` is the boolean mask of padding and causality (True = may attend) or None, with ``is_causal``
+    as :func:`build_attention_mask` returns them without a bias.
+    """
+    source_length = past_length + length
+    bias = None
+    if positional is not None:
+        bias = positional.bias(length, source_length, offset=past_length, device=device)
+    if bias is None:
+        return attn_mask, is_causal
+    if is_causal:  # (build_attention_mask leaves it for a mask-free causal batch only)
+        pattern = causal_mask(length, source_length, offset=past_length, device=device)
+        attn_mask = pattern if attn_mask is None else attn_mask & pattern
+    if attn_mask is None:
+        return bias, False
+    return torch.where(attn_mask, bias, float("-inf")), False
+
+
 def self_attention_mask(
-    ids: Tensor, padding: Tensor | None, name: str, *, positional: PositionalEncoding, causal: bool
+    ids: Tensor, padding: Tensor | None, name: str, *, causal: bool
 ) -> tuple[Tensor | None, bool]:
     """``(attn_mask, is_causal)`` for self-attention over ``ids`` ``(N, L)``: the checked key-padding mask
-    ``padding`` (argument ``name``, True = real token), causality and the positional member's score bias."""
+    ``padding`` (argument ``name``, True = real token) and causality. Each layer's stack adds its positional
+    member's score bias (:func:`with_score_bias`)."""
     length = ids.size(1)
     return build_attention_mask(
         key_padding_mask=as_key_padding_mask(padding, name, tuple(ids.shape)),
         length=length,
         source_length=length,
         causal=causal,
-        bias=positional.bias(length, length, device=ids.device),
         device=ids.device,
     )
 
@@ -104,7 +132,6 @@ def causal_self_attention_inputs(
     padding: Tensor | None,
     name: str,
     *,
-    positional: PositionalEncoding,
     past_length: int = 0,
 ) -> tuple[Tensor | None, bool, int | Tensor]:
     """``(attn_mask, is_causal, offset)`` for causal self-attention of ``ids`` ``(N, L)`` that follow
@@ -113,13 +140,13 @@ def causal_self_attention_inputs(
     ``padding`` (argument ``name``) is ``(N, past_length + L)``, True = real token, covering the cached tokens
     too, as Hugging Face's ``attention_mask`` does during generation. Rows may be left-padded (batched prompts of
     different lengths) or right-padded (training batches): ``offset`` places each row's first real token at
-    position 0. It is an int when every row agrees (the common case, and the fast one), else ``(N,)``.
+    position 0. It is an int when every row agrees (the common case, and the fast one), else ``(N,)``. Score
+    biases are added per layer (:func:`with_score_bias`).
     """
     batch, length = ids.shape
     source_length = past_length + length
     if padding is None and length == 1:  # a decoding step: it may attend every cached key
-        bias = positional.bias(1, source_length, offset=past_length, device=ids.device)
-        return bias, False, past_length
+        return None, False, past_length
     key_padding = as_key_padding_mask(padding, name, (batch, source_length))
     offset: int | Tensor = past_length
     if key_padding is not None:
@@ -138,7 +165,6 @@ def causal_self_attention_inputs(
         source_length=source_length,
         causal=length > 1,  # one new token may attend every cached one
         offset=past_length,
-        bias=positional.bias(length, source_length, offset=past_length, device=ids.device),
         device=ids.device,
     )
     return mask, is_causal, offset

@@ -231,13 +231,36 @@ class SwapformerModule(pl.LightningModule):
             nll = loss.detach()
         return loss, nll, (flat_labels != self.pad_id).sum()
 
-    def _shared_step(self, stage: str, logits: Tensor, labels: Tensor) -> Tensor:
+    def _shared_step(
+        self, stage: str, logits: Tensor, labels: Tensor, losses: Mapping[str, Tensor] | None = None
+    ) -> Tensor:
+        """The step's loss: the token cross-entropy plus, in training, the auxiliary losses the model's members
+        added (``losses``, by name: :mod:`swapformer.components.auxiliary`). Logs the metrics, and each auxiliary
+        loss as ``{stage}/{name}``; ``train/loss`` is the total (what the gradient is taken of), ``val/loss`` the
+        cross-entropy alone, comparable between models with and without such members."""
         loss, nll, count = self.token_loss(logits, labels)
         logged = (
             stage != "train"
             or self._trainer is None
             or self._logs_train_metrics(self.trainer.global_step + 1)
         )
+        if losses:
+            clash = sorted(set(losses) & {"loss", "ppl", "acc", "bleu", "exact"})
+            if clash:
+                raise ValueError(
+                    f"a member adds an auxiliary loss named {clash[0]!r}, which is a metric's name; rename it "
+                    "in the member's add_loss"
+                )
+            if stage == "train":
+                loss = loss + sum(losses.values())
+            if logged and self._trainer is not None:
+                for name, value in losses.items():
+                    self.log(
+                        f"{stage}/{name}",
+                        value.detach(),
+                        batch_size=labels.size(0),
+                        sync_dist=stage != "train",
+                    )
         if not logged:
             return loss  # the metrics of a step no logger writes would be reset unread: skip their updates
         acc, ppl, mean_loss = (getattr(self, f"{stage}_{m}") for m in ("acc", "ppl", "loss"))

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torchmetrics import MeanMetric
 from torchmetrics.text import SacreBLEUScore
@@ -28,7 +29,9 @@ class Seq2SeqModule(SwapformerModule):
             0.01, betas (0.9, 0.98), eps 1e-9).
         greedy_eval: decode greedily in validation and test.
         max_decode_len: most generated tokens; None = target length of the batch + 16.
-        bos_id, eos_id: special ids (the data layer fixes them at 1 and 2).
+        bos_id, eos_id: kept so that checkpoints written before 0.2 load; ignored. The model config is the one
+            source of special ids: decoding starts from its ``decoder_start_token_id`` (``bos_token_id`` when
+            None) and stops at its ``eos_token_id``. A value that differs from the config's is reported.
 
     Batches: ``src_ids, src_mask, tgt_ids, tgt_mask`` tensors and ``src_text, tgt_text`` lists.
     """
@@ -45,11 +48,20 @@ class Seq2SeqModule(SwapformerModule):
         *,
         greedy_eval: bool = True,
         max_decode_len: int | None = None,
-        bos_id: int = 1,
-        eos_id: int = 2,
+        bos_id: int | None = None,
+        eos_id: int | None = None,
         **options: Any,
     ) -> None:
         SwapformerModule.__init__(self, locals())
+        for name, given, ours in (
+            ("bos_id", bos_id, ("decoder_start_token_id", self.config.start_token_id)),
+            ("eos_id", eos_id, ("eos_token_id", self.config.eos_token_id)),
+        ):
+            if given is not None and given != ours[1]:
+                rank_zero_warn(
+                    f"{name}={given} is ignored: special ids come from the model config, whose {ours[0]} is "
+                    f"{ours[1]}; set model {ours[0]} to change it"
+                )
         for stage in STAGES[1:]:
             setattr(self, f"{stage}_exact", MeanMetric())
             setattr(self, f"{stage}_bleu", SacreBLEUScore(tokenize="13a"))
@@ -98,8 +110,9 @@ class Seq2SeqModule(SwapformerModule):
         tgt = batch["tgt_ids"]
         # Right padding: the causal mask already keeps real positions from seeing the pads after them, so
         # the decoder needs no padding mask (and SDPA keeps its is_causal fast path).
-        logits = self.model(batch["src_ids"], tgt[:, :-1], batch["src_mask"])
-        loss = self._shared_step(stage, logits, tgt[:, 1:])
+        losses: dict[str, Tensor] = {}
+        logits = self.model(batch["src_ids"], tgt[:, :-1], batch["src_mask"], losses=losses)
+        loss = self._shared_step(stage, logits, tgt[:, 1:], losses)
         if stage != "train" and self.hparams.greedy_eval:
             self._decode_metrics(stage, batch, keep_examples=stage == "val" and batch_idx == 0)
         return loss
@@ -120,12 +133,12 @@ class Seq2SeqModule(SwapformerModule):
             max_new_tokens=max_len
             or self.hparams.max_decode_len
             or min(self.config.max_seq_len - 1, src_ids.size(1) + 16),
-            eos_token_id=self.hparams.eos_id,
+            eos_token_id=self.config.eos_token_id,
             pad_token_id=max(self.pad_id, 0),
-            decoder_start_token_id=self.hparams.bos_id,
+            decoder_start_token_id=self.config.start_token_id,
             **kwargs,
         )[:, 1:]  # without the start id
-        return [strip_after_eos(row, self.hparams.eos_id) for row in out.tolist()]
+        return [strip_after_eos(row, self.config.eos_token_id) for row in out.tolist()]
 
     def translate(self, sources: list[str], max_len: int | None = None, **kwargs: Any) -> list[str]:
         """Translations of ``sources`` (needs the tokenizer: datamodule or checkpoint); see :meth:`translate_ids`."""
@@ -141,7 +154,7 @@ class Seq2SeqModule(SwapformerModule):
         tgt = batch["tgt_ids"]
         max_len = self.hparams.max_decode_len or min(self.config.max_seq_len - 1, tgt.size(1) + 16)
         predictions = self.translate_ids(batch["src_ids"], batch["src_mask"], max_len)
-        references = [strip_after_eos(row, self.hparams.eos_id) for row in tgt[:, 1:].tolist()]
+        references = [strip_after_eos(row, self.config.eos_token_id) for row in tgt[:, 1:].tolist()]
         exact = torch.tensor([float(p == r) for p, r in zip(predictions, references)], device=tgt.device)
         exact_metric = getattr(self, f"{stage}_exact")
         exact_metric.update(exact)
@@ -158,6 +171,6 @@ class Seq2SeqModule(SwapformerModule):
             self.val_examples = list(zip(sources, texts, refs))[:8]
 
 
-def strip_after_eos(ids: list[int], eos_id: int) -> list[int]:
-    """Tokens before the first ``eos_id``."""
-    return ids[: ids.index(eos_id)] if eos_id in ids else ids
+def strip_after_eos(ids: list[int], eos_id: int | None) -> list[int]:
+    """Tokens before the first ``eos_id`` (all of them when it is None)."""
+    return ids[: ids.index(eos_id)] if eos_id is not None and eos_id in ids else ids

@@ -1,0 +1,56 @@
+"""Auxiliary losses: any member may add named losses to the training loss (an MoE router's balance loss).
+
+::
+
+    member.forward:   ... self.add_loss("balance", 0.01 * balance) ...      (any member of a layer)
+    layer(x, return_losses=True) -> (x, {"balance": ...})                   the layer takes them, as outputs
+    stack, model(ids, losses={}) -> logits; losses = {"balance": sum over layers}
+    task:             loss = cross-entropy + sum(losses); logged as train/balance, val/balance
+
+The losses leave the layer as its outputs, in the same call that made them, so whatever wraps the layer
+(activation checkpointing, ``torch.compile``, FSDP2's hooks, gradient accumulation) treats them as it treats the
+layer's output; ``model(ids)`` alone still returns logits.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+
+class AddsLosses(nn.Module):
+    """Base class of a member that adds named auxiliary losses to the training loss.
+
+    Call :meth:`add_loss` in ``forward`` with the loss already weighted (a coefficient is the member's option).
+    The layer that holds the member takes the losses after each call (:func:`take_losses`); the task adds them to
+    the loss and logs each under its name. A name other members use too is summed with theirs.
+
+    Example:
+        >>> import torch
+        >>> class Penalized(AddsLosses):
+        ...     def forward(self, x):
+        ...         self.add_loss("penalty", 0.1 * x.square().mean())
+        ...         return x
+        >>> member = Penalized()
+        >>> _ = member(torch.ones(2, 3))
+        >>> take_losses(member)
+        {'penalty': tensor(0.1000)}
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending_losses: dict[str, Tensor] = {}
+
+    def add_loss(self, name: str, value: Tensor) -> None:
+        """Add the 0-d ``value`` to the loss as ``name`` (replacing an earlier value of this call's name)."""
+        self.pending_losses[name] = value
+
+
+def take_losses(module: nn.Module) -> dict[str, Tensor]:
+    """The losses the members inside ``module`` added since they were last taken, summed by name, and cleared."""
+    losses: dict[str, Tensor] = {}
+    for member in module.modules():
+        if isinstance(member, AddsLosses) and member.pending_losses:
+            for name, value in member.pending_losses.items():
+                losses[name] = losses[name] + value if name in losses else value
+            member.pending_losses = {}
+    return losses

@@ -1,0 +1,210 @@
+"""A member's auxiliary loss reaches the training loss in every training mode and is logged under its name, while
+``model(ids)`` still returns logits. The member (``penalized_member.py``) adds ``c * sum(scale ** 2)`` for a
+parameter used nowhere else, so its value and gradient are known in closed form."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from lightning_testlib import RECIPES
+from penalized_member import NAME, registered
+from torch.utils.data import DataLoader
+
+from swapformer import build_causal_lm, build_masked_lm, build_seq2seq
+from swapformer.tasks import CausalLMModule
+from swapformer.training import distributed
+
+HERE = Path(__file__).resolve().parent
+C = 0.5
+TINY = dict(vocab_size=30, d_model=16, num_heads=2, num_layers=3, d_ff=32, max_seq_len=32, dropout=0.0)
+# the member in layers 0 and 2 only: the sum runs over the layers that hold it
+PATTERN = {"pattern": ["penalized", "plain", "penalized"], "types": {"penalized": {"ffn": NAME}, "plain": {}}}
+
+
+@pytest.fixture(autouse=True)
+def member():
+    with registered():
+        yield
+
+
+def _scales(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    return [p for name, p in model.named_parameters() if name.endswith(".scale")]
+
+
+def _penalty(model: torch.nn.Module) -> torch.Tensor:
+    return sum(C * s.detach().square().sum() for s in _scales(model))
+
+
+@pytest.mark.parametrize("build", [build_causal_lm, build_masked_lm])
+def test_model_returns_logits_and_fills_losses_when_asked(build):
+    model = build({**TINY, "layers": PATTERN})
+    with torch.no_grad():
+        for i, scale in enumerate(_scales(model)):
+            scale.fill_(i + 2.0)  # 2 and 3: the sum, not one layer's value
+    ids = torch.randint(30, (2, 9))
+    logits = model(ids)
+    assert isinstance(logits, torch.Tensor) and logits.shape == (2, 9, 30)
+    losses = {}
+    again = model(ids, losses=losses)
+    assert torch.equal(again, logits)
+    assert list(losses) == ["penalty"]
+    torch.testing.assert_close(losses["penalty"], torch.tensor(C * (2 * 4.0 + 2 * 9.0)))
+    losses["penalty"].backward()
+    for i, scale in enumerate(_scales(model)):
+        torch.testing.assert_close(scale.grad, torch.full((2,), 2 * C * (i + 2.0)))  # d/ds c s^2 = 2 c s
+
+
+def test_seq2seq_sums_both_stacks():
+    model = build_seq2seq({**TINY, "num_encoder_layers": 1, "num_decoder_layers": 2, "ffn": NAME})
+    losses = {}
+    model(torch.randint(30, (2, 5)), torch.randint(30, (2, 4)), losses=losses)
+    torch.testing.assert_close(losses["penalty"], torch.tensor(3 * C * 2.0))
+
+
+def _loss_and_grads(model, ids):
+    losses = {}
+    loss = model(ids, losses=losses).logsumexp(-1).mean() + sum(losses.values())
+    loss.backward()
+    # names without the wrappers' prefixes (checkpoint_wrapper, compile), in the same order
+    names = [
+        n.replace("._checkpoint_wrapped_module", "").replace("._orig_mod", "")
+        for n, _ in model.named_parameters()
+    ]
+    return loss.detach(), {n: p.grad.clone() for n, p in zip(names, model.parameters(), strict=True)}
+
+
+@pytest.mark.parametrize("mode", ["checkpoint", "compile"])
+def test_activation_checkpointing_and_compile_keep_the_losses_and_their_gradients(mode):
+    torch.manual_seed(0)
+    reference = build_causal_lm({**TINY, "layers": PATTERN})
+    wrapped = build_causal_lm({**TINY, "layers": PATTERN})
+    wrapped.load_state_dict(reference.state_dict())
+    if mode == "checkpoint":
+        assert distributed.checkpoint_blocks(wrapped) == 3
+    else:
+        assert distributed.compile_blocks(wrapped, {"backend": "aot_eager"}) == 3
+    ids = torch.randint(30, (2, 9))
+    loss, grads = _loss_and_grads(reference, ids)
+    loss_wrapped, grads_wrapped = _loss_and_grads(wrapped, ids)
+    torch.testing.assert_close(loss_wrapped, loss, rtol=1e-6, atol=1e-6)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grads_wrapped[name], grad, rtol=1e-5, atol=1e-6, msg=name)
+    for name, grad in grads.items():
+        if name.endswith(".scale"):
+            torch.testing.assert_close(grad, torch.full((2,), 2 * C))
+
+
+def _batches(count: int) -> list[dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1, 30, (count, 2, 17), generator=g)
+    return [{"input_ids": x[:, :-1], "labels": x[:, 1:]} for x in ids]
+
+
+def test_training_step_adds_the_losses_and_validation_keeps_them_apart():
+    module = CausalLMModule(**{**TINY, "layers": PATTERN})
+    batch = _batches(1)[0]
+    logits = module.model(batch["input_ids"])
+    cross_entropy = F.cross_entropy(logits.reshape(-1, 30), batch["labels"].reshape(-1), ignore_index=0)
+    torch.testing.assert_close(module._step("train", batch, 0), cross_entropy + _penalty(module.model))
+    torch.testing.assert_close(module._step("val", batch, 0), cross_entropy)  # val/loss: comparable
+
+
+def test_fit_with_gradient_accumulation_trains_the_penalty_and_logs_it(tmp_path):
+    torch.manual_seed(0)
+    module = CausalLMModule(**{**TINY, "layers": PATTERN}, lr=0.1, warmup_steps=0, schedule="constant")
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=3,
+        accumulate_grad_batches=2,
+        log_every_n_steps=1,
+        logger=pl.loggers.CSVLogger(tmp_path, name="logs"),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, DataLoader(_batches(6), batch_size=None))
+    rows = [
+        r
+        for r in csv.DictReader(next(tmp_path.glob("logs/version_*/metrics.csv")).open())
+        if r["train/penalty"]
+    ]
+    assert len(rows) == 3
+    # AdamW moves a parameter by about lr a step, and only where it has a gradient: the penalty's alone
+    for scale in _scales(module.model):
+        assert (scale.detach() < 1 - 0.25).all(), scale
+    assert float(rows[-1]["train/penalty"]) < float(rows[0]["train/penalty"])
+
+
+# ---- DDP and FSDP2: two processes each, the member registered by penalized_fit.py -----------------------
+def _fit(root: Path, *args: str) -> str:
+    config = yaml.safe_load((RECIPES / "causal_lm" / "stdlib-tiny.yaml").read_text())
+    config["model"]["init_args"].update(
+        {
+            **{k: v for k, v in TINY.items() if k != "vocab_size"},
+            "layers": PATTERN,
+            "lr": 0.1,
+            "warmup_steps": 0,
+            "global_batch_tokens": 64,  # one process accumulates 2 windows of 2 x 16, two read 1 each
+        }
+    )
+    config["data"]["init_args"].update(seq_len=16, batch_size=2, max_chars=20000, train_samples_per_epoch=8)
+    config["trainer"].update(
+        max_steps=3,
+        val_check_interval=None,
+        limit_val_batches=0,
+        log_every_n_steps=1,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=str(root),
+        logger=[{"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(root)}}],
+        callbacks=[],
+    )
+    root.mkdir(parents=True)
+    (root / "config.yaml").write_text(yaml.safe_dump(config))
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+    }
+    command = [
+        sys.executable,
+        str(HERE / "penalized_fit.py"),
+        "fit",
+        "--config",
+        str(root / "config.yaml"),
+        *args,
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=root)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    return output
+
+
+def _penalties(root: Path) -> list[float]:
+    (path,) = root.glob("lightning_logs/version_*/metrics.csv")
+    return [float(r["train/penalty"]) for r in csv.DictReader(path.open()) if r.get("train/penalty")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
+def test_two_processes_train_the_penalty_as_one_does(tmp_path, strategy):
+    """The same global batches in one process (accumulating 2) and in two: the penalty follows the one-process
+    trajectory (gradient clipping ties it to the data's gradients too); without the loss in the backward pass the
+    scales would not move at all."""
+    _fit(tmp_path / "single")
+    trainer = str(RECIPES / "trainer" / f"{strategy}.yaml")
+    _fit(tmp_path / strategy, "--config", trainer, "--trainer.accelerator=cpu", "--trainer.devices=2")
+    single, two = _penalties(tmp_path / "single"), _penalties(tmp_path / strategy)
+    assert len(single) == len(two) == 3
+    assert single == pytest.approx(two, rel=1e-5)
+    assert single[-1] < single[0] - 0.1
