@@ -209,7 +209,7 @@ def test_malformed_layers_are_one_line_each(layers, message):
 
 def test_a_layer_cannot_take_a_member_that_adds_positions_at_the_embedding():
     with pytest.raises(
-        ConfigError, match="layers\\[1\\].positional: 'learned' adds positions to the embeddings"
+        ConfigError, match=r"layers\[1\]\.positional: 'learned' adds positions to the embeddings"
     ):
         build_causal_lm({**BASE, "num_layers": 2, "layers": [{}, {"positional": "learned"}]})
 
