@@ -150,13 +150,19 @@ class Fixtures:
 
     @cached_property
     def code_checkpoint(self) -> Path:
-        """A torch file holding an object whose unpickling would call a function (``__reduce__``)."""
+        """A torch file holding an object whose unpickling would call a function (``__reduce__``): it writes
+        :attr:`code_ran`, which :func:`run_case` looks for after every case."""
         import torch
 
         path = self.root / "fixtures" / "runs-code.ckpt"
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"state_dict": {}, "payload": _RunsCode()}, path)
+        torch.save({"state_dict": {}, "payload": _RunsCode(self.code_ran)}, path)
         return path
+
+    @property
+    def code_ran(self) -> Path:
+        """The file that loading :attr:`code_checkpoint` would write: its presence proves the code ran."""
+        return self.root / "fixtures" / "runs-code.ran"
 
     @cached_property
     def state_dict_file(self) -> Path:
@@ -201,10 +207,14 @@ class Fixtures:
 
 
 class _RunsCode:
-    """Unpickling this would call ``print``: a stand-in for a checkpoint that runs code on load."""
+    """Unpickling this writes the file ``marker``: a stand-in for a checkpoint that runs code on load, with a
+    side effect a test can look for (a refusal that came after an unsafe load would still print its message)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
 
     def __reduce__(self):
-        return (print, ("this ran while loading the checkpoint",))
+        return (Path.write_text, (Path(self.marker), "this ran while loading the checkpoint\n"))
 
 
 @dataclass
@@ -217,8 +227,18 @@ class Outcome:
 
 
 def run_case(case: Case, fx: Fixtures) -> Outcome:
-    """Run ``case`` and return what the user sees; raise ``AssertionError`` when it is not a clean error."""
+    """Run ``case`` and return what the user sees; raise ``AssertionError`` when it is not a clean error, or
+    when it ran the code that :attr:`Fixtures.code_checkpoint` holds (whatever message it printed)."""
     fx.for_case(case)
+    try:
+        return _run_case(case, fx)
+    finally:
+        if fx.code_ran.exists():
+            fx.code_ran.unlink()  # so that the next case is judged on its own
+            raise AssertionError(f"{case.id}: loading the checkpoint ran the code it holds ({fx.code_ran})")
+
+
+def _run_case(case: Case, fx: Fixtures) -> Outcome:
     if case.raises is not None:
         try:
             case.raises(fx)
