@@ -1,5 +1,6 @@
 """A non-finite training loss: ``nonfinite_loss: stop`` ends the run at that step before backward, so every
-checkpoint (``last`` included) stays finite; ``skip`` skips such batches and counts them."""
+checkpoint (``last`` included) stays finite; ``skip`` skips such batches (no update reaches the weights) and
+counts them; ``ignore`` applies them like any other."""
 
 from __future__ import annotations
 
@@ -72,18 +73,42 @@ def test_stop_names_the_step_and_keeps_last_finite(tmp_path):
     assert all(torch.equal(last[k], before[k]) for k in last)
 
 
-def test_skip_counts_the_skipped_batches(tmp_path, caplog):
+def _adam_steps(trainer) -> set[int]:
+    """The update counts AdamW keeps per parameter: the optimizer steps that reached the weights."""
+    return {int(state["step"]) for state in trainer.optimizers[0].state.values()}
+
+
+def _changed(folder, before: int, after: int) -> bool:
+    """Whether the weights differ between the checkpoints of steps ``before`` and ``after``."""
+    old, new = _weights(folder / f"step={before}.ckpt"), _weights(folder / f"step={after}.ckpt")
+    return any(not torch.equal(old[k], new[k]) for k in old)
+
+
+def test_skip_leaves_the_weights_alone_on_the_skipped_batches(tmp_path, caplog):
     with caplog.at_level(logging.INFO):
         module, trainer = _fit(tmp_path, bad_steps=(2, 4), max_steps=6, nonfinite_loss="skip")
-    assert trainer.global_step == 6  # the two skipped batches took no optimizer step
+    # Lightning counts a batch whose training_step returned None as a step (global_step and the LR schedule
+    # advance), but no gradient reached AdamW: it updated the weights 4 times, and the checkpoint written after
+    # a skipped batch holds the weights of the one before (step=3 is the state after the batch at step 2).
+    assert trainer.global_step == 6
+    assert _adam_steps(trainer) == {4}
+    folder = tmp_path / "checkpoints"
+    assert [_changed(folder, step, step + 1) for step in range(1, 6)] == [True, False, True, False, True]
     assert module._skipped_batches == 2
     assert "2 batches with a non-finite loss were skipped" in caplog.text
     assert all(torch.isfinite(p).all() for p in module.parameters())
 
 
-def test_ignore_trains_on(tmp_path):
-    _, trainer = _fit(tmp_path, bad_steps=(2,), max_steps=3, nonfinite_loss="ignore")
+def test_ignore_applies_the_non_finite_loss(tmp_path):
+    # ignore turns the check off: the infinite loss goes through backward and the optimizer step like any
+    # other, so the weights after it are no longer finite (a run that skipped the batch would keep them finite)
+    module, trainer = _fit(tmp_path, bad_steps=(2,), max_steps=3, nonfinite_loss="ignore")
     assert trainer.global_step == 3
+    assert _adam_steps(trainer) == {3}
+    folder = tmp_path / "checkpoints"
+    assert all(torch.isfinite(t).all() for t in _weights(folder / "step=2.ckpt").values())
+    assert not all(torch.isfinite(t).all() for t in _weights(folder / "step=3.ckpt").values())
+    assert not all(torch.isfinite(p).all() for p in module.parameters())
 
 
 def test_an_unknown_action_is_refused():
