@@ -9,8 +9,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from tests.core.torch_reference import copy_encoder_layer
+from tests.interop.hf_models import hf_model  # skips the module without transformers
 from torch import nn
 
+import swapformer
 from swapformer import ModelConfig, build_causal_lm, build_seq2seq
 from swapformer.components.attention import MathAttention, SDPAttention
 from swapformer.components.positional import (
@@ -59,15 +62,20 @@ def test_head_dim_frees_d_model_from_num_heads():
     assert model(torch.randint(20, (2, 3))).shape == (2, 3, 20)
 
 
-def test_embedding_norm_and_lm_head_bias():
+def test_embedding_norm_and_lm_head_bias_against_a_torch_reference():
+    """embedding_norm: a LayerNorm of token + position before the first layer; lm_head_bias: the head's bias; in
+    the forward and in cached decoding (whose plan has its own embedding and head). The reference is written
+    with torch ops and ``nn.TransformerEncoderLayer`` on tensors drawn here, not with the model's modules."""
     torch.manual_seed(0)
+    vocab, d_model, d_ff = 20, 16, 32
     model = build_causal_lm(
         dict(
-            vocab_size=20,
-            d_model=16,
+            vocab_size=vocab,
+            d_model=d_model,
             num_heads=2,
             num_layers=1,
-            d_ff=32,
+            d_ff=d_ff,
+            max_seq_len=16,
             dropout=0.0,
             positional="learned",
             embedding_norm=True,
@@ -75,15 +83,60 @@ def test_embedding_norm_and_lm_head_bias():
             tie_embeddings=False,
         )
     ).eval()
+    layer = nn.TransformerEncoderLayer(
+        d_model, 2, d_ff, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+    ).eval()
+    with torch.no_grad():  # torch starts biases at 0 and norms at 1: make every one of them count
+        for parameter in layer.parameters():
+            if parameter.dim() == 1:
+                parameter.add_(torch.randn_like(parameter) * 0.3)
+    token, positions = torch.randn(vocab, d_model), torch.randn(16, d_model)
+    embedding_norm = (1 + 0.3 * torch.randn(d_model), 0.3 * torch.randn(d_model))  # (weight, bias)
+    final_norm = (1 + 0.3 * torch.randn(d_model), 0.3 * torch.randn(d_model))
+    head_weight, head_bias = torch.randn(vocab, d_model) * d_model**-0.5, torch.randn(vocab)
     with torch.no_grad():
-        model.lm_head.bias.normal_()
-        model.embedding.norm.weight.normal_()
-    ids = torch.randint(20, (2, 6))
-    embedded = model.embedding.token(ids) + model.positional.table.weight[:6]
-    expected = F.layer_norm(embedded, (16,), model.embedding.norm.weight, model.embedding.norm.bias)
-    torch.testing.assert_close(model.embedding(ids), expected)
-    hidden = model.hidden_states(ids)
-    torch.testing.assert_close(model(ids), hidden @ model.lm_head.weight.T + model.lm_head.bias)
+        model.embedding.token.weight.copy_(token)
+        model.positional.table.weight.copy_(positions)
+        model.embedding.norm.weight.copy_(embedding_norm[0])
+        model.embedding.norm.bias.copy_(embedding_norm[1])
+        model.decoder.final_norm.weight.copy_(final_norm[0])
+        model.decoder.final_norm.bias.copy_(final_norm[1])
+        model.lm_head.weight.copy_(head_weight)
+        model.lm_head.bias.copy_(head_bias)
+    copy_encoder_layer(model.decoder.layers[0], layer)
+
+    def reference(ids):  # (N, L) -> (N, L, V)
+        x = F.layer_norm(token[ids] + positions[: ids.size(1)], (d_model,), *embedding_norm)
+        causal = nn.Transformer.generate_square_subsequent_mask(ids.size(1))
+        x = F.layer_norm(layer(x, src_mask=causal, is_causal=True), (d_model,), *final_norm)
+        return F.linear(x, head_weight, head_bias)
+
+    ids = torch.randint(vocab, (2, 6))
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids), reference(ids), rtol=1e-5, atol=1e-5)
+        expected = ids[:, :3]
+        for _ in range(8):  # greedy decoding, each step a full forward of the reference
+            expected = torch.cat([expected, reference(expected)[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(model.generate(ids[:, :3], max_new_tokens=8, eos_token_id=[]), expected)
+
+
+def test_embedding_norm_and_lm_head_bias_equal_barts_layernorm_embedding_and_final_logits_bias():
+    """BART defines both options: ``layernorm_embedding`` on each side and ``final_logits_bias``. Its model,
+    with those drawn large enough to matter, imported: the same logits and the same greedy tokens."""
+    theirs = hf_model("bart-tied")
+    with torch.no_grad():
+        theirs.final_logits_bias.normal_(0.0, 1.0)
+        for side in (theirs.model.encoder, theirs.model.decoder):
+            side.layernorm_embedding.weight.normal_(1.0, 0.5)
+            side.layernorm_embedding.bias.normal_(0.0, 0.5)
+    ours = swapformer.from_hf(theirs)
+    assert ours.config.embedding_norm and ours.config.lm_head_bias
+    torch.manual_seed(1)
+    src, tgt = torch.randint(4, 61, (3, 7)), torch.randint(4, 61, (3, 6))
+    with torch.no_grad():
+        expected = theirs(input_ids=src, decoder_input_ids=tgt).logits
+        torch.testing.assert_close(ours(src, tgt), expected, rtol=1e-4, atol=1e-4)
+    assert torch.equal(ours.generate(src, max_new_tokens=8), _hf_greedy(theirs, src, 8))
 
 
 def test_learned_offset_equals_bart_positions():
@@ -165,25 +218,37 @@ def test_special_token_ids_are_checked_against_the_vocabulary():
         ModelConfig(vocab_size=40, attention_scale=0)
 
 
-def test_seq2seq_with_head_dim_and_scale_runs_and_is_consistent():
-    torch.manual_seed(0)
-    model = build_seq2seq(
-        dict(
-            vocab_size=30,
-            d_model=16,
-            num_heads=2,
-            head_dim=12,
-            attention_scale=1.0,
-            num_layers=1,
-            d_ff=16,
-            dropout=0.0,
-        )
-    ).eval()
-    src, tgt = torch.randint(4, 30, (2, 5)), torch.randint(4, 30, (2, 4))
-    logits = model(src, tgt)
-    step = model.generate(src, max_new_tokens=3, eos_token_id=[])
-    assert logits.shape == (2, 4, 30) and step.shape == (2, 4)
-    assert math.isclose(model.decoder.layers[0].self_attention.sublayer.scale, 1.0)
+def test_seq2seq_head_dim_and_scale_equal_t5():
+    """T5 is the encoder-decoder whose heads are not D / H wide (``d_kv``) and whose attention has no 1/sqrt(E)
+    scale. Its model with D = 32 and 4 heads of 12, imported: head_dim 12 and attention_scale 1.0 in every
+    attention (self, cross, cached decoding) give its logits and its greedy tokens."""
+    theirs = hf_model("t5-v1_1-gated-gelu")
+    assert theirs.config.d_kv * theirs.config.num_heads != theirs.config.d_model
+    ours = swapformer.from_hf(theirs)
+    assert (ours.config.head_dim, ours.config.attention_scale) == (12, 1.0)
+    cross = ours.decoder.layers[0].cross_attention.sublayer
+    assert cross.q_proj.weight.shape == (48, 32) and math.isclose(cross.scale, 1.0)
+    torch.manual_seed(1)
+    src, tgt = torch.randint(4, 61, (3, 7)), torch.randint(4, 61, (3, 6))
+    with torch.no_grad():
+        expected = theirs(input_ids=src, decoder_input_ids=tgt).logits
+        torch.testing.assert_close(ours(src, tgt), expected, rtol=1e-4, atol=1e-4)
+    assert torch.equal(ours.generate(src, max_new_tokens=8), _hf_greedy(theirs, src, 8))
+
+
+def _hf_greedy(model, src, max_new_tokens: int):
+    """transformers' greedy tokens, without the generation extras a swapformer model has no rule for (BART's
+    forced EOS at max_length, ...)."""
+    return model.generate(
+        src,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        num_beams=1,
+        forced_eos_token_id=None,
+        forced_bos_token_id=None,
+        min_length=0,
+        no_repeat_ngram_size=0,
+    )
 
 
 def test_share_embeddings_gives_both_sides_one_table(tmp_path):
