@@ -9,26 +9,34 @@ from pathlib import Path
 import pytest
 import torch
 
-from swapformer.data import CausalLMDataModule, base_datamodule, build_tokenizer, lm_datamodule
+from swapformer.data import (
+    CausalLMDataModule,
+    base_datamodule,
+    build_tokenizer,
+    lm_datamodule,
+    stdlib_text_split,
+)
 from swapformer.data.base_datamodule import RUN_TOKENIZER, load_tokenizer
 from swapformer.data.cache import cache_root, cached, encode_chunked
 
-SHAKESPEARE = (
-    Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "tinyshakespeare" / "input.txt"
-).resolve()
-
 
 @pytest.fixture(scope="module")
-def big_corpus(tmp_path_factory) -> Path:
-    """4.5 MB: tiny shakespeare four times."""
+def big_corpus(tmp_path_factory, generated_data) -> Path:
+    """4.5 MB: the generated tiny-shakespeare-like text (tests/conftest.py) four times."""
     path = tmp_path_factory.mktemp("big") / "input.txt"
-    path.write_text(SHAKESPEARE.read_text(encoding="utf-8") * 4, encoding="utf-8")
+    text = (generated_data / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")
+    path.write_text(text * 4, encoding="utf-8")
     return path
 
 
+@pytest.mark.parametrize("corpus", ["play", "stdlib-source"])
 @pytest.mark.parametrize(("kind", "options"), [("char", {}), ("byte", {}), ("bpe", {"vocab_size": 400})])
-def test_chunked_encoding_equals_one_encode_of_the_whole_text(kind, options):
-    text = SHAKESPEARE.read_text(encoding="utf-8")[:300_000]
+def test_chunked_encoding_equals_one_encode_of_the_whole_text(kind, options, corpus, generated_data):
+    # prose with blank lines between speeches, and source code with indentation: the cuts must avoid both
+    if corpus == "play":
+        text = (generated_data / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")[:300_000]
+    else:
+        text = stdlib_text_split(max_chars=300_000).train
     tokenizer = build_tokenizer(kind, text, **options)
     chunked = encode_chunked(tokenizer, text, chunk_chars=7_000)
     assert chunked.dtype == torch.int32
