@@ -7,7 +7,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = REPO / "recipes"
-SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
 
 CAUSAL_TINY = [
     "--model.init_args.d_model=32",
