@@ -7,6 +7,7 @@ Every combination of kind x kernel x positional x norm x placement x ffn (aliase
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
@@ -47,7 +48,10 @@ def test_every_combination_conforms(combination):
         with pytest.raises(ConfigError, match=re.escape(reason)):
             ModelConfig(**conformance.TINY, **combination.components())
         return
-    result = conformance.run_combination(combination, quick=combination not in TRAINED_SET)
+    # patterned models (mixed) run every check but the training one, which their unmixed twins run
+    result = conformance.run_combination(
+        combination, quick=combination not in TRAINED_SET or combination.mixed
+    )
     assert result.status == "pass", result.reason
     assert [c.name for c in result.checks] == list(conformance.CHECK_NAMES)
 
@@ -56,7 +60,7 @@ def test_combinations_are_the_full_product_of_distinct_members():
     sizes = {f: len(conformance.distinct_members(f)) for f in conformance.COMPONENTS}
     assert sizes == {"attention": 4, "positional": 6, "norm": 3, "placement": 4, "ffn": 6}
     assert {c.kind for c in COMBOS} == {"causal_lm", "seq2seq", "masked_lm"}
-    product = [c for c in COMBOS if c.variant is None]
+    product = [c for c in COMBOS if c.variant is None and not c.mixed]
     assert len(product) == 3 * 4 * 6 * 3 * 4 * 6 == len(set(product))
     assert {c.heads for c in product} == {"mha", "gqa", "mqa"}
     positional = {c.positional for c in COMBOS}
@@ -67,7 +71,7 @@ def test_combinations_are_the_full_product_of_distinct_members():
 
 def test_a_fixed_member_is_kept_even_when_it_is_an_alias():
     combos = conformance.combinations(kinds=["causal_lm"], fixed={"positional": "nope"})
-    product = [c for c in combos if c.variant is None]
+    product = [c for c in combos if c.variant is None and not c.mixed]
     assert {c.positional for c in combos} == {"nope"} and len(product) == 4 * 3 * 4 * 6
 
 
@@ -76,8 +80,10 @@ def test_quick_varies_one_family_at_a_time_around_the_defaults():
     assert all(c.norm == "rmsnorm" for c in combos)
     for family in ("attention", "positional", "placement", "ffn"):
         assert {getattr(c, family) for c in combos} == set(conformance.distinct_members(family))
-    plain = [c for c in combos if c.variant is None and c.heads == "gqa"]
+    plain = [c for c in combos if c.variant is None and c.heads == "gqa" and not c.mixed]
     assert len(plain) == 1 + (4 - 1) + (6 - 1) + (4 - 1) + (6 - 1)
+    mixed = [c for c in combos if c.mixed]  # each also once in a patterned model
+    assert [dataclasses.replace(c, mixed=False) for c in mixed] == plain
     assert {c.heads for c in combos} == {"mha", "gqa", "mqa"}
     assert {c.variant[0] for c in combos if c.variant} == {"attention", "positional", "ffn"}
 

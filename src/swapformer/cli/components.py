@@ -10,6 +10,8 @@ from typing import Any
 
 from swapformer.cli.errors import user_errors
 from swapformer.compat import capability_rows, compatibility_rows, cross_attention_kernel
+from swapformer.components.positional.base import PositionalEncoding
+from swapformer.layer_specs import LAYER_KEYS
 from swapformer.errors import ConfigError, did_you_mean
 from swapformer.registry import ATTENTION, FAMILIES, load_plugins
 
@@ -53,7 +55,21 @@ def format_matrix() -> str:
         ]
         lines += ["", f"{family} members", *_table([family, *columns, "notes"], table)]
     lines += ["", "norm, placement, ffn: every member combines with every other component."]
-    return "\n".join(lines)
+    return "\n".join([*lines, "", *format_layer_spec()])
+
+
+def format_layer_spec() -> list[str]:
+    """What a layer of a patterned model (``layers``) may choose: its keys, and the positional members a layer
+    may take (those acting inside attention; one that adds positions to the embeddings is the model's alone)."""
+    positional = FAMILIES["positional"]
+    inside = [n for n in positional.available() if positional.get(n).factory.embed is PositionalEncoding.embed]
+    embedding = [n for n in positional.available() if n not in inside]
+    return [
+        "layers (per-layer specs: a pattern of layer types or one mapping per layer)",
+        f"  a layer may set: {', '.join(LAYER_KEYS)}",
+        f"  positional per layer: {', '.join(inside)} (each layer's attention applies its own)",
+        f"  positional for the whole model only: {', '.join(embedding)} (added to the embeddings)",
+    ]
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:

@@ -23,7 +23,9 @@ train               AdamW memorizes one batch of random tokens to a loss of 1.0 
 
 The product of the members takes multi-head, grouped-query and multi-query attention in turn
 (:data:`HEAD_LAYOUTS`), and each member's non-default options (:data:`VARIANTS`) run around the kind's defaults.
-Model kinds and combinations come from the registries at call time, so plug-ins are included. A member registered
+Every member also runs once in a patterned model (``-mixed``: its layers alternate the combination's
+members with the kind's defaults, a NoPE layer where the positional member acts inside attention), where it meets
+layers unlike it. Model kinds and combinations come from the registries at call time, so plug-ins are included. A member registered
 under two names (``none`` and ``nope``: one factory) counts once, under its first name. A pair the compatibility matrix
 refuses (:func:`swapformer.compat.combination_problem`) is reported as refused, with the matrix's reason, and not
 built; a check of a feature a member declares unsupported (``Capabilities(kv_cache=False)``, see :data:`REQUIRES`)

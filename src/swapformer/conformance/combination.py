@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from swapformer.compat import capabilities, combination_problem
+from swapformer.components.positional.base import PositionalEncoding
 from swapformer.config import ModelConfig
 from swapformer.registry import FAMILIES, KINDS, kind, load_plugins
 
@@ -55,12 +56,16 @@ class Combination:
     heads: str = "gqa"
     variant: tuple[str, tuple[tuple[str, Any], ...]] | None = None
     """``(family, ((option, value), ...))``: non-default options of one member (see :data:`VARIANTS`)."""
+    mixed: bool = False
+    """A patterned model: the first layer is the combination, the second the kind's defaults (a NoPE layer
+    where the combination's positional member acts inside attention), so the members meet layers unlike them."""
 
     @property
     def id(self) -> str:
         """``causal_lm-sdpa-rope-layernorm-pre-swiglu``, then ``-mha`` / ``-mqa`` and ``[rope factor=4.0]``."""
         text = "-".join([self.kind, *(getattr(self, f) for f in COMPONENTS)])
         text += "" if self.heads == "gqa" else f"-{self.heads}"
+        text += "-mixed" if self.mixed else ""
         if self.variant is not None:
             family, options = self.variant
             text += f"[{getattr(self, family)} {' '.join(f'{k}={v}' for k, v in options)}]"
@@ -75,7 +80,21 @@ class Combination:
             if self.variant is not None and self.variant[0] == family:
                 options.update(self.variant[1])
             specs[family] = {"name": name, **options} if options else name
+        if self.mixed:
+            # each stack (both of a seq2seq model) alternates the two
+            specs["layers"] = {
+                "pattern": ["tested", "default"],
+                "types": {"tested": {}, "default": self._default_layer()},
+            }
         return specs
+
+    def _default_layer(self) -> dict[str, Any]:
+        defaults = default_members(self.kind)
+        layer = {f: defaults[f] for f in COMPONENTS if f != "positional" and defaults[f] != getattr(self, f)}
+        factory = FAMILIES["positional"].get(self.positional).factory
+        if getattr(factory, "embed", None) is PositionalEncoding.embed:  # it acts inside attention: NoPE here
+            layer["positional"] = "none"
+        return layer
 
     def refusal(self) -> str | None:
         """The compatibility matrix's reason for refusing this combination, or None."""
@@ -131,14 +150,14 @@ def combinations(
     for kind_name in model_kinds() if kinds is None else kinds:
         base = {**default_members(kind_name), **fixed}
         base_names = tuple(base[f] for f in COMPONENTS)
+        singles = [base_names]  # the defaults with one family varied at a time: every member once
+        for i, family in enumerate(COMPONENTS):
+            singles += [
+                tuple(m if j == i else base[f] for j, f in enumerate(COMPONENTS)) for m in choices[family]
+            ]
+        singles = list(dict.fromkeys(singles))
         if quick:
-            picks = [base_names]
-            for i, family in enumerate(COMPONENTS):
-                picks += [
-                    tuple(m if j == i else base[f] for j, f in enumerate(COMPONENTS)) for m in choices[family]
-                ]
-            picks = list(dict.fromkeys(picks))
-            combos += [Combination(kind_name, *names) for names in picks]
+            combos += [Combination(kind_name, *names) for names in singles]
             # the other head layouts once each, around the defaults
             combos += [Combination(kind_name, *base_names, heads=h) for h in layouts if h != "gqa"]
         else:
@@ -148,6 +167,8 @@ def combinations(
                 Combination(kind_name, *names, heads=layouts[i % len(layouts)])
                 for i, names in enumerate(picks)
             ]
+        # every member once in a patterned model, in both modes
+        combos += [Combination(kind_name, *names, mixed=True) for names in singles]
         for i, family in enumerate(COMPONENTS):
             for member in choices[family]:
                 names = tuple(member if j == i else base[f] for j, f in enumerate(COMPONENTS))
