@@ -11,8 +11,8 @@ from typing import Any
 from swapformer.cli.errors import user_errors
 from swapformer.compat import capability_rows, compatibility_rows, cross_attention_kernel
 from swapformer.components.positional.base import PositionalEncoding
-from swapformer.layer_specs import LAYER_KEYS
 from swapformer.errors import ConfigError, did_you_mean
+from swapformer.layer_specs import LAYER_KEYS
 from swapformer.registry import ATTENTION, FAMILIES, load_plugins
 
 # Which capability columns apply to which family (the rest keep their defaults and are not shown).
@@ -62,7 +62,9 @@ def format_layer_spec() -> list[str]:
     """What a layer of a patterned model (``layers``) may choose: its keys, and the positional members a layer
     may take (those acting inside attention; one that adds positions to the embeddings is the model's alone)."""
     positional = FAMILIES["positional"]
-    inside = [n for n in positional.available() if positional.get(n).factory.embed is PositionalEncoding.embed]
+    inside = [
+        n for n in positional.available() if positional.get(n).factory.embed is PositionalEncoding.embed
+    ]
     embedding = [n for n in positional.available() if n not in inside]
     return [
         "layers (per-layer specs: a pattern of layer types or one mapping per layer)",
