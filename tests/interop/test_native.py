@@ -77,3 +77,21 @@ def test_load_names_what_is_wrong(tmp_path):
         swapformer.load(directory)
     with pytest.raises(ConfigError, match=r"is not a directory"):
         swapformer.load(tmp_path / "missing")
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"layers": [{}, {"attention": {"name": "sliding_window", "window": 4}}]},
+            r"layers\[1\] \(layers that differ",
+        ),
+        ({"qk_norm": "rmsnorm"}, "qk_norm 'rmsnorm' has no llama equivalent"),
+    ],
+)
+def test_to_hf_refuses_what_no_family_expresses_naming_it(tmp_path, changes, message):
+    llama = dict(vocab_size=50, d_model=32, num_heads=4, num_layers=2, positional="rope", norm="rmsnorm")
+    model = swapformer.build_causal_lm({**llama, "ffn": "swiglu", "bias": False, **changes})
+    with pytest.raises(swapformer.ConfigError, match=message):
+        swapformer.to_hf(model, tmp_path)
+    assert not list(tmp_path.iterdir())  # nothing written

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from swapformer.config import ModelConfig
 from swapformer.errors import ConfigError
+from swapformer.layer_specs import distinct_layers
 from swapformer.models import build
 from swapformer.models.saving import read_config
 
@@ -83,6 +84,17 @@ def require(checks: Iterable[tuple[bool, str]], family: str) -> None:
     for ok, what in checks:
         if not ok:
             raise Unsupported(f"{what} has no {family} equivalent")
+
+
+def shared_requirements(cfg: ModelConfig) -> list[tuple[bool, str]]:
+    """What no mapped family expresses yet, checked before each family's own ``hf_config``: layers that differ
+    (``layers``) and q/k norms."""
+    differing = distinct_layers(cfg)
+    where = differing[0][0] if differing else ""
+    return [
+        (not differing, f"{where} (layers that differ from the uniform one)"),
+        (cfg.qk_norm is None, f"qk_norm {cfg.qk_norm!r}"),
+    ]
 
 
 def seq2seq_sides(cfg: ModelConfig) -> list[tuple[str, int, bool]]:
@@ -327,6 +339,7 @@ def to_hf(model: nn.Module, directory: str | os.PathLike) -> Path:
         if architecture.kind != config.kind:
             continue
         try:
+            require(shared_requirements(config), architecture.model_types[0])
             hf_config = architecture.hf_config(config)
         except Unsupported as err:
             reasons[architecture.model_types[0]] = str(err)
