@@ -46,10 +46,10 @@ def train(folder: Path) -> Path:
 def cross_attention(module: Seq2SeqModule, source: str) -> tuple[str, list[str], list[str], torch.Tensor]:
     """The greedy translation of ``source``, its key and query labels (query: the character it writes),
     and the cross-attention weights ``(layers, H, L, S)`` of a teacher-forced pass over that translation."""
-    tokenizer, hp = module.tokenizer, module.hparams
+    tokenizer, config = module.tokenizer, module.config  # special ids: the model config's
     (prediction,) = module.translate([source])
-    src = torch.tensor([[*tokenizer.encode(source), hp.eos_id]])
-    tgt = torch.tensor([[hp.bos_id, *tokenizer.encode(prediction)]])
+    src = torch.tensor([[*tokenizer.encode(source), config.eos_token_id]])
+    tgt = torch.tensor([[config.start_token_id, *tokenizer.encode(prediction)]])
     module.eval()  # no dropout on the weights being drawn
     with torch.no_grad(), record_attention(module.model, include=lambda n: "cross_attention" in n) as maps:
         module.model(src, tgt)

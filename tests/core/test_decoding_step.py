@@ -3,27 +3,13 @@ general path it replaces: the same numbers, for multi-head and grouped-query att
 
 import pytest
 import torch
-from torch.overrides import TorchFunctionMode
 
 from swapformer import build_causal_lm
+from swapformer.components.functions import function_of, plain
 from swapformer.components.positional import RotaryPositionalEncoding
 from swapformer.components.positional.rope_scaling import ScaledRotaryPositionalEncoding
 from swapformer.models.causal_lm import CausalStep
 from swapformer.nn.cache import AttentionCache, KVCache
-from swapformer.nn.direct import decoding_norm_function, feed_forward_function, plain, residual_function
-
-
-class Calls(TorchFunctionMode):
-    """The torch functions called inside it."""
-
-    def __enter__(self):
-        self.called = []
-        super().__enter__()
-        return self.called
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        self.called.append(func)
-        return func(*args, **(kwargs or {}))
 
 
 def stacked_heads(batch, heads, kv_heads, head_dim, dtype=torch.float32):
@@ -131,8 +117,8 @@ def test_residual_functions_equal_the_modules(placement, norm, ffn):
     torch.manual_seed(0)
     layer = build_causal_lm({**config, "ffn": ffn}).eval().decoder.layers[0]
     step = layer.feed_forward
-    function = residual_function(step, feed_forward_function)
-    assert (function == step.forward) == (placement == "sandwich")  # an unknown placement: its own forward
+    function = function_of(step)
+    assert (function == step.forward) == (placement == "sandwich")  # no function of its own: its forward
     with torch.inference_mode():
         for length in (1, 5):
             x = torch.randn(2, length, 32)
@@ -192,56 +178,55 @@ PLANNED = {
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("shape", list(PLANNED))
 def test_the_decoding_plan_gives_the_modules_logits(shape, batch):
-    # one-token steps through CausalStep's plan (functions looked up once per generation) are the modules' path:
-    # the same operators bit for bit, but for RMSNorm on the CPU (decoding_norm_function: the same function in
-    # other kernels), within float32 rounding and to the same next tokens
+    # one-token steps through CausalStep's plan (the members' functions, made once per generation) are the
+    # modules' path: the same operators, bit for bit
     config = dict(
         vocab_size=40, d_model=32, num_heads=4, num_layers=2, d_ff=64, dropout=0.0, **PLANNED[shape]
     )
     plan, ours, theirs = _plan_and_modules(config, batch)
     assert plan is not None  # the plan ran: this test compares something
-    if config.get("norm") == "rmsnorm":
-        torch.testing.assert_close(ours, theirs)  # float32: rtol 1.3e-6, atol 1e-5
-        assert torch.equal(ours.argmax(-1), theirs.argmax(-1))
-    else:
-        assert torch.equal(ours, theirs)
+    assert torch.equal(ours, theirs)
 
 
-@pytest.mark.parametrize("width", [8, 32, 128, 1024])
-@pytest.mark.parametrize("scale", [0.0, 1e-4, 1.0, 1e4])
-@pytest.mark.parametrize("affine", [True, False])
-def test_the_decoding_rms_norm_is_torchs_within_rounding(width, scale, affine):
-    # layer_norm of (x, -x) is x's RMS norm: against nn.RMSNorm itself, where eps dominates (scale 0, 1e-4) too
-    torch.manual_seed(width)
-    norm = torch.nn.RMSNorm(width, eps=1e-6, elementwise_affine=affine)
-    if affine:
-        torch.nn.init.normal_(norm.weight, mean=1.0, std=0.5)
-    function = decoding_norm_function(norm)
-    with torch.inference_mode():
-        for shape in ((1, 1, width), (3, 1, width), (2, 5, width)):
-            x = torch.randn(shape) * scale
-            with Calls() as calls:
-                out = function(x)
-            torch.testing.assert_close(out, norm(x))
-            assert torch.layer_norm in calls and torch.rms_norm not in calls  # the two-kernel form ran
-            if scale == 0.0:
-                assert not out.any()
+def test_a_plug_in_members_function_joins_the_plan_and_one_without_is_called_in_it():
+    # a member that defines function(of) is composed into the plan like a built-in one; the same member without
+    # it is called through its forward inside the plan; both give the modules' numbers
+    from swapformer.components.ffn.mlp import GatedFeedForward
 
+    calls = []
 
-@pytest.mark.filterwarnings("ignore:Mismatch dtype between input and weight")  # torch's, for mixed dtypes
-def test_the_decoding_rms_norm_steps_aside_where_its_form_does_not_apply():
-    # another dtype than the weight's, or eps=None (the input dtype's epsilon): torch's own rms_norm, exactly
-    torch.manual_seed(0)
-    norm = torch.nn.RMSNorm(16, eps=1e-6)
-    torch.nn.init.normal_(norm.weight)
-    x = torch.randn(2, 1, 16, dtype=torch.bfloat16)
-    with torch.inference_mode():
-        assert torch.equal(decoding_norm_function(norm)(x), torch.rms_norm(x, (16,), norm.weight, 1e-6))
-        default_eps = torch.nn.RMSNorm(16)
-        assert decoding_norm_function(default_eps).func is torch.rms_norm  # norm_function's fused call
-        hooked = torch.nn.RMSNorm(16, eps=1e-6)
-        hooked.register_forward_hook(lambda m, args, out: out)
-        assert decoding_norm_function(hooked) is hooked  # a hook: the module itself
+    class Counted(GatedFeedForward):
+        def function(self, of):
+            inner = super().function(of)
+
+            def counted(x):
+                calls.append(x.shape)
+                return inner(x)
+
+            return counted
+
+    class Opaque(GatedFeedForward):
+        function = None
+
+    config = dict(
+        vocab_size=40, d_model=32, num_heads=4, num_layers=2, d_ff=64, dropout=0.0, **PLANNED["llama"]
+    )
+    for cls in (Counted, Opaque):
+        torch.manual_seed(0)
+        model = build_causal_lm(config).eval()
+        for layer in model.decoder.layers:
+            layer.feed_forward.sublayer.__class__ = cls
+        cache = KVCache(2, capacity=16)
+        ids = torch.randint(3, 40, (2, 8))
+        with torch.inference_mode():
+            model(ids[:, :5], cache=cache)
+            step = CausalStep(model, cache)
+            ours = torch.stack([step(ids[:, : i + 1], None, 1) for i in range(5, 8)], 1)
+        assert step._plan is not None
+        with torch.inference_mode():
+            full = model(ids)[:, 5:8]
+        torch.testing.assert_close(ours, full, atol=1e-5, rtol=1e-5)
+    assert len(calls) == 2 * (1 + 3)  # its own function ran: two layers, the cached prompt and three steps
 
 
 def _hook_on(path):

@@ -169,7 +169,7 @@ def _layer_positional(
     cfg: ModelConfig, spec: ComponentSpec, where: str, *, bidirectional: bool
 ) -> PositionalEncoding:
     member = POSITIONAL.build(spec, **_context(cfg), bidirectional=bidirectional)
-    if type(member).embed is not PositionalEncoding.embed:
+    if member.embeds:
         name = split_spec(spec, where=where)[0]
         raise ConfigError(
             f"{where}.positional: '{name}' adds positions to the embeddings, which every layer shares; a layer "

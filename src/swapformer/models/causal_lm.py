@@ -6,17 +6,16 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from swapformer.components.functions import function_of, plain
 from swapformer.components.positional.base import PositionalEncoding
 from swapformer.config import ModelConfig
 from swapformer.generation.decoding import check_left_padded, check_length, generate, reserve_positions
 from swapformer.generation.search import Settings, expand_beams
 from swapformer.models import builders, inputs
 from swapformer.models.saving import SavesPretrained
-from swapformer.nn import KVCache, TokenEmbedding, TransformerLayer, TransformerStack
-from swapformer.nn.direct import decoding_norm_function, direct, plain
+from swapformer.nn import KVCache, TokenEmbedding, TransformerStack
 from swapformer.nn.masks import causal_self_attention_inputs
 from swapformer.registry import register_kind
 
@@ -139,11 +138,11 @@ class DecoderOnly(SavesPretrained, nn.Module):
 class CausalStep:
     """Next-token logits of a DecoderOnly, with a KV cache or re-running the prefix.
 
-    A one-token step without a padding mask runs through a plan (:meth:`plan`) where the model is made of
-    built-in members without hooks: the embedding, each layer's function
-    (:meth:`~swapformer.nn.TransformerLayer.decoding_function`), the final norm and the head, looked up once per
-    generation instead of at every token through the modules. Same operators, same numbers (but an RMSNorm on the
-    CPU: :func:`~swapformer.nn.direct.decoding_norm_function`); anything else takes the modules' path.
+    A one-token step without a padding mask runs through a plan (:meth:`plan`) where every member has a function
+    (:mod:`swapformer.components.functions`) and nothing is hooked: the embedding's, the stack's
+    (:meth:`~swapformer.nn.TransformerStack.decoding_function`: each layer's, the final norm's) and the head's,
+    made once per generation instead of calling the modules at every token. The same operators on the same
+    tensors, so the same numbers; anything else takes the modules' path.
     """
 
     def __init__(self, model: DecoderOnly, cache: KVCache | None) -> None:
@@ -165,58 +164,24 @@ class CausalStep:
         """``(ids (N, 1), position) -> logits (N, V)`` for one new token of every row at ``position`` (no padding),
         or None where a member has no decoding function, has a hook, or adds a score bias (ALiBi, T5's)."""
         model = self.model
-        decoder = model.decoder
-        if (
-            self.cache is None
-            or model.training
-            or type(decoder) is not TransformerStack
-            or not plain(model.embedding, decoder, model.lm_head)
-        ):
+        if self.cache is None or model.training or not plain(model, model.embedding, model.lm_head):
             return None
-        positionals = decoder.positionals
-        for positional in positionals:
-            if (
-                not isinstance(positional, PositionalEncoding)
-                or type(positional).bias is not PositionalEncoding.bias
-            ):
-                return None
-        layers = [  # a layer of another class (a subclass too) may do anything: its forward runs
-            layer.decoding_function(cache, positional) if type(layer) is TransformerLayer else None
-            for layer, cache, positional in zip(decoder.layers, self.cache.layers, positionals, strict=True)
-        ]
-        if any(layer is None for layer in layers):
+        stack = getattr(model.decoder, "decoding_function", lambda cache: None)(self.cache)
+        if stack is None:
             return None
-        if type(model.embedding) is TokenEmbedding:
-            embed = model.embedding.decoding_function()
-        else:
-            forward = direct(model.embedding)
+        make_embed = getattr(model.embedding, "decoding_function", None)
+        if make_embed is not None:
+            embed = make_embed()
+        else:  # another embedding: its forward
+            forward = function_of(model.embedding)
 
             def embed(ids: Tensor, position: int) -> Tensor:
                 return forward(ids, offset=position)
 
-        final_norm = None if decoder.final_norm is None else decoding_norm_function(decoder.final_norm)
-        head = model.lm_head
-        weight, bias = (head.weight, head.bias) if type(head) is nn.Linear else (None, None)
-
-        # RoPE's tables, once per step for each member that rotates (decoding_function accepts no other rotation);
-        # layers of one member share them
-        members = list(
-            {id(p): p for p in positionals if type(p).rotate is not PositionalEncoding.rotate}.values()
-        )
-        tables = [member.decoding_tables for member in members]
-        table_of = [
-            next((i for i, m in enumerate(members) if m is p), None) for p in positionals
-        ]  # each layer's index into the step's rotations, or None
-        pairs = list(zip(layers, table_of, strict=True))
+        head = function_of(model.lm_head)
 
         def step(ids: Tensor, position: int) -> Tensor:
-            x = embed(ids, position)
-            rotations = [lookup(position, x) for lookup in tables]
-            for layer, index in pairs:
-                x = layer(x, position, None if index is None else rotations[index])
-            if final_norm is not None:
-                x = final_norm(x)
-            return head(x[:, -1]) if weight is None else F.linear(x[:, -1], weight, bias)
+            return head(stack(embed(ids, position), position)[:, -1])
 
         return step
 

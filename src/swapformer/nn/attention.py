@@ -9,12 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from swapformer.components.attention.sdpa import SDPAttention
+from swapformer.components.functions import own_function, plain
 from swapformer.components.positional.base import PositionalEncoding
-from swapformer.components.positional.rope import RotaryPositionalEncoding, rotate_stacked
 from swapformer.errors import ConfigError
 from swapformer.nn._shared import borrow
-from swapformer.nn.direct import plain
 
 if TYPE_CHECKING:
     from swapformer.nn.cache import AttentionCache
@@ -215,7 +213,7 @@ class MultiHeadAttention(nn.Module):
         batch, heads, kv_heads = x.size(0), self.num_heads, self.num_kv_heads
         qkv = F.linear(x, w_qkv, b_qkv).view(batch, heads + 2 * kv_heads, 1, self.head_dim)
         positional = self.positional
-        rotated = positional is None or type(positional).rotate is PositionalEncoding.rotate  # no rotation
+        rotated = positional is None or not positional.rotates  # no rotation
         if not rotated:
             rotate_stacked_ = getattr(positional, "rotate_stacked_", None)
             rotated = rotate_stacked_ is not None and rotate_stacked_(
@@ -242,37 +240,39 @@ class MultiHeadAttention(nn.Module):
         )  # (N, H, 1, E) as (N, 1, H E)
 
     def decoding_function(
-        self, cache: AttentionCache, positional: nn.Module | None
+        self, cache: AttentionCache
     ) -> Callable[[Tensor, int, tuple[Tensor, Tensor] | None], Tensor] | None:
         """:meth:`_decoding_step` as a function of ``(x, position, rotation)`` with what a step looks up resolved
         once: for a plan that runs a whole decoder-only step (:class:`~swapformer.models.causal_lm.CausalStep`).
-        ``rotation`` is RoPE's ``decoding_tables`` of the position, looked up once per step for every layer (None
+        ``rotation`` is the tables of the position from this layer's positional member's
+        ``stacked_rotation()`` lookup, looked up once per step for every layer that shares the member (None
         without rotation). The same operators on the same tensors, so the same numbers.
 
-        Returns None (the module's own path then runs) unless the projections are plain Linears, the kernel is
-        ``sdpa``, none of them or this module has a hook, and the rotation is ``positional``'s: none, or RoPE's
-        own (:func:`~swapformer.components.positional.rope.rotate_stacked`).
+        Returns None (the module's own path then runs) unless the projections are torch's Linear, the kernel
+        has a ``function`` (:mod:`swapformer.components.functions`), there is no q/k norm, nothing here is hooked,
+        and the positional member rotates through ``stacked_rotation`` or not at all.
         """
         projections = (self.q_proj, self.k_proj, self.v_proj, self.out_proj)
         if (
-            self.positional is not positional
-            or self.q_norm is not None
-            or type(self.kernel) is not SDPAttention
+            self.q_norm is not None
             or any(type(p) is not nn.Linear for p in projections)
             or not plain(self, self.kernel, *projections)
         ):
             return None
-        rotates = positional is not None and type(positional).rotate is not PositionalEncoding.rotate
-        if rotates and (
-            not isinstance(positional, RotaryPositionalEncoding)
-            or type(positional).rotate is not RotaryPositionalEncoding.rotate
-        ):
+        kernel = own_function(self.kernel)
+        positional = self.positional
+        rotation = None
+        if positional is not None and positional.rotates:
+            rotation = positional.stacked_rotation()
+            if rotation is None:
+                return None
+        if kernel is None:
             return None
         w_qkv, b_qkv, w_out, b_out = self._stacked_projection(cache)
         heads, kv_heads, dim, scale = self.num_heads, self.num_kv_heads, self.head_dim, self.scale
         grouped, width = kv_heads != heads, heads * dim
         stacked, rotated, pairs = heads + 2 * kv_heads, heads + kv_heads, 2 * kv_heads
-        tables = positional.decoding_tables if rotates else None
+        tables, rotate = (None, None) if rotation is None else rotation
 
         def attend(x: Tensor, position: int, rotation: tuple[Tensor, Tensor] | None) -> Tensor:  # x (N, 1, D)
             qkv = F.linear(x, w_qkv, b_qkv).view(-1, stacked, 1, dim)  # (N, H + 2 Hkv, 1, E)
@@ -280,11 +280,9 @@ class MultiHeadAttention(nn.Module):
                 query_keys = qkv.narrow(1, 0, rotated)
                 if rotation is None or rotation[0].dtype != qkv.dtype:  # (autocast: q and k of another dtype)
                     rotation = tables(position, query_keys)
-                rotate_stacked(query_keys, *rotation)
+                rotate(query_keys, *rotation)
             k, v = cache.append_pairs(qkv.narrow(1, heads, pairs))  # (N, Hkv, S, E)
-            out = F.scaled_dot_product_attention(
-                qkv.narrow(1, 0, heads), k, v, scale=scale, enable_gqa=grouped
-            )
+            out = kernel(qkv.narrow(1, 0, heads), k, v, scale=scale, enable_gqa=grouped)
             return F.linear(out.reshape(-1, 1, width), w_out, b_out)
 
         return attend

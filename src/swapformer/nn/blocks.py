@@ -16,16 +16,9 @@ import torch
 from torch import Tensor, nn
 
 from swapformer.components.auxiliary import take_losses
-from swapformer.components.placement.residual import PostNorm, PreNorm
+from swapformer.components.functions import function_of, own_function, plain
 from swapformer.components.positional.base import PositionalEncoding
 from swapformer.nn._shared import borrow
-from swapformer.nn.attention import MultiHeadAttention
-from swapformer.nn.direct import (
-    decoding_norm_function,
-    feed_forward_function,
-    plain,
-    residual_function,
-)
 from swapformer.nn.masks import with_score_bias
 
 if TYPE_CHECKING:
@@ -96,13 +89,14 @@ class TransformerLayer(nn.Module):
         memory_mask: Tensor | None,
         cache: LayerCache,
     ) -> Tensor:
-        """``forward`` through the functions of :mod:`swapformer.nn.direct`, made at the first cached call: the
-        same numbers in fewer Python calls, which is what a decoding step of a small model costs."""
+        """``forward`` through the residual steps' functions (:mod:`swapformer.components.functions`), made at the
+        first cached call: the same numbers in fewer Python calls, which is what a decoding step of a small model
+        costs. The attention layers run their own forward (masks, cache)."""
         if cache.steps is None:
             cache.steps = (
-                residual_function(self.self_attention),
-                None if self.cross_attention is None else residual_function(self.cross_attention),
-                residual_function(self.feed_forward, feed_forward_function),
+                function_of(self.self_attention),
+                None if self.cross_attention is None else function_of(self.cross_attention),
+                function_of(self.feed_forward),
             )
         self_attention, cross_attention, feed_forward = cache.steps
         x = self_attention(
@@ -113,39 +107,39 @@ class TransformerLayer(nn.Module):
         return feed_forward(x)
 
     def decoding_function(
-        self, cache: LayerCache, positional: nn.Module | None
+        self, cache: LayerCache
     ) -> Callable[[Tensor, int, tuple[Tensor, Tensor] | None], Tensor] | None:
         """The layer for one new token at an int ``position``, without masks (a decoder-only step that may attend
-        every cached key), as one function of ``(x, position, rotation)``: the placement around
-        :meth:`MultiHeadAttention.decoding_function`, then the feed-forward step's function
-        (:mod:`swapformer.nn.direct`). None where a member has no such function, or a hook waits on it."""
-        step = self.self_attention
+        every cached key), as one function of ``(x, position, rotation)``: the self-attention step's function
+        around its attention layer's ``decoding_function(cache)``, then the feed-forward step's function. None
+        where a member has no such function, a hook waits on one, or a subclass changes ``forward``."""
         if (
             self.training
             or self.cross_attention is not None
-            or type(step) not in (PreNorm, PostNorm)
-            or type(step.sublayer) is not MultiHeadAttention
-            or not plain(self, step)
+            or type(self).forward is not TransformerLayer.forward
+            or not plain(self)
         ):
             return None
-        attend = step.sublayer.decoding_function(cache.self_attention, positional)
-        if attend is None:
+        missing = []
+
+        def of(member: nn.Module) -> Callable[..., Tensor]:  # the attention layer gets the cache
+            make = getattr(member, "decoding_function", None)
+            if make is None:
+                return function_of(member, of)
+            made = make(cache.self_attention)
+            if made is None:
+                missing.append(member)
+            return made
+
+        attention = own_function(self.self_attention, of)
+        feed_forward = function_of(self.feed_forward)
+        if attention is None or missing:
             return None
-        norm = decoding_norm_function(step.norm)
-        feed_forward = residual_function(self.feed_forward, feed_forward_function, decoding_norm_function)
-        if type(step) is PreNorm:
 
-            def pre_norm_layer(x: Tensor, position: int, rotation: tuple | None) -> Tensor:
-                # x ─┬─ norm ─ attention ─(+)─ feed-forward step ─▶
-                return feed_forward(x + attend(norm(x), position, rotation))
+        def layer(x: Tensor, position: int, rotation: tuple | None) -> Tensor:
+            return feed_forward(attention(x, position, rotation))
 
-            return pre_norm_layer
-
-        def post_norm_layer(x: Tensor, position: int, rotation: tuple | None) -> Tensor:
-            # x ─┬─ attention ─(+)─ norm ─ feed-forward step ─▶
-            return feed_forward(norm(x + attend(x, position, rotation)))
-
-        return post_norm_layer
+        return layer
 
 
 class TransformerStack(nn.Module):
@@ -211,3 +205,42 @@ class TransformerStack(nn.Module):
                 for name, value in added.items():
                     losses[name] = losses[name] + value if name in losses else value
         return x if self.final_norm is None else self.final_norm(x)
+
+    def decoding_function(self, cache: KVCache) -> Callable[[Tensor, int], Tensor] | None:
+        """The stack for one new token of every row at an int ``position``, without masks, as one function of
+        ``(x, position)``: each layer's ``decoding_function``, the tables of each rotating positional member
+        looked up once per step for the layers that share it, then the final norm's function. None where a layer
+        has no such function, a positional member adds a score bias, or a subclass changes ``forward``."""
+        if type(self).forward is not TransformerStack.forward or not plain(self):
+            return None
+        members: list[PositionalEncoding] = []
+        indices: list[int | None] = []  # each layer's member among those that rotate, or None
+        for positional in self.positionals:
+            if positional is not None and (
+                not isinstance(positional, PositionalEncoding) or positional.adds_bias
+            ):
+                return None
+            if positional is None or not positional.rotates:
+                indices.append(None)
+                continue
+            if all(positional is not m for m in members):
+                members.append(positional)
+            indices.append(next(i for i, m in enumerate(members) if m is positional))
+        rotations = [member.stacked_rotation() for member in members]
+        layers = [
+            getattr(layer, "decoding_function", lambda cache: None)(layer_cache)
+            for layer, layer_cache in zip(self.layers, cache.layers, strict=True)
+        ]
+        if any(layer is None for layer in [*layers, *rotations]):
+            return None
+        lookups = [lookup for lookup, _ in rotations]
+        pairs = list(zip(layers, indices, strict=True))
+        final_norm = None if self.final_norm is None else function_of(self.final_norm)
+
+        def stack(x: Tensor, position: int) -> Tensor:
+            tables = [lookup(position, x) for lookup in lookups]
+            for layer, index in pairs:
+                x = layer(x, position, None if index is None else tables[index])
+            return x if final_norm is None else final_norm(x)
+
+        return stack

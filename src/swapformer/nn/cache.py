@@ -123,7 +123,7 @@ class LayerCache:
         self.self_attention = AttentionCache(capacity)
         self.cross_attention = AttentionCache()
         self.steps: tuple | None = None
-        """The layer's residual steps as functions (:mod:`swapformer.nn.direct`), made at its first cached call."""
+        """The layer's residual steps as functions (:mod:`swapformer.components.functions`), made at its first cached call."""
 
 
 class KVCache:

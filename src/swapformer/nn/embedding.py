@@ -8,9 +8,9 @@ from collections.abc import Callable
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from swapformer.components.functions import plain
 from swapformer.components.positional.base import PositionalEncoding
 from swapformer.nn._shared import borrow
-from swapformer.nn.direct import plain
 
 
 class TokenEmbedding(nn.Module):
@@ -60,7 +60,8 @@ class TokenEmbedding(nn.Module):
         ``forward`` itself. For the decoding plan of :class:`~swapformer.models.causal_lm.CausalStep`."""
         token, positional = self.token, self.positional
         if (
-            type(token) is not nn.Embedding
+            type(self).forward is not TokenEmbedding.forward
+            or type(token) is not nn.Embedding
             or token.max_norm is not None
             or self.scale != 1.0
             or self.norm is not None
@@ -69,7 +70,7 @@ class TokenEmbedding(nn.Module):
             forward = self.forward if plain(self) else self
             return lambda ids, position: forward(ids, offset=position)
         weight, padding_idx = token.weight, token.padding_idx
-        if type(positional).embed is PositionalEncoding.embed:  # positions enter elsewhere (RoPE) or nowhere
+        if not positional.embeds:  # positions enter inside attention, or nowhere
             return lambda ids, position: F.embedding(ids, weight, padding_idx)
         embed = positional.embed
         return lambda ids, position: embed(F.embedding(ids, weight, padding_idx), offset=position)

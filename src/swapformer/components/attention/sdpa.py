@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from swapformer.components.attention._masks import guard_empty_rows, merge_causal
 from swapformer.components.attention.scaled_dot_product import MathAttention
+from swapformer.components.functions import Function, Of
 from swapformer.registry import Capabilities
 
 
@@ -70,3 +71,10 @@ class SDPAttention(nn.Module):
         if valid is not None:
             output = output * valid
         return output, None
+
+    def function(self, of: Of) -> Function | None:
+        """The kernel for unmasked queries (a decoding step sees every cached key), as the function
+        ``(q, k, v, *, scale, enable_gqa) -> out`` (:mod:`swapformer.components.functions`): torch's fused call."""
+        if type(self).forward is not SDPAttention.forward:
+            return None
+        return F.scaled_dot_product_attention

@@ -2,8 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+from swapformer.components.functions import Function, Of, plain
+
+_ACTIVATIONS: dict[type[nn.Module], Callable[[nn.Module], Callable[[Tensor], Tensor]]] = {
+    nn.SiLU: lambda module: F.silu,
+    nn.ReLU: lambda module: F.relu,
+    nn.GELU: lambda module: partial(F.gelu, approximate=module.approximate),
+}
+"""The functional form of the activations the built-in members use (by exact class: a subclass may differ)."""
+_STRIDED_EXACT = (nn.SiLU, nn.ReLU)
+"""Activations whose kernel gives the same numbers on the strided half of a stacked GEMM as on a contiguous
+tensor (GELU's does not: its vectorized and strided loops round differently)."""
+
+
+def _plain_linears(module: nn.Module, *linears: nn.Module) -> bool:
+    """Whether ``linears`` are torch's own Linear and, with ``module`` and its activation, unhooked."""
+    return all(type(linear) is nn.Linear for linear in linears) and plain(module, module.activation, *linears)
 
 
 class SquaredReLU(nn.Module):
@@ -40,6 +61,21 @@ class FeedForward(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.linear2(self.drop(self.activation(self.linear1(x))))
 
+    def function(self, of: Of) -> Function | None:
+        """Eval-mode ``forward`` as GEMMs and the activation (:mod:`swapformer.components.functions`); None where
+        a layer is not torch's Linear, the activation is not one of the known ones, or something is hooked."""
+        if type(self).forward is not FeedForward.forward:  # a subclass computes something else
+            return None
+        if type(self.activation) not in _ACTIVATIONS or not _plain_linears(self, self.linear1, self.linear2):
+            return None
+        activation = _ACTIVATIONS[type(self.activation)](self.activation)
+        (w1, b1), (w2, b2) = ((linear.weight, linear.bias) for linear in (self.linear1, self.linear2))
+
+        def feed_forward(x: Tensor) -> Tensor:
+            return F.linear(activation(F.linear(x, w1, b1)), w2, b2)
+
+        return feed_forward
+
     def drop(self, x: Tensor) -> Tensor:
         """Dropout while training; in eval mode (where it is the identity) not even the module call."""
         return self.dropout(x) if self.training else x
@@ -68,6 +104,38 @@ class GatedFeedForward(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.down_proj(self.drop(self.activation(self.gate_proj(x)) * self.up_proj(x)))
+
+    def function(self, of: Of) -> Function | None:
+        """Eval-mode ``forward`` as GEMMs and the activation, the gate and up projections stacked into one GEMM
+        (a copy made here) where the activation gives the same numbers on a strided half; None as for
+        :meth:`FeedForward.function`."""
+        if type(self).forward is not GatedFeedForward.forward:  # a subclass computes something else
+            return None
+        gate, up, down = self.gate_proj, self.up_proj, self.down_proj
+        if type(self.activation) not in _ACTIVATIONS or not _plain_linears(self, gate, up, down):
+            return None
+        activation = _ACTIVATIONS[type(self.activation)](self.activation)
+        w_out, b_out = down.weight, down.bias
+        if type(self.activation) not in _STRIDED_EXACT:
+            w_gate, b_gate, w_up, b_up = gate.weight, gate.bias, up.weight, up.bias
+
+            def gated_feed_forward(x: Tensor) -> Tensor:
+                return F.linear(
+                    activation(F.linear(x, w_gate, b_gate)) * F.linear(x, w_up, b_up), w_out, b_out
+                )
+
+            return gated_feed_forward
+        w_in = torch.cat((gate.weight, up.weight))  # (2 d_ff, D)
+        b_in = None if gate.bias is None else torch.cat((gate.bias, up.bias))
+        width = gate.out_features
+
+        def stacked_feed_forward(x: Tensor) -> Tensor:
+            both = F.linear(x, w_in, b_in)  # narrow, not chunk: two views for fewer calls
+            return F.linear(
+                activation(both.narrow(-1, 0, width)) * both.narrow(-1, width, width), w_out, b_out
+            )
+
+        return stacked_feed_forward
 
     def drop(self, x: Tensor) -> Tensor:
         """Dropout while training; in eval mode (where it is the identity) not even the module call."""

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
+
+import torch
 from torch import nn
 
+from swapformer.components.functions import register_function
 from swapformer.components.norm.scalenorm import ScaleNorm
 from swapformer.registry import NORM
 
@@ -23,6 +27,24 @@ def rmsnorm(*, d_model: int, eps: float = 1e-6) -> nn.RMSNorm:
     """Root-mean-square norm (no mean subtraction, no beta): torch's ``nn.RMSNorm``, as in Llama and T5."""
     return nn.RMSNorm(d_model, eps=eps)
 
+
+# torch's fused kernels with the module's weights, called without the module (decoding steps)
+register_function(
+    nn.LayerNorm,
+    lambda norm, of: partial(
+        torch.layer_norm,
+        normalized_shape=norm.normalized_shape,
+        weight=norm.weight,
+        bias=norm.bias,
+        eps=norm.eps,
+    ),
+)
+register_function(
+    nn.RMSNorm,
+    lambda norm, of: partial(
+        torch.rms_norm, normalized_shape=norm.normalized_shape, weight=norm.weight, eps=norm.eps
+    ),
+)
 
 NORM.add(
     "scalenorm", ScaleNorm, description="ScaleNorm: g * x / ||x||, one scalar g (Nguyen & Salazar, 2019)"

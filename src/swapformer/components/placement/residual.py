@@ -7,6 +7,8 @@ from typing import ClassVar
 
 from torch import Tensor, nn
 
+from swapformer.components.functions import Function, Of
+
 
 class Residual(nn.Module):
     """A sublayer (attention or feed-forward), its norm and residual dropout, composed into one residual step.
@@ -40,6 +42,17 @@ class PostNorm(Residual):
     def forward(self, x: Tensor, *args, **kwargs) -> Tensor:
         return self.norm(x + self.drop(self.sublayer(x, *args, **kwargs)))
 
+    def function(self, of: Of) -> Function | None:
+        """Eval-mode ``forward`` (no dropout) around the functions of the norm and the sublayer."""
+        if type(self).forward is not PostNorm.forward:  # a subclass computes something else
+            return None
+        norm, sublayer = of(self.norm), of(self.sublayer)
+
+        def post_norm(x: Tensor, *args, **kwargs) -> Tensor:  # x ─┬─ sublayer ─(+)─ norm ─▶
+            return norm(x + sublayer(x, *args, **kwargs))
+
+        return post_norm
+
 
 class PreNorm(Residual):
     """Norm first (GPT-2 onward); the residual path stays an identity, and the stack ends with a norm::
@@ -52,6 +65,17 @@ class PreNorm(Residual):
 
     def forward(self, x: Tensor, *args, **kwargs) -> Tensor:
         return x + self.drop(self.sublayer(self.norm(x), *args, **kwargs))
+
+    def function(self, of: Of) -> Function | None:
+        """Eval-mode ``forward`` (no dropout) around the functions of the norm and the sublayer."""
+        if type(self).forward is not PreNorm.forward:  # a subclass computes something else
+            return None
+        norm, sublayer = of(self.norm), of(self.sublayer)
+
+        def pre_norm(x: Tensor, *args, **kwargs) -> Tensor:  # x ─┬─ norm ─ sublayer ─(+)─▶
+            return x + sublayer(norm(x), *args, **kwargs)
+
+        return pre_norm
 
 
 class SandwichNorm(Residual):

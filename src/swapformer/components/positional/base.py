@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -50,4 +53,27 @@ class PositionalEncoding(nn.Module):
         self, length: int, source_length: int, *, offset: int = 0, device: torch.device | None = None
     ) -> Tensor | None:
         """Additive score bias broadcastable to ``(N, H, L, S)``, or None (the default: no bias)."""
+        return None
+
+    @property
+    def embeds(self) -> bool:
+        """Whether ``embed`` is more than the identity: the member adds positions to the embeddings, so it is a
+        model's member, never a layer's."""
+        return type(self).embed is not PositionalEncoding.embed
+
+    @property
+    def rotates(self) -> bool:
+        """Whether ``rotate`` is more than the identity (its class overrides it)."""
+        return type(self).rotate is not PositionalEncoding.rotate
+
+    @property
+    def adds_bias(self) -> bool:
+        """Whether ``bias`` may return a score bias (its class overrides it)."""
+        return type(self).bias is not PositionalEncoding.bias
+
+    def stacked_rotation(self) -> tuple[Callable[[int, Tensor], Any], Callable[..., None]] | None:
+        """``(lookup, rotate)`` for decoding steps: ``lookup(position, heads)`` gives the tables of an int
+        position once per step, ``rotate(heads, *tables)`` turns a new token's stacked q and k heads
+        ``(N, H + Hkv, 1, E)`` in place, as ``rotate`` would; None (the default) where the member has no such
+        form (a decoding plan then steps aside for a member that rotates)."""
         return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
@@ -174,6 +175,14 @@ class RotaryPositionalEncoding(PositionalEncoding):
             return False
         rotate_stacked(heads, *self.decoding_tables(offset, heads))
         return True
+
+    def stacked_rotation(
+        self,
+    ) -> tuple[Callable[[int, Tensor], tuple[Tensor, Tensor]], Callable[..., None]] | None:
+        """:meth:`decoding_tables` and :func:`rotate_stacked`, unless a subclass overrides ``rotate``."""
+        if type(self).rotate is not RotaryPositionalEncoding.rotate:
+            return None
+        return self.decoding_tables, rotate_stacked
 
     def decoding_tables(self, offset: int | Tensor, heads: Tensor) -> tuple[Tensor, Tensor]:
         """cos and the signed sin ``(-sin, sin)`` of position ``offset`` for :func:`rotate_stacked` of ``heads``,
