@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +51,9 @@ class MultiHeadAttention(nn.Module):
     Shape:
         x ``(N, L, D)``; memory ``(N, S, D)``; attn_mask broadcastable to ``(N, H, L, S)``; output ``(N, L, D)``.
     """
+
+    residual_projections: ClassVar[tuple[str, ...]] = ("out_proj",)
+    """W_o writes into the residual stream: its weight starts at the residual std (``init_weights``)."""
 
     def __init__(
         self,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +50,9 @@ class FeedForward(nn.Module):
         x ``(N, L, D)`` -> ``(N, L, D)``.
     """
 
+    residual_projections: ClassVar[tuple[str, ...]] = ("linear2",)
+    """The last layer writes into the residual stream: its weight starts at the residual std."""
+
     def __init__(
         self, *, d_model: int, d_ff: int, activation: nn.Module, dropout: float = 0.0, bias: bool = True
     ):
@@ -91,6 +95,9 @@ class GatedFeedForward(nn.Module):
         dropout: dropout on the gated hidden state.
         bias: biases in the three linear layers (none in Llama).
     """
+
+    residual_projections: ClassVar[tuple[str, ...]] = ("down_proj",)
+    """The down projection writes into the residual stream: its weight starts at the residual std."""
 
     def __init__(
         self, *, d_model: int, d_ff: int, activation: nn.Module, dropout: float = 0.0, bias: bool = False

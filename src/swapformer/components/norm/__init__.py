@@ -1,4 +1,8 @@
-"""Norm family: normalization over the last (model) dimension."""
+"""Norm family: normalization over the last (model) dimension.
+
+``layernorm`` and ``rmsnorm`` are torch's own classes, whose parameters take no weight decay through
+:data:`swapformer.components.declarations.TORCH_NO_DECAY`; ``ScaleNorm`` declares its own.
+"""
 
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ Improving the Normalization of Self-Attention")."""
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -22,6 +23,9 @@ class ScaleNorm(nn.Module):
     Shape:
         x ``(..., D)`` -> ``(..., D)``.
     """
+
+    no_weight_decay: ClassVar[tuple[str, ...]] = ("scale",)
+    """g is a gain: decaying it towards 0 would only fight the normalization."""
 
     def __init__(self, *, d_model: int, eps: float = 1e-5) -> None:
         super().__init__()
