@@ -11,6 +11,7 @@ from torch import nn
 
 from swapformer import layer_specs
 from swapformer.compat import cross_attention_kernel
+from swapformer.components import declarations
 from swapformer.components.positional.base import PositionalEncoding
 from swapformer.config import ModelConfig
 from swapformer.errors import ConfigError
@@ -206,22 +207,31 @@ def build_lm_head(cfg: ModelConfig, embedding: TokenEmbedding) -> nn.Linear:
 
 
 def init_weights(model: nn.Module, *, std: float, num_layers: int) -> None:
-    """Normal(0, std) linear and embedding weights, zero biases; residual output projections (W_o and the FFN's
-    last layer) get std / sqrt(2 * num_layers) so the residual stream's variance does not grow with depth
-    (GPT-2). Norms keep torch's ones and zeros. Then every module's ``after_init_weights`` hook runs (a
-    placement's own scheme: ``deepnorm``).
+    """Normal(0, std) linear and embedding weights, zero linear biases; the linear layers of the residual output
+    projections its members declare (W_o, the FFN's last layer) get std / sqrt(2 * num_layers) so the residual
+    stream's variance does not grow with depth (GPT-2). Norms keep torch's ones and zeros. Then every module's
+    ``reset_weights(std=, residual_std=)`` runs (its own parameters), then every ``after_init_weights()`` (a
+    placement's own scheme: ``deepnorm``). See :mod:`swapformer.components.declarations`.
     """
     residual_std = std / math.sqrt(2 * num_layers)
-    for name, module in model.named_modules():
+    residual = {
+        id(linear)
+        for module in model.modules()
+        for projection in declarations.residual_projections(module)
+        for linear in projection.modules()
+        if isinstance(linear, nn.Linear)
+    }
+    for module in model.modules():
         if isinstance(module, nn.Linear):
-            last = name.rsplit(".", 1)[-1]
-            nn.init.normal_(
-                module.weight, std=residual_std if last in ("out_proj", "linear2", "down_proj") else std
-            )
+            nn.init.normal_(module.weight, std=residual_std if id(module) in residual else std)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, std=std)
+    for module in model.modules():
+        reset = getattr(module, "reset_weights", None)
+        if callable(reset):
+            reset(std=std, residual_std=residual_std)
     for module in model.modules():
         hook = getattr(module, "after_init_weights", None)
         if callable(hook):

@@ -17,34 +17,24 @@ from collections.abc import Callable, Iterable
 
 from torch import nn
 
+from swapformer.components import declarations
+
 SCHEDULES = ("warmup_cosine", "inverse_sqrt", "constant")
-
-# Parameters of these modules are never decayed: shrinking a norm's gain or an embedding row towards zero is
-# not regularization, it only fights the model (GPT-2/nanoGPT, Llama recipes do the same).
-NO_DECAY_MODULES = (nn.Embedding, nn.LayerNorm, nn.RMSNorm, nn.GroupNorm, nn.BatchNorm1d)
-
-
-def _is_norm(module: nn.Module) -> bool:
-    # Plug-in norms are not torch classes; by convention their class names end in "Norm".
-    return isinstance(module, NO_DECAY_MODULES) or type(module).__name__.endswith("Norm")
 
 
 def param_groups(model: nn.Module, *, weight_decay: float) -> list[dict]:
     """Split trainable parameters into a decayed group and a non-decayed group for AdamW.
 
-    No decay for: every parameter of an embedding or a norm module (by type, or a class name ending in
-    ``Norm``), and every parameter with ``ndim < 2`` (biases, gains, scalars). Decay for the rest: the
-    weight matrices of linear layers. A tied LM head shares the embedding's tensor; parameters are deduplicated
-    by identity and the embedding's rule wins.
+    No decay for: every parameter a module declares in ``no_weight_decay`` (norms; torch's embeddings and norms
+    through :data:`~swapformer.components.declarations.TORCH_NO_DECAY`), and every parameter with ``ndim < 2``
+    (biases, gains, scalars). Decay for the rest: the weight matrices of linear layers. A tied LM head shares the
+    embedding's tensor; parameters are deduplicated by identity and the embedding's rule wins.
 
     Returns:
         ``[{"params": decay, "weight_decay": weight_decay, "names": [...]},
         {"params": no_decay, "weight_decay": 0.0, "names": [...]}]`` (empty groups dropped).
     """
-    no_decay_ids: set[int] = set()
-    for module in model.modules():
-        if _is_norm(module) or isinstance(module, nn.Embedding):
-            no_decay_ids.update(id(p) for p in module.parameters(recurse=False))
+    no_decay_ids = {id(p) for module in model.modules() for p in declarations.no_weight_decay(module)}
     decay = {"params": [], "weight_decay": weight_decay, "names": []}
     no_decay = {"params": [], "weight_decay": 0.0, "names": []}
     seen: set[int] = set()
