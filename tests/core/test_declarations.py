@@ -127,17 +127,23 @@ def test_every_builtin_model_gets_the_weights_and_groups_of_the_name_keyed_rules
         ), where
 
 
-def test_the_residual_std_reaches_exactly_the_output_projections(monkeypatch):
-    """The reference comparison above is not vacuous: W_o and the FFN's last layer start at std / sqrt(2 L),
-    every other linear weight at std (recorded from the calls, not estimated from samples)."""
-    stds: dict[int, float] = {}
+@pytest.fixture
+def stds(monkeypatch) -> dict[int, float]:
+    """The std of every ``nn.init.normal_`` draw, by the tensor's id (recorded, not estimated from samples)."""
+    recorded: dict[int, float] = {}
     normal = nn.init.normal_
 
     def recording(tensor, mean=0.0, std=1.0, generator=None):
-        stds[id(tensor)] = std
+        recorded[id(tensor)] = std
         return normal(tensor, mean=mean, std=std, generator=generator)
 
     monkeypatch.setattr(nn.init, "normal_", recording)
+    return recorded
+
+
+def test_the_residual_std_reaches_exactly_the_output_projections(stds):
+    """The reference comparison above is not vacuous: W_o and the FFN's last layer start at std / sqrt(2 L),
+    every other linear weight at std."""
     model = build({**TINY, "num_layers": 8, "ffn": "swiglu"})
     residual = 0.02 / math.sqrt(16)
     for name, module in model.named_modules():
@@ -170,6 +176,7 @@ class DeclaringFeedForward(nn.Module):
         self.calls.append("reset_weights")
         with torch.no_grad():
             self.gate.fill_(residual_std / std)
+            self.inp.bias.fill_(1.0)  # after the generic rules, which zero every linear bias
 
     def after_init_weights(self) -> None:
         self.calls.append("after_init_weights")
@@ -210,48 +217,34 @@ def added(members: dict[str, tuple[str, type]]) -> Iterator[None]:
             {"ffn": FFN, "norm": NORM}[family_name]._members.pop(name)
 
 
-def _std(tensor: torch.Tensor) -> float:
-    return tensor.detach().float().std().item()
+PLUGIN = {**TINY, "num_layers": 8}
 
 
-def test_a_plugin_member_gets_the_residual_std_no_decay_and_its_own_init_from_its_declarations():
-    d_model, d_ff, layers = 64, 256, 8
-    config = {
-        **TINY,
-        "d_model": d_model,
-        "num_heads": 4,
-        "d_ff": d_ff,
-        "num_layers": layers,
-        "ffn": "declaring",
-    }
+def test_a_plugin_member_gets_the_residual_std_no_decay_and_its_own_init_from_its_declarations(stds):
     with added({"declaring": ("ffn", DeclaringFeedForward)}):
         torch.manual_seed(0)
-        model = build(config)
-    std, residual_std = 0.02, 0.02 / math.sqrt(2 * layers)
-    ffns = [layer.feed_forward.sublayer for layer in model.decoder.layers]
-    for ffn in ffns:
-        assert _std(ffn.out.weight) == pytest.approx(residual_std, rel=0.05)  # 16384 draws
-        assert _std(ffn.inp.weight) == pytest.approx(std, rel=0.05)
-        assert torch.equal(ffn.out.bias, torch.zeros(d_model))
-        assert torch.equal(
-            ffn.gate, torch.full((4, d_ff), residual_std / std)
-        )  # its own init, after the rules
+        model = build({**PLUGIN, "ffn": "declaring"})
+    std, residual_std = 0.02, 0.02 / math.sqrt(2 * 8)
+    for ffn in [layer.feed_forward.sublayer for layer in model.decoder.layers]:
+        assert (stds[id(ffn.out.weight)], stds[id(ffn.inp.weight)]) == (residual_std, std)
+        assert torch.equal(ffn.out.bias, torch.zeros(TINY["d_model"]))
+        # its own init runs after the generic rules, and after_init_weights after it
+        assert torch.equal(ffn.gate, torch.full((4, TINY["d_ff"]), residual_std / std))
+        assert torch.equal(ffn.inp.bias, torch.ones(TINY["d_ff"]))
         assert ffn.calls == ["reset_weights", "after_init_weights"]
     groups = {g["weight_decay"]: g["names"] for g in param_groups(model, weight_decay=0.1)}
-    gates = [f"decoder.layers.{i}.feed_forward.sublayer.gate" for i in range(layers)]
-    assert set(gates) <= set(groups[0.0])
+    assert {f"decoder.layers.{i}.feed_forward.sublayer.gate" for i in range(8)} <= set(groups[0.0])
     assert "decoder.layers.0.feed_forward.sublayer.inp.weight" in groups[0.1]
 
 
-def test_names_alone_give_nothing():
+def test_names_alone_give_nothing(stds):
     """A ``down_proj`` that is not declared starts at std; a norm named ``...Norm`` that declares nothing has its
     2-D parameter decayed (the house's rules before the declarations gave both the other way)."""
-    config = {**TINY, "d_model": 64, "num_heads": 4, "d_ff": 256, "num_layers": 8, "ffn": "undeclared"}
-    with added({"undeclared": ("ffn", UndeclaredFeedForward), "matrix": ("norm", MatrixNorm)}):
-        torch.manual_seed(0)
-        model = build({**config, "norm": "matrix"})
+    members = {"undeclared": ("ffn", UndeclaredFeedForward), "matrix": ("norm", MatrixNorm)}
+    with added(members):
+        model = build({**PLUGIN, "ffn": "undeclared", "norm": "matrix"})
     for layer in model.decoder.layers:
-        assert _std(layer.feed_forward.sublayer.down_proj.weight) == pytest.approx(0.02, rel=0.05)
+        assert stds[id(layer.feed_forward.sublayer.down_proj.weight)] == 0.02
     decayed = next(g["names"] for g in param_groups(model, weight_decay=0.1) if g["weight_decay"])
     assert "decoder.layers.0.feed_forward.norm.mix" in decayed
     assert "decoder.final_norm.mix" in decayed
@@ -272,9 +265,34 @@ def test_torch_classes_declare_through_the_table_and_a_subclass_may_declare_its_
     assert [id(p) for p in declarations.no_weight_decay(norm)] == [id(norm.weight)]
 
 
+def test_torch_norms_over_several_dims_take_no_decay_through_the_table():
+    """torch's norms over a (2, 4) shape hold 2-D gains, which the ndim rule alone would decay."""
+    model = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm((2, 4)), nn.RMSNorm((2, 4)), nn.Embedding(3, 4))
+    groups = {g["weight_decay"]: g["names"] for g in param_groups(model, weight_decay=0.1)}
+    assert groups == {0.1: ["0.weight"], 0.0: ["0.bias", "1.weight", "1.bias", "2.weight", "3.weight"]}
+    assert groups == {g["weight_decay"]: g["names"] for g in reference_param_groups(model, weight_decay=0.1)}
+
+
+def test_a_declared_projection_of_several_linear_layers_gives_each_the_residual_std(stds):
+    """Experts kept in a ModuleList: declaring the list reaches every linear layer inside it."""
+
+    class Experts(nn.Module):
+        residual_projections = ("down",)
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.up = nn.Linear(4, 8)
+            self.down = nn.ModuleList([nn.Linear(8, 4), nn.Sequential(nn.Linear(8, 4))])
+
+    member = Experts()
+    builders.init_weights(member, std=0.5, num_layers=2)
+    assert stds[id(member.up.weight)] == 0.5
+    assert [stds[id(member.down[0].weight)], stds[id(member.down[1][0].weight)]] == [0.25, 0.25]
+
+
 def test_an_optional_projection_left_out_is_skipped():
     class Optional(nn.Module):
-        residual_projections = ("out", "extra")
+        residual_projections = ("out", "extra", "extra.down")
 
         def __init__(self) -> None:
             super().__init__()
