@@ -290,6 +290,26 @@ def test_a_declared_projection_of_several_linear_layers_gives_each_the_residual_
     assert [stds[id(member.down[0].weight)], stds[id(member.down[1][0].weight)]] == [0.25, 0.25]
 
 
+def test_a_method_may_declare_as_timm_models_do():
+    class Tokens(nn.Module):
+        def __init__(self, *, learned: bool) -> None:
+            super().__init__()
+            self.learned = learned
+            self.table = nn.Parameter(torch.zeros(5, 4))
+            self.proj = nn.Linear(4, 4)
+
+        def no_weight_decay(self) -> set[str]:
+            return {"table"}
+
+        def residual_projections(self) -> tuple[str, ...]:
+            return ("proj",) if self.learned else ()
+
+    member = Tokens(learned=True)
+    assert declarations.no_weight_decay(member) == [member.table]
+    assert declarations.residual_projections(member) == [member.proj]
+    assert declarations.residual_projections(Tokens(learned=False)) == []
+
+
 def test_an_optional_projection_left_out_is_skipped():
     class Optional(nn.Module):
         residual_projections = ("out", "extra", "extra.down")

@@ -21,8 +21,9 @@ Every declaration is optional; any ``nn.Module`` (a built-in member, a plug-in's
 * ``after_init_weights()``: runs after every module's ``reset_weights``; a module that re-initializes what it
   wraps (the ``deepnorm`` placement rescales its sublayer) uses it.
 
-A class attribute declares for every instance; an instance attribute set in ``__init__`` declares for one
-(when it depends on the options). A name that resolves to ``None`` (an optional part left out) is skipped.
+A class attribute declares for every instance; an instance attribute set in ``__init__`` or a method that
+returns the names declares for one (when they depend on the options; timm's models declare
+``no_weight_decay()`` that way). A name that resolves to ``None`` (an optional part left out) is skipped.
 
 The generic rules, keyed on nothing but torch's types: every ``nn.Linear`` and ``nn.Embedding`` weight starts as
 Normal(0, std) and every ``nn.Linear`` bias at zero; every parameter with fewer than two dimensions (biases,
@@ -51,6 +52,8 @@ _MISSING = object()
 
 def _declared(module: nn.Module, declaration: str) -> tuple[str, ...] | None:
     names = getattr(module, declaration, None)
+    if callable(names):  # a method, as timm's models declare ``no_weight_decay()``
+        names = names()
     if names is None:
         return None
     if isinstance(names, str):
