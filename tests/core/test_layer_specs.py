@@ -231,3 +231,14 @@ def test_a_builder_checks_the_length_of_a_list_made_without_a_kind():
         ConfigError, match="layers lists 2 layers but the model has 5 \\(2 encoder \\+ 3 decoder\\)"
     ):
         build_seq2seq({**BASE, "num_encoder_layers": 2, "num_decoder_layers": 3, "layers": [{}, {}]})
+
+
+def test_decoding_reserves_the_tables_of_every_layers_member():
+    # a table grown between two steps would make a compiled step recompile: each member grows before decoding
+    from swapformer.generation.search import Settings
+
+    model = build_causal_lm(patterned()).eval()
+    rotating = {id(m): m for m in model.decoder.positionals if m.rotates}.values()
+    assert len(rotating) == 2  # the 'local' and 'global' bases
+    model.decoding(torch.zeros(1, 3, dtype=torch.long), None, Settings(max_new_tokens=200), use_cache=True)
+    assert all(member.cos.size(0) >= 203 for member in rotating)

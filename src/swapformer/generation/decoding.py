@@ -6,7 +6,7 @@ this module checks the arguments and runs the search. It imports no model class.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import fields
 
 import torch
@@ -189,15 +189,18 @@ def check_length(positional: nn.Module, length: int, what: str) -> None:
         )
 
 
-def reserve_positions(positional: nn.Module, length: int, device: torch.device) -> None:
-    """Grow ``positional``'s position tables (RoPE's cos and sin) to ``length`` positions before decoding.
+def reserve_positions(positionals: Iterable[nn.Module], length: int, device: torch.device) -> None:
+    """Grow each positional member's tables (RoPE's cos and sin) to ``length`` positions before decoding, through
+    its ``reserve`` (:meth:`~swapformer.components.positional.PositionalEncoding.reserve`); each member once.
 
     A table that grows between two steps is a new tensor, which a compiled step would recompile for.
     """
-    head_dim = getattr(positional, "head_dim", None)
-    if isinstance(head_dim, int) and length > 0:
-        probe = torch.zeros(1, 1, 1, head_dim, device=device)  # (N, H, L, E)
-        positional.rotate(probe, probe, offset=length - 1)
+    seen: list[nn.Module] = []
+    for positional in positionals:
+        reserve = getattr(positional, "reserve", None)
+        if reserve is not None and length > 0 and all(positional is not s for s in seen):
+            seen.append(positional)
+            reserve(length, device)
 
 
 def left_pad(sequences: Sequence[Sequence[int]], pad_token_id: int = 0) -> tuple[Tensor, Tensor]:

@@ -130,7 +130,9 @@ class DecoderOnly(SavesPretrained, nn.Module):
         cache = None
         if use_cache:
             cache = KVCache(len(self.decoder.layers), capacity=length)
-            reserve_positions(self.positional, length, input_ids.device)
+            reserve_positions(
+                [self.positional, *getattr(self.decoder, "positionals", ())], length, input_ids.device
+            )
         beams = settings.num_beams
         return CausalStep(self, cache), expand_beams(input_ids, beams), expand_beams(mask, beams)
 

@@ -157,7 +157,11 @@ class EncoderDecoder(SavesPretrained, nn.Module):
         cache = None
         if use_cache:
             cache = KVCache(len(self.decoder.layers), capacity=1 + settings.max_new_tokens)
-            reserve_positions(self.tgt_positional, 1 + settings.max_new_tokens, input_ids.device)
+            reserve_positions(
+                [self.tgt_positional, *getattr(self.decoder, "positionals", ())],
+                1 + settings.max_new_tokens,
+                input_ids.device,
+            )
         return Seq2SeqStep(self, memory, src_mask, cache), start, None
 
 

@@ -71,6 +71,10 @@ class PositionalEncoding(nn.Module):
         """Whether ``bias`` may return a score bias (its class overrides it)."""
         return type(self).bias is not PositionalEncoding.bias
 
+    def reserve(self, length: int, device: torch.device) -> None:
+        """Make whatever tables ``length`` positions need now, before decoding (a table grown between two steps is
+        a new tensor, which a compiled step would recompile for); nothing by default."""
+
     def stacked_rotation(self) -> tuple[Callable[[int, Tensor], Any], Callable[..., None]] | None:
         """``(lookup, rotate)`` for decoding steps: ``lookup(position, heads)`` gives the tables of an int
         position once per step, ``rotate(heads, *tables)`` turns a new token's stacked q and k heads

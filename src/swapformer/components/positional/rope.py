@@ -176,6 +176,11 @@ class RotaryPositionalEncoding(PositionalEncoding):
         rotate_stacked(heads, *self.decoding_tables(offset, heads))
         return True
 
+    def reserve(self, length: int, device: torch.device) -> None:
+        """Grow the tables (and their float32 cast) to ``length`` positions, as rotating the last one would."""
+        probe = torch.zeros(1, 1, 1, self.head_dim, device=device)  # (N, H, L, E)
+        self.rotate(probe, probe, offset=length - 1)
+
     def stacked_rotation(
         self,
     ) -> tuple[Callable[[int, Tensor], tuple[Tensor, Tensor]], Callable[..., None]] | None:
