@@ -14,6 +14,8 @@ Every declaration is optional; any ``nn.Module`` (a built-in member, a plug-in's
   weights start at ``residual_std = std / sqrt(2 * num_layers)`` instead of ``std``: the last projection of a
   sublayer, whose output is added to the residual stream (GPT-2's scheme, so the stream's variance does not grow
   with depth).
+* ``score_projections``: names of the module's own submodules whose outputs only meet in the attention scores
+  (the query and key projections); placements that rescale what they wrap (``deepnorm``) leave them alone.
 * ``no_weight_decay``: names of the module's own parameters that take no weight decay. Shrinking a norm's gain
   or an embedding row towards zero is not regularization; it only fights the model.
 * ``reset_weights(std=, residual_std=)``: the module's own initialization, for what the generic rules below do not
@@ -83,19 +85,33 @@ def residual_projections(module: nn.Module) -> list[nn.Module]:
     Raises:
         ConfigError: a declared name that is not one of its submodules, or one that holds no ``nn.Linear``.
     """
+    return _submodules(module, "residual_projections")
+
+
+def score_projections(module: nn.Module) -> list[nn.Module]:
+    """The submodules ``module`` declares as its ``score_projections``: those whose outputs only meet in the
+    attention scores (the query and key projections), which DeepNet's initialization leaves at gain 1.
+
+    Raises:
+        ConfigError: as :func:`residual_projections`.
+    """
+    return _submodules(module, "score_projections")
+
+
+def _submodules(module: nn.Module, declaration: str) -> list[nn.Module]:
     projections = []
-    for name in _declared(module, "residual_projections") or ():
+    for name in _declared(module, declaration) or ():
         value = _lookup(module, name)
         if value is None:
             continue
         if not isinstance(value, nn.Module):
             raise ConfigError(
-                f"{type(module).__name__} declares residual_projections {name!r}, which is not one of its "
+                f"{type(module).__name__} declares {declaration} {name!r}, which is not one of its "
                 "submodules; name the attribute that holds the projection (e.g. 'down_proj')"
             )
         if not any(isinstance(m, nn.Linear) for m in value.modules()):
             raise ConfigError(
-                f"{type(module).__name__} declares residual_projections {name!r}, a {type(value).__name__} "
+                f"{type(module).__name__} declares {declaration} {name!r}, a {type(value).__name__} "
                 "without an nn.Linear, so the residual std would reach nothing; initialize it in "
                 "reset_weights(std=..., residual_std=...) instead"
             )

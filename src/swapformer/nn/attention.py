@@ -54,6 +54,8 @@ class MultiHeadAttention(nn.Module):
 
     residual_projections: ClassVar[tuple[str, ...]] = ("out_proj",)
     """W_o writes into the residual stream: its weight starts at the residual std (``init_weights``)."""
+    score_projections: ClassVar[tuple[str, ...]] = ("q_proj", "k_proj")
+    """W_q and W_k only meet in the scores: DeepNet's initialization keeps their gain at 1."""
 
     def __init__(
         self,

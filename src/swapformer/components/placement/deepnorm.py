@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from swapformer.components.declarations import score_projections
 from swapformer.components.placement.residual import Residual
 from swapformer.errors import ConfigError
 
@@ -88,10 +89,11 @@ class DeepNorm(Residual):
 
     def after_init_weights(self) -> None:
         """DeepNet's initialization of the sublayer's linear layers (Xavier-normal, gain beta or 1)."""
-        for name, module in self.sublayer.named_modules():
+        # gain 1 for what only forms the scores (queries and keys), as each member declares it
+        scores = {id(m) for p in score_projections(self.sublayer) for m in p.modules()}
+        for module in self.sublayer.modules():
             if isinstance(module, nn.Linear):
-                gain = 1.0 if name.rsplit(".", 1)[-1] in ("q_proj", "k_proj") else self.beta
-                nn.init.xavier_normal_(module.weight, gain=gain)
+                nn.init.xavier_normal_(module.weight, gain=1.0 if id(module) in scores else self.beta)
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha:.4g}, beta={self.beta:.4g}"
