@@ -7,6 +7,9 @@ Third-party packages add members through the entry-point group ``swapformer.comp
 names a module (importing it registers its members with the decorators below) or a callable taking no
 arguments that registers them. Plug-ins are loaded lazily, on the first lookup in any family.
 
+This module imports nothing it registers (as timm's registry): the package ``swapformer`` imports the members and
+the model kinds, so they are registered before anyone can look a name up.
+
 Example:
     >>> from swapformer.registry import family
     >>> family("norm").build({"name": "layernorm", "eps": 1e-6}, d_model=8)
@@ -390,7 +393,6 @@ def load_plugins(*, force: bool = False) -> dict[str, str]:
     if _plugins_loaded and not force:
         return dict(_plugin_errors)
     _plugins_loaded = True
-    _ensure_builtin_members()
     entry_points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
     present = {f"{ep.name} = {ep.value}" for ep in entry_points}
     for gone in set(_plugin_errors) - present:  # uninstalled since: no longer an error to report
@@ -414,9 +416,3 @@ def load_plugins(*, force: bool = False) -> dict[str, str]:
 
 
 _loaded_entry_points: set[str] = set()
-
-
-def _ensure_builtin_members() -> None:
-    # Members live in swapformer.components and kinds in swapformer.models; importing them registers them.
-    importlib.import_module("swapformer.components")
-    importlib.import_module("swapformer.models")
