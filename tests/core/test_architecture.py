@@ -1,5 +1,6 @@
 """The house's structure, checked from the source: imports point down the layers, none goes in a circle
-(function-level imports included), and no public name hides a module of the same name."""
+(function-level imports and imports by name, ``importlib.import_module("swapformer...")``, included), and no public
+name hides a module of the same name."""
 
 from __future__ import annotations
 
@@ -46,24 +47,47 @@ def _type_checking_lines(tree: ast.Module) -> set[int]:
     return lines
 
 
+def _imported_by_name(call: ast.Call) -> str | None:
+    """The swapformer module a call ``importlib.import_module(...)`` or ``__import__(...)`` names, or None: a
+    string constant, or the constant head of an f-string (``f"swapformer.cli.{verb}"`` imports below
+    ``swapformer.cli``)."""
+    function = ast.unparse(call.func)
+    if function not in ("importlib.import_module", "import_module", "__import__") or not call.args:
+        return None
+    name = call.args[0]
+    if isinstance(name, ast.JoinedStr) and name.values and isinstance(name.values[0], ast.Constant):
+        head = str(name.values[0].value)
+        return head.rpartition(".")[0] if head.startswith("swapformer.") else None
+    if isinstance(name, ast.Constant) and isinstance(name.value, str) and name.value.startswith("swapformer"):
+        return name.value
+    return None
+
+
+def imports_of(tree: ast.Module) -> set[str]:
+    """The swapformer modules ``tree`` imports at run time (anywhere in it, not under TYPE_CHECKING), by an import
+    statement or by name. ``from package import name`` counts as importing ``package.name`` when that is a
+    module."""
+    skip = _type_checking_lines(tree)
+    targets = set()
+    for node in ast.walk(tree):
+        if getattr(node, "lineno", None) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            targets |= {a.name for a in node.names if a.name.startswith("swapformer")}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("swapformer"):
+            for alias in node.names:
+                full = f"{node.module}.{alias.name}"
+                targets.add(full if _is_module(full) else node.module)
+        elif isinstance(node, ast.Call) and (named := _imported_by_name(node)) is not None:
+            targets.add(named)
+    return targets
+
+
 def import_graph() -> dict[str, set[str]]:
-    """Module -> the swapformer modules it imports at run time (anywhere in the file, not under TYPE_CHECKING).
-    ``from package import name`` counts as importing ``package.name`` when that is a module."""
+    """Module -> the swapformer modules it imports at run time (:func:`imports_of`)."""
     graph: dict[str, set[str]] = {}
     for path in SOURCE.rglob("*.py"):
-        tree = ast.parse(path.read_text())
-        skip = _type_checking_lines(tree)
-        targets = set()
-        for node in ast.walk(tree):
-            if getattr(node, "lineno", None) in skip:
-                continue
-            if isinstance(node, ast.Import):
-                targets |= {a.name for a in node.names if a.name.startswith("swapformer")}
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("swapformer"):
-                for alias in node.names:
-                    full = f"{node.module}.{alias.name}"
-                    targets.add(full if _is_module(full) else node.module)
-        graph[_module_name(path)] = targets - {_module_name(path)}
+        graph[_module_name(path)] = imports_of(ast.parse(path.read_text())) - {_module_name(path)}
     return graph
 
 
@@ -102,14 +126,29 @@ def test_no_import_cycles_inside_the_package():
     assert cycles == []
 
 
-def test_the_walk_sees_function_level_imports():
-    graph = import_graph()  # registry loads its members by name (importlib), which is not an import statement
+def test_the_walk_sees_function_level_imports_and_imports_by_name():
+    graph = import_graph()
     assert (
         "swapformer.tasks.base" in graph["swapformer.cli.generate"]
         or "swapformer.tasks" in graph["swapformer.cli.generate"]
     )
-    tree = ast.parse("def f():\n    from swapformer.models import build\n")
-    assert any(isinstance(n, ast.ImportFrom) for n in ast.walk(tree))  # what import_graph walks: every node
+    function_level = "def f():\n    from swapformer.models import build\n"
+    by_name = (
+        "import importlib\n"
+        "def f(verb):\n"
+        "    importlib.import_module('swapformer.components')\n"
+        "    __import__('swapformer.models.saving')\n"
+        "    importlib.import_module(f'swapformer.cli.{verb}')\n"
+        "    importlib.import_module(verb)\n"  # not known before it runs: not an edge
+        "if TYPE_CHECKING:\n"
+        "    from swapformer.tasks import SwapformerModule\n"
+    )
+    assert imports_of(ast.parse(function_level)) == {"swapformer.models"}
+    assert imports_of(ast.parse(by_name)) == {
+        "swapformer.components",
+        "swapformer.models.saving",
+        "swapformer.cli",
+    }
 
 
 def test_no_public_name_hides_a_module():
