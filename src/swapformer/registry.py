@@ -1,11 +1,15 @@
-"""One small generic registry class; one instance per component family.
+"""One small generic registry class, and one instance of it per thing a name picks.
 
-A family (``attention``, ``positional``, ``norm``, ``placement``, ``ffn``) maps names to factories: a class or
-function with keyword arguments. ``build("name")`` or ``build({"name": "name", **options})`` makes a member.
+A component family (``attention``, ``positional``, ``norm``, ``placement``, ``ffn``) maps names to factories: a
+class or function with keyword arguments. ``build("name")`` or ``build({"name": "name", **options})`` makes a
+member. The same class holds the model kinds (:data:`KINDS`, here), the Hugging Face families
+(``swapformer.interop.ARCHITECTURES``), the tokenizers (``swapformer.data.TOKENIZER_KINDS``), the learning-rate
+schedules (``swapformer.training.SCHEDULES``) and the task module of each kind (``swapformer.tasks.TASK_MODULES``):
+every one refuses a duplicate name and answers an unknown one with the choices and the closest.
 
-Third-party packages add members through the entry-point group ``swapformer.components``. Each entry point
-names a module (importing it registers its members with the decorators below) or a callable taking no
-arguments that registers them. Plug-ins are loaded lazily, on the first lookup in any family.
+Third-party packages add to any of them through the entry-point group ``swapformer.components``. Each entry point
+names a module (importing it registers its entries with the decorators below) or a callable taking no
+arguments that registers them. Plug-ins are loaded lazily, on the first lookup in any registry.
 
 This module imports nothing it registers (as timm's registry): the package ``swapformer`` imports the members and
 the model kinds, so they are registered before anyone can look a name up.
@@ -20,12 +24,13 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import functools
 import importlib.metadata
 import inspect
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from swapformer.errors import ConfigError, did_you_mean
 
@@ -37,10 +42,14 @@ ComponentSpec = str | Mapping[str, Any]
 
 @dataclass(frozen=True)
 class Member:
-    """A registered component: its name, factory and one-line description."""
+    """A registered entry: its name, what the name stands for, a one-line description and the package that added it.
+
+    ``factory`` is a class or function making the member in the component families, schedules and tokenizers; in
+    other registries it is the entry itself (a :class:`Kind`, a Hugging Face family, a task module class).
+    """
 
     name: str
-    factory: Callable[..., Any]
+    factory: Any
     description: str
     family: str
     source: str = "swapformer"
@@ -123,16 +132,28 @@ def capabilities(family: str, spec: ComponentSpec) -> Capabilities:
 
 
 class Registry:
-    """Names to factories for one component family.
+    """Names to what they stand for: the members of a component family, the model kinds, the schedules ...
 
     Args:
-        family: the family's name, as users write it (``"attention"``).
-        description: what the family varies, one line.
+        family: what an entry is, as messages name it (``"attention"``, ``"model kind"``, ``"schedule"``).
+        description: what the registry varies, one line.
+        order: how names are listed (iteration, messages): ``"name"``, sorted; or ``"registration"``, in the order
+            they were added, for registries whose first entry is the default (kinds, schedules, tokenizers).
+        error: the :class:`ConfigError` subclass an unknown name or a bad option raises.
     """
 
-    def __init__(self, family: str, description: str = "") -> None:
+    def __init__(
+        self,
+        family: str,
+        description: str = "",
+        *,
+        order: Literal["name", "registration"] = "name",
+        error: type[ConfigError] = ConfigError,
+    ) -> None:
         self.family = family
         self.description = description
+        self.order = order
+        self.error = error
         self._members: dict[str, Member] = {}
 
     def register(
@@ -153,12 +174,19 @@ class Registry:
     def add(
         self,
         name: str,
-        factory: Callable[..., Any],
+        factory: Any,
         *,
         description: str | None = None,
         source: str | None = None,
     ) -> None:
-        """Register ``factory`` under ``name`` (the non-decorator form of :meth:`register`)."""
+        """Register ``factory`` under ``name`` (the non-decorator form of :meth:`register`).
+
+        ``description`` defaults to the first line of a class's or function's docstring; ``source`` to the
+        top-level package of its module.
+
+        Raises:
+            ConfigError: an empty name, or one already registered here.
+        """
         if not isinstance(name, str) or not name:
             raise ConfigError(f"a {self.family} member needs a non-empty string name, got {name!r}")
         if name in self._members:
@@ -168,7 +196,7 @@ class Registry:
                 f"choose another name for {getattr(factory, '__qualname__', factory)!s}"
             )
         if description is None:
-            doc = inspect.getdoc(factory) or ""
+            doc = (inspect.getdoc(factory) or "") if callable(factory) else ""
             description = doc.strip().splitlines()[0] if doc.strip() else ""
         module = getattr(factory, "__module__", "") or ""
         self._members[name] = Member(
@@ -181,35 +209,50 @@ class Registry:
 
     def __contains__(self, name: object) -> bool:
         load_plugins()
-        return name in self._members
+        return isinstance(name, str) and name in self._members
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         load_plugins()
-        return iter(sorted(self._members))
+        return iter(self._names())
 
     def __len__(self) -> int:
         load_plugins()
         return len(self._members)
+
+    def _names(self) -> list[str]:
+        return sorted(self._members) if self.order == "name" else list(self._members)
 
     def available(self, pattern: str = "*") -> list[str]:
         """Sorted member names matching a glob ``pattern`` (as ``timm.list_models``)."""
         load_plugins()
         return sorted(n for n in self._members if fnmatch.fnmatchcase(n, pattern))
 
+    def unknown(self, name: object) -> str:
+        """The sentence for a name not registered here: it lists the choices and suggests the closest."""
+        load_plugins()
+        choices = self._names()
+        return f"unknown {self.family} '{name}'{did_you_mean(str(name), choices)}; available: {', '.join(choices)}"
+
     def get(self, name: str) -> Member:
         """The member registered as ``name``.
 
         Raises:
-            ConfigError: unknown name; the message lists the choices and the closest match.
+            ConfigError: unknown name (of this registry's ``error`` class); the message lists the choices and the
+                closest match.
         """
         load_plugins()
         try:
             return self._members[name]
         except (KeyError, TypeError):
-            choices = sorted(self._members)
-            raise ConfigError(
-                f"unknown {self.family} '{name}'{did_you_mean(name, choices)}; available: {', '.join(choices)}"
-            ) from None
+            raise self.error(self.unknown(name)) from None
+
+    def __getitem__(self, name: str) -> Any:
+        """What ``name`` stands for (``KINDS["causal_lm"]`` is a :class:`Kind`).
+
+        Raises:
+            ConfigError: unknown name, as :meth:`get`.
+        """
+        return self.get(name).factory
 
     def check(self, spec: ComponentSpec, *, key: str | None = None) -> list[str]:
         """Problems with ``spec`` (unknown name, unknown options), without building anything."""
@@ -239,23 +282,32 @@ class Registry:
         Raises:
             ConfigError: unknown name, or options the member does not take.
         """
+        return self.bind(spec, **context)()
+
+    def bind(self, spec: ComponentSpec, **context: Any) -> functools.partial[Any]:
+        """The factory of ``spec`` with its options and the context it accepts bound, not yet called: what
+        :meth:`build` calls; a schedule's multiplier still waits for its ``step``.
+
+        Raises:
+            ConfigError: unknown name, or options the member does not take.
+        """
         problems = self.check(spec)
         if problems:
-            raise ConfigError(problems)
+            raise self.error(problems)
         name, options = split_spec(spec, where=self.family)
         member = self._members[name]
         accepted = member.options
         kwargs = {k: v for k, v in context.items() if member.accepts_any or k in accepted}
         kwargs.update(options)
-        return member.factory(**kwargs)
+        return functools.partial(member.factory, **kwargs)
 
     def describe(self) -> list[Member]:
-        """Every member, sorted by name."""
+        """Every member, in the registry's order (sorted by name unless it keeps the order of registration)."""
         load_plugins()
-        return [self._members[n] for n in sorted(self._members)]
+        return [self._members[n] for n in self._names()]
 
     def __repr__(self) -> str:
-        return f"Registry({self.family!r}, members={sorted(self._members)})"
+        return f"Registry({self.family!r}, members={self._names()})"
 
 
 def split_spec(spec: ComponentSpec, *, where: str) -> tuple[str, dict[str, Any]]:
@@ -344,7 +396,8 @@ class Kind:
     generates: bool = True
 
 
-KINDS: dict[str, Kind] = {}
+KINDS = Registry("model kind", "what a model reads and how its self-attention looks", order="registration")
+"""Model kinds by name, each a :class:`Kind`, in the order they were registered (``KINDS["causal_lm"]``)."""
 
 
 def register_kind(name: str, **declared: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -355,9 +408,13 @@ def register_kind(name: str, **declared: Any) -> Callable[[Callable[..., Any]], 
     """
 
     def decorator(build: Callable[..., Any]) -> Callable[..., Any]:
-        if name in KINDS:
-            raise ConfigError(f"model kind '{name}' is already registered; choose another name")
-        KINDS[name] = Kind(name, build, **declared)
+        doc = (inspect.getdoc(build) or "").strip()
+        KINDS.add(
+            name,
+            Kind(name, build, **declared),
+            description=doc.splitlines()[0] if doc else "",
+            source=build.__module__.split(".")[0],
+        )
         return build
 
     return decorator
@@ -369,12 +426,7 @@ def kind(name: str) -> Kind:
     Raises:
         ConfigError: unknown name; the message lists the kinds and the closest match.
     """
-    load_plugins()
-    if isinstance(name, str) and name in KINDS:
-        return KINDS[name]
-    raise ConfigError(
-        f"unknown model kind {name!r}{did_you_mean(str(name), KINDS)}; kinds: {', '.join(KINDS)}"
-    )
+    return KINDS[name]
 
 
 _plugins_loaded = False

@@ -9,7 +9,7 @@ from torch import nn
 
 import swapformer
 from swapformer import ConfigError, build_causal_lm, family
-from swapformer.registry import ATTENTION, FAMILIES, Registry, load_plugins
+from swapformer.registry import ATTENTION, FAMILIES, KINDS, Kind, Registry, kind, load_plugins, register_kind
 
 
 def test_build_by_name_and_by_mapping():
@@ -77,6 +77,38 @@ def test_duplicate_names_are_refused():
         family.register("x")(nn.ReLU)
     with pytest.raises(ConfigError, match=r"attention member 'sdpa' is already registered \(by swapformer\)"):
         ATTENTION.add("sdpa", nn.Identity)
+
+
+def test_a_registry_holds_any_entry_in_the_order_asked_for():
+    class ColourError(ConfigError):
+        pass
+
+    colours = Registry("colour", order="registration", error=ColourError)
+    colours.add("red", (255, 0, 0), description="warm")
+    colours.add("blue", (0, 0, 255))
+    assert list(colours) == ["red", "blue"] and colours.available() == ["blue", "red"]
+    assert colours["red"] == (255, 0, 0) and colours.get("blue").description == ""
+    with pytest.raises(
+        ColourError, match=r"unknown colour 'rd' \(did you mean 'red'\?\); available: red, blue"
+    ):
+        colours["rd"]
+    with pytest.raises(ConfigError, match=r"colour member 'red' is already registered"):
+        colours.add("red", (254, 0, 0))
+    assert {"name": "red"} not in colours  # an unhashable name is simply not there
+
+
+def test_model_kinds_are_a_registry_of_kinds():
+    assert set(KINDS) == {"causal_lm", "masked_lm", "seq2seq"} and next(iter(KINDS)) == "causal_lm"
+    assert isinstance(KINDS["seq2seq"], Kind) and kind("seq2seq") is KINDS["seq2seq"]
+    assert KINDS.get("seq2seq").description.startswith("An encoder-decoder model")
+    with pytest.raises(
+        ConfigError, match=r"unknown model kind 'causal' \(did you mean 'causal_lm'\?\); available: "
+    ):
+        kind("causal")
+    with pytest.raises(
+        ConfigError, match=r"model kind member 'seq2seq' is already registered \(by swapformer\)"
+    ):
+        register_kind("seq2seq", defaults={}, causal=False)(lambda config: None)
 
 
 PLUGIN = '''
