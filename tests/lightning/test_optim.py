@@ -8,8 +8,16 @@ import pytest
 import torch
 from torch import nn
 
+from swapformer.errors import ConfigError
 from swapformer.tasks import CausalLMModule, Seq2SeqModule
-from swapformer.training.optim import fused_adamw_supported, inverse_sqrt, param_groups, warmup_cosine
+from swapformer.training.optim import (
+    SCHEDULES,
+    fused_adamw_supported,
+    inverse_sqrt,
+    param_groups,
+    schedule_fn,
+    warmup_cosine,
+)
 
 TINY = dict(vocab_size=40, d_model=16, num_heads=2, num_layers=2, d_ff=32, max_seq_len=16)
 
@@ -106,6 +114,28 @@ def test_bad_schedule_and_smoothing_are_refused():
         CausalLMModule(**TINY, schedule="linear")
     with pytest.raises(ValueError, match=r"label_smoothing=1\.5"):
         CausalLMModule(**TINY, label_smoothing=1.5)
+
+
+def test_a_schedule_added_to_the_registry_is_one_a_module_takes(monkeypatch):
+    assert list(SCHEDULES) == ["warmup_cosine", "inverse_sqrt", "constant"]  # the default first
+    monkeypatch.setattr(SCHEDULES, "_members", dict(SCHEDULES._members))  # undone after the test
+
+    def halving(step: int, *, warmup_steps: int) -> float:
+        """halves every warmup_steps steps"""
+        return 0.5 ** (step // warmup_steps)
+
+    SCHEDULES.add("halving", halving)  # what a plug-in's register function does
+    module = CausalLMModule(**TINY, lr=1.0, schedule="halving", warmup_steps=2)
+    assert _lrs(module, 5) == pytest.approx([1.0, 1.0, 0.5, 0.5, 0.25])
+    with pytest.raises(
+        ConfigError, match=r"schedule member 'constant' is already registered \(by swapformer\)"
+    ):
+        SCHEDULES.add("constant", halving)
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown schedule 'halfing' \(did you mean 'halving'\?\); available: warmup_cosine, inverse_sqrt",
+    ):
+        schedule_fn("halfing", warmup_steps=1, total_steps=2, d_model=8)
 
 
 def test_optimizer_step_counts_match_lambda():

@@ -1,4 +1,4 @@
-"""AdamW parameter groups and the two learning-rate schedules (linear warmup + cosine, inverse square root).
+"""AdamW parameter groups and the learning-rate schedules, a registry (:data:`SCHEDULES`) a plug-in may add to.
 
 Schedules are multipliers of the optimizer's base ``lr`` (``torch.optim.lr_scheduler.LambdaLR``), stepped once
 per optimizer step; ``step`` below counts optimizer steps from 0.
@@ -18,8 +18,11 @@ from collections.abc import Callable, Iterable
 from torch import nn
 
 from swapformer.components import declarations
+from swapformer.registry import Registry
 
-SCHEDULES = ("warmup_cosine", "inverse_sqrt", "constant")
+SCHEDULES = Registry("schedule", "the learning-rate multiplier of each optimizer step", order="registration")
+"""Schedules by name, the default first: functions ``(step, *, <what they need of warmup_steps, total_steps,
+d_model, min_lr_ratio>) -> float``."""
 
 
 def param_groups(model: nn.Module, *, weight_decay: float) -> list[dict]:
@@ -66,6 +69,7 @@ def fused_adamw_supported(params: Iterable[nn.Parameter]) -> bool:
     )
 
 
+@SCHEDULES.register("warmup_cosine")
 def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.1) -> float:
     """Learning-rate multiplier: linear warmup to 1, then cosine decay to ``min_lr_ratio`` at ``total_steps``."""
     if step < warmup_steps:
@@ -75,12 +79,14 @@ def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, min_lr_rati
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+@SCHEDULES.register("inverse_sqrt")
 def inverse_sqrt(step: int, *, warmup_steps: int, d_model: int) -> float:
     """The paper's multiplier ``d_model^-0.5 * min(t^-0.5, t * warmup^-1.5)`` with ``t = step + 1``."""
     t = step + 1
     return d_model**-0.5 * min(t**-0.5, t * max(1, warmup_steps) ** -1.5)
 
 
+@SCHEDULES.register("constant")
 def constant(step: int, *, warmup_steps: int) -> float:
     """1 after an optional linear warmup."""
     return (step + 1) / warmup_steps if step < warmup_steps else 1.0
@@ -89,17 +95,14 @@ def constant(step: int, *, warmup_steps: int) -> float:
 def schedule_fn(
     name: str, *, warmup_steps: int, total_steps: int, d_model: int, min_lr_ratio: float = 0.1
 ) -> Callable[[int], float]:
-    """The multiplier function ``step -> float`` for schedule ``name`` (one of :data:`SCHEDULES`).
+    """The multiplier function ``step -> float`` for schedule ``name`` (one of :data:`SCHEDULES`); the schedule
+    receives the settings its signature names.
 
     Raises:
-        ValueError: unknown name.
+        ConfigError: unknown name.
     """
-    if name == "warmup_cosine":
-        return lambda s: warmup_cosine(
-            s, warmup_steps=warmup_steps, total_steps=total_steps, min_lr_ratio=min_lr_ratio
-        )
-    if name == "inverse_sqrt":
-        return lambda s: inverse_sqrt(s, warmup_steps=warmup_steps, d_model=d_model)
-    if name == "constant":
-        return lambda s: constant(s, warmup_steps=warmup_steps)
-    raise ValueError(f"unknown schedule '{name}'; choose one of {', '.join(SCHEDULES)}")
+    multiplier = SCHEDULES.bind(
+        name, warmup_steps=warmup_steps, total_steps=total_steps, d_model=d_model, min_lr_ratio=min_lr_ratio
+    )
+    # a function, not the partial: LambdaLR writes a callable object's __dict__ into the checkpoint
+    return lambda step: multiplier(step)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, Literal
 
-from swapformer.errors import ConfigError
+from swapformer.errors import ConfigError, did_you_mean
 from swapformer.training.guards import NONFINITE_ACTIONS, NonfiniteAction
 from swapformer.training.optim import SCHEDULES
 
@@ -64,7 +64,9 @@ def training_options(
     """
     options = dict(locals())  # the arguments only: taken before any local of the checks below
     if schedule not in SCHEDULES:
-        raise ConfigError(f"schedule='{schedule}' is unknown; choose one of {', '.join(SCHEDULES)}")
+        raise ConfigError(
+            f"schedule='{schedule}' is unknown{did_you_mean(schedule, SCHEDULES)}; choose one of {', '.join(SCHEDULES)}"
+        )
     if not 0.0 <= label_smoothing < 1.0:
         raise ConfigError(f"label_smoothing={label_smoothing} must be in [0, 1)")
     if nonfinite_loss not in NONFINITE_ACTIONS:
