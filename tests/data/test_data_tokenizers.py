@@ -22,6 +22,9 @@ from swapformer.data import (
     Tokenizer,
     build_tokenizer,
 )
+from swapformer.data.tokenizer_base import TOKENIZER_CLASSES
+from swapformer.data.tokenizers import TOKENIZER_KINDS
+from swapformer.errors import ConfigError
 
 CORPUS = [
     "def add(first, second):\n    return first + second\n",
@@ -159,3 +162,33 @@ def test_build_tokenizer_unknown_kind() -> None:
 def test_build_tokenizer_unknown_option() -> None:
     with pytest.raises(DataError, match=r"'char' does not accept option\(s\) \['vocab_size'\]"):
         build_tokenizer("char", CORPUS, vocab_size=10)
+
+
+def test_a_tokenizer_added_to_the_registries_is_fitted_and_rebuilt_by_name(monkeypatch) -> None:
+    monkeypatch.setattr(TOKENIZER_CLASSES, "_members", dict(TOKENIZER_CLASSES._members))  # undone after
+    monkeypatch.setattr(TOKENIZER_KINDS, "_members", dict(TOKENIZER_KINDS._members))
+
+    class LowerCaseTokenizer(CharTokenizer):  # what a plug-in does: a class with its own kind ...
+        kind = "lowercase"
+
+        def encode(self, text: str) -> list[int]:
+            return super().encode(text.lower())
+
+    TOKENIZER_KINDS.add("lowercase", LowerCaseTokenizer.fit)  # ... and the function that fits it
+    tokenizer = build_tokenizer("lowercase", "abc")
+    assert type(tokenizer) is LowerCaseTokenizer and tokenizer.encode("AB") == tokenizer.encode("ab")
+    assert type(Tokenizer.from_dict(tokenizer.to_dict())) is LowerCaseTokenizer
+    with pytest.raises(DataError, match=r"unknown tokenizer 'lowercas' \(did you mean 'lowercase'\?\)"):
+        build_tokenizer("lowercas", CORPUS)
+
+    class Chars(CharTokenizer):  # keeps its parent's kind: not a new kind, and "char" stays CharTokenizer's
+        pass
+
+    assert (
+        TOKENIZER_CLASSES["char"] is CharTokenizer
+        and type(Tokenizer.from_dict({"kind": "char", "chars": ["a"]})) is CharTokenizer
+    )
+    with pytest.raises(ConfigError, match=r"tokenizer class member 'char' is already registered"):
+
+        class OtherChars(CharTokenizer):
+            kind = "char"

@@ -24,6 +24,7 @@ from swapformer.data.files import existing_path
 from swapformer.data.hf_tokenizer import HFTokenizer
 from swapformer.data.resumable import ResumableDataLoader
 from swapformer.data.tokenizers import TOKENIZER_KINDS, Tokenizer, build_tokenizer
+from swapformer.errors import did_you_mean
 
 __all__ = ["TokenizedDataModule", "check_fraction", "check_int", "check_path", "load_tokenizer"]
 
@@ -89,7 +90,7 @@ class TokenizedDataModule(pl.LightningDataModule):
         if tokenizer not in TOKENIZER_KINDS and not Path(tokenizer).exists():
             raise DataError(
                 f"tokenizer={tokenizer!r} is neither a kind ({', '.join(TOKENIZER_KINDS)}) nor an existing path "
-                "(a directory with tokenizer.json, or a .ckpt)."
+                f"(a directory with tokenizer.json, or a .ckpt){did_you_mean(str(tokenizer), TOKENIZER_KINDS)}."
             )
         if tokenizer_options is not None and not isinstance(tokenizer_options, dict):
             raise DataError(

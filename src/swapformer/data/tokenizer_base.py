@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from swapformer.data.errors import DataError
+from swapformer.registry import Registry
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer as HFBackend
@@ -44,6 +45,10 @@ NUM_SPECIAL_TOKENS = len(SPECIAL_TOKENS)
 # Shown in place of <unk> when specials are skipped, so a lossy round-trip stays visible.
 _REPLACEMENT_CHAR = "\ufffd"
 
+TOKENIZER_CLASSES = Registry("tokenizer class", "the class that rebuilds a saved tokenizer", error=DataError)
+"""Each :class:`Tokenizer` subclass that declares its own ``kind``, registered under it when the class is made;
+:meth:`Tokenizer.from_dict` rebuilds a saved tokenizer with the class of its kind."""
+
 
 class Tokenizer:
     """Base class: maps text to integer ids and back.
@@ -58,7 +63,6 @@ class Tokenizer:
     """
 
     kind: ClassVar[str] = ""
-    _registry: ClassVar[dict[str, type[Tokenizer]]] = {}
     pad_id: int | None = PAD_ID
     bos_id: int | None = BOS_ID
     eos_id: int | None = EOS_ID
@@ -66,8 +70,8 @@ class Tokenizer:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if cls.kind:
-            Tokenizer._registry[cls.kind] = cls
+        if "kind" in vars(cls) and cls.kind:  # a subclass that keeps its parent's kind is not another kind
+            TOKENIZER_CLASSES.add(cls.kind, cls)
 
     @property
     def vocab_size(self) -> int:
@@ -190,12 +194,12 @@ class Tokenizer:
             DataError: If ``kind`` is missing or unknown.
         """
         kind = state.get("kind") if isinstance(state, dict) else None
-        if kind not in Tokenizer._registry:
+        if kind not in TOKENIZER_CLASSES:
             raise DataError(
                 f"cannot rebuild a tokenizer from kind={kind!r}; expected a dict from Tokenizer.to_dict() "
-                f"with 'kind' in {sorted(Tokenizer._registry)}."
+                f"with 'kind' in {list(TOKENIZER_CLASSES)}."
             )
-        return Tokenizer._registry[kind]._from_state(state)
+        return TOKENIZER_CLASSES[kind]._from_state(state)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Tokenizer) and self.to_dict() == other.to_dict()

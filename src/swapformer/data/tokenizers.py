@@ -1,4 +1,5 @@
-"""Character and byte tokenizers, and :func:`build_tokenizer`, which picks a tokenizer by name.
+"""Character and byte tokenizers, and :func:`build_tokenizer`, which fits the tokenizer :data:`TOKENIZER_KINDS`
+names.
 
 See :mod:`swapformer.data.tokenizer_base` for the shared special tokens and interface,
 :mod:`swapformer.data.bpe` for byte-level BPE and :mod:`swapformer.data.hf_tokenizer` for Hugging Face
@@ -7,7 +8,6 @@ tokenizers (loaded, not fitted, so not in ``TOKENIZER_KINDS``).
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterable
 from typing import Any
 
@@ -25,6 +25,8 @@ from swapformer.data.tokenizer_base import (
     _with_specials,
     check_vocab,
 )
+from swapformer.errors import did_you_mean
+from swapformer.registry import Registry
 
 __all__ = [
     "BOS_ID",
@@ -43,7 +45,10 @@ __all__ = [
     "check_vocab",
 ]
 
-TOKENIZER_KINDS = ("char", "byte", "bpe")
+TOKENIZER_KINDS = Registry(
+    "tokenizer", "a tokenizer fitted on the training text", order="registration", error=DataError
+)
+"""The tokenizers a data module fits, by name: functions ``(texts, **options) -> Tokenizer``."""
 
 
 class CharTokenizer(Tokenizer):
@@ -120,6 +125,11 @@ class ByteTokenizer(Tokenizer):
 
     kind = "byte"
 
+    @classmethod
+    def fit(cls, texts: str | Iterable[str]) -> ByteTokenizer:
+        """The byte tokenizer: its vocabulary is fixed, so ``texts`` is not read."""
+        return cls()
+
     @property
     def vocab_size(self) -> int:
         return NUM_SPECIAL_TOKENS + 256
@@ -169,14 +179,16 @@ def _byte_characters() -> list[str]:
     return [characters[byte] for byte in range(256)]
 
 
-_BUILDERS = {"char": CharTokenizer.fit, "byte": lambda texts: ByteTokenizer(), "bpe": BPETokenizer.train}
+TOKENIZER_KINDS.add("char", CharTokenizer.fit, description="one id per character of the training text")
+TOKENIZER_KINDS.add("byte", ByteTokenizer.fit, description="UTF-8 bytes: 256 ids, nothing is unknown")
+TOKENIZER_KINDS.add("bpe", BPETokenizer.train, description="byte-level BPE merges trained on the text")
 
 
 def build_tokenizer(kind: str, texts: str | Iterable[str], **options: Any) -> Tokenizer:
     """Build a tokenizer of the named kind, fitted on ``texts`` where the kind needs fitting.
 
     Args:
-        kind: One of ``"char"``, ``"byte"``, ``"bpe"``.
+        kind: One of :data:`TOKENIZER_KINDS`: ``"char"``, ``"byte"``, ``"bpe"`` and those plug-ins add.
         texts: Training text (ignored by ``"byte"``).
         **options: Kind-specific options, e.g. ``vocab_size`` and ``min_frequency`` for ``"bpe"``.
 
@@ -186,12 +198,16 @@ def build_tokenizer(kind: str, texts: str | Iterable[str], **options: Any) -> To
     Raises:
         DataError: If ``kind`` is unknown or an option is not accepted by that kind.
     """
-    if kind not in _BUILDERS:
-        raise DataError(f"unknown tokenizer {kind!r}; choose one of {list(TOKENIZER_KINDS)}.")
-    accepted = [name for name in inspect.signature(_BUILDERS[kind]).parameters if name != "texts"]
+    if kind not in TOKENIZER_KINDS:
+        raise DataError(
+            f"unknown tokenizer {kind!r}{did_you_mean(str(kind), TOKENIZER_KINDS)}; "
+            f"choose one of {list(TOKENIZER_KINDS)}."
+        )
+    member = TOKENIZER_KINDS.get(kind)
+    accepted = [name for name in member.options if name != "texts"]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise DataError(
             f"tokenizer {kind!r} does not accept option(s) {unknown}; accepted options: {accepted or 'none'}."
         )
-    return _BUILDERS[kind](texts, **options)
+    return member.factory(texts, **options)
