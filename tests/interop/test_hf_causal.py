@@ -11,6 +11,8 @@ from tests.interop.hf_models import CAUSAL, hf_model, save, transformers
 
 import swapformer
 from swapformer.errors import ConfigError
+from swapformer.interop import ARCHITECTURES, Architecture, gpt2
+from swapformer.interop.core import register
 
 # assert_close's own float32 tolerances: the same model differs only by summation order (up to ~3e-6 on logits of
 # a few units), while a wrong rope base or attention scale moves them by 1e-2 or more
@@ -116,3 +118,21 @@ def test_bad_directories_and_weights_are_named(tmp_path):
     (directory / "config.json").write_text(json.dumps({**config, "rope_parameters": {"rope_type": "yarn"}}))
     with pytest.raises(ConfigError, match=r"llama: rope_type 'yarn' has no swapformer equivalent"):
         swapformer.from_hf(directory)
+
+
+def test_a_family_added_to_the_registry_reads_its_model_type(tmp_path, monkeypatch):
+    monkeypatch.setattr(ARCHITECTURES, "_members", dict(ARCHITECTURES._members))  # undone after the test
+    family = gpt2.ARCHITECTURE
+    # what a plug-in does for a family of its own; here GPT-2's functions under a name of their own
+    register(
+        Architecture(("my_gpt2",), "causal_lm", family.config, family.links, family.hf_config, family.ignored)
+    )
+    assert "my_gpt2" in swapformer.interop.supported()
+    hf = hf_model("gpt2-tied")
+    directory = save(hf, tmp_path / "hf")
+    config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps({**config, "model_type": "my_gpt2"}))
+    ids = torch.randint(3, 61, (2, 7))
+    torch.testing.assert_close(swapformer.from_hf(directory)(ids), hf(ids).logits, **FP32)
+    with pytest.raises(ConfigError, match=r"Hugging Face model_type member 'gpt2' is already registered"):
+        register(Architecture(("gpt2",), "causal_lm", family.config, family.links, family.hf_config))

@@ -27,6 +27,7 @@ from swapformer.errors import ConfigError
 from swapformer.layer_specs import distinct_layers
 from swapformer.models import build
 from swapformer.models.saving import read_config
+from swapformer.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -65,18 +66,33 @@ class Architecture:
         return self.links(config, hf_config) if self.links_read_hf else self.links(config)
 
 
-ARCHITECTURES: dict[str, Architecture] = {}
+ARCHITECTURES = Registry(
+    "Hugging Face model_type", "a Hugging Face family swapformer reads and writes", order="registration"
+)
+"""Each ``model_type`` a family reads, mapped to its :class:`Architecture`; :func:`to_hf` tries the families in
+the order they were registered."""
 
 
 def register(architecture: Architecture) -> Architecture:
+    """Register ``architecture`` under each of its ``model_types`` (a plug-in may add a family this way).
+
+    Raises:
+        ConfigError: a ``model_type`` another family reads already.
+    """
+    module = architecture.config.__module__
     for model_type in architecture.model_types:
-        ARCHITECTURES[model_type] = architecture
+        ARCHITECTURES.add(
+            model_type,
+            architecture,
+            description=f"{architecture.kind} models, by {module}",
+            source=module.split(".")[0],
+        )
     return architecture
 
 
 def supported() -> list[str]:
     """The Hugging Face ``model_type`` values swapformer reads and writes."""
-    return sorted(ARCHITECTURES)
+    return ARCHITECTURES.available()
 
 
 def require(checks: Iterable[tuple[bool, str]], family: str) -> None:
@@ -195,7 +211,9 @@ def read_weights(directory: Path) -> dict[str, Tensor]:
 
 def architecture_of(hf_config: Mapping[str, Any]) -> Architecture:
     model_type = hf_config.get("model_type")
-    if model_type not in ARCHITECTURES:
+    if (
+        model_type not in ARCHITECTURES
+    ):  # no "did you mean": the name is a config.json's, and bert is not bart
         raise ConfigError(
             f"model_type {model_type!r} is not supported; swapformer reads {', '.join(supported())}"
         )
@@ -335,7 +353,7 @@ def to_hf(model: nn.Module, directory: str | os.PathLike) -> Path:
             f"{type(model).__name__} has no swapformer ModelConfig; to_hf writes swapformer models"
         )
     reasons: dict[str, str] = {}
-    for architecture in dict.fromkeys(ARCHITECTURES.values()):  # each family once
+    for architecture in dict.fromkeys(ARCHITECTURES[name] for name in ARCHITECTURES):  # each family once
         if architecture.kind != config.kind:
             continue
         try:
