@@ -13,7 +13,7 @@ from swapformer import ConfigError, build_masked_lm
 from swapformer.cli import run
 from swapformer.cli.generate import main as generate_main
 from swapformer.data.tokenizer_base import NUM_SPECIAL_TOKENS
-from swapformer.tasks import MaskedLMModule, SwapformerModule
+from swapformer.tasks import TASK_MODULES, MaskedLMModule, SwapformerModule
 from swapformer.tasks.masked_lm import VALIDATION_SEED
 
 RECIPE = str(RECIPES / "masked_lm" / "masked-stdlib-tiny.yaml")
@@ -69,6 +69,25 @@ def test_the_module_builds_the_kind_with_its_defaults_and_says_so_in_its_hyperpa
     )
     assert module.hparams.kind == "masked_lm"
     assert SwapformerModule.for_kind("masked_lm") is MaskedLMModule
+
+
+def test_the_task_modules_are_a_registry_by_kind():
+    assert TASK_MODULES["masked_lm"] is MaskedLMModule and set(TASK_MODULES) == {
+        "causal_lm",
+        "masked_lm",
+        "seq2seq",
+    }
+    with pytest.raises(ConfigError, match=r"unknown task module 'masked' \(did you mean 'masked_lm'\?\)"):
+        SwapformerModule.for_kind("masked")
+    with pytest.raises(
+        ConfigError, match=r"task module member 'masked_lm' is already registered \(by swapformer\)"
+    ):
+
+        class Another(MaskedLMModule):  # a second module for a kind: which one would load its checkpoints?
+            kind = "masked_lm"
+
+            def __init__(self, vocab_size: int, **options) -> None:
+                SwapformerModule.__init__(self, locals())
 
 
 def _unigram_and_model_nll(module, datamodule, batches: int) -> tuple[float, float, float, float]:

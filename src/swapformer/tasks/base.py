@@ -26,7 +26,7 @@ from swapformer.data.tokenizers import Tokenizer
 from swapformer.errors import CheckpointError, ConfigError, did_you_mean
 from swapformer.interop import load_weights
 from swapformer.models import init_weights
-from swapformer.registry import kind
+from swapformer.registry import Registry, kind
 from swapformer.tasks.flops import Shapes, TrainingFlops
 from swapformer.training import distributed
 from swapformer.training.callbacks import SampleCallback
@@ -39,6 +39,9 @@ from swapformer.training.progress import ProgressBar
 from swapformer.training.signals import SaveOnSignal
 
 STAGES = ("train", "val", "test")
+TASK_MODULES = Registry("task module", "the LightningModule that trains a model kind", order="registration")
+"""The task module of each model kind: a :class:`SwapformerModule` subclass that declares its own ``kind`` and
+``__init__`` is registered under that kind when the class is made (a second one for a kind is an error)."""
 ComponentName = str | dict[str, Any]
 """A registry name, or ``{name: ..., **options}``; checked by the registry, not by the type."""
 
@@ -63,25 +66,21 @@ class SwapformerModule(pl.LightningModule):
 
     kind: ClassVar[str]
     training_defaults: ClassVar[dict[str, Any]] = {}
-    _by_kind: ClassVar[dict[str, type[SwapformerModule]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "__init__" in vars(cls) and "kind" in vars(cls):
             cls.__init__.__signature__ = _full_signature(cls)
-            SwapformerModule._by_kind.setdefault(cls.kind, cls)  # the first module of a kind trains it
+            TASK_MODULES.add(cls.kind, cls)
 
     @staticmethod
     def for_kind(name: str) -> type[SwapformerModule]:
         """The module class that trains models of kind ``name`` (a checkpoint's ``kind`` hyperparameter).
 
         Raises:
-            ConfigError: no module trains that kind.
+            ConfigError: no module trains that kind; the message lists the kinds that have one.
         """
-        if name not in SwapformerModule._by_kind:
-            modules = ", ".join(SwapformerModule._by_kind)
-            raise ConfigError(f"no task module trains model kind {name!r}; modules exist for {modules}")
-        return SwapformerModule._by_kind[name]
+        return TASK_MODULES[name]
 
     def __init__(self, arguments: dict[str, Any]) -> None:
         # Subclasses call SwapformerModule.__init__(self, locals()) rather than super().__init__(): a method
