@@ -175,3 +175,47 @@ def test_a_broken_plugin_warns_and_the_rest_still_load(tmp_path, monkeypatch):
         errors = load_plugins(force=True)
     assert "ModuleNotFoundError" in errors["broken = no_such_module_xyz:register"]
     assert swapformer.available("attention") == ["linear", "math", "sdpa", "sliding_window"]
+
+
+EVERYWHERE = '''
+"""A plug-in that adds to registries other than the component families: a schedule and a model kind."""
+from swapformer.models import build_causal_lm
+from swapformer.registry import register_kind
+from swapformer.training.optim import SCHEDULES
+
+
+def flat(step, *, warmup_steps):
+    """1 from the first step: no warmup"""
+    return 1.0
+
+
+def register():
+    SCHEDULES.add("flat", flat)
+    register_kind("plain_lm", defaults={"positional": "rope", "placement": "pre", "ffn": "swiglu"}, causal=True)(
+        lambda config: build_causal_lm({**config.to_dict(), "kind": "causal_lm"})
+    )
+'''
+
+
+def test_a_plugin_adds_to_any_registry(tmp_path, monkeypatch):
+    from swapformer.training.optim import SCHEDULES, schedule_fn  # Lightning comes with it: only here
+
+    (tmp_path / "swapformer_everywhere.py").write_text(EVERYWHERE)
+    info = tmp_path / "swapformer_everywhere-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: swapformer-everywhere\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[swapformer.components]\neverywhere = swapformer_everywhere:register\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for registry in (SCHEDULES, KINDS):
+        monkeypatch.setattr(registry, "_members", dict(registry._members))  # undone after the test
+    try:
+        assert load_plugins(force=True) == {}
+        assert SCHEDULES.get("flat").source == "swapformer_everywhere"
+        assert schedule_fn("flat", warmup_steps=10, total_steps=20, d_model=8)(0) == 1.0
+        assert (
+            kind("plain_lm").causal and swapformer.ModelConfig(vocab_size=30, kind="plain_lm").ffn == "swiglu"
+        )
+    finally:
+        sys.modules.pop("swapformer_everywhere", None)
