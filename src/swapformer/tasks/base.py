@@ -24,14 +24,13 @@ from torchmetrics.classification import MulticlassAccuracy
 from swapformer.config import COMPONENT_KEYS, MODEL_KEYS, ModelConfig
 from swapformer.data.tokenizers import Tokenizer
 from swapformer.errors import CheckpointError, ConfigError, did_you_mean
-from swapformer.interop import load_weights
 from swapformer.models import init_weights
 from swapformer.registry import Registry, kind
 from swapformer.tasks.flops import Shapes, TrainingFlops
 from swapformer.training import distributed
 from swapformer.training.callbacks import SampleCallback
 from swapformer.training.checkpoint_io import use_atomic_checkpoints
-from swapformer.training.checkpoints import read_checkpoint
+from swapformer.training.checkpoints import load_weights, read_checkpoint
 from swapformer.training.guards import nonfinite, nonfinite_loss_error
 from swapformer.training.optim import fused_adamw_supported, param_groups, schedule_fn
 from swapformer.training.options import TRAINING_KEYS, training_options

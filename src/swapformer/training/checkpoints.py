@@ -19,8 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
-from swapformer.errors import CheckpointError
+from swapformer.config import ModelConfig
+from swapformer.errors import CheckpointError, ConfigError
+from swapformer.interop import load
 
 CONSOLIDATE = "python -m swapformer.training.consolidate FOLDER OUT.ckpt"
 # keys of every checkpoint swapformer fit writes: the model's hyperparameters and its tensors
@@ -128,6 +131,30 @@ def _check_written_by_swapformer(path: Path, state: Any) -> None:
         f"{path} was written by another program (no model hyperparameters or weights in it): give a checkpoint "
         "of swapformer fit"
     )
+
+
+def load_weights(source: str | os.PathLike) -> tuple[ModelConfig, dict[str, Tensor]]:
+    """The config and state dict of a saved model: a directory (:func:`swapformer.interop.load`) or a ``.ckpt`` of ``swapformer fit``
+    (its model's tensors, without the optimizer or trainer state).
+
+    Raises:
+        ConfigError: nothing at ``source``, or no model in it.
+    """
+    path = Path(source)
+    if path.is_file():  # one reader says what a file is when it is not a checkpoint (CheckpointError)
+        checkpoint = read_checkpoint(path)
+        fields = set(ModelConfig.defaults()) | {"vocab_size"}
+        config = {k: v for k, v in checkpoint["hyper_parameters"].items() if k in fields}
+        state = {
+            k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")
+        }
+        return ModelConfig.from_dict(config), state
+    if not path.exists():
+        raise ConfigError(
+            f"nothing at {path}: give a model directory (save_pretrained, import-hf) or a .ckpt"
+        )
+    model = load(path)
+    return model.config, model.state_dict()
 
 
 def newest_last_checkpoint(root: str | os.PathLike) -> Path | None:
