@@ -15,12 +15,10 @@ model of built-in members has a cheaper eager step (``CausalStep``'s plan): on a
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from swapformer.generation.search import Step
+from swapformer.generation.search import Step
 
 _compiled_one_token: Callable[..., Tensor] | None = None
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -13,9 +13,7 @@ from swapformer.components.functions import own_function, plain
 from swapformer.components.positional.base import PositionalEncoding
 from swapformer.errors import ConfigError
 from swapformer.nn._shared import borrow
-
-if TYPE_CHECKING:
-    from swapformer.nn.cache import AttentionCache
+from swapformer.nn.cache import AttentionCache
 
 
 class MultiHeadAttention(nn.Module):

@@ -10,7 +10,6 @@ A layer is a sequence of residual steps, each built by a placement around a subl
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -19,10 +18,8 @@ from swapformer.components.auxiliary import take_losses
 from swapformer.components.functions import function_of, own_function, plain
 from swapformer.components.positional.base import PositionalEncoding
 from swapformer.nn._shared import borrow
+from swapformer.nn.cache import KVCache, LayerCache
 from swapformer.nn.masks import with_score_bias
-
-if TYPE_CHECKING:
-    from swapformer.nn.cache import KVCache, LayerCache
 
 
 class TransformerLayer(nn.Module):
