@@ -20,7 +20,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from swapformer.errors import ConfigError
 from swapformer.registry import (
@@ -33,8 +33,13 @@ from swapformer.registry import (
     split_spec,
 )
 
-if TYPE_CHECKING:
-    from swapformer.config import ModelConfig
+
+class Pair(Protocol):
+    """What :func:`problems` reads of a config (a :class:`~swapformer.config.ModelConfig`, which imports this
+    module): its kernel and its positional member."""
+
+    attention: ComponentSpec
+    positional: ComponentSpec | None
 
 
 _GENERAL = ("kv_cache", "padding", "torch_export")
@@ -61,7 +66,7 @@ def combination_problem(*, attention: ComponentSpec, positional: ComponentSpec) 
     )
 
 
-def problems(config: ModelConfig) -> list[str]:
+def problems(config: Pair) -> list[str]:
     """Refused combinations in ``config``, one sentence each (empty when every pair works).
 
     Names that are unknown are left to the registries' own checks.
