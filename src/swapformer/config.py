@@ -148,6 +148,16 @@ class ModelConfig:
         """Key/value heads, resolving None to num_heads."""
         return self.num_heads if self.num_kv_heads is None else self.num_kv_heads
 
+    @property
+    def encoder_layers(self) -> int:
+        """Layers of a seq2seq encoder: ``num_encoder_layers``, or ``num_layers`` when it is None."""
+        return self.num_encoder_layers or self.num_layers
+
+    @property
+    def decoder_layers(self) -> int:
+        """Layers of a seq2seq decoder: ``num_decoder_layers``, or ``num_layers`` when it is None."""
+        return self.num_decoder_layers or self.num_layers
+
     def problems(self) -> list[str]:
         """Every problem with this config, one sentence each (empty when valid)."""
         problems: list[str] = []

@@ -106,8 +106,8 @@ def stack_sizes(config: Any) -> list[tuple[str, int]]:
     """(name, depth) of each stack a config's kind builds, in the order a ``layers`` list covers them."""
     if config.kind == "seq2seq":
         return [
-            ("encoder", config.num_encoder_layers or config.num_layers),
-            ("decoder", config.num_decoder_layers or config.num_layers),
+            ("encoder", config.encoder_layers),
+            ("decoder", config.decoder_layers),
         ]
     return [("decoder" if config.kind == "causal_lm" else "encoder", config.num_layers)]
 

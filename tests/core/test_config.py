@@ -77,6 +77,13 @@ def test_builders_accept_a_config_or_a_plain_dict_and_round_trip():
     assert build_seq2seq({**data, "num_decoder_layers": 3}).decoder.layers.__len__() == 3
 
 
+def test_each_side_of_a_seq2seq_model_has_num_layers_unless_it_says_otherwise():
+    config = ModelConfig(vocab_size=40, kind="seq2seq", num_layers=4, num_decoder_layers=2)
+    assert (config.encoder_layers, config.decoder_layers) == (4, 2)
+    model = build_seq2seq({**config.to_dict(), "d_model": 16, "num_heads": 2, "d_ff": 32})
+    assert (len(model.encoder.layers), len(model.decoder.layers)) == (4, 2)
+
+
 def test_hparams_are_plain_and_load_with_weights_only(tmp_path):
     cfg = ModelConfig(vocab_size=10, positional={"name": "rope", "base": 1e4})
     torch.save({"config": cfg.to_dict()}, tmp_path / "c.pt")

@@ -116,8 +116,8 @@ def shared_requirements(cfg: ModelConfig) -> list[tuple[bool, str]]:
 def seq2seq_sides(cfg: ModelConfig) -> list[tuple[str, int, bool]]:
     """``(stack, depth, has cross-attention)`` of both sides of a seq2seq config."""
     return [
-        ("encoder", cfg.num_encoder_layers or cfg.num_layers, False),
-        ("decoder", cfg.num_decoder_layers or cfg.num_layers, True),
+        ("encoder", cfg.encoder_layers, False),
+        ("decoder", cfg.decoder_layers, True),
     ]
 
 

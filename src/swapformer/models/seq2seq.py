@@ -195,8 +195,7 @@ def build_seq2seq(config: ModelConfig | Mapping[str, Any]) -> EncoderDecoder:
     defaults are the 2017 paper's base model.
     """
     cfg = ModelConfig.coerce(config, kind="seq2seq")
-    num_encoder = cfg.num_encoder_layers or cfg.num_layers
-    num_decoder = cfg.num_decoder_layers or cfg.num_layers
+    num_encoder, num_decoder = cfg.encoder_layers, cfg.decoder_layers
     src_positional = builders.build_positional(cfg, bidirectional=True)
     tgt_positional = builders.build_positional(cfg, bidirectional=False)
     tgt_embedding = builders.build_embedding(cfg, cfg.vocab_size, tgt_positional)

@@ -137,13 +137,13 @@ def analytic_flops(config: ModelConfig, shapes: Shapes) -> int:
         (n, length), source = shapes[0], None
     else:
         (n, source), (_, length) = shapes
-    decoder_layers = config.num_layers if source is None else config.num_decoder_layers or config.num_layers
+    decoder_layers = config.num_layers if source is None else config.decoder_layers
     # split the matrices between the encoder (source tokens) and the decoder (target tokens)
     if source is None:
         forward = 2 * matrix_params * n * length + 4 * decoder_layers * d * length * n * length
     else:
         encoder_params = sum(m.weight.numel() for m in model.encoder.modules() if isinstance(m, nn.Linear))
-        encoder_layers = config.num_encoder_layers or config.num_layers
+        encoder_layers = config.encoder_layers
         # cross-attention's key and value projections read the encoder's output: source tokens
         head_dim = config.head_dim or config.d_model // heads
         cross_kv = decoder_layers * 2 * config.d_model * (config.num_kv_heads or heads) * head_dim
