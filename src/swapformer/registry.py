@@ -310,8 +310,15 @@ class Registry:
         return f"Registry({self.family!r}, members={self._names()})"
 
 
-def split_spec(spec: ComponentSpec, *, where: str) -> tuple[str, dict[str, Any]]:
-    """``"x"`` -> ("x", {}); ``{"name": "x", "k": 1}`` -> ("x", {"k": 1})."""
+def split_spec(spec: ComponentSpec, *, where: str = "") -> tuple[str, dict[str, Any]]:
+    """``"x"`` -> ("x", {}); ``{"name": "x", "k": 1}`` -> ("x", {"k": 1}): the one place a spec is split.
+
+    ``where``, the key the spec was read from, is not part of the message: callers that collect problems put
+    it in front themselves (:meth:`Registry.check`).
+
+    Raises:
+        ConfigError: a mapping without a string ``name``, or neither a name nor a mapping.
+    """
     if isinstance(spec, str):
         return spec, {}
     if isinstance(spec, Mapping):

@@ -114,10 +114,6 @@ def check_trainer(trainer: Any) -> None:
         )
 
 
-def _name(component: Any) -> str:
-    return component.get("name", component) if isinstance(component, dict) else str(component)
-
-
 def check_lengths(model: ModelConfig, data: Any) -> None:
     """The data's sequence lengths fit the positional member's table (``max_length``: a ``learned`` table's
     ``max_seq_len``), checked before the data is read rather than at the first batch that is too long."""
@@ -137,6 +133,6 @@ def check_lengths(model: ModelConfig, data: Any) -> None:
         if isinstance(length, int) and not isinstance(length, bool) and length > limit:
             raise ConfigError(
                 f"data.init_args.{key}={init_args[key]} is longer than the model's positional "
-                f"'{_name(model.positional)}' table "
+                f"'{model.component_name('positional')}' table "
                 f"({limit} positions): lower {key} or raise model.init_args.max_seq_len"
             )

@@ -280,7 +280,7 @@ def _kernel_inputs(kv_heads: int) -> tuple[Tensor, Tensor, Tensor]:
 def check_head_layout(model: nn.Module) -> None:
     """The kernel gives the same output for grouped-query (2 key/value heads) and multi-query (1) attention as
     for multi-head attention with each key/value head repeated for its query heads, under every mask."""
-    member = _member(model, "attention")
+    member = model.config.component_name("attention")
     for where, kernel in _kernels(model):
         for kv_heads in (2, 1):
             query, key, value = _kernel_inputs(kv_heads)
@@ -302,7 +302,10 @@ def check_reference(model: nn.Module) -> None:
     kernel under every mask and head layout; a positional member declaring ``relative`` leaves every attention
     score unchanged when all positions shift by the same amount (by 1 and by 161, over 150 tokens: past the
     T5 buckets' 128, the rotary table's first 64)."""
-    attention, positional = _member(model, "attention"), _member(model, "positional")
+    attention, positional = (
+        model.config.component_name("attention"),
+        model.config.component_name("positional"),
+    )
     if capabilities("attention", attention).exact_softmax:
         reference = MathAttention()
         for where, kernel in _kernels(model):
@@ -351,11 +354,6 @@ def _scores(model: nn.Module, member: PositionalEncoding, *, shift: int) -> Tens
         scores = q @ k.repeat_interleave(heads // kv_heads, 1).transpose(-2, -1) / width**0.5
         bias = member.bias(RELATIVE_LENGTH, shift + RELATIVE_LENGTH, offset=shift)
     return scores if bias is None else scores + bias[..., shift:]
-
-
-def _member(model: nn.Module, family: str) -> str:
-    spec = getattr(model.config, family)
-    return spec if isinstance(spec, str) else spec["name"]
 
 
 def _loss(model: nn.Module, ids: Tensor, src: Tensor) -> Tensor:

@@ -26,8 +26,8 @@ from swapformer.interop.core import (
     register,
     require,
     seq2seq_sides,
-    spec_of,
 )
+from swapformer.registry import split_spec
 
 ATTENTION_PAIRS = [(f"{p}_proj", f"{p}_proj") for p in ("q", "k", "v", "out")]
 POSITIONAL = {"bart": {"name": "learned", "offset": 2}, "marian": {"name": "sinusoidal", "layout": "halves"}}
@@ -90,7 +90,7 @@ def _first(value: Any) -> int | None:
 
 
 def links(cfg: ModelConfig) -> list[Link]:
-    bart = spec_of(cfg.positional)[0] == "learned"
+    bart = cfg.component_name("positional") == "learned"
     if cfg.share_embeddings:
         out = [Link(("tgt_embedding.token.weight",), "model.shared.weight")]
     else:
@@ -123,12 +123,12 @@ def links(cfg: ModelConfig) -> list[Link]:
 
 def _hf_config(cfg: ModelConfig, model_type: str) -> dict[str, Any]:
     name = {"bart": "BART", "marian": "Marian"}[model_type]
-    norm, norm_options = spec_of(cfg.norm)
+    norm, norm_options = split_spec(cfg.norm)
     checks = [
-        (spec_of(cfg.positional) == spec_of(POSITIONAL[model_type]), f"positional {cfg.positional!r}"),
+        (split_spec(cfg.positional) == split_spec(POSITIONAL[model_type]), f"positional {cfg.positional!r}"),
         (norm == "layernorm" and norm_options in ({}, {"eps": 1e-5}), f"norm {cfg.norm!r}"),
-        (spec_of(cfg.placement)[0] == "post" and not cfg.final_norm, f"placement {cfg.placement!r}"),
-        (spec_of(cfg.attention)[0] in ("sdpa", "math"), f"attention {cfg.attention!r}"),
+        (cfg.component_name("placement") == "post" and not cfg.final_norm, f"placement {cfg.placement!r}"),
+        (cfg.component_name("attention") in ("sdpa", "math"), f"attention {cfg.attention!r}"),
         (cfg.kv_heads == cfg.num_heads, f"num_kv_heads={cfg.num_kv_heads}"),
         (cfg.head_dim in (None, cfg.d_model // cfg.num_heads), f"head_dim={cfg.head_dim}"),
         (cfg.attention_scale is None, f"attention_scale={cfg.attention_scale}"),

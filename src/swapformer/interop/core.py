@@ -27,7 +27,7 @@ from swapformer.errors import ConfigError
 from swapformer.layer_specs import distinct_layers
 from swapformer.models import build
 from swapformer.models.saving import read_config
-from swapformer.registry import Registry
+from swapformer.registry import Registry, split_spec
 
 
 @dataclass(frozen=True)
@@ -162,22 +162,13 @@ def ffn_spec(activation: str, *, gated: bool, bias: bool) -> dict[str, Any]:
 
 def activation_of(ffn: Any) -> tuple[str, bool, bool]:
     """(Hugging Face activation name, gated, bias) of our FFN spec; the inverse of :func:`ffn_spec`."""
-    name, options = (
-        (ffn, {}) if isinstance(ffn, str) else (ffn["name"], {k: v for k, v in ffn.items() if k != "name"})
-    )
+    name, options = split_spec(ffn)
     gated = name in ("geglu", "swiglu")
     bias = options.pop("bias", not gated)
     for hf_name, (plain, gate, hf_options) in ACTIVATIONS.items():
         if name == (gate if gated else plain) and options == hf_options:
             return hf_name, gated, bias
     raise Unsupported(f"ffn {ffn!r} has no Hugging Face activation")
-
-
-def spec_of(value: Any) -> tuple[str, dict[str, Any]]:
-    """(name, options) of a component spec."""
-    if isinstance(value, str):
-        return value, {}
-    return value["name"], {k: v for k, v in value.items() if k != "name"}
 
 
 # ---- reading -------------------------------------------------------------------------------------------

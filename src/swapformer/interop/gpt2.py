@@ -16,8 +16,8 @@ from swapformer.interop.core import (
     norm_links,
     register,
     require,
-    spec_of,
 )
+from swapformer.registry import split_spec
 
 
 def config(hf: Mapping[str, Any]) -> dict[str, Any]:
@@ -80,15 +80,18 @@ def links(cfg: ModelConfig) -> list[Link]:
 
 
 def hf_config(cfg: ModelConfig) -> dict[str, Any]:
-    norm, norm_options = spec_of(cfg.norm)
+    norm, norm_options = split_spec(cfg.norm)
     checks = [
         (
-            spec_of(cfg.positional) == ("learned", {}),
+            split_spec(cfg.positional) == ("learned", {}),
             f"positional {cfg.positional!r} (GPT-2 has learned positions)",
         ),
         (norm == "layernorm" and set(norm_options) <= {"eps"}, f"norm {cfg.norm!r} (GPT-2 has layernorm)"),
-        (spec_of(cfg.placement)[0] == "pre" and cfg.final_norm is not False, f"placement {cfg.placement!r}"),
-        (spec_of(cfg.attention)[0] in ("sdpa", "math"), f"attention {cfg.attention!r}"),
+        (
+            cfg.component_name("placement") == "pre" and cfg.final_norm is not False,
+            f"placement {cfg.placement!r}",
+        ),
+        (cfg.component_name("attention") in ("sdpa", "math"), f"attention {cfg.attention!r}"),
         (
             cfg.kv_heads == cfg.num_heads,
             f"num_kv_heads={cfg.num_kv_heads} (GPT-2 has no grouped-query attention)",

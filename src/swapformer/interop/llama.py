@@ -17,8 +17,8 @@ from swapformer.interop.core import (
     norm_links,
     register,
     require,
-    spec_of,
 )
+from swapformer.registry import split_spec
 
 ROPE_TYPES = ("default", "linear", "llama3")
 
@@ -111,9 +111,9 @@ def links(cfg: ModelConfig) -> list[Link]:
 
 
 def hf_config(cfg: ModelConfig) -> dict[str, Any]:
-    rope, rope_options = spec_of(cfg.positional)
-    norm, norm_options = spec_of(cfg.norm)
-    attention, attention_options = spec_of(cfg.attention)
+    rope, rope_options = split_spec(cfg.positional)
+    norm, norm_options = split_spec(cfg.norm)
+    attention, attention_options = split_spec(cfg.attention)
     qkv_bias = cfg.bias if cfg.qkv_bias is None else cfg.qkv_bias
     model_type = "qwen2" if qkv_bias and not cfg.bias else "llama"
     if attention == "sliding_window":
@@ -124,7 +124,10 @@ def hf_config(cfg: ModelConfig) -> dict[str, Any]:
             f"positional {cfg.positional!r}",
         ),
         (norm == "rmsnorm" and set(norm_options) <= {"eps"}, f"norm {cfg.norm!r}"),
-        (spec_of(cfg.placement)[0] == "pre" and cfg.final_norm is not False, f"placement {cfg.placement!r}"),
+        (
+            cfg.component_name("placement") == "pre" and cfg.final_norm is not False,
+            f"placement {cfg.placement!r}",
+        ),
         (attention in ("sdpa", "math", "sliding_window"), f"attention {cfg.attention!r}"),
         (not (model_type == "mistral" and cfg.bias), "attention biases with a sliding window"),
         (cfg.attention_scale is None, f"attention_scale={cfg.attention_scale}"),

@@ -24,8 +24,8 @@ from swapformer.interop.core import (
     register,
     require,
     seq2seq_sides,
-    spec_of,
 )
+from swapformer.registry import split_spec
 
 
 def _ffn(feed_forward_proj: str) -> dict[str, Any]:
@@ -130,16 +130,19 @@ def links(cfg: ModelConfig, hf: Mapping[str, Any]) -> list[Link]:
 
 
 def hf_config(cfg: ModelConfig) -> dict[str, Any]:
-    positional, positional_options = spec_of(cfg.positional)
-    norm, norm_options = spec_of(cfg.norm)
+    positional, positional_options = split_spec(cfg.positional)
+    norm, norm_options = split_spec(cfg.norm)
     checks = [
         (
             positional == "t5_relative" and "bidirectional" not in positional_options,
             f"positional {cfg.positional!r} (T5 has t5_relative, bidirectional in the encoder only)",
         ),
         (norm == "rmsnorm" and set(norm_options) <= {"eps"}, f"norm {cfg.norm!r} (T5 has rmsnorm)"),
-        (spec_of(cfg.placement)[0] == "pre" and cfg.final_norm is not False, f"placement {cfg.placement!r}"),
-        (spec_of(cfg.attention)[0] in ("sdpa", "math"), f"attention {cfg.attention!r}"),
+        (
+            cfg.component_name("placement") == "pre" and cfg.final_norm is not False,
+            f"placement {cfg.placement!r}",
+        ),
+        (cfg.component_name("attention") in ("sdpa", "math"), f"attention {cfg.attention!r}"),
         (
             cfg.kv_heads == cfg.num_heads,
             f"num_kv_heads={cfg.num_kv_heads} (T5 has no grouped-query attention)",
