@@ -76,10 +76,12 @@ def test_translate_ids_is_the_argmax_of_teacher_forcing():
 
 
 def test_generate_stops_at_eos_and_pads_after():
-    module = Seq2SeqModule(**TINY).eval()
+    module = Seq2SeqModule(**TINY, lm_head_bias=True).eval()
     with torch.no_grad():  # force eos first: every row stops after one step
+        # (a zero head with weight[2] = 1 did not: the post-norm output sums to ~0, so eos tied with every id)
         module.model.lm_head.weight.zero_()
-        module.model.lm_head.weight[2] = 1.0
+        module.model.lm_head.bias.zero_()
+        module.model.lm_head.bias[2] = 1.0
     src = torch.randint(4, 30, (3, 5))
     out = module.model.generate(src, max_new_tokens=10, eos_token_id=2, decoder_start_token_id=1)
     assert out.tolist() == [[1, 2], [1, 2], [1, 2]]
