@@ -180,31 +180,34 @@ def test_check_command_fails_a_leaky_plugin_kernel(leaky, capsys):
         run(["check", "leaky", "--quick", "--kind", "causal_lm"])
     assert exit_info.value.code == 1
     out = capsys.readouterr().out
-    assert "checking 28 combinations with attention 'leaky'" in out
+    # 28, and the 16 patterned twins (-mixed) of the defaults with one family varied
+    assert "checking 44 combinations with attention 'leaky'" in out
     # alibi and t5_relative pass: their score bias makes the model pass a full mask, causal pattern included
-    assert re.search(r"causality\s+3\s+25\s+0\n", out)  # alibi, t5_relative and its variant
+    assert re.search(r"causality\s+5\s+39\s+0\n", out)  # alibi, t5_relative, its variant, two twins
     assert (
         "causal_lm-leaky-sinusoidal-layernorm-pre-gelu: causality: logits before position 1 changed when the "
         "tokens from position 1 on changed (max |difference| "
     ) in out
     assert "(also failing: padding, cached_decoding)" in out
     assert not any(line.startswith("refused by the matrix") for line in out.splitlines())
-    assert "28 combinations: 3 passed, 25 failed, 0 refused by the matrix" in out
+    assert "44 combinations: 5 passed, 39 failed, 0 refused by the matrix" in out
 
 
 def test_a_plugin_norm_joins_every_combination_and_passes_the_check_command(half_norm, capsys):
     combos = conformance.combinations(fixed={"norm": "half_norm"})
     assert (
-        len([c for c in combos if c.variant is None]) == 3 * 4 * 6 * 4 * 6
+        len([c for c in combos if c.variant is None and not c.mixed]) == 3 * 4 * 6 * 4 * 6
     )  # the full product with the plug-in, read from the registries now
     assert "half_norm" in {c.norm for c in conformance.combinations()}
     run(["check", "half_norm", "--quick", "--verbose"])  # no SystemExit: nothing failed
     out = capsys.readouterr().out
-    # 30 for each of the 3 kinds: defaults with one family varied, two more head layouts, option variants
-    assert "checking 90 combinations with norm 'half_norm'" in out
+    # 30 for each of the 3 kinds: defaults with one family varied, two more head layouts, option variants; and
+    # 17 patterned twins (-mixed) each
+    assert "checking 141 combinations with norm 'half_norm'" in out
     assert "pass    seq2seq-sdpa-rope-half_norm-post-relu" in out
     assert "pass    masked_lm-sdpa-rope-half_norm-post-gelu" in out
-    assert "90 combinations: 90 passed, 0 failed, 0 refused by the matrix" in out
+    assert "pass    causal_lm-sdpa-rope-half_norm-pre-gelu-mixed" in out
+    assert "141 combinations: 141 passed, 0 failed, 0 refused by the matrix" in out
 
 
 class PositionsFromZero(SinusoidalPositionalEncoding):
@@ -235,14 +238,15 @@ def test_check_command_reports_refused_pairs_without_failing(capsys):
     run(["check", "linear", "--quick"])
     out = capsys.readouterr().out
     assert (
-        "refused by the matrix (3 combinations, e.g. causal_lm-linear-alibi-layernorm-pre-gelu): positional "
+        "refused by the matrix (6 combinations, e.g. causal_lm-linear-alibi-layernorm-pre-gelu): positional "
         "'alibi' adds a score bias, which attention 'linear' cannot apply"
     ) in out
     assert (
-        "refused by the matrix (6 combinations, e.g. causal_lm-linear-t5_relative-layernorm-pre-gelu)" in out
+        "refused by the matrix (9 combinations, e.g. causal_lm-linear-t5_relative-layernorm-pre-gelu)" in out
     )
-    # 28 for each of 3 kinds: the defaults with one family varied, two more head layouts, option variants
-    assert "84 combinations: 75 passed, 0 failed, 9 refused by the matrix" in out
+    # 28 for each of 3 kinds: the defaults with one family varied, two more head layouts, option variants; and
+    # 16 patterned twins each (-mixed), those of alibi and t5_relative refused too
+    assert "132 combinations: 117 passed, 0 failed, 15 refused by the matrix" in out
 
 
 def test_check_command_unknown_and_ambiguous_names_exit_2(registries, capsys):
