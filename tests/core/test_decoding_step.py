@@ -290,3 +290,31 @@ def test_the_plan_steps_aside_for_what_it_does_not_know(change):
         cached = model.generate(ids, max_new_tokens=6, eos_token_id=[])
         uncached = model.generate(ids, max_new_tokens=6, eos_token_id=[], use_cache=False)
     assert torch.equal(cached, uncached)
+
+
+@pytest.mark.parametrize("width", [8, 32, 128, 1024])
+@pytest.mark.parametrize("scale", [0.0, 1e-4, 1.0, 1e4])
+def test_rmsnorm_decoding_form_is_torchs_within_rounding_and_its_own_function(width, scale, monkeypatch):
+    # one position per row without autograd: the layer norm of (x, -x), against nn.RMSNorm itself (where eps
+    # dominates too); the decoding function is the forward bit for bit; longer inputs and autograd: torch's own
+    from swapformer.components.norm import RMSNorm
+
+    torch.manual_seed(width)
+    ours, theirs = RMSNorm(width, eps=1e-6), torch.nn.RMSNorm(width, eps=1e-6)
+    torch.nn.init.normal_(theirs.weight, mean=1.0, std=0.5)
+    ours.load_state_dict(theirs.state_dict())
+    function = function_of(ours.eval())
+    layer_norm, calls = torch.layer_norm, []
+    monkeypatch.setattr(torch, "layer_norm", lambda *a, **k: calls.append(a[1]) or layer_norm(*a, **k))
+    for shape in ((1, 1, width), (3, 1, width)):
+        x = torch.randn(shape) * scale
+        with torch.inference_mode():
+            out = ours(x)
+            assert calls.pop() == (2, width)  # the two-kernel form ran
+            torch.testing.assert_close(out, theirs(x))
+            assert torch.equal(function(x), out)
+        with torch.enable_grad():
+            assert torch.equal(ours(x), theirs(x))  # a weight that trains: rms_norm itself
+    x = torch.randn(2, 5, width) * scale
+    with torch.inference_mode():
+        assert torch.equal(ours(x), theirs(x)) and torch.equal(function(x), theirs(x))
