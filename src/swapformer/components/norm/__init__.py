@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from swapformer.components.functions import register_function
-from swapformer.components.norm.rmsnorm import RMSNorm
+from swapformer.components.norm.rms_norm import RMSNorm
 from swapformer.components.norm.scalenorm import ScaleNorm
 from swapformer.registry import NORM
 
@@ -30,7 +30,7 @@ def layernorm(*, d_model: int, eps: float = 1e-5, bias: bool = True) -> nn.Layer
 )
 def rmsnorm(*, d_model: int, eps: float = 1e-6) -> RMSNorm:
     """Root-mean-square norm (no mean subtraction, no beta): torch's ``nn.RMSNorm``, as in Llama and T5, with a
-    faster CPU inference form (:class:`~swapformer.components.norm.rmsnorm.RMSNorm`)."""
+    faster CPU inference form (:class:`~swapformer.components.norm.rms_norm.RMSNorm`)."""
     return RMSNorm(d_model, eps=eps)
 
 
