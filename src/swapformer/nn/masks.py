@@ -66,11 +66,12 @@ def build_attention_mask(
     if causal:
         pattern = causal_mask(length, source_length, offset=offset, device=device)  # (L, S)
         mask = pattern if mask is None else mask & pattern
-    if bias is None:
-        return mask, False
-    if mask is None:
-        return bias, False
-    return torch.where(mask, bias, float("-inf")), False
+    return (mask, False) if bias is None else (_biased(mask, bias), False)
+
+
+def _biased(mask: Tensor | None, bias: Tensor) -> Tensor:
+    """The float mask of a score ``bias`` where boolean ``mask`` allows (-inf elsewhere); the bias alone without one."""
+    return bias if mask is None else torch.where(mask, bias, float("-inf"))
 
 
 def with_score_bias(
@@ -96,9 +97,7 @@ def with_score_bias(
     if is_causal:  # (build_attention_mask leaves it for a mask-free causal batch only)
         pattern = causal_mask(length, source_length, offset=past_length, device=device)
         attn_mask = pattern if attn_mask is None else attn_mask & pattern
-    if attn_mask is None:
-        return bias, False
-    return torch.where(attn_mask, bias, float("-inf")), False
+    return _biased(attn_mask, bias), False
 
 
 def self_attention_mask(
