@@ -9,6 +9,7 @@ Example:
 from swapformer.components.attention import MathAttention, SDPAttention
 from swapformer.config import ModelConfig
 from swapformer.errors import ConfigError
+from swapformer.generation import generate
 from swapformer.interop import from_hf, load, save_pretrained, to_hf
 from swapformer.models import (
     DecoderOnly,
@@ -46,6 +47,7 @@ __all__ = [
     "build_seq2seq",
     "family",
     "from_hf",
+    "generate",
     "kind",
     "load",
     "load_plugins",

@@ -19,9 +19,8 @@ LAYERS = [
     {"compat", "config", "layer_specs"},
     {"components"},
     {"nn"},
-    {"generation"},
     {"models", "data"},
-    {"conformance", "training", "interop"},
+    {"generation", "conformance", "training", "interop"},
     {"tasks"},
     {"cli", "lightning", "__init__", "__main__"},
 ]

@@ -6,7 +6,10 @@ The lecture's last step, "the decoder's input is its own previous output", made 
 
 from swapformer.generation.decoding import generate, left_pad
 from swapformer.generation.search import Settings, beam_search, sample_or_greedy
+from swapformer.models.decoding import install_search
 from swapformer.nn.cache import AttentionCache, KVCache, LayerCache
+
+install_search(generate)  # every model.generate(...) runs this search (the models sit below generation)
 
 __all__ = [
     "AttentionCache",

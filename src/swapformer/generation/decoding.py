@@ -6,7 +6,7 @@ this module checks the arguments and runs the search. It imports no model class.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import fields
 
 import torch
@@ -165,42 +165,6 @@ def _check_ids(input_ids: Tensor, attention_mask: Tensor | None) -> None:
         empty = (~(attention_mask != 0).any(dim=1)).nonzero().flatten().tolist()
         if empty:
             raise ValueError(f"rows {empty} of the attention mask hold no real token: every prompt needs one")
-
-
-def check_left_padded(mask: Tensor) -> None:
-    """Refuse right-padded prompts (decoder-only generation continues after the last column)."""
-    # a real token followed by padding means right padding: new tokens would land after the pads
-    right = (mask[:, :-1] & ~mask[:, 1:]).any(dim=1).nonzero().flatten().tolist()
-    if right:
-        raise ValueError(
-            f"rows {right} of attention_mask are right-padded; decoder-only generation continues after the last "
-            "column, so pad prompts on the left (e.g. swapformer.generation.left_pad)"
-        )
-
-
-def check_length(positional: nn.Module, length: int, what: str) -> None:
-    """Refuse ``length`` tokens when ``positional`` has a table of fewer positions (``max_length``)."""
-    limit = getattr(positional, "max_length", None)
-    if limit is not None and length > limit:
-        raise ValueError(
-            f"{what} is {length} tokens but the {type(positional).__name__} table holds {limit} positions "
-            f"(max_seq_len); generate fewer tokens, shorten the input, or use a positional encoding without a "
-            "table such as 'rope' or 'sinusoidal'"
-        )
-
-
-def reserve_positions(positionals: Iterable[nn.Module], length: int, device: torch.device) -> None:
-    """Grow each positional member's tables (RoPE's cos and sin) to ``length`` positions before decoding, through
-    its ``reserve`` (:meth:`~swapformer.components.positional.PositionalEncoding.reserve`); each member once.
-
-    A table that grows between two steps is a new tensor, which a compiled step would recompile for.
-    """
-    seen: list[nn.Module] = []
-    for positional in positionals:
-        reserve = getattr(positional, "reserve", None)
-        if reserve is not None and length > 0 and all(positional is not s for s in seen):
-            seen.append(positional)
-            reserve(length, device)
 
 
 def left_pad(sequences: Sequence[Sequence[int]], pad_token_id: int = 0) -> tuple[Tensor, Tensor]:

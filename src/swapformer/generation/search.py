@@ -225,11 +225,6 @@ def _extend(prefix: Tensor | None, total: int, fill: int) -> Tensor | None:
     return out
 
 
-def expand_beams(tensor: Tensor | None, beams: int) -> Tensor | None:
-    """Each row repeated ``beams`` times in place, ``(N, ...) -> (N * B, ...)``."""
-    return tensor if tensor is None or beams == 1 else tensor.repeat_interleave(beams, dim=0)
-
-
 def as_id_tuple(value: int | Sequence[int] | None) -> tuple[int, ...]:
     if value is None:
         return ()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -11,13 +11,21 @@ from torch import Tensor, nn
 from swapformer.components.functions import function_of, plain
 from swapformer.components.positional.base import PositionalEncoding
 from swapformer.config import ModelConfig
-from swapformer.generation.decoding import check_left_padded, check_length, generate, reserve_positions
-from swapformer.generation.search import Settings, expand_beams
 from swapformer.models import builders, inputs
+from swapformer.models.decoding import (
+    check_left_padded,
+    check_length,
+    expand_beams,
+    reserve_positions,
+    search,
+)
 from swapformer.models.saving import SavesPretrained
 from swapformer.nn import KVCache, TokenEmbedding, TransformerStack
 from swapformer.nn.masks import causal_self_attention_inputs
 from swapformer.registry import register_kind
+
+if TYPE_CHECKING:
+    from swapformer.generation.search import Settings
 
 
 class DecoderOnly(SavesPretrained, nn.Module):
@@ -107,13 +115,13 @@ class DecoderOnly(SavesPretrained, nn.Module):
         """
         inputs.check_causal(self, input_ids, attention_mask, always=True)
         inputs.check_generate_ids(kwargs, vocab_size=self.embedding.token.num_embeddings)
-        return generate(self, input_ids, attention_mask, **kwargs)
+        return search(self, input_ids, attention_mask, **kwargs)
 
     def decoding(
         self,
         input_ids: Tensor,
         attention_mask: Tensor | None,
-        settings: Settings,
+        settings: Settings,  # swapformer.generation's: max_new_tokens, num_beams
         *,
         use_cache: bool,
         decoder_start_token_id: int | None = None,

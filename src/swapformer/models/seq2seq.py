@@ -4,19 +4,21 @@ builder and kind."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 
 from swapformer.components.positional.base import PositionalEncoding
 from swapformer.config import ModelConfig
-from swapformer.generation.decoding import check_length, generate, reserve_positions
-from swapformer.generation.search import Settings, expand_beams
 from swapformer.models import builders, inputs
+from swapformer.models.decoding import check_length, expand_beams, reserve_positions, search
 from swapformer.models.saving import SavesPretrained
 from swapformer.nn import KVCache, TokenEmbedding, TransformerStack
 from swapformer.nn.masks import as_key_padding_mask, causal_self_attention_inputs, self_attention_mask
 from swapformer.registry import register_kind
+
+if TYPE_CHECKING:
+    from swapformer.generation.search import Settings
 
 
 class EncoderDecoder(SavesPretrained, nn.Module):
@@ -130,13 +132,13 @@ class EncoderDecoder(SavesPretrained, nn.Module):
         """
         inputs.check_seq2seq(self, input_ids, None, src_mask, always=True)
         inputs.check_generate_ids(kwargs, vocab_size=self.tgt_embedding.token.num_embeddings)
-        return generate(self, input_ids, src_mask, **kwargs)
+        return search(self, input_ids, src_mask, **kwargs)
 
     def decoding(
         self,
         input_ids: Tensor,
         attention_mask: Tensor | None,
-        settings: Settings,
+        settings: Settings,  # swapformer.generation's: max_new_tokens, num_beams
         *,
         use_cache: bool,
         decoder_start_token_id: int | None = None,
