@@ -20,7 +20,7 @@ def stacked_heads(batch, heads, kv_heads, head_dim, dtype=torch.float32):
 @pytest.mark.parametrize("heads, kv_heads", [(4, 4), (4, 2), (4, 1)], ids=["mha", "gqa", "mqa"])
 @pytest.mark.parametrize("offset", [0, 7, 63, 200, "rows"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_rotate_stacked_equals_rotate(heads, kv_heads, offset, dtype):
+def test_stacked_rotation_equals_rotate(heads, kv_heads, offset, dtype):
     batch, head_dim = 3, 16
     offset = torch.tensor([5, -2, 130]) if offset == "rows" else offset  # rows: left-padded prompts
     rope = RotaryPositionalEncoding(head_dim=head_dim)
@@ -29,13 +29,15 @@ def test_rotate_stacked_equals_rotate(heads, kv_heads, offset, dtype):
     with torch.inference_mode():
         want_q, want_k = rope.rotate(q, k, offset=offset)
         value = v.clone()
-        assert rope.rotate_stacked_(qkv.narrow(1, 0, heads + kv_heads), offset=offset)
+        tables, rotate = rope.stacked_rotation()
+        query_keys = qkv.narrow(1, 0, heads + kv_heads)
+        rotate(query_keys, *tables(offset, query_keys))
     torch.testing.assert_close(q, want_q, atol=0, rtol=0)
     torch.testing.assert_close(k, want_k, atol=0, rtol=0)
     assert torch.equal(v, value)  # the value heads beside them are left alone
 
 
-def test_rotate_stacked_looks_up_each_step_position_and_follows_the_dtype():
+def test_stacked_rotation_looks_up_each_step_position_and_follows_the_dtype():
     # the tables are kept from one call to the next (the layers of a step): a new position, dtype or a grown
     # table must not reuse them
     rope = ScaledRotaryPositionalEncoding(head_dim=8, scaling="linear", factor=2.0)
@@ -44,21 +46,18 @@ def test_rotate_stacked_looks_up_each_step_position_and_follows_the_dtype():
                               (500, torch.float64), (5, torch.float32)):  # fmt: skip
             qkv = stacked_heads(2, 2, 1, 8, dtype)
             want = rope.rotate(*qkv.split([2, 1, 1], 1)[:2], offset=offset)
-            assert rope.rotate_stacked_(qkv.narrow(1, 0, 3), offset=offset)
+            tables, rotate = rope.stacked_rotation()
+            rotate(qkv.narrow(1, 0, 3), *tables(offset, qkv))
             torch.testing.assert_close(qkv.narrow(1, 0, 3), torch.cat(want, 1), atol=0, rtol=0)
 
 
-def test_rotate_stacked_refuses_where_rotate_is_overridden_or_autograd_records():
+def test_no_stacked_rotation_where_rotate_is_overridden():
     class ShiftedRope(RotaryPositionalEncoding):
         def rotate(self, q, k, *, offset=0):
             return super().rotate(q, k, offset=offset + 1)
 
-    qkv = stacked_heads(1, 2, 2, 8)
-    before = qkv.clone()
-    with torch.no_grad():
-        assert not ShiftedRope(head_dim=8).rotate_stacked_(qkv.narrow(1, 0, 4), offset=3)
-    assert not RotaryPositionalEncoding(head_dim=8).rotate_stacked_(qkv.requires_grad_(), offset=3)
-    assert torch.equal(qkv.detach(), before)
+    assert ShiftedRope(head_dim=8).stacked_rotation() is None
+    assert RotaryPositionalEncoding(head_dim=8).stacked_rotation() is not None
 
 
 def test_append_pairs_equals_append_across_growth_and_reorder():
@@ -80,14 +79,41 @@ def test_append_pairs_equals_append_across_growth_and_reorder():
     assert torch.equal(stacked.keys, separate.keys) and torch.equal(stacked.values, separate.values)
 
 
-@pytest.mark.parametrize("shape", ["llama", "gpt2", "shifted-rope"])
+PLANNED = {
+    "llama": dict(
+        positional="rope", num_kv_heads=2, norm="rmsnorm", ffn="swiglu", placement="pre", bias=False
+    ),
+    "gpt2": dict(
+        positional="learned", max_seq_len=64, norm="layernorm", ffn="gelu", placement="pre", bias=True
+    ),
+    "mqa-post-sinusoidal": dict(positional="sinusoidal", num_kv_heads=1, placement="post", ffn="relu"),
+    "scaled-rope-geglu": dict(positional={"name": "rope", "scaling": "linear", "factor": 2.0}, ffn="geglu"),
+    "qk-norm": dict(positional="rope", num_kv_heads=2, norm="rmsnorm", qk_norm="rmsnorm", placement="pre"),
+    "qk-layernorm-math": dict(positional="rope", qk_norm="layernorm", attention="math"),
+    # layers that differ in kernel, window, rope base, q/k norm, and a NoPE layer: one plan for all of them
+    "patterned": dict(
+        positional="rope",
+        num_kv_heads=2,
+        layers={
+            "pattern": ["local", "global", "nope"],
+            "types": {
+                "local": {
+                    "attention": {"name": "sliding_window", "window": 3},
+                    "positional": {"base": 100.0},
+                },
+                "global": {"positional": {"base": 1_000_000.0}, "qk_norm": "rmsnorm"},
+                "nope": {"positional": "none", "ffn": "swiglu"},
+            },
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("shape", ["shifted-rope", *PLANNED])
 def test_cached_decoding_steps_equal_the_uncached_model(shape):
     # each one-token step through the decoding path gives the logits of the whole sequence run without a cache
-    config = dict(vocab_size=40, d_model=32, num_heads=4, num_layers=2, d_ff=64, dropout=0.0)
-    if shape == "gpt2":
-        config.update(positional="learned", max_seq_len=64, placement="pre")
-    else:
-        config.update(positional="rope", num_kv_heads=2, norm="rmsnorm", ffn="swiglu", placement="pre")
+    config = dict(vocab_size=40, d_model=32, num_heads=4, num_layers=3, d_ff=64, dropout=0.0)
+    config.update(PLANNED["llama" if shape == "shifted-rope" else shape])
     torch.manual_seed(0)
     model = build_causal_lm(config).eval()
     if shape == "shifted-rope":  # a member overriding rotate: the general path, with its own positions
@@ -98,7 +124,7 @@ def test_cached_decoding_steps_equal_the_uncached_model(shape):
 
         model.positional.__class__ = ShiftedRope
     ids = torch.randint(40, (2, 12))
-    cache = KVCache(2, capacity=12)
+    cache = KVCache(3, capacity=12)
     with torch.inference_mode():
         full = model(ids)
         steps = [model(ids[:, :5], cache=cache)[:, -1]]
@@ -163,25 +189,13 @@ def _plan_and_modules(config, batch, steps=6, seed=0):
     return plan, torch.stack(ours, 1), torch.stack(theirs, 1)
 
 
-PLANNED = {
-    "llama": dict(
-        positional="rope", num_kv_heads=2, norm="rmsnorm", ffn="swiglu", placement="pre", bias=False
-    ),
-    "gpt2": dict(
-        positional="learned", max_seq_len=64, norm="layernorm", ffn="gelu", placement="pre", bias=True
-    ),
-    "mqa-post-sinusoidal": dict(positional="sinusoidal", num_kv_heads=1, placement="post", ffn="relu"),
-    "scaled-rope-geglu": dict(positional={"name": "rope", "scaling": "linear", "factor": 2.0}, ffn="geglu"),
-}
-
-
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("shape", list(PLANNED))
 def test_the_decoding_plan_gives_the_modules_logits(shape, batch):
     # one-token steps through CausalStep's plan (the members' functions, made once per generation) are the
     # modules' path: the same operators, bit for bit
     config = dict(
-        vocab_size=40, d_model=32, num_heads=4, num_layers=2, d_ff=64, dropout=0.0, **PLANNED[shape]
+        vocab_size=40, d_model=32, num_heads=4, num_layers=3, d_ff=64, dropout=0.0, **PLANNED[shape]
     )
     plan, ours, theirs = _plan_and_modules(config, batch)
     assert plan is not None  # the plan ran: this test compares something
@@ -237,13 +251,15 @@ def _hook_on(path):
     return hook
 
 
+KERNELS_WITHOUT_FUNCTION = [dict(attention={"name": "sliding_window", "window": 3}), dict(attention="math")]
+
+
 @pytest.mark.parametrize(
     "change",
     [
         dict(positional="alibi"),  # a score bias
         dict(positional="t5_relative"),
-        dict(attention={"name": "sliding_window", "window": 3}),  # another kernel
-        dict(attention="math"),
+        *KERNELS_WITHOUT_FUNCTION,
         "shifted-rope",  # a member that overrides rotate
         "own-layer",  # a layer class of the user's
         _hook_on("decoder.layers.1.self_attention.sublayer"),
@@ -256,8 +272,10 @@ def _hook_on(path):
         c if isinstance(c, str) else str(c) if isinstance(c, dict) else c.__closure__[0].cell_contents
     ),
 )
-def test_the_plan_steps_aside_for_what_it_does_not_know(change):
-    # a member without a decoding function, a score bias or a hook: the modules' path runs, with its numbers
+def test_the_plan_serves_what_it_can_and_steps_aside_for_the_rest(change):
+    # a kernel or a rotation without a function of its own is called inside the plan (a plug-in member keeps the
+    # fast path); a score bias, a hook or a layer's own forward: the modules' path runs. The numbers either way
+    # are the modules'.
     config = dict(
         vocab_size=40, d_model=32, num_heads=4, num_layers=2, d_ff=64, dropout=0.0, positional="rope"
     )
@@ -284,7 +302,8 @@ def test_the_plan_steps_aside_for_what_it_does_not_know(change):
     cache = KVCache(2, capacity=8)
     with torch.inference_mode():
         model(torch.randint(3, 40, (1, 4)), cache=cache)
-    assert CausalStep(model, cache).plan() is None
+    planned = (isinstance(change, str) and change == "shifted-rope") or change in KERNELS_WITHOUT_FUNCTION
+    assert (CausalStep(model, cache).plan() is not None) == planned
     ids = torch.randint(3, 40, (2, 5))
     with torch.inference_mode():
         cached = model.generate(ids, max_new_tokens=6, eos_token_id=[])

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from swapformer.components.functions import own_function, plain
+from swapformer.components.functions import function_of, own_function, plain
 from swapformer.components.positional.base import PositionalEncoding
 from swapformer.errors import ConfigError
 from swapformer.nn._shared import borrow
@@ -119,10 +119,14 @@ class MultiHeadAttention(nn.Module):
         batch, length, _ = x.shape
         stack = memory is None and cache is not None and not torch.is_grad_enabled()
         stack = stack and (cache.projection is not None or self._plain_projections())
-        decoding = stack and length == 1 and not need_weights and not torch.compiler.is_compiling()
-        decoding = decoding and self.q_norm is None
-        if decoding:  # a decoding step: a path of its own (in place: not for a compiled graph)
-            return self._decoding_step(x, cache, attn_mask=attn_mask, is_causal=is_causal, offset=offset)
+        decoding = stack and length == 1 and not need_weights and not self.training
+        if (
+            decoding and not torch.compiler.is_compiling()
+        ):  # a decoding step (in place: not for a compiled graph)
+            step = cache.step or self.decoding_function(cache)
+            if step is not None:
+                cache.step = step
+                return step(x, offset, None, attn_mask, is_causal)
         if stack:  # a prompt into the cache: one GEMM instead of three
             q, k, v = self._project_qkv_stacked(x, cache)
         else:
@@ -167,9 +171,7 @@ class MultiHeadAttention(nn.Module):
     def _plain_projections(self) -> bool:
         # plain Linears without hooks: then one stacked GEMM computes exactly what the three would
         projections = (self.q_proj, self.k_proj, self.v_proj, self.out_proj)
-        return all(
-            type(p) is nn.Linear and not p._forward_hooks and not p._forward_pre_hooks for p in projections
-        )
+        return all(type(p) is nn.Linear for p in projections) and plain(*projections)
 
     def _stacked_projection(
         self, cache: AttentionCache
@@ -197,96 +199,65 @@ class MultiHeadAttention(nn.Module):
         q, k, v = qkv.split([self.num_heads, self.num_kv_heads, self.num_kv_heads], 1)  # (N, H|Hkv, L, E)
         return q, k, v
 
-    def _decoding_step(
-        self,
-        x: Tensor,
-        cache: AttentionCache,
-        *,
-        attn_mask: Tensor | None,
-        is_causal: bool,
-        offset: int | Tensor,
-    ) -> Tensor:
-        """``forward`` for one new token ``(N, 1, D)`` with a cache, without autograd.
+    def decoding_function(self, cache: AttentionCache) -> Callable[..., Tensor] | None:
+        """Self-attention of one new token ``(N, 1, D)`` with ``cache``, without autograd, as one function of
+        ``(x, position, rotation=None, attn_mask=None, is_causal=False)`` with what a step looks up resolved once:
+        ``forward``'s decoding step (kept in the cache) and the plan of a whole decoder-only step
+        (:meth:`~swapformer.nn.TransformerLayer.decoding_function`). The same operators on the same tensors as
+        ``forward``, so the same numbers.
 
-        The stacked projection of one token is already in head-major order, ``(N, H + 2 Hkv, 1, E)``: q, k and v
-        heads side by side. A positional member that can (RoPE's ``rotate_stacked_``) rotates the q and k heads
-        together in place, and the k and v heads go into the cache with one copy.
+        W_q, W_k and W_v stacked make one GEMM whose output is already head-major, ``(N, H + 2 Hkv, 1, E)``: the
+        q/k norms overwrite their heads, a positional member with a stacked rotation (RoPE's) turns the q and k
+        heads together in place, and the k and v heads go into the cache with one copy. ``rotation`` is that
+        member's tables of ``position`` (an int, or ``(N,)`` per row), looked up once per step for the layers
+        that share it; None looks them up here. Another rotating member rotates through its ``rotate``. The
+        kernel's function (:mod:`swapformer.components.functions`) attends unmasked; a mask (left-padded
+        prompts), or a kernel without a function, calls the kernel module.
+
+        Returns None (``forward``'s general path then runs) where the projections are not torch's Linear or
+        something hooks them or this module: their stacked weights stand in for them.
         """
-        w_qkv, b_qkv, w_out, b_out = self._stacked_projection(cache)
-        batch, heads, kv_heads = x.size(0), self.num_heads, self.num_kv_heads
-        qkv = F.linear(x, w_qkv, b_qkv).view(batch, heads + 2 * kv_heads, 1, self.head_dim)
-        positional = self.positional
-        rotated = positional is None or not positional.rotates  # no rotation
-        if not rotated:
-            rotate_stacked_ = getattr(positional, "rotate_stacked_", None)
-            rotated = rotate_stacked_ is not None and rotate_stacked_(
-                qkv.narrow(1, 0, heads + kv_heads), offset=offset
-            )
-        if rotated:
-            q = qkv.narrow(1, 0, heads)
-            k, v = cache.append_pairs(qkv.narrow(1, heads, 2 * kv_heads))  # (N, Hkv, S, E)
-        else:  # a member without the in-place path: its rotate, then two copies into the cache
-            q, k, v = qkv.split([heads, kv_heads, kv_heads], 1)
-            q, k = positional.rotate(q, k, offset=offset)
-            k, v = cache.append(k, v)
-        out, _ = self.kernel(
-            q,
-            k,
-            v,
-            attn_mask=attn_mask,
-            is_causal=is_causal,
-            dropout_p=self.dropout if self.training else 0.0,
-            scale=self.scale,
-        )
-        return F.linear(
-            out.reshape(batch, 1, heads * self.head_dim), w_out, b_out
-        )  # (N, H, 1, E) as (N, 1, H E)
-
-    def decoding_function(
-        self, cache: AttentionCache
-    ) -> Callable[[Tensor, int, tuple[Tensor, Tensor] | None], Tensor] | None:
-        """:meth:`_decoding_step` as a function of ``(x, position, rotation)`` with what a step looks up resolved
-        once: for a plan that runs a whole decoder-only step (:class:`~swapformer.models.causal_lm.CausalStep`).
-        ``rotation`` is the tables of the position from this layer's positional member's
-        ``stacked_rotation()`` lookup, looked up once per step for every layer that shares the member (None
-        without rotation). The same operators on the same tensors, so the same numbers.
-
-        Returns None (the module's own path then runs) unless the projections are torch's Linear, the kernel
-        has a ``function`` (:mod:`swapformer.components.functions`), there is no q/k norm, nothing here is hooked,
-        and the positional member rotates through ``stacked_rotation`` or not at all.
-        """
-        projections = (self.q_proj, self.k_proj, self.v_proj, self.out_proj)
-        if (
-            self.q_norm is not None
-            or any(type(p) is not nn.Linear for p in projections)
-            or not plain(self, self.kernel, *projections)
-        ):
+        if not (self._plain_projections() and plain(self)):
             return None
         kernel = own_function(self.kernel)
+        norms = None if self.q_norm is None else (function_of(self.q_norm), function_of(self.k_norm))
         positional = self.positional
-        rotation = None
-        if positional is not None and positional.rotates:
-            rotation = positional.stacked_rotation()
-            if rotation is None:
-                return None
-        if kernel is None:
-            return None
+        rotates = positional is not None and positional.rotates
+        tables, rotate = (positional.stacked_rotation() if rotates else None) or (None, None)
         w_qkv, b_qkv, w_out, b_out = self._stacked_projection(cache)
         heads, kv_heads, dim, scale = self.num_heads, self.num_kv_heads, self.head_dim, self.scale
         grouped, width = kv_heads != heads, heads * dim
         stacked, rotated, pairs = heads + 2 * kv_heads, heads + kv_heads, 2 * kv_heads
-        tables, rotate = (None, None) if rotation is None else rotation
 
-        def attend(x: Tensor, position: int, rotation: tuple[Tensor, Tensor] | None) -> Tensor:  # x (N, 1, D)
+        def attend(
+            x: Tensor,
+            position: int | Tensor,
+            rotation: tuple[Tensor, Tensor] | None = None,
+            attn_mask: Tensor | None = None,
+            is_causal: bool = False,
+        ) -> Tensor:  # x (N, 1, D)
             qkv = F.linear(x, w_qkv, b_qkv).view(-1, stacked, 1, dim)  # (N, H + 2 Hkv, 1, E)
+            if norms is not None:
+                for norm, start, count in ((norms[0], 0, heads), (norms[1], heads, kv_heads)):
+                    part = qkv.narrow(1, start, count)
+                    part.copy_(norm(part))
             if tables is not None:
                 query_keys = qkv.narrow(1, 0, rotated)
                 if rotation is None or rotation[0].dtype != qkv.dtype:  # (autocast: q and k of another dtype)
                     rotation = tables(position, query_keys)
                 rotate(query_keys, *rotation)
-            k, v = cache.append_pairs(qkv.narrow(1, heads, pairs))  # (N, Hkv, S, E)
-            out = kernel(qkv.narrow(1, 0, heads), k, v, scale=scale, enable_gqa=grouped)
-            return F.linear(out.reshape(-1, 1, width), w_out, b_out)
+            if rotates and tables is None:  # a member's own rotate: new q and k, two copies into the cache
+                q, k, v = qkv.split([heads, kv_heads, kv_heads], 1)
+                q, k = positional.rotate(q, k, offset=position)
+                k, v = cache.append(k, v)
+            else:
+                q = qkv.narrow(1, 0, heads)
+                k, v = cache.append_pairs(qkv.narrow(1, heads, pairs))  # (N, Hkv, S, E)
+            if kernel is not None and attn_mask is None and not is_causal:
+                out = kernel(q, k, v, scale=scale, enable_gqa=grouped)
+            else:
+                out = self.kernel(q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale)[0]
+            return F.linear(out.reshape(-1, 1, width), w_out, b_out)  # (N, H, 1, E) as (N, 1, H E)
 
         return attend
 

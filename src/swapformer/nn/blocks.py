@@ -108,8 +108,9 @@ class TransformerLayer(nn.Module):
     ) -> Callable[[Tensor, int, tuple[Tensor, Tensor] | None], Tensor] | None:
         """The layer for one new token at an int ``position``, without masks (a decoder-only step that may attend
         every cached key), as one function of ``(x, position, rotation)``: the self-attention step's function
-        around its attention layer's ``decoding_function(cache)``, then the feed-forward step's function. None
-        where a member has no such function, a hook waits on one, or a subclass changes ``forward``."""
+        around its attention layer's ``decoding_function(cache)``, then the feed-forward step's function (a member
+        without one is called). None where the self-attention step has no function, the attention layer cannot
+        make one, a hook waits on the layer, or a subclass changes ``forward``."""
         if (
             self.training
             or self.cross_attention is not None
@@ -217,20 +218,21 @@ class TransformerStack(nn.Module):
                 not isinstance(positional, PositionalEncoding) or positional.adds_bias
             ):
                 return None
-            if positional is None or not positional.rotates:
+            if (
+                positional is None or positional.stacked_rotation() is None
+            ):  # (a rotation of its own: per layer)
                 indices.append(None)
                 continue
             if all(positional is not m for m in members):
                 members.append(positional)
             indices.append(next(i for i, m in enumerate(members) if m is positional))
-        rotations = [member.stacked_rotation() for member in members]
         layers = [
             getattr(layer, "decoding_function", lambda cache: None)(layer_cache)
             for layer, layer_cache in zip(self.layers, cache.layers, strict=True)
         ]
-        if any(layer is None for layer in [*layers, *rotations]):
+        if any(layer is None for layer in layers):
             return None
-        lookups = [lookup for lookup, _ in rotations]
+        lookups = [member.stacked_rotation()[0] for member in members]
         pairs = list(zip(layers, indices, strict=True))
         final_norm = None if self.final_norm is None else function_of(self.final_norm)
 

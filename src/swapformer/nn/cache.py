@@ -15,6 +15,8 @@ stored after the positional ``rotate`` hook (RoPE), since a key's position never
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import Tensor
 
 
@@ -29,7 +31,7 @@ class AttentionCache:
         keys and values ``(N, Hkv, S, E)``, ``S = length``.
     """
 
-    __slots__ = ("_keys", "_pairs", "_values", "capacity", "length", "projection")
+    __slots__ = ("_keys", "_pairs", "_values", "capacity", "length", "projection", "step")
 
     def __init__(self, capacity: int = 0) -> None:
         self.capacity, self.length = capacity, 0
@@ -40,6 +42,8 @@ class AttentionCache:
         self.projection: tuple[Tensor, Tensor | None, Tensor, Tensor | None] | None = None
         """W_q, W_k, W_v stacked and their biases, then W_o and its bias: made by the attention layer at the first
         decoding step."""
+        self.step: Callable[..., Tensor] | None = None
+        """The attention layer's one-token step over this cache (its ``decoding_function``), made at the first."""
 
     def append(self, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
         """Write ``key``, ``value`` ``(N, Hkv, L, E)`` after the cached ones; return all ``S`` keys and values."""

@@ -38,9 +38,11 @@ def _rotated(x: Tensor, cos: Tensor, sin: Tensor, sign: float) -> Tensor:
 
 def rotate_stacked(heads: Tensor, cos: Tensor, signed_sin: Tensor) -> None:
     """``heads`` ``(..., E)`` rotated in place, ``x * cos + roll(x) * (-sin, sin)`` (``rotate_half`` as a roll of
-    the halves, the sign in the table): three kernels, no autograd (:meth:`RotaryPositionalEncoding.rotate_stacked_`
-    and the decoding plan of :class:`~swapformer.models.causal_lm.CausalStep` call it with
-    :meth:`~RotaryPositionalEncoding.decoding_tables`)."""
+    the halves, the sign in the table): three kernels, no autograd. A one-token decoding step costs its calls, not
+    its arithmetic: ``rotate`` makes seven calls per tensor and slices the tables per layer, while here q and k
+    (adjacent in a stacked projection) turn together, with the tables of a position looked up once per step
+    (:meth:`~swapformer.nn.MultiHeadAttention.decoding_function` calls it through
+    :meth:`RotaryPositionalEncoding.stacked_rotation`)."""
     rolled = heads.roll(heads.size(-1) // 2, -1)  # (x2, x1)
     # x * cos + (-x2 * sin, x1 * sin) = x * cos + rotate_half(x) * sin
     heads.mul_(cos).addcmul_(rolled, signed_sin)
@@ -153,28 +155,6 @@ class RotaryPositionalEncoding(PositionalEncoding):
             return _Rotation.apply(q, k, tables)
         q_cos, q_sin, k_cos, k_sin = tables
         return _rotated(q, q_cos, q_sin, 1.0), _rotated(k, k_cos, k_sin, 1.0)
-
-    def rotate_stacked_(self, heads: Tensor, *, offset: int | Tensor) -> bool:
-        """Rotate in place the query and key heads of one new token, stacked ``(N, H + Hkv, 1, E)``: the same
-        numbers as :meth:`rotate`, for a decoding step without autograd.
-
-        A decoding step at this size costs its calls, not its arithmetic. ``rotate`` makes seven calls per tensor
-        (three kernels, four views) and slices the tables per layer; here q and k (adjacent in a stacked
-        projection) turn together in three kernels (:func:`rotate_stacked`), and the tables of a position are
-        looked up once per step (every layer of a step asks for the same ``offset``).
-
-        Args:
-            heads: a new token's q heads then k heads, overwritten with their rotation.
-            offset: the token's position, an int or ``(N,)`` per row (left-padded prompts).
-
-        Returns:
-            False (``heads`` untouched) where this path does not apply, a subclass that overrides ``rotate`` or
-            a tensor autograd records: the caller then uses ``rotate``.
-        """
-        if type(self).rotate is not RotaryPositionalEncoding.rotate or heads.requires_grad:
-            return False
-        rotate_stacked(heads, *self.decoding_tables(offset, heads))
-        return True
 
     def reserve(self, length: int, device: torch.device) -> None:
         """Grow the tables (and their float32 cast) to ``length`` positions, as rotating the last one would."""
