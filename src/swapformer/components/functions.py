@@ -2,10 +2,10 @@
 
 A decoding step of a small model costs its Python calls, not its arithmetic: every ``module(x)`` passes through
 ``nn.Module.__call__`` (two frames and the hook checks) and every ``self.linear`` through ``__getattr__``. A member
-that can say so defines, in its own file, ``function(self, of)``: the same operators on the same tensors as its
-``forward`` in eval mode (so the same numbers), as one function; ``of(child)`` gives the function of each member it
-holds (a placement asks it for its norm and its sublayer). It returns None where it cannot (a hook or a subclass
-inside it), and a member without the method is simply called::
+that can say so defines, in its own file, ``function(self, of)``: its own ``forward`` in eval mode run over the
+functions of its parts (:func:`forward_of`: the math stays written once, and the numbers are the module's);
+``of(child)`` gives the function of each member it holds (a placement asks it for its norm and its sublayer). It
+returns None where it cannot (a hook or a subclass inside it), and a member without the method is simply called::
 
     PreNorm(RMSNorm, GatedFeedForward).function(of)  ─▶  x + linear(silu(g) * u, W_down)
                                                          g, u = linear(rms_norm(x), [W_gate; W_up])
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from types import SimpleNamespace
 from typing import Any
 
 import torch.nn.functional as F
@@ -26,6 +27,18 @@ from torch.nn.modules import module as torch_module
 
 Function = Callable[..., Tensor]
 Of = Callable[[nn.Module], Function]
+
+
+def forward_of(forward: Callable[..., Tensor], **parts: Any) -> Function:
+    """A member's own ``forward`` run over the functions of its parts: ``forward(parts, x, ...)``, where ``parts``
+    has the attributes ``forward`` reads (``self.norm``, ``self.sublayer``, ...) as functions. The member's math
+    stays written once, in ``forward``; its function only swaps the modules for their functions."""
+    return partial(forward, SimpleNamespace(**parts))
+
+
+def keep(x: Tensor) -> Tensor:
+    """The identity: what dropout is in eval mode (a member's ``drop`` in :func:`forward_of`)."""
+    return x
 
 
 def plain(*modules: nn.Module) -> bool:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from swapformer.components.functions import Function, Of, plain
+from swapformer.components.functions import Function, Of, forward_of, keep, plain
 
 _ACTIVATIONS: dict[type[nn.Module], Callable[[nn.Module], Callable[[Tensor], Tensor]]] = {
     nn.SiLU: lambda module: F.silu,
@@ -73,12 +73,13 @@ class FeedForward(nn.Module):
         if type(self.activation) not in _ACTIVATIONS or not _plain_linears(self, self.linear1, self.linear2):
             return None
         activation = _ACTIVATIONS[type(self.activation)](self.activation)
-        (w1, b1), (w2, b2) = ((linear.weight, linear.bias) for linear in (self.linear1, self.linear2))
-
-        def feed_forward(x: Tensor) -> Tensor:
-            return F.linear(activation(F.linear(x, w1, b1)), w2, b2)
-
-        return feed_forward
+        return forward_of(
+            FeedForward.forward,
+            linear1=of(self.linear1),
+            activation=activation,
+            drop=keep,
+            linear2=of(self.linear2),
+        )
 
     def drop(self, x: Tensor) -> Tensor:
         """Dropout while training; in eval mode (where it is the identity) not even the module call."""
@@ -110,39 +111,46 @@ class GatedFeedForward(nn.Module):
         self.down_proj = nn.Linear(d_ff, d_model, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down_proj(self.drop(self.activation(self.gate_proj(x)) * self.up_proj(x)))
+        gate, up = self.gate_and_up(x)
+        return self.down_proj(self.drop(self.activation(gate) * up))
+
+    def gate_and_up(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The gate and up projections of ``x``."""
+        return self.gate_proj(x), self.up_proj(x)
 
     def function(self, of: Of) -> Function | None:
         """Eval-mode ``forward`` as GEMMs and the activation, the gate and up projections stacked into one GEMM
         (a copy made here) where the activation gives the same numbers on a strided half; None as for
         :meth:`FeedForward.function`."""
-        if type(self).forward is not GatedFeedForward.forward:  # a subclass computes something else
-            return None
+        cls = type(self)
+        if cls.forward is not GatedFeedForward.forward or cls.gate_and_up is not GatedFeedForward.gate_and_up:
+            return None  # a subclass computes something else
         gate, up, down = self.gate_proj, self.up_proj, self.down_proj
         if type(self.activation) not in _ACTIVATIONS or not _plain_linears(self, gate, up, down):
             return None
         activation = _ACTIVATIONS[type(self.activation)](self.activation)
-        w_out, b_out = down.weight, down.bias
-        if type(self.activation) not in _STRIDED_EXACT:
-            w_gate, b_gate, w_up, b_up = gate.weight, gate.bias, up.weight, up.bias
+        if type(self.activation) in _STRIDED_EXACT:
+            w_in = torch.cat((gate.weight, up.weight))  # (2 d_ff, D)
+            b_in = None if gate.bias is None else torch.cat((gate.bias, up.bias))
+            width = gate.out_features
 
-            def gated_feed_forward(x: Tensor) -> Tensor:
-                return F.linear(
-                    activation(F.linear(x, w_gate, b_gate)) * F.linear(x, w_up, b_up), w_out, b_out
-                )
+            def gate_and_up(x: Tensor) -> tuple[Tensor, Tensor]:  # one GEMM
+                both = F.linear(x, w_in, b_in)  # narrow, not chunk: two views for fewer calls
+                return both.narrow(-1, 0, width), both.narrow(-1, width, width)
 
-            return gated_feed_forward
-        w_in = torch.cat((gate.weight, up.weight))  # (2 d_ff, D)
-        b_in = None if gate.bias is None else torch.cat((gate.bias, up.bias))
-        width = gate.out_features
+        else:
+            project_gate, project_up = of(gate), of(up)
 
-        def stacked_feed_forward(x: Tensor) -> Tensor:
-            both = F.linear(x, w_in, b_in)  # narrow, not chunk: two views for fewer calls
-            return F.linear(
-                activation(both.narrow(-1, 0, width)) * both.narrow(-1, width, width), w_out, b_out
-            )
+            def gate_and_up(x: Tensor) -> tuple[Tensor, Tensor]:
+                return project_gate(x), project_up(x)
 
-        return stacked_feed_forward
+        return forward_of(
+            GatedFeedForward.forward,
+            gate_and_up=gate_and_up,
+            activation=activation,
+            drop=keep,
+            down_proj=of(down),
+        )
 
     def drop(self, x: Tensor) -> Tensor:
         """Dropout while training; in eval mode (where it is the identity) not even the module call."""

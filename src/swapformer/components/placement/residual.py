@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from torch import Tensor, nn
 
-from swapformer.components.functions import Function, Of
+from swapformer.components.functions import Function, Of, forward_of, keep
 
 
 class Residual(nn.Module):
@@ -31,6 +31,15 @@ class Residual(nn.Module):
         module call)."""
         return self.dropout(x) if self.training else x
 
+    def function(self, of: Of) -> Function | None:
+        """Eval-mode ``forward`` over the functions of the norms and the sublayer (:func:`forward_of`); None where
+        a subclass defines ``forward`` below the built-in placement it derives from."""
+        forward = type(self).forward
+        if forward not in (PostNorm.forward, PreNorm.forward, SandwichNorm.forward):
+            return None
+        norms = {name: of(child) for name, child in self.named_children() if name.endswith("norm")}
+        return forward_of(forward, sublayer=of(self.sublayer), drop=keep, **norms)
+
 
 class PostNorm(Residual):
     """Add & Norm, as in the paper::
@@ -41,17 +50,6 @@ class PostNorm(Residual):
 
     def forward(self, x: Tensor, *args, **kwargs) -> Tensor:
         return self.norm(x + self.drop(self.sublayer(x, *args, **kwargs)))
-
-    def function(self, of: Of) -> Function | None:
-        """Eval-mode ``forward`` (no dropout) around the functions of the norm and the sublayer."""
-        if type(self).forward is not PostNorm.forward:  # a subclass computes something else
-            return None
-        norm, sublayer = of(self.norm), of(self.sublayer)
-
-        def post_norm(x: Tensor, *args, **kwargs) -> Tensor:  # x ─┬─ sublayer ─(+)─ norm ─▶
-            return norm(x + sublayer(x, *args, **kwargs))
-
-        return post_norm
 
 
 class PreNorm(Residual):
@@ -65,17 +63,6 @@ class PreNorm(Residual):
 
     def forward(self, x: Tensor, *args, **kwargs) -> Tensor:
         return x + self.drop(self.sublayer(self.norm(x), *args, **kwargs))
-
-    def function(self, of: Of) -> Function | None:
-        """Eval-mode ``forward`` (no dropout) around the functions of the norm and the sublayer."""
-        if type(self).forward is not PreNorm.forward:  # a subclass computes something else
-            return None
-        norm, sublayer = of(self.norm), of(self.sublayer)
-
-        def pre_norm(x: Tensor, *args, **kwargs) -> Tensor:  # x ─┬─ norm ─ sublayer ─(+)─▶
-            return x + sublayer(norm(x), *args, **kwargs)
-
-        return pre_norm
 
 
 class SandwichNorm(Residual):
