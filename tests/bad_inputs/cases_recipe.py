@@ -84,7 +84,7 @@ CASES = [
         id="schedule-typo",
         area="recipe",
         mistake="`schedule: cosine_warmup` (not a schedule name)",
-        expect=r"--model\.init_args\.schedule 'cosine_warmup' is not one of: warmup_cosine",
+        expect=r"schedule='cosine_warmup' is unknown; choose one of warmup_cosine",
         argv=lambda fx: _fit(fx, model={"schedule": "cosine_warmup"}),
     ),
     Case(

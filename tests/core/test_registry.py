@@ -198,7 +198,10 @@ def register():
 
 
 def test_a_plugin_adds_to_any_registry(tmp_path, monkeypatch):
-    from swapformer.training.optim import SCHEDULES, schedule_fn  # Lightning comes with it: only here
+    from jsonargparse import ArgumentParser
+
+    from swapformer.tasks import CausalLMModule  # Lightning comes with them: only here
+    from swapformer.training.optim import SCHEDULES, schedule_fn
 
     (tmp_path / "swapformer_everywhere.py").write_text(EVERYWHERE)
     info = tmp_path / "swapformer_everywhere-0.1.dist-info"
@@ -214,6 +217,10 @@ def test_a_plugin_adds_to_any_registry(tmp_path, monkeypatch):
         assert load_plugins(force=True) == {}
         assert SCHEDULES.get("flat").source == "swapformer_everywhere"
         assert schedule_fn("flat", warmup_steps=10, total_steps=20, d_model=8)(0) == 1.0
+        parser = ArgumentParser(exit_on_error=False)  # the command line takes it, as fit's does
+        parser.add_class_arguments(CausalLMModule, "model")
+        args = parser.parse_args(["--model.schedule", "flat", "--model.vocab_size", "30"])
+        assert CausalLMModule(**args.model).hparams.schedule == "flat"
         assert (
             kind("plain_lm").causal and swapformer.ModelConfig(vocab_size=30, kind="plain_lm").ffn == "swiglu"
         )

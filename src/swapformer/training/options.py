@@ -8,7 +8,7 @@ them, and its return value becomes the checkpoint's hyperparameters.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Literal
+from typing import Any
 
 from swapformer.errors import ConfigError, did_you_mean
 from swapformer.training.guards import NONFINITE_ACTIONS, NonfiniteAction
@@ -21,7 +21,7 @@ def training_options(
     weight_decay: float = 0.1,
     betas: tuple[float, float] = (0.9, 0.95),
     eps: float = 1e-8,
-    schedule: Literal["warmup_cosine", "inverse_sqrt", "constant"] = "warmup_cosine",
+    schedule: str = "warmup_cosine",
     warmup_steps: int = 100,
     total_steps: int | None = None,
     min_lr_ratio: float = 0.1,
@@ -39,7 +39,8 @@ def training_options(
         lr: peak learning rate (``inverse_sqrt``: a scale on the paper's formula, 1.0 = the paper).
         weight_decay: AdamW decoupled weight decay of weight matrices (never norms, biases, embeddings).
         betas, eps: AdamW.
-        schedule: ``warmup_cosine``, ``inverse_sqrt`` or ``constant`` (see :mod:`swapformer.training.optim`).
+        schedule: a name in :data:`~swapformer.training.optim.SCHEDULES`: ``warmup_cosine``, ``inverse_sqrt``,
+            ``constant``, or one a plug-in registers.
         warmup_steps: optimizer steps of linear warmup.
         total_steps: end of the cosine decay; None = the trainer's ``estimated_stepping_batches``.
         min_lr_ratio: the cosine's floor, as a fraction of ``lr``.
