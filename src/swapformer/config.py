@@ -66,6 +66,8 @@ class ModelConfig:
             ``tie_embeddings``), as BART, T5 and Marian share one vocabulary; needs ``src_vocab_size`` None or
             equal to ``vocab_size``. Positions and embedding norms stay one per side.
         init_std: standard deviation of the normal initialization of linear and embedding weights.
+        logit_softcap: soft-cap the final logits, ``cap * tanh(logits / cap)`` (Gemma 2: 30); None = none. The
+            attention scores' cap is the kernel's option (``attention: {name: math, softcap: 50}``).
         layers: layers that differ from the uniform one (:mod:`swapformer.layer_specs`): a pattern of named layer
             types repeated over the stack, ``{pattern: [local, global], types: {local: {...}, global: {...}}}``,
             or one mapping per layer; each overrides any of ``attention, positional, qk_norm, norm, placement,
@@ -105,6 +107,7 @@ class ModelConfig:
     share_embeddings: bool = False
     init_std: float = 0.02
     qk_norm: ComponentSpec | None = None
+    logit_softcap: float | None = None
     layers: dict[str, Any] | list[dict[str, Any]] | None = None
     _checked: bool = field(default=False, init=False, repr=False, compare=False)
     _defaulted: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
@@ -230,6 +233,11 @@ class ModelConfig:
         ):
             problems.append(
                 f"attention_scale={scale!r} must be a positive number or null (1 / sqrt(head_dim))"
+            )
+        cap = self.logit_softcap
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int | float) or not cap > 0):
+            problems.append(
+                f"logit_softcap={cap!r} must be a number > 0 (Gemma 2 uses 30.0) or null (no cap)"
             )
         for key in ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id"):
             token = getattr(self, key)

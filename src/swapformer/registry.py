@@ -93,9 +93,11 @@ class Capabilities:
         cross_attention: kernels only: the kernel cross-attention uses instead (with ``self_attention_only``).
         exact_softmax: kernels only: computes exact softmax attention, so ``swapformer check`` holds it to the
             ``math`` kernel (to 1e-5, with masks, score biases and every head layout).
+        soft_cap: kernels only: takes a ``softcap`` option, ``cap * tanh(score / cap)`` (Gemma 2); a kernel
+            without it refuses the option at config time.
         relative: positional only: attention scores depend on positions only through their differences, so
             ``swapformer check`` requires them unchanged when every position shifts by the same amount.
-            Neither of these two is inherited: a subclass that computes the same declares it again.
+            These two and ``soft_cap`` are not inherited: a subclass that computes the same declares it again.
         notes: one line on limits a user should know.
     """
 
@@ -107,6 +109,7 @@ class Capabilities:
     self_attention_only: bool = False
     cross_attention: str | None = None
     exact_softmax: bool = False
+    soft_cap: bool = False
     relative: bool = False
     notes: str = ""
 
@@ -125,9 +128,11 @@ def capabilities(family: str, spec: ComponentSpec) -> Capabilities:
     declared = getattr(factory, "capabilities", DEFAULT)
     if not isinstance(declared, Capabilities):
         return DEFAULT
-    if "capabilities" not in vars(factory) and (declared.exact_softmax or declared.relative):
-        # a claim the conformance suite holds to a reference is not inherited: a subclass changes what it computes
-        return dataclasses.replace(declared, exact_softmax=False, relative=False)
+    if "capabilities" not in vars(factory) and (
+        declared.exact_softmax or declared.relative or declared.soft_cap
+    ):
+        # a claim about what the forward computes is not inherited: a subclass changes what it computes
+        return dataclasses.replace(declared, exact_softmax=False, relative=False, soft_cap=False)
     return declared
 
 
@@ -267,9 +272,14 @@ class Registry:
         unknown = sorted(set(options) - set(member.options))
         if unknown:
             accepted = ", ".join(member.options) or "none"
+            elsewhere = [
+                f"; {', '.join(others)} take{'s' * (len(others) == 1)} '{option}'"
+                for option in unknown
+                if (others := [n for n in self.available() if option in self.get(n).options])
+            ]
             return [
                 f"{where}: {self.family} '{name}' takes no option {', '.join(map(repr, unknown))}; "
-                f"its options are: {accepted}"
+                f"its options are: {accepted}{''.join(elsewhere)}"
             ]
         return []
 

@@ -81,6 +81,20 @@ CASES = [
         argv=lambda fx: _fit(fx, model={"ffn": {"name": "swiglu", "widht": 3}}),
     ),
     Case(
+        id="softcap-not-positive",
+        area="recipe",
+        mistake="`attention: {name: math, softcap: 0}` (a cap must be > 0)",
+        expect=r"math: softcap=0 must be a number > 0 \(Gemma 2 uses 50\.0\), or null for no soft-capping",
+        argv=lambda fx: _fit(fx, model={"attention": {"name": "math", "softcap": 0}}),
+    ),
+    Case(
+        id="softcap-with-a-fused-kernel",
+        area="recipe",
+        mistake="`attention: {name: sdpa, softcap: 50}` (the fused kernel never sees the scores)",
+        expect=r"attention 'sdpa' takes no option 'softcap'; its options are: none; math, sliding_window take 'softcap'",
+        argv=lambda fx: _fit(fx, model={"attention": {"name": "sdpa", "softcap": 50}}),
+    ),
+    Case(
         id="schedule-typo",
         area="recipe",
         mistake="`schedule: cosine_warmup` (not a schedule name)",

@@ -24,6 +24,7 @@ _COLUMNS = {
         "accepts_score_bias",
         "self_attention_only",
         "exact_softmax",
+        "soft_cap",
     ),
     "positional": ("kv_cache", "padding", "torch_export", "adds_score_bias", "relative"),
 }

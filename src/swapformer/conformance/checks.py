@@ -307,8 +307,8 @@ def check_reference(model: nn.Module) -> None:
         model.config.component_name("positional"),
     )
     if capabilities("attention", attention).exact_softmax:
-        reference = MathAttention()
         for where, kernel in _kernels(model):
+            reference = MathAttention(softcap=getattr(kernel, "softcap", None))  # the same cap, if any
             for kv_heads in (4, 2, 1):
                 query, key, value = _kernel_inputs(kv_heads)
                 for case, args in _kernel_cases(capabilities("attention", attention)):

@@ -104,12 +104,15 @@ def require(checks: Iterable[tuple[bool, str]], family: str) -> None:
 
 def shared_requirements(cfg: ModelConfig) -> list[tuple[bool, str]]:
     """What no mapped family expresses yet, checked before each family's own ``hf_config``: layers that differ
-    (``layers``) and q/k norms."""
+    (``layers``), q/k norms, and soft-capped scores or logits."""
     differing = distinct_layers(cfg)
     where = differing[0][0] if differing else ""
+    score_cap = split_spec(cfg.attention, where="attention")[1].get("softcap")
     return [
         (not differing, f"{where} (layers that differ from the uniform one)"),
         (cfg.qk_norm is None, f"qk_norm {cfg.qk_norm!r}"),
+        (score_cap is None, f"attention {cfg.attention!r} (soft-capped scores)"),
+        (cfg.logit_softcap is None, f"logit_softcap {cfg.logit_softcap!r}"),
     ]
 
 

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from swapformer.components.functions import function_of, plain
 from swapformer.components.positional.base import PositionalEncoding
+from swapformer.components.softcap import soft_cap
 from swapformer.config import ModelConfig
 from swapformer.models import builders, inputs
 from swapformer.models.decoding import (
@@ -45,6 +46,7 @@ class DecoderOnly(SavesPretrained, nn.Module):
             self-attention layer (``rotate``) and the mask (``bias``).
         decoder: stack of layers without cross-attention.
         lm_head: ``Linear(D, V)``; tied to the embedding when ``tie_embeddings``.
+        logit_softcap: soft-cap the logits, ``cap * tanh(logits / cap)`` (Gemma 2); None = none.
 
     Shape:
         input_ids ``(N, L)``; attention_mask ``(N, L)``, True = real token; logits ``(N, L, V)``.
@@ -57,8 +59,10 @@ class DecoderOnly(SavesPretrained, nn.Module):
         positional: PositionalEncoding,
         decoder: TransformerStack,
         lm_head: nn.Linear,
+        logit_softcap: float | None = None,
     ) -> None:
         super().__init__()
+        self.logit_softcap = logit_softcap
         self.embedding = embedding
         self.positional = positional
         self.decoder = decoder
@@ -101,7 +105,8 @@ class DecoderOnly(SavesPretrained, nn.Module):
                 (:mod:`swapformer.models.inputs`).
         """
         inputs.check_causal(self, input_ids, attention_mask, past_length=0 if cache is None else cache.length)
-        return self.lm_head(self.hidden_states(input_ids, attention_mask, cache=cache, losses=losses))
+        hidden = self.hidden_states(input_ids, attention_mask, cache=cache, losses=losses)
+        return soft_cap(self.lm_head(hidden), self.logit_softcap)
 
     def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, **kwargs: Any) -> Tensor:
         """Continue ``input_ids``; see :func:`swapformer.generation.decoding` for every argument.
@@ -168,7 +173,8 @@ class CausalStep:
             if plan is not None and new == 1 and attention_mask is None and not torch.compiler.is_compiling():
                 return plan(ids[:, -1:], self.cache.length)
             hidden = self.model.hidden_states(ids[:, -new:], attention_mask, cache=self.cache)
-        return self.model.lm_head(hidden[:, -1])  # (N, V): only the last position is needed
+        logits = self.model.lm_head(hidden[:, -1])  # (N, V): only the last position is needed
+        return soft_cap(logits, self.model.logit_softcap)
 
     def plan(self) -> Callable[[Tensor, int], Tensor] | None:
         """``(ids (N, 1), position) -> logits (N, V)`` for one new token of every row at ``position`` (no padding),
@@ -188,10 +194,10 @@ class CausalStep:
             def embed(ids: Tensor, position: int) -> Tensor:
                 return forward(ids, offset=position)
 
-        head = function_of(model.lm_head)
+        head, cap = function_of(model.lm_head), model.logit_softcap
 
         def step(ids: Tensor, position: int) -> Tensor:
-            return head(stack(embed(ids, position), position)[:, -1])
+            return soft_cap(head(stack(embed(ids, position), position)[:, -1]), cap)
 
         return step
 
@@ -224,6 +230,7 @@ def build_causal_lm(config: ModelConfig | Mapping[str, Any]) -> DecoderOnly:
             cfg, num_layers=cfg.num_layers, cross_attention=False, positional=positional
         ),
         lm_head=builders.build_lm_head(cfg, embedding),
+        logit_softcap=cfg.logit_softcap,
     )
     builders.init_weights(model, std=cfg.init_std, num_layers=cfg.num_layers)
     model.config = cfg

@@ -9,6 +9,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from swapformer.components.positional.base import PositionalEncoding
+from swapformer.components.softcap import soft_cap
 from swapformer.config import ModelConfig
 from swapformer.models import builders, inputs
 from swapformer.models.saving import SavesPretrained
@@ -39,8 +40,10 @@ class EncoderOnly(SavesPretrained, nn.Module):
         positional: PositionalEncoding,
         encoder: TransformerStack,
         lm_head: nn.Linear,
+        logit_softcap: float | None = None,
     ) -> None:
         super().__init__()
+        self.logit_softcap = logit_softcap
         self.embedding = embedding
         self.positional = positional
         self.encoder = encoder
@@ -68,7 +71,7 @@ class EncoderOnly(SavesPretrained, nn.Module):
         x = self.encoder(
             self.embedding(input_ids, offset=offset), attn_mask=mask, offset=offset, losses=losses
         )
-        return self.lm_head(x)
+        return soft_cap(self.lm_head(x), self.logit_softcap)
 
 
 @register_kind(
@@ -98,6 +101,7 @@ def build_masked_lm(config: ModelConfig | Mapping[str, Any]) -> EncoderOnly:
             cfg, num_layers=cfg.num_layers, cross_attention=False, positional=positional, is_encoder=True
         ),
         lm_head=builders.build_lm_head(cfg, embedding),
+        logit_softcap=cfg.logit_softcap,
     )
     builders.init_weights(model, std=cfg.init_std, num_layers=cfg.num_layers)
     model.config = cfg

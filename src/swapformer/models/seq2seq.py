@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor, nn
 
 from swapformer.components.positional.base import PositionalEncoding
+from swapformer.components.softcap import soft_cap
 from swapformer.config import ModelConfig
 from swapformer.models import builders, inputs
 from swapformer.models.decoding import check_length, expand_beams, reserve_positions, search
@@ -49,8 +50,10 @@ class EncoderDecoder(SavesPretrained, nn.Module):
         encoder: TransformerStack,
         decoder: TransformerStack,
         lm_head: nn.Linear,
+        logit_softcap: float | None = None,
     ) -> None:
         super().__init__()
+        self.logit_softcap = logit_softcap
         self.src_embedding = src_embedding
         self.tgt_embedding = tgt_embedding
         self.src_positional = src_positional
@@ -98,7 +101,7 @@ class EncoderDecoder(SavesPretrained, nn.Module):
             cache=cache,
             losses=losses,
         )
-        return self.lm_head(x)
+        return soft_cap(self.lm_head(x), self.logit_softcap)
 
     def forward(
         self,
@@ -222,6 +225,7 @@ def build_seq2seq(config: ModelConfig | Mapping[str, Any]) -> EncoderDecoder:
             cfg, num_layers=num_decoder, cross_attention=True, positional=tgt_positional, **depths
         ),
         lm_head=builders.build_lm_head(cfg, tgt_embedding),
+        logit_softcap=cfg.logit_softcap,
     )
     builders.init_weights(model, std=cfg.init_std, num_layers=num_encoder + num_decoder)
     model.config = cfg

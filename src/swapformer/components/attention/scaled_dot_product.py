@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from swapformer.components.attention._masks import guard_empty_rows, merge_causal
+from swapformer.components.softcap import check_cap, soft_cap
 from swapformer.registry import Capabilities
 
 
@@ -27,13 +28,20 @@ class MathAttention(nn.Module):
     The reference every faster kernel is tested against; the only built-in kernel that returns the
     attention weights.
 
+    Args:
+        softcap: soft-cap the scores, ``e = cap * tanh(e / cap)`` before the mask (Gemma 2: 50); None = none.
+
     Shape:
         query ``(N, H, L, E)``; key, value ``(N, Hkv, S, E)`` with ``H % Hkv == 0``;
         attn_mask boolean (True = may attend) or float (added to the scores), broadcastable to ``(N, H, L, S)``;
         output ``(N, H, L, E)``; weights ``(N, H, L, S)``.
     """
 
-    capabilities: ClassVar[Capabilities] = Capabilities(exact_softmax=True)
+    capabilities: ClassVar[Capabilities] = Capabilities(exact_softmax=True, soft_cap=True)
+
+    def __init__(self, *, softcap: float | None = None) -> None:
+        super().__init__()
+        self.softcap = check_cap(softcap, "math: softcap", 50.0)
 
     def forward(
         self,
@@ -64,6 +72,7 @@ class MathAttention(nn.Module):
         scale = 1.0 / math.sqrt(query.size(-1)) if scale is None else scale
 
         scores = query @ key.transpose(-2, -1) * scale  # e_ij = q_i . k_j / sqrt(E)   (N, H, L, S)
+        scores = soft_cap(scores, self.softcap)  # e_ij = cap tanh(e_ij / cap), with a cap (Gemma 2)
         if is_causal:
             causal = torch.ones(length, source_length, dtype=torch.bool, device=query.device).tril()
             attn_mask = causal if attn_mask is None else merge_causal(attn_mask, length, source_length)
@@ -81,3 +90,6 @@ class MathAttention(nn.Module):
             weights = F.dropout(weights, p=dropout_p)
         output = weights @ value  # o_i = sum_j alpha_ij v_j   (N, H, L, E)
         return output, (weights if need_weights else None)
+
+    def extra_repr(self) -> str:
+        return "" if self.softcap is None else f"softcap={self.softcap:g}"

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from swapformer.components.attention._masks import merge_causal
+from swapformer.components.attention.scaled_dot_product import MathAttention
 from swapformer.components.attention.sdpa import SDPAttention
 from swapformer.errors import ConfigError
 from swapformer.registry import Capabilities
@@ -46,6 +47,8 @@ class SlidingWindowAttention(nn.Module):
 
     Args:
         window: keys within ``window`` positions of the query are visible (the query's own included), >= 1.
+        softcap: soft-cap the scores as :class:`~swapformer.components.attention.MathAttention` does (Gemma 2's
+            local layers); the band is then computed by ``math`` instead of ``sdpa``.
 
     Raises:
         ConfigError: window below 1.
@@ -55,12 +58,13 @@ class SlidingWindowAttention(nn.Module):
     """
 
     capabilities: ClassVar[Capabilities] = Capabilities(
+        soft_cap=True,
         self_attention_only=True,
         cross_attention="sdpa",
         notes="cross-attention uses sdpa; the KV cache keeps every key",
     )
 
-    def __init__(self, *, window: int = 256) -> None:
+    def __init__(self, *, window: int = 256, softcap: float | None = None) -> None:
         super().__init__()
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
             raise ConfigError(
@@ -68,7 +72,7 @@ class SlidingWindowAttention(nn.Module):
                 "write e.g. {name: sliding_window, window: 128}"
             )
         self.window = window
-        self.kernel = SDPAttention()
+        self.kernel = SDPAttention() if softcap is None else MathAttention(softcap=softcap)
 
     def forward(
         self,

@@ -1,0 +1,138 @@
+"""Soft-capping (Gemma 2): attention scores capped by the kernel's ``softcap`` option, logits by the model's
+``logit_softcap``; against transformers' Gemma 2 attention and the formula ``cap * tanh(x / cap)``."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+
+from swapformer import ConfigError, build_causal_lm, build_masked_lm, build_seq2seq, family, to_hf
+from swapformer.components.attention import MathAttention, band_mask
+from swapformer.models.causal_lm import CausalStep
+from swapformer.nn.cache import KVCache
+
+gemma2 = pytest.importorskip(
+    "transformers.models.gemma2.modeling_gemma2", reason="needs transformers' Gemma 2"
+)
+
+
+def _qkv(kv_heads: int, length: int = 7, source: int = 9, heads: int = 4, dim: int = 8):
+    torch.manual_seed(kv_heads)
+    # scores well beyond the cap, so capping changes them
+    return (
+        torch.randn(2, heads, length, dim) * 3,
+        torch.randn(2, kv_heads, source, dim) * 3,
+        torch.randn(2, kv_heads, source, dim),
+    )
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2, 1])
+@pytest.mark.parametrize("masked", [False, True])
+def test_math_softcap_is_gemma2_attention(kv_heads, masked):
+    query, key, value = _qkv(kv_heads)
+    mask = torch.rand(2, 1, 7, 9) > 0.3
+    mask[..., 0] = True  # every query sees a key
+    bias = torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)
+    module = types.SimpleNamespace(num_key_value_groups=4 // kv_heads, training=False, head_dim=8)
+    want, want_weights = gemma2.eager_attention_forward(
+        module, query, key, value, bias if masked else None, scaling=0.3, softcap=5.0
+    )
+    got, weights = MathAttention(softcap=5.0)(
+        query, key, value, attn_mask=mask if masked else None, scale=0.3, need_weights=True
+    )
+    torch.testing.assert_close(got.transpose(1, 2), want, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(weights, want_weights, atol=1e-6, rtol=1e-5)
+    uncapped, _ = MathAttention()(query, key, value, attn_mask=mask if masked else None, scale=0.3)
+    assert (uncapped - got).abs().max() > 1e-2  # the cap changed something: the comparison means something
+
+
+def test_sliding_window_softcap_is_math_softcap_on_the_band():
+    query, key, value = _qkv(2, length=9, source=9)
+    kernel = family("attention").build({"name": "sliding_window", "window": 3, "softcap": 5.0})
+    got, _ = kernel(query, key, value, is_causal=True)
+    band = band_mask(9, 9, window=3) & torch.ones(9, 9, dtype=torch.bool).tril()
+    want, _ = MathAttention(softcap=5.0)(query, key, value, attn_mask=band)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+
+
+BASE = dict(vocab_size=40, d_model=32, num_heads=4, num_layers=2, d_ff=64, dropout=0.0)
+
+
+@pytest.mark.parametrize("builder", [build_causal_lm, build_seq2seq, build_masked_lm])
+def test_logit_softcap_caps_the_logits(builder):
+    ids = torch.randint(3, 40, (2, 6))
+    outputs = []
+    for cap in (None, 0.1):  # a cap below the logits' size (std 0.02 weights): every logit moves
+        torch.manual_seed(0)
+        model = builder({**BASE, "logit_softcap": cap}).eval()
+        args = (ids, ids) if builder is build_seq2seq else (ids,)
+        with torch.no_grad():
+            outputs.append(model(*args))
+    uncapped, capped = outputs
+    torch.testing.assert_close(capped, 0.1 * torch.tanh(uncapped / 0.1), atol=1e-6, rtol=1e-6)
+    assert capped.abs().max() <= 0.1 < uncapped.abs().max()
+
+
+def test_capped_models_decode_the_same_with_and_without_the_cache():
+    config = {
+        **BASE,
+        "positional": "rope",
+        "attention": {"name": "math", "softcap": 2.0},
+        "logit_softcap": 3.0,
+        "layers": {
+            "pattern": ["local", "global"],
+            "types": {
+                "local": {"attention": {"name": "sliding_window", "window": 3, "softcap": 2.0}},
+                "global": {},
+            },
+        },
+    }
+    torch.manual_seed(0)
+    model = build_causal_lm(config).eval()
+    ids = torch.randint(3, 40, (2, 5))
+    cache = KVCache(2, capacity=16)
+    with torch.inference_mode():
+        model(ids, cache=cache)
+        assert CausalStep(model, cache).plan() is not None  # the plan caps too
+        cached = model.generate(ids, max_new_tokens=8, eos_token_id=[])
+        uncached = model.generate(ids, max_new_tokens=8, eos_token_id=[], use_cache=False)
+        full = model(cached)
+    assert torch.equal(cached, uncached)
+    assert torch.equal(
+        full[:, 4:-1].argmax(-1), cached[:, 5:]
+    )  # greedy: each new id is the full pass's argmax
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"attention": {"name": "sdpa", "softcap": 5.0}},
+            r"'sdpa' takes no option 'softcap'.*math, sliding_window take 'softcap'",
+        ),
+        ({"attention": {"name": "math", "softcap": 0}}, r"math: softcap=0 must be a number > 0"),
+        (
+            {"attention": {"name": "sliding_window", "window": 4, "softcap": -1.0}},
+            r"softcap=-1.0 must be a number > 0",
+        ),
+        ({"logit_softcap": 0.0}, r"logit_softcap=0.0 must be a number > 0"),
+        ({"logit_softcap": "30"}, r"logit_softcap='30' must be a number > 0"),
+    ],
+)
+def test_a_bad_cap_is_one_line(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        build_causal_lm({**BASE, **changes})
+
+
+@pytest.mark.parametrize(
+    "changes", [{"attention": {"name": "math", "softcap": 50.0}}, {"logit_softcap": 30.0}]
+)
+def test_families_without_soft_capping_refuse_to_export_it(changes, tmp_path):
+    pytest.importorskip("transformers")
+    model = build_causal_lm({**BASE, "positional": "rope", "norm": "rmsnorm", "ffn": "swiglu", **changes})
+    with pytest.raises(
+        ConfigError, match=r"cannot export to Hugging Face: (attention .*soft-capped|logit_softcap)"
+    ):
+        to_hf(model, tmp_path / "hf")
