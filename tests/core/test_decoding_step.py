@@ -132,7 +132,7 @@ def test_cached_decoding_steps_equal_the_uncached_model(shape):
     torch.testing.assert_close(torch.stack(steps, 1), full[:, 4:], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("placement", ["pre", "post", "sandwich"])
+@pytest.mark.parametrize("placement", ["pre", "post", "sandwich", "res_post"])
 @pytest.mark.parametrize("norm", ["layernorm", "rmsnorm"])
 @pytest.mark.parametrize("ffn", ["gelu", "swiglu", "relu", "geglu"])
 def test_residual_functions_equal_the_modules(placement, norm, ffn):

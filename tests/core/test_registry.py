@@ -29,7 +29,7 @@ def test_every_family_lists_its_members_with_descriptions():
         "alibi", "learned", "none", "nope", "rope", "sinusoidal", "t5_relative",
     ]  # fmt: skip
     assert swapformer.available("norm") == ["layernorm", "rmsnorm", "scalenorm"]
-    assert swapformer.available("placement") == ["deepnorm", "post", "pre", "sandwich"]
+    assert swapformer.available("placement") == ["deepnorm", "post", "pre", "res_post", "sandwich"]
     assert swapformer.available("ffn") == ["geglu", "gelu", "relu", "relu2", "silu", "swiglu"]
     for members in FAMILIES.values():
         assert all(member.description for member in members.describe())
@@ -58,7 +58,7 @@ def test_options_a_member_does_not_take_are_named():
     ):
         family("norm").build({"name": "rmsnorm", "bias": False}, d_model=8)
     with pytest.raises(
-        ConfigError, match=r"attention 'math' takes no option 'window', 'x'; its options are: none"
+        ConfigError, match=r"attention 'math' takes no option 'window', 'x'; its options are: softcap; sliding_window takes 'window'"
     ):
         family("attention").build({"name": "math", "window": 3, "x": 1})
 

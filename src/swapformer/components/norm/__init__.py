@@ -12,8 +12,9 @@ import torch
 from torch import nn
 
 from swapformer.components.functions import register_function
-from swapformer.components.norm.rms_norm import RMSNorm
+from swapformer.components.norm.rms_norm import RMSNorm, UnitOffsetRMSNorm
 from swapformer.components.norm.scalenorm import ScaleNorm
+from swapformer.errors import ConfigError
 from swapformer.registry import NORM
 
 
@@ -28,10 +29,14 @@ def layernorm(*, d_model: int, eps: float = 1e-5, bias: bool = True) -> nn.Layer
 @NORM.register(
     "rmsnorm", description="RMSNorm: x / sqrt(mean(x^2) + eps) * gamma, no centering (Zhang & Sennrich, 2019)"
 )
-def rmsnorm(*, d_model: int, eps: float = 1e-6) -> RMSNorm:
+def rmsnorm(*, d_model: int, eps: float = 1e-6, unit_offset: bool = False) -> RMSNorm | UnitOffsetRMSNorm:
     """Root-mean-square norm (no mean subtraction, no beta): torch's ``nn.RMSNorm``, as in Llama and T5, with a
-    faster CPU inference form (:class:`~swapformer.components.norm.rms_norm.RMSNorm`)."""
-    return RMSNorm(d_model, eps=eps)
+    faster CPU inference form (:class:`~swapformer.components.norm.rms_norm.RMSNorm`). ``unit_offset``: the
+    gain is ``1 + w`` with ``w`` starting at zero, computed in float32, as in Gemma
+    (:class:`~swapformer.components.norm.rms_norm.UnitOffsetRMSNorm`)."""
+    if not isinstance(unit_offset, bool):
+        raise ConfigError(f"rmsnorm: unit_offset={unit_offset!r} must be true or false")
+    return UnitOffsetRMSNorm(d_model, eps=eps) if unit_offset else RMSNorm(d_model, eps=eps)
 
 
 # torch's fused kernels with the module's weights, called without the module (decoding steps)
@@ -56,4 +61,4 @@ NORM.add(
     "scalenorm", ScaleNorm, description="ScaleNorm: g * x / ||x||, one scalar g (Nguyen & Salazar, 2019)"
 )
 
-__all__ = ["RMSNorm", "ScaleNorm", "layernorm", "rmsnorm"]
+__all__ = ["RMSNorm", "ScaleNorm", "UnitOffsetRMSNorm", "layernorm", "rmsnorm"]

@@ -81,6 +81,32 @@ class RMSNorm(nn.RMSNorm):
         return torch.layer_norm(x.unsqueeze(-2) * signs, (2, width), weight, None, self.eps).select(-2, 0)
 
 
+class UnitOffsetRMSNorm(nn.Module):
+    """``x / sqrt(mean(x^2) + eps) * (1 + w)``, computed in float32 (Gemma's norms): the weight is stored as its
+    offset from 1, so it starts at zero and weight decay pulls the gain towards 1, not 0.
+
+    Shape:
+        x ``(..., D)`` -> ``(..., D)``, in x's dtype.
+    """
+
+    no_weight_decay = ("weight",)
+
+    def __init__(self, d_model: int, *, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.zeros(d_model))
+
+    def forward(self, x: Tensor) -> Tensor:
+        normed = x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)
+        return (normed * (1.0 + self.weight.float())).type_as(x)
+
+    def reset_parameters(self) -> None:
+        nn.init.zeros_(self.weight)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.numel()}, eps={self.eps}, unit_offset=True"
+
+
 _SIGNS: dict[torch.dtype, Tensor] = {}
 
 

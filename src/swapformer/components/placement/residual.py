@@ -35,7 +35,7 @@ class Residual(nn.Module):
         """Eval-mode ``forward`` over the functions of the norms and the sublayer (:func:`forward_of`); None where
         a subclass defines ``forward`` below the built-in placement it derives from."""
         forward = type(self).forward
-        if forward not in (PostNorm.forward, PreNorm.forward, SandwichNorm.forward):
+        if forward not in (PostNorm.forward, PreNorm.forward, SandwichNorm.forward, ResPostNorm.forward):
             return None
         norms = {name: of(child) for name, child in self.named_children() if name.endswith("norm")}
         return forward_of(forward, sublayer=of(self.sublayer), drop=keep, **norms)
@@ -84,3 +84,20 @@ class SandwichNorm(Residual):
 
     def forward(self, x: Tensor, *args, **kwargs) -> Tensor:
         return x + self.drop(self.post_norm(self.sublayer(self.norm(x), *args, **kwargs)))
+
+
+class ResPostNorm(Residual):
+    """The norm on the sublayer's output, inside the residual branch (res-post-norm: Swin Transformer V2, Liu et
+    al., 2022; OLMo 2, 2024)::
+
+    x ──┬── sublayer ── norm ── dropout ──(+)──▶
+        └──────────────────────────────────┘
+
+    Each branch's output is normalized before it is added, and the residual stream itself never is, so the stack
+    ends with a norm, as with pre-norm.
+    """
+
+    final_norm = True
+
+    def forward(self, x: Tensor, *args, **kwargs) -> Tensor:
+        return x + self.drop(self.norm(self.sublayer(x, *args, **kwargs)))
