@@ -4,6 +4,7 @@
 
     swapformer fit --config stdlib-tiny [--config logger/wandb] [--key value]  # a bundled recipe or a file
     swapformer validate|test|predict --config ... --ckpt_path last            # the newest last.ckpt of the root
+    swapformer prepare SOURCE --tokenizer T --out DIR         # a corpus tokenized once into token shards
     swapformer recipes [cp NAME DEST]                         # the bundled recipes; a copy to edit
     swapformer generate --ckpt_path last.ckpt --prompt "..."   # decode with a checkpoint
     swapformer evaluate --ckpt_path last.ckpt --path FILE     # perplexity (seq2seq: --src F --ref F: BLEU, chrF)
@@ -69,6 +70,7 @@ def _import_verb(module: str) -> ModuleType:
 
 
 VERBS = {
+    "prepare": _verb("prepare"),
     "generate": _verb("generate"),
     "evaluate": _verb("evaluate"),
     "check": _verb("check"),
@@ -84,6 +86,7 @@ HELP = {
     "validate": "the validation metrics of a checkpoint (--ckpt_path FILE|last)",
     "test": "the test metrics of a checkpoint (--ckpt_path FILE|last)",
     "predict": "a checkpoint's predictions on the recipe's data",
+    "prepare": "tokenize a corpus once into token shards that fit reads by memory map (--tokenizer, --out)",
     "generate": "decode text with a checkpoint (--ckpt_path, --prompt)",
     "evaluate": "perplexity and bits per byte of a text file (seq2seq: BLEU and chrF of --src against --ref)",
     "components": "every registered component, by family; which combine (--matrix)",
