@@ -276,7 +276,11 @@ def _tokenizer_of_init_from(init_from: str | None, data: Any) -> None:
     """A model trained from ``init_from``'s weights reads text with that model's tokenizer, when it has one:
     the data module gets it instead of fitting a new one."""
     init_args = getattr(data, "init_args", None)
-    if not init_from or init_args is None or init_args.get("tokenizer") not in TOKENIZER_KINDS:
+    if (
+        not init_from
+        or init_args is None
+        or init_args.get("tokenizer", "char") not in (None, *TOKENIZER_KINDS)
+    ):
         return
     source = Path(init_from)
     if source.is_file():  # the data module reads the tokenizer first: say what a file that is not one is

@@ -9,12 +9,20 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from swapformer.data.base_datamodule import TokenizedDataModule, check_fraction, check_int, check_path
+from swapformer.data.base_datamodule import (
+    TokenizedDataModule,
+    check_fraction,
+    check_int,
+    check_path,
+    load_tokenizer,
+)
 from swapformer.data.cache import cache_root, cached, digest, encode_chunked
 from swapformer.data.errors import DataError
 from swapformer.data.lm_datasets import ConsecutiveWindows, OffsetWindows, check_stream_length
 from swapformer.data.samplers import RandomOffsetSampler
+from swapformer.data.shards import PreparedDir, is_prepared, same_tokenizer
 from swapformer.data.text import TextSplit, load_text_split
+from swapformer.data.tokenizers import TOKENIZER_KINDS
 
 __all__ = ["CausalLMDataModule"]
 
@@ -27,10 +35,17 @@ class CausalLMDataModule(TokenizedDataModule):
     :class:`~swapformer.data.ResumableDataLoader`) replays the same batches. Validation uses consecutive
     non-overlapping windows of the validation text.
 
+    A folder written by ``swapformer prepare`` (recognized by its ``meta.json``) is read by memory map instead:
+    its train and validation shards are the token streams (the process's memory does not grow with the corpus,
+    and DataLoader workers map the files themselves), and its tokenizer is the data's.
+
     Args:
         path: A text file (any extension, ``.gz`` allowed) or a folder of files matching ``glob``; None
-            uses the standard library's source code, split file by file.
-        tokenizer: ``"char"``, ``"byte"`` or ``"bpe"``; fitted on the training text only.
+            uses the standard library's source code, split file by file; or a prepared folder (its
+            split is kept: ``val_fraction``, ``max_chars`` and ``glob`` do not apply).
+        tokenizer: ``"char"``, ``"byte"`` or ``"bpe"``, fitted on the training text only; or a trained
+            model's tokenizer (a folder with ``tokenizer.json``, a ``.ckpt``). None: ``"char"``, or the
+            prepared folder's own tokenizer; naming another one than the folder's is refused.
         tokenizer_options: Options of that tokenizer, e.g. ``{"vocab_size": 4096}`` for ``"bpe"``.
         seq_len: Tokens per training example ``L``.
         batch_size: Examples per batch ``N``.
@@ -59,7 +74,7 @@ class CausalLMDataModule(TokenizedDataModule):
         self,
         *,
         path: str | None = None,
-        tokenizer: str = "char",
+        tokenizer: str | None = None,
         tokenizer_options: dict[str, Any] | None = None,
         seq_len: int = 128,
         batch_size: int = 32,
@@ -72,7 +87,8 @@ class CausalLMDataModule(TokenizedDataModule):
         cache: bool = True,
         cache_dir: str | None = None,
     ) -> None:
-        super().__init__(tokenizer=tokenizer, tokenizer_options=tokenizer_options)
+        prepared = PreparedDir(path) if is_prepared(path) else None
+        super().__init__(tokenizer=tokenizer or "char", tokenizer_options=tokenizer_options)
         check_int("seq_len", seq_len, minimum=1, fix="use e.g. seq_len: 128.")
         check_int("batch_size", batch_size, minimum=1, fix="use e.g. batch_size: 32.")
         check_fraction("val_fraction", val_fraction)
@@ -98,6 +114,9 @@ class CausalLMDataModule(TokenizedDataModule):
         self._text_digests: tuple[str, str] | None = None  # (train, train + val)
         self._train_tokens: torch.Tensor | None = None
         self._val_tokens: torch.Tensor | None = None
+        self._prepared = prepared
+        if prepared is not None:
+            self._fitted_tokenizer = _prepared_tokenizer(prepared, tokenizer, tokenizer_options)
 
     def text_split(self) -> TextSplit:
         """The corpus's train and validation text, read once and cached until it has been tokenised."""
@@ -134,7 +153,9 @@ class CausalLMDataModule(TokenizedDataModule):
             self.save_tokenizer_beside_run()  # the run's own; validate/test/predict leave it alone
         if self._train_tokens is not None:
             return
-        if self._cache_root is None:
+        if self._prepared is not None:
+            tokens = dict(self._prepared.streams)
+        elif self._cache_root is None:
             tokens = self._encode()
         else:
             tokenizer = json.dumps(self.tokenizer.to_dict(), sort_keys=True)
@@ -168,7 +189,8 @@ class CausalLMDataModule(TokenizedDataModule):
 
     @property
     def train_tokens(self) -> torch.Tensor:
-        """The tokenised training text, 1-D int32 (after ``setup``)."""
+        """The tokenised training text, 1-D int32 (after ``setup``); a prepared folder's train
+        :class:`~swapformer.data.shards.ShardStream`."""
         self._require_setup()
         return self._train_tokens
 
@@ -198,6 +220,28 @@ class CausalLMDataModule(TokenizedDataModule):
     def _require_setup(self) -> None:
         if self._train_tokens is None:
             raise RuntimeError("call setup() before asking for data; the Trainer does this for you.")
+
+
+def _prepared_tokenizer(prepared: PreparedDir, named: str | None, options: dict[str, Any] | None) -> Any:
+    """The prepared folder's tokenizer; ``named`` (the recipe's ``tokenizer``) must be that one, or None."""
+    own = prepared.tokenizer()
+    where = f"data.path={prepared.path} was prepared with --tokenizer {prepared.meta['tokenizer']}"
+    fix = f"drop data.tokenizer (the folder's is used), or prepare the corpus again with --tokenizer {named}"
+    if named is None:
+        pass
+    elif named in TOKENIZER_KINDS:
+        if named != own.kind or options:
+            with_options = f" with tokenizer_options {options}" if options else ""
+            raise DataError(f"{where}, not tokenizer={named!r}{with_options}; {fix}.")
+    else:
+        other = load_tokenizer(named)
+        if not same_tokenizer(other, own):
+            raise DataError(
+                f"{where} ({own.vocab_size} ids), another tokenizer than that of {named} ({other.vocab_size} ids), "
+                f"which the model reads with (data.tokenizer, or the model's init_from); prepare the corpus again "
+                f"with --tokenizer {named}."
+            )
+    return own
 
 
 def _load_tokens(path: Any) -> dict[str, torch.Tensor]:

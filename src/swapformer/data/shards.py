@@ -154,7 +154,7 @@ class PreparedDir:
         if self.vocab_size > limit:
             raise DataError(
                 f"{where}: a vocabulary of {self.vocab_size} ids does not fit dtype {self.dtype} (at most "
-                f"{limit}); prepare {self.path} again, which picks uint32 for it."
+                f"{limit}); prepare the folder again, which picks uint32 for it."
             )
         listed = {s["file"] for split in SPLITS for s in meta["shards"][split]}
         stray = sorted(p.name for p in self.path.glob("*.bin") if p.name not in listed)
