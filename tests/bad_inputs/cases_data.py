@@ -16,6 +16,46 @@ def _text(fx, name: str, content: str | bytes) -> str:
     return str(path)
 
 
+def _prepared(fx, damage=None) -> str:
+    """A folder of ``swapformer prepare`` (char tokenizer, 120 small documents) at ``<tmp>/prepared``, then
+    ``damage(folder)``."""
+    import json
+
+    from swapformer.data.prepare import prepare
+
+    lines = [
+        json.dumps({"text": f"line {i}: the quick brown fox jumps over the lazy dog " * 3})
+        for i in range(120)
+    ]
+    source = fx.tmp / "corpus.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    folder = fx.tmp / "prepared"
+    prepare(str(source), tokenizer="char", out=folder, val_fraction=0.05, progress=False)
+    if damage is not None:
+        damage(folder)
+    return str(folder)
+
+
+def _edit_meta(folder, change) -> None:
+    import json
+
+    meta = json.loads((folder / "meta.json").read_text())
+    change(meta)
+    (folder / "meta.json").write_text(json.dumps(meta))
+
+
+def _truncate(folder) -> None:
+    shard = folder / "train-00000.bin"
+    shard.write_bytes(shard.read_bytes()[:-100])
+
+
+def _as_uint32(folder) -> None:
+    import numpy as np
+
+    shard = folder / "train-00000.bin"
+    shard.write_bytes(np.fromfile(shard, dtype="<u2").astype("<u4").tobytes())
+
+
 CASES = [
     Case(
         id="missing-data-file",
@@ -86,5 +126,89 @@ CASES = [
         mistake="`seq_len: -16`",
         expect=r"seq_len=-16",
         argv=lambda fx: _fit(fx, seq_len=-16),
+    ),
+    Case(
+        id="prepare-missing-text-column",
+        area="data",
+        mistake="`swapformer prepare` of JSON lines without a `text` field",
+        expect=r"has no column 'text'; its columns are \['id', 'content'\]: pass --text_column",
+        argv=lambda fx: [
+            "prepare",
+            _text(fx, "c.jsonl", '{"id": 1, "content": "hello"}\n'),
+            "--tokenizer",
+            "char",
+            "--out",
+            "out",
+        ],
+    ),
+    Case(
+        id="prepare-empty-source",
+        area="data",
+        mistake="`swapformer prepare` of an empty text file",
+        expect=r"SOURCE .*empty\.txt holds no text",
+        argv=lambda fx: ["prepare", _text(fx, "empty.txt", ""), "--tokenizer", "char", "--out", "out"],
+    ),
+    Case(
+        id="prepare-out-of-another-source",
+        area="data",
+        mistake="`swapformer prepare --out DIR` where DIR holds the shards of another corpus",
+        expect=r"holds shards of another source .*give another --out, or delete the folder",
+        argv=lambda fx: [
+            "prepare",
+            _text(fx, "other.txt", "another corpus\n" * 50),
+            "--tokenizer",
+            "char",
+            "--out",
+            _prepared(fx),
+        ],
+    ),
+    Case(
+        id="prepared-truncated-shard",
+        area="data",
+        mistake="`data.path` of a prepared folder whose shard was cut short (an interrupted copy)",
+        expect=r"train-00000\.bin has \d+ bytes but meta\.json says \d+ uint16 tokens .*truncated",
+        argv=lambda fx: _fit(fx, path=_prepared(fx, _truncate)),
+    ),
+    Case(
+        id="prepared-wrong-dtype-shard",
+        area="data",
+        mistake="`data.path` of a prepared folder whose shard was rewritten as uint32",
+        expect=r"it looks written as uint32",
+        argv=lambda fx: _fit(fx, path=_prepared(fx, _as_uint32)),
+    ),
+    Case(
+        id="prepared-meta-not-matching-shards",
+        area="data",
+        mistake="`data.path` of a prepared folder whose meta.json counts other tokens than its shards hold",
+        expect=r"meta\.json does not match its shards",
+        argv=lambda fx: _fit(
+            fx, path=_prepared(fx, lambda d: _edit_meta(d, lambda m: m["tokens"].update(train=12)))
+        ),
+    ),
+    Case(
+        id="prepared-vocab-beyond-dtype",
+        area="data",
+        mistake="`data.path` of a prepared folder whose tokenizer has more ids than its uint16 shards can hold",
+        expect=r"a vocabulary of 70000 ids does not fit dtype uint16",
+        argv=lambda fx: _fit(
+            fx, path=_prepared(fx, lambda d: _edit_meta(d, lambda m: m.update(vocab_size=70000)))
+        ),
+    ),
+    Case(
+        id="prepared-other-tokenizer-in-recipe",
+        area="data",
+        mistake="`data.path` of a folder prepared with `--tokenizer char` and `tokenizer: byte` in the recipe",
+        expect=r"was prepared with --tokenizer char, not tokenizer='byte'",
+        argv=lambda fx: _fit(fx, path=_prepared(fx), tokenizer="byte"),
+    ),
+    Case(
+        id="prepared-other-tokenizer-than-init-from",
+        area="data",
+        mistake="`init_from:` a model whose tokenizer is not the one the `data.path` folder was prepared with",
+        expect=r"another tokenizer than that of .*last\.ckpt .*prepare the corpus again with --tokenizer",
+        argv=lambda fx: [
+            *_fit(fx, path=_prepared(fx)),
+            f"--model.init_args.init_from={fx.causal_checkpoint}",
+        ],
     ),
 ]
