@@ -37,8 +37,12 @@ def _overrides(recipe: str, data: Path) -> list[str]:
     args = list(SEQ2SEQ_TINY if recipe.startswith("seq2seq") else CAUSAL_TINY)
     if recipe == "causal_lm/llama-style.yaml":
         args.append("--model.init_args.num_kv_heads=2")
-    if recipe == "causal_lm/gpt2-124m.yaml":
-        args.append("--data.init_args.tokenizer_options={vocab_size: 300}")
+    if recipe == "causal_lm/gpt2-124m.yaml":  # reads a prepared folder: one of the generated text, BPE 300
+        from swapformer.data.prepare import prepare
+
+        folder = data / "prepared-bpe-300"
+        prepare(str(data / "tinyshakespeare" / "input.txt"), tokenizer="bpe:300", out=folder, progress=False)
+        args.append(f"--data.init_args.path={folder}")
     if recipe == "causal_lm/shakespeare-char.yaml":
         args.append(f"--data.init_args.path={data / 'tinyshakespeare' / 'input.txt'}")
     if recipe.startswith("seq2seq") and "multi30k" not in recipe:
