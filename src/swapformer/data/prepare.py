@@ -129,6 +129,10 @@ def prepare(
         "val_fraction": val_fraction,
         "shard_tokens": shard_tokens,
     }
+    every = max(2, round(1 / val_fraction))
+    count = src.count(limit=every)
+    if count == 0:
+        raise DataError(f"SOURCE {source} holds no text (0 non-empty documents); give a corpus with text.")
     state = _existing(out, settings, source, tokenizer)
     if state == "done":
         meta = read_meta(out)
@@ -138,10 +142,6 @@ def prepare(
     if state is None:
         state = {"settings": settings, "units": 0, "documents": [0, 0], "shards": [[], []]}
         _save_json(out / STATE, state)
-    count = src.count()
-    if count == 0:
-        raise DataError(f"SOURCE {source} holds no text (0 non-empty documents); give a corpus with text.")
-    every = max(2, round(1 / val_fraction))
     plan = _PositionSplit(src, val_fraction) if count < every else _EveryKth(src, every)
     fitted = _fitted_tokenizer(out, tokenizer, plan)
     if fitted.eos_id is None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib.util
+import itertools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,9 +64,9 @@ class Source:
                 if text:
                     yield text
 
-    def count(self) -> int:
-        """Documents (non-empty), read once to decide how to split train and validation."""
-        return sum(1 for _ in self.documents())
+    def count(self, *, limit: int) -> int:
+        """Non-empty documents, counted up to ``limit`` (enough to decide how to split train and validation)."""
+        return sum(1 for _ in itertools.islice(self.documents(), limit))
 
     def _texts(self, file: Path) -> Iterator[str]:
         if self.kind == "text":
@@ -92,8 +93,8 @@ class DatasetSource(Source):
         for batch in self.dataset.select_columns([self.text_column]).iter(batch_size=1000):
             yield from (text for text in batch[self.text_column] if text)
 
-    def count(self) -> int:
-        return len(self.dataset)
+    def count(self, *, limit: int) -> int:
+        return min(len(self.dataset), limit)
 
 
 def open_source(source: str, *, text_column: str = "text", glob: str = "*.txt") -> Source:
