@@ -64,6 +64,18 @@ def test_text_file_is_split_by_position_and_each_side_ends_with_eos(tmp_path: Pa
     assert json.loads((tmp_path / "out" / "meta.json").read_text()) == meta
 
 
+def test_a_long_document_cut_into_units_has_the_ids_of_one_encode(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(prepare_module, "UNIT_CHARS", 2000)  # a 60k-character file in about 30 units
+    text = play_text(60_000, seed=2)
+    (tmp_path / "input.txt").write_text(text)
+    meta = prepare(str(tmp_path / "input.txt"), tokenizer="bpe:500", out=tmp_path / "out", val_fraction=0.1)
+    tokenizer = load_tokenizer_file(tmp_path / "out" / "tokenizer.swapformer.json")
+    cut = int(len(text) * 0.9)
+    assert read(tmp_path / "out", "train").tolist() == expected(tokenizer, [text[:cut]])
+    assert read(tmp_path / "out", "val").tolist() == expected(tokenizer, [text[cut:]])
+    assert meta["documents"] == {"train": 1, "val": 1}
+
+
 def test_jsonl_documents_every_kth_is_validation_across_shards(tmp_path: Path, jsonl) -> None:
     path, docs = jsonl
     meta = prepare(str(path), tokenizer="bpe:400", out=tmp_path / "out", val_fraction=0.01, shard_tokens=5000)
