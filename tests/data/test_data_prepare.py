@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -326,3 +327,31 @@ def test_damaged_folders_are_named(prepared: Path, damage, message: str) -> None
     damage(prepared)
     with pytest.raises(DataError, match=message):
         PreparedDir(prepared)
+
+
+def test_the_command_line_shows_documents_and_tokens_per_second(tmp_path: Path, jsonl, capsys) -> None:
+    from swapformer.cli import main
+
+    path, _ = jsonl
+    main(
+        [
+            "prepare",
+            str(path),
+            "--tokenizer",
+            "byte",
+            "--out",
+            str(tmp_path / "out"),
+            "--val_fraction",
+            "0.01",
+        ]
+    )
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    tokens = meta["tokens"]["train"] + meta["tokens"]["val"]
+    assert re.fullmatch(
+        rf"prepare: 400 documents, {tokens / 1e3:.2f}k tokens, [\d.]+[kMG]? tokens/s in .* -> .*out", last
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        main(["prepare", str(path), "--tokenizer", "char", "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.startswith("swapformer prepare: error: --out ")
