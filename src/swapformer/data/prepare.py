@@ -32,7 +32,7 @@ import numpy as np
 from swapformer.data.bpe import _safe_chunks
 from swapformer.data.cache import digest, load_tokenizer_file, save_tokenizer_file
 from swapformer.data.errors import DataError
-from swapformer.data.shards import DTYPES, META, SPLITS, TOKENIZER_FILE, dtype_for, read_meta, shard_name
+from swapformer.data.shards import DTYPES, META, SPLITS, TOKENIZER_FILE, ShardWriter, dtype_for, read_meta
 from swapformer.data.sources import Source, open_source
 from swapformer.data.tokenizer_base import Tokenizer
 
@@ -151,7 +151,7 @@ def prepare(
         )
     dtype = dtype_for(fitted.vocab_size)
     writers = [
-        _SplitWriter(out, split, dtype, shard_tokens, state["shards"][index])
+        ShardWriter(out, split, dtype, shard_tokens, state["shards"][index])
         for index, split in enumerate(SPLITS)
     ]
     units = _units(plan, splittable=fitted.kind in _SPLITTABLE)
@@ -213,7 +213,12 @@ def _existing(out: Path, settings: dict[str, Any], source: str, tokenizer: str) 
         file = out / name
         if not file.is_file():
             continue
-        recorded = json.loads(file.read_text(encoding="utf-8"))
+        try:
+            recorded = json.loads(file.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            raise DataError(
+                f"--out {out}: {file} is not valid JSON; delete the folder to prepare it again."
+            ) from None
         recorded = recorded.get("settings", recorded)
         changed = [key for key in settings if recorded.get(key) != settings[key]]
         if changed:
@@ -251,46 +256,6 @@ def _save_json(file: Path, value: Any) -> None:
     temporary = file.with_name(file.name + ".tmp")
     temporary.write_text(json.dumps(value, indent=1) + "\n", encoding="utf-8")
     os.replace(temporary, file)
-
-
-class _SplitWriter:
-    """Appends a split's ids to its shards, a new file every ``shard_tokens``; resumes from recorded shards.
-
-    Each write opens its file to append (once per unit of work): nothing is buffered between writes, so the
-    recorded lengths in ``prepare.state.json`` are always on disk.
-    """
-
-    def __init__(self, out: Path, split: str, dtype: str, shard_tokens: int, shards: list[dict]) -> None:
-        self.out, self.split, self.shard_tokens = out, split, shard_tokens
-        self.shards = [dict(shard) for shard in shards]
-        itemsize = DTYPES[dtype].itemsize
-        for shard in self.shards:  # cut back what a killed run wrote after its last record
-            with open(out / shard["file"], "r+b") as handle:
-                handle.truncate(shard["tokens"] * itemsize)
-        listed = {shard["file"] for shard in self.shards}
-        for stray in out.glob(f"{split}-*.bin"):
-            if stray.name not in listed:
-                stray.unlink()
-        self.total = sum(shard["tokens"] for shard in self.shards)
-
-    def write(self, ids: np.ndarray) -> None:
-        while ids.size:
-            if not self.shards or self.shards[-1]["tokens"] == self.shard_tokens:
-                self._next_shard()
-            room = self.shard_tokens - self.shards[-1]["tokens"]
-            part, ids = ids[:room], ids[room:]
-            with open(self.out / self.shards[-1]["file"], "ab") as handle:
-                handle.write(part.tobytes())
-            self.shards[-1]["tokens"] += int(part.size)
-            self.total += int(part.size)
-
-    def _next_shard(self) -> None:
-        self.shards.append({"file": shard_name(self.split, len(self.shards)), "tokens": 0})
-        (self.out / self.shards[-1]["file"]).write_bytes(b"")
-
-    def close(self) -> None:
-        if not self.shards:  # a split with no tokens still gets its (empty) first shard
-            self._next_shard()
 
 
 # ---- units of work -----------------------------------------------------------------------------------------

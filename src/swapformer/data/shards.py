@@ -34,6 +34,7 @@ __all__ = [
     "TOKENIZER_FILE",
     "PreparedDir",
     "ShardStream",
+    "ShardWriter",
     "dtype_for",
     "is_prepared",
     "same_tokenizer",
@@ -127,6 +128,48 @@ class ShardStream:
 
     def __repr__(self) -> str:
         return f"ShardStream({len(self.files)} shard(s), {self.numel()} {self.dtype} tokens)"
+
+
+class ShardWriter:
+    """Appends a split's ids to its shards, a new file every ``shard_tokens``; resumes from recorded shards
+    (``[{"file", "tokens"}]``, as ``meta.json`` lists them), cutting each file back to its recorded length and
+    removing later ones.
+
+    Each write opens its file to append (once per unit of work): nothing is buffered between writes, so the
+    recorded lengths in ``prepare.state.json`` are always on disk.
+    """
+
+    def __init__(self, out: Path, split: str, dtype: str, shard_tokens: int, shards: list[dict]) -> None:
+        self.out, self.split, self.shard_tokens = out, split, shard_tokens
+        self.shards = [dict(shard) for shard in shards]
+        itemsize = DTYPES[dtype].itemsize
+        for shard in self.shards:  # cut back what a killed run wrote after its last record
+            with open(out / shard["file"], "r+b") as handle:
+                handle.truncate(shard["tokens"] * itemsize)
+        listed = {shard["file"] for shard in self.shards}
+        for stray in out.glob(f"{split}-*.bin"):
+            if stray.name not in listed:
+                stray.unlink()
+        self.total = sum(shard["tokens"] for shard in self.shards)
+
+    def write(self, ids: np.ndarray) -> None:
+        while ids.size:
+            if not self.shards or self.shards[-1]["tokens"] == self.shard_tokens:
+                self._next_shard()
+            room = self.shard_tokens - self.shards[-1]["tokens"]
+            part, ids = ids[:room], ids[room:]
+            with open(self.out / self.shards[-1]["file"], "ab") as handle:
+                handle.write(part.tobytes())
+            self.shards[-1]["tokens"] += int(part.size)
+            self.total += int(part.size)
+
+    def _next_shard(self) -> None:
+        self.shards.append({"file": shard_name(self.split, len(self.shards)), "tokens": 0})
+        (self.out / self.shards[-1]["file"]).write_bytes(b"")
+
+    def close(self) -> None:
+        if not self.shards:  # a split with no tokens still gets its (empty) first shard
+            self._next_shard()
 
 
 class PreparedDir:
