@@ -122,10 +122,8 @@ def test_resume_mid_epoch_continues_with_the_same_batches(folder: Path) -> None:
     assert all(torch.equal(a, b) for a, b in zip(seen + rest, straight, strict=True))
 
 
-def test_fit_reads_a_prepared_folder(folder: Path, tmp_path: Path) -> None:
-    from swapformer.cli import run
-
-    config = yaml.safe_load((REPO / "recipes" / "causal_lm" / "stdlib-tiny.yaml").read_text())
+def _recipe(tmp_path: Path, name: str, folder: Path) -> Path:
+    config = yaml.safe_load((REPO / "recipes" / name).read_text())
     config["model"]["init_args"].update(d_model=32, num_heads=4, num_layers=1, d_ff=64, max_seq_len=32)
     data = config["data"]["init_args"]
     for key in ("tokenizer", "tokenizer_options", "max_chars", "val_fraction"):
@@ -135,8 +133,38 @@ def test_fit_reads_a_prepared_folder(folder: Path, tmp_path: Path) -> None:
         max_steps=2, limit_val_batches=1, val_check_interval=None, enable_progress_bar=False
     )
     config["trainer"]["callbacks"] = []
-    (tmp_path / "r.yaml").write_text(yaml.safe_dump(config))
-    cli = run(["fit", "--config", str(tmp_path / "r.yaml"), f"--trainer.default_root_dir={tmp_path / 'run'}"])
+    path = tmp_path / f"{Path(name).stem}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_fit_reads_a_prepared_folder_and_starts_from_a_model_of_its_tokenizer(
+    folder: Path, tmp_path: Path
+) -> None:
+    from swapformer.cli import run
+
+    recipe = _recipe(tmp_path, "causal_lm/stdlib-tiny.yaml", folder)
+    cli = run(["fit", "--config", str(recipe), f"--trainer.default_root_dir={tmp_path / 'run'}"])
     assert cli.trainer.global_step == 2
     assert cli.model.tokenizer == load_tokenizer_file(folder / "tokenizer.swapformer.json")
     assert cli.model.config.vocab_size == cli.datamodule.tokenizer.vocab_size
+    last = next((tmp_path / "run").rglob("last.ckpt"))
+    again = run(
+        [
+            "fit",
+            "--config",
+            str(recipe),
+            f"--trainer.default_root_dir={tmp_path / 'again'}",
+            f"--model.init_args.init_from={last}",  # its tokenizer is the folder's: accepted
+        ]
+    )
+    assert again.trainer.global_step == 2 and again.datamodule.tokenizer == cli.model.tokenizer
+
+
+def test_masked_lm_fits_on_a_prepared_folder(folder: Path, tmp_path: Path) -> None:
+    from swapformer.cli import run
+
+    recipe = _recipe(tmp_path, "masked_lm/masked-stdlib-tiny.yaml", folder)
+    cli = run(["fit", "--config", str(recipe), f"--trainer.default_root_dir={tmp_path / 'run'}"])
+    assert cli.trainer.global_step == 2
+    assert isinstance(cli.datamodule.train_tokens, ShardStream)
