@@ -22,7 +22,7 @@ from swapformer.data.lm_datasets import ConsecutiveWindows, OffsetWindows, check
 from swapformer.data.samplers import RandomOffsetSampler
 from swapformer.data.shards import PreparedDir, is_prepared, same_tokenizer
 from swapformer.data.text import TextSplit, load_text_split
-from swapformer.data.tokenizers import TOKENIZER_KINDS
+from swapformer.data.tokenizers import TOKENIZER_KINDS, Tokenizer
 
 __all__ = ["CausalLMDataModule"]
 
@@ -222,7 +222,9 @@ class CausalLMDataModule(TokenizedDataModule):
             raise RuntimeError("call setup() before asking for data; the Trainer does this for you.")
 
 
-def _prepared_tokenizer(prepared: PreparedDir, named: str | None, options: dict[str, Any] | None) -> Any:
+def _prepared_tokenizer(
+    prepared: PreparedDir, named: str | None, options: dict[str, Any] | None
+) -> Tokenizer:
     """The prepared folder's tokenizer; ``named`` (the recipe's ``tokenizer``) must be that one, or None."""
     own = prepared.tokenizer()
     where = f"data.path={prepared.path} was prepared with --tokenizer {prepared.meta['tokenizer']}"
