@@ -250,6 +250,15 @@ def test_dataset_name_without_datasets_names_the_extra(tmp_path: Path) -> None:
         prepare("someone/corpus", tokenizer="char", out=tmp_path / "out")
 
 
+@pytest.mark.skipif(HAS_DATASETS, reason="datasets is installed: the folder is loaded")
+def test_save_to_disk_folder_without_datasets_names_the_extra(tmp_path: Path) -> None:
+    (tmp_path / "saved").mkdir()
+    (tmp_path / "saved" / "dataset_info.json").write_text("{}")
+    (tmp_path / "saved" / "state.json").write_text("{}")
+    with pytest.raises(DataError, match=r"save_to_disk folder\) needs the datasets package: pip install"):
+        prepare(str(tmp_path / "saved"), tokenizer="char", out=tmp_path / "out")
+
+
 @pytest.mark.skipif(not HAS_DATASETS, reason="needs the datasets package (pip install 'swapformer[data]')")
 def test_save_to_disk_folder_equals_jsonl(tmp_path: Path, jsonl) -> None:
     import datasets
