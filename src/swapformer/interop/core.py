@@ -8,6 +8,10 @@ A family (``interop/gpt2.py``, ``interop/llama.py``, ...) says three things, and
   of a fused projection, a scale); ``links(config, hf)`` for a family whose tensors also depend on a Hugging Face
   setting our config does not keep (T5's ``scale_decoder_outputs``, folded into a norm);
 - ``hf_config(config)``: the ``config.json`` of a ModelConfig it can express, or the first component it cannot.
+
+Layers that differ (``ModelConfig.layers``) are a family's too: it declares which layer keys it lets differ
+(``per_layer``), reads each layer's spec (:func:`decoder_specs`) when writing, and writes the ``layers`` of the
+per-layer settings it reads (:func:`layers_of`).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from torch import Tensor, nn
 
 from swapformer.config import ModelConfig
 from swapformer.errors import ConfigError
-from swapformer.layer_specs import distinct_layers
+from swapformer.layer_specs import LAYER_KEYS, LayerSpec, distinct_layers, resolve, uniform_spec
 from swapformer.models import build
 from swapformer.models.saving import read_config
 from swapformer.registry import Registry, split_spec
@@ -61,6 +65,12 @@ class Architecture:
     copies of a linked tensor) when no link reads them."""
     links_read_hf: bool = False
     """``links`` takes the Hugging Face config as a second argument."""
+    per_layer: tuple[str, ...] = ()
+    """The layer keys (:data:`swapformer.layer_specs.LAYER_KEYS`) that may differ between layers: the family's
+    ``hf_config`` reads each layer's (Qwen3's sliding layers: ``attention``; SmolLM3's NoPE layers: also
+    ``positional``). Layers that differ in any other key are refused before ``hf_config`` runs."""
+    qk_norm: bool = False
+    """The family has q/k norms (Qwen3): its ``hf_config`` checks ``qk_norm``; the others are refused one."""
 
     def links_of(self, config: ModelConfig, hf_config: Mapping[str, Any]) -> list[Link]:
         return self.links(config, hf_config) if self.links_read_hf else self.links(config)
@@ -102,18 +112,74 @@ def require(checks: Iterable[tuple[bool, str]], family: str) -> None:
             raise Unsupported(f"{what} has no {family} equivalent")
 
 
-def shared_requirements(cfg: ModelConfig) -> list[tuple[bool, str]]:
-    """What no mapped family expresses yet, checked before each family's own ``hf_config``: layers that differ
-    (``layers``), q/k norms, and soft-capped scores or logits."""
-    differing = distinct_layers(cfg)
-    where = differing[0][0] if differing else ""
-    score_cap = split_spec(cfg.attention, where="attention")[1].get("softcap")
+def shared_requirements(cfg: ModelConfig, architecture: Architecture | None = None) -> list[tuple[bool, str]]:
+    """What ``architecture`` (None: any family) must declare to express ``cfg``, checked before its own
+    ``hf_config``: layers that differ in a key outside its ``per_layer``, q/k norms, and soft-capped scores or
+    logits (no mapped family has them yet)."""
+    allowed = set(architecture.per_layer) if architecture else set()
+    base = uniform_spec(cfg)
+    differing = [
+        (where, key)
+        for where, spec in distinct_layers(cfg)
+        for key in LAYER_KEYS
+        if key not in allowed and getattr(spec, key) != getattr(base, key)
+    ]
+    where, key = differing[0] if differing else ("", "")
+    attention = [("attention", cfg.attention)]
+    attention += [(f"{where}.attention", spec.attention) for where, spec in distinct_layers(cfg)]
+    capped = [(w, a) for w, a in attention if split_spec(a, where=w)[1].get("softcap") is not None]
     return [
-        (not differing, f"{where} (layers that differ from the uniform one)"),
-        (cfg.qk_norm is None, f"qk_norm {cfg.qk_norm!r}"),
-        (score_cap is None, f"attention {cfg.attention!r} (soft-capped scores)"),
+        (not differing, f"{where}.{key} (a layer whose {key} differs from the uniform one)"),
+        (cfg.qk_norm is None or bool(architecture and architecture.qk_norm), f"qk_norm {cfg.qk_norm!r}"),
+        (not capped, " ".join(map(str, capped[0])) + " (soft-capped scores)" if capped else ""),
         (cfg.logit_softcap is None, f"logit_softcap {cfg.logit_softcap!r}"),
     ]
+
+
+def decoder_specs(cfg: ModelConfig) -> list[LayerSpec]:
+    """Each layer's spec of a causal LM, its ``layers`` overrides applied (what a family writes per layer)."""
+    return resolve(cfg, "decoder")
+
+
+def layers_of(
+    changes: list[dict[str, Any]],
+) -> tuple[dict[str, Any], dict[str, Any] | list[dict[str, Any]] | None]:
+    """``(uniform changes, layers)`` for layers whose overrides of the uniform config are ``changes`` (one
+    mapping per layer): the same overrides everywhere change the uniform fields; a repeating sequence becomes a
+    pattern (its period need not divide the depth: it restarts at each period); anything else a list.
+
+    Example:
+        >>> nope = {"positional": "none"}
+        >>> layers_of([{}, {}, nope, {}, {}])
+        ({}, {'pattern': ['full', 'full', 'nope'], 'types': {'full': {}, 'nope': {'positional': 'none'}}})
+    """
+    if not any(changes):
+        return {}, None
+    if all(change == changes[0] for change in changes):
+        return dict(changes[0]), None
+    depth = len(changes)
+    period = next(p for p in range(1, depth + 1) if all(changes[i] == changes[i % p] for i in range(depth)))
+    if period == depth:
+        return {}, [dict(change) for change in changes]
+    names: dict[str, dict[str, Any]] = {}
+    pattern = []
+    for change in changes[:period]:
+        name = _type_name(change)
+        if names.get(name, change) != change:  # two types of one name: the second is numbered
+            name = f"{name}{len(names)}"
+        names[name] = dict(change)
+        pattern.append(name)
+    return {}, {"pattern": pattern, "types": names}
+
+
+def _type_name(change: Mapping[str, Any]) -> str:
+    parts = []
+    if "attention" in change:
+        parts.append("sliding" if split_spec(change["attention"])[0] == "sliding_window" else "attention")
+    if "positional" in change:
+        parts.append("nope" if split_spec(change["positional"])[0] in ("none", "nope") else "positional")
+    parts += [key for key in change if key not in ("attention", "positional")]
+    return "_".join(parts) or "full"
 
 
 def seq2seq_sides(cfg: ModelConfig) -> list[tuple[str, int, bool]]:
@@ -332,12 +398,20 @@ def _tied(key: str, model: nn.Module) -> bool:
 
 
 # ---- writing -------------------------------------------------------------------------------------------
-def to_hf(model: nn.Module, directory: str | os.PathLike) -> Path:
+def to_hf(model: nn.Module, directory: str | os.PathLike, *, model_type: str | None = None) -> Path:
     """Write ``model`` as a Hugging Face model directory (``config.json``, ``model.safetensors``) that
     ``transformers.AutoModelForCausalLM`` / ``AutoModelForSeq2SeqLM.from_pretrained`` loads with the same logits.
 
+    Args:
+        model: a swapformer model.
+        directory: the folder to write (made if missing).
+        model_type: the Hugging Face family to write (one of :func:`supported`); None: the first family, in
+            registration order, that expresses the model (a Llama-shaped model is written as ``llama`` even when
+            it came from ``phi3``; ask for ``phi3`` to get its fused projections back).
+
     Raises:
-        ConfigError: no supported family expresses the model's config; the message names the component.
+        ConfigError: no supported family (or not ``model_type``) expresses the model's config; the message names
+            the component.
     """
     from safetensors.torch import save_file
 
@@ -347,14 +421,20 @@ def to_hf(model: nn.Module, directory: str | os.PathLike) -> Path:
             f"{type(model).__name__} has no swapformer ModelConfig; to_hf writes swapformer models"
         )
     reasons: dict[str, str] = {}
-    for architecture in dict.fromkeys(ARCHITECTURES[name] for name in ARCHITECTURES):  # each family once
+    names = list(ARCHITECTURES) if model_type is None else [model_type]
+    for architecture in dict.fromkeys(ARCHITECTURES[name] for name in names):  # each family once
+        family = model_type or architecture.model_types[0]
         if architecture.kind != config.kind:
+            if model_type is not None:
+                reasons[family] = f"{family} is a family of {architecture.kind} models, not {config.kind}"
             continue
         try:
-            require(shared_requirements(config), architecture.model_types[0])
+            require(shared_requirements(config, architecture), family)
             hf_config = architecture.hf_config(config)
+            if model_type is not None and hf_config["model_type"] != model_type:
+                raise Unsupported(f"the model is written as {hf_config['model_type']}, not {model_type}")
         except Unsupported as err:
-            reasons[architecture.model_types[0]] = str(err)
+            reasons[family] = str(err)
             continue
         ours = model.state_dict()
         theirs = {}
@@ -369,6 +449,8 @@ def to_hf(model: nn.Module, directory: str | os.PathLike) -> Path:
         return path
     if not reasons:
         raise ConfigError(f"no Hugging Face family is mapped for {config.kind} models")
+    if model_type is not None:
+        raise ConfigError(f"cannot export to Hugging Face {model_type}: {reasons[model_type]}")
     closest = min(reasons.values(), key=len)
     tried = "; ".join(f"{name}: {reason}" for name, reason in reasons.items())
     raise ConfigError(f"cannot export to Hugging Face: {closest} (families tried: {tried})")

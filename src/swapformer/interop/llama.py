@@ -18,6 +18,7 @@ from swapformer.interop.core import (
     register,
     require,
 )
+from swapformer.layer_specs import LayerSpec
 from swapformer.registry import split_spec
 
 ROPE_TYPES = ("default", "linear", "llama3")
@@ -89,6 +90,47 @@ def _first(value: Any) -> int | None:
     return value[0] if isinstance(value, list) and value else value
 
 
+def sliding_changes(types: list[str], window: int | None, family: str) -> list[dict[str, Any]]:
+    """Each layer's overrides of a full-attention config for Hugging Face ``layer_types``: a
+    ``sliding_window`` kernel of ``window`` on each ``sliding_attention`` layer.
+
+    Raises:
+        Unsupported: a layer type other than full or sliding attention, or sliding layers without a window.
+    """
+    changes = []
+    for i, kind in enumerate(types):
+        if kind not in ("full_attention", "sliding_attention"):
+            raise Unsupported(f"layer_types[{i}] {kind!r} has no swapformer equivalent")
+        if kind == "sliding_attention" and not window:
+            raise Unsupported(
+                f"layer_types[{i}] is 'sliding_attention' but {family} has no sliding_window "
+                "(set sliding_window, and use_sliding_window: true)"
+            )
+        sliding = kind == "sliding_attention"
+        changes.append({"attention": {"name": "sliding_window", "window": int(window)}} if sliding else {})
+    return changes
+
+
+def layer_windows(specs: list[LayerSpec]) -> tuple[list[str], int | None]:
+    """Hugging Face ``layer_types`` and the one ``sliding_window`` of layers whose kernel is ``sdpa`` or
+    ``math`` (full) or ``sliding_window`` (sliding).
+
+    Raises:
+        Unsupported: another kernel, or sliding layers of different windows.
+    """
+    types, windows = [], set()
+    for i, spec in enumerate(specs):
+        name, options = split_spec(spec.attention)
+        if name not in ("sdpa", "math", "sliding_window"):
+            raise Unsupported(f"attention {spec.attention!r} (layer {i})")
+        types.append("sliding_attention" if name == "sliding_window" else "full_attention")
+        if name == "sliding_window":
+            windows.add(options.get("window", 256))
+    if len(windows) > 1:
+        raise Unsupported(f"sliding windows of {sorted(windows)} in one model (one sliding_window)")
+    return types, next(iter(windows), None)
+
+
 def links(cfg: ModelConfig) -> list[Link]:
     qkv_bias = cfg.bias if cfg.qkv_bias is None else cfg.qkv_bias
     out = [Link(("embedding.token.weight",), "model.embed_tokens.weight")]
@@ -110,55 +152,61 @@ def links(cfg: ModelConfig) -> list[Link]:
     return out
 
 
-def hf_config(cfg: ModelConfig) -> dict[str, Any]:
-    rope, rope_options = split_spec(cfg.positional)
+def rope_parameters(positional: Any) -> dict[str, Any]:
+    """``rope_parameters`` of a ``rope`` spec (its scaling included)."""
+    _, options = split_spec(positional)
+    parameters: dict[str, Any] = {
+        "rope_type": options.get("scaling") or "default",
+        "rope_theta": options.get("base", 10000.0),
+    }
+    if "factor" in options:
+        parameters["factor"] = options["factor"]
+    if options.get("scaling") == "llama3":
+        parameters.update(
+            low_freq_factor=options.get("low_freq_factor", 1.0),
+            high_freq_factor=options.get("high_freq_factor", 4.0),
+            original_max_position_embeddings=options.get("original_max_seq_len", 8192),
+        )
+    return parameters
+
+
+def decoder_checks(cfg: ModelConfig, positional: Any) -> list[tuple[bool, str]]:
+    """What every Llama-shaped family needs besides its attention: ``positional`` (the rope every rotating
+    layer uses) a ``rope``, RMSNorm before each sublayer and at the end, the plain 1 / sqrt(E) scale."""
+    rope, rope_options = split_spec(positional)
     norm, norm_options = split_spec(cfg.norm)
-    attention, attention_options = split_spec(cfg.attention)
-    qkv_bias = cfg.bias if cfg.qkv_bias is None else cfg.qkv_bias
-    model_type = "qwen2" if qkv_bias and not cfg.bias else "llama"
-    if attention == "sliding_window":
-        model_type = "mistral"
-    checks = [
+    return [
         (
             rope == "rope" and rope_options.get("scaling") in (None, "linear", "llama3"),
-            f"positional {cfg.positional!r}",
+            f"positional {positional!r}",
         ),
         (norm == "rmsnorm" and set(norm_options) <= {"eps"}, f"norm {cfg.norm!r}"),
         (
             cfg.component_name("placement") == "pre" and cfg.final_norm is not False,
             f"placement {cfg.placement!r}",
         ),
-        (attention in ("sdpa", "math", "sliding_window"), f"attention {cfg.attention!r}"),
-        (not (model_type == "mistral" and cfg.bias), "attention biases with a sliding window"),
         (cfg.attention_scale is None, f"attention_scale={cfg.attention_scale}"),
         (
             not (cfg.embedding_norm or cfg.scale_embeddings or cfg.lm_head_bias),
             "embedding_norm, scale_embeddings or lm_head_bias",
         ),
     ]
-    require(checks, "Llama, Mistral or Qwen2")
+
+
+def decoder_hf_config(cfg: ModelConfig, positional: Any, family: str) -> tuple[dict[str, Any], bool]:
+    """The ``config.json`` keys every Llama-shaped family writes (sizes, rope, norm, special ids), and whether
+    the FFN has biases; ``positional`` is the rope the rotating layers use.
+
+    Raises:
+        Unsupported: what ``family`` cannot express among :func:`decoder_checks` and the FFN.
+    """
+    require(decoder_checks(cfg, positional), family)
     activation, gated, mlp_bias = activation_of(cfg.ffn)
     if not gated:
-        raise Unsupported(f"ffn {cfg.ffn!r} has no Llama equivalent (a gated FFN: swiglu or geglu)")
-    rope_parameters: dict[str, Any] = {
-        "rope_type": rope_options.get("scaling") or "default",
-        "rope_theta": rope_options.get("base", 10000.0),
-    }
-    if "factor" in rope_options:
-        rope_parameters["factor"] = rope_options["factor"]
-    if rope_options.get("scaling") == "llama3":
-        rope_parameters.update(
-            low_freq_factor=rope_options.get("low_freq_factor", 1.0),
-            high_freq_factor=rope_options.get("high_freq_factor", 4.0),
-            original_max_position_embeddings=rope_options.get("original_max_seq_len", 8192),
-        )
-    hf = {
-        "model_type": model_type,
-        "architectures": [
-            {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}[
-                model_type
-            ]
-        ],
+        raise Unsupported(f"ffn {cfg.ffn!r} has no {family} equivalent (a gated FFN: swiglu or geglu)")
+    _, norm_options = split_spec(cfg.norm)
+    parameters = rope_parameters(positional)
+    return {
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.d_model,
         "num_attention_heads": cfg.num_heads,
@@ -169,13 +217,40 @@ def hf_config(cfg: ModelConfig) -> dict[str, Any]:
         "max_position_embeddings": cfg.max_seq_len,
         "hidden_act": activation,
         "rms_norm_eps": norm_options.get("eps", 1e-6),
-        "rope_parameters": rope_parameters,
-        "rope_theta": rope_parameters["rope_theta"],
+        "rope_parameters": parameters,
+        "rope_theta": parameters["rope_theta"],
         "attention_dropout": cfg.dropout,
         "tie_word_embeddings": cfg.tie_embeddings,
         "pad_token_id": cfg.pad_token_id,
         "bos_token_id": cfg.bos_token_id,
         "eos_token_id": cfg.eos_token_id,
+    }, mlp_bias
+
+
+def hf_config(cfg: ModelConfig) -> dict[str, Any]:
+    attention, attention_options = split_spec(cfg.attention)
+    qkv_bias = cfg.bias if cfg.qkv_bias is None else cfg.qkv_bias
+    model_type = "qwen2" if qkv_bias and not cfg.bias else "llama"
+    if attention == "sliding_window":
+        model_type = "mistral"
+    family = "Llama, Mistral or Qwen2"
+    require(decoder_checks(cfg, cfg.positional)[:3], family)  # the components first, as before
+    require(
+        [
+            (attention in ("sdpa", "math", "sliding_window"), f"attention {cfg.attention!r}"),
+            (not (model_type == "mistral" and cfg.bias), "attention biases with a sliding window"),
+        ],
+        family,
+    )
+    hf, mlp_bias = decoder_hf_config(cfg, cfg.positional, family)
+    hf = {
+        "model_type": model_type,
+        "architectures": [
+            {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}[
+                model_type
+            ]
+        ],
+        **hf,
     }
     if model_type == "llama":
         hf.update(attention_bias=cfg.bias, mlp_bias=mlp_bias)
