@@ -4,7 +4,7 @@ onto a swapformer model's (one file per family), and swapformer's own ``save_pre
 Example:
     >>> import swapformer
     >>> swapformer.interop.supported()
-    ['bart', 'gpt2', 'llama', 'marian', 'mistral', 'qwen2', 't5']
+    ['bart', 'gpt2', 'llama', 'marian', 'mistral', 'phi3', 'qwen2', 'qwen3', 'smollm3', 't5']
 """
 
 from __future__ import annotations
@@ -13,7 +13,15 @@ import os
 
 from torch import nn
 
-from swapformer.interop import bart, gpt2, llama, t5  # noqa: F401  (each registers its family)
+from swapformer.interop import (  # noqa: F401  (each registers its family, in this order for to_hf)
+    bart,
+    gpt2,
+    llama,
+    phi3,
+    qwen3,
+    smollm3,
+    t5,
+)
 from swapformer.interop.core import ARCHITECTURES, Architecture, Link, from_hf, supported, to_hf
 from swapformer.models.saving import FORMAT, load_pretrained, read_config, save_pretrained
 
