@@ -1,5 +1,5 @@
-"""GPT-2, Llama, Mistral and Qwen2 in and out: equal logits on padded batches and equal greedy tokens, against
-the Hugging Face model built from a config."""
+"""GPT-2, Llama, Mistral, Qwen2, Qwen3, SmolLM3 and Phi-3 in and out: equal logits on padded batches and equal
+greedy tokens, against the Hugging Face model built from a config."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from tests.interop.hf_models import CAUSAL, hf_model, save, transformers
+from tests.interop.hf_models import CAUSAL, _spread_weights, hf_model, save, transformers
 
 import swapformer
 from swapformer.errors import ConfigError
@@ -64,9 +64,12 @@ def test_from_a_model_instance_equals_from_its_directory(name, tmp_path):
 
 @pytest.mark.parametrize("name", sorted(CAUSAL))
 def test_to_hf_round_trip_loads_in_transformers_with_equal_logits(name, tmp_path):
-    ours = swapformer.from_hf(hf_model(name, seed=5))
-    directory = swapformer.to_hf(ours, tmp_path / "out")
+    source = hf_model(name, seed=5)
+    ours = swapformer.from_hf(source)
+    model_type = source.config.model_type  # written back as its own family: Phi-3's fused projections too
+    directory = swapformer.to_hf(ours, tmp_path / "out", model_type=model_type)
     theirs = transformers.AutoModelForCausalLM.from_pretrained(directory).eval()
+    assert type(theirs) is type(source)
     ids, mask = batches()["left"]
     with torch.no_grad():
         logits = ours(ids, mask.bool())
@@ -76,18 +79,61 @@ def test_to_hf_round_trip_loads_in_transformers_with_equal_logits(name, tmp_path
     assert again.config == ours.config
 
 
+LLAMA_SHAPED = dict(positional="rope", norm="rmsnorm", ffn="swiglu", bias=False)
+SLIDING = {"name": "sliding_window", "window": 3}
+
+
+@pytest.mark.parametrize(
+    ("config", "family"),
+    [
+        (dict(LLAMA_SHAPED, qk_norm="rmsnorm"), "qwen3"),
+        (dict(LLAMA_SHAPED, qk_norm="rmsnorm", layers=[{}, {"attention": SLIDING}]), "qwen3"),
+        (dict(LLAMA_SHAPED, layers=[{}, {"positional": "none"}]), "smollm3"),
+        (dict(LLAMA_SHAPED, layers=[{"attention": SLIDING}, {}]), "smollm3"),  # windows on some layers only
+        (dict(LLAMA_SHAPED, attention=SLIDING), "mistral"),
+        (dict(LLAMA_SHAPED), "llama"),
+    ],
+)
+def test_to_hf_picks_the_first_family_that_expresses_the_model(config, family, tmp_path):
+    model = swapformer.build_causal_lm(dict(vocab_size=40, d_model=16, num_heads=2, num_layers=2, **config))
+    _spread_weights(model, gain=1.5)  # logits of a few units, not 0.02's near-zero ones
+    directory = swapformer.to_hf(model.eval(), tmp_path / "out")
+    assert json.loads((directory / "config.json").read_text())["model_type"] == family
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(directory).eval()
+    ids = torch.randint(3, 40, (2, 7))
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids), theirs(ids).logits, **FP32)
+
+
 @pytest.mark.parametrize(
     ("config", "component"),
     [
         (dict(positional="alibi"), "positional 'alibi'"),
         (dict(positional="learned", placement="post"), "placement 'post'"),
         (dict(attention="linear", positional="rope", norm="rmsnorm", ffn="swiglu"), "attention 'linear'"),
+        (dict(LLAMA_SHAPED, qk_norm="layernorm"), "qk_norm 'layernorm'"),
+        (dict(LLAMA_SHAPED, qk_norm={"name": "rmsnorm", "eps": 1e-5}), "qk_norm eps 1e-05 beside norm eps"),
+        (
+            dict(
+                LLAMA_SHAPED,
+                num_layers=2,
+                layers=[{"attention": SLIDING}, {"attention": {**SLIDING, "window": 5}}],
+            ),
+            r"sliding windows of \[3, 5\] in one model",
+        ),
+        (dict(LLAMA_SHAPED, num_layers=2, layers=[{}, {"ffn": "geglu"}]), r"layers\[1\].ffn"),
+        (
+            dict(LLAMA_SHAPED, num_layers=2, layers=[{}, {"positional": {"base": 500.0}}]),
+            r"positional \{'name': 'rope', 'base': 500.0\} beside 'rope'",
+        ),
     ],
 )
 def test_a_config_without_a_hugging_face_equivalent_is_refused_naming_the_component(
     config, component, tmp_path
 ):
-    model = swapformer.build_causal_lm(dict(vocab_size=40, d_model=16, num_heads=2, num_layers=1, **config))
+    model = swapformer.build_causal_lm(
+        {**dict(vocab_size=40, d_model=16, num_heads=2, num_layers=1), **config}
+    )
     with pytest.raises(ConfigError, match=rf"cannot export to Hugging Face: .*{component}") as info:
         swapformer.to_hf(model, tmp_path / "out")
     assert "\n" not in str(info.value)
@@ -136,3 +182,66 @@ def test_a_family_added_to_the_registry_reads_its_model_type(tmp_path, monkeypat
     torch.testing.assert_close(swapformer.from_hf(directory)(ids), hf(ids).logits, **FP32)
     with pytest.raises(ConfigError, match=r"Hugging Face model_type member 'gpt2' is already registered"):
         register(Architecture(("gpt2",), "causal_lm", family.config, family.links, family.hf_config))
+
+
+def test_a_family_asked_for_that_cannot_express_the_model_is_refused_naming_the_component(tmp_path):
+    model = swapformer.build_causal_lm(
+        dict(vocab_size=40, d_model=16, num_heads=2, num_layers=1, **LLAMA_SHAPED)
+    )
+    with pytest.raises(ConfigError, match=r"cannot export to Hugging Face qwen3: qk_norm None has no qwen3"):
+        swapformer.to_hf(model, tmp_path / "out", model_type="qwen3")
+    biased = swapformer.build_causal_lm(dict(vocab_size=40, d_model=16, num_heads=2, num_layers=1, bias=True))
+    with pytest.raises(ConfigError, match=r"cannot export to Hugging Face phi3: .*has no phi3 equivalent$"):
+        swapformer.to_hf(biased, tmp_path / "out", model_type="phi3")
+    with pytest.raises(
+        ConfigError, match=r"cannot export to Hugging Face qwen2: the model is written as llama"
+    ):
+        swapformer.to_hf(model, tmp_path / "out", model_type="qwen2")
+    with pytest.raises(
+        ConfigError, match=r"cannot export to Hugging Face t5: t5 is a family of seq2seq models"
+    ):
+        swapformer.to_hf(model, tmp_path / "out", model_type="t5")
+    with pytest.raises(ConfigError, match=r"'phi'.*did you mean 'phi3'"):
+        swapformer.to_hf(model, tmp_path / "out", model_type="phi")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "message"),
+    [
+        (
+            "phi3-gqa-window",
+            {"rope_parameters": {"rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 0.75}},
+            r"phi3: partial_rotary_factor=0.75 \(rope on part of each head\) has no swapformer equivalent",
+        ),
+        (
+            "phi3-gqa-window",
+            {"rope_parameters": {"rope_type": "longrope", "rope_theta": 1e4, "short_factor": [1.0] * 4}},
+            r"phi3: rope_type 'longrope' has no swapformer equivalent",
+        ),
+        (
+            "qwen3-gqa-headdim-late-window",
+            {"use_sliding_window": False, "sliding_window": None},  # layer_types still name sliding layers
+            r"qwen3: layer_types\[1\] is 'sliding_attention' but qwen3 has no sliding_window",
+        ),
+        (
+            "smollm3-gqa-nope-every-third",
+            {"layer_types": ["full_attention", "chunked_attention"] + ["full_attention"] * 3},
+            r"smollm3: layer_types\[1\] 'chunked_attention' has no swapformer equivalent",
+        ),
+        (
+            "smollm3-gqa-nope-every-third",
+            {"no_rope_layers": [1, 0]},
+            r"smollm3: no_rope_layers lists 2 layers but num_hidden_layers is 5",
+        ),
+    ],
+)
+def test_a_hugging_face_option_without_an_equivalent_is_refused_in_one_line_naming_it(
+    name, change, message, tmp_path
+):
+    directory = save(hf_model(name), tmp_path / "hf")
+    config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps({**config, **change}))
+    with pytest.raises(ConfigError, match=message) as info:
+        swapformer.from_hf(directory)
+    assert "\n" not in str(info.value)

@@ -33,8 +33,12 @@ def _rope(hf: Mapping[str, Any]) -> dict[str, Any]:
         raise Unsupported(
             f"rope_type {rope_type!r} has no swapformer equivalent; supported: {', '.join(ROPE_TYPES)}"
         )
-    if parameters.get("partial_rotary_factor", hf.get("partial_rotary_factor", 1.0)) != 1.0:
-        raise Unsupported("partial_rotary_factor below 1 (rope on part of each head) is not supported")
+    partial = parameters.get("partial_rotary_factor", hf.get("partial_rotary_factor", 1.0))
+    if partial != 1.0:
+        raise Unsupported(
+            f"partial_rotary_factor={partial} (rope on part of each head) has no swapformer equivalent: "
+            "swapformer's rope turns every feature of a head"
+        )
     spec: dict[str, Any] = {"name": "rope", "base": float(base)}
     if rope_type != "default":
         spec.update(scaling=rope_type, factor=float(parameters["factor"]))
