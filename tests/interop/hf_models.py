@@ -142,11 +142,12 @@ CAUSAL = {
         eos_token_id=2,
         pad_token_id=0,
     ),
-    "smollm3-mqa-window-untied-biases": lambda: transformers.SmolLM3Config(
+    "smollm3-mqa-headdim-window-untied-biases": lambda: transformers.SmolLM3Config(
         hidden_size=32,
         num_hidden_layers=4,
         num_attention_heads=4,
         num_key_value_heads=1,
+        head_dim=12,  # not a SmolLM3Config field, but its attention and rope read it
         intermediate_size=48,
         vocab_size=61,
         no_rope_layers=[1, 0, 1, 1],
