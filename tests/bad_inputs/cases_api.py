@@ -41,6 +41,24 @@ def _from_hf_bert() -> object:
     return from_hf(transformers.BertModel(config))
 
 
+def _from_hf_partial_rope() -> object:
+    import transformers
+
+    from swapformer.interop import from_hf
+
+    config = transformers.Phi3Config(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        pad_token_id=0,
+        eos_token_id=1,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5},
+    )
+    return from_hf(transformers.Phi3ForCausalLM(config))
+
+
 CASES = [
     Case(
         id="api-causal-float-ids",
@@ -238,5 +256,12 @@ CASES = [
         mistake="`from_hf` of a model family swapformer does not read (BERT)",
         expect=r"model_type 'bert' is not supported; swapformer reads ",
         raises=lambda fx: _from_hf_bert(),
+    ),
+    Case(
+        id="api-from-hf-unsupported-option",
+        area="API",
+        mistake="`from_hf` of a Phi-3 whose rope turns half of each head (`partial_rotary_factor: 0.5`)",
+        expect=r"phi3: partial_rotary_factor=0\.5 \(rope on part of each head\) has no swapformer equivalent",
+        raises=lambda fx: _from_hf_partial_rope(),
     ),
 ]

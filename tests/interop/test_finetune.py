@@ -126,7 +126,8 @@ def test_the_swapped_model_fine_tunes_from_its_weights_and_exports_to_transforme
     assert all(
         torch.equal(value, module.model.state_dict()[key]) for key, value in native.state_dict().items()
     )
-    run(["export", "--ckpt_path", checkpoint, "--out", str(tmp_path / "exported"), "--format", "hf"])
+    out = ["--out", str(tmp_path / "exported"), "--format", "hf", "--model_type", "mistral"]  # as the default
+    run(["export", "--ckpt_path", checkpoint, *out])
     exported = tmp_path / "exported"
     assert json.loads((exported / "config.json").read_text())["model_type"] == "mistral"  # llama + window
     theirs = transformers.AutoModelForCausalLM.from_pretrained(exported).eval()

@@ -191,7 +191,10 @@ def test_a_family_asked_for_that_cannot_express_the_model_is_refused_naming_the_
     with pytest.raises(ConfigError, match=r"cannot export to Hugging Face qwen3: qk_norm None has no qwen3"):
         swapformer.to_hf(model, tmp_path / "out", model_type="qwen3")
     biased = swapformer.build_causal_lm(dict(vocab_size=40, d_model=16, num_heads=2, num_layers=1, bias=True))
-    with pytest.raises(ConfigError, match=r"cannot export to Hugging Face phi3: .*has no phi3 equivalent$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"cannot export to Hugging Face phi3: .*has no phi3 equivalent \(without model_type",
+    ):
         swapformer.to_hf(biased, tmp_path / "out", model_type="phi3")
     with pytest.raises(
         ConfigError, match=r"cannot export to Hugging Face qwen2: the model is written as llama"

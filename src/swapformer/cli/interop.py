@@ -4,7 +4,7 @@
 
     swapformer import-hf path/to/hf-model --out imported/   # config.json + model.safetensors + recipe.yaml
     swapformer fit --config imported/recipe.yaml            # keep training it (edit a component first)
-    swapformer export --ckpt_path runs/x/checkpoints/last.ckpt --out exported/ [--format hf]
+    swapformer export --ckpt_path runs/x/checkpoints/last.ckpt --out exported/ [--format hf [--model_type phi3]]
 
 ``import-hf`` writes the model in swapformer's format beside ``recipe.yaml``, which names every component and
 size and starts from the weights (``init_from``), with the model's own tokenizer when the directory has one.
@@ -124,6 +124,11 @@ def export(argv: list[str] | None = None) -> None:
         default="swapformer",
         help="swapformer: read back by swapformer.load; hf: read by transformers (GPT-2, Llama, ...)",
     )
+    p.add_argument(
+        "--model_type",
+        help=f"with --format hf: the Hugging Face family to write ({', '.join(supported())}); default: the "
+        "first that expresses the model (a Llama-shaped model is a llama)",
+    )
     p.add_argument("--root", help="where --ckpt_path last looks (default: the working folder)")
     args = p.parse_args(argv)
     with user_errors("export"):
@@ -131,6 +136,8 @@ def export(argv: list[str] | None = None) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
+    if args.model_type is not None and args.format != "hf":
+        raise ConfigError(f"--model_type {args.model_type} picks a Hugging Face family: add --format hf")
     path = resolve_last(args.ckpt_path, args.root)
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise ConfigError(f"--out {args.out} is a file: give a folder to write the model and tokenizer to")
@@ -138,7 +145,7 @@ def _export(args: argparse.Namespace) -> None:
     out = (
         module.model.save_pretrained(args.out)
         if args.format == "swapformer"
-        else to_hf(module.model, args.out)
+        else to_hf(module.model, args.out, model_type=args.model_type)
     )
     if module.tokenizer is not None:
         module.tokenizer.save_pretrained(out)

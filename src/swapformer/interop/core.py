@@ -450,7 +450,10 @@ def to_hf(model: nn.Module, directory: str | os.PathLike, *, model_type: str | N
     if not reasons:
         raise ConfigError(f"no Hugging Face family is mapped for {config.kind} models")
     if model_type is not None:
-        raise ConfigError(f"cannot export to Hugging Face {model_type}: {reasons[model_type]}")
+        raise ConfigError(
+            f"cannot export to Hugging Face {model_type}: {reasons[model_type]} (without model_type the first "
+            "family that expresses the model writes it)"
+        )
     closest = min(reasons.values(), key=len)
     tried = "; ".join(f"{name}: {reason}" for name, reason in reasons.items())
     raise ConfigError(f"cannot export to Hugging Face: {closest} (families tried: {tried})")
