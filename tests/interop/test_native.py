@@ -82,11 +82,13 @@ def test_load_names_what_is_wrong(tmp_path):
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
+        # windows on some layers (SmolLM3) and q/k norms (Qwen3) have families; these have none
+        ({"layers": [{}, {"ffn": "geglu"}]}, r"layers\[1\].ffn \(a layer whose ffn differs"),
+        ({"qk_norm": "layernorm"}, "qk_norm 'layernorm' has no llama equivalent"),
         (
-            {"layers": [{}, {"attention": {"name": "sliding_window", "window": 4}}]},
-            r"layers\[1\] \(layers that differ",
+            {"qk_norm": "rmsnorm", "layers": [{}, {"positional": "none"}]},
+            r"qwen3: layers\[1\].positional \(a layer whose positional differs .*smollm3: qk_norm 'rmsnorm'",
         ),
-        ({"qk_norm": "rmsnorm"}, "qk_norm 'rmsnorm' has no llama equivalent"),
     ],
 )
 def test_to_hf_refuses_what_no_family_expresses_naming_it(tmp_path, changes, message):
