@@ -10,8 +10,8 @@ A family (``interop/gpt2.py``, ``interop/llama.py``, ...) says three things, and
 - ``hf_config(config)``: the ``config.json`` of a ModelConfig it can express, or the first component it cannot.
 
 Layers that differ (``ModelConfig.layers``) are a family's too: it declares which layer keys it lets differ
-(``per_layer``), reads each layer's spec (:func:`decoder_specs`) when writing, and writes the ``layers`` of the
-per-layer settings it reads (:func:`layers_of`).
+(``per_layer``), reads each layer's spec when writing and writes the ``layers`` of the per-layer settings it
+reads (:mod:`swapformer.interop.layers`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from swapformer.config import ModelConfig
 from swapformer.errors import ConfigError
-from swapformer.layer_specs import LAYER_KEYS, LayerSpec, distinct_layers, resolve, uniform_spec
+from swapformer.layer_specs import LAYER_KEYS, distinct_layers, uniform_spec
 from swapformer.models import build
 from swapformer.models.saving import read_config
 from swapformer.registry import Registry, split_spec
@@ -134,52 +134,6 @@ def shared_requirements(cfg: ModelConfig, architecture: Architecture | None = No
         (not capped, " ".join(map(str, capped[0])) + " (soft-capped scores)" if capped else ""),
         (cfg.logit_softcap is None, f"logit_softcap {cfg.logit_softcap!r}"),
     ]
-
-
-def decoder_specs(cfg: ModelConfig) -> list[LayerSpec]:
-    """Each layer's spec of a causal LM, its ``layers`` overrides applied (what a family writes per layer)."""
-    return resolve(cfg, "decoder")
-
-
-def layers_of(
-    changes: list[dict[str, Any]],
-) -> tuple[dict[str, Any], dict[str, Any] | list[dict[str, Any]] | None]:
-    """``(uniform changes, layers)`` for layers whose overrides of the uniform config are ``changes`` (one
-    mapping per layer): the same overrides everywhere change the uniform fields; a repeating sequence becomes a
-    pattern (its period need not divide the depth: it restarts at each period); anything else a list.
-
-    Example:
-        >>> nope = {"positional": "none"}
-        >>> layers_of([{}, {}, nope, {}, {}])
-        ({}, {'pattern': ['full', 'full', 'nope'], 'types': {'full': {}, 'nope': {'positional': 'none'}}})
-    """
-    if not any(changes):
-        return {}, None
-    if all(change == changes[0] for change in changes):
-        return dict(changes[0]), None
-    depth = len(changes)
-    period = next(p for p in range(1, depth + 1) if all(changes[i] == changes[i % p] for i in range(depth)))
-    if period == depth:
-        return {}, [dict(change) for change in changes]
-    names: dict[str, dict[str, Any]] = {}
-    pattern = []
-    for change in changes[:period]:
-        name = _type_name(change)
-        if names.get(name, change) != change:  # two types of one name: the second is numbered
-            name = f"{name}{len(names)}"
-        names[name] = dict(change)
-        pattern.append(name)
-    return {}, {"pattern": pattern, "types": names}
-
-
-def _type_name(change: Mapping[str, Any]) -> str:
-    parts = []
-    if "attention" in change:
-        parts.append("sliding" if split_spec(change["attention"])[0] == "sliding_window" else "attention")
-    if "positional" in change:
-        parts.append("nope" if split_spec(change["positional"])[0] in ("none", "nope") else "positional")
-    parts += [key for key in change if key not in ("attention", "positional")]
-    return "_".join(parts) or "full"
 
 
 def seq2seq_sides(cfg: ModelConfig) -> list[tuple[str, int, bool]]:

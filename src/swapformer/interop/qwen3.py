@@ -20,12 +20,11 @@ from swapformer.interop.core import (
     Architecture,
     Link,
     Unsupported,
-    decoder_specs,
-    layers_of,
     norm_links,
     register,
     require,
 )
+from swapformer.interop.layers import decoder_specs, layers_of
 from swapformer.registry import split_spec
 
 DEFAULTS = {

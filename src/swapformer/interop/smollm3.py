@@ -17,7 +17,8 @@ from typing import Any
 
 from swapformer.config import ModelConfig
 from swapformer.interop import llama
-from swapformer.interop.core import Architecture, Unsupported, decoder_specs, layers_of, register, require
+from swapformer.interop.core import Architecture, Unsupported, register, require
+from swapformer.interop.layers import decoder_specs, layers_of
 from swapformer.registry import split_spec
 
 DEFAULTS = {
