@@ -44,6 +44,8 @@ class ModelConfig:
             Some kernel and positional pairs cannot work together (see :mod:`swapformer.compat`); they are problems.
         qk_norm: a norm (any ``norm`` member) on each query and key head, over E, before the positional
             rotation (Qwen3, Gemma 3); None = none.
+        qk_norm_scope: what the q/k norm normalizes: ``head``, each head over E (Qwen3, Gemma 3), or
+            ``projection``, the whole query (H E) and key (Hkv E) projection before the heads split (OLMo 2).
         norm: normalization (``layernorm``, ``rmsnorm``, ``scalenorm``).
         placement: where norms sit (``post`` as in the paper, ``pre``, ``sandwich``, ``deepnorm``); None = the kind's.
         ffn: feed-forward sublayer (``relu``, ``gelu``, ``relu2``, ``swiglu``, ``geglu``); None = the kind's.
@@ -107,6 +109,7 @@ class ModelConfig:
     share_embeddings: bool = False
     init_std: float = 0.02
     qk_norm: ComponentSpec | None = None
+    qk_norm_scope: str = "head"
     logit_softcap: float | None = None
     layers: dict[str, Any] | list[dict[str, Any]] | None = None
     _checked: bool = field(default=False, init=False, repr=False, compare=False)
@@ -233,6 +236,11 @@ class ModelConfig:
         ):
             problems.append(
                 f"attention_scale={scale!r} must be a positive number or null (1 / sqrt(head_dim))"
+            )
+        if self.qk_norm_scope not in ("head", "projection"):
+            problems.append(
+                f"qk_norm_scope={self.qk_norm_scope!r} must be 'head' (each head over E) or 'projection' (all of "
+                "q and of k)"
             )
         cap = self.logit_softcap
         if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int | float) or not cap > 0):

@@ -49,8 +49,10 @@ def _attention(
 ) -> MultiHeadAttention:
     # A self-attention-only kernel (sliding_window) gives cross-attention the full kernel it names.
     kernel = cross_attention_kernel(spec.attention) if cross else spec.attention
-    head = {**_context(cfg), "d_model": cfg.resolved_head_dim}  # a q/k norm normalizes each head, over E
+    head_dim = cfg.resolved_head_dim
     qk_norm = None if cross or spec.qk_norm is None else spec.qk_norm
+    per_head = cfg.qk_norm_scope == "head"  # each head over E, or the whole projection (H E and Hkv E)
+    widths = (1, 1) if per_head else (cfg.num_heads, cfg.kv_heads)
     return MultiHeadAttention(
         d_model=cfg.d_model,
         num_heads=cfg.num_heads,
@@ -63,8 +65,13 @@ def _attention(
         dropout=cfg.dropout,
         positional=None if cross else positional,
         owns_positional=owns_positional and not cross,
-        q_norm=None if qk_norm is None else NORM.build(qk_norm, **head),
-        k_norm=None if qk_norm is None else NORM.build(qk_norm, **head),
+        q_norm=None
+        if qk_norm is None
+        else NORM.build(qk_norm, **{**_context(cfg), "d_model": widths[0] * head_dim}),
+        k_norm=None
+        if qk_norm is None
+        else NORM.build(qk_norm, **{**_context(cfg), "d_model": widths[1] * head_dim}),
+        qk_norm_per_head=per_head,
     )
 
 

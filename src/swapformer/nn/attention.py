@@ -22,7 +22,7 @@ class MultiHeadAttention(nn.Module):
     ::
 
         q = x W_q, k = m W_k, v = m W_v     (m = x for self-attention, the encoder output for cross-attention)
-        q, k = q_norm(q), k_norm(k)         (per head, over E; when given: Qwen3, Gemma 3)
+        q, k = q_norm(q), k_norm(k)         (when given: per head over E, Qwen3; or per projection, OLMo 2)
         q, k = positional.rotate(q, k)      (self-attention only; identity unless e.g. RoPE)
         o = kernel(q, k, v, mask, scale)    per head, heads = num_heads; scale = 1 / sqrt(E) unless given
         y = concat(o_1 ... o_H) W_o
@@ -41,7 +41,9 @@ class MultiHeadAttention(nn.Module):
             (RoPE); None for cross-attention. The layer's score bias (ALiBi) is added by its stack.
         owns_positional: register ``positional`` as this module's own; False (the default) uses it without
             owning it: the model, or an earlier layer of the same spec, holds its parameters and buffers.
-        q_norm, k_norm: norms applied to each query and key head (over E) before the rotation, or None.
+        q_norm, k_norm: norms applied to the queries and keys before the rotation, or None: to each head, over
+            E (``qk_norm_per_head``, Qwen3), or else to the whole projection, over H E and Hkv E (OLMo 2).
+        qk_norm_per_head: see ``q_norm``.
 
     Raises:
         ConfigError: D not divisible by H (without ``head_dim``), or H not divisible by Hkv.
@@ -71,6 +73,7 @@ class MultiHeadAttention(nn.Module):
         owns_positional: bool = False,
         q_norm: nn.Module | None = None,
         k_norm: nn.Module | None = None,
+        qk_norm_per_head: bool = True,
     ) -> None:
         super().__init__()
         if owns_positional:
@@ -92,6 +95,7 @@ class MultiHeadAttention(nn.Module):
         self.out_proj = nn.Linear(num_heads * self.head_dim, d_model, bias=bias)  # W_o
         self.kernel = kernel
         self.q_norm, self.k_norm = q_norm, k_norm
+        self.qk_norm_per_head = qk_norm_per_head
 
     def forward(
         self,
@@ -137,7 +141,7 @@ class MultiHeadAttention(nn.Module):
                 k, v = self._project_kv(x)
         if memory is None:  # self-attention
             if self.q_norm is not None:
-                q, k = self.q_norm(q), self.k_norm(k)
+                q, k = self._normed(self.q_norm, q), self._normed(self.k_norm, k)
             if self.positional is not None:
                 q, k = self.positional.rotate(q, k, offset=offset)
             if cache is not None:
@@ -167,6 +171,14 @@ class MultiHeadAttention(nn.Module):
         else:
             out = self.out_proj(out)
         return (out, weights) if need_weights else out
+
+    def _normed(self, norm: Callable[[Tensor], Tensor], heads: Tensor) -> Tensor:
+        """``norm`` of q or k ``(N, H, L, E)``: per head, or over the whole projection ``(N, L, H E)``."""
+        if self.qk_norm_per_head:
+            return norm(heads)
+        batch, count, length, dim = heads.shape
+        whole = heads.transpose(1, 2).reshape(batch, length, count * dim)
+        return norm(whole).view(batch, length, count, dim).transpose(1, 2)
 
     def _plain_projections(self) -> bool:
         # plain Linears without hooks: then one stacked GEMM computes exactly what the three would
@@ -240,7 +252,7 @@ class MultiHeadAttention(nn.Module):
             if norms is not None:
                 for norm, start, count in ((norms[0], 0, heads), (norms[1], heads, kv_heads)):
                     part = qkv.narrow(1, start, count)
-                    part.copy_(norm(part))
+                    part.copy_(self._normed(norm, part))
             if tables is not None:
                 query_keys = qkv.narrow(1, 0, rotated)
                 if rotation is None or rotation[0].dtype != qkv.dtype:  # (autocast: q and k of another dtype)
