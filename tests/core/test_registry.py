@@ -58,7 +58,8 @@ def test_options_a_member_does_not_take_are_named():
     ):
         family("norm").build({"name": "rmsnorm", "bias": False}, d_model=8)
     with pytest.raises(
-        ConfigError, match=r"attention 'math' takes no option 'window', 'x'; its options are: softcap; sliding_window takes 'window'"
+        ConfigError,
+        match=r"attention 'math' takes no option 'window', 'x'; its options are: softcap; sliding_window takes 'window'",
     ):
         family("attention").build({"name": "math", "window": 3, "x": 1})
 
