@@ -58,10 +58,10 @@ def test_every_combination_conforms(combination):
 
 def test_combinations_are_the_full_product_of_distinct_members():
     sizes = {f: len(conformance.distinct_members(f)) for f in conformance.COMPONENTS}
-    assert sizes == {"attention": 4, "positional": 6, "norm": 3, "placement": 4, "ffn": 6}
+    assert sizes == {"attention": 4, "positional": 6, "norm": 3, "placement": 5, "ffn": 6}
     assert {c.kind for c in COMBOS} == {"causal_lm", "seq2seq", "masked_lm"}
     product = [c for c in COMBOS if c.variant is None and not c.mixed]
-    assert len(product) == 3 * 4 * 6 * 3 * 4 * 6 == len(set(product))
+    assert len(product) == 3 * 4 * 6 * 3 * 5 * 6 == len(set(product))
     assert {c.heads for c in product} == {"mha", "gqa", "mqa"}
     positional = {c.positional for c in COMBOS}
     assert "none" in positional and "nope" not in positional  # one factory, two names: run once
@@ -180,34 +180,34 @@ def test_check_command_fails_a_leaky_plugin_kernel(leaky, capsys):
         run(["check", "leaky", "--quick", "--kind", "causal_lm"])
     assert exit_info.value.code == 1
     out = capsys.readouterr().out
-    # 28, and the 16 patterned twins (-mixed) of the defaults with one family varied
-    assert "checking 44 combinations with attention 'leaky'" in out
+    # 30, and the 17 patterned twins (-mixed) of the defaults with one family varied
+    assert "checking 47 combinations with attention 'leaky'" in out
     # alibi and t5_relative pass: their score bias makes the model pass a full mask, causal pattern included
-    assert re.search(r"causality\s+5\s+39\s+0\n", out)  # alibi, t5_relative, its variant, two twins
+    assert re.search(r"causality\s+5\s+42\s+0\n", out)  # alibi, t5_relative, its variant, two twins
     assert (
         "causal_lm-leaky-sinusoidal-layernorm-pre-gelu: causality: logits before position 1 changed when the "
         "tokens from position 1 on changed (max |difference| "
     ) in out
     assert "(also failing: padding, cached_decoding)" in out
     assert not any(line.startswith("refused by the matrix") for line in out.splitlines())
-    assert "44 combinations: 5 passed, 39 failed, 0 refused by the matrix" in out
+    assert "47 combinations: 5 passed, 42 failed, 0 refused by the matrix" in out
 
 
 def test_a_plugin_norm_joins_every_combination_and_passes_the_check_command(half_norm, capsys):
     combos = conformance.combinations(fixed={"norm": "half_norm"})
     assert (
-        len([c for c in combos if c.variant is None and not c.mixed]) == 3 * 4 * 6 * 4 * 6
+        len([c for c in combos if c.variant is None and not c.mixed]) == 3 * 4 * 6 * 5 * 6
     )  # the full product with the plug-in, read from the registries now
     assert "half_norm" in {c.norm for c in conformance.combinations()}
     run(["check", "half_norm", "--quick", "--verbose"])  # no SystemExit: nothing failed
     out = capsys.readouterr().out
-    # 30 for each of the 3 kinds: defaults with one family varied, two more head layouts, option variants; and
-    # 17 patterned twins (-mixed) each
-    assert "checking 141 combinations with norm 'half_norm'" in out
+    # 51 for each of the 3 kinds: defaults with one family varied, two more head layouts, option variants, and
+    # the patterned twins (-mixed)
+    assert "checking 153 combinations with norm 'half_norm'" in out
     assert "pass    seq2seq-sdpa-rope-half_norm-post-relu" in out
     assert "pass    masked_lm-sdpa-rope-half_norm-post-gelu" in out
     assert "pass    causal_lm-sdpa-rope-half_norm-pre-gelu-mixed" in out
-    assert "141 combinations: 141 passed, 0 failed, 0 refused by the matrix" in out
+    assert "153 combinations: 153 passed, 0 failed, 0 refused by the matrix" in out
 
 
 class PositionsFromZero(SinusoidalPositionalEncoding):
@@ -244,9 +244,9 @@ def test_check_command_reports_refused_pairs_without_failing(capsys):
     assert (
         "refused by the matrix (9 combinations, e.g. causal_lm-linear-t5_relative-layernorm-pre-gelu)" in out
     )
-    # 28 for each of 3 kinds: the defaults with one family varied, two more head layouts, option variants; and
-    # 16 patterned twins each (-mixed), those of alibi and t5_relative refused too
-    assert "132 combinations: 117 passed, 0 failed, 15 refused by the matrix" in out
+    # 30 for each of 3 kinds: the defaults with one family varied, two more head layouts, option variants; and
+    # 17 patterned twins each (-mixed), those of alibi and t5_relative refused too
+    assert "141 combinations: 126 passed, 0 failed, 15 refused by the matrix" in out
 
 
 def test_check_command_unknown_and_ambiguous_names_exit_2(registries, capsys):

@@ -23,7 +23,8 @@ OPTIONS: dict[tuple[str, str], dict[str, Any]] = {("attention", "sliding_window"
 7 tokens never cuts)."""
 
 VARIANTS: dict[tuple[str, str], list[dict[str, Any]]] = {
-    ("attention", "sliding_window"): [{"window": 2}, {"window": 6}],
+    ("attention", "sliding_window"): [{"window": 2}, {"window": 6}, {"window": 3, "softcap": 2.0}],
+    ("attention", "math"): [{"softcap": 2.0}],
     ("positional", "rope"): [
         {"base": 500000.0},
         {"scaling": "linear", "factor": 4.0},
@@ -34,11 +35,13 @@ VARIANTS: dict[tuple[str, str], list[dict[str, Any]]] = {
     ("positional", "sinusoidal"): [{"layout": "halves"}],
     ("positional", "learned"): [{"offset": 2}],
     ("norm", "layernorm"): [{"bias": False}],
+    ("norm", "rmsnorm"): [{"unit_offset": True}],
     ("ffn", "gelu"): [{"approximate": "tanh"}],
     ("ffn", "geglu"): [{"approximate": "tanh"}],
 }
 """Non-default options run as extra combinations (the kind's defaults with one member replaced by a variant):
-rope scalings, T5 buckets small enough that the suite's lengths reach past every boundary, window sizes."""
+rope scalings, T5 buckets small enough that the suite's lengths reach past every boundary, window sizes, score
+caps small enough to bind (Gemma 2's), Gemma's (1 + w) RMSNorm."""
 REQUIRES = {"padding": "padding", "fully_padded_rows": "padding", "cached_decoding": "kv_cache"}
 """The capability each check tests: a combination with a member that declares it False skips the check."""
 
