@@ -327,22 +327,28 @@ def run(args: list[str] | None) -> SwapformerCLI:
         SystemExit: code 2 with ``swapformer <verb>: error: <one line>`` on stderr for a user error (a bad recipe
             value, option or path); with ``--debug`` / ``$SWAPFORMER_DEBUG`` the error itself.
     """
-    load_plugins()  # plug-in names must be registered before the recipe is checked
-    _quiet_third_party_notices()
     given = sys.argv[1:] if args is None else args
     verb = given[0] if given else "fit"
     with user_errors(verb):
-        if args is None:  # the console script: rewrite sys.argv, which DDP's launcher re-runs in each process
-            sys.argv[1:] = resolve_config_args(sys.argv[1:])
-        else:
-            args = resolve_config_args(args)
-        return SwapformerCLI(
-            model_class=SwapformerModule,
-            datamodule_class=LightningDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            save_config_callback=LogConfigCallback,
-            save_config_kwargs={"overwrite": True},
-            parser_class=SwapformerArgumentParser,
-            args=args,
-        )
+        return make_cli(args)
+
+
+def make_cli(args: list[str] | None, cli_class: type[SwapformerCLI] = SwapformerCLI) -> SwapformerCLI:
+    """:func:`run` without its error path: a user error is raised as it is (``swapformer compare`` runs many
+    fits and reports each one's error in its own row). ``cli_class`` may stop early (compare's checks)."""
+    load_plugins()  # plug-in names must be registered before the recipe is checked
+    _quiet_third_party_notices()
+    if args is None:  # the console script: rewrite sys.argv, which DDP's launcher re-runs in each process
+        sys.argv[1:] = resolve_config_args(sys.argv[1:])
+    else:
+        args = resolve_config_args(args)
+    return cli_class(
+        model_class=SwapformerModule,
+        datamodule_class=LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_callback=LogConfigCallback,
+        save_config_kwargs={"overwrite": True},
+        parser_class=SwapformerArgumentParser,
+        args=args,
+    )
