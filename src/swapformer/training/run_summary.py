@@ -1,0 +1,226 @@
+"""The figures of one run in one file, ``run_summary.json``, for ``swapformer compare`` to tabulate.
+
+``swapformer compare`` adds this callback to every run it starts (``--trainer.callbacks+=...``), so a run made
+by ``compare`` itself, by an emitted W&B sweep or by a SLURM array writes the same file whatever its logger:
+the validation and training loss against tokens seen, training throughput, parameter count, FLOPs per token,
+peak memory and wall time. Its state travels in the checkpoint, so a resumed run keeps its whole curve.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_only
+
+SUMMARY_FILE = "run_summary.json"
+"""The file's name, in the run's ``trainer.default_root_dir``."""
+
+
+class RunSummary(pl.Callback):
+    """Record a run's curve and costs; write them to ``<default_root_dir>/run_summary.json`` when fit ends.
+
+    Args:
+        variant: the comparison's name for this run's overrides (``positional=alibi``), written into the file.
+        eval_lengths: context lengths at which the final model is also scored on the validation tokens (a
+            causal LM's length-extrapolation study); ``val_loss@L`` is None where the model cannot run at L.
+        eval_windows: validation windows scored per length (consecutive, from the start of the stream).
+    """
+
+    def __init__(
+        self, *, variant: str | None = None, eval_lengths: list[int] | None = None, eval_windows: int = 16
+    ) -> None:
+        self.variant = variant
+        self.eval_lengths = list(eval_lengths or [])
+        self.eval_windows = eval_windows
+        self.curve: list[dict[str, float]] = []
+        self.tokens = 0
+        self.train_seconds = 0.0
+        self.wall_seconds = 0.0
+        self._fit_start: float | None = None
+        self._batch_start: float | None = None
+        self._batch_tokens = 0
+        self._memory = _PeakMemory()
+
+    # ---- state in the checkpoint: a resumed run keeps what it had -------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        wall = self.wall_seconds + (time.perf_counter() - self._fit_start if self._fit_start else 0.0)
+        return {"curve": self.curve, "tokens": self.tokens, "train_seconds": self.train_seconds, "wall": wall}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.curve = list(state_dict.get("curve", []))
+        self.tokens = int(state_dict.get("tokens", 0))
+        self.train_seconds = float(state_dict.get("train_seconds", 0.0))
+        self.wall_seconds = float(state_dict.get("wall", 0.0))
+
+    # ---- recording ------------------------------------------------------------------------------------------
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._fit_start = time.perf_counter()
+        if pl_module.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(pl_module.device)
+        else:
+            self._memory.start()
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        self._batch_start = time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, *args: Any
+    ) -> None:
+        if self._batch_start is not None:
+            self.train_seconds += time.perf_counter() - self._batch_start
+        self._batch_tokens = int(pl_module.batch_tokens(batch))
+        self.tokens += self._batch_tokens * trainer.world_size
+        loss = trainer.callback_metrics.get("train/loss")
+        step = trainer.global_step
+        logged = step % max(1, trainer.log_every_n_steps) == 0 or trainer.is_last_batch
+        if (
+            loss is not None
+            and logged
+            and not any(p["step"] == step and "train_loss" in p for p in self.curve)
+        ):
+            self.curve.append({"step": step, "tokens": self.tokens, "train_loss": float(loss)})
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        loss = trainer.callback_metrics.get("val/loss")
+        if trainer.sanity_checking or loss is None:
+            return
+        self.curve.append({"step": trainer.global_step, "tokens": self.tokens, "val_loss": float(loss)})
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._memory.stop()
+        summary = self.summary(trainer, pl_module)
+        self._write(trainer, summary)
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        self._memory.stop()
+
+    # ---- the file --------------------------------------------------------------------------------------------
+    def summary(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        """The run's figures (what ``run_summary.json`` holds)."""
+        val = [p["val_loss"] for p in self.curve if "val_loss" in p]
+        wall = self.wall_seconds + (time.perf_counter() - self._fit_start if self._fit_start else 0.0)
+        seed = os.environ.get("PL_GLOBAL_SEED")
+        return {
+            "status": "finished",
+            "variant": self.variant,
+            "seed": int(seed) if seed is not None and seed.lstrip("-").isdigit() else None,
+            "step": trainer.global_step,
+            "tokens": self.tokens,
+            "val_loss": val[-1] if val else None,
+            "best_val_loss": min(val) if val else None,
+            "tokens_per_s": self.tokens / self.train_seconds if self.train_seconds else None,
+            "params": sum(p.numel() for p in pl_module.parameters()),
+            "flops_per_token": _flops_per_token(pl_module, self._batch_tokens),
+            "peak_memory_mb": _peak_memory_mb(pl_module, self._memory),
+            "wall_s": wall,
+            "eval_lengths": {
+                str(n): _loss_at_length(trainer, pl_module, n, self.eval_windows) for n in self.eval_lengths
+            },
+            "curve": self.curve,
+        }
+
+    @rank_zero_only
+    def _write(self, trainer: pl.Trainer, summary: dict[str, Any]) -> None:
+        root = Path(trainer.default_root_dir)
+        root.mkdir(parents=True, exist_ok=True)
+        temporary = root / f"{SUMMARY_FILE}.{os.getpid()}.tmp"
+        temporary.write_text(json.dumps(summary, indent=1))
+        os.replace(temporary, root / SUMMARY_FILE)
+
+
+class _PeakMemory:
+    """The largest resident set size of this process while a run trains, sampled every 20 ms (Linux); elsewhere
+    the process's peak so far."""
+
+    def __init__(self) -> None:
+        self.peak_bytes = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.peak_bytes = _resident_bytes() or 0
+        if not os.path.exists("/proc/self/statm"):
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._sample, daemon=True, name="run-summary-memory")
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak_bytes = max(self.peak_bytes, _resident_bytes() or 0)
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+
+    @property
+    def peak_mb(self) -> float | None:
+        if self.peak_bytes:
+            return self.peak_bytes / 2**20
+        scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def _resident_bytes() -> int | None:
+    try:
+        with open("/proc/self/statm") as file:
+            return int(file.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _peak_memory_mb(pl_module: pl.LightningModule, memory: _PeakMemory) -> float | None:
+    if pl_module.device.type == "cuda":
+        return torch.cuda.max_memory_allocated(pl_module.device) / 2**20
+    return memory.peak_mb
+
+
+def _flops_per_token(pl_module: pl.LightningModule, batch_tokens: int) -> float | None:
+    flops = getattr(pl_module, "flops_per_batch", None)
+    return flops / batch_tokens if flops and batch_tokens else None
+
+
+@torch.inference_mode()
+def _loss_at_length(
+    trainer: pl.Trainer, pl_module: pl.LightningModule, length: int, windows: int
+) -> float | None:
+    """Mean next-token loss of consecutive validation windows of ``length`` tokens (None: not a causal LM with a
+    token stream, too little validation text, or a model that cannot run at that length)."""
+    stream = getattr(trainer.datamodule, "val_tokens", None)
+    if getattr(pl_module, "kind", None) != "causal_lm" or stream is None:
+        return None
+    count = min(windows, (stream.numel() - 1) // length)
+    if count < 1:
+        return None
+    batch = torch.stack([stream[i * length : i * length + length + 1] for i in range(count)]).long()
+    batch = batch.to(pl_module.device)
+    training = pl_module.training
+    pl_module.eval()
+    try:
+        total = 0.0
+        for chunk in batch.split(4):
+            logits = pl_module(chunk[:, :-1])  # (N, L, V)
+            total += float(
+                F.cross_entropy(logits.flatten(0, 1).float(), chunk[:, 1:].flatten(), reduction="sum")
+            )
+    except (ValueError, RuntimeError, IndexError):  # a positional table shorter than ``length``
+        return None
+    finally:
+        pl_module.train(training)
+    loss = total / (count * length)
+    return loss if math.isfinite(loss) else None
