@@ -10,6 +10,7 @@
     swapformer evaluate --ckpt_path last.ckpt --path FILE     # perplexity (seq2seq: --src F --ref F: BLEU, chrF)
     swapformer components [family ...] [--matrix]            # every registered component; what combines
     swapformer check NAME                                     # the conformance suite for one component
+    swapformer compare --config NAME --vary KEY=V1,V2 --seeds 1,2,3   # variants at an equal budget, tabulated
     swapformer import-hf HF_DIR --out DIR                     # a Hugging Face model as components + recipe
     swapformer export --ckpt_path last.ckpt --out DIR [--format hf]   # a checkpoint's model and tokenizer
 
@@ -75,6 +76,7 @@ VERBS = {
     "evaluate": _verb("evaluate"),
     "check": _verb("check"),
     "components": _verb("components"),
+    "compare": _verb("compare"),
     "recipes": _verb("recipes"),
     "import-hf": _verb("interop", "import_hf"),
     "export": _verb("interop", "export"),
@@ -91,6 +93,7 @@ HELP = {
     "evaluate": "perplexity and bits per byte of a text file (seq2seq: BLEU and chrF of --src against --ref)",
     "components": "every registered component, by family; which combine (--matrix)",
     "check": "run the conformance suite on one component",
+    "compare": "train variants of a recipe at an equal budget over seeds; a table with spread and p-values",
     "recipes": "the bundled recipes with their purpose; `recipes cp NAME DEST` copies one to edit",
     "import-hf": "a Hugging Face model as swapformer components, weights and a recipe",
     "export": "a checkpoint's model and tokenizer as a folder (--format hf for Hugging Face)",
