@@ -31,6 +31,7 @@ import subprocess
 import sys
 import threading
 import traceback
+import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -406,7 +407,9 @@ def _check_only_cli() -> type:
         def before_instantiate_classes(self) -> None:
             parser = self._parser(self.subcommand)
             config = self.config[self.subcommand] if self.subcommand else self.config
-            resolved = yaml.safe_load(parser.dump(config, skip_none=False, skip_check=True))  # before fit fills in
+            with warnings.catch_warnings():  # skip_none's deprecation: the Nones say which keys exist
+                warnings.simplefilter("ignore")
+                resolved = yaml.safe_load(parser.dump(config, skip_none=False, skip_validation=True))
             super().before_instantiate_classes()
             raise _Checked(resolved)
 
@@ -432,8 +435,15 @@ def check(fit_args: list[str], *, what: str) -> dict[str, Any]:
         cause = user_error(err)
         if cause is None or debugging():
             raise
-        raise ConfigError(f"{what}: {describe(cause)}") from None
+        raise ConfigError(f"{what}: {one_line(cause)}") from None
     raise ConfigError(f"{what}: fit's checks did not finish")  # pragma: no cover - a verb that ran
+
+
+def one_line(err: BaseException, *, named: bool = False) -> str:
+    """A user error's message as one line (a ConfigError's problems joined); ``named``: with its type first."""
+    problems = getattr(err, "problems", None)
+    text = "; ".join(problems) if isinstance(err, ConfigError) and problems else describe(err)
+    return " ".join(f"{type(err).__name__}: {text}".split() if named else text.split())
 
 
 @contextlib.contextmanager
@@ -464,6 +474,10 @@ def _check_variants(plan: Plan, base_args: list[str], *, option: str) -> None:
             check([*base_args, *variant.args(), f"--seed_everything={plan.seeds[0]}"], what=variant.name)
         except ConfigError as err:
             errors[variant.name] = str(err).removeprefix(f"{variant.name}: ")
+    for key in dict.fromkeys(k for v in plan.variants for k in v.overrides):
+        holders = [v for v in plan.variants if key in v.overrides]
+        if len({_render(v.overrides[key]) for v in holders}) > 1 and all(v.name in errors for v in holders):
+            raise ConfigError(f"{option} {key.replace('.init_args', '')}: {errors[holders[0].name]}")
     for variant in plan.variants:
         for key, value in variant.overrides.items():
             holders = [
@@ -592,8 +606,9 @@ def _run_in_process(plan: Plan, variant: Variant, seed: int, status: str) -> Non
         if debugging():
             traceback.print_exc()
         cause = user_error(err)
-        line = describe(cause) if cause is not None else f"{type(err).__name__}: {err}"
-        _write_failure(plan, variant, seed, " ".join(line.split()))
+        _write_failure(
+            plan, variant, seed, one_line(cause) if cause is not None else one_line(err, named=True)
+        )
     finally:
         _finish_wandb()
     summary = _read_summary(plan.run_dir(variant, seed))
@@ -703,7 +718,9 @@ def _one_run(plan: Plan, items: list[str]) -> tuple[Variant, int]:
 def _dry_run(plan: Plan) -> None:
     shared = ["fit", *[a for c in plan.configs for a in ("--config", c)], *plan.overrides]
     print(f"compare {plan.name}: {len(plan.runs)} runs under {plan.out} (baseline {plan.baseline})")
-    print(f"every run: swapformer {shlex.join(shared)} then its own overrides, --seed_everything and its folder")
+    print(
+        f"every run: swapformer {shlex.join(shared)} then its own overrides, --seed_everything and its folder"
+    )
     for variant, seed in plan.runs:
         status = run_status(plan, variant, seed)
         extra = f": {variant.error}" if variant.error else ""
