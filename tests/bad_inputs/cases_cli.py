@@ -323,3 +323,74 @@ CASES += [
         argv=lambda fx: ["components", "--matrx"],
     ),
 ]
+
+
+def _compare(fx, *options: str) -> list[str]:
+    """``swapformer compare`` of the tiny recipe with ``options`` (every mistake is found before a run starts)."""
+    return ["compare", "--config", fx.recipe(), *options]
+
+
+def _earlier_comparison(fx, recipe: str) -> Path:
+    """A comparison folder that ``swapformer compare --emit slurm`` made of ``recipe`` (nothing trained)."""
+    import contextlib
+    import io
+
+    from swapformer.cli import main
+
+    out = fx.tmp / "runs" / "compare" / "norms"
+    with contextlib.redirect_stdout(io.StringIO()):
+        main(
+            [
+                "compare",
+                "--config",
+                recipe,
+                "--vary",
+                "model.norm=layernorm,rmsnorm",
+                "--out",
+                str(out),
+                "--emit",
+                "slurm",
+            ]
+        )
+    return out
+
+
+CASES += [
+    Case(
+        id="compare-unknown-key",
+        area="CLI",
+        mistake="`swapformer compare --vary model.positionl=rope,alibi` (a misspelt key)",
+        expect=r"--vary model\.positionl: .*did you mean '--model\.init_args\.positional'",
+        argv=lambda fx: _compare(fx, "--vary", "model.positionl=rope,alibi"),
+    ),
+    Case(
+        id="compare-unknown-value",
+        area="CLI",
+        mistake="`swapformer compare --vary model.positional=rope,rop` (one value misspelt)",
+        expect=r"--vary model\.positional=rop: .*unknown positional 'rop' \(did you mean 'rope'\?\)",
+        argv=lambda fx: _compare(fx, "--vary", "model.positional=rope,rop"),
+    ),
+    Case(
+        id="compare-empty-grid",
+        area="CLI",
+        mistake="`swapformer compare --vary model.positional=` (no values)",
+        expect=r"--vary model\.positional= has no values: the grid is empty",
+        argv=lambda fx: _compare(fx, "--vary", "model.positional="),
+    ),
+    Case(
+        id="compare-seeds-not-integers",
+        area="CLI",
+        mistake="`swapformer compare ... --seeds 1,two`",
+        expect=r"--seeds '1,two': 'two' is not a whole number; .*--seeds 1,2,3",
+        argv=lambda fx: _compare(fx, "--vary", "model.positional=rope,alibi", "--seeds", "1,two"),
+    ),
+    Case(
+        id="compare-out-of-another-recipe",
+        area="CLI",
+        mistake="`swapformer compare --out DIR` where DIR holds a comparison of another base recipe",
+        expect=r"holds a comparison of --config masked-stdlib-tiny, not of --config .*tiny\.yaml: give another --out",
+        argv=lambda fx: _compare(
+            fx, "--vary", "model.norm=rmsnorm", "--out", _earlier_comparison(fx, "masked-stdlib-tiny")
+        ),
+    ),
+]

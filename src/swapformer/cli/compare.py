@@ -83,6 +83,7 @@ class Plan:
     baseline: str
     eval_lengths: list[int]
     base: dict[str, Any]  # the resolved base recipe (from the check)
+    given: list[str] = field(default_factory=list)  # --config as the user wrote it (names in messages)
     runs: list[tuple[Variant, int]] = field(default_factory=list)
 
     def run_dir(self, variant: Variant, seed: int) -> Path:
@@ -224,6 +225,7 @@ def make_plan(args: argparse.Namespace, overrides: list[str]) -> Plan:
         seed = base.get("seed_everything")
         seeds = [seed if isinstance(seed, int) and not isinstance(seed, bool) else 0]
     plan = Plan(name, out, configs, overrides, variants, seeds, args.baseline or names[0], eval_lengths, base)
+    plan.given = list(args.config)
     _check_variants(plan, base_args, option="--vary" if args.vary else f"--variants {args.variants}:")
     _check_out(plan)
     plan.runs = [(v, s) for v in variants for s in seeds]
@@ -506,9 +508,11 @@ def _check_out(plan: Plan) -> None:
     if [Path(c).resolve().as_posix() for c in old.get("configs", [])] != [
         Path(c).resolve().as_posix() for c in plan.configs
     ]:
+        before = " ".join(f"--config {c}" for c in old.get("given", old.get("configs", [])))
+        now = " ".join(f"--config {c}" for c in plan.given)
         raise ConfigError(
-            f"--out {plan.out} holds a comparison of --config {' '.join(old.get('given', old.get('configs', [])))}, "
-            f"not of {' '.join(plan.configs)}: give another --out, or the same --config"
+            f"--out {plan.out} holds a comparison of {before}, not of {now}: give another --out, or the same "
+            "--config to add to that comparison"
         )
     if old.get("overrides", []) != plan.overrides:
         raise ConfigError(
@@ -527,6 +531,7 @@ def plan_manifest(plan: Plan) -> dict[str, Any]:
     return {
         "name": plan.name,
         "configs": plan.configs,
+        "given": plan.given,
         "overrides": plan.overrides,
         "variants": variants,
         "order": [v.name for v in plan.variants]

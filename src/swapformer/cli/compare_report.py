@@ -206,7 +206,8 @@ def budget_statement(rows: list[dict[str, Any]], manifest: dict[str, Any]) -> st
 
 def markdown(rows: list[dict[str, Any]], manifest: dict[str, Any], baseline: str) -> str:
     seeds = sorted({r["seed"] for r in rows if r["seed"] is not None})
-    configs = " ".join(f"--config {Path(c).stem}" for c in manifest.get("configs", []))
+    given = manifest.get("given") or [Path(c).stem for c in manifest.get("configs", [])]
+    configs = " ".join(f"--config {c}" for c in given)
     overrides = " ".join(manifest.get("overrides", []))
     lines = [
         f"# Comparison: {manifest.get('name') or 'runs'}",
