@@ -31,6 +31,7 @@ TINY = [
     "--trainer.enable_model_summary=false",
     "--trainer.callbacks=[]",  # no samples: the figures are what is tested
     "--checkpoint.every_n_train_steps=2",
+    "--checkpoint.save_top_k=-1",  # step=2.ckpt stays: the resume test stands a killed run on it
 ]
 GRID = ["--vary", "model.positional=rope,alibi", "--vary", "model.init_args.norm=layernorm,rmsnorm"]
 VARIANTS = [
@@ -162,6 +163,29 @@ def test_rerun_trains_nothing(grid, capsys):
     assert "8 runs, 8 finished or refused earlier, 0 to train" in out
     assert {p: p.stat().st_mtime_ns for p in grid.glob("*/seed=*/run_summary.json")} == before
     assert not list(grid.glob("*/seed=*/logs/version_1"))
+
+
+def test_an_unfinished_run_resumes_from_its_last_checkpoint(grid, tmp_path, capsys):
+    """A run killed after its step-2 checkpoint (no summary, last.ckpt at step 2) trains steps 3 and 4 only,
+    in a new version folder, and ends where the uninterrupted run ended."""
+    out = tmp_path / "resumed"
+    shutil.copytree(grid, out)
+    run = out / VARIANTS[3] / "seed=1"
+    finished = json.loads((run / "run_summary.json").read_text())
+    checkpoints = run / "logs" / "version_0" / "checkpoints"
+    (run / "run_summary.json").unlink()
+    (checkpoints / "step=4.ckpt").unlink()
+    shutil.copyfile(checkpoints / "step=2.ckpt", checkpoints / "last.ckpt")
+    capsys.readouterr()
+    assert compare(*GRID, "--seeds", "1,2", "--out", str(out), *TINY) == 0
+    assert f"[1/1] {VARIANTS[3]} seed=1 (resume)" in capsys.readouterr().out
+    resumed = json.loads((run / "run_summary.json").read_text())
+    assert (run / "logs" / "version_1").is_dir()
+    assert (
+        resumed["step"] == 4 and resumed["tokens"] == finished["tokens"]
+    )  # the curve came with the checkpoint
+    assert [p["step"] for p in resumed["curve"] if "val_loss" in p] == [2, 4]
+    assert resumed["val_loss"] == pytest.approx(finished["val_loss"], abs=1e-4)
 
 
 def test_a_grown_grid_trains_only_its_new_variants(grid, tmp_path, capsys):

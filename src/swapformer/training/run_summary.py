@@ -25,6 +25,9 @@ from lightning.pytorch.utilities import rank_zero_only
 
 SUMMARY_FILE = "run_summary.json"
 """The file's name, in the run's ``trainer.default_root_dir``."""
+CURVE_FILE = "run_curve.json"
+"""The curve so far, rewritten at every validation: a checkpoint taken at a step is saved before that step's
+validation runs, and a run resumed from it does not validate that step again; the point is taken from here."""
 
 
 class RunSummary(pl.Callback):
@@ -71,6 +74,9 @@ class RunSummary(pl.Callback):
         else:
             self._memory.start()
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._points_after_checkpoint(trainer)  # the step counter is restored by now (not in on_fit_start)
+
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         self._batch_start = time.perf_counter()
 
@@ -96,6 +102,7 @@ class RunSummary(pl.Callback):
         if trainer.sanity_checking or loss is None:
             return
         self.curve.append({"step": trainer.global_step, "tokens": self.tokens, "val_loss": float(loss)})
+        self._write_curve(trainer)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._memory.stop()
@@ -133,12 +140,30 @@ class RunSummary(pl.Callback):
         }
 
     @rank_zero_only
-    def _write(self, trainer: pl.Trainer, summary: dict[str, Any]) -> None:
+    def _write(self, trainer: pl.Trainer, summary: dict[str, Any], name: str = SUMMARY_FILE) -> None:
         root = Path(trainer.default_root_dir)
         root.mkdir(parents=True, exist_ok=True)
-        temporary = root / f"{SUMMARY_FILE}.{os.getpid()}.tmp"
+        temporary = root / f"{name}.{os.getpid()}.tmp"
         temporary.write_text(json.dumps(summary, indent=1))
-        os.replace(temporary, root / SUMMARY_FILE)
+        os.replace(temporary, root / name)
+
+    def _write_curve(self, trainer: pl.Trainer) -> None:
+        self._write(trainer, {"step": trainer.global_step, "curve": self.curve}, CURVE_FILE)
+
+    def _points_after_checkpoint(self, trainer: pl.Trainer) -> None:
+        """On resume: the validation points of the checkpoint's own step (and before) that its state lacks."""
+        path = Path(trainer.default_root_dir) / CURVE_FILE
+        if trainer.global_step == 0 or not path.is_file():
+            return
+        try:
+            written = json.loads(path.read_text()).get("curve", [])
+        except (OSError, ValueError):
+            return
+        have = {(p["step"], tuple(sorted(p))) for p in self.curve}
+        for point in written:
+            if point["step"] <= trainer.global_step and (point["step"], tuple(sorted(point))) not in have:
+                self.curve.append(point)
+        self.curve.sort(key=lambda p: (p["step"], "val_loss" in p))
 
 
 class _PeakMemory:
