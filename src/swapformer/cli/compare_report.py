@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from swapformer.training.run_summary import SUMMARY_FILE
 
 if TYPE_CHECKING:
-    from swapformer.cli.compare import Plan, Variant
+    from swapformer.cli.compare_plan import Plan, Variant
 
 COLUMNS = [
     "variant",
