@@ -67,7 +67,7 @@ def grid(tmp_path_factory, monkeypatch_module):
     monkeypatch_module.chdir(root)
     monkeypatch_module.setenv("SWAPFORMER_CACHE_DIR", str(root / "cache"))
     out = root / "runs" / "compare" / "grid"
-    assert compare(*GRID, "--seeds", "1,2", "--out", str(out), *TINY) == 0
+    assert compare(*GRID, "--seeds", "1,2", "--out", str(out), "--eval_lengths", "16,64", *TINY) == 0
     return out
 
 
@@ -99,6 +99,8 @@ def test_grid_table_has_a_row_per_run_and_variant(grid):
         assert float(row["tokens_per_s"]) > 0 and float(row["flops_per_token"]) > 0
         assert float(row["peak_memory_mb"]) > 0 and float(row["wall_s"]) > 0 and not row["error"]
         assert row["steps"] == "4" and row["tokens"] == str(4 * 4 * 16)  # 4 steps of 4 windows of 16 tokens
+        # --eval_lengths: the final model scored at the training length and beyond it (rope and alibi extrapolate)
+        assert float(row["val_loss@16"]) > 0 and float(row["val_loss@64"]) > 0
     # rope and alibi have no parameters, layernorm has a bias that rmsnorm has not (bias: false here)
     params = {r["variant"]: int(r["params"]) for r in rows}
     assert params[VARIANTS[0]] == params[VARIANTS[2]] and params[VARIANTS[1]] == params[VARIANTS[3]]
@@ -108,6 +110,7 @@ def test_grid_table_has_a_row_per_run_and_variant(grid):
         "**Equal budget**: every run trained 4 steps on the same 256 tokens in the same order (data seed 1234)"
         in table
     )
+    assert "| val loss @16 | val loss @64 |" in table
     lines = [line for line in table.splitlines() if line.startswith("| `")]
     assert len(lines) == 4
     by_variant = {}
