@@ -95,7 +95,7 @@ def test_help_names_every_verb(capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     verbs = ["fit", "validate", "test", "predict", "generate", "evaluate", "components", "check", "recipes"]
-    verbs += ["import-hf", "export"]
+    verbs += ["import-hf", "export", "compare"]
     for verb in verbs:
         assert re.search(rf"^  {re.escape(verb)} +\S.*$", out, flags=re.M), f"{verb} missing:\n{out}"
     assert set(VERBS) <= set(HELP)
