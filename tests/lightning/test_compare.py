@@ -156,6 +156,12 @@ def test_each_run_is_an_ordinary_fit_of_its_variant(grid):
         summary = json.loads((folder / "run_summary.json").read_text())
         assert summary["variant"] == folder.parent.name and summary["status"] == "finished"
         assert [p["step"] for p in summary["curve"] if "val_loss" in p] == [2, 4]
+        # the training curve is the loss the logger wrote for each step (its step count starts at 0)
+        logged = [r for r in read_csv(folder / "logs" / "version_0" / "metrics.csv") if r["train/loss"]]
+        train = [(p["step"], p["tokens"], p["train_loss"]) for p in summary["curve"] if "train_loss" in p]
+        assert train == [
+            (int(r["step"]) + 1, 64 * (int(r["step"]) + 1), float(r["train/loss"])) for r in logged
+        ]
 
 
 def test_rerun_trains_nothing(grid, capsys):

@@ -53,6 +53,7 @@ class RunSummary(pl.Callback):
         self._fit_start: float | None = None
         self._batch_start: float | None = None
         self._batch_tokens = 0
+        self._pending: dict[str, int] | None = None  # a logged step whose train/loss is not read yet
         self._memory = _PeakMemory()
 
     # ---- state in the checkpoint: a resumed run keeps what it had -------------------------------------------
@@ -78,6 +79,7 @@ class RunSummary(pl.Callback):
         self._points_after_checkpoint(trainer)  # the step counter is restored by now (not in on_fit_start)
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        self._take_train_loss(trainer)
         self._batch_start = time.perf_counter()
 
     def on_train_batch_end(
@@ -87,15 +89,25 @@ class RunSummary(pl.Callback):
             self.train_seconds += time.perf_counter() - self._batch_start
         self._batch_tokens = int(pl_module.batch_tokens(batch))
         self.tokens += self._batch_tokens * trainer.world_size
-        loss = trainer.callback_metrics.get("train/loss")
         step = trainer.global_step
-        logged = step % max(1, trainer.log_every_n_steps) == 0 or trainer.is_last_batch
-        if (
-            loss is not None
-            and logged
-            and not any(p["step"] == step and "train_loss" in p for p in self.curve)
-        ):
-            self.curve.append({"step": step, "tokens": self.tokens, "train_loss": float(loss)})
+        if step % max(1, trainer.log_every_n_steps) == 0 or trainer.is_last_batch:
+            # the module logs train/loss in its own on_train_batch_end, which runs after the callbacks': the
+            # value is read when the next batch (or the validation, or the end) comes
+            self._pending = {"step": step, "tokens": self.tokens}
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._take_train_loss(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._take_train_loss(trainer)
+
+    def _take_train_loss(self, trainer: pl.Trainer) -> None:
+        pending, self._pending = self._pending, None
+        loss = trainer.callback_metrics.get("train/loss")
+        if pending is None or loss is None:
+            return
+        if not any(p["step"] == pending["step"] and "train_loss" in p for p in self.curve):
+            self.curve.append({**pending, "train_loss": float(loss)})
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         loss = trainer.callback_metrics.get("val/loss")
