@@ -37,7 +37,9 @@ class RunSummary(pl.Callback):
         variant: the comparison's name for this run's overrides (``positional=alibi``), written into the file.
         eval_lengths: context lengths at which the final model is also scored on the validation tokens (a
             causal LM's length-extrapolation study); ``val_loss@L`` is None where the model cannot run at L.
-        eval_windows: validation windows scored per length (consecutive, from the start of the stream).
+        eval_windows: windows of the longest length scored: every length scores the same span of validation
+            tokens (``eval_windows`` times the longest length, from the start of the stream), cut into its own
+            windows, so the columns differ by context length alone.
     """
 
     def __init__(
@@ -146,7 +148,8 @@ class RunSummary(pl.Callback):
             "peak_memory_mb": _peak_memory_mb(pl_module, self._memory),
             "wall_s": wall,
             "eval_lengths": {
-                str(n): _loss_at_length(trainer, pl_module, n, self.eval_windows) for n in self.eval_lengths
+                str(n): _loss_at_length(trainer, pl_module, n, self.eval_windows * max(self.eval_lengths))
+                for n in self.eval_lengths
             },
             "curve": self.curve,
         }
@@ -234,14 +237,15 @@ def _flops_per_token(pl_module: pl.LightningModule, batch_tokens: int) -> float 
 
 @torch.inference_mode()
 def _loss_at_length(
-    trainer: pl.Trainer, pl_module: pl.LightningModule, length: int, windows: int
+    trainer: pl.Trainer, pl_module: pl.LightningModule, length: int, span: int
 ) -> float | None:
-    """Mean next-token loss of consecutive validation windows of ``length`` tokens (None: not a causal LM with a
-    token stream, too little validation text, or a model that cannot run at that length)."""
+    """Mean next-token loss over the first ``span`` validation tokens cut into consecutive windows of ``length``
+    (None: not a causal LM with a token stream, too little validation text, or a model that cannot run at that
+    length)."""
     stream = getattr(trainer.datamodule, "val_tokens", None)
     if getattr(pl_module, "kind", None) != "causal_lm" or stream is None:
         return None
-    count = min(windows, (stream.numel() - 1) // length)
+    count = min(span, stream.numel() - 1) // length
     if count < 1:
         return None
     batch = torch.stack([stream[i * length : i * length + length + 1] for i in range(count)]).long()
