@@ -22,6 +22,7 @@ def test_ci_runs_the_readme_test_command():
     commands = re.findall(
         r"^([^#\s].*)$", re.search(r"```bash\n(.*?)```", README, flags=re.S).group(1), flags=re.M
     )
-    main_job, tests = commands
+    main_job, tests, compare = commands
     assert "swapformer fit --config stdlib-tiny" in main_job
+    assert compare.startswith("swapformer compare --config stdlib-tiny --vary ")
     assert tests in (ROOT / ".ci" / "run").read_text().splitlines()

@@ -5,7 +5,7 @@ Fenced blocks, by their info string:
 - ```` ```python ````: executed, the blocks of one page in order in one namespace, in a scratch folder;
 - ```` ```python title="path" ````: a quotation of that file; each of its lines must still be in it;
 - ```` ```bash ````: every ``swapformer fit|validate|test|predict`` command is parsed with ``--print_config``
-  (recipes found, keys and types valid), ``swapformer components`` runs, the options of other subcommands
+  (recipes found, keys and types valid), every ``swapformer compare`` checked with ``--dry-run``, ``swapformer components`` runs, the options of other subcommands
   (``generate``) are in their ``--help``, and the repository paths named (``scripts/...``) exist; a command
   with a ``<placeholder>`` is a template, and only its paths are checked;
 - ```` ```yaml ```` and ```` ```toml ````: parsed;
@@ -134,6 +134,10 @@ def test_shell_examples_name_real_recipes_keys_and_files(page, tmp_path, monkeyp
         if words[1] == "components":
             with contextlib.redirect_stdout(io.StringIO()):
                 run(words[1:])
+            continue
+        if words[1] == "compare" and "--collect" not in words:  # every variant checked as fit would; no run
+            with contextlib.redirect_stdout(io.StringIO()):
+                run([*_without_option(words[1:], "--emit"), "--dry-run"])
             continue
         if words[1] not in CLI_SUBCOMMANDS:  # e.g. generate: needs a checkpoint; its options must exist
             help_text = io.StringIO()
