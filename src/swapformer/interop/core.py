@@ -71,6 +71,9 @@ class Architecture:
     ``positional``). Layers that differ in any other key are refused before ``hf_config`` runs."""
     qk_norm: bool = False
     """The family has q/k norms (Qwen3): its ``hf_config`` checks ``qk_norm``; the others are refused one."""
+    softcap: bool = False
+    """The family soft-caps attention scores and logits (Gemma 2): its ``hf_config`` checks the kernels' ``softcap``
+    and ``logit_softcap``; the others are refused them."""
 
     def links_of(self, config: ModelConfig, hf_config: Mapping[str, Any]) -> list[Link]:
         return self.links(config, hf_config) if self.links_read_hf else self.links(config)
@@ -115,7 +118,7 @@ def require(checks: Iterable[tuple[bool, str]], family: str) -> None:
 def shared_requirements(cfg: ModelConfig, architecture: Architecture | None = None) -> list[tuple[bool, str]]:
     """What ``architecture`` (None: any family) must declare to express ``cfg``, checked before its own
     ``hf_config``: layers that differ in a key outside its ``per_layer``, q/k norms, and soft-capped scores or
-    logits (no mapped family has them yet)."""
+    logits."""
     allowed = set(architecture.per_layer) if architecture else set()
     base = uniform_spec(cfg)
     differing = [
@@ -128,11 +131,12 @@ def shared_requirements(cfg: ModelConfig, architecture: Architecture | None = No
     attention = [("attention", cfg.attention)]
     attention += [(f"{where}.attention", spec.attention) for where, spec in distinct_layers(cfg)]
     capped = [(w, a) for w, a in attention if split_spec(a, where=w)[1].get("softcap") is not None]
+    caps = bool(architecture and architecture.softcap)
     return [
         (not differing, f"{where}.{key} (a layer whose {key} differs from the uniform one)"),
         (cfg.qk_norm is None or bool(architecture and architecture.qk_norm), f"qk_norm {cfg.qk_norm!r}"),
-        (not capped, " ".join(map(str, capped[0])) + " (soft-capped scores)" if capped else ""),
-        (cfg.logit_softcap is None, f"logit_softcap {cfg.logit_softcap!r}"),
+        (not capped or caps, " ".join(map(str, capped[0])) + " (soft-capped scores)" if capped else ""),
+        (cfg.logit_softcap is None or caps, f"logit_softcap {cfg.logit_softcap!r}"),
     ]
 
 

@@ -205,9 +205,16 @@ def decoder_hf_config(cfg: ModelConfig, positional: Any, family: str) -> tuple[d
         Unsupported: what ``family`` cannot express among :func:`decoder_checks` and the FFN.
     """
     require(decoder_checks(cfg, positional), family)
-    activation, gated, mlp_bias = activation_of(cfg.ffn)
+    _, gated, mlp_bias = activation_of(cfg.ffn)
     if not gated:
         raise Unsupported(f"ffn {cfg.ffn!r} has no {family} equivalent (a gated FFN: swiglu or geglu)")
+    return decoder_keys(cfg, positional), mlp_bias
+
+
+def decoder_keys(cfg: ModelConfig, positional: Any) -> dict[str, Any]:
+    """The ``config.json`` keys every Llama-shaped family writes (sizes, rope, activation, norm eps, special
+    ids), unchecked: :func:`decoder_hf_config` checks the components first, a family of other norms its own."""
+    activation, _, _ = activation_of(cfg.ffn)
     _, norm_options = split_spec(cfg.norm)
     parameters = rope_parameters(positional)
     return {
@@ -228,7 +235,7 @@ def decoder_hf_config(cfg: ModelConfig, positional: Any, family: str) -> tuple[d
         "pad_token_id": cfg.pad_token_id,
         "bos_token_id": cfg.bos_token_id,
         "eos_token_id": cfg.eos_token_id,
-    }, mlp_bias
+    }
 
 
 def hf_config(cfg: ModelConfig) -> dict[str, Any]:
