@@ -187,6 +187,43 @@ CAUSAL = {
         eos_token_id=2,
         pad_token_id=0,
     ),
+    "gemma2-gqa-headdim-capped-pattern": lambda: transformers.Gemma2Config(
+        hidden_size=32,
+        num_hidden_layers=5,  # layer_types left out: sliding, full, ... a pattern of period 2 over 5 layers
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=12,
+        query_pre_attn_scalar=10,  # scores scaled by 10^-0.5, not head_dim^-0.5
+        intermediate_size=48,
+        vocab_size=61,
+        sliding_window=4,
+        attn_logit_softcapping=1.5,  # caps near the scores and logits (a few units): they move the logits by 1-3
+        final_logit_softcapping=10.0,
+        rope_parameters={"rope_type": "default", "rope_theta": 500.0},
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    ),
+    "gemma2-mqa-untied-bias-uncapped-list": lambda: transformers.Gemma2Config(
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=8,
+        query_pre_attn_scalar=8,
+        intermediate_size=48,
+        vocab_size=61,
+        layer_types=["full_attention", "sliding_attention", "sliding_attention"],  # a list: no period repeats
+        sliding_window=3,
+        attn_logit_softcapping=None,  # full layers: sdpa
+        final_logit_softcapping=None,
+        attention_bias=True,
+        tie_word_embeddings=False,
+        rms_norm_eps=1e-5,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    ),
 }
 
 SEQ2SEQ = {

@@ -1,5 +1,5 @@
-"""GPT-2, Llama, Mistral, Qwen2, Qwen3, SmolLM3 and Phi-3 in and out: equal logits on padded batches and equal
-greedy tokens, against the Hugging Face model built from a config."""
+"""GPT-2, Llama, Mistral, Qwen2, Qwen3, SmolLM3, Phi-3 and Gemma 2 in and out: equal logits on padded batches and
+equal greedy tokens, against the Hugging Face model built from a config."""
 
 from __future__ import annotations
 
@@ -79,8 +79,38 @@ def test_to_hf_round_trip_loads_in_transformers_with_equal_logits(name, tmp_path
     assert again.config == ours.config
 
 
+@pytest.mark.parametrize(
+    ("name", "remove"),
+    [
+        ("gemma2-gqa-headdim-capped-pattern", "final_logit_softcapping"),
+        ("gemma2-gqa-headdim-capped-pattern", "attn_logit_softcapping"),
+    ],
+)
+def test_the_soft_caps_the_tests_use_move_the_logits(name, remove):
+    # the equal logits above would hold for a cap ignored on both sides if the caps were far above the values
+    theirs = hf_model(name)
+    ours = swapformer.from_hf(theirs)
+    ids, mask = batches()["left"]
+    with torch.no_grad():
+        logits = ours(ids, mask.bool())
+    setattr(theirs.config, remove, None)
+    for layer in theirs.model.layers:  # each attention layer keeps its own copy of the cap
+        layer.self_attn.attn_logit_softcapping = theirs.config.attn_logit_softcapping
+    real = mask.bool()
+    assert (logits[real] - hf_logits(theirs, ids, mask)[real]).abs().max() > 0.5
+
+
 LLAMA_SHAPED = dict(positional="rope", norm="rmsnorm", ffn="swiglu", bias=False)
 SLIDING = {"name": "sliding_window", "window": 3}
+GEMMA_SHAPED = dict(
+    positional="rope",
+    norm={"name": "rmsnorm", "unit_offset": True},
+    placement="sandwich",
+    ffn={"name": "geglu", "approximate": "tanh", "bias": False},
+    bias=False,
+    scale_embeddings=True,
+)
+CAPPED = {"attention": {"name": "math", "softcap": 2.0}, "logit_softcap": 5.0}
 
 
 @pytest.mark.parametrize(
@@ -92,6 +122,8 @@ SLIDING = {"name": "sliding_window", "window": 3}
         (dict(LLAMA_SHAPED, layers=[{"attention": SLIDING}, {}]), "smollm3"),  # windows on some layers only
         (dict(LLAMA_SHAPED, attention=SLIDING), "mistral"),
         (dict(LLAMA_SHAPED), "llama"),
+        (dict(GEMMA_SHAPED, **CAPPED, layers=[{"attention": {**SLIDING, "softcap": 2.0}}, {}]), "gemma2"),
+        (dict(GEMMA_SHAPED, attention_scale=0.25), "gemma2"),  # uncapped: sdpa; query_pre_attn_scalar 16
     ],
 )
 def test_to_hf_picks_the_first_family_that_expresses_the_model(config, family, tmp_path):
@@ -126,6 +158,13 @@ def test_to_hf_picks_the_first_family_that_expresses_the_model(config, family, t
             dict(LLAMA_SHAPED, num_layers=2, layers=[{}, {"positional": {"base": 500.0}}]),
             r"positional \{'name': 'rope', 'base': 500.0\} beside 'rope'",
         ),
+        (dict(GEMMA_SHAPED, attention_scale=0.3), r"attention_scale=0.3 \(query_pre_attn_scalar"),
+        (
+            dict(GEMMA_SHAPED, **CAPPED, num_layers=2, layers=[{}, {"attention": SLIDING}]),
+            r"attention softcaps of \[None, 2.0\] in one model \(one attn_logit_softcapping\)",
+        ),
+        (dict(GEMMA_SHAPED, scale_embeddings=False), "scale_embeddings: false"),
+        (dict(GEMMA_SHAPED, norm="rmsnorm", logit_softcap=5.0), r"gemma2: norm 'rmsnorm' \(Gemma's is"),
     ],
 )
 def test_a_config_without_a_hugging_face_equivalent_is_refused_naming_the_component(
@@ -147,7 +186,7 @@ def test_bad_directories_and_weights_are_named(tmp_path):
     config = json.loads((directory / "config.json").read_text())
     (directory / "config.json").write_text(json.dumps({**config, "model_type": "falcon"}))
     with pytest.raises(
-        ConfigError, match=r"model_type 'falcon' is not supported; swapformer reads bart, gpt2, llama"
+        ConfigError, match=r"model_type 'falcon' is not supported; swapformer reads bart, gemma2, gpt2, llama"
     ):
         swapformer.from_hf(directory)
     (directory / "config.json").write_text(json.dumps({**config, "intermediate_size": 40}))
@@ -236,6 +275,21 @@ def test_a_family_asked_for_that_cannot_express_the_model_is_refused_naming_the_
             "smollm3-gqa-nope-every-third",
             {"no_rope_layers": [1, 0]},
             r"smollm3: no_rope_layers lists 2 layers but num_hidden_layers is 5",
+        ),
+        (
+            "gemma2-mqa-untied-bias-uncapped-list",
+            {"use_bidirectional_attention": True},
+            r"gemma2: use_bidirectional_attention: true \(a decoder that sees later tokens\)",
+        ),
+        (
+            "gemma2-gqa-headdim-capped-pattern",
+            {"layer_types": ["sliding_attention", "full_attention"]},
+            r"gemma2: layer_types lists 2 layers but num_hidden_layers is 5",
+        ),
+        (
+            "gemma2-gqa-headdim-capped-pattern",
+            {"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4, "factor": 2.0}},
+            r"gemma2: rope_type 'yarn' has no swapformer equivalent",
         ),
     ],
 )
