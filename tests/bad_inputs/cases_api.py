@@ -41,6 +41,37 @@ def _from_hf_bert() -> object:
     return from_hf(transformers.BertModel(config))
 
 
+def _to_hf_gemma2_scale(fx: object) -> object:
+    import swapformer
+
+    gemma = dict(
+        positional="rope",
+        norm={"name": "rmsnorm", "unit_offset": True},
+        placement="sandwich",
+        ffn={"name": "geglu", "approximate": "tanh", "bias": False},
+        bias=False,
+        scale_embeddings=True,
+    )
+    return swapformer.to_hf(_build(**gemma, attention_scale=0.3), fx.tmp / "hf", model_type="gemma2")
+
+
+def _from_hf_bidirectional_gemma2() -> object:
+    import transformers
+
+    from swapformer.interop import from_hf
+
+    config = transformers.Gemma2Config(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        head_dim=8,
+        intermediate_size=32,
+        use_bidirectional_attention=True,
+    )
+    return from_hf(transformers.Gemma2ForCausalLM(config))
+
+
 def _from_hf_partial_rope() -> object:
     import transformers
 
@@ -263,5 +294,20 @@ CASES = [
         mistake="`from_hf` of a Phi-3 whose rope turns half of each head (`partial_rotary_factor: 0.5`)",
         expect=r"phi3: partial_rotary_factor=0\.5 \(rope on part of each head\) has no swapformer equivalent",
         raises=lambda fx: _from_hf_partial_rope(),
+    ),
+    Case(
+        id="api-from-hf-bidirectional-decoder",
+        area="API",
+        mistake="`from_hf` of a Gemma 2 whose decoder sees later tokens (`use_bidirectional_attention: true`)",
+        expect=r"gemma2: use_bidirectional_attention: true \(a decoder that sees later tokens\) has no swap",
+        raises=lambda fx: _from_hf_bidirectional_gemma2(),
+    ),
+    Case(
+        id="api-to-hf-gemma2-attention-scale",
+        area="API",
+        mistake="`to_hf(model_type='gemma2')` of a Gemma-shaped model whose `attention_scale` (0.3) is no "
+        "integer's `query_pre_attn_scalar ** -0.5`",
+        expect=r"cannot export to Hugging Face gemma2: attention_scale=0\.3 \(Gemma's scale is an integer",
+        raises=_to_hf_gemma2_scale,
     ),
 ]

@@ -158,7 +158,7 @@ def test_to_hf_picks_the_first_family_that_expresses_the_model(config, family, t
             dict(LLAMA_SHAPED, num_layers=2, layers=[{}, {"positional": {"base": 500.0}}]),
             r"positional \{'name': 'rope', 'base': 500.0\} beside 'rope'",
         ),
-        (dict(GEMMA_SHAPED, attention_scale=0.3), r"attention_scale=0.3 \(query_pre_attn_scalar"),
+        (dict(GEMMA_SHAPED, attention_scale=0.3), r"attention_scale=0.3 \(Gemma.s scale is an integer"),
         (
             dict(GEMMA_SHAPED, **CAPPED, num_layers=2, layers=[{}, {"attention": SLIDING}]),
             r"attention softcaps of \[None, 2.0\] in one model \(one attn_logit_softcapping\)",

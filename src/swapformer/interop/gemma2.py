@@ -106,7 +106,8 @@ def gemma_fields(hf: Mapping[str, Any], family: str) -> dict[str, Any]:
     """
     if hf.get("use_bidirectional_attention"):
         raise Unsupported(
-            "use_bidirectional_attention: true (a decoder that sees later tokens) has no swapformer causal LM"
+            "use_bidirectional_attention: true (a decoder that sees later tokens) has no swapformer equivalent: "
+            "swapformer's causal LMs see earlier tokens only"
         )
     fields = llama.config({**hf, "hidden_act": hf["hidden_activation"]})
     return {
@@ -190,7 +191,8 @@ def gemma_hf_config(cfg: ModelConfig, positional: Any, family: str) -> dict[str,
             (gated and not mlp_bias, f"ffn {cfg.ffn!r} (Gemma's is gated, without biases)"),
             (
                 scalar >= 1 and float(scalar) ** -0.5 == scale,
-                f"attention_scale={cfg.attention_scale} (query_pre_attn_scalar ** -0.5 of an integer scalar)",
+                f"attention_scale={cfg.attention_scale} (Gemma's scale is an integer query_pre_attn_scalar "
+                f"** -0.5, e.g. {max(scalar, 1)} ** -0.5 = {max(scalar, 1) ** -0.5:.6g})",
             ),
         ],
         family,
