@@ -224,6 +224,49 @@ CAUSAL = {
         eos_token_id=2,
         pad_token_id=0,
     ),
+    "gemma3-gqa-headdim-pattern-local-rope": lambda: transformers.Gemma3TextConfig(
+        hidden_size=32,
+        num_hidden_layers=5,
+        sliding_window_pattern=3,  # sliding, sliding, full: a period of 3 over 5 layers
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=12,
+        query_pre_attn_scalar=10,
+        intermediate_size=48,
+        vocab_size=61,
+        sliding_window=4,
+        final_logit_softcapping=10.0,
+        attn_logit_softcapping=1.5,  # ignored by transformers' Gemma 3 attention, and so by the import
+        rope_parameters={  # the full layers' rope scaled, the sliding layers' of another base
+            "full_attention": {"rope_type": "linear", "rope_theta": 5000.0, "factor": 2.0},
+            "sliding_attention": {"rope_type": "default", "rope_theta": 100.0},
+        },
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    ),
+    "gemma3-mqa-untied-bias-list": lambda: transformers.Gemma3TextConfig(
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=8,
+        query_pre_attn_scalar=8,
+        intermediate_size=48,
+        vocab_size=61,
+        layer_types=[
+            "full_attention",
+            "sliding_attention",
+            "full_attention",
+        ],  # period 2 over 3; bases 1e6, 1e4
+        sliding_window=3,
+        attention_bias=True,
+        tie_word_embeddings=False,
+        rms_norm_eps=1e-5,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    ),
 }
 
 SEQ2SEQ = {

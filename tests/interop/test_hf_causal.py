@@ -1,4 +1,4 @@
-"""GPT-2, Llama, Mistral, Qwen2, Qwen3, SmolLM3, Phi-3 and Gemma 2 in and out: equal logits on padded batches and
+"""GPT-2, Llama, Mistral, Qwen2, Qwen3, SmolLM3, Phi-3, Gemma 2 and Gemma 3 in and out: equal logits on padded batches and
 equal greedy tokens, against the Hugging Face model built from a config."""
 
 from __future__ import annotations
@@ -84,6 +84,7 @@ def test_to_hf_round_trip_loads_in_transformers_with_equal_logits(name, tmp_path
     [
         ("gemma2-gqa-headdim-capped-pattern", "final_logit_softcapping"),
         ("gemma2-gqa-headdim-capped-pattern", "attn_logit_softcapping"),
+        ("gemma3-gqa-headdim-pattern-local-rope", "final_logit_softcapping"),
     ],
 )
 def test_the_soft_caps_the_tests_use_move_the_logits(name, remove):
@@ -100,6 +101,23 @@ def test_the_soft_caps_the_tests_use_move_the_logits(name, remove):
     assert (logits[real] - hf_logits(theirs, ids, mask)[real]).abs().max() > 0.5
 
 
+def test_a_gemma3_config_json_of_transformers_4_reads_as_transformers_5s(tmp_path):
+    # before transformers 5: rope_theta and rope_scaling for the full layers, rope_local_base_freq for the
+    # sliding ones, and sliding_window_pattern in place of layer_types
+    model = hf_model("gemma3-gqa-headdim-pattern-local-rope")
+    directory = save(model, tmp_path / "hf")
+    config = json.loads((directory / "config.json").read_text())
+    expected = swapformer.from_hf(directory).config
+    for key in ("rope_parameters", "layer_types", "_sliding_window_pattern"):
+        del config[key]
+    legacy = dict(
+        rope_theta=5000.0, rope_scaling={"type": "linear", "factor": 2.0}, rope_local_base_freq=100.0
+    )
+    (directory / "config.json").write_text(json.dumps({**config, **legacy, "sliding_window_pattern": 3}))
+    assert swapformer.from_hf(directory).config == expected
+    assert expected.layers["pattern"] == ["sliding_positional", "sliding_positional", "full"]
+
+
 LLAMA_SHAPED = dict(positional="rope", norm="rmsnorm", ffn="swiglu", bias=False)
 SLIDING = {"name": "sliding_window", "window": 3}
 GEMMA_SHAPED = dict(
@@ -111,6 +129,8 @@ GEMMA_SHAPED = dict(
     scale_embeddings=True,
 )
 CAPPED = {"attention": {"name": "math", "softcap": 2.0}, "logit_softcap": 5.0}
+GEMMA_QK = {"name": "rmsnorm", "unit_offset": True}
+LOCAL = {"attention": SLIDING, "positional": {"name": "rope", "base": 100.0}}
 
 
 @pytest.mark.parametrize(
@@ -124,6 +144,7 @@ CAPPED = {"attention": {"name": "math", "softcap": 2.0}, "logit_softcap": 5.0}
         (dict(LLAMA_SHAPED), "llama"),
         (dict(GEMMA_SHAPED, **CAPPED, layers=[{"attention": {**SLIDING, "softcap": 2.0}}, {}]), "gemma2"),
         (dict(GEMMA_SHAPED, attention_scale=0.25), "gemma2"),  # uncapped: sdpa; query_pre_attn_scalar 16
+        (dict(GEMMA_SHAPED, qk_norm=GEMMA_QK, layers=[LOCAL, {}]), "gemma3_text"),  # local rope of its own
     ],
 )
 def test_to_hf_picks_the_first_family_that_expresses_the_model(config, family, tmp_path):
@@ -164,6 +185,16 @@ def test_to_hf_picks_the_first_family_that_expresses_the_model(config, family, t
             r"attention softcaps of \[None, 2.0\] in one model \(one attn_logit_softcapping\)",
         ),
         (dict(GEMMA_SHAPED, scale_embeddings=False), "scale_embeddings: false"),
+        (
+            dict(GEMMA_SHAPED, qk_norm=GEMMA_QK, num_layers=3, layers=[LOCAL, {"attention": SLIDING}, {}]),
+            r"gemma3_text: positional 'rope' of layer 1 beside \{'name': 'rope', 'base': 100.0\} on another "
+            r"sliding_attention layer \(one rope per layer type\)",
+        ),
+        (dict(GEMMA_SHAPED, qk_norm="rmsnorm"), r"gemma3_text: qk_norm 'rmsnorm' \(Gemma 3's is"),
+        (
+            dict(GEMMA_SHAPED, **CAPPED, qk_norm=GEMMA_QK),
+            r"gemma3_text: attention softcap 2.0 \(transformers' Gemma 3 ignores attn_logit_softcapping",
+        ),
         (dict(GEMMA_SHAPED, norm="rmsnorm", logit_softcap=5.0), r"gemma2: norm 'rmsnorm' \(Gemma's is"),
     ],
 )
@@ -186,7 +217,8 @@ def test_bad_directories_and_weights_are_named(tmp_path):
     config = json.loads((directory / "config.json").read_text())
     (directory / "config.json").write_text(json.dumps({**config, "model_type": "falcon"}))
     with pytest.raises(
-        ConfigError, match=r"model_type 'falcon' is not supported; swapformer reads bart, gemma2, gpt2, llama"
+        ConfigError,
+        match=r"model_type 'falcon' is not supported; swapformer reads bart, gemma2, gemma3_text, gpt2, llama",
     ):
         swapformer.from_hf(directory)
     (directory / "config.json").write_text(json.dumps({**config, "intermediate_size": 40}))
@@ -280,6 +312,11 @@ def test_a_family_asked_for_that_cannot_express_the_model_is_refused_naming_the_
             "gemma2-mqa-untied-bias-uncapped-list",
             {"use_bidirectional_attention": True},
             r"gemma2: use_bidirectional_attention: true \(a decoder that sees later tokens\)",
+        ),
+        (
+            "gemma3-gqa-headdim-pattern-local-rope",
+            {"rope_parameters": {"full_attention": {"rope_type": "yarn", "factor": 2.0}}},
+            r"gemma3_text: rope_type 'yarn' has no swapformer equivalent",
         ),
         (
             "gemma2-gqa-headdim-capped-pattern",

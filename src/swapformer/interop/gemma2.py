@@ -97,7 +97,7 @@ def attention_changes(
     return full, changes
 
 
-def gemma_fields(hf: Mapping[str, Any], family: str) -> dict[str, Any]:
+def gemma_fields(hf: Mapping[str, Any]) -> dict[str, Any]:
     """The ModelConfig fields every Gemma shares (Llama's sizes and rope; the sandwich of ``(1 + w)`` norms,
     the GeGLU FFN, the query and embedding scales), for a config with its defaults filled in.
 
@@ -122,7 +122,7 @@ def gemma_fields(hf: Mapping[str, Any], family: str) -> dict[str, Any]:
 
 def config(hf: Mapping[str, Any]) -> dict[str, Any]:
     hf = {**DEFAULTS, **hf}
-    fields = gemma_fields(hf, "gemma2")
+    fields = gemma_fields(hf)
     full, changes = attention_changes(layer_types(hf), hf, "gemma2")
     uniform, layers = layers_of(changes)
     cap = hf.get("final_logit_softcapping")
