@@ -41,18 +41,29 @@ def _from_hf_bert() -> object:
     return from_hf(transformers.BertModel(config))
 
 
+GEMMA = dict(
+    positional="rope",
+    norm={"name": "rmsnorm", "unit_offset": True},
+    placement="sandwich",
+    ffn={"name": "geglu", "approximate": "tanh", "bias": False},
+    bias=False,
+    scale_embeddings=True,
+)
+
+
 def _to_hf_gemma2_scale(fx: object) -> object:
     import swapformer
 
-    gemma = dict(
-        positional="rope",
-        norm={"name": "rmsnorm", "unit_offset": True},
-        placement="sandwich",
-        ffn={"name": "geglu", "approximate": "tanh", "bias": False},
-        bias=False,
-        scale_embeddings=True,
+    return swapformer.to_hf(_build(**GEMMA, attention_scale=0.3), fx.tmp / "hf", model_type="gemma2")
+
+
+def _to_hf_gemma3_capped(fx: object) -> object:
+    import swapformer
+
+    model = _build(
+        **GEMMA, qk_norm={"name": "rmsnorm", "unit_offset": True}, attention={"name": "math", "softcap": 50.0}
     )
-    return swapformer.to_hf(_build(**gemma, attention_scale=0.3), fx.tmp / "hf", model_type="gemma2")
+    return swapformer.to_hf(model, fx.tmp / "hf", model_type="gemma3_text")
 
 
 def _from_hf_bidirectional_gemma2() -> object:
@@ -309,5 +320,13 @@ CASES = [
         "integer's `query_pre_attn_scalar ** -0.5`",
         expect=r"cannot export to Hugging Face gemma2: attention_scale=0\.3 \(Gemma's scale is an integer",
         raises=_to_hf_gemma2_scale,
+    ),
+    Case(
+        id="api-to-hf-gemma3-capped-scores",
+        area="API",
+        mistake="`to_hf(model_type='gemma3_text')` of a model with q/k norms whose attention scores are soft-capped "
+        "(`attention: {name: math, softcap: 50.0}`)",
+        expect=r"cannot export to Hugging Face gemma3_text: attention softcap 50\.0 \(transformers' Gemma 3 ignores",
+        raises=_to_hf_gemma3_capped,
     ),
 ]
