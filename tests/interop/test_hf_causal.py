@@ -101,6 +101,20 @@ def test_the_soft_caps_the_tests_use_move_the_logits(name, remove):
     assert (logits[real] - hf_logits(theirs, ids, mask)[real]).abs().max() > 0.5
 
 
+def test_a_gemma2_config_json_of_transformers_4_reads_as_transformers_5s(tmp_path):
+    # before transformers 5: no layer_types (every other layer slides, from the first) and a flat rope_theta
+    directory = save(hf_model("gemma2-gqa-headdim-capped-pattern"), tmp_path / "hf")
+    config = json.loads((directory / "config.json").read_text())
+    expected = swapformer.from_hf(directory).config
+    for key in ("rope_parameters", "layer_types"):
+        del config[key]
+    (directory / "config.json").write_text(json.dumps({**config, "rope_theta": 500.0, "hidden_act": "gelu"}))
+    assert (
+        swapformer.from_hf(directory).config == expected
+    )  # hidden_activation wins over hidden_act, as there
+    assert expected.layers["pattern"] == ["sliding", "full"]
+
+
 def test_a_gemma3_config_json_of_transformers_4_reads_as_transformers_5s(tmp_path):
     # before transformers 5: rope_theta and rope_scaling for the full layers, rope_local_base_freq for the
     # sliding ones, and sliding_window_pattern in place of layer_types
