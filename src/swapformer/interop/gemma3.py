@@ -11,9 +11,9 @@ uniform one, the sliding layers override the kernel and the rope::
     rope_parameters: {full_attention: {rope_theta: 1e6, rope_type: linear, factor: 8},
                       sliding_attention: {rope_theta: 1e4}}
     ->  positional: {name: rope, base: 1000000.0, scaling: linear, factor: 8.0}
-        layers: {pattern: [sliding, sliding, sliding, sliding, sliding, full],
-                 types: {full: {}, sliding: {attention: {name: sliding_window, window: W},
-                                             positional: {name: rope, base: 10000.0}}}}
+        layers: {pattern: [sliding_positional, (4 more), full],
+                 types: {full: {}, sliding_positional: {attention: {name: sliding_window, window: W},
+                                                        positional: {name: rope, base: 10000.0}}}}
 """
 
 from __future__ import annotations
