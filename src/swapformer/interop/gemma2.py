@@ -24,6 +24,7 @@ transformers runs Gemma 2 with its eager attention by default (its SDPA cannot s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -190,7 +191,7 @@ def gemma_hf_config(cfg: ModelConfig, positional: Any, family: str) -> dict[str,
             (cfg.qkv_bias in (None, cfg.bias), f"qkv_bias={cfg.qkv_bias} beside bias={cfg.bias}"),
             (gated and not mlp_bias, f"ffn {cfg.ffn!r} (Gemma's is gated, without biases)"),
             (
-                scalar >= 1 and float(scalar) ** -0.5 == scale,
+                scalar >= 1 and math.isclose(float(scalar) ** -0.5, scale, rel_tol=1e-12),  # 1 / sqrt(E) too
                 f"attention_scale={cfg.attention_scale} (Gemma's scale is an integer query_pre_attn_scalar "
                 f"** -0.5, e.g. {max(scalar, 1)} ** -0.5 = {max(scalar, 1) ** -0.5:.6g})",
             ),
