@@ -72,7 +72,7 @@ def test_combinations_are_the_full_product_of_distinct_members():
 def test_a_fixed_member_is_kept_even_when_it_is_an_alias():
     combos = conformance.combinations(kinds=["causal_lm"], fixed={"positional": "nope"})
     product = [c for c in combos if c.variant is None and not c.mixed]
-    assert {c.positional for c in combos} == {"nope"} and len(product) == 4 * 3 * 4 * 6
+    assert {c.positional for c in combos} == {"nope"} and len(product) == 4 * 3 * 5 * 6
 
 
 def test_quick_varies_one_family_at_a_time_around_the_defaults():
@@ -81,11 +81,16 @@ def test_quick_varies_one_family_at_a_time_around_the_defaults():
     for family in ("attention", "positional", "placement", "ffn"):
         assert {getattr(c, family) for c in combos} == set(conformance.distinct_members(family))
     plain = [c for c in combos if c.variant is None and c.heads == "gqa" and not c.mixed]
-    assert len(plain) == 1 + (4 - 1) + (6 - 1) + (4 - 1) + (6 - 1)
+    assert len(plain) == 1 + (4 - 1) + (6 - 1) + (5 - 1) + (6 - 1)
     mixed = [c for c in combos if c.mixed]  # each also once in a patterned model
     assert [dataclasses.replace(c, mixed=False) for c in mixed] == plain
     assert {c.heads for c in combos} == {"mha", "gqa", "mqa"}
-    assert {c.variant[0] for c in combos if c.variant} == {"attention", "positional", "ffn"}
+    assert {c.variant[0] for c in combos if c.variant} == {
+        "attention",
+        "positional",
+        "norm",
+        "ffn",
+    }  # rmsnorm: unit_offset
 
 
 def test_resolve_names_families_and_mistakes():
