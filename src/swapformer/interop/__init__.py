@@ -24,7 +24,7 @@ from swapformer.interop import (  # noqa: F401  (each registers its family, in t
     smollm3,
     t5,
 )
-from swapformer.interop.core import ARCHITECTURES, Architecture, Link, from_hf, supported, to_hf
+from swapformer.interop.core import ARCHITECTURES, Architecture, Link, from_hf, hf_blocker, supported, to_hf
 from swapformer.models.saving import FORMAT, load_pretrained, read_config, save_pretrained
 
 
@@ -44,6 +44,7 @@ __all__ = [
     "Architecture",
     "Link",
     "from_hf",
+    "hf_blocker",
     "load",
     "save_pretrained",
     "supported",

@@ -48,7 +48,12 @@ class Link:
 
 
 class Unsupported(Exception):
-    """A ModelConfig (or HF config) feature a family cannot express; the message names the component."""
+    """A ModelConfig (or HF config) feature a family cannot express; the message names the component.
+    ``misses`` counts the features the family lacks (the family with the fewest is the closest)."""
+
+    def __init__(self, message: str, misses: int = 1) -> None:
+        super().__init__(message)
+        self.misses = misses
 
 
 @dataclass(frozen=True)
@@ -109,10 +114,11 @@ def supported() -> list[str]:
 
 
 def require(checks: Iterable[tuple[bool, str]], family: str) -> None:
-    """Raise :class:`Unsupported` for the first ``(ok, what)`` that is not ok: ``what`` has no ``family`` equivalent."""
-    for ok, what in checks:
-        if not ok:
-            raise Unsupported(f"{what} has no {family} equivalent")
+    """Raise :class:`Unsupported` for the first ``(ok, what)`` that is not ok: ``what`` has no ``family`` equivalent
+    (``misses``: how many are not ok)."""
+    missing = [what for ok, what in checks if not ok]
+    if missing:
+        raise Unsupported(f"{missing[0]} has no {family} equivalent", misses=len(missing))
 
 
 def shared_requirements(cfg: ModelConfig, architecture: Architecture | None = None) -> list[tuple[bool, str]]:
@@ -378,33 +384,45 @@ def to_hf(model: nn.Module, directory: str | os.PathLike, *, model_type: str | N
         raise ConfigError(
             f"{type(model).__name__} has no swapformer ModelConfig; to_hf writes swapformer models"
         )
-    reasons: dict[str, str] = {}
+    architecture, hf_config = hf_family(config, model_type)
+    ours = model.state_dict()
+    theirs = {}
+    for link in architecture.links_of(config, hf_config):
+        tensor = torch.cat([ours[key] for key in link.ours]) / link.scale
+        tensor = tensor.T if link.transpose else tensor
+        theirs[link.theirs] = (tensor[None] if link.unsqueezed else tensor).contiguous()
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
+    save_file(theirs, str(path / "model.safetensors"), metadata={"format": "pt"})
+    return path
+
+
+def hf_family(config: ModelConfig, model_type: str | None = None) -> tuple[Architecture, dict[str, Any]]:
+    """The first family that expresses ``config`` (or ``model_type``, when given), and its Hugging Face config.
+
+    Raises:
+        ConfigError: none does; the message leads with the component that blocks the closest family (the one
+            lacking the fewest features), then what the others lack.
+    """
+    reasons: dict[str, Unsupported] = {}
     names = list(ARCHITECTURES) if model_type is None else [model_type]
     for architecture in dict.fromkeys(ARCHITECTURES[name] for name in names):  # each family once
         family = model_type or architecture.model_types[0]
         if architecture.kind != config.kind:
             if model_type is not None:
-                reasons[family] = f"{family} is a family of {architecture.kind} models, not {config.kind}"
+                reasons[family] = Unsupported(
+                    f"{family} is a family of {architecture.kind} models, not {config.kind}"
+                )
             continue
         try:
             require(shared_requirements(config, architecture), family)
             hf_config = architecture.hf_config(config)
             if model_type is not None and hf_config["model_type"] != model_type:
                 raise Unsupported(f"the model is written as {hf_config['model_type']}, not {model_type}")
+            return architecture, hf_config
         except Unsupported as err:
-            reasons[family] = str(err)
-            continue
-        ours = model.state_dict()
-        theirs = {}
-        for link in architecture.links_of(config, hf_config):
-            tensor = torch.cat([ours[key] for key in link.ours]) / link.scale
-            tensor = tensor.T if link.transpose else tensor
-            theirs[link.theirs] = (tensor[None] if link.unsqueezed else tensor).contiguous()
-        path = Path(directory)
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
-        save_file(theirs, str(path / "model.safetensors"), metadata={"format": "pt"})
-        return path
+            reasons[family] = err
     if not reasons:
         raise ConfigError(f"no Hugging Face family is mapped for {config.kind} models")
     if model_type is not None:
@@ -412,6 +430,19 @@ def to_hf(model: nn.Module, directory: str | os.PathLike, *, model_type: str | N
             f"cannot export to Hugging Face {model_type}: {reasons[model_type]} (without model_type the first "
             "family that expresses the model writes it)"
         )
-    closest = min(reasons.values(), key=len)
-    tried = "; ".join(f"{name}: {reason}" for name, reason in reasons.items())
-    raise ConfigError(f"cannot export to Hugging Face: {closest} (families tried: {tried})")
+    closest = min(reasons, key=lambda name: reasons[name].misses)
+    others = "; ".join(f"{name}: {reason}" for name, reason in reasons.items() if name != closest)
+    raise ConfigError(
+        f"{reasons[closest]}, so this model cannot be exported to Hugging Face (--format swapformer keeps it)"
+        + (f"; other families: {others}" if others else "")
+    )
+
+
+def hf_blocker(config: ModelConfig) -> str | None:
+    """Why ``config`` cannot be exported to Hugging Face (the lead of :func:`hf_family`'s message: the component
+    that blocks the closest family), or None when it can."""
+    try:
+        hf_family(config)
+    except ConfigError as err:
+        return str(err).partition("; other families:")[0]
+    return None
