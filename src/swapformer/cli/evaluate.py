@@ -24,21 +24,16 @@ import torch
 import torch.nn.functional as F
 
 from swapformer.cli.errors import read_text, user_errors
+from swapformer.cli.model_args import add_model_arguments, no_tokenizer, resolve_model
 from swapformer.registry import kind
 from swapformer.tasks import SwapformerModule
-from swapformer.training.checkpoints import resolve_last
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="swapformer evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument(
-        "--ckpt_path",
-        required=True,
-        help="a checkpoint written by swapformer fit (one .ckpt file), or last: the newest last*.ckpt below --root",
-    )
-    p.add_argument("--root", help="where --ckpt_path last looks (default: the working folder)")
+    add_model_arguments(p)
     p.add_argument("--path", help="a text file to score (causal LM)")
     p.add_argument("--src", help="source lines to translate (seq2seq)")
     p.add_argument("--ref", help="reference translations, one per source line (seq2seq)")
@@ -62,7 +57,7 @@ def load(path: str, device: str = "cpu") -> SwapformerModule:
     """
     module = SwapformerModule.load(path, map_location=device)
     if module.tokenizer is None:
-        raise ValueError(f"{path} holds no tokenizer (not written by swapformer fit)")
+        raise ValueError(no_tokenizer(path))
     return module
 
 
@@ -142,7 +137,7 @@ def _lines(path: str, option: str) -> list[str]:
 def _run(args: argparse.Namespace, out: TextIO) -> None:
     if args.batch_size < 1 or args.num_beams < 1:
         raise ValueError("--batch_size and --num_beams must be at least 1")
-    args.ckpt_path = resolve_last(args.ckpt_path, args.root)
+    args.ckpt_path = resolve_model(args)
     module = load(args.ckpt_path, args.device)
     model_kind = module.config.kind
     if kind(model_kind).source:

@@ -51,11 +51,12 @@ from swapformer.cli.recipes import resolve_config_args
 from swapformer.config import ModelConfig
 from swapformer.data.tokenizers import TOKENIZER_KINDS
 from swapformer.errors import CheckpointError, ConfigError
+from swapformer.interop import hf_blocker
 from swapformer.registry import load_plugins
-from swapformer.tasks.base import MODEL_KEYS, TRAINING_KEYS, SwapformerModule
+from swapformer.tasks.base import MODEL_KEYS, TRAINING_KEYS, SwapformerModule, building_checkpoint_model
 from swapformer.training import ProgressBar
-from swapformer.training.checkpoints import newest_last_checkpoint, read_checkpoint
-from swapformer.training.resume import check_resume
+from swapformer.training.checkpoints import has_tokenizer, newest_last_checkpoint, read_checkpoint
+from swapformer.training.resume import check_resume, checkpoint_hyperparameters
 
 _SEED_LOG = logging.getLogger("lightning.fabric.utilities.seed")
 """The logger of Lightning's ``seed_everything``."""
@@ -99,7 +100,9 @@ class SwapformerCLI(LightningCLI):
         # Trainer's own default ModelCheckpoint, made configurable: one file name per run folder, so a rerun
         # (a new version folder) never needs last-v1.ckpt; instantiate_trainer drops it when checkpointing is off
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults({"checkpoint.enable_version_counter": False})
+        # save_last: every fit ends with last.ckpt holding its final step (SaveLastAtEnd), which
+        # --ckpt_path last finds
+        parser.set_defaults({"checkpoint.enable_version_counter": False, "checkpoint.save_last": True})
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         # Recipes' loggers name no save_dir (CSVLogger requires one): it is filled in from
@@ -114,6 +117,10 @@ class SwapformerCLI(LightningCLI):
         # before Lightning reads --ckpt_path's hyperparameters, and before any data is read
         verb_config = self.config[subcommand] if subcommand else self.config
         preflight.check_paths(verb_config, subcommand)
+        if verb_config.get("ckpt_path") == "last":  # the file itself, said once, before anything reads it
+            root = verb_config["trainer"].get("default_root_dir") or os.getcwd()
+            verb_config["ckpt_path"] = _newest_last_checkpoint(root)
+            rank_zero_info(f"--ckpt_path last: {verb_config['ckpt_path']}")
         if "weights_only" in verb_config and verb_config["weights_only"] is None:
             # Lightning reads --ckpt_path with full unpickling when unset (and warns): tensors and plain values
             # are all a swapformer checkpoint holds, so a file that would run code is refused instead
@@ -143,7 +150,9 @@ class SwapformerCLI(LightningCLI):
         init_args = getattr(model, "init_args", None) if model is not None else None
         if init_args is None:
             return
-        _tokenizer_of_init_from(init_args.get("init_from"), config.get("data"))
+        self._checkpoint = _checkpoint_model(config.get("ckpt_path"), config.get("data"))
+        if self._checkpoint is None:
+            _tokenizer_of_init_from(init_args.get("init_from"), config.get("data"))
         preflight.check_trainer(config.get("trainer"))
         _cache_under_the_root(config)
         values = {k: init_args[k] for k in MODEL_KEYS if k in init_args}
@@ -166,7 +175,8 @@ class SwapformerCLI(LightningCLI):
 
     def instantiate_classes(self) -> None:
         try:
-            super().instantiate_classes()
+            with building_checkpoint_model(getattr(self, "_checkpoint", None)):
+                super().instantiate_classes()
         except Exception as err:  # a DataError / ConfigError wrapped by jsonargparse: show it alone
             cause = _user_error(err)
             if cause is None:
@@ -174,11 +184,9 @@ class SwapformerCLI(LightningCLI):
             named = type(cause) not in (ConfigError, CheckpointError)  # DataError: say it is the data's
             raise ConfigError(f"{type(cause).__name__}: {cause}" if named else str(cause)) from err
         config = self.config_init.get(str(self.subcommand), self.config_init)
-        if config.get("ckpt_path") == "last":
-            root = config["trainer"].get("default_root_dir") or os.getcwd()
-            config["ckpt_path"] = _newest_last_checkpoint(root) or "last"
         if self.subcommand == "fit":  # the recipe's model must be the checkpoint's; nothing has trained yet
             check_resume(config.get("ckpt_path"), hyperparameters=dict(self.model.hparams))
+            _say_when_not_exportable(self.model)
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         seed = self._get(self.config, "seed_everything")
@@ -215,7 +223,11 @@ class SwapformerCLI(LightningCLI):
             return
         lines = []
         checkpoint = trainer.checkpoint_callback
-        if checkpoint is not None:
+        if checkpoint is None:
+            lines.append(
+                "checkpointing is off (trainer.enable_checkpointing: false): this run saved no checkpoint"
+            )
+        else:
             if checkpoint.last_model_path:
                 lines.append(f"last checkpoint: {checkpoint.last_model_path}")
             if checkpoint.best_model_path and checkpoint.best_model_path != checkpoint.last_model_path:
@@ -272,6 +284,39 @@ def _cache_under_the_root(config: Any) -> None:
         init_args["cache_dir"] = str(Path(root) / "cache")
 
 
+def _checkpoint_model(ckpt_path: str | None, data: Any) -> dict[str, Any] | None:
+    """The hyperparameters of the model ``--ckpt_path`` holds (None without one on disk); the data module then
+    reads text with the checkpoint's tokenizer, so a resumed run sees the ids its model was trained on whatever
+    the recipe's data settings (``max_chars`` changes the text a char tokenizer would be fitted on)."""
+    if not ckpt_path or "://" in str(ckpt_path):
+        return None
+    hyperparameters = checkpoint_hyperparameters(ckpt_path)
+    init_args = getattr(data, "init_args", None)
+    if hyperparameters is None or init_args is None or "tokenizer" not in init_args:
+        return hyperparameters
+    same = init_args.get("tokenizer") == str(ckpt_path)
+    if not same and Path(ckpt_path).is_file() and has_tokenizer(ckpt_path):
+        rank_zero_info(f"--ckpt_path: the data module uses the tokenizer of {ckpt_path}")
+        init_args["tokenizer"] = str(ckpt_path)
+    return hyperparameters
+
+
+def _say_when_not_exportable(module: Any) -> None:
+    """One line at the start of a fit from a model folder (import-hf's recipe) whose model, as the recipe has it,
+    has no Hugging Face equivalent: the user learns it before training, not from ``export --format hf`` after."""
+    init_from = getattr(module, "hparams", {}).get("init_from")
+    config = getattr(module, "config", None)
+    if (
+        not init_from
+        or not isinstance(config, ModelConfig)
+        or not (Path(init_from) / "config.json").is_file()
+    ):
+        return
+    blocker = hf_blocker(config)
+    if blocker is not None:
+        rank_zero_info(f"note: {blocker}")
+
+
 def _tokenizer_of_init_from(init_from: str | None, data: Any) -> None:
     """A model trained from ``init_from``'s weights reads text with that model's tokenizer, when it has one:
     the data module gets it instead of fitting a new one."""
@@ -310,14 +355,24 @@ class _NoAdvert(logging.Filter):
 
 
 def _quiet_third_party_notices() -> None:
-    """Leave out of a run's output what no recipe setting can act on: Lightning's advertisement, and torch's
-    FutureWarning about the ``LeafSpec`` Lightning's own code builds (with a site-packages path in front)."""
+    """Leave out of a run's output what no recipe setting can act on: Lightning's advertisement, torch's
+    FutureWarning about the ``LeafSpec`` Lightning's own code builds (with a site-packages path in front), and
+    the notices below."""
     lightning_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _NoAdvert) for f in lightning_log.filters):
         lightning_log.addFilter(_NoAdvert())
     warnings.filterwarnings(
         "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
     )
+    # no recipe setting acts on these: the seed Lightning draws when a recipe names none (it says which in the
+    # next line), the logger it would pick with TensorBoard installed (recipes name theirs), and on every resume
+    # that the checkpoint was written to another folder (a new version folder per run is the layout)
+    for message in (
+        r"No seed found, seed set to",
+        r"Starting from v1\.9\.0, `tensorboardX` has been removed",
+        r"The dirpath has changed from",
+    ):
+        warnings.filterwarnings("ignore", message=message)
 
 
 def run(args: list[str] | None) -> SwapformerCLI:

@@ -21,9 +21,9 @@ from typing import Any, TextIO
 import torch
 
 from swapformer.cli.errors import read_text, user_errors
+from swapformer.cli.model_args import add_model_arguments, no_tokenizer, resolve_model
 from swapformer.registry import kind
 from swapformer.tasks import SwapformerModule
-from swapformer.training.checkpoints import resolve_last
 
 DEFAULT_NEW_TOKENS = 200
 
@@ -65,12 +65,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="swapformer generate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument(
-        "--ckpt_path",
-        required=True,
-        help="a checkpoint written by swapformer fit (one .ckpt file), or last: the newest last*.ckpt below --root",
-    )
-    p.add_argument("--root", help="where --ckpt_path last looks (default: the working folder)")
+    add_model_arguments(p)
     p.add_argument("--prompt", action="append", default=[], help="text to continue (causal LM); repeatable")
     p.add_argument("--prompts_file", help="a file of prompts, one per line (causal LM)")
     p.add_argument("--input", help="a file of source lines (seq2seq); default: stdin")
@@ -101,7 +96,7 @@ def _load(path: str, device: str):
     if not kind(kind_name).generates:
         raise ValueError(f"{path} holds a {kind_name} model, which does not decode left to right")
     if module.tokenizer is None:
-        raise ValueError(f"{path} holds no tokenizer (not written by swapformer fit)")
+        raise ValueError(no_tokenizer(path))
     return module
 
 
@@ -158,7 +153,7 @@ def main(argv: list[str] | None = None, *, stdin: TextIO | None = None, stdout: 
     out, source = stdout or sys.stdout, stdin or sys.stdin
     with user_errors("generate", also=(ValueError, OSError)):
         kwargs = _generation_kwargs(args)
-        module = _load(resolve_last(args.ckpt_path, args.root), args.device)
+        module = _load(resolve_model(args), args.device)
         with torch.inference_mode():
             if kind(module.config.kind).source:  # a seq2seq model translates lines
                 if args.prompt or args.prompts_file:

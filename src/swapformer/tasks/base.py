@@ -6,8 +6,10 @@ import contextlib
 import inspect
 import os
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
 from functools import partialmethod
+from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
 import lightning.pytorch as pl
@@ -31,6 +33,7 @@ from swapformer.training import distributed
 from swapformer.training.callbacks import SampleCallback
 from swapformer.training.checkpoint_io import use_atomic_checkpoints
 from swapformer.training.checkpoints import load_weights, read_checkpoint
+from swapformer.training.final_checkpoint import SaveLastAtEnd
 from swapformer.training.guards import nonfinite, nonfinite_loss_error
 from swapformer.training.optim import fused_adamw_supported, param_groups, schedule_fn
 from swapformer.training.options import TRAINING_KEYS, training_options
@@ -43,6 +46,21 @@ TASK_MODULES = Registry("task module", "the LightningModule that trains a model 
 ``__init__`` is registered under that kind when the class is made (a second one for a kind is an error)."""
 ComponentName = str | dict[str, Any]
 """A registry name, or ``{name: ..., **options}``; checked by the registry, not by the type."""
+_CHECKPOINT_MODEL: ContextVar[dict[str, Any] | None] = ContextVar("checkpoint_model", default=None)
+"""The hyperparameters of the checkpoint whose model is being built (:func:`building_checkpoint_model`)."""
+
+
+@contextlib.contextmanager
+def building_checkpoint_model(hyperparameters: dict[str, Any] | None) -> Iterator[None]:
+    """Build task modules for the model a checkpoint holds: its weights come from the checkpoint, so ``init_from``
+    is not read (the folder may have moved or changed since), and its vocabulary sizes are the checkpoint's (which
+    may exceed the tokenizer's: an imported model's). ``SwapformerModule.load`` and the CLI's
+    ``--ckpt_path`` (resume, validate, test, predict) build inside it; None: an ordinary build."""
+    token = _CHECKPOINT_MODEL.set(hyperparameters)
+    try:
+        yield
+    finally:
+        _CHECKPOINT_MODEL.reset(token)
 
 
 class PerplexityFromNLL(MeanMetric):
@@ -101,8 +119,10 @@ class SwapformerModule(pl.LightningModule):
         )
         model = {k: v for k, v in options.items() if k not in TRAINING_KEYS}
         model.update(vocab_size=arguments["vocab_size"], kind=self.kind)
-        source = None
-        if training["init_from"] is not None:
+        source, checkpoint = None, _CHECKPOINT_MODEL.get()
+        if checkpoint is not None:  # init_from mattered when that run started; the checkpoint has the weights
+            model.update(_checkpoint_vocabulary(checkpoint, model))
+        elif training["init_from"] is not None:
             if training["meta_init"]:
                 raise ConfigError("init_from loads whole weights; it does not combine with meta_init")
             source = load_weights(training["init_from"])
@@ -314,10 +334,12 @@ class SwapformerModule(pl.LightningModule):
         distributed.keep_sampler_order(self.trainer)
 
     def configure_callbacks(self) -> list[pl.Callback]:
-        """Add :class:`~swapformer.training.signals.SaveOnSignal` (a checkpoint on SIGTERM / SIGINT) and put
+        """Add :class:`~swapformer.training.signals.SaveOnSignal` (a checkpoint on SIGTERM / SIGINT) and
+        :class:`~swapformer.training.final_checkpoint.SaveLastAtEnd` (``last.ckpt`` holds the final step), and put
         :class:`~swapformer.training.ProgressBar` (plain lines in log files) in place of Lightning's default rich
         bar; a bar the recipe chose, or none, is left alone."""
-        callbacks: list[pl.Callback] = [SaveOnSignal()]  # SIGTERM / SIGINT save last.ckpt and end the run
+        # SIGTERM / SIGINT save last.ckpt and end the run; a run that ends saves its final step in last.ckpt
+        callbacks: list[pl.Callback] = [SaveOnSignal(), SaveLastAtEnd()]
         if type(self.trainer.progress_bar_callback) is RichProgressBar:
             callbacks.append(ProgressBar())
         return callbacks
@@ -458,9 +480,15 @@ class SwapformerModule(pl.LightningModule):
 
     @classmethod
     def load(cls, checkpoint_path: str | os.PathLike, *, map_location: Any = "cpu") -> SwapformerModule:
-        """Rebuild a trained module (model, hyperparameters, tokenizer) from a checkpoint.
+        """Rebuild a trained module (model, hyperparameters, tokenizer) from a checkpoint, in eval mode.
 
-        The file is read with ``torch.load(weights_only=True)``: tensors and plain Python values only, so a
+        ``checkpoint_path`` is a ``.ckpt`` of ``swapformer fit`` or a model folder: one written by ``swapformer
+        export`` or ``save_pretrained`` (``config.json`` + ``model.safetensors``, its ``tokenizer.json`` when it
+        has one), by ``swapformer import-hf``, or a Hugging Face model folder; the ``model.safetensors`` inside
+        such a folder stands for the folder. A checkpoint stands alone: ``init_from`` (where its run started) is
+        not read.
+
+        A ``.ckpt`` is read with ``torch.load(weights_only=True)``: tensors and plain Python values only, so a
         checkpoint that would run code on load (a pickled object with ``__reduce__``) is refused with an
         ``CheckpointError`` (nothing in it runs). Called on ``SwapformerModule`` itself, it picks the task
         module of the checkpoint's model kind.
@@ -468,17 +496,43 @@ class SwapformerModule(pl.LightningModule):
         Raises:
             CheckpointError: the file is missing, not a checkpoint, truncated, written by another program,
                 refused because loading it would run code, or holds another kind of model than ``cls`` trains.
+            ConfigError: a model folder whose config or weights do not make a model.
         """
-        model_kind = read_checkpoint(checkpoint_path)["hyper_parameters"]["kind"]
+        folder = model_folder(checkpoint_path)
+        if folder is not None:
+            return cls._load_folder(folder, map_location=map_location)
+        hyperparameters = read_checkpoint(checkpoint_path)["hyper_parameters"]
+        module = cls._module_for(hyperparameters["kind"], checkpoint_path)
+        with building_checkpoint_model(hyperparameters):
+            loaded = module.load_from_checkpoint(
+                checkpoint_path, map_location=map_location, weights_only=True
+            )
+        return loaded.eval()
+
+    @classmethod
+    def _module_for(cls, model_kind: str, where: str | os.PathLike) -> type[SwapformerModule]:
         module = SwapformerModule.for_kind(model_kind) if cls is SwapformerModule else cls
         if module.kind != model_kind:
             raise CheckpointError(
-                f"{checkpoint_path} holds a {model_kind} model, not one {cls.__name__} trains: load it with "
+                f"{where} holds a {model_kind} model, not one {cls.__name__} trains: load it with "
                 f"SwapformerModule.load, which picks the module"
             )
-        return module.load_from_checkpoint(
-            checkpoint_path, map_location=map_location, weights_only=True
-        ).eval()
+        return module
+
+    @classmethod
+    def _load_folder(cls, folder: Path, *, map_location: Any) -> SwapformerModule:
+        """The module of a model folder (:func:`model_folder`), with the folder's tokenizer.json when it has one."""
+        from swapformer.data.base_datamodule import load_tokenizer
+        from swapformer.interop import load as load_model
+
+        model = load_model(folder)
+        config = model.config.to_dict()
+        module_class = cls._module_for(config.pop("kind"), folder)
+        module = module_class(**config)
+        module.model = model  # the folder's weights in place of the freshly initialized ones
+        if (folder / "tokenizer.json").is_file():
+            module.tokenizer = load_tokenizer(folder)
+        return module.to(map_location).eval()
 
     def num_parameters(self) -> int:
         """Trainable parameters, a tied embedding counted once."""
@@ -493,6 +547,15 @@ class AttentionInputs(NamedTuple):
     keys: Tensor
     queries: Tensor
     layers: str
+
+
+def model_folder(path: str | os.PathLike) -> Path | None:
+    """The model folder ``path`` names (one with a ``config.json``; the ``model.safetensors`` inside one names
+    it too), or None: a checkpoint file, or nothing."""
+    path = Path(path)
+    if path.is_file() and path.suffix == ".safetensors":
+        path = path.parent
+    return path if path.is_dir() and (path / "config.json").is_file() else None
 
 
 def _full_signature(cls: type[SwapformerModule]) -> inspect.Signature:
@@ -533,6 +596,18 @@ def _source_vocabulary(source: ModelConfig, model: dict[str, Any], where: str) -
         )
     if source.src_vocab_size is not None:
         sizes["src_vocab_size"] = source.src_vocab_size
+    return sizes
+
+
+def _checkpoint_vocabulary(checkpoint: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]:
+    """The vocabulary sizes of the checkpoint's model, checked against the data's tokenizer (``model``'s)."""
+    sizes = {k: checkpoint[k] for k in ("vocab_size", "src_vocab_size") if checkpoint.get(k) is not None}
+    if "vocab_size" in sizes and model["vocab_size"] > sizes["vocab_size"]:
+        raise ConfigError(
+            f"the data's tokenizer has {model['vocab_size']} ids but the checkpoint's model has a vocabulary of "
+            f"{sizes['vocab_size']}: read the data with the checkpoint's tokenizer (data.init_args.tokenizer: "
+            "the .ckpt)"
+        )
     return sizes
 
 

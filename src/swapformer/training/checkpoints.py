@@ -157,6 +157,12 @@ def load_weights(source: str | os.PathLike) -> tuple[ModelConfig, dict[str, Tens
     return model.config, model.state_dict()
 
 
+def has_tokenizer(path: str | os.PathLike) -> bool:
+    """Whether the checkpoint file ``path`` holds a tokenizer (only its small pickled header is read)."""
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return isinstance(state, dict) and state.get("tokenizer") is not None
+
+
 def newest_last_checkpoint(root: str | os.PathLike) -> Path | None:
     """The most recently written ``last*.ckpt`` (a file, or a sharded checkpoint's folder) below ``root``."""
     root = Path(root)
