@@ -68,14 +68,15 @@ def test_import_hf_writes_components_weights_tokenizer_and_a_recipe(imported):
         "rmsnorm",
         "swiglu",
     )
-    assert init_args["init_from"] == str(imported) and recipe["data"]["init_args"]["tokenizer"] == str(
-        imported
-    )
+    # paths relative to the recipe file (its own folder), outputs under runs/<model name>
+    assert init_args["init_from"] == "." and recipe["data"]["init_args"]["tokenizer"] == "."
+    assert recipe["trainer"]["default_root_dir"] == "runs/hf"
     assert swapformer.load(imported).config.num_kv_heads == 2
 
 
 def test_init_from_loads_the_weights_and_keeps_the_models_vocabulary(imported):
     recipe = yaml.safe_load((imported / "recipe.yaml").read_text())["model"]["init_args"]
+    recipe["init_from"] = str(imported)  # as the CLI reads the recipe's "." (relative to the file)
     module = CausalLMModule(
         vocab_size=260, **{**recipe, "attention": {"name": "sliding_window", "window": 8}}
     )
@@ -99,6 +100,7 @@ def test_the_swapped_model_fine_tunes_from_its_weights_and_exports_to_transforme
         "--config",
         str(swapformer_recipe()),
         *FAST,
+        "--model.init_args.attention={name: sliding_window, window: 64}",
         "--trainer.max_steps=30",
         "--trainer.val_check_interval=30",
         "--trainer.log_every_n_steps=5",

@@ -22,17 +22,19 @@ from typing import Any
 import yaml
 
 from swapformer.cli.errors import user_errors
+from swapformer.cli.model_args import add_model_arguments, resolve_model
 from swapformer.errors import ConfigError
 from swapformer.interop import from_hf, supported, to_hf
 from swapformer.tasks import SwapformerModule
-from swapformer.training.checkpoints import resolve_last
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
-def recipe(model: Any, weights: Path, *, tokenizer: bool) -> dict[str, Any]:
-    """A training recipe for ``model`` that starts from ``weights``: every config field spelled out (edit one to
-    swap a component), the stdlib corpus as data (the model's tokenizer when ``tokenizer``), a short CPU run."""
+def recipe(model: Any, name: str, *, tokenizer: bool) -> dict[str, Any]:
+    """A training recipe for ``model``, written beside its weights: every config field spelled out (edit one to
+    swap a component), the weights (``init_from: .``, the recipe's own folder: a path in a recipe file is read
+    relative to the file) and the model's tokenizer when ``tokenizer``, the stdlib corpus as data, a short CPU
+    run whose outputs go to ``runs/<name>`` as every bundled recipe's do."""
     config = model.config.to_dict()
     module = SwapformerModule.for_kind(config.pop("kind"))
     config.pop("vocab_size")  # the data module links its tokenizer's size; init_from checks it fits
@@ -40,15 +42,15 @@ def recipe(model: Any, weights: Path, *, tokenizer: bool) -> dict[str, Any]:
     return {
         "model": {
             "class_path": f"swapformer.tasks.{module.__qualname__}",
-            "init_args": {**config, "init_from": str(weights), "lr": 1e-4, "warmup_steps": 10},
+            "init_args": {**config, "init_from": ".", "lr": 1e-4, "warmup_steps": 10},
         },
-        "data": _data(module.kind, str(weights) if tokenizer else "byte", seq_len),
+        "data": _data(module.kind, "." if tokenizer else "byte", seq_len),
         "trainer": {
             "accelerator": "cpu",
             "devices": 1,
             "max_steps": 200,
             "log_every_n_steps": 10,
-            "default_root_dir": str(weights / "runs"),
+            "default_root_dir": f"runs/{name}",
         },
     }
 
@@ -76,6 +78,11 @@ def import_hf(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--out", required=True, help="the folder to write config.json, model.safetensors, recipe.yaml"
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a folder that already holds files (the model and recipe.yaml there are replaced)",
+    )
     args = p.parse_args(argv)
     with user_errors("import-hf"):
         _import_hf(args)
@@ -86,19 +93,26 @@ def _import_hf(args: argparse.Namespace) -> None:
         raise ConfigError(
             f"{args.source} is not a folder: give a Hugging Face model folder (config.json and its weights)"
         )
-    model = from_hf(args.source)
-    out = Path(args.out).resolve()
+    out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {args.out} is a file: give a folder to write the model to")
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if held and not args.overwrite:
+        raise ConfigError(
+            f"--out {args.out} is not empty ({', '.join(held[:3])}{', ...' if len(held) > 3 else ''}): "
+            "import-hf would replace the model and recipe.yaml there; give a new folder, or pass --overwrite"
+        )
+    model = from_hf(args.source)
     model.save_pretrained(out)
     copied = [name for name in TOKENIZER_FILES if (Path(args.source) / name).is_file()]
     for name in copied:
         shutil.copyfile(Path(args.source) / name, out / name)
     has_tokenizer = "tokenizer.json" in copied
+    name = Path(args.source).resolve().name
     (out / "recipe.yaml").write_text(
-        f"# {args.source} as swapformer components (swapformer import-hf); train: swapformer fit --config "
-        f"{out / 'recipe.yaml'}\n"
-        + yaml.safe_dump(recipe(model, out, tokenizer=has_tokenizer), sort_keys=False)
+        f"# {name} as swapformer components (swapformer import-hf); train: swapformer fit --config "
+        f"{out / 'recipe.yaml'}\n# paths are relative to this file; runs go to runs/{name} below the working "
+        "folder\n" + yaml.safe_dump(recipe(model, name, tokenizer=has_tokenizer), sort_keys=False)
     )
     print(
         f"{model.config.kind} model with {sum(p.numel() for p in model.parameters()):,} parameters -> {out}"
@@ -112,11 +126,7 @@ def export(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(
         prog="swapformer export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument(
-        "--ckpt_path",
-        required=True,
-        help="a checkpoint written by swapformer fit (one .ckpt file), or last: the newest last*.ckpt below --root",
-    )
+    add_model_arguments(p)
     p.add_argument("--out", required=True, help="the folder to write the model and its tokenizer to")
     p.add_argument(
         "--format",
@@ -129,7 +139,6 @@ def export(argv: list[str] | None = None) -> None:
         help=f"with --format hf: the Hugging Face family to write ({', '.join(supported())}); default: the "
         "first that expresses the model (a Llama-shaped model is a llama)",
     )
-    p.add_argument("--root", help="where --ckpt_path last looks (default: the working folder)")
     args = p.parse_args(argv)
     with user_errors("export"):
         _export(args)
@@ -138,7 +147,7 @@ def export(argv: list[str] | None = None) -> None:
 def _export(args: argparse.Namespace) -> None:
     if args.model_type is not None and args.format != "hf":
         raise ConfigError(f"--model_type {args.model_type} picks a Hugging Face family: add --format hf")
-    path = resolve_last(args.ckpt_path, args.root)
+    path = resolve_model(args)
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise ConfigError(f"--out {args.out} is a file: give a folder to write the model and tokenizer to")
     module = SwapformerModule.load(path)  # CheckpointError says what a file that is not a checkpoint is

@@ -15,12 +15,15 @@ name. The repository's ``recipes/`` folder is the only copy: a wheel carries it 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from swapformer.cli.errors import user_errors
+from swapformer.data.tokenizers import TOKENIZER_KINDS
 from swapformer.errors import ConfigError, did_you_mean
 
 _PACKAGE = Path(__file__).resolve().parents[1]
@@ -77,32 +80,74 @@ def _is_name(value: str) -> bool:
 
 def resolve_config_args(argv: list[str]) -> list[str]:
     """``argv`` with every ``--config NAME`` / ``-c NAME`` / ``--config=NAME`` that is not a file replaced by
-    the bundled recipe's path; a file that is not valid YAML is named, with the line of the mistake.
+    the bundled recipe's path; a file that is not valid YAML is named, with the line of the mistake. A relative
+    ``init_from`` or tokenizer path in a recipe file is read relative to the file (:func:`relative_paths`).
 
     Raises:
         ConfigError: an unknown recipe name, or a recipe file with a YAML syntax error.
     """
-    out = list(argv)
-    for i, arg in enumerate(out):
-        if arg in ("--config", "-c") and i + 1 < len(out):
-            if _is_name(out[i + 1]):
-                out[i + 1] = str(find(out[i + 1]))
-            check_yaml(out[i + 1])
-        elif arg.startswith("--config="):
-            if _is_name(arg.partition("=")[2]):
-                out[i] = f"--config={find(arg.partition('=')[2])}"
-            check_yaml(out[i].partition("=")[2])
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("--config", "-c") and i + 1 < len(argv):
+            value = str(find(argv[i + 1])) if _is_name(argv[i + 1]) else argv[i + 1]
+            out += [arg, value, *relative_paths(value)]
+            i += 2
+            continue
+        if arg.startswith("--config="):
+            value = arg.partition("=")[2]
+            value = str(find(value)) if _is_name(value) else value
+            out += [f"--config={value}", *relative_paths(value)]
+        else:
+            out.append(arg)
+        i += 1
     return out
 
 
-def check_yaml(path: str) -> None:
-    """Raise a one-line :class:`ConfigError` when the file ``path`` is not valid YAML (inline YAML and names
-    are jsonargparse's to read)."""
+PATH_KEYS = (("model", "init_from"), ("data", "tokenizer"))
+"""The recipe values that name a file or folder (``section.init_args.key``)."""
+
+
+def relative_paths(path: str) -> list[str]:
+    """Options that give the relative paths of the recipe file ``path`` (``init_from: .``, as ``import-hf``
+    writes it beside the model) as seen from the working folder: a path in a recipe file is relative to the
+    file when it exists there, so the recipe keeps working wherever the command runs and wherever its folder
+    moves. Nothing for inline YAML, absolute paths, tokenizer kinds or a recipe in the working folder.
+
+    Raises:
+        ConfigError: the file is not valid YAML.
+    """
+    config = check_yaml(path)
+    folder = Path(path).parent
+    if not isinstance(config, dict) or folder.resolve() == Path.cwd().resolve():
+        return []
+    options = []
+    for section, key in PATH_KEYS:
+        init_args = (
+            config.get(section, {}).get("init_args") if isinstance(config.get(section), dict) else None
+        )
+        value = init_args.get(key) if isinstance(init_args, dict) else None
+        if (
+            not isinstance(value, str)
+            or value in TOKENIZER_KINDS
+            or "://" in value
+            or Path(value).is_absolute()
+        ):
+            continue
+        if (folder / value).exists():
+            options.append(f"--{section}.init_args.{key}={os.path.normpath(folder / value)}")
+    return options
+
+
+def check_yaml(path: str) -> Any:
+    """The contents of the YAML file ``path`` (None for inline YAML and names: jsonargparse's to read); a
+    one-line :class:`ConfigError` when it is not valid YAML."""
     file = Path(path)
     if not file.is_file():
-        return
+        return None
     try:
-        yaml.safe_load(file.read_text(encoding="utf-8"))
+        return yaml.safe_load(file.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise ConfigError(f"--config {path} is not a text file: give a YAML recipe") from None
     except yaml.YAMLError as err:
