@@ -21,6 +21,7 @@ from typing import TextIO
 import torch
 
 from swapformer.cli.errors import user_errors
+from swapformer.cli.helptext import plain
 from swapformer.conformance import CHECK_NAMES, COMPONENTS, CombinationResult, combinations, model_kinds, run
 from swapformer.errors import ConfigError, did_you_mean
 from swapformer.registry import FAMILIES, load_plugins
@@ -91,7 +92,10 @@ def format_results(results: Sequence[CombinationResult], *, max_failures: int = 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="swapformer check", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        allow_abbrev=False,
+        prog="swapformer check",
+        description=plain(__doc__),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "name", help="a component (rope), family:name when several families use the name, or 'all'"

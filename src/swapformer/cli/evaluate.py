@@ -2,7 +2,7 @@
 
 ::
 
-    swapformer evaluate --ckpt_path runs/stdlib-tiny/checkpoints/last.ckpt --path held_out.txt
+    swapformer evaluate --ckpt_path runs/stdlib-tiny/logs/version_0/checkpoints/last.ckpt --path held_out.txt
     swapformer evaluate --ckpt_path dates.ckpt --src test.src --ref test.ref [--num_beams 4]
 
 A causal-LM checkpoint prints the perplexity of the text, and its bits per character and per UTF-8 byte
@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from swapformer.cli.errors import read_text, user_errors
+from swapformer.cli.helptext import plain
 from swapformer.cli.model_args import add_model_arguments, no_tokenizer, resolve_model
 from swapformer.registry import kind
 from swapformer.tasks import SwapformerModule
@@ -31,7 +32,10 @@ from swapformer.tasks import SwapformerModule
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="swapformer evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        allow_abbrev=False,
+        prog="swapformer evaluate",
+        description=plain(__doc__),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_arguments(p)
     p.add_argument("--path", help="a text file to score (causal LM)")

@@ -2,7 +2,7 @@
 
 ::
 
-    swapformer generate --ckpt_path runs/stdlib-tiny/checkpoints/last.ckpt --prompt "def main(" [--prompt ...]
+    swapformer generate --ckpt_path runs/stdlib-tiny/logs/version_0/checkpoints/last.ckpt --prompt "def main(" [--prompt ...]
     swapformer generate --ckpt_path last.ckpt --prompts_file prompts.txt --do_sample --temperature 0.8 --top_k 40
     swapformer generate --ckpt_path dates.ckpt < dates.txt          # a seq2seq checkpoint translates each line
     swapformer generate --ckpt_path dates.ckpt --input dates.txt --num_beams 4
@@ -21,6 +21,7 @@ from typing import Any, TextIO
 import torch
 
 from swapformer.cli.errors import read_text, user_errors
+from swapformer.cli.helptext import plain
 from swapformer.cli.model_args import add_model_arguments, no_tokenizer, resolve_model
 from swapformer.registry import kind
 from swapformer.tasks import SwapformerModule
@@ -63,7 +64,10 @@ class TextStreamer:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="swapformer generate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        allow_abbrev=False,
+        prog="swapformer generate",
+        description=plain(__doc__),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_arguments(p)
     p.add_argument("--prompt", action="append", default=[], help="text to continue (causal LM); repeatable")

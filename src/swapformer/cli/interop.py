@@ -4,7 +4,7 @@
 
     swapformer import-hf path/to/hf-model --out imported/   # config.json + model.safetensors + recipe.yaml
     swapformer fit --config imported/recipe.yaml            # keep training it (edit a component first)
-    swapformer export --ckpt_path runs/x/checkpoints/last.ckpt --out exported/ [--format hf [--model_type phi3]]
+    swapformer export --ckpt_path runs/x/logs/version_0/checkpoints/last.ckpt --out exported/ [--format hf [--model_type phi3]]
 
 ``import-hf`` writes the model in swapformer's format beside ``recipe.yaml``, which names every component and
 size and starts from the weights (``init_from``), with the model's own tokenizer when the directory has one.
@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from swapformer.cli.errors import user_errors
+from swapformer.cli.helptext import plain
 from swapformer.cli.model_args import add_model_arguments, resolve_model
 from swapformer.errors import ConfigError
 from swapformer.interop import from_hf, supported, to_hf
@@ -72,7 +73,10 @@ def _data(kind: str, tokenizer: str, seq_len: int) -> dict[str, Any]:
 def import_hf(argv: list[str] | None = None) -> None:
     """``swapformer import-hf DIR --out OUT``."""
     p = argparse.ArgumentParser(
-        prog="swapformer import-hf", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        allow_abbrev=False,
+        prog="swapformer import-hf",
+        description=plain(__doc__),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("source", help=f"a Hugging Face model directory ({', '.join(supported())})")
     p.add_argument(
@@ -124,7 +128,10 @@ def _import_hf(args: argparse.Namespace) -> None:
 def export(argv: list[str] | None = None) -> None:
     """``swapformer export --ckpt_path X --out DIR [--format swapformer|hf]``."""
     p = argparse.ArgumentParser(
-        prog="swapformer export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        allow_abbrev=False,
+        prog="swapformer export",
+        description=plain(__doc__),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_arguments(p)
     p.add_argument("--out", required=True, help="the folder to write the model and its tokenizer to")
