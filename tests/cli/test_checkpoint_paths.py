@@ -4,6 +4,7 @@ reads text with the checkpoint's tokenizer."""
 
 from __future__ import annotations
 
+import csv
 import re
 from pathlib import Path
 
@@ -46,13 +47,23 @@ def saved_step(path: str | Path) -> int:
 
 
 @pytest.mark.parametrize("steps", [3, 7])
-def test_every_fit_ends_with_a_last_ckpt_of_its_final_step_and_names_it(scratch, capsys, steps):
+def test_every_fit_ends_validated_sampled_and_with_a_last_ckpt_of_its_final_step(scratch, capsys, steps):
     # stdlib-tiny checkpoints every 500 steps and validates every 250: 3 steps reach neither; 7 with a
-    # checkpoint every 5 steps ends 2 steps after the newest one
-    out = fit(capsys, f"--trainer.max_steps={steps}", "--checkpoint.every_n_train_steps=5")
+    # checkpoint and a validation every 5 steps ends 2 steps after the newest ones
+    out = fit(
+        capsys,
+        f"--trainer.max_steps={steps}",
+        "--checkpoint.every_n_train_steps=5",
+        "--trainer.val_check_interval=5",
+    )
     named = re.search(r"^last checkpoint: (\S+)$", out, re.M)
     assert named, out
     assert Path(named[1]).name == "last.ckpt" and saved_step(named[1]) == steps
+    with open(scratch / "runs" / "stdlib-tiny" / "logs" / "version_0" / "metrics.csv") as file:
+        validated = [int(row["step"]) for row in csv.DictReader(file) if row.get("val/loss")]
+    # Lightning logs a validation under the count of batches stepped before it: step - 1
+    assert validated and validated[-1] == steps - 1, validated
+    assert out.count("[generated]") >= 1 + (steps > 5)  # SampleCallback's samples of the final validation
 
 
 def test_a_fit_with_checkpointing_off_says_so(scratch, capsys):
@@ -72,8 +83,11 @@ def test_ckpt_path_last_looks_below_the_recipe_root_and_prints_its_pick(scratch,
         assert f"--ckpt_path last: {Path('runs/stdlib-tiny/logs/version_0/checkpoints/last.ckpt')}" in (
             capsys.readouterr().err
         )
-    out = fit(capsys, "--trainer.max_steps=3", "--ckpt_path=last")
-    assert f"--ckpt_path last: {ours.relative_to(scratch)}" in out
+    caplog.clear()
+    fit(capsys, "--trainer.max_steps=3", "--ckpt_path=last")
+    assert (
+        f"--ckpt_path last: {ours.relative_to(scratch)}" in caplog.messages
+    )  # Lightning's info log (stderr)
 
 
 def test_a_resume_with_other_data_settings_reads_with_the_checkpoints_tokenizer(scratch, capsys):
@@ -85,3 +99,20 @@ def test_a_resume_with_other_data_settings_reads_with_the_checkpoints_tokenizer(
                "--trainer.max_steps=4", f"--ckpt_path={checkpoint}"])  # fmt: skip
     assert cli.trainer.global_step == 4
     assert cli.model.config.vocab_size == vocab == cli.datamodule.tokenizer.vocab_size
+
+
+def test_a_fit_resumed_from_its_end_of_run_last_ckpt_goes_on_as_one_run(scratch, capsys):
+    # the run stops at max_steps mid-epoch; resuming its last.ckpt goes on with that epoch's remaining batches,
+    # so 3 + 3 steps end with the weights of 6 steps in one run, and the progress says epoch 0, not a new epoch
+    whole = "--trainer.default_root_dir=whole"
+    fit(capsys, "--trainer.max_steps=6", whole)
+    fit(capsys, "--trainer.max_steps=3")
+    out = fit(capsys, "--trainer.max_steps=6", "--ckpt_path=last", "--trainer.enable_progress_bar=true",
+              "--trainer.log_every_n_steps=1")  # fmt: skip
+    assert re.search(r"^step 6/6 \| epoch 0 \|", out, re.M), out
+    assert "throughput: " in out and " over 3 steps (" in out  # the steps this run took, not 6
+    resumed = torch.load("runs/stdlib-tiny/logs/version_1/checkpoints/last.ckpt", weights_only=True)
+    one_run = torch.load("whole/logs/version_0/checkpoints/last.ckpt", weights_only=True)
+    assert resumed["global_step"] == one_run["global_step"] == 6
+    for key, value in one_run["state_dict"].items():
+        torch.testing.assert_close(resumed["state_dict"][key], value, msg=key)

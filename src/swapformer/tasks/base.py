@@ -33,7 +33,7 @@ from swapformer.training import distributed
 from swapformer.training.callbacks import SampleCallback
 from swapformer.training.checkpoint_io import use_atomic_checkpoints
 from swapformer.training.checkpoints import load_weights, read_checkpoint
-from swapformer.training.final_checkpoint import SaveLastAtEnd
+from swapformer.training.fit_end import SaveLastAtEnd, ValidateAtEnd
 from swapformer.training.guards import nonfinite, nonfinite_loss_error
 from swapformer.training.optim import fused_adamw_supported, param_groups, schedule_fn
 from swapformer.training.options import TRAINING_KEYS, training_options
@@ -335,11 +335,13 @@ class SwapformerModule(pl.LightningModule):
 
     def configure_callbacks(self) -> list[pl.Callback]:
         """Add :class:`~swapformer.training.signals.SaveOnSignal` (a checkpoint on SIGTERM / SIGINT) and
-        :class:`~swapformer.training.final_checkpoint.SaveLastAtEnd` (``last.ckpt`` holds the final step), and put
+        :class:`~swapformer.training.fit_end.SaveLastAtEnd` (``last.ckpt`` holds the final step),
+        :class:`~swapformer.training.fit_end.ValidateAtEnd` (validation and samples at the final step), and put
         :class:`~swapformer.training.ProgressBar` (plain lines in log files) in place of Lightning's default rich
         bar; a bar the recipe chose, or none, is left alone."""
-        # SIGTERM / SIGINT save last.ckpt and end the run; a run that ends saves its final step in last.ckpt
-        callbacks: list[pl.Callback] = [SaveOnSignal(), SaveLastAtEnd()]
+        # SIGTERM / SIGINT save last.ckpt and end the run; a run that ends is validated at its final step, which
+        # last.ckpt holds
+        callbacks: list[pl.Callback] = [SaveOnSignal(), ValidateAtEnd(), SaveLastAtEnd()]
         if type(self.trainer.progress_bar_callback) is RichProgressBar:
             callbacks.append(ProgressBar())
         return callbacks

@@ -102,10 +102,17 @@ class TokenThroughput(ThroughputMonitor):
         self.total_tokens = 0
         self.train_seconds = 0.0
         self._t0: float | None = None
+        self._first_step = (
+            0  # a resumed fit starts at the checkpoint's step: its summary counts its own steps
+        )
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.batch_size_fn, self.length_fn = pl_module.batch_size, pl_module.batch_tokens
         super().setup(trainer, pl_module, stage)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._first_step = trainer.global_step  # after a resume's restore
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, *args: Any
@@ -129,7 +136,8 @@ class TokenThroughput(ThroughputMonitor):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.total_tokens:
             print(
-                f"throughput: {self.tokens_per_second:,.0f} tokens/s over {trainer.global_step} steps "
+                f"throughput: {self.tokens_per_second:,.0f} tokens/s over {trainer.global_step - self._first_step} "
+                "steps "
                 f"({self.total_tokens:,} tokens in {self.train_seconds:.1f} s of training steps)",
                 flush=True,
             )

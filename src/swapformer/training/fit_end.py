@@ -1,4 +1,11 @@
-"""Every fit with checkpointing on ends with ``last.ckpt`` holding its final weights, whatever its step count.
+"""How every fit ends, whatever its step count: validated (and sampled) at its final step, and with ``last.ckpt``
+holding its final weights when checkpointing is on.
+
+Lightning validates every ``val_check_interval`` steps and at an epoch's end: a run that stops at ``max_steps``
+between two validations (the docs' own 300-step example with validation every 250) ends with figures of an older
+step, or none, and no samples. :class:`ValidateAtEnd` asks for the stop one step early in Lightning's own way
+(``trainer.should_stop`` after the final optimizer step), which runs the validation loop there, SampleCallback
+included.
 
 Lightning's ModelCheckpoint writes ``last.ckpt`` only beside a checkpoint it takes (every N steps, after a
 validation, at an epoch's end) and, at the end of training, only when it never wrote one: a 20-step run with
@@ -8,6 +15,10 @@ newest save is older than the final step (every ModelCheckpoint with ``save_last
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -25,4 +36,42 @@ class SaveLastAtEnd(pl.Callback):
             )
             if not saved_now or not callback.last_model_path:
                 # called on every process (a collective save under DDP / FSDP2), as the callback's own saves are
-                callback._save_last_checkpoint(trainer, callback._monitor_candidates(trainer))
+                with _mid_epoch(trainer):
+                    callback._save_last_checkpoint(trainer, callback._monitor_candidates(trainer))
+
+
+@contextlib.contextmanager
+def _mid_epoch(trainer: pl.Trainer) -> Iterator[None]:
+    """While a save at the end of training runs, count an epoch that ``max_steps`` (or a requested stop) cut short
+    as unfinished, as the step checkpoints taken inside it count it: the fit resumed from ``last.ckpt`` goes on
+    with that epoch's remaining batches, and says epoch 0, not a new epoch 1 after 30 of 500 batches."""
+    loop = trainer.fit_loop
+    if loop.epoch_loop.batch_progress.is_last_batch:  # the epoch ran out of batches: it did finish
+        yield
+        return
+    trackers = (loop.epoch_progress.current, loop.epoch_progress.total)
+    saved = [(t.processed, t.completed) for t in trackers]
+    for tracker in trackers:
+        tracker.processed = tracker.completed = max(tracker.started - 1, 0)
+    try:
+        yield
+    finally:
+        for tracker, (processed, completed) in zip(trackers, saved, strict=True):
+            tracker.processed, tracker.completed = processed, completed
+
+
+class ValidateAtEnd(pl.Callback):
+    """Validate after the final optimizer step (``max_steps``, or the last batch of the last epoch)."""
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        last_step = trainer.max_steps is not None and 0 < trainer.max_steps <= trainer.global_step
+        max_epochs = (
+            trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs >= 0 else None
+        )
+        last_epoch = (
+            max_epochs is not None and trainer.is_last_batch and trainer.current_epoch + 1 >= max_epochs
+        )
+        if (last_step or last_epoch) and trainer.enable_validation:
+            trainer.should_stop = True  # Lightning validates before a requested stop
