@@ -2,7 +2,8 @@
 
 Fenced blocks, by their info string:
 
-- ```` ```python ````: executed, the blocks of one page in order in one namespace, in a scratch folder;
+- ```` ```python ````: executed, the blocks of one page in order in one namespace, in a fresh interpreter (only
+  the page's own imports) in a scratch folder;
 - ```` ```python title="path" ````: a quotation of that file; each of its lines must still be in it;
 - ```` ```bash ````: every ``swapformer fit|validate|test|predict`` command is parsed with ``--print_config``
   (recipes found, keys and types valid), every ``swapformer compare`` checked with ``--dry-run``, ``swapformer components`` runs, the options of other subcommands
@@ -18,14 +19,18 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import tomllib
 import yaml
 
+import swapformer
 from swapformer.cli import run
 
 from .conftest import DOCS, REPO
@@ -67,18 +72,36 @@ def test_every_page_has_been_found_and_the_fence_parser_sees_their_blocks():
 @pytest.mark.parametrize(
     "page", [p for p in PAGES if any(lang == "python" for lang, _, _ in blocks(p))], ids=page_id
 )
-def test_python_examples_run(page, request, tmp_path, monkeypatch):
-    if page.name == "plugins.md":
-        request.getfixturevalue("example_plugin")  # the guide's examples use the installed example plug-in
-    monkeypatch.chdir(tmp_path)
-    namespace: dict = {"__name__": f"docs_{page.stem}"}
-    ran = 0
-    for lang, attrs, code in blocks(page):
-        if lang != "python" or TITLE.search(attrs):
-            continue
-        with contextlib.redirect_stdout(io.StringIO()):
-            exec(compile(code, f"{page_id(page)} (python block {ran})", "exec"), namespace)
-        ran += 1
+def test_python_examples_run(page, request, tmp_path):
+    """The page's python blocks, in order, in a fresh interpreter in a scratch folder: a block sees only what the
+    page itself imported and defined, never a module another test happened to import first."""
+    paths = [str(Path(swapformer.__file__).parents[1])]
+    if page.name == "plugins.md":  # the guide's examples use the installed example plug-in
+        paths.insert(0, str(request.getfixturevalue("example_plugin_dir")))
+    code = [
+        (f"{page_id(page)} (python block {number})", body)
+        for number, body in enumerate(
+            body for lang, attrs, body in blocks(page) if lang == "python" and not TITLE.search(attrs)
+        )
+    ]
+    script = tmp_path / "page.py"
+    script.write_text(RUN_BLOCKS.format(blocks=repr(code)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([*paths, os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, (
+        f"{page_id(page)}: a python block fails as printed:\n{result.stderr[-3000:]}"
+    )
+
+
+RUN_BLOCKS = """\
+import contextlib, io
+namespace = {{"__name__": "__main__"}}
+for name, code in {blocks}:
+    with contextlib.redirect_stdout(io.StringIO()):
+        exec(compile(code, name, "exec"), namespace)
+"""
 
 
 def quotations() -> list[tuple[Path, str, str]]:
