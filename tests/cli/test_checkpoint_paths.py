@@ -116,3 +116,14 @@ def test_a_fit_resumed_from_its_end_of_run_last_ckpt_goes_on_as_one_run(scratch,
     assert resumed["global_step"] == one_run["global_step"] == 6
     for key, value in one_run["state_dict"].items():
         torch.testing.assert_close(resumed["state_dict"][key], value, msg=key)
+
+
+def test_a_run_and_its_resume_show_no_warning_nobody_can_act_on(scratch, capsys, recwarn):
+    fit(
+        capsys, "--trainer.max_steps=2", "--seed_everything=true"
+    )  # a seed drawn, as with no seed in the recipe
+    checkpoint = "--ckpt_path=runs/stdlib-tiny/logs/version_0/checkpoints/last.ckpt"
+    fit(capsys, "--trainer.max_steps=3", checkpoint, "--trainer.default_root_dir=runs/moved")
+    shown = [str(w.message) for w in recwarn]
+    for notice in ("No seed found", "tensorboardX", "The dirpath has changed"):
+        assert not [m for m in shown if notice in m], shown
