@@ -14,9 +14,11 @@ Every output of a run lies under ``trainer.default_root_dir`` (the working folde
 own layout: a logger whose ``save_dir`` is left unset or at its default writes there, its version folder
 (``logs/version_N/``) holds ``config.yaml`` and ``checkpoints/``, so a rerun gets a new version folder and
 never a ``last-v1.ckpt``. ``--ckpt_path last`` is the newest ``last*.ckpt`` below the root, whichever run wrote
-it. ``fit --ckpt_path`` resumes the recipe's model, which must be the checkpoint's (checked before anything
-trains, :mod:`swapformer.training.resume`); ``--model.init_args.init_from`` starts another model from its
-weights. The recipe's ``checkpoint:`` section configures the ModelCheckpoint the CLI adds when checkpointing is on
+it (the file picked is said). ``fit --ckpt_path`` resumes the recipe's model, which must be the checkpoint's
+(checked before anything trains, :mod:`swapformer.training.resume`), reading text with the checkpoint's tokenizer;
+``--model.init_args.init_from`` starts another model from its weights, and is never read again once a checkpoint
+holds the model (resume, validate, test, predict). Every fit ends validated at its final step with a ``last.ckpt``
+of it (:mod:`swapformer.training.fit_end`), whose path it prints. The recipe's ``checkpoint:`` section configures the ModelCheckpoint the CLI adds when checkpointing is on
 (not with ``--trainer.enable_checkpointing false``, nor when ``trainer.callbacks`` has a ModelCheckpoint).
 
 Paths, trainer names and sequence lengths are checked before anything expensive (:mod:`.preflight`); every
