@@ -91,7 +91,8 @@ class SaveOnSignal(pl.Callback):
             callback._last_global_step_saved = trainer.global_step
         else:
             path = str(Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt")
-        trainer.save_checkpoint(path)
+        # a whole checkpoint to resume from; said, so Lightning does not announce that it defaulted to it
+        trainer.save_checkpoint(path, weights_only=False)
         return os.path.abspath(path)
 
     def on_exception(
