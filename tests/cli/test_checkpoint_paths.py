@@ -72,7 +72,7 @@ def test_a_fit_with_checkpointing_off_says_so(scratch, capsys):
     assert not list(scratch.rglob("*.ckpt"))
 
 
-def test_ckpt_path_last_looks_below_the_recipe_root_and_prints_its_pick(scratch, capsys):
+def test_ckpt_path_last_looks_below_the_recipe_root_and_prints_its_pick(scratch, capsys, caplog):
     fit(capsys, "--trainer.max_steps=2")
     ours = scratch / "runs" / "stdlib-tiny" / "logs" / "version_0" / "checkpoints" / "last.ckpt"
     # a newer, unrelated run elsewhere below the working folder
@@ -95,8 +95,17 @@ def test_a_resume_with_other_data_settings_reads_with_the_checkpoints_tokenizer(
     checkpoint = "runs/stdlib-tiny/logs/version_0/checkpoints/last.ckpt"
     vocab = torch.load(checkpoint, weights_only=True, mmap=True)["hyper_parameters"]["vocab_size"]
     # more text: a char tokenizer fitted on it would have another vocabulary; the user never set vocab_size
-    cli = run(["fit", "--config", "stdlib-tiny", *TINY, "--data.init_args.max_chars=60000",
-               "--trainer.max_steps=4", f"--ckpt_path={checkpoint}"])  # fmt: skip
+    cli = run(
+        [
+            "fit",
+            "--config",
+            "stdlib-tiny",
+            *TINY,
+            "--data.init_args.max_chars=60000",
+            "--trainer.max_steps=4",
+            f"--ckpt_path={checkpoint}",
+        ]
+    )
     assert cli.trainer.global_step == 4
     assert cli.model.config.vocab_size == vocab == cli.datamodule.tokenizer.vocab_size
 
