@@ -156,3 +156,38 @@ def _safetensors(fx):
     path = fx.tmp / "model.safetensors"
     save_file({"w": torch.zeros(2)}, str(path))
     return path
+
+
+def _saved_folder(fx, **changes):
+    """A model folder written by ``save_pretrained`` (config.json + model.safetensors, no tokenizer)."""
+    import swapformer
+
+    config = dict(vocab_size=40, d_model=16, num_heads=2, num_layers=1, **changes)
+    return swapformer.build_causal_lm(config).save_pretrained(fx.tmp / "saved")
+
+
+CASES += [
+    Case(
+        id="generate-model-folder-without-tokenizer",
+        area="checkpoint",
+        mistake="`swapformer generate` of a model folder written by `save_pretrained` (no tokenizer.json)",
+        expect=r"saved holds no tokenizer: give a \.ckpt of swapformer fit, or a model folder with its "
+        r"tokenizer\.json",
+        argv=lambda fx: _generate(_saved_folder(fx)),
+    ),
+    Case(
+        id="export-hf-without-equivalent",
+        area="checkpoint",
+        mistake="`swapformer export --format hf` of a model with a component no Hugging Face family has",
+        expect=r"positional 'alibi' .*has no GPT-2 equivalent, so this model cannot be exported to Hugging Face",
+        argv=lambda fx: [
+            "export",
+            "--ckpt_path",
+            _saved_folder(fx, positional="alibi"),
+            "--out",
+            "hf",
+            "--format",
+            "hf",
+        ],
+    ),
+]

@@ -355,6 +355,13 @@ def _earlier_comparison(fx, recipe: str) -> Path:
     return out
 
 
+def _folder_with(fx, name: str, *files: str) -> Path:
+    """A folder ``name`` of the case's folder holding the (empty JSON) ``files``."""
+    for file in files:
+        _file(fx, f"{name}/{file}", "{}")
+    return fx.tmp / name
+
+
 CASES += [
     Case(
         id="compare-unknown-key",
@@ -392,5 +399,25 @@ CASES += [
         argv=lambda fx: _compare(
             fx, "--vary", "model.norm=rmsnorm", "--out", _earlier_comparison(fx, "masked-stdlib-tiny")
         ),
+    ),
+    Case(
+        id="option-abbreviation",
+        area="CLI",
+        mistake="a misspelt option that abbreviates another: `--checkpoint.every_n_train_step 3`",
+        expect=r"unknown option --checkpoint\.every_n_train_step \(did you mean "
+        r"'--checkpoint\.every_n_train_steps'\?\)",
+        argv=lambda fx: _fit(fx, "--checkpoint.every_n_train_step", "3"),
+    ),
+    Case(
+        id="import-hf-into-a-folder-with-files",
+        area="CLI",
+        mistake="`swapformer import-hf` into a folder that already holds a model and an edited recipe.yaml",
+        expect=r"--out imported is not empty \(config\.json, recipe\.yaml\): .*pass --overwrite",
+        argv=lambda fx: [
+            "import-hf",
+            _folder_with(fx, "hf", "config.json"),
+            "--out",
+            _folder_with(fx, "imported", "config.json", "recipe.yaml").name,
+        ],
     ),
 ]

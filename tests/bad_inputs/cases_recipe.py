@@ -70,7 +70,7 @@ CASES = [
         id="unknown-model-key",
         area="recipe",
         mistake="`dmodel: 32` (a misspelt model field)",
-        expect=r"model\.init_args\.dmodel is not an option.*did you mean '--model\.init_args\.d_model'",
+        expect=r"tiny\.yaml: model\.init_args\.dmodel is not an option.*did you mean 'model\.init_args\.d_model'",
         argv=lambda fx: _fit(fx, model={"dmodel": 32}),
     ),
     Case(
@@ -147,5 +147,69 @@ CASES += [
         mistake="AdamW betas outside [0, 1): `--model.init_args.betas [0.9,1.5]`",
         expect=r"betas=\[0\.9, 1\.5\] must be two numbers in \[0, 1\)",
         argv=lambda fx: ["fit", "--config", fx.recipe(), "--model.init_args.betas", "[0.9,1.5]"],
+    ),
+]
+
+
+def _edited(fx, edit) -> list[str]:
+    """``swapformer fit --config recipe.yaml``: the tiny recipe with ``edit(config)`` applied to its YAML."""
+    import yaml
+
+    config = yaml.safe_load(fx.recipe().read_text())
+    edit(config)
+    path = fx.tmp / "recipe.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return ["fit", "--config", path, f"--trainer.default_root_dir={fx.tmp / 'runs'}"]
+
+
+CASES += [
+    Case(
+        id="recipe-file-misspelt-key",
+        area="recipe",
+        mistake="a misspelt key inside a recipe file: `trainer: {max_stpes: 10}`",
+        expect=r"tiny\.yaml: trainer\.max_stpes is not an option \(did you mean 'trainer\.max_steps'\?\)",
+        argv=lambda fx: _fit(fx, trainer={"max_stpes": 10}),
+    ),
+    Case(
+        id="recipe-file-misspelt-section",
+        area="recipe",
+        mistake="a misspelt section inside a recipe file: `checkpointing:` for `checkpoint:`",
+        expect=r"recipe\.yaml: checkpointing\.every_n_train_steps is not an option \(did you mean "
+        r"'checkpoint\.every_n_train_steps'\?\)",
+        argv=lambda fx: _edited(fx, lambda c: c.update(checkpointing={"every_n_train_steps": 3})),
+    ),
+    Case(
+        id="recipe-file-misspelt-data-option",
+        area="recipe",
+        mistake="a misspelt data option inside a recipe file: `data: {init_args: {max_char: 3}}`",
+        expect=r"recipe\.yaml: data\.init_args\.max_char is not an option \(did you mean "
+        r"'data\.init_args\.max_chars'\?\); --data\.help swapformer\.data\.CausalLMDataModule lists them",
+        argv=lambda fx: _edited(fx, lambda c: c["data"]["init_args"].update(max_char=3)),
+    ),
+    Case(
+        id="recipe-class-path-typo",
+        area="recipe",
+        mistake="a misspelt class_path: `swapformer.tasks.CausalLMModul`",
+        expect=r"recipe\.yaml: model\.class_path: unknown class swapformer\.tasks\.CausalLMModul \(did you mean "
+        r"swapformer\.tasks\.CausalLMModule\?\)",
+        argv=lambda fx: _edited(fx, lambda c: c["model"].update(class_path="swapformer.tasks.CausalLMModul")),
+    ),
+    Case(
+        id="recipe-logger-class-typo",
+        area="recipe",
+        mistake="a misspelt logger class: `logger: {class_path: lightning.pytorch.loggers.CSVLoger}`",
+        expect=r"trainer\.logger\.class_path: unknown class lightning\.pytorch\.loggers\.CSVLoger \(did you mean "
+        r"lightning\.pytorch\.loggers\.CSVLogger\?\)",
+        argv=lambda fx: _edited(
+            fx, lambda c: c["trainer"].update(logger={"class_path": "lightning.pytorch.loggers.CSVLoger"})
+        ),
+    ),
+    Case(
+        id="seq2seq-module-with-causal-data",
+        area="recipe",
+        mistake="a seq2seq task module with causal-LM data (`model.class_path: swapformer.tasks.Seq2SeqModule`)",
+        expect=r"model swapformer\.tasks\.Seq2SeqModule trains seq2seq models but data "
+        r"swapformer\.data\.CausalLMDataModule makes batches for causal_lm and masked_lm models",
+        argv=lambda fx: _edited(fx, lambda c: c["model"].update(class_path="swapformer.tasks.Seq2SeqModule")),
     ),
 ]

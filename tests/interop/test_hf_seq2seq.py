@@ -182,9 +182,7 @@ def test_a_config_without_a_hugging_face_equivalent_is_refused_naming_the_compon
 ):
     model = swapformer.build_seq2seq(dict(vocab_size=40, d_model=16, num_heads=2, num_layers=1, **config))
     # the refusal leads with the component that blocks the closest family
-    with pytest.raises(
-        ConfigError, match=rf"^{component}.*, so this model cannot be exported"
-    ) as info:
+    with pytest.raises(ConfigError, match=rf"^{component}.*, so this model cannot be exported") as info:
         swapformer.to_hf(model, tmp_path / "out")
     assert "\n" not in str(info.value)
     assert not (tmp_path / "out").exists()

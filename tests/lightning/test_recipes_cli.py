@@ -78,15 +78,19 @@ def test_ambiguous_and_unknown_names_fail_with_one_line(in_tmp, monkeypatch, cap
 
 def test_recipes_cp_copies_one_to_edit(in_tmp, capsys):
     main(["recipes", "cp", "stdlib-tiny", "mine.yaml"])
-    assert (in_tmp / "mine.yaml").read_text() == (RECIPES / "causal_lm" / "stdlib-tiny.yaml").read_text()
+    bundled = (RECIPES / "causal_lm" / "stdlib-tiny.yaml").read_text()
+    assert "  default_root_dir: runs/stdlib-tiny\n" in bundled
+    # the copy's runs go to runs/mine, not into the bundled recipe's folder; the rest is the recipe as it is
+    copied = (in_tmp / "mine.yaml").read_text()
+    assert copied == bundled.replace("default_root_dir: runs/stdlib-tiny", "default_root_dir: runs/mine")
+    cli = run(["fit", "--config", "mine.yaml", *TWO_STEPS])
+    assert cli.trainer.global_step == 2 and Path(cli.trainer.default_root_dir) == Path("runs/mine")
     (in_tmp / "edits").mkdir()
     main(["recipes", "cp", "trainer/ddp", "edits"])
     assert (in_tmp / "edits" / "ddp.yaml").read_text() == (RECIPES / "trainer" / "ddp.yaml").read_text()
     with pytest.raises(SystemExit) as exit_info:
         main(["recipes", "cp", "stdlib-tiny", "mine.yaml"])
     assert exit_info.value.code == 2 and "mine.yaml already exists" in capsys.readouterr().err
-    cli = run(["fit", "--config", "mine.yaml", "--trainer.default_root_dir=out", *TWO_STEPS])
-    assert cli.trainer.global_step == 2
 
 
 def test_help_names_every_verb(capsys):

@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import importlib
+import inspect
 import os
 import re
 import sys
 from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
 
 from swapformer.errors import UsageError, did_you_mean
 
@@ -86,29 +92,35 @@ def user_errors(verb: str, *, also: tuple[type[BaseException], ...] = ()) -> Ite
 # ---- jsonargparse's messages, as one line naming the key first ----------------------------------------------
 
 
-def parser_message(message: str, options: Iterable[str] = ()) -> str:
+def parser_message(message: str, options: Iterable[str] = (), files: Iterable[str] = ()) -> str:
     """One line for a jsonargparse error ``message`` (which lists every type alternative over many lines).
 
     Args:
         message: what jsonargparse would print after ``error:``.
         options: the parser's option strings, for a did-you-mean on an unknown option.
+        files: the recipe files given with ``--config``: a mistake inside one is named with the file.
     """
     text = message.strip()
+    files = list(files)
     if match := re.match(r"unrecognized arguments: (\S+)", text):
         option = match[1].split("=")[0]
-        names = [o for o in options if o.startswith("--")]
-        names = [o for o in names if not any(other.startswith(o + ".") for other in names)]  # leaves only
-        return f"unknown option {option}{did_you_mean(option, names)}; --help lists the options"
+        return f"unknown option {option}{did_you_mean(option, _leaves(options))}; --help lists the options"
     if match := re.match(r"the following arguments are required: (.*)", text):
         missing = [name.partition(".")[2] or name for name in match[1].split(", ")]
         return (
             f"no {' and no '.join(missing)} given: pass --config NAME|FILE (a recipe; `swapformer recipes` "
             "lists the bundled ones)"
         )
+    if match := re.match(_UNKNOWN_KEY, text):
+        key = f"{match[1]}.{match[2]}" if match[1] else match[3] or match[4]
+        return _unknown_key(key, [o.removeprefix("--") for o in _leaves(options)], files, "--help lists them")
     keys = re.findall(r'Parser key "([^"]+)"', text)
     if not keys:
         return _joined(text)
     key = "--" + (".init_args.".join(keys[:2]) if len(keys) > 1 else keys[0])
+    problem = r"Problem with given class_path '([^']+)':\s*((?:module '[^']+' has no attribute|No module named|Option '[^']+' is not accepted).*)"
+    if match := re.search(problem, text):
+        return _class_problem(key, match[1], match[2], files)
     if match := re.search(r"Option '([^']+)' is not accepted", text):
         option = f"{key}.init_args.{match[1]}"
         siblings = [o for o in options if o.startswith(f"{key}.init_args.")]
@@ -132,6 +144,101 @@ def parser_message(message: str, options: Iterable[str] = ()) -> str:
     return f"{key}: {_joined(text.split(':', 1)[1] if ':' in text else text)}"
 
 
+_UNKNOWN_KEY = (
+    r"Group '([^']+)' does not accept option '([^']+)'|Option '([^']+)' is not accepted"
+    r"|Subcommand '\w+' does not accept option '([^']+)'"
+)
+"""jsonargparse's words for a key no parser has (a recipe file's key; Lightning's verbs are subcommands)."""
+
+
+def _leaves(options: Iterable[str]) -> list[str]:
+    """The long options that are not a group of others (``--trainer.max_steps``, not ``--trainer``)."""
+    names = [o for o in options if o.startswith("--")]
+    return [o for o in names if not any(other.startswith(o + ".") for other in names)]
+
+
+def _unknown_key(key: str, choices: list[str], files: list[str], where_listed: str) -> str:
+    """``<file>: <key> is not an option (did you mean ...?)``: the file is the recipe that holds the key."""
+    file = _file_holding(key, files)
+    name = key if file else f"--{key}"
+    choices = choices if file else [f"--{c}" for c in choices]
+    return (
+        f"{file + ': ' if file else ''}{name} is not an option{did_you_mean(name, choices)}; {where_listed}"
+    )
+
+
+def _class_problem(key: str, class_path: str, problem: str, files: list[str]) -> str:
+    """A class_path that names no class, or an option its class does not take: one line with a did-you-mean."""
+    module_path = class_path.rpartition(".")[0]
+    if match := re.match(r"Option '([^']+)' is not accepted", problem):
+        option = f"{key.removeprefix('--')}.init_args.{match[1]}"
+        parameters = _parameters(class_path)
+        choices = [f"{key.removeprefix('--')}.init_args.{p}" for p in parameters]
+        return _unknown_key(option, choices, files, f"{key}.help {class_path} lists them")
+    try:
+        module = importlib.import_module(module_path) if module_path else None
+    except ImportError:
+        module = None
+    if module is None:
+        return f"{key}: unknown class {class_path}: there is no module {module_path or class_path!r}"
+    classes = [
+        f"{module_path}.{n}" for n, v in vars(module).items() if isinstance(v, type) and not n.startswith("_")
+    ]
+    file = _file_holding_value(class_path, files)
+    hint = did_you_mean(class_path, classes).replace("'", "")
+    where = f"{file}: {key.removeprefix('--')}.class_path" if file else key
+    return f"{where}: unknown class {class_path}{hint}"
+
+
+def _parameters(class_path: str) -> list[str]:
+    """The keyword parameters of the class ``class_path`` (none when it cannot be imported)."""
+    module_path, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_path), name)
+        parameters = inspect.signature(cls.__init__).parameters
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return []
+    return [
+        p
+        for p in parameters
+        if p != "self"
+        and parameters[p].kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    ]
+
+
+def _recipe(file: str) -> Any:
+    try:
+        return yaml.safe_load(Path(file).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+
+
+def _file_holding(key: str, files: list[str]) -> str | None:
+    """The last of ``files`` (the one that wins) whose YAML has the dotted ``key``."""
+    for file in reversed(files):
+        node = _recipe(file)
+        for part in key.split("."):
+            node = node.get(part, _MISSING) if isinstance(node, dict) else _MISSING
+        if node is not _MISSING:
+            return file
+    return None
+
+
+def _file_holding_value(value: str, files: list[str]) -> str | None:
+    """The last of ``files`` whose text names ``value`` (a class_path)."""
+    return next(
+        (
+            f
+            for f in reversed(files)
+            if value in (Path(f).read_text(errors="replace") if Path(f).is_file() else "")
+        ),
+        None,
+    )
+
+
+_MISSING = object()
+
+
 def _given_value(text: str) -> str | None:
     for pattern in (r"Got value: (.*)", r"NestedArg\(key='[^']*', val='(.*)'\)", r"Given value: (.*)"):
         if match := re.search(pattern, text):
@@ -152,6 +259,6 @@ def _joined(text: str) -> str:
     return re.sub(r"\s+", " ", text.replace("\n", " ")).strip()
 
 
-def usage_error(message: str, options: Iterable[str] = ()) -> UsageError:
+def usage_error(message: str, options: Iterable[str] = (), files: Iterable[str] = ()) -> UsageError:
     """A :class:`UsageError` with :func:`parser_message`'s line."""
-    return UsageError(parser_message(message, options))
+    return UsageError(parser_message(message, options, files))

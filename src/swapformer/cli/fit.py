@@ -68,6 +68,7 @@ _RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
 # Stands in for the data's vocabulary while the rest of the model config is checked (reading the data to
 # learn the real size is exactly what must not happen before the check).
 _PLACEHOLDER_VOCAB = 1024
+LIGHTNING_VERBS = ("fit", "validate", "test", "predict")
 
 
 class LogConfigCallback(SaveConfigCallback):
@@ -91,7 +92,7 @@ class SwapformerArgumentParser(LightningArgumentParser):
         parsers = [self, *getattr(self._subcommands_action, "_name_parser_map", {}).values()]
         options = [o for parser in parsers for action in parser._actions for o in action.option_strings]
         options += [f"--model.init_args.{k}" for k in (*MODEL_KEYS, *TRAINING_KEYS) if k != "kind"]
-        raise usage_error(message, options) from None
+        raise usage_error(message, options, getattr(self, "recipe_files", ())) from None
 
 
 class SwapformerCLI(LightningCLI):
@@ -109,13 +110,22 @@ class SwapformerCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         # Recipes' loggers name no save_dir (CSVLogger requires one): it is filled in from
         # trainer.default_root_dir between parsing and jsonargparse's final check
+        given = list(sys.argv[1:] if args is None else args)
+        files = [
+            value
+            for option, value in zip(["", *given], given, strict=False)
+            if option in ("--config", "-c") and Path(value).is_file()
+        ] + [a.partition("=")[2] for a in given if a.startswith("--config=") and Path(a[9:]).is_file()]
+        # a mistake inside a recipe file is named with the file (whichever parser reports it)
+        for each in [parser, *getattr(parser._subcommands_action, "_name_parser_map", {}).values()]:
+            each.recipe_files = files
         self.config = parser.parse_args(args, _skip_validation=True)
         subcommand = self.config.get("subcommand")
         _loggers_under_root(self.config[subcommand]["trainer"] if subcommand else self.config.get("trainer"))
         try:
             parser.validate(self.config)
-        except (TypeError, ValueError) as err:  # what parse_args would have reported through parser.error
-            parser.error(str(err), err)
+        except (TypeError, ValueError, KeyError) as err:  # what parse_args would report through parser.error
+            parser.error(str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err), err)
         # before Lightning reads --ckpt_path's hyperparameters, and before any data is read
         verb_config = self.config[subcommand] if subcommand else self.config
         preflight.check_paths(verb_config, subcommand)
@@ -166,6 +176,7 @@ class SwapformerCLI(LightningCLI):
         module_kind = getattr(getattr(importlib.import_module(module_path), class_name, None), "kind", None)
         if module_kind is not None:
             values["kind"] = module_kind
+            _check_data_feeds(model.class_path, module_kind, config.get("data"))
         try:
             model_config = ModelConfig.from_dict(values)
         except ConfigError as err:
@@ -303,6 +314,23 @@ def _checkpoint_model(ckpt_path: str | None, data: Any) -> dict[str, Any] | None
     return hyperparameters
 
 
+def _check_data_feeds(module_path: str, module_kind: str, data: Any) -> None:
+    """Refuse a data module whose batches the task module cannot read (a seq2seq module given plain text),
+    before anything runs: the mismatch would surface as a KeyError in the first step."""
+    class_path = getattr(data, "class_path", None)
+    if not class_path:
+        return
+    data_path, _, data_name = class_path.rpartition(".")
+    kinds = getattr(getattr(importlib.import_module(data_path), data_name, None), "model_kinds", None)
+    if kinds is None or module_kind in kinds:
+        return
+    raise ConfigError(
+        f"model {module_path} trains {module_kind} models but data {class_path} makes batches for "
+        f"{' and '.join(kinds)} models: give a data module for {module_kind} (a bundled {module_kind} recipe "
+        "names one), or another task module"
+    )
+
+
 def _say_when_not_exportable(module: Any) -> None:
     """One line at the start of a fit from a model folder (import-hf's recipe) whose model, as the recipe has it,
     has no Hugging Face equivalent: the user learns it before training, not from ``export --format hf`` after."""
@@ -407,5 +435,10 @@ def make_cli(args: list[str] | None, cli_class: type[SwapformerCLI] = Swapformer
         save_config_callback=LogConfigCallback,
         save_config_kwargs={"overwrite": True},
         parser_class=SwapformerArgumentParser,
+        # an option is spelt out: a misspelt one is an error, never taken as the abbreviation of another
+        parser_kwargs={
+            "allow_abbrev": False,
+            **{verb: {"allow_abbrev": False} for verb in LIGHTNING_VERBS},
+        },
         args=args,
     )

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
+import re
 from pathlib import Path
 from typing import Any
 
@@ -165,7 +165,8 @@ def list_recipes() -> None:
 
 
 def copy(name: str, dest: str) -> Path:
-    """Copy the recipe ``name`` to ``dest`` (a file, or a folder to copy into); never overwrites."""
+    """Copy the recipe ``name`` to ``dest`` (a file, or a folder to copy into); never overwrites. The copy's runs go
+    to ``runs/<its name>`` (``my.yaml``: ``runs/my``), not into the bundled recipe's folder."""
     source = find(name, option="recipe")
     target = Path(dest)
     if target.is_dir() or dest.endswith(("/", "\\")):
@@ -173,12 +174,20 @@ def copy(name: str, dest: str) -> Path:
     if target.exists():
         raise ConfigError(f"{target} already exists; pass another destination")
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, target)
+    text = source.read_text(encoding="utf-8")
+    own = re.sub(
+        rf"^(\s*default_root_dir:\s*)runs/{re.escape(source.stem)}\s*$",
+        lambda m: f"{m[1]}runs/{target.stem}",
+        text,
+        flags=re.M,
+    )
+    target.write_text(own, encoding="utf-8")
     return target
 
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="swapformer recipes",
         description="List the bundled recipes, or copy one to edit. Any of these names works as "
         "`--config NAME`; a file of that name in the working folder takes precedence.",

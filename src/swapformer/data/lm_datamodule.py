@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch.utils.data import DataLoader
@@ -69,6 +69,9 @@ class CausalLMDataModule(TokenizedDataModule):
         Batches are ``{"input_ids": (N, L) long, "labels": (N, L) long}`` with ``labels`` the inputs
         shifted left by one token.
     """
+
+    model_kinds: ClassVar[tuple[str, ...]] = ("causal_lm", "masked_lm")
+    """The model kinds whose batches this module makes (the CLI checks the recipe's task against it)."""
 
     def __init__(
         self,

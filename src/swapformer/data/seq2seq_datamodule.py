@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 from torch.utils.data import DataLoader
 
@@ -60,6 +60,9 @@ class Seq2SeqDataModule(TokenizedDataModule):
         Batches hold ``src_ids`` / ``src_mask`` ``(N, S)``, ``tgt_ids`` / ``tgt_mask`` ``(N, L)`` (masks
         True at real tokens) and the raw strings ``src_text`` / ``tgt_text``.
     """
+
+    model_kinds: ClassVar[tuple[str, ...]] = ("seq2seq",)
+    """The model kinds whose batches this module makes (the CLI checks the recipe's task against it)."""
 
     def __init__(
         self,

@@ -30,7 +30,7 @@ from swapformer.config import ModelConfig
 from swapformer.errors import ConfigError
 from swapformer.layer_specs import LAYER_KEYS, distinct_layers, uniform_spec
 from swapformer.models import build
-from swapformer.models.saving import read_config
+from swapformer.models.saving import follow_umask, read_config
 from swapformer.registry import Registry, split_spec
 
 
@@ -395,6 +395,7 @@ def to_hf(model: nn.Module, directory: str | os.PathLike, *, model_type: str | N
     path.mkdir(parents=True, exist_ok=True)
     (path / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
     save_file(theirs, str(path / "model.safetensors"), metadata={"format": "pt"})
+    follow_umask(path / "model.safetensors")
     return path
 
 

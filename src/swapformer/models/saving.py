@@ -45,7 +45,16 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     (path / CONFIG_FILE).write_text(json.dumps({"format": FORMAT, **config.to_dict()}, indent=2) + "\n")
     save_model(model, str(path / WEIGHTS_FILE))  # tied weights are written once
+    follow_umask(path / WEIGHTS_FILE)
     return path
+
+
+def follow_umask(file: Path) -> None:
+    """Give ``file`` the mode any new file of this process gets (safetensors writes through a private temporary
+    file, mode 0600, which others of the group could not read)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    file.chmod(0o666 & ~mask)
 
 
 def read_config(directory: str | os.PathLike) -> dict[str, Any]:
