@@ -57,5 +57,8 @@ def test_a_bad_scope_is_one_line_and_qwen3_refuses_the_projection_scope(tmp_path
         build_causal_lm({**BASE, "qk_norm": "rmsnorm", "qk_norm_scope": "heads"})
     model = build_causal_lm({**BASE, "positional": "rope", "norm": "rmsnorm", "ffn": "swiglu", "bias": False,
                              "qk_norm": "rmsnorm", "qk_norm_scope": "projection"})  # fmt: skip
-    with pytest.raises(ConfigError, match=r"qk_norm_scope 'projection' \(Qwen3 normalizes each head\)"):
+    refusal = (
+        r"qwen3: qk_norm_scope 'projection' \(qwen3 normalizes each head: qk_norm_scope: head\) has no qwen3"
+    )
+    with pytest.raises(ConfigError, match=refusal):
         to_hf(model, tmp_path / "hf", model_type="qwen3")

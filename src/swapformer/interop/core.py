@@ -74,8 +74,10 @@ class Architecture:
     """The layer keys (:data:`swapformer.layer_specs.LAYER_KEYS`) that may differ between layers: the family's
     ``hf_config`` reads each layer's (Qwen3's sliding layers: ``attention``; SmolLM3's NoPE layers: also
     ``positional``). Layers that differ in any other key are refused before ``hf_config`` runs."""
-    qk_norm: bool = False
-    """The family has q/k norms (Qwen3): its ``hf_config`` checks ``qk_norm``; the others are refused one."""
+    qk_norm: str | None = None
+    """The scope of the family's q/k norms (``ModelConfig.qk_norm_scope``): ``"head"``, each query and key head
+    (Qwen3, Gemma 3), or ``"projection"``, the whole q and k projections (OLMo 2). Its ``hf_config`` checks
+    ``qk_norm``; a model of the other scope is refused, and a family of None is refused any q/k norm."""
     softcap: bool = False
     """The family soft-caps attention scores and logits (Gemma 2): its ``hf_config`` checks the kernels' ``softcap``
     and ``logit_softcap``; the others are refused them."""
@@ -123,8 +125,8 @@ def require(checks: Iterable[tuple[bool, str]], family: str) -> None:
 
 def shared_requirements(cfg: ModelConfig, architecture: Architecture | None = None) -> list[tuple[bool, str]]:
     """What ``architecture`` (None: any family) must declare to express ``cfg``, checked before its own
-    ``hf_config``: layers that differ in a key outside its ``per_layer``, q/k norms, and soft-capped scores or
-    logits."""
+    ``hf_config``: layers that differ in a key outside its ``per_layer``, q/k norms (and their scope), and
+    soft-capped scores or logits."""
     allowed = set(architecture.per_layer) if architecture else set()
     base = uniform_spec(cfg)
     differing = [
@@ -138,12 +140,23 @@ def shared_requirements(cfg: ModelConfig, architecture: Architecture | None = No
     attention += [(f"{where}.attention", spec.attention) for where, spec in distinct_layers(cfg)]
     capped = [(w, a) for w, a in attention if split_spec(a, where=w)[1].get("softcap") is not None]
     caps = bool(architecture and architecture.softcap)
+    scope = architecture.qk_norm if architecture else None
+    family = architecture.model_types[0] if architecture else ""
     return [
         (not differing, f"{where}.{key} (a layer whose {key} differs from the uniform one)"),
-        (cfg.qk_norm is None or bool(architecture and architecture.qk_norm), f"qk_norm {cfg.qk_norm!r}"),
+        (cfg.qk_norm is None or scope is not None, f"qk_norm {cfg.qk_norm!r}"),
+        (
+            cfg.qk_norm is None or scope is None or cfg.qk_norm_scope == scope,
+            f"qk_norm_scope {cfg.qk_norm_scope!r} ({family} normalizes {SCOPES.get(scope or '')}: "
+            f"qk_norm_scope: {scope})",
+        ),
         (not capped or caps, " ".join(map(str, capped[0])) + " (soft-capped scores)" if capped else ""),
         (cfg.logit_softcap is None or caps, f"logit_softcap {cfg.logit_softcap!r}"),
     ]
+
+
+SCOPES = {"head": "each head", "projection": "the whole q and k projections"}
+"""What a q/k norm of each ``qk_norm_scope`` normalizes, for the refusal of the other scope."""
 
 
 def seq2seq_sides(cfg: ModelConfig) -> list[tuple[str, int, bool]]:

@@ -155,7 +155,7 @@ ARCHITECTURE = register(
         hf_config=hf_config,
         ignored=(".rotary_emb.sliding_attention_inv_freq", ".rotary_emb.full_attention_inv_freq"),
         per_layer=("attention", "positional"),
-        qk_norm=True,
+        qk_norm="head",
         softcap=True,
     )
 )

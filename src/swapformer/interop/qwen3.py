@@ -78,10 +78,6 @@ def hf_config(cfg: ModelConfig) -> dict[str, Any]:
             (cfg.qkv_bias in (None, cfg.bias), f"qkv_bias={cfg.qkv_bias} beside bias={cfg.bias}"),
             (qk_norm == "rmsnorm" and set(qk_options) <= {"eps"}, f"qk_norm {cfg.qk_norm!r}"),
             (
-                cfg.qk_norm_scope == "head",
-                f"qk_norm_scope {cfg.qk_norm_scope!r} (Qwen3 normalizes each head)",
-            ),
-            (
                 qk_options.get("eps", 1e-6) == hf["rms_norm_eps"],
                 f"qk_norm eps {qk_options.get('eps', 1e-6)} beside norm eps {hf['rms_norm_eps']} "
                 "(one rms_norm_eps)",
@@ -111,6 +107,6 @@ ARCHITECTURE = register(
         hf_config=hf_config,
         ignored=(".rotary_emb.inv_freq",),
         per_layer=("attention",),
-        qk_norm=True,
+        qk_norm="head",
     )
 )
