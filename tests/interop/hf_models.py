@@ -267,6 +267,43 @@ CAUSAL = {
         eos_token_id=2,
         pad_token_id=0,
     ),
+    "olmo2-gqa-headdim-tied-linear-rope": lambda: transformers.Olmo2Config(
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=12,  # not an Olmo2Config field, but Olmo2Attention and its rope read it: q_norm over 48
+        intermediate_size=48,
+        vocab_size=61,
+        tie_word_embeddings=True,
+        rope_parameters={"rope_type": "linear", "rope_theta": 500.0, "factor": 2.0},
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    ),
+    "olmo2-mqa-untied-bias-geglu-llama3": lambda: transformers.Olmo2Config(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=1,  # k_norm over one head's E
+        intermediate_size=48,
+        vocab_size=61,
+        tie_word_embeddings=False,
+        attention_bias=True,  # q, k, v and o
+        hidden_act="gelu",  # a GeGLU FFN
+        rms_norm_eps=1e-6,
+        rope_parameters={
+            "rope_type": "llama3",
+            "rope_theta": 10000.0,
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 16,
+        },
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    ),
 }
 
 SEQ2SEQ = {

@@ -1,4 +1,4 @@
-"""GPT-2, Llama, Mistral, Qwen2, Qwen3, SmolLM3, Phi-3, Gemma 2 and Gemma 3 in and out: equal logits on padded batches and
+"""GPT-2, Llama, Mistral, Qwen2, Qwen3, SmolLM3, Phi-3, Gemma 2, Gemma 3 and OLMo 2 in and out: equal logits on padded batches and
 equal greedy tokens, against the Hugging Face model built from a config."""
 
 from __future__ import annotations
@@ -145,6 +145,7 @@ GEMMA_SHAPED = dict(
 CAPPED = {"attention": {"name": "math", "softcap": 2.0}, "logit_softcap": 5.0}
 GEMMA_QK = {"name": "rmsnorm", "unit_offset": True}
 LOCAL = {"attention": SLIDING, "positional": {"name": "rope", "base": 100.0}}
+OLMO2_SHAPED = dict(LLAMA_SHAPED, qk_norm="rmsnorm", qk_norm_scope="projection", placement="res_post")
 
 
 @pytest.mark.parametrize(
@@ -159,6 +160,7 @@ LOCAL = {"attention": SLIDING, "positional": {"name": "rope", "base": 100.0}}
         (dict(GEMMA_SHAPED, **CAPPED, layers=[{"attention": {**SLIDING, "softcap": 2.0}}, {}]), "gemma2"),
         (dict(GEMMA_SHAPED, attention_scale=0.25), "gemma2"),  # uncapped: sdpa; query_pre_attn_scalar 16
         (dict(GEMMA_SHAPED, qk_norm=GEMMA_QK, layers=[LOCAL, {}]), "gemma3_text"),  # local rope of its own
+        (dict(OLMO2_SHAPED, num_kv_heads=1, bias=True), "olmo2"),
     ],
 )
 def test_to_hf_picks_the_first_family_that_expresses_the_model(config, family, tmp_path):
@@ -210,6 +212,18 @@ def test_to_hf_picks_the_first_family_that_expresses_the_model(config, family, t
             r"gemma3_text: attention softcap 2.0 \(transformers' Gemma 3 ignores attn_logit_softcapping",
         ),
         (dict(GEMMA_SHAPED, norm="rmsnorm", logit_softcap=5.0), r"gemma2: norm 'rmsnorm' \(Gemma's is"),
+        (
+            dict(GEMMA_SHAPED, qk_norm=GEMMA_QK, qk_norm_scope="projection"),
+            r"gemma3_text: qk_norm_scope 'projection' \(gemma3_text normalizes each head: qk_norm_scope: head\)",
+        ),
+        (
+            dict(OLMO2_SHAPED, qk_norm={"name": "rmsnorm", "eps": 1e-5}),
+            r"olmo2: qk_norm eps 1e-05 beside norm eps 1e-06 \(one rms_norm_eps\)",
+        ),
+        (
+            dict(OLMO2_SHAPED, attention=SLIDING),
+            r"olmo2: attention \{'name': 'sliding_window', 'window': 3\} has no olmo2",
+        ),
     ],
 )
 def test_a_config_without_a_hugging_face_equivalent_is_refused_naming_the_component(
@@ -293,6 +307,52 @@ def test_a_family_asked_for_that_cannot_express_the_model_is_refused_naming_the_
     with pytest.raises(ConfigError, match=r"'phi'.*did you mean 'phi3'"):
         swapformer.to_hf(model, tmp_path / "out", model_type="phi")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "component"),
+    [
+        (
+            dict(qk_norm_scope="head"),
+            r"qk_norm_scope 'head' \(olmo2 normalizes the whole q and k projections",
+        ),
+        (dict(qk_norm=None), r"qk_norm None \(OLMo 2's is rmsnorm\) has no olmo2 equivalent"),
+        (dict(qk_norm="layernorm"), r"qk_norm 'layernorm' \(OLMo 2's is rmsnorm\)"),
+        (dict(placement="pre"), r"placement 'pre' \(OLMo 2 normalizes each sublayer's output: res_post\)"),
+        (dict(ffn={"name": "swiglu", "bias": True}), r"ffn \{'name': 'swiglu', 'bias': True\} \(OLMo 2's is"),
+        (dict(qkv_bias=True), r"qkv_bias=True beside bias=False"),
+        (dict(positional="alibi"), r"positional 'alibi' has no olmo2 equivalent"),
+    ],
+)
+def test_olmo2_refuses_what_it_cannot_express_in_one_line(change, component, tmp_path):
+    model = swapformer.build_causal_lm(
+        dict(vocab_size=40, d_model=16, num_heads=2, num_layers=1, **{**OLMO2_SHAPED, **change})
+    )
+    with pytest.raises(ConfigError, match=rf"cannot export to Hugging Face olmo2: {component}") as info:
+        swapformer.to_hf(model, tmp_path / "out", model_type="olmo2")
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_olmo2_q_k_norms_over_each_head_would_give_other_logits():
+    # the mutation the parity above rules out: with unit norm weights on both sides, only the scope differs
+    theirs = hf_model("olmo2-gqa-headdim-tied-linear-rope")
+    with torch.no_grad():
+        for layer in theirs.model.layers:
+            layer.self_attn.q_norm.weight.fill_(1.0)
+            layer.self_attn.k_norm.weight.fill_(1.0)
+    ours = swapformer.from_hf(theirs)
+    per_head = swapformer.build_causal_lm({**ours.config.to_dict(), "qk_norm_scope": "head"}).eval()
+    kept = {k: v for k, v in ours.state_dict().items() if not k.endswith(("q_norm.weight", "k_norm.weight"))}
+    missing, unexpected = per_head.load_state_dict(kept, strict=False)
+    assert not unexpected and all(key.endswith(("q_norm.weight", "k_norm.weight")) for key in missing)
+    assert all(torch.equal(per_head.state_dict()[key], torch.ones(12)) for key in missing)  # E, not H E
+    ids, mask = batches()["left"]
+    real = mask.bool()
+    reference = hf_logits(theirs, ids, mask)[real]
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids, real)[real], reference, **FP32)
+        assert (per_head(ids, real)[real] - reference).abs().max() > 0.1
 
 
 @pytest.mark.parametrize(
