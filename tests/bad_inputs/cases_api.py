@@ -66,6 +66,21 @@ def _to_hf_gemma3_capped(fx: object) -> object:
     return swapformer.to_hf(model, fx.tmp / "hf", model_type="gemma3_text")
 
 
+def _to_hf_olmo2_head_scope(fx: object) -> object:
+    import swapformer
+
+    olmo2 = dict(positional="rope", norm="rmsnorm", placement="res_post", ffn="swiglu", bias=False)
+    model = _build(**olmo2, qk_norm="rmsnorm", qk_norm_scope="head")
+    return swapformer.to_hf(model, fx.tmp / "hf", model_type="olmo2")
+
+
+def _to_hf_gemma3_projection_scope(fx: object) -> object:
+    import swapformer
+
+    model = _build(**GEMMA, qk_norm={"name": "rmsnorm", "unit_offset": True}, qk_norm_scope="projection")
+    return swapformer.to_hf(model, fx.tmp / "hf", model_type="gemma3_text")
+
+
 def _from_hf_bidirectional_gemma2() -> object:
     import transformers
 
@@ -328,5 +343,21 @@ CASES = [
         "(`attention: {name: math, softcap: 50.0}`)",
         expect=r"cannot export to Hugging Face gemma3_text: attention softcap 50\.0 \(transformers' Gemma 3 ignores",
         raises=_to_hf_gemma3_capped,
+    ),
+    Case(
+        id="api-to-hf-olmo2-head-scope",
+        area="API",
+        mistake="`to_hf(model_type='olmo2')` of an OLMo 2-shaped model whose q/k norms take each head "
+        "(`qk_norm_scope: head`; OLMo 2's take the whole projections)",
+        expect=r"cannot export to Hugging Face olmo2: qk_norm_scope 'head' \(olmo2 normalizes the whole q and k",
+        raises=_to_hf_olmo2_head_scope,
+    ),
+    Case(
+        id="api-to-hf-gemma3-projection-scope",
+        area="API",
+        mistake="`to_hf(model_type='gemma3_text')` of a Gemma 3-shaped model whose q/k norms take the whole "
+        "projections (`qk_norm_scope: projection`; Gemma 3's take each head)",
+        expect=r"cannot export to Hugging Face gemma3_text: qk_norm_scope 'projection' \(gemma3_text normalizes each",
+        raises=_to_hf_gemma3_projection_scope,
     ),
 ]
