@@ -185,17 +185,17 @@ def test_check_command_fails_a_leaky_plugin_kernel(leaky, capsys):
         run(["check", "leaky", "--quick", "--kind", "causal_lm"])
     assert exit_info.value.code == 1
     out = capsys.readouterr().out
-    # 30, and the 17 patterned twins (-mixed) of the defaults with one family varied
-    assert "checking 47 combinations with attention 'leaky'" in out
+    # 31, and the 17 patterned twins (-mixed) of the defaults with one family varied
+    assert "checking 48 combinations with attention 'leaky'" in out
     # alibi and t5_relative pass: their score bias makes the model pass a full mask, causal pattern included
-    assert re.search(r"causality\s+5\s+42\s+0\n", out)  # alibi, t5_relative, its variant, two twins
+    assert re.search(r"causality\s+5\s+43\s+0\n", out)  # alibi, t5_relative, its variant, two twins
     assert (
         "causal_lm-leaky-sinusoidal-layernorm-pre-gelu: causality: logits before position 1 changed when the "
         "tokens from position 1 on changed (max |difference| "
     ) in out
     assert "(also failing: padding, cached_decoding)" in out
     assert not any(line.startswith("refused by the matrix") for line in out.splitlines())
-    assert "47 combinations: 5 passed, 42 failed, 0 refused by the matrix" in out
+    assert "48 combinations: 5 passed, 43 failed, 0 refused by the matrix" in out
 
 
 def test_a_plugin_norm_joins_every_combination_and_passes_the_check_command(half_norm, capsys):
@@ -206,13 +206,13 @@ def test_a_plugin_norm_joins_every_combination_and_passes_the_check_command(half
     assert "half_norm" in {c.norm for c in conformance.combinations()}
     run(["check", "half_norm", "--quick", "--verbose"])  # no SystemExit: nothing failed
     out = capsys.readouterr().out
-    # 51 for each of the 3 kinds: defaults with one family varied, two more head layouts, option variants, and
+    # 52 for each of the 3 kinds: defaults with one family varied, two more head layouts, option variants, and
     # the patterned twins (-mixed)
-    assert "checking 153 combinations with norm 'half_norm'" in out
+    assert "checking 156 combinations with norm 'half_norm'" in out
     assert "pass    seq2seq-sdpa-rope-half_norm-post-relu" in out
     assert "pass    masked_lm-sdpa-rope-half_norm-post-gelu" in out
     assert "pass    causal_lm-sdpa-rope-half_norm-pre-gelu-mixed" in out
-    assert "153 combinations: 153 passed, 0 failed, 0 refused by the matrix" in out
+    assert "156 combinations: 156 passed, 0 failed, 0 refused by the matrix" in out
 
 
 class PositionsFromZero(SinusoidalPositionalEncoding):
@@ -249,9 +249,9 @@ def test_check_command_reports_refused_pairs_without_failing(capsys):
     assert (
         "refused by the matrix (9 combinations, e.g. causal_lm-linear-t5_relative-layernorm-pre-gelu)" in out
     )
-    # 30 for each of 3 kinds: the defaults with one family varied, two more head layouts, option variants; and
+    # 31 for each of 3 kinds: the defaults with one family varied, two more head layouts, option variants; and
     # 17 patterned twins each (-mixed), those of alibi and t5_relative refused too
-    assert "141 combinations: 126 passed, 0 failed, 15 refused by the matrix" in out
+    assert "144 combinations: 129 passed, 0 failed, 15 refused by the matrix" in out
 
 
 def test_check_command_unknown_and_ambiguous_names_exit_2(registries, capsys):

@@ -195,6 +195,46 @@ def test_rope_llama3_frequencies_equal_transformers(factor):
         ScaledRotaryPositionalEncoding(head_dim=64, scaling="linear", factor=2, low_freq_factor=1.0)
 
 
+@pytest.mark.parametrize(
+    "parameters",
+    [
+        dict(factor=4.0, original_max_position_embeddings=16),  # the paper's defaults: betas 32 and 1
+        dict(
+            factor=8.0,
+            original_max_position_embeddings=32,
+            beta_fast=16.0,
+            beta_slow=2.0,
+            attention_factor=1.3,
+        ),
+        dict(factor=4.0, original_max_position_embeddings=16, mscale=0.707, mscale_all_dim=1.0),  # DeepSeek's
+        dict(factor=3.0, original_max_position_embeddings=20, truncate=False),  # gpt-oss's
+    ],
+)
+def test_rope_yarn_tables_equal_transformers(parameters):
+    # transformers' rotary embedding returns cos and sin times the attention factor: q and k both carry it
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+    from swapformer.interop.llama import _rope
+
+    rope_parameters = dict(rope_type="yarn", rope_theta=10000.0, **parameters)
+    config = transformers.LlamaConfig(
+        hidden_size=256, num_attention_heads=4, max_position_embeddings=64, rope_parameters=rope_parameters
+    )
+    theirs = LlamaRotaryEmbedding(config)
+    options = _rope(config.to_dict())
+    options.pop("name")
+    ours = ScaledRotaryPositionalEncoding(head_dim=64, **options)
+    torch.testing.assert_close(ours.inv_freq, theirs.inv_freq, rtol=0, atol=0)
+    assert ours.table_scale == theirs.attention_scaling != 1.0
+    ours.reserve(100, torch.device("cpu"))
+    cos, sin = theirs(torch.zeros(1, 100, 64), torch.arange(100)[None])
+    torch.testing.assert_close(ours.cos[:100], cos[0], rtol=0, atol=0)
+    torch.testing.assert_close(ours.sin[:100], sin[0], rtol=0, atol=0)
+    plain = ScaledRotaryPositionalEncoding(head_dim=64, scaling="linear", factor=parameters["factor"])
+    assert not torch.allclose(ours.inv_freq, plain.inv_freq)  # neither interpolation alone nor extrapolation
+    assert not torch.allclose(ours.inv_freq, ScaledRotaryPositionalEncoding(head_dim=64).inv_freq)
+
+
 def test_silu_ffn_is_marians_swish_mlp():
     torch.manual_seed(0)
     ffn = FFN.build("silu", d_model=8, d_ff=16)

@@ -147,8 +147,16 @@ def test_rope_ntk_scaling_equals_hugging_face_dynamic_type_where_its_factor_is_r
 
 
 def test_rope_scaling_options_are_checked():
-    with pytest.raises(ConfigError, match=r"rope scaling 'yarn' is not one of linear, ntk"):
-        ScaledRotaryPositionalEncoding(head_dim=8, scaling="yarn", factor=2)
+    with pytest.raises(ConfigError, match=r"rope scaling 'dynamic' is not one of linear, ntk, llama3, yarn"):
+        ScaledRotaryPositionalEncoding(head_dim=8, scaling="dynamic", factor=2)
+    with pytest.raises(
+        ConfigError, match=r"rope options beta_fast belong to scaling: yarn, not scaling: llama3"
+    ):
+        ScaledRotaryPositionalEncoding(head_dim=8, scaling="llama3", factor=2, beta_fast=16.0)
+    with pytest.raises(ConfigError, match=r"rope yarn needs beta_fast above beta_slow"):
+        ScaledRotaryPositionalEncoding(head_dim=8, scaling="yarn", factor=2, beta_fast=1.0, beta_slow=2.0)
+    with pytest.raises(ConfigError, match=r"rope attention_factor=0 must be a number > 0"):
+        ScaledRotaryPositionalEncoding(head_dim=8, scaling="yarn", factor=2, attention_factor=0)
     with pytest.raises(ConfigError, match=r"factor=0.5 must be a number >= 1"):
         ScaledRotaryPositionalEncoding(head_dim=8, scaling="linear", factor=0.5)
     with pytest.raises(ConfigError, match=r"factor=2 needs a scaling"):

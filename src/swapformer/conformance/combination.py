@@ -30,6 +30,12 @@ VARIANTS: dict[tuple[str, str], list[dict[str, Any]]] = {
         {"scaling": "linear", "factor": 4.0},
         {"scaling": "ntk", "factor": 4.0},
         {"scaling": "llama3", "factor": 8.0, "original_max_seq_len": 8},
+        {
+            "scaling": "yarn",
+            "factor": 4.0,
+            "original_max_seq_len": 8,
+            "beta_fast": 4.0,
+        },  # E = 4: one kept, one not
     ],
     ("positional", "t5_relative"): [{"num_buckets": 8, "max_distance": 6}],
     ("positional", "sinusoidal"): [{"layout": "halves"}],
@@ -40,7 +46,7 @@ VARIANTS: dict[tuple[str, str], list[dict[str, Any]]] = {
     ("ffn", "geglu"): [{"approximate": "tanh"}],
 }
 """Non-default options run as extra combinations (the kind's defaults with one member replaced by a variant):
-rope scalings, T5 buckets small enough that the suite's lengths reach past every boundary, window sizes, score
+rope scalings (YaRN's with its attention factor on q and k), T5 buckets small enough that the suite's lengths reach past every boundary, window sizes, score
 caps small enough to bind (Gemma 2's), Gemma's (1 + w) RMSNorm."""
 REQUIRES = {"padding": "padding", "fully_padded_rows": "padding", "cached_decoding": "kv_cache"}
 """The capability each check tests: a combination with a member that declares it False skips the check."""

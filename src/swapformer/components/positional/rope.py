@@ -90,6 +90,8 @@ class RotaryPositionalEncoding(PositionalEncoding):
         if head_dim % 2:
             raise ConfigError(f"rope needs an even head dimension, got d_model / num_heads = {head_dim}")
         self.head_dim, self.base = head_dim, base
+        self.table_scale = 1.0
+        """A factor on the cos and sin tables, so on q and k after the rotation (YaRN's attention factor)."""
         inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)  # (E/2,)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
         self.register_buffer("cos", torch.empty(0, head_dim), persistent=False)
@@ -107,6 +109,8 @@ class RotaryPositionalEncoding(PositionalEncoding):
         )
         angles = torch.cat((angles, angles), dim=-1)  # (L, E), rotate-half layout
         self.cos, self.sin = angles.cos(), angles.sin()
+        if self.table_scale != 1.0:
+            self.cos, self.sin = self.cos * self.table_scale, self.sin * self.table_scale
         self._cast, self._repeated = {}, {}
 
     def _table(self, x: Tensor, start: int, end: int) -> tuple[Tensor, Tensor]:
