@@ -13,6 +13,7 @@ import swapformer
 from swapformer.errors import ConfigError
 from swapformer.interop import ARCHITECTURES, Architecture, gpt2
 from swapformer.interop.core import register
+from swapformer.registry import split_spec
 
 # assert_close's own float32 tolerances: the same model differs only by summation order (up to ~3e-6 on logits of
 # a few units), while a wrong rope base or attention scale moves them by 1e-2 or more
@@ -261,8 +262,10 @@ def test_bad_directories_and_weights_are_named(tmp_path):
     (directory / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 1}))
     with pytest.raises(ConfigError, match=r"tensors this config does not use: model.layers.1"):
         swapformer.from_hf(directory)
-    (directory / "config.json").write_text(json.dumps({**config, "rope_parameters": {"rope_type": "yarn"}}))
-    with pytest.raises(ConfigError, match=r"llama: rope_type 'yarn' has no swapformer equivalent"):
+    (directory / "config.json").write_text(
+        json.dumps({**config, "rope_parameters": {"rope_type": "dynamic"}})
+    )
+    with pytest.raises(ConfigError, match=r"llama: rope_type 'dynamic' has no swapformer equivalent"):
         swapformer.from_hf(directory)
 
 
@@ -355,6 +358,25 @@ def test_olmo2_q_k_norms_over_each_head_would_give_other_logits():
         assert (per_head(ids, real)[real] - reference).abs().max() > 0.1
 
 
+@pytest.mark.parametrize("name", ["qwen2-gqa-yarn", "llama-mqa-yarn-mscale-untruncated"])
+def test_yarn_parity_needs_its_attention_factor_and_its_ramp(name):
+    # the equal logits above would not hold for YaRN read as linear scaling, nor with cos and sin left unscaled
+    theirs = hf_model(name)
+    ours = swapformer.from_hf(theirs)
+    assert split_spec(ours.config.positional)[1]["scaling"] == "yarn"
+    ids, mask = batches()["left"]
+    real = mask.bool()
+    reference = hf_logits(theirs, ids, mask)[real]
+    rope = dict(ours.config.positional)
+    for positional in ({**rope, "attention_factor": 1.0}, {**rope, "scaling": "linear"}):
+        positional = {key: value for key, value in positional.items() if key in ("name", "base", "scaling",
+                      "factor") or positional["scaling"] == "yarn"}  # fmt: skip
+        mutant = swapformer.build_causal_lm({**ours.config.to_dict(), "positional": positional}).eval()
+        mutant.load_state_dict(ours.state_dict())
+        with torch.no_grad():
+            assert (mutant(ids, real)[real] - reference).abs().max() > 0.1, positional
+
+
 @pytest.mark.parametrize(
     ("name", "change", "message"),
     [
@@ -390,8 +412,8 @@ def test_olmo2_q_k_norms_over_each_head_would_give_other_logits():
         ),
         (
             "gemma3-gqa-headdim-pattern-local-rope",
-            {"rope_parameters": {"full_attention": {"rope_type": "yarn", "factor": 2.0}}},
-            r"gemma3_text: rope_type 'yarn' has no swapformer equivalent",
+            {"rope_parameters": {"full_attention": {"rope_type": "dynamic", "factor": 2.0}}},
+            r"gemma3_text: rope_type 'dynamic' has no swapformer equivalent",
         ),
         (
             "gemma2-gqa-headdim-capped-pattern",
@@ -400,8 +422,8 @@ def test_olmo2_q_k_norms_over_each_head_would_give_other_logits():
         ),
         (
             "gemma2-gqa-headdim-capped-pattern",
-            {"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4, "factor": 2.0}},
-            r"gemma2: rope_type 'yarn' has no swapformer equivalent",
+            {"rope_parameters": {"rope_type": "dynamic", "rope_theta": 1e4, "factor": 2.0}},
+            r"gemma2: rope_type 'dynamic' has no swapformer equivalent",
         ),
     ],
 )

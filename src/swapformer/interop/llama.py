@@ -1,11 +1,12 @@
 """Llama, Mistral and Qwen2 (``model_type: llama | mistral | qwen2``): rope, pre-norm RMSNorm, SwiGLU, no biases
-(Qwen2: q/k/v biases), grouped-query attention; Mistral's sliding window; Llama 3.1's rope scaling."""
+(Qwen2: q/k/v biases), grouped-query attention; Mistral's sliding window; Llama 3.1's and YaRN's rope scaling."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
+from swapformer.components.positional.rope_scaling import yarn_attention_factor
 from swapformer.config import ModelConfig
 from swapformer.interop.core import (
     Architecture,
@@ -21,7 +22,41 @@ from swapformer.interop.core import (
 from swapformer.layer_specs import LayerSpec
 from swapformer.registry import split_spec
 
-ROPE_TYPES = ("default", "linear", "llama3")
+ROPE_TYPES = ("default", "linear", "llama3", "yarn")
+
+YARN_KEYS = {"beta_fast": "beta_fast", "beta_slow": "beta_slow", "attention_factor": "attention_factor"}
+"""YaRN's ``rope_parameters`` keys and our rope options of the same meaning (besides factor and the original
+context)."""
+
+
+def _original_context(hf: Mapping[str, Any], parameters: Mapping[str, Any], default: int) -> int:
+    # as transformers 5 standardizes it: a top-level original_max_position_embeddings (Phi-3's) wins, then the
+    # rope parameters', then max_position_embeddings
+    found = hf.get("original_max_position_embeddings") or parameters.get("original_max_position_embeddings")
+    return int(found or hf.get("max_position_embeddings", default))
+
+
+def _yarn(hf: Mapping[str, Any], parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """Our ``yarn`` rope options of Hugging Face's YaRN parameters, read as ``_compute_yarn_parameters`` reads
+    them: a null factor is the ratio of the contexts; a null ``attention_factor`` is derived from ``mscale`` and
+    ``mscale_all_dim`` when both are set (DeepSeek's form), else left to the factor's default; falsy betas are
+    the defaults, 32 and 1."""
+    original = _original_context(hf, parameters, 2048)
+    factor = parameters.get("factor") or hf.get("max_position_embeddings", 2048) / original
+    spec: dict[str, Any] = {"scaling": "yarn", "factor": float(factor), "original_max_seq_len": original}
+    attention_factor = parameters.get("attention_factor")
+    if attention_factor is None and parameters.get("mscale") and parameters.get("mscale_all_dim"):
+        attention_factor = yarn_attention_factor(
+            float(factor), parameters["mscale"], parameters["mscale_all_dim"]
+        )
+    if attention_factor is not None:
+        spec["attention_factor"] = float(attention_factor)
+    for key in ("beta_fast", "beta_slow"):
+        if parameters.get(key):
+            spec[key] = float(parameters[key])
+    if parameters.get("truncate", True) is False:
+        spec["truncate"] = False
+    return spec
 
 
 def _rope(hf: Mapping[str, Any]) -> dict[str, Any]:
@@ -40,15 +75,15 @@ def _rope(hf: Mapping[str, Any]) -> dict[str, Any]:
             "swapformer's rope turns every feature of a head"
         )
     spec: dict[str, Any] = {"name": "rope", "base": float(base)}
+    if rope_type == "yarn":
+        return {**spec, **_yarn(hf, parameters)}
     if rope_type != "default":
         spec.update(scaling=rope_type, factor=float(parameters["factor"]))
     if rope_type == "llama3":
         spec.update(
             low_freq_factor=float(parameters["low_freq_factor"]),
             high_freq_factor=float(parameters["high_freq_factor"]),
-            original_max_seq_len=int(
-                parameters.get("original_max_position_embeddings", hf.get("max_position_embeddings", 8192))
-            ),
+            original_max_seq_len=_original_context(hf, parameters, 8192),
         )
     return spec
 
@@ -171,6 +206,12 @@ def rope_parameters(positional: Any) -> dict[str, Any]:
             high_freq_factor=options.get("high_freq_factor", 4.0),
             original_max_position_embeddings=options.get("original_max_seq_len", 8192),
         )
+    if options.get("scaling") == "yarn":
+        parameters["original_max_position_embeddings"] = options.get("original_max_seq_len", 8192)
+        parameters["factor"] = options.get("factor", 1.0)
+        parameters.update({theirs: options[ours] for theirs, ours in YARN_KEYS.items() if ours in options})
+        if options.get("truncate") is False:
+            parameters["truncate"] = False
     return parameters
 
 
@@ -181,7 +222,7 @@ def decoder_checks(cfg: ModelConfig, positional: Any) -> list[tuple[bool, str]]:
     norm, norm_options = split_spec(cfg.norm)
     return [
         (
-            rope == "rope" and rope_options.get("scaling") in (None, "linear", "llama3"),
+            rope == "rope" and rope_options.get("scaling") in (None, "linear", "llama3", "yarn"),
             f"positional {positional!r}",
         ),
         (norm == "rmsnorm" and set(norm_options) <= {"eps"}, f"norm {cfg.norm!r}"),
