@@ -345,6 +345,25 @@ CASES = [
         raises=_to_hf_gemma3_capped,
     ),
     Case(
+        id="api-rope-yarn-betas-swapped",
+        area="API",
+        mistake="a YaRN rope whose `beta_fast` is below its `beta_slow` (`{name: rope, scaling: yarn, factor: 4, "
+        "beta_fast: 1, beta_slow: 32}`)",
+        expect=r"rope yarn needs beta_fast above beta_slow .*got beta_fast=1\.0, beta_slow=32\.0: swap them",
+        raises=lambda fx: _build(
+            positional={"name": "rope", "scaling": "yarn", "factor": 4.0, "beta_fast": 1.0, "beta_slow": 32.0}
+        ),
+    ),
+    Case(
+        id="api-rope-option-of-another-scaling",
+        area="API",
+        mistake="a YaRN option on a Llama 3 rope (`{name: rope, scaling: llama3, factor: 8, beta_fast: 16}`)",
+        expect=r"rope options beta_fast belong to scaling: yarn, not scaling: llama3",
+        raises=lambda fx: _build(
+            positional={"name": "rope", "scaling": "llama3", "factor": 8.0, "beta_fast": 16.0}
+        ),
+    ),
+    Case(
         id="api-to-hf-olmo2-head-scope",
         area="API",
         mistake="`to_hf(model_type='olmo2')` of an OLMo 2-shaped model whose q/k norms take each head "

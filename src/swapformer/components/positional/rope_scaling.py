@@ -203,7 +203,10 @@ class ScaledRotaryPositionalEncoding(RotaryPositionalEncoding):
         if band.get("high_freq_factor", 4.0) <= band.get("low_freq_factor", 1.0):
             raise ConfigError(f"rope llama3 needs high_freq_factor above low_freq_factor, got {band}")
         if band.get("beta_fast", 32.0) <= band.get("beta_slow", 1.0):
-            raise ConfigError(f"rope yarn needs beta_fast above beta_slow, got {band}")
+            raise ConfigError(
+                f"rope yarn needs beta_fast above beta_slow (Hugging Face's defaults: 32 and 1), got "
+                f"beta_fast={band.get('beta_fast', 32.0)}, beta_slow={band.get('beta_slow', 1.0)}: swap them"
+            )
         if attention_factor is not None and (
             isinstance(attention_factor, bool)
             or not isinstance(attention_factor, int | float)
