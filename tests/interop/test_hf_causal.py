@@ -377,6 +377,44 @@ def test_yarn_parity_needs_its_attention_factor_and_its_ramp(name):
             assert (mutant(ids, real)[real] - reference).abs().max() > 0.1, positional
 
 
+def test_a_gemma3_yarn_rope_reads_as_transformers_reads_it(tmp_path):
+    # per layer type, transformers' Gemma 3 ignores YaRN's truncate (it looks for it beside the types): so does
+    # the import, and to_hf refuses a truncate: false it would drop
+    yarn = {"rope_type": "yarn", "rope_theta": 1000.0, "factor": 3.0, "original_max_position_embeddings": 20}
+    config = CAUSAL["gemma3-mqa-untied-bias-list"]()
+    config.head_dim = config.query_pre_attn_scalar = (
+        16  # E = 16: the untruncated ramp moves the logits by ~0.5
+    )
+    config.rope_parameters = {
+        "full_attention": {**yarn, "truncate": False},
+        "sliding_attention": {"rope_type": "default", "rope_theta": 100.0},
+    }
+    torch.manual_seed(0)
+    theirs = transformers.AutoModelForCausalLM.from_config(config).eval()
+    _spread_weights(theirs, gain=1.5)
+    ours = swapformer.from_hf(theirs)
+    assert ours.config.positional == {
+        "name": "rope",
+        "base": 1000.0,
+        "scaling": "yarn",
+        "factor": 3.0,
+        "original_max_seq_len": 20,
+    }
+    ids, mask = batches()["left"]
+    real = mask.bool()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids, real)[real], hf_logits(theirs, ids, mask)[real], **FP32)
+    untruncated = {**ours.config.positional, "truncate": False}
+    model = swapformer.build_causal_lm({**ours.config.to_dict(), "positional": untruncated}).eval()
+    model.load_state_dict(ours.state_dict())
+    with torch.no_grad():
+        assert (model(ids, real)[real] - hf_logits(theirs, ids, mask)[real]).abs().max() > 0.1
+    with pytest.raises(
+        ConfigError, match=r"gemma3_text: positional .* \(transformers' Gemma 3 ignores a per"
+    ):
+        swapformer.to_hf(model, tmp_path / "out", model_type="gemma3_text")
+
+
 @pytest.mark.parametrize(
     ("name", "change", "message"),
     [

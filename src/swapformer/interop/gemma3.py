@@ -56,8 +56,10 @@ def rope_of_types(hf: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
 def config(hf: Mapping[str, Any]) -> dict[str, Any]:
     hf = {**DEFAULTS, **hf}
+    # transformers reads YaRN's truncate from the top of rope_parameters, where a per-type config has none: a
+    # type's own truncate is ignored there, and so here
     ropes = {
-        kind: llama._rope({**hf, "rope_parameters": parameters})
+        kind: llama._rope({**hf, "rope_parameters": {k: v for k, v in parameters.items() if k != "truncate"}})
         for kind, parameters in rope_of_types(hf).items()
     }
     fields = gemma2.gemma_fields({**hf, "rope_parameters": rope_of_types(hf)["full_attention"]})
@@ -114,6 +116,13 @@ def hf_config(cfg: ModelConfig) -> dict[str, Any]:
                 "caps scores)",
             ),
             llama.decoder_checks(cfg, sliding)[0],  # the sliding layers' rope too
+            *[
+                (
+                    split_spec(rope)[1].get("truncate") is not False,
+                    f"positional {rope!r} (transformers' Gemma 3 ignores a per-type truncate: false)",
+                )
+                for rope in (full, sliding)
+            ],
             (
                 qk_norm == "rmsnorm"
                 and qk_options.get("unit_offset")
