@@ -377,6 +377,18 @@ def test_yarn_parity_needs_its_attention_factor_and_its_ramp(name):
             assert (mutant(ids, real)[real] - reference).abs().max() > 0.1, positional
 
 
+def test_a_yarn_config_json_of_transformers_4_reads_as_transformers_5s(tmp_path):
+    # before transformers 5: rope_theta beside rope_scaling, whose type was "type"
+    directory = save(hf_model("qwen2-gqa-yarn"), tmp_path / "hf")
+    config = json.loads((directory / "config.json").read_text())
+    expected = swapformer.from_hf(directory).config
+    scaling = {k: v for k, v in config.pop("rope_parameters").items() if k not in ("rope_type", "rope_theta")}
+    legacy = {"rope_theta": 1000.0, "rope_scaling": {"type": "yarn", **scaling}}
+    (directory / "config.json").write_text(json.dumps({**config, **legacy}))
+    assert swapformer.from_hf(directory).config == expected
+    assert split_spec(expected.positional)[1]["beta_fast"] == 8.0
+
+
 def test_a_gemma3_yarn_rope_reads_as_transformers_reads_it(tmp_path):
     # per layer type, transformers' Gemma 3 ignores YaRN's truncate (it looks for it beside the types): so does
     # the import, and to_hf refuses a truncate: false it would drop
