@@ -47,9 +47,15 @@ class Link:
     unsqueezed: bool = False
 
 
+LACKS_A_FEATURE = 1000
+"""Added to the ``misses`` of a family that lacks one of the model's features (:func:`shared_requirements`):
+any family that has them all, and only writes some value otherwise, is closer."""
+
+
 class Unsupported(Exception):
     """A ModelConfig (or HF config) feature a family cannot express; the message names the component.
-    ``misses`` counts the features the family lacks (the family with the fewest is the closest)."""
+    ``misses`` counts what the family cannot write (the family with the fewest is the closest; ties go to the
+    shortest reason)."""
 
     def __init__(self, message: str, misses: int = 1) -> None:
         super().__init__(message)
@@ -416,8 +422,9 @@ def hf_family(config: ModelConfig, model_type: str | None = None) -> tuple[Archi
     """The first family that expresses ``config`` (or ``model_type``, when given), and its Hugging Face config.
 
     Raises:
-        ConfigError: none does; the message leads with the component that blocks the closest family (the one
-            lacking the fewest features), then what the others lack.
+        ConfigError: none does; the message leads with the component that blocks the closest family (one with
+            every feature the model uses before one without, then the fewest things it cannot write), then what
+            the others lack.
     """
     reasons: dict[str, Unsupported] = {}
     names = list(ARCHITECTURES) if model_type is None else [model_type]
@@ -430,7 +437,11 @@ def hf_family(config: ModelConfig, model_type: str | None = None) -> tuple[Archi
                 )
             continue
         try:
-            require(shared_requirements(config, architecture), family)
+            try:
+                require(shared_requirements(config, architecture), family)
+            except Unsupported as err:  # a feature the family lacks: farther than a value it writes otherwise
+                err.misses += LACKS_A_FEATURE
+                raise
             hf_config = architecture.hf_config(config)
             if model_type is not None and hf_config["model_type"] != model_type:
                 raise Unsupported(f"the model is written as {hf_config['model_type']}, not {model_type}")
@@ -444,7 +455,7 @@ def hf_family(config: ModelConfig, model_type: str | None = None) -> tuple[Archi
             f"cannot export to Hugging Face {model_type}: {reasons[model_type]} (without model_type the first "
             "family that expresses the model writes it)"
         )
-    closest = min(reasons, key=lambda name: reasons[name].misses)
+    closest = min(reasons, key=lambda name: (reasons[name].misses, len(str(reasons[name]))))
     others = "; ".join(f"{name}: {reason}" for name, reason in reasons.items() if name != closest)
     raise ConfigError(
         f"{reasons[closest]}, so this model cannot be exported to Hugging Face (--format swapformer keeps it)"
