@@ -270,6 +270,29 @@ def test_save_to_disk_folder_equals_jsonl(tmp_path: Path, jsonl) -> None:
     assert np.array_equal(read(tmp_path / "a", "train"), read(tmp_path / "b", "train"))
 
 
+@pytest.mark.skipif(not HAS_PYARROW, reason="needs pyarrow (pip install 'swapformer[data]')")
+def test_parquet_equals_jsonl_and_a_missing_column_names_the_columns(tmp_path: Path, jsonl) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path, docs = jsonl
+    pq.write_table(pa.table({"id": list(range(len(docs))), "body": docs}), tmp_path / "c.parquet")
+    prepare(
+        str(tmp_path / "c.parquet"),
+        tokenizer="char",
+        out=tmp_path / "a",
+        val_fraction=0.01,
+        text_column="body",
+    )
+    prepare(str(path), tokenizer="char", out=tmp_path / "b", val_fraction=0.01)
+    for split in ("train", "val"):
+        assert np.array_equal(read(tmp_path / "a", split), read(tmp_path / "b", split))
+    with pytest.raises(
+        DataError, match=r"has no column 'text'; its columns are \['id', 'body'\]: pass --text_column"
+    ):
+        prepare(str(tmp_path / "c.parquet"), tokenizer="char", out=tmp_path / "c")
+
+
 # ---- reading a prepared folder ------------------------------------------------------------------------------
 @pytest.fixture
 def prepared(tmp_path: Path, jsonl) -> Path:
