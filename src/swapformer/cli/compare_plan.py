@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from swapformer.cli.errors import debugging, describe, read_text, user_error
+from swapformer.cli.fit import SwapformerCLI, make_cli
 from swapformer.cli.recipes import resolve_config_args
 from swapformer.errors import ConfigError, UsageError, did_you_mean
 
@@ -291,7 +292,6 @@ class _Checked(Exception):  # the check's way out of LightningCLI, not an error
 
 
 def _check_only_cli() -> type:
-    from swapformer.cli.fit import SwapformerCLI
 
     class CheckOnlyCLI(SwapformerCLI):
         """Fit's parsing and early checks (options, types, the model config, trainer names, lengths), then out."""
@@ -314,7 +314,6 @@ def check(fit_args: list[str], *, what: str) -> dict[str, Any]:
     Raises:
         ConfigError: the user error the check found, named with ``what``.
     """
-    from swapformer.cli.fit import make_cli
 
     try:
         with _quiet():

@@ -16,6 +16,7 @@ from typing import Any
 
 from swapformer.cli.compare_plan import Plan, Variant, one_line, write_manifest
 from swapformer.cli.errors import debugging, user_error
+from swapformer.cli.fit import make_cli
 from swapformer.errors import StoppedBySignal
 from swapformer.training.checkpoints import newest_last_checkpoint
 from swapformer.training.run_summary import SUMMARY_FILE
@@ -69,8 +70,6 @@ def fit_args(plan: Plan, variant: Variant, seed: int, status: str) -> list[str]:
 
 
 def _run_in_process(plan: Plan, variant: Variant, seed: int, status: str) -> None:
-    from swapformer.cli.fit import make_cli
-
     try:
         make_cli(fit_args(plan, variant, seed, status))
     except (KeyboardInterrupt, StoppedBySignal):

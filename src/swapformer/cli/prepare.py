@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 
 from swapformer.cli.errors import user_errors
+from swapformer.data.prepare import SHARD_TOKENS, prepare
 
 
 def parser() -> argparse.ArgumentParser:
@@ -40,8 +41,6 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     with user_errors("prepare"):
-        from swapformer.data.prepare import SHARD_TOKENS, prepare
-
         prepare(
             args.source,
             tokenizer=args.tokenizer,

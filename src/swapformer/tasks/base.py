@@ -24,8 +24,10 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from swapformer.config import COMPONENT_KEYS, MODEL_KEYS, ModelConfig
+from swapformer.data.base_datamodule import load_tokenizer
 from swapformer.data.tokenizers import Tokenizer
 from swapformer.errors import CheckpointError, ConfigError, did_you_mean
+from swapformer.interop import load as load_model
 from swapformer.models import init_weights
 from swapformer.registry import Registry, kind
 from swapformer.tasks.flops import Shapes, TrainingFlops
@@ -524,8 +526,6 @@ class SwapformerModule(pl.LightningModule):
     @classmethod
     def _load_folder(cls, folder: Path, *, map_location: Any) -> SwapformerModule:
         """The module of a model folder (:func:`model_folder`), with the folder's tokenizer.json when it has one."""
-        from swapformer.data.base_datamodule import load_tokenizer
-        from swapformer.interop import load as load_model
 
         model = load_model(folder)
         config = model.config.to_dict()
