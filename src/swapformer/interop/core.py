@@ -189,6 +189,14 @@ def norm_links(ours: str, theirs: str, *, bias: bool) -> list[Link]:
     )
 
 
+def qk_norm_links(layer: int) -> list[Link]:
+    """The q and k norms of decoder layer ``layer``'s self-attention, as Hugging Face's decoders name them
+    (``model.layers.{i}.self_attn.q_norm``): the same links for a per-head or a whole-projection norm."""
+    ours, theirs = f"decoder.layers.{layer}.self_attention.sublayer", f"model.layers.{layer}.self_attn"
+    return [*norm_links(f"{ours}.q_norm", f"{theirs}.q_norm", bias=False),
+            *norm_links(f"{ours}.k_norm", f"{theirs}.k_norm", bias=False)]  # fmt: skip
+
+
 ACTIVATIONS = {
     "gelu": ("gelu", "geglu", {}),
     "gelu_new": ("gelu", "geglu", {"approximate": "tanh"}),

@@ -23,7 +23,7 @@ from typing import Any
 
 from swapformer.config import ModelConfig
 from swapformer.interop import gemma2, llama
-from swapformer.interop.core import Architecture, Link, Unsupported, norm_links, register, require
+from swapformer.interop.core import Architecture, Link, Unsupported, qk_norm_links, register, require
 from swapformer.interop.layers import decoder_specs, layers_of
 from swapformer.registry import split_spec
 
@@ -84,12 +84,7 @@ def config(hf: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def links(cfg: ModelConfig) -> list[Link]:
-    out = gemma2.links(cfg)
-    for i in range(cfg.num_layers):
-        ours, theirs = f"decoder.layers.{i}.self_attention.sublayer", f"model.layers.{i}.self_attn"
-        out += norm_links(f"{ours}.q_norm", f"{theirs}.q_norm", bias=False)
-        out += norm_links(f"{ours}.k_norm", f"{theirs}.k_norm", bias=False)
-    return out
+    return gemma2.links(cfg) + [link for i in range(cfg.num_layers) for link in qk_norm_links(i)]
 
 
 def hf_config(cfg: ModelConfig) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from swapformer.interop.core import (
     activation_of,
     layer_links,
     norm_links,
+    qk_norm_links,
     register,
     require,
 )
@@ -68,8 +69,7 @@ def links(cfg: ModelConfig) -> list[Link]:
         out += norm_links(f"{ours}.feed_forward.norm", f"{theirs}.post_feedforward_layernorm", bias=False)
         pairs = [(f"{p}_proj", f"{p}_proj") for p in "qkv"] + [("out_proj", "o_proj")]
         out += layer_links(f"{theirs}.self_attn", attention, pairs, bias=cfg.bias)
-        out += norm_links(f"{attention}.q_norm", f"{theirs}.self_attn.q_norm", bias=False)
-        out += norm_links(f"{attention}.k_norm", f"{theirs}.self_attn.k_norm", bias=False)
+        out += qk_norm_links(i)
         pairs = [(name, name) for name in ("gate_proj", "up_proj", "down_proj")]
         out += layer_links(f"{theirs}.mlp", f"{ours}.feed_forward.sublayer", pairs, bias=False)
     out += norm_links("decoder.final_norm", "model.norm", bias=False)

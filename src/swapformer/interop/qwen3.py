@@ -20,7 +20,7 @@ from swapformer.interop.core import (
     Architecture,
     Link,
     Unsupported,
-    norm_links,
+    qk_norm_links,
     register,
     require,
 )
@@ -60,12 +60,7 @@ def config(hf: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def links(cfg: ModelConfig) -> list[Link]:
-    out = llama.links(cfg)
-    for i in range(cfg.num_layers):
-        ours, theirs = f"decoder.layers.{i}.self_attention.sublayer", f"model.layers.{i}.self_attn"
-        out += norm_links(f"{ours}.q_norm", f"{theirs}.q_norm", bias=False)
-        out += norm_links(f"{ours}.k_norm", f"{theirs}.k_norm", bias=False)
-    return out
+    return llama.links(cfg) + [link for i in range(cfg.num_layers) for link in qk_norm_links(i)]
 
 
 def hf_config(cfg: ModelConfig) -> dict[str, Any]:
