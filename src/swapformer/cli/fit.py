@@ -172,6 +172,7 @@ class SwapformerCLI(LightningCLI):
         if self._checkpoint is None:
             _tokenizer_of_init_from(init_args.get("init_from"), config.get("data"))
         preflight.check_trainer(config.get("trainer"))
+        preflight.check_compile(init_args, config.get("trainer"))
         _cache_under_the_root(config)
         values = {k: init_args[k] for k in MODEL_KEYS if k in init_args}
         if values.get("vocab_size") is None:
