@@ -289,9 +289,10 @@ class ModelConfig:
             )
         head = self.lm_head_transform
         if head is not None and head not in LM_HEAD_ACTIVATIONS:
+            hint = did_you_mean(str(head), LM_HEAD_ACTIVATIONS)
             problems.append(
-                f"lm_head_transform={head!r} is not an activation it knows{did_you_mean(str(head), LM_HEAD_ACTIVATIONS)}; "
-                f"use one of {', '.join(LM_HEAD_ACTIVATIONS)}, or null (no transform)"
+                f"lm_head_transform={head!r} is not a head activation{hint}; use one of "
+                f"{', '.join(LM_HEAD_ACTIVATIONS)}, or null (no transform)"
             )
         used = [key for key in MASKED_ONLY if getattr(self, key) not in (0, None)]
         # a config made without a kind takes its builder's later (coerce): only a kind written out is checked
