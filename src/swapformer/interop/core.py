@@ -391,7 +391,8 @@ def _tied(key: str, model: nn.Module) -> bool:
 # ---- writing -------------------------------------------------------------------------------------------
 def to_hf(model: nn.Module, directory: str | os.PathLike, *, model_type: str | None = None) -> Path:
     """Write ``model`` as a Hugging Face model directory (``config.json``, ``model.safetensors``) that
-    ``transformers.AutoModelForCausalLM`` / ``AutoModelForSeq2SeqLM.from_pretrained`` loads with the same logits.
+    ``transformers.AutoModelForCausalLM`` / ``AutoModelForSeq2SeqLM`` / ``AutoModelForMaskedLM.from_pretrained``
+    loads with the same logits.
 
     Args:
         model: a swapformer model.
