@@ -294,13 +294,18 @@ class ModelConfig:
                 f"lm_head_transform={head!r} is not a head activation{hint}; use one of "
                 f"{', '.join(LM_HEAD_ACTIVATIONS)}, or null (no transform)"
             )
-        used = [key for key in MASKED_ONLY if getattr(self, key) not in (0, None)]
-        # a config made without a kind takes its builder's later (coerce): only a kind written out is checked
-        if used and "kind" not in self._defaulted and self.kind != "masked_lm":
-            problems.append(
-                f"{used[0]} is an option of masked_lm models, not {self.kind}; set kind: masked_lm or drop it"
-            )
+        # a config made without a kind takes its builder's later (coerce): the builders check that one
+        problem = self.masked_only_problem()
+        if problem is not None and "kind" not in self._defaulted:
+            problems.append(problem)
         return problems
+
+    def masked_only_problem(self) -> str | None:
+        """Why this config's kind cannot have its :data:`MASKED_ONLY` fields set, or None."""
+        used = [key for key in MASKED_ONLY if getattr(self, key) not in (0, None)]
+        if not used or self.kind == "masked_lm":
+            return None
+        return f"{used[0]} is an option of masked_lm models, not {self.kind}; set kind: masked_lm or drop it"
 
     def _layer_problems(self) -> list[str]:
         """Problems of ``layers``: its form, then each layer spec's members and pairs, named by where they come

@@ -98,6 +98,9 @@ def test_a_plain_config_of_no_kind_builds_them_and_other_kinds_refuse_them():
     assert build_masked_lm({"vocab_size": 40}).embedding.token_type is None
     with pytest.raises(ConfigError, match=r"lm_head_transform is an option of masked_lm models, not seq2seq"):
         ModelConfig(vocab_size=40, kind="seq2seq", lm_head_transform="gelu")
+    # built without a kind, a config is a causal LM's, whose builder would drop the table: refused there
+    with pytest.raises(ConfigError, match=r"token_types is an option of masked_lm models, not causal_lm"):
+        swapformer.build({"vocab_size": 40, "token_types": 2})
 
 
 def test_save_pretrained_and_load_keep_the_options_and_the_logits(tmp_path):

@@ -201,7 +201,15 @@ def build_positional(cfg: ModelConfig, *, bidirectional: bool) -> PositionalEnco
 
 
 def build_embedding(cfg: ModelConfig, vocab_size: int, positional: PositionalEncoding) -> TokenEmbedding:
-    """Token embedding of ``vocab_size`` ids that adds ``positional``'s absolute positions."""
+    """Token embedding of ``vocab_size`` ids that adds ``positional``'s absolute positions (and token types).
+
+    Raises:
+        ConfigError: masked-LM fields in a config of another kind (a config made without a kind becomes a
+            ``causal_lm`` one when built by :func:`build`).
+    """
+    problem = cfg.masked_only_problem()
+    if problem is not None:
+        raise ConfigError(problem)
     return TokenEmbedding(
         vocab_size=vocab_size,
         d_model=cfg.d_model,

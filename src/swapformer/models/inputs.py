@@ -73,11 +73,14 @@ def _token_types(types: Any, table: nn.Embedding | None, shape: tuple[int, ...] 
             "token_type_ids given, but the model has no token-type table (token_types: 0); drop them, or build "
             "the model with token_types: 2 (sentence A and B)"
         )
-    if not isinstance(types, Tensor) or types.dtype not in _ID_DTYPES or tuple(types.shape) != shape:
-        what = f"shape {tuple(types.shape)} and dtype {_dtype(types)}" if isinstance(types, Tensor) else "a "
+    if not isinstance(types, Tensor):
         raise ValueError(
-            f"token_type_ids has {what}{'' if isinstance(types, Tensor) else type(types).__name__}; pass an "
-            f"integer tensor of the ids' shape {shape}, one type per token"
+            f"token_type_ids is a {type(types).__name__}; pass a tensor of the ids' shape {shape}"
+        )
+    if types.dtype not in _ID_DTYPES or tuple(types.shape) != shape:
+        raise ValueError(
+            f"token_type_ids has shape {tuple(types.shape)} and dtype {_dtype(types)}; pass an integer tensor "
+            f"of the ids' shape {shape}, one type per token"
         )
     if not values or types.numel() == 0 or types.is_meta:
         return

@@ -63,8 +63,8 @@ class TokenEmbedding(nn.Module):
 
     def decoding_function(self) -> Callable[[Tensor, int], Tensor]:
         """``forward`` of new tokens at an int ``position`` in eval mode, as a function: the table lookup and the
-        positional member's ``embed`` where nothing else applies (no scale, norm, token types, ``max_norm`` or hook), else
-        ``forward`` itself. For the decoding plan of :class:`~swapformer.models.causal_lm.CausalStep`."""
+        positional member's ``embed`` where nothing else applies (no scale, norm, token types, ``max_norm`` or
+        hook), else ``forward`` itself. For the decoding plan of :class:`~swapformer.models.causal_lm.CausalStep`."""
         token, positional = self.token, self.positional
         if (
             type(self).forward is not TokenEmbedding.forward
