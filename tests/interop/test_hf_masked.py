@@ -123,6 +123,28 @@ def test_a_bert_saved_without_its_head_and_a_pretraining_checkpoint(tmp_path):
         swapformer.from_hf(save(transformers.BertModel(config), tmp_path / "base"))
 
 
+def test_a_checkpoint_with_the_original_layernorm_names_reads_as_transformers_reads_it(tmp_path):
+    # the original BERT checkpoints name LayerNorm parameters gamma and beta (TensorFlow's names)
+    from safetensors.torch import load_file, save_file
+
+    theirs = hf_model("bert-types-tanh-eps")
+    directory = save(theirs, tmp_path / "hf")
+    weights = load_file(directory / "model.safetensors")
+    legacy = {
+        key.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): value
+        for key, value in weights.items()
+    }
+    assert sum(key.endswith("LayerNorm.gamma") for key in legacy) == 6  # embeddings, 2 x 2 layers, head
+    save_file(legacy, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    reloaded = transformers.AutoModelForMaskedLM.from_pretrained(directory).eval()
+    ours = swapformer.from_hf(directory)
+    ids, mask = right_padded(0)
+    real = mask.bool()
+    expected = hf_logits(reloaded, ids, mask)
+    torch.testing.assert_close(expected, hf_logits(theirs, ids, mask))  # transformers renamed them too
+    torch.testing.assert_close(our_logits(ours, ids, mask)[real], expected[real], **FP32)
+
+
 @pytest.mark.parametrize(
     ("model_type", "setting", "named"),
     [

@@ -344,7 +344,10 @@ def load_hf_state(
     hf_config: Mapping[str, Any] | None = None,
 ) -> None:
     """Copy Hugging Face tensors into ``model`` through the family's links; every tensor accounted for.
-    ``hf_config`` is the Hugging Face config, for a family whose links read it."""
+    ``hf_config`` is the Hugging Face config, for a family whose links read it. The TensorFlow-era names of
+    LayerNorm parameters (``LayerNorm.gamma``, ``LayerNorm.beta``: the original BERT checkpoints) are read as
+    ``weight`` and ``bias``, as transformers reads them."""
+    theirs = {_legacy_name(key): tensor for key, tensor in theirs.items()}
     ours = model.state_dict()
     used: set[str] = set()
     state: dict[str, Tensor] = {}
@@ -381,6 +384,17 @@ def load_hf_state(
     if missing:  # a family whose links miss a tensor of the model: a swapformer bug, not the user's
         raise RuntimeError(f"{architecture.model_types[0]} links leave {missing[:5]} unset")
     model.load_state_dict(state)
+
+
+LEGACY_NAMES = {"LayerNorm.gamma": "LayerNorm.weight", "LayerNorm.beta": "LayerNorm.bias"}
+"""Old tensor-name endings and the names transformers reads them as (its ``legacy`` weight renaming)."""
+
+
+def _legacy_name(key: str) -> str:
+    for old, new in LEGACY_NAMES.items():
+        if key.endswith(old):
+            return key[: -len(old)] + new
+    return key
 
 
 def _tied(key: str, model: nn.Module) -> bool:
