@@ -8,8 +8,11 @@ positions, a token-type table, a LayerNorm on the embedding sum and an MLM head 
   (``lm_head_transform``).
 - RoBERTa: positions from row ``pad_token_id + 1`` (``learned`` with ``offset: pad_token_id + 1``, the table has
   ``max_position_embeddings`` rows, so ``max_seq_len`` is that less the offset); the head's activation is always
-  exact GELU. transformers numbers a row's positions by its non-padding ids, swapformer by its attention mask:
-  the two agree for padding at the end of a row (RoBERTa's own), a pad id inside the real text aside.
+  exact GELU.
+
+swapformer numbers a row's positions from its first real token; transformers numbers BERT's from the row's first
+slot (they agree for right padding, BERT's own) and RoBERTa's by its ids that are not the padding id (they agree
+for padding on either side, a padding id inside the real text aside).
 
 Every ``layer_norm_eps`` is our ``norm``'s ``eps``; ``hidden_dropout_prob`` our ``dropout``.
 """
