@@ -197,6 +197,7 @@ MASKED_LM = dict(
         ({"lm_head_transform": None}, None, r"lm_head_transform: null"),
         ({"lm_head_transform": "relu"}, None, r"lm_head_transform 'relu' has no BERT equivalent"),
         ({"placement": "pre"}, None, r"placement 'pre'"),
+        ({"positional": {"name": "learned", "offset": 1}, "pad_token_id": None}, None, r"pad_token_id: null"),
     ],
 )
 def test_a_native_masked_lm_is_written_by_the_family_that_expresses_it(changes, family, named, tmp_path):

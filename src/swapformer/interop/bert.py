@@ -149,7 +149,11 @@ def roberta_links(cfg: ModelConfig) -> list[Link]:
 def _hf_config(cfg: ModelConfig, model_type: str) -> dict[str, Any]:
     name = NAMES[model_type]
     roberta = model_type == "roberta"
-    offset = (cfg.pad_token_id + 1 if cfg.pad_token_id is not None else None) if roberta else 0
+    if roberta and cfg.pad_token_id is None:
+        raise Unsupported(
+            "pad_token_id: null has no RoBERTa equivalent (its positions start at pad_token_id + 1)"
+        )
+    offset = cfg.pad_token_id + 1 if roberta else 0
     norm, norm_options = split_spec(cfg.norm)
     positional, positional_options = split_spec(cfg.positional)
     at = positional_options.get("offset", 0)
