@@ -39,8 +39,9 @@ class SlidingWindowAttention(nn.Module):
 
     The band is combined with whatever ``attn_mask`` / ``is_causal`` the model passes (padding, causality,
     ALiBi or T5 score biases), so every positional member works. Queries are the newest ``L`` of ``S``
-    positions (bottom-right alignment), which is what cached decoding needs; the cache keeps every key, so
-    decoding is exact but does not save memory (a rolling cache of ``window`` keys would).
+    positions (bottom-right alignment), which is what cached decoding needs. A causal query sees at most its
+    ``window`` newest keys, so the KV cache of a layer with this kernel keeps only those (``cache_window``): it
+    stays at ``window`` tokens however long decoding runs (:class:`~swapformer.nn.AttentionCache`).
 
     Self-attention only: a window over the source of cross-attention has no meaning, so the builder gives
     cross-attention the full ``sdpa`` kernel (see :func:`swapformer.compat.cross_attention_kernel`).
@@ -61,7 +62,7 @@ class SlidingWindowAttention(nn.Module):
         soft_cap=True,
         self_attention_only=True,
         cross_attention="sdpa",
-        notes="cross-attention uses sdpa; the KV cache keeps every key",
+        notes="cross-attention uses sdpa; the KV cache keeps the last `window` keys",
     )
 
     def __init__(self, *, window: int = 256, softcap: float | None = None) -> None:
@@ -106,6 +107,11 @@ class SlidingWindowAttention(nn.Module):
             scale=scale,
             need_weights=need_weights,
         )
+
+    @property
+    def cache_window(self) -> int:
+        """The newest keys a causal query sees, itself included: all a KV cache of this kernel needs to keep."""
+        return self.window
 
     def extra_repr(self) -> str:
         return f"window={self.window}"
