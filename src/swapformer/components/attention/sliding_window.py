@@ -89,20 +89,23 @@ class SlidingWindowAttention(nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         """See :class:`~swapformer.components.attention.scaled_dot_product.MathAttention`."""
         length, source_length = query.size(-2), key.size(-2)
-        band = band_mask(length, source_length, window=self.window, device=query.device)  # (L, S)
-        if attn_mask is None:
-            attn_mask = band
-        elif attn_mask.dtype == torch.bool:
-            attn_mask = attn_mask & band
-        else:
-            attn_mask = attn_mask.masked_fill(~band, float("-inf"))
-        if is_causal:
-            attn_mask = merge_causal(attn_mask, length, source_length)
+        # S <= window: the band cuts nothing (a decoding step over a cache of `window` keys), the kernel alone
+        if source_length > self.window:
+            band = band_mask(length, source_length, window=self.window, device=query.device)  # (L, S)
+            if attn_mask is None:
+                attn_mask = band
+            elif attn_mask.dtype == torch.bool:
+                attn_mask = attn_mask & band
+            else:
+                attn_mask = attn_mask.masked_fill(~band, float("-inf"))
+            if is_causal:
+                attn_mask, is_causal = merge_causal(attn_mask, length, source_length), False
         return self.kernel(
             query,
             key,
             value,
             attn_mask=attn_mask,
+            is_causal=is_causal,
             dropout_p=dropout_p,
             scale=scale,
             need_weights=need_weights,
