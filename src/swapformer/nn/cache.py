@@ -63,7 +63,7 @@ class AttentionCache:
 
         Those are all ``S`` cached ones, in order; with a ``window``, the kept ones: one token gets the ring as it
         lies (``S = min(length, window)``), several get the kept ones in order then their own. :meth:`key_mask`
-        gives a mask over every token seen the same columns."""
+        gives a mask over every token seen the same columns (attention weights a kernel returns follow them too)."""
         if self.window is not None:
             return self._slide(key, value)
         start, end = self.length, self.length + key.size(2)
@@ -220,6 +220,7 @@ class KVCache:
     Args:
         num_layers: layers of the decoder stack.
         capacity: tokens to preallocate per layer (prompt + new tokens); 0 sizes the buffers at the first call.
+            A layer whose kernel has a window (``sliding_window``) never holds more than the window.
 
     Examples:
         >>> import torch
