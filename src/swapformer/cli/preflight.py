@@ -73,7 +73,7 @@ def check_paths(config: Any, subcommand: str | None) -> None:
             )
         if path.is_file():  # says what the file is when it is not a checkpoint, before the data is read
             read_checkpoint(path)
-        elif not any(path.iterdir()):
+        else:  # a distributed checkpoint: every shard its index names must be there (not read yet)
             check_checkpoint_path(path)
 
 
