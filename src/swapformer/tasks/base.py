@@ -516,9 +516,7 @@ class SwapformerModule(pl.LightningModule):
         hyperparameters = checkpoint["hyper_parameters"]
         module = cls._module_for(hyperparameters["kind"], checkpoint_path)
         source: Any = checkpoint_path
-        if Path(
-            checkpoint_path
-        ).is_dir():  # a distributed checkpoint, read in one process: Lightning reads files
+        if Path(checkpoint_path).is_dir():  # FSDP2's folder, read in this process: Lightning reads files only
             source = io.BytesIO()
             torch.save(checkpoint, source)
             source.seek(0)

@@ -131,8 +131,8 @@ def read_checkpoint(path: str | os.PathLike, *, require_swapformer: bool = True)
         require_swapformer: also require swapformer's hyperparameters (``kind``, ``vocab_size``) and weights.
 
     Raises:
-        CheckpointError: missing, an incomplete folder, empty, not a torch file, truncated, refused because loading would
-            run code, or (with ``require_swapformer``) written by another program; the message names the file.
+        CheckpointError: missing, an incomplete folder, empty, not a torch file, truncated, refused because
+            loading would run code, or (with ``require_swapformer``) written by another program; the message names the file.
     """
     path = check_checkpoint_path(path)
     if path.is_dir():
@@ -217,9 +217,8 @@ def load_weights(source: str | os.PathLike) -> tuple[ModelConfig, dict[str, Tens
         ConfigError: nothing at ``source``, or no model in it.
     """
     path = Path(source)
-    if (
-        path.is_file() or (path / DCP_INDEX).is_file()
-    ):  # one reader says what a file is when it is not a checkpoint (CheckpointError)
+    # a file or FSDP2's folder: one reader says what a file is when it is not a checkpoint (CheckpointError)
+    if path.is_file() or (path / DCP_INDEX).is_file():
         checkpoint = read_checkpoint(path)
         fields = set(ModelConfig.defaults()) | {"vocab_size"}
         config = {k: v for k, v in checkpoint["hyper_parameters"].items() if k in fields}
