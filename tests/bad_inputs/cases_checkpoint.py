@@ -7,7 +7,7 @@ from .harness import Case
 
 
 def _folder(fx):
-    """A distributed checkpoint: a folder of shards."""
+    """A folder of shards without the index and meta.pt that make it a distributed checkpoint (a partial copy)."""
     path = fx.tmp / "sharded.ckpt"
     path.mkdir(exist_ok=True)
     (path / "__0_0.distcp").write_bytes(b"shard")
@@ -62,8 +62,8 @@ CASES = [
     Case(
         id="generate-sharded-folder",
         area="checkpoint",
-        mistake="`swapformer generate` of a distributed checkpoint (a folder of shards)",
-        expect=r"sharded\.ckpt is a folder \(a distributed checkpoint\): consolidate",
+        mistake="`swapformer generate` of a folder of shards without their `.metadata` and `meta.pt` (a partial copy)",
+        expect=r"sharded\.ckpt is a folder but not a distributed checkpoint \(no \.metadata or meta\.pt in it\)",
         argv=lambda fx: _generate(_folder(fx)),
     ),
     Case(
@@ -189,5 +189,39 @@ CASES += [
             "--format",
             "hf",
         ],
+    ),
+]
+
+
+def _sharded_missing_one(fx):
+    """The tiny causal checkpoint as FSDP2 lays it out (tensors in torch.distributed.checkpoint shards, the rest
+    in meta.pt), one shard per tensor, then one shard deleted (a copy that lost a file)."""
+    import torch
+    import torch.distributed.checkpoint as dcp
+
+    checkpoint = torch.load(fx.causal_checkpoint, map_location="cpu", weights_only=True)
+    folder = fx.tmp / "last.ckpt"
+    writer = dcp.FileSystemWriter(folder, single_file_per_rank=False)
+    dcp.save({"state_dict": checkpoint.pop("state_dict")}, storage_writer=writer, no_dist=True)
+    checkpoint.pop("optimizer_states")
+    torch.save(checkpoint, folder / "meta.pt")
+    (folder / "__0_1.distcp").unlink()
+    return folder
+
+
+CASES += [
+    Case(
+        id="fit-checkpoint-folder-missing-shard",
+        area="checkpoint",
+        mistake="`swapformer fit --ckpt_path` of an FSDP2 checkpoint folder that lost one of its shards",
+        expect=r"last\.ckpt is missing the shard __0_1\.distcp \(\d+ of the \d+ shards its \.metadata names",
+        argv=lambda fx: ["fit", "--config", fx.recipe(), "--ckpt_path", _sharded_missing_one(fx)],
+    ),
+    Case(
+        id="export-checkpoint-folder-missing-shard",
+        area="checkpoint",
+        mistake="`swapformer export` of an FSDP2 checkpoint folder that lost one of its shards",
+        expect=r"last\.ckpt is missing the shard __0_1\.distcp",
+        argv=lambda fx: ["export", "--ckpt_path", _sharded_missing_one(fx), "--out", "exported"],
     ),
 ]

@@ -124,3 +124,42 @@ CASES = [
         shows=_stopped_by(signal.SIGINT),
     ),
 ]
+
+
+def _torchrun_two_processes(fx) -> str:
+    """``torchrun --nproc-per-node 2`` of a recipe that asks for 1 device on 1 node: the line each rank prints."""
+    import socket
+    import subprocess
+    import sys
+
+    from .harness import REPO
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [
+        *(sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2"),
+        *("--master-addr", "127.0.0.1", "--master-port", str(port)),
+        *("-m", "swapformer", "fit", "--config", str(fx.recipe()), "--trainer.devices", "1"),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
+    done = subprocess.run(command, cwd=fx.tmp, env=env, capture_output=True, text=True, timeout=300)
+    lines = [line for line in done.stderr.splitlines() if line.startswith("swapformer fit: error:")]
+    # each rank refuses before anything is set up; torchrun stops the other worker once one has failed, so
+    # under load the second may be stopped before it prints its line
+    if done.returncode == 0 or not lines or len(set(lines)) != 1:
+        raise AssertionError(f"exit code {done.returncode}, {len(lines)} error lines:\n{done.stderr[-3000:]}")
+    return lines[0]
+
+
+CASES += [
+    Case(
+        id="torchrun-processes-not-nodes-x-devices",
+        area="training",
+        mistake="`torchrun --nproc-per-node 2 -m swapformer fit` of a recipe with `devices: 1` (num_nodes x devices "
+        "not the launcher's processes)",
+        expect=r"trainer\.num_nodes=1 x trainer\.devices=1 = 1 process, but torchrun started 2 \(1 node x 2\): "
+        r"set --trainer\.num_nodes 1 --trainer\.devices 2",
+        shows=_torchrun_two_processes,
+    ),
+]

@@ -105,8 +105,11 @@ def test_errors_are_one_line_and_exit_2(causal_ckpt, args, message, capsys):
 
 
 def test_a_folder_or_missing_checkpoint_is_named(tmp_path, capsys):
-    (tmp_path / "__0_0.distcp").write_bytes(b"shard")  # a distributed checkpoint's folder
-    for path, message in [(tmp_path, "is a folder"), (tmp_path / "nope.ckpt", "no checkpoint at")]:
+    (tmp_path / "__0_0.distcp").write_bytes(b"shard")  # a shard without the folder's index (.metadata)
+    for path, message in [
+        (tmp_path, "is a folder but not a distributed checkpoint"),
+        (tmp_path / "nope.ckpt", "no checkpoint at"),
+    ]:
         with pytest.raises(SystemExit) as exit_info:
             main(["--ckpt_path", str(path), "--prompt", "x"])
         err = capsys.readouterr().err

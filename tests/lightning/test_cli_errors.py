@@ -66,7 +66,9 @@ def test_truncated_missing_and_folder(tmp_path):
         read_checkpoint(tmp_path / "nope.ckpt")
     (tmp_path / "shards.ckpt").mkdir()
     (tmp_path / "shards.ckpt" / "0.distcp").write_bytes(b"x")
-    with pytest.raises(CheckpointError, match=r"is a folder .*consolidate"):
+    with pytest.raises(
+        CheckpointError, match=r"is a folder but not a distributed checkpoint \(no \.metadata or meta"
+    ):
         read_checkpoint(tmp_path / "shards.ckpt")
 
 

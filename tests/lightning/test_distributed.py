@@ -12,28 +12,22 @@ meta-device initialization, and FSDP1's wrap policy (FSDP1 refuses CPUs, so its 
 
 from __future__ import annotations
 
-import csv
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import lightning.pytorch as pl
 import pytest
 import torch
 import yaml
 from lightning_testlib import RECIPES
+from scaleout_testlib import TWO_CPUS, assert_same_trajectory, fit, read_losses, read_probe
 from torch import nn
+from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
+import swapformer
+from swapformer.cli import main
 from swapformer.errors import ConfigError
 from swapformer.models import build_causal_lm
 from swapformer.tasks import CausalLMModule
-from swapformer.training import BlockFSDPStrategy, FSDP2Strategy, consolidate_checkpoint, distributed
+from swapformer.training import BlockFSDPStrategy, FSDP2Strategy, distributed
 
-HERE = Path(__file__).resolve().parent
-TWO_CPUS = ["--trainer.accelerator=cpu", "--trainer.devices=2"]
-REL = 1e-5
 TINY = {"vocab_size": 50, "d_model": 32, "num_heads": 4, "num_layers": 2, "d_ff": 64, "max_seq_len": 16}
 
 
@@ -162,128 +156,14 @@ def test_fsdp2_strategy_refuses_tensor_parallel():
         FSDP2Strategy(tensor_parallel_size=2)
 
 
-# ---- two processes -------------------------------------------------------------------------------------
-def _write_config(root: Path, *, wandb: bool = False, meta_init: bool = False, sample: bool = False) -> Path:
-    config = yaml.safe_load((RECIPES / "causal_lm" / "stdlib-tiny.yaml").read_text())
-    config["model"]["init_args"].update(
-        d_model=32,
-        num_heads=4,
-        num_layers=2,
-        d_ff=64,
-        max_seq_len=32,
-        dropout=0.0,
-        warmup_steps=2,
-        global_batch_tokens=256,  # 8 windows of 32 tokens per optimizer step
-        meta_init=meta_init,
-        activation_checkpointing=meta_init,
-    )
-    config["data"]["init_args"].update(seq_len=32, batch_size=4, max_chars=20000, train_samples_per_epoch=16)
-    trainer = config["trainer"]
-    trainer.update(
-        max_steps=-1,
-        max_epochs=3,  # 2 optimizer steps per epoch
-        val_check_interval=None,
-        check_val_every_n_epoch=1,
-        limit_val_batches=0,
-        log_every_n_steps=1,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=str(root),
-    )
-    loggers = [
-        {
-            "class_path": "lightning.pytorch.loggers.CSVLogger",
-            "init_args": {"save_dir": str(root), "name": "logs"},
-        }
-    ]
-    if wandb:
-        loggers.append(
-            {
-                "class_path": "lightning.pytorch.loggers.WandbLogger",
-                "init_args": {"save_dir": str(root), "project": "swapformer-test", "offline": True},
-            }
-        )
-    trainer["logger"] = loggers
-    trainer["callbacks"] = [
-        {
-            "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-            "init_args": {"dirpath": str(root / "checkpoints"), "filename": "{epoch}", "save_top_k": -1},
-        },
-        {"class_path": "scaleout_probe.Probe", "init_args": {"out": str(root / "probe")}},
-    ]
-    if sample:  # validation, and samples printed by rank 0 alone after it
-        trainer["limit_val_batches"] = 2
-        trainer["callbacks"].append(
-            {"class_path": "swapformer.training.SampleCallback", "init_args": {"max_new_tokens": 8}}
-        )
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def _fit(root: Path, *args: str, timeout: int = 240, **config) -> str:
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "PYTHONUNBUFFERED": "1",
-        "WANDB_MODE": "offline",
-        "WANDB_SILENT": "true",
-        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "swapformer",
-        "fit",
-        "--config",
-        str(_write_config(root, **config)),
-        *args,
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout, cwd=root)
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, output[-4000:]
-    return output
-
-
-def _losses(root: Path) -> dict[int, float]:
-    (path,) = (root / "logs").glob("version_*/metrics.csv")
-    return {
-        int(r["step"]): float(r["train/loss"]) for r in csv.DictReader(path.open()) if r.get("train/loss")
-    }
-
-
-def _probe(root: Path, rank: int, hook: str) -> dict:
-    return json.loads((root / "probe" / f"rank{rank}-{hook}.json").read_text())
-
-
-def _assert_same_trajectory(losses: dict[int, float], reference: dict[int, float]) -> None:
-    assert losses and set(losses) <= set(reference)
-    for step, loss in losses.items():
-        assert loss == pytest.approx(reference[step], rel=REL), (step, loss, reference[step])
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, tuple[Path, str]]:
-    """One process (accumulating 2), DDP and FSDP2 (2 processes each): 6 optimizer steps, a checkpoint a
-    epoch. About 45 s on an idle 2-core machine."""
-    base = tmp_path_factory.mktemp("scaleout")
-    out = {}
-    out["single"] = (base / "single", _fit(base / "single"))
-    ddp = str(RECIPES / "trainer" / "ddp.yaml")
-    out["ddp"] = (base / "ddp", _fit(base / "ddp", "--config", ddp, *TWO_CPUS, wandb=True))
-    fsdp2 = str(RECIPES / "trainer" / "fsdp2.yaml")
-    out["fsdp2"] = (base / "fsdp2", _fit(base / "fsdp2", "--config", fsdp2, *TWO_CPUS))
-    return out
-
-
+# ---- two processes (the session's ``runs``, conftest.py) -------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
 def test_two_processes_follow_the_one_process_loss_trajectory(runs, strategy):
-    reference = _losses(runs["single"][0])
-    losses = _losses(runs[strategy][0])
+    reference = read_losses(runs["single"][0])
+    losses = read_losses(runs[strategy][0])
     assert sorted(losses) == sorted(reference) == list(range(6))
-    _assert_same_trajectory(losses, reference)
+    assert_same_trajectory(losses, reference)
     assert losses[5] < losses[0]
 
 
@@ -301,7 +181,7 @@ def test_accumulation_adjusts_to_the_device_count_and_is_logged(runs):
         (hparams,) = (root / "logs").glob("version_*/hparams.yaml")
         logged = yaml.safe_load(hparams.read_text())["global_batch"]
         assert logged["accumulate_grad_batches"] == accumulate and logged["tokens"] == 256
-        assert _probe(root, 0, "end")["accumulate_grad_batches"] == accumulate
+        assert read_probe(root, 0, "end")["accumulate_grad_batches"] == accumulate
 
 
 @pytest.mark.slow
@@ -309,7 +189,7 @@ def test_fsdp2_keeps_tied_embeddings_one_parameter(runs):
     root = runs["fsdp2"][0]
     for rank in (0, 1):
         for hook in ("start", "end"):  # after 6 optimizer steps, too
-            probe = _probe(root, rank, hook)
+            probe = read_probe(root, rank, hook)
             assert probe["parameter_type"] == "DTensor"  # really sharded...
             assert probe["same_parameter"] and probe["equal_in_full"]  # ...and still one tensor
         assert probe["block_types"] == ["FSDPTransformerLayer"]
@@ -335,27 +215,31 @@ def test_logs_and_checkpoints_are_written_once(runs):
 
 
 @pytest.mark.slow
-def test_checkpoints_resume_across_strategies(runs, tmp_path):
-    """Resume after epoch 0 (2 steps) and land on the uninterrupted run's losses for steps 2-5."""
-    reference = _losses(runs["single"][0])
-    ddp_checkpoint = runs["ddp"][0] / "checkpoints" / "epoch=0.ckpt"
-    single_checkpoint = runs["single"][0] / "checkpoints" / "epoch=0.ckpt"
-    fsdp2_folder = runs["fsdp2"][0] / "checkpoints" / "epoch=0.ckpt"
-    fsdp2_file = consolidate_checkpoint(fsdp2_folder, tmp_path / "fsdp2-epoch=0.ckpt")
+def test_checkpoints_resume_across_strategies_and_world_sizes(runs, tmp_path):
+    """Resume and land on the uninterrupted one-process run's losses, whatever wrote the checkpoint and however
+    many processes read it: after epoch 0 (steps 2-5 follow) or in the middle of epoch 1 (after step 3: steps
+    3-5). FSDP2's folder of 2 shards is read as it is (no consolidation) by 1 process, DDP and FSDP2 on 1
+    process. The global batch is 256 tokens everywhere, so every step must match: weights, AdamW moments,
+    schedule and the data position (half of epoch 1 read) all come through a change of world size."""
+    reference = read_losses(runs["single"][0])
     ddp, fsdp2 = str(RECIPES / "trainer" / "ddp.yaml"), str(RECIPES / "trainer" / "fsdp2.yaml")
-    cases = {
-        "ddp->single": ("--ckpt_path", str(ddp_checkpoint)),
-        "fsdp2->single": ("--ckpt_path", str(fsdp2_file)),
-        "single->ddp": ("--config", ddp, *TWO_CPUS, "--ckpt_path", str(single_checkpoint)),
-        "single->fsdp2": ("--config", fsdp2, *TWO_CPUS, "--ckpt_path", str(single_checkpoint)),
+    one_cpu = ["--trainer.accelerator=cpu", "--trainer.devices=1"]
+    cases = {  # name: (the run that saved, its checkpoint, where the resumed run trains)
+        "ddp->single": ("ddp", "checkpoints/epoch=0.ckpt", ()),
+        "fsdp2->single": ("fsdp2", "steps/step=3.ckpt", ()),
+        "fsdp2->ddp": ("fsdp2", "steps/step=3.ckpt", ("--config", ddp, *TWO_CPUS)),
+        "fsdp2->fsdp2-one-process": ("fsdp2", "checkpoints/epoch=0.ckpt", ("--config", fsdp2, *one_cpu)),
+        "single->ddp": ("single", "steps/step=3.ckpt", ("--config", ddp, *TWO_CPUS)),
+        "ddp->fsdp2": ("ddp", "steps/step=3.ckpt", ("--config", fsdp2, *TWO_CPUS)),
     }
-    for name, args in cases.items():
+    for name, (run, checkpoint, args) in cases.items():
         root = tmp_path / name.replace(">", "")
-        out = _fit(root, *args)
+        out = fit(root, *args, "--ckpt_path", str(runs[run][0] / checkpoint))
         assert "Restoring states from the checkpoint" in out, name
-        losses = _losses(root)
-        assert sorted(losses) == [2, 3, 4, 5], name
-        _assert_same_trajectory(losses, reference)
+        losses = read_losses(root)
+        first = 2 if "epoch=0" in checkpoint else 3
+        assert sorted(losses) == list(range(first, 6)), (name, losses)
+        assert_same_trajectory(losses, reference)
 
 
 @pytest.mark.slow
@@ -364,18 +248,20 @@ def test_fsdp2_meta_init_checkpointing_and_decoding_between_steps(tmp_path):
     generates, and training again: without gathering the parameters for decoding (and resetting FSDP2's
     forward-order record afterwards) the ranks wait on each other forever."""
     fsdp2 = str(RECIPES / "trainer" / "fsdp2.yaml")
-    out = _fit(tmp_path, "--config", fsdp2, *TWO_CPUS, "--trainer.max_epochs=2", meta_init=True, sample=True)
+    out = fit(tmp_path, "--config", fsdp2, *TWO_CPUS, "--trainer.max_epochs=2", meta_init=True, sample=True)
     for rank in (0, 1):
-        probe = _probe(tmp_path, rank, "start")
+        probe = read_probe(tmp_path, rank, "start")
         assert probe["meta_tensors"] == 0 and probe["parameter_type"] == "DTensor"
         assert probe["same_parameter"] and probe["equal_in_full"]
         assert probe["buffers_equal_fresh"]  # RoPE tables were kept, not left empty
         assert probe["shards_differ"]  # each rank drew its own shard, not a copy of rank 0's
         assert probe["norm_weight_mean"] == 1.0
         assert probe["block_types"] == ["FSDPCheckpointWrapper"]  # checkpointed, then sharded
-        assert _probe(tmp_path, rank, "end")["parameter_type"] == "DTensor"  # sharded again after decoding
+        assert (
+            read_probe(tmp_path, rank, "end")["parameter_type"] == "DTensor"
+        )  # sharded again after decoding
     assert out.count("samples at step 2:") == 1 and out.count("samples at step 4:") == 1
-    losses = _losses(tmp_path)
+    losses = read_losses(tmp_path)
     assert sorted(losses) == [0, 1, 2, 3] and all(0 < v < 10 for v in losses.values())
 
 
@@ -384,7 +270,7 @@ def test_fsdp2_samples_after_a_last_step_without_validation(tmp_path):
     """Training ends at step 6 with no validation after it, so SampleCallback prints from on_train_end: every
     rank gathers the parameters for rank 0's decoding (else the run waits forever and the timeout fails it)."""
     fsdp2 = str(RECIPES / "trainer" / "fsdp2.yaml")
-    out = _fit(
+    out = fit(
         tmp_path,
         "--config",
         fsdp2,
@@ -396,3 +282,31 @@ def test_fsdp2_samples_after_a_last_step_without_validation(tmp_path):
     )
     assert out.count("samples at step 4:") == 1  # after the validation of epoch 2
     assert out.count("samples at step 6:") == 1  # from on_train_end
+
+
+@pytest.mark.slow
+def test_export_reads_a_sharded_folder_and_the_files_of_one_process_and_ddp(runs, tmp_path):
+    """``swapformer export`` of each run's last checkpoint: FSDP2's folder of 2 shards is read in this process,
+    with the weights torch's own converter (``dcp_to_torch_save``) finds in the shards; the three runs trained
+    the same 6 steps, so their exported models agree too."""
+    folder = runs["fsdp2"][0] / "checkpoints" / "epoch=2.ckpt"
+    dcp_to_torch_save(folder, tmp_path / "torch.pt")
+    state = torch.load(tmp_path / "torch.pt", weights_only=True)["state_dict"]
+    reference = {name.removeprefix("model."): tensor for name, tensor in state.items()}
+    exported = {}
+    for run in ("fsdp2", "ddp", "single"):
+        main(
+            [
+                "export",
+                "--ckpt_path",
+                str(runs[run][0] / "checkpoints" / "epoch=2.ckpt"),
+                "--out",
+                str(tmp_path / run),
+            ]
+        )
+        exported[run] = swapformer.load(tmp_path / run).state_dict()
+    assert exported["fsdp2"].keys() == reference.keys()
+    for name, tensor in reference.items():
+        torch.testing.assert_close(exported["fsdp2"][name], tensor, rtol=0, atol=0)
+        for run in ("ddp", "single"):
+            torch.testing.assert_close(exported[run][name], tensor, rtol=1e-4, atol=1e-6)

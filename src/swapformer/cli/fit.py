@@ -315,7 +315,7 @@ def _checkpoint_model(ckpt_path: str | None, data: Any) -> dict[str, Any] | None
     if hyperparameters is None or init_args is None or "tokenizer" not in init_args:
         return hyperparameters
     same = init_args.get("tokenizer") == str(ckpt_path)
-    if not same and Path(ckpt_path).is_file() and has_tokenizer(ckpt_path):
+    if not same and Path(ckpt_path).exists() and has_tokenizer(ckpt_path):  # a file, or FSDP2's folder
         rank_zero_info(f"--ckpt_path: the data module uses the tokenizer of {ckpt_path}")
         init_args["tokenizer"] = str(ckpt_path)
     return hyperparameters

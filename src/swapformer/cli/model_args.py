@@ -19,7 +19,7 @@ from swapformer.errors import ConfigError
 from swapformer.training.checkpoints import resolve_last
 
 CKPT_HELP = (
-    "a checkpoint of swapformer fit (a .ckpt file), a model folder (swapformer export, save_pretrained, "
+    "a checkpoint of swapformer fit (a .ckpt file, or the folder of shards FSDP2 writes), a model folder (swapformer export, save_pretrained, "
     "import-hf, a Hugging Face model), or last: the newest last*.ckpt below --root (or the --config recipe's "
     "trainer.default_root_dir; default: the working folder)"
 )

@@ -74,7 +74,7 @@ def check_paths(config: Any, subcommand: str | None) -> None:
             )
         if path.is_file():  # says what the file is when it is not a checkpoint, before the data is read
             read_checkpoint(path)
-        elif not any(path.iterdir()):
+        else:  # a distributed checkpoint: every shard its index names must be there (not read yet)
             check_checkpoint_path(path)
 
 
@@ -83,6 +83,7 @@ def check_trainer(trainer: Any) -> None:
     messages give neither the key nor a suggestion)."""
     if trainer is None:
         return
+    check_launcher(trainer)
     from lightning.pytorch.accelerators import AcceleratorRegistry
     from lightning.pytorch.strategies import StrategyRegistry
 
@@ -113,6 +114,56 @@ def check_trainer(trainer: Any) -> None:
             f"trainer.accelerator={accelerator!r}: this machine has no {name} device; use "
             "--trainer.accelerator cpu (or auto, which picks what is there)"
         )
+
+
+# the variables Lightning's own environments look for (SLURMEnvironment.detect, TorchElasticEnvironment.detect)
+_TORCHRUN = ("RANK", "GROUP_RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
+_SLURM_SHELLS = ("bash", "interactive")  # Lightning's "not launched by srun" job names
+
+
+def launched_processes(env: dict[str, str] | None = None) -> tuple[str, int, int] | None:
+    """``(launcher, nodes, processes per node)`` when this process was started by srun or torchrun (the order in
+    which Lightning picks its cluster environment), else None."""
+    env = os.environ if env is None else env
+    if "SLURM_NTASKS" in env and env.get("SLURM_JOB_NAME") not in _SLURM_SHELLS:
+        nodes = int(env.get("SLURM_NNODES", "1"))
+        # srun writes "8(x2)" for 2 nodes of 8 tasks each
+        per_node = env.get("SLURM_NTASKS_PER_NODE", "").split("(")[0] or str(
+            int(env["SLURM_NTASKS"]) // nodes
+        )
+        return "srun", nodes, int(per_node)
+    if all(name in env for name in _TORCHRUN):
+        per_node = int(env["LOCAL_WORLD_SIZE"])
+        return "torchrun", int(env.get("WORLD_SIZE", per_node)) // per_node, per_node
+    return None
+
+
+def check_launcher(trainer: Any) -> None:
+    """``num_nodes x devices`` must be the number of processes srun or torchrun started: Lightning's torchrun
+    check names neither the fix nor the launcher's split, and under srun a wrong count waits for ranks that never
+    come. ``devices: auto`` (Lightning counts the node's devices) is left to Lightning."""
+    launched = launched_processes()
+    devices = trainer.get("devices")
+    if isinstance(devices, str) and devices.strip().isdigit():
+        devices = int(devices)
+    elif isinstance(devices, str) and "," in devices:  # "0,1": a list of device ids
+        devices = len([d for d in devices.split(",") if d.strip()])
+    elif isinstance(devices, list | tuple):
+        devices = len(devices)
+    num_nodes = trainer.get("num_nodes") or 1
+    if launched is None or not isinstance(devices, int) or devices < 1 or not isinstance(num_nodes, int):
+        return
+    launcher, nodes, per_node = launched
+    if devices * num_nodes != nodes * per_node:
+        raise ConfigError(
+            f"trainer.num_nodes={num_nodes} x trainer.devices={devices} = {_count(num_nodes * devices, 'process')}, "
+            f"but {launcher} started {nodes * per_node} ({_count(nodes, 'node')} x {per_node}): set "
+            f"--trainer.num_nodes {nodes} --trainer.devices {per_node}, or launch {num_nodes} x {devices}"
+        )
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'es' if noun.endswith('s') else 's'}" if number != 1 else f"1 {noun}"
 
 
 def check_compile(init_args: Any, trainer: Any) -> None:

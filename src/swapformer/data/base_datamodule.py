@@ -52,15 +52,17 @@ RUN_TOKENIZER = "tokenizer.swapformer.json"
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:
-    """A trained model's tokenizer: from a ``.ckpt`` written by ``swapformer fit``, a run's
+    """A trained model's tokenizer: from a ``.ckpt`` written by ``swapformer fit`` (a file, or FSDP2's folder), a run's
     ``tokenizer.swapformer.json``, or a directory (or file) with a Hugging Face ``tokenizer.json``.
 
     Raises:
         DataError: a checkpoint without a tokenizer, or no tokenizer.json.
     """
     path = Path(path)
-    if path.is_file() and path.suffix == ".ckpt":
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("tokenizer")
+    # FSDP2's checkpoint folder: the tokenizer is in meta.pt, with the rest that is not tensors
+    source = path / "meta.pt" if path.is_dir() and (path / ".metadata").is_file() else path
+    if source.is_file() and path.suffix == ".ckpt":
+        state = torch.load(source, map_location="cpu", weights_only=True, mmap=True).get("tokenizer")
         if state is None:
             raise DataError(f"{path} holds no tokenizer (not written by swapformer fit)")
         return Tokenizer.from_dict(state)

@@ -33,6 +33,10 @@ class ResumableDataLoader(DataLoader):
     of batches (another device count or batch size), the same fraction of it is skipped.
     """
 
+    restored: tuple[int, int, int] | None = None
+    """After ``load_state_dict``: ``(batches, length, position)``, the saved position in the saved epoch's
+    batches per process and the same position in this loader's (``length`` when the epoch was complete)."""
+
     def state_dict(self) -> dict[str, int]:
         return {"batches": getattr(self, "_batches_yielded", 0), "length": len(self)}
 
@@ -40,6 +44,7 @@ class ResumableDataLoader(DataLoader):
         batches, length = int(state.get("batches", 0)), int(state.get("length", len(self)))
         if batches >= length:  # saved after a complete epoch: the next iteration is a new one
             self._skip_batches = 0
+            self.restored = (batches, length, len(self))
             return
         # The same fraction of the epoch, should it now have another number of batches per process (devices or
         # batch size changed). Exact when it divides, as it does for a device count that doubles or halves.
@@ -52,6 +57,7 @@ class ResumableDataLoader(DataLoader):
                 stacklevel=2,
             )
         self._skip_batches = skip
+        self.restored = (batches, length, skip)
 
     def __iter__(self) -> Iterator[Any]:
         # A generator: nothing runs (and no pending skip is used up) until the first batch is asked for, so

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import io
 import os
 import typing
 from collections.abc import Callable, Iterator, Mapping
@@ -41,6 +42,7 @@ from swapformer.training.guards import nonfinite, nonfinite_loss_error
 from swapformer.training.optim import fused_adamw_supported, param_groups, schedule_fn
 from swapformer.training.options import TRAINING_KEYS, training_options
 from swapformer.training.progress import ProgressBar
+from swapformer.training.resume import carry_epoch_position
 from swapformer.training.signals import SaveOnSignal
 
 STAGES = ("train", "val", "test")
@@ -332,6 +334,10 @@ class SwapformerModule(pl.LightningModule):
         loop = self.trainer.fit_loop
         if getattr(loop, "_combined_loader_states_to_load", None):
             loop._load_combined_loader_states()
+        carry_epoch_position(self.trainer)  # resumed on another number of processes
+        # a run resumed in the middle of an epoch skips on_train_epoch_start: the sampler order is kept here too,
+        # before the resumed epoch's first batch is drawn (else the rest of the epoch is read in another order)
+        distributed.keep_sampler_order(self.trainer)
 
     def on_train_epoch_start(self) -> None:  # before the epoch's data iterator is made (and after reloads)
         distributed.keep_sampler_order(self.trainer)
@@ -493,7 +499,8 @@ class SwapformerModule(pl.LightningModule):
     def load(cls, checkpoint_path: str | os.PathLike, *, map_location: Any = "cpu") -> SwapformerModule:
         """Rebuild a trained module (model, hyperparameters, tokenizer) from a checkpoint, in eval mode.
 
-        ``checkpoint_path`` is a ``.ckpt`` of ``swapformer fit`` or a model folder: one written by ``swapformer
+        ``checkpoint_path`` is a ``.ckpt`` of ``swapformer fit``, a distributed checkpoint folder of ``swapformer
+        fit`` under FSDP2 (its shards, read in this process), or a model folder: one written by ``swapformer
         export`` or ``save_pretrained`` (``config.json`` + ``model.safetensors``, its ``tokenizer.json`` when it
         has one), by ``swapformer import-hf``, or a Hugging Face model folder; the ``model.safetensors`` inside
         such a folder stands for the folder. A checkpoint stands alone: ``init_from`` (where its run started) is
@@ -512,12 +519,17 @@ class SwapformerModule(pl.LightningModule):
         folder = model_folder(checkpoint_path)
         if folder is not None:
             return cls._load_folder(folder, map_location=map_location)
-        hyperparameters = read_checkpoint(checkpoint_path)["hyper_parameters"]
+        checkpoint = read_checkpoint(checkpoint_path)
+        hyperparameters = checkpoint["hyper_parameters"]
         module = cls._module_for(hyperparameters["kind"], checkpoint_path)
+        source: Any = checkpoint_path
+        if Path(checkpoint_path).is_dir():  # FSDP2's folder, read in this process: Lightning reads files only
+            source = io.BytesIO()
+            torch.save(checkpoint, source)
+            source.seek(0)
+        del checkpoint
         with building_checkpoint_model(hyperparameters):
-            loaded = module.load_from_checkpoint(
-                checkpoint_path, map_location=map_location, weights_only=True
-            )
+            loaded = module.load_from_checkpoint(source, map_location=map_location, weights_only=True)
         return loaded.eval()
 
     @classmethod

@@ -21,9 +21,19 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from swapformer.training.checkpoints import read_distributed_checkpoint
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """:class:`TorchCheckpointIO` whose local saves are atomic (remote URLs keep Lightning's own writer)."""
+    """:class:`TorchCheckpointIO` whose local saves are atomic (remote URLs keep Lightning's own writer), and
+    which also loads a distributed checkpoint folder (FSDP2's shards), so one process and DDP resume from it."""
+
+    def load_checkpoint(
+        self, path: Any, map_location: Any | None = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        if "://" not in str(path) and Path(path).is_dir():  # TorchCheckpointIO: "last.ckpt: Is a directory"
+            return read_distributed_checkpoint(path)
+        return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None

@@ -25,26 +25,28 @@ from swapformer.config import ModelConfig
 from swapformer.errors import CheckpointError, ConfigError
 from swapformer.interop import load
 
-CONSOLIDATE = "python -m swapformer.training.consolidate FOLDER OUT.ckpt"
+# Lightning's distributed checkpoint folder (ModelParallelStrategy): torch.distributed.checkpoint's index of the
+# shards, the shards it names, and the non-tensor state that rank 0 saves with torch.save
+DCP_INDEX, DCP_META = ".metadata", "meta.pt"
 # keys of every checkpoint swapformer fit writes: the model's hyperparameters and its tensors
 REQUIRED_HYPERPARAMETERS = ("kind", "vocab_size")
 _ZIP, _PICKLE = b"PK\x03\x04", b"\x80"
 
 
 def check_checkpoint_path(path: str | os.PathLike) -> Path:
-    """``path`` as a Path when it is one checkpoint file; else a :class:`CheckpointError` naming it.
+    """``path`` as a Path when it is one checkpoint file or a whole distributed checkpoint folder; else a
+    :class:`CheckpointError` naming it.
 
     Raises:
-        CheckpointError: nothing at ``path``, or a folder (an unconsolidated distributed checkpoint).
+        CheckpointError: nothing at ``path``, an empty folder, a folder that is not a distributed checkpoint, or
+            one missing a shard its index names.
     """
     path = Path(path)
     if path.is_dir():
         if not any(path.iterdir()):
             raise CheckpointError(f"{path} is an empty folder, not a checkpoint: give a .ckpt file")
-        raise CheckpointError(
-            f"{path} is a folder (a distributed checkpoint): consolidate it into one file first "
-            f"({CONSOLIDATE}; docs/scale-out.md)"
-        )
+        check_distributed_checkpoint(path)
+        return path
     if not path.exists():
         raise CheckpointError(
             f"no checkpoint at {path}: check the path (swapformer fit prints where it wrote last.ckpt)"
@@ -52,18 +54,92 @@ def check_checkpoint_path(path: str | os.PathLike) -> Path:
     return path
 
 
+def check_distributed_checkpoint(folder: Path) -> None:
+    """Refuse a folder that is not a whole distributed checkpoint (FSDP2's ``save_distributed_checkpoint``),
+    before a strategy starts reading it: a shard lost in a copy would otherwise surface as a ``KeyError`` deep
+    in ``torch.distributed.checkpoint``, on some ranks only.
+
+    Raises:
+        CheckpointError: no index (``.metadata``) or no ``meta.pt``; or the first shard the index names that is
+            not in the folder.
+    """
+    from torch.distributed.checkpoint import FileSystemReader
+
+    absent = [name for name in (DCP_INDEX, DCP_META) if not (folder / name).is_file()]
+    if absent:
+        raise CheckpointError(
+            f"{folder} is a folder but not a distributed checkpoint (no {' or '.join(absent)} in it): give the "
+            "folder ModelCheckpoint wrote under FSDP2 (e.g. checkpoints/last.ckpt), or a .ckpt file"
+        )
+    index = FileSystemReader(folder).read_metadata()
+    shards = sorted({info.relative_path for info in (index.storage_data or {}).values()})
+    missing = [name for name in shards if not (folder / name).is_file()]
+    if missing:
+        raise CheckpointError(
+            f"{folder} is missing the shard {missing[0]} ({len(shards) - len(missing)} of the {len(shards)} shards "
+            "its .metadata names are there): copy the whole folder from where the run wrote it"
+        )
+
+
+def read_distributed_checkpoint(folder: str | os.PathLike) -> dict[str, Any]:
+    """A distributed checkpoint folder (FSDP2, any number of shards) read by one process, without a process
+    group, laid out as a one-file checkpoint: ``state_dict`` and ``optimizer_states`` numbered in param-group
+    order, as one process, DDP and ``torch.optim`` expect, plus everything in ``meta.pt`` (loops, callbacks, data
+    position, hyperparameters, tokenizer). The whole model and optimizer state must fit in CPU memory.
+
+    Lightning's folder keeps each optimizer's state keyed by parameter names (``optimizer_0``, what the sharded
+    strategies read); Lightning's own converter (``lightning.fabric.utilities.consolidate_checkpoint``) keeps that
+    layout, which a one-process resume cannot read, so the names are numbered here.
+
+    Raises:
+        CheckpointError: the folder is not a whole distributed checkpoint (:func:`check_distributed_checkpoint`).
+    """
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
+
+    folder = Path(folder)
+    check_distributed_checkpoint(folder)
+    checkpoint: dict[str, Any] = {}
+    # torch's own dcp_to_torch_save, in memory: an empty planner fills the dict with every tensor the index
+    # names (the public dcp.load only fills the keys a dict already has)
+    _load_state_dict(
+        checkpoint,
+        storage_reader=FileSystemReader(folder),
+        planner=_EmptyStateDictLoadPlanner(),
+        no_dist=True,
+    )
+    checkpoint.update(torch.load(folder / DCP_META, map_location="cpu", weights_only=True))
+    states = []
+    for index in range(len([k for k in checkpoint if k.startswith("optimizer_")])):
+        named = checkpoint.pop(f"optimizer_{index}")
+        ids: dict[str, int] = {}
+        groups = [
+            {**g, "params": [ids.setdefault(n, len(ids)) for n in g["params"]]} for g in named["param_groups"]
+        ]
+        states.append({"state": {ids[n]: v for n, v in named["state"].items()}, "param_groups": groups})
+    checkpoint["optimizer_states"] = states
+    return checkpoint
+
+
 def read_checkpoint(path: str | os.PathLike, *, require_swapformer: bool = True) -> dict[str, Any]:
-    """The contents of a ``.ckpt`` written by ``swapformer fit`` (tensors memory-mapped, not copied).
+    """The contents of a ``.ckpt`` written by ``swapformer fit`` (tensors memory-mapped, not copied), or of a
+    distributed checkpoint folder (:func:`read_distributed_checkpoint`: in memory, in the one-file layout).
 
     Args:
-        path: the checkpoint file.
+        path: the checkpoint file or folder.
         require_swapformer: also require swapformer's hyperparameters (``kind``, ``vocab_size``) and weights.
 
     Raises:
-        CheckpointError: missing, a folder, empty, not a torch file, truncated, refused because loading would
-            run code, or (with ``require_swapformer``) written by another program; the message names the file.
+        CheckpointError: missing, an incomplete folder, empty, not a torch file, truncated, refused because
+            loading would run code, or (with ``require_swapformer``) written by another program; the message names the file.
     """
     path = check_checkpoint_path(path)
+    if path.is_dir():
+        state = read_distributed_checkpoint(path)
+        if require_swapformer:
+            _check_written_by_swapformer(path, state)
+        return state
     with open(path, "rb") as file:
         head = file.read(16)
     if not head:
@@ -141,7 +217,8 @@ def load_weights(source: str | os.PathLike) -> tuple[ModelConfig, dict[str, Tens
         ConfigError: nothing at ``source``, or no model in it.
     """
     path = Path(source)
-    if path.is_file():  # one reader says what a file is when it is not a checkpoint (CheckpointError)
+    # a file or FSDP2's folder: one reader says what a file is when it is not a checkpoint (CheckpointError)
+    if path.is_file() or (path / DCP_INDEX).is_file():
         checkpoint = read_checkpoint(path)
         fields = set(ModelConfig.defaults()) | {"vocab_size"}
         config = {k: v for k, v in checkpoint["hyper_parameters"].items() if k in fields}
@@ -158,8 +235,11 @@ def load_weights(source: str | os.PathLike) -> tuple[ModelConfig, dict[str, Tens
 
 
 def has_tokenizer(path: str | os.PathLike) -> bool:
-    """Whether the checkpoint file ``path`` holds a tokenizer (only its small pickled header is read)."""
-    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    """Whether the checkpoint ``path`` holds a tokenizer (only its small pickled header is read; of a folder,
+    its ``meta.pt``)."""
+    path = Path(path)
+    source = path / DCP_META if path.is_dir() else path
+    state = torch.load(source, map_location="cpu", weights_only=True, mmap=True)
     return isinstance(state, dict) and state.get("tokenizer") is not None
 
 

@@ -21,9 +21,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 
 from swapformer.config import MODEL_KEYS
+from swapformer.data.resumable import ResumableDataLoader
 from swapformer.errors import ConfigError
 
 MAY_CHANGE = ("dropout", "init_std")
@@ -98,3 +101,37 @@ def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     return value
+
+
+def carry_epoch_position(trainer: pl.Trainer) -> None:
+    """After resuming on another number of processes, count the batches of the epoch done so far in this run's
+    batches per process, as the training loader already does for what it skips.
+
+    Lightning restores its count of the epoch's batches as the checkpoint's world had them (1 of 2 on two
+    processes) and takes from it where gradient accumulation ends and where the epoch ends: on one process
+    (4 batches an epoch, 2 accumulated) the next batch would close an optimizer step after one micro-batch,
+    not two. Here the count becomes the loader's (2 of 4); earlier epochs are scaled alike. Call it once the
+    loader's state is loaded and before the epoch loop resets (``on_train_start``).
+    """
+    loader = trainer.train_dataloader
+    if not isinstance(loader, ResumableDataLoader) or loader.restored is None:
+        return
+    batches, length, position = loader.restored
+    loader.restored = None
+    if length == len(loader):
+        return
+    progress = trainer.fit_loop.epoch_loop.batch_progress
+    current, total = progress.current, progress.total
+    earlier = (total.ready - current.ready) * len(loader) // length  # whole epochs, in this loader's batches
+    # from a checkpoint of on_train_batch_end, "completed" is 1 behind the others: keep each one's lag
+    lags = {
+        name: current.ready - getattr(current, name)
+        for name in ("ready", "started", "processed", "completed")
+    }
+    for name, lag in lags.items():
+        setattr(current, name, position - lag)
+        setattr(total, name, earlier + position - lag)
+    rank_zero_info(
+        f"resumed at batch {batches} of {length} per process (the checkpoint's world size): batch {position} of "
+        f"{len(loader)} per process here"
+    )

@@ -17,6 +17,7 @@ import torch
 from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 
 from swapformer.errors import ConfigError
+from swapformer.training.checkpoints import read_distributed_checkpoint
 from swapformer.training.distributed import BLOCK_CLASSES
 
 
@@ -128,47 +129,25 @@ class BlockFSDPStrategy(FSDPStrategy):
 
 
 def consolidate_checkpoint(folder: str | Path, output: str | Path | None = None) -> Path:
-    """Turn an FSDP2 checkpoint folder (``save_distributed_checkpoint=True``) into one ``.ckpt`` file that
-    resumes on one process or under DDP (``--ckpt_path``), and loads with ``CausalLMModule.load``. From a
-    shell: ``python -m swapformer.training.consolidate FOLDER [OUTPUT]``.
-
-    Lightning's own ``python -m lightning.fabric.utilities.consolidate_checkpoint`` gathers the shards too, but
-    keeps the optimizer state keyed by parameter names (``optimizer_0``), which only the sharded strategies
-    read; here it becomes the ``optimizer_states`` list, numbered in param-group order as torch expects.
-    The whole model and optimizer state must fit in CPU memory.
+    """Turn an FSDP2 checkpoint folder (``save_distributed_checkpoint=True``) into one ``.ckpt`` file (to copy
+    one file, or for tools that read files only). Resuming and ``swapformer export`` read the folder itself
+    (:func:`~swapformer.training.checkpoints.read_distributed_checkpoint`, the same conversion in memory).
+    From a shell: ``python -m swapformer.training.consolidate FOLDER [OUTPUT]``.
 
     Args:
-        folder: the checkpoint folder (holds ``*.distcp`` shards and ``meta.pt``).
+        folder: the checkpoint folder (holds ``*.distcp`` shards, ``.metadata`` and ``meta.pt``).
         output: file to write; default ``<folder>.full.ckpt`` next to it.
 
     Returns:
         The written file.
 
     Raises:
-        ConfigError: ``folder`` is not a Lightning distributed checkpoint.
+        CheckpointError: ``folder`` is not a whole Lightning distributed checkpoint.
     """
-    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
-
     folder = Path(folder)
-    if not (folder / "meta.pt").is_file() or not (folder / ".metadata").is_file():
-        raise ConfigError(
-            f"{folder} is not a distributed checkpoint folder (no .metadata / meta.pt inside); pass the folder "
-            "ModelCheckpoint wrote under the FSDP2 strategy, e.g. checkpoints/epoch=0.ckpt"
-        )
+    checkpoint = read_distributed_checkpoint(folder)
     if output is None:
         output = folder.with_name(folder.name.removesuffix(".ckpt") + ".full.ckpt")
     output = Path(output)
-    dcp_to_torch_save(folder, output)
-    checkpoint = torch.load(output, map_location="cpu", weights_only=True)
-    checkpoint.update(torch.load(folder / "meta.pt", map_location="cpu", weights_only=True))
-    states = []
-    for index in range(len([k for k in checkpoint if k.startswith("optimizer_")])):
-        named = checkpoint.pop(f"optimizer_{index}")
-        ids: dict[str, int] = {}
-        groups = [
-            {**g, "params": [ids.setdefault(n, len(ids)) for n in g["params"]]} for g in named["param_groups"]
-        ]
-        states.append({"state": {ids[n]: v for n, v in named["state"].items()}, "param_groups": groups})
-    checkpoint["optimizer_states"] = states
     torch.save(checkpoint, output)
     return output
