@@ -22,13 +22,16 @@ def _batch(generator, n=3, length=7, vocab=30):
     return labels
 
 
+@pytest.mark.parametrize("loss_chunk", [None, 0, 5])
 @pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.3])
-def test_loss_is_cross_entropy_with_label_smoothing_ignoring_pad(smoothing):
-    module = CausalLMModule(**TINY, label_smoothing=smoothing)
+def test_loss_is_cross_entropy_with_label_smoothing_ignoring_pad(smoothing, loss_chunk):
+    module = CausalLMModule(**TINY, label_smoothing=smoothing, loss_chunk=loss_chunk)
     g = torch.Generator().manual_seed(0)
-    logits = torch.randn(3, 7, 30, generator=g)
+    hidden = torch.randn(3, 7, 16, generator=g)
     labels = _batch(g)
-    loss, nll, count = module.token_loss(logits, labels)
+    loss, nll, count, _, _ = module.lm_loss(hidden, labels)
+    with torch.no_grad():
+        logits = module.model.lm_head(hidden)
     want = F.cross_entropy(
         logits.reshape(-1, 30), labels.reshape(-1), ignore_index=0, label_smoothing=smoothing
     )
@@ -42,14 +45,17 @@ def test_loss_is_cross_entropy_with_label_smoothing_ignoring_pad(smoothing):
     assert count == int(real.sum()) == 21 - 4
 
 
-def test_val_metrics_perplexity_and_accuracy_ignore_pad():
-    module = CausalLMModule(**TINY)
+@pytest.mark.parametrize("loss_chunk", [None, 0, 4])
+def test_val_metrics_perplexity_and_accuracy_ignore_pad(loss_chunk):
+    module = CausalLMModule(**TINY, loss_chunk=loss_chunk)
     g = torch.Generator().manual_seed(1)
     nlls, hits, total = [], 0, 0
     for _ in range(3):
-        logits = torch.randn(3, 7, 30, generator=g)
+        hidden = torch.randn(3, 7, 16, generator=g)
         labels = _batch(g)
-        module._shared_step("val", logits, labels)
+        module._shared_step("val", hidden, labels)
+        with torch.no_grad():
+            logits = module.model.lm_head(hidden)
         real = labels != 0
         nlls.append(F.cross_entropy(logits[real], labels[real], reduction="sum"))
         hits += int((logits.argmax(-1) == labels)[real].sum())

@@ -90,6 +90,7 @@ class DecoderOnly(SavesPretrained, nn.Module):
         *,
         cache: KVCache | None = None,
         losses: dict[str, Tensor] | None = None,
+        head: bool = True,
     ) -> Tensor:
         """Next-token logits ``(N, L, V)`` for every position.
 
@@ -99,6 +100,8 @@ class DecoderOnly(SavesPretrained, nn.Module):
             cache: a :class:`~swapformer.nn.KVCache`; the tokens continue the cached ones and are appended to it.
             losses: a dict that receives the auxiliary losses members add (:mod:`swapformer.components.auxiliary`),
                 by name; the training tasks add them to the loss.
+            head: False returns the hidden states ``(N, L, D)`` the LM head would read, for a loss that applies
+                the head itself, a chunk at a time (:mod:`swapformer.nn.lm_loss`).
 
         Raises:
             ValueError: ids or mask of the wrong dtype or shape, or ids outside the vocabulary
@@ -106,6 +109,8 @@ class DecoderOnly(SavesPretrained, nn.Module):
         """
         inputs.check_causal(self, input_ids, attention_mask, past_length=0 if cache is None else cache.length)
         hidden = self.hidden_states(input_ids, attention_mask, cache=cache, losses=losses)
+        if not head:
+            return hidden
         return soft_cap(self.lm_head(hidden), self.logit_softcap)
 
     def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, **kwargs: Any) -> Tensor:

@@ -59,11 +59,14 @@ class EncoderOnly(SavesPretrained, nn.Module):
         *,
         token_type_ids: Tensor | None = None,
         losses: dict[str, Tensor] | None = None,
+        head: bool = True,
     ) -> Tensor:
         """Logits ``(N, L, V)`` of the token at every position, padding (False in ``attention_mask``) unseen.
         Rows may be padded on either side: positions count from each row's first real token. ``losses``, when
         given, receives the members' auxiliary losses by name (:mod:`swapformer.components.auxiliary`).
         ``token_type_ids`` picks each token's row of the token-type table (``token_types``); None: row 0.
+        ``head=False`` returns the hidden states ``(N, L, D)`` the LM head would read (after the head transform), for a loss that applies
+        the head itself, a chunk at a time (:mod:`swapformer.nn.lm_loss`).
 
         Raises:
             ValueError: ids, mask or token types of the wrong dtype or shape, ids outside the vocabulary, or
@@ -75,9 +78,9 @@ class EncoderOnly(SavesPretrained, nn.Module):
         offset = left_padding_offset(padding)
         x = self.embedding(input_ids, offset=offset, token_type_ids=token_type_ids)
         x = self.encoder(x, attn_mask=mask, offset=offset, losses=losses)
-        if self.head_transform is not None:
+        if self.head_transform is not None:  # per token, before the head: part of what a chunked loss reads
             x = self.head_transform(x)
-        return soft_cap(self.lm_head(x), self.logit_softcap)
+        return soft_cap(self.lm_head(x), self.logit_softcap) if head else x
 
 
 @register_kind(

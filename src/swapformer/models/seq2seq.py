@@ -78,6 +78,7 @@ class EncoderDecoder(SavesPretrained, nn.Module):
         tgt_mask: Tensor | None = None,
         cache: KVCache | None = None,
         losses: dict[str, Tensor] | None = None,
+        head: bool = True,
     ) -> Tensor:
         """Logits ``(N, L, V)`` for the target given the encoder output.
 
@@ -85,6 +86,7 @@ class EncoderDecoder(SavesPretrained, nn.Module):
             tgt_mask: ``(N, L)`` True = real target token; with a ``cache``, ``(N, cached + L)``.
             cache: a :class:`~swapformer.nn.KVCache`: the target tokens continue the cached ones, and the
                 cross-attention keys and values of ``memory`` are projected once and kept.
+            head: False returns the hidden states ``(N, L, D)`` the LM head would read (see :meth:`forward`).
         """
         source = as_key_padding_mask(src_mask, "src_mask", tuple(memory.shape[:2]))
         mask, is_causal, offset = causal_self_attention_inputs(
@@ -101,7 +103,7 @@ class EncoderDecoder(SavesPretrained, nn.Module):
             cache=cache,
             losses=losses,
         )
-        return soft_cap(self.lm_head(x), self.logit_softcap)
+        return soft_cap(self.lm_head(x), self.logit_softcap) if head else x
 
     def forward(
         self,
@@ -111,9 +113,12 @@ class EncoderDecoder(SavesPretrained, nn.Module):
         tgt_mask: Tensor | None = None,
         *,
         losses: dict[str, Tensor] | None = None,
+        head: bool = True,
     ) -> Tensor:
         """Teacher-forced logits ``(N, L, V)``: position i predicts target token i + 1. ``losses``, when given,
         receives the members' auxiliary losses of both stacks by name (:mod:`swapformer.components.auxiliary`).
+        ``head=False`` returns the hidden states ``(N, L, D)`` the LM head would read, for a loss that applies
+        the head itself, a chunk at a time (:mod:`swapformer.nn.lm_loss`).
 
         Raises:
             ValueError: ids or masks of the wrong dtype or shape, or ids outside their vocabulary
@@ -121,7 +126,7 @@ class EncoderDecoder(SavesPretrained, nn.Module):
         """
         inputs.check_seq2seq(self, src_ids, tgt_ids, src_mask, tgt_mask)
         memory = self.encode(src_ids, src_mask, losses=losses)
-        return self.decode(tgt_ids, memory, src_mask=src_mask, tgt_mask=tgt_mask, losses=losses)
+        return self.decode(tgt_ids, memory, src_mask=src_mask, tgt_mask=tgt_mask, losses=losses, head=head)
 
     def generate(self, input_ids: Tensor, src_mask: Tensor | None = None, **kwargs: Any) -> Tensor:
         """Decode a target for each source ``input_ids`` ``(N, S)``; see :func:`swapformer.generation.decoding`.

@@ -15,7 +15,6 @@ from typing import Any, ClassVar, NamedTuple
 
 import lightning.pytorch as pl
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.plugins.precision import MixedPrecision
 from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
@@ -30,6 +29,7 @@ from swapformer.data.tokenizers import Tokenizer
 from swapformer.errors import CheckpointError, ConfigError, did_you_mean
 from swapformer.interop import load as load_model
 from swapformer.models import init_weights
+from swapformer.nn.lm_loss import LMLoss, check_loss_device, chunk_tokens, lm_loss
 from swapformer.registry import Registry, kind
 from swapformer.tasks.flops import Shapes, TrainingFlops
 from swapformer.training import distributed
@@ -236,37 +236,42 @@ class SwapformerModule(pl.LightningModule):
         self._step("test", batch, batch_idx)
 
     # ---- loss ----------------------------------------------------------------------------------------
-    def token_loss(self, logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Cross-entropy over non-pad labels (with label smoothing) and the plain NLL (for perplexity).
+    def lm_loss(self, hidden: Tensor, labels: Tensor, *, predictions: bool = False) -> LMLoss:
+        """The LM head and the cross-entropy over non-pad labels (label smoothing, the model's logit soft-cap),
+        a chunk of ``loss_chunk`` tokens at a time, or with the whole logits where ``loss_chunk`` is 0; the pad
+        labels' hidden states never reach the head. See :func:`swapformer.nn.lm_loss.lm_loss`.
 
         Shape:
-            logits ``(N, L, V)``; labels ``(N, L)``. Returns (loss, nll, number of counted tokens as a 0-d
-            tensor: an ``int`` would wait for the device on every step).
+            hidden ``(N, L, D)`` (the model's output with ``head=False``); labels ``(N, L)``.
         """
-        flat_logits = logits.reshape(-1, logits.size(-1))
-        flat_labels = labels.reshape(-1)
-        smoothing = self.hparams.label_smoothing
-        loss = F.cross_entropy(flat_logits, flat_labels, ignore_index=self.pad_id, label_smoothing=smoothing)
-        if smoothing:
-            with torch.no_grad():
-                nll = F.cross_entropy(flat_logits, flat_labels, ignore_index=self.pad_id)
-        else:
-            nll = loss.detach()
-        return loss, nll, (flat_labels != self.pad_id).sum()
+        hp, head = self.hparams, self.model.lm_head
+        return lm_loss(
+            hidden,
+            labels,
+            weight=head.weight,
+            bias=head.bias,
+            softcap=self.model.logit_softcap,
+            ignore_index=self.pad_id,
+            label_smoothing=hp.label_smoothing,
+            chunk=chunk_tokens(hp.get("loss_chunk"), self.config.vocab_size),
+            impl=hp.get("loss_impl", "torch"),
+            predictions=predictions,
+        )
 
     def _shared_step(
-        self, stage: str, logits: Tensor, labels: Tensor, losses: Mapping[str, Tensor] | None = None
+        self, stage: str, hidden: Tensor, labels: Tensor, losses: Mapping[str, Tensor] | None = None
     ) -> Tensor:
-        """The step's loss: the token cross-entropy plus, in training, the auxiliary losses the model's members
-        added (``losses``, by name: :mod:`swapformer.components.auxiliary`). Logs the metrics, and each auxiliary
-        loss as ``{stage}/{name}``; ``train/loss`` is the total (what the gradient is taken of), ``val/loss`` the
-        cross-entropy alone, comparable between models with and without such members."""
-        loss, nll, count = self.token_loss(logits, labels)
+        """The step's loss: the token cross-entropy of the LM head on ``hidden`` (:meth:`lm_loss`) plus, in
+        training, the auxiliary losses the model's members added (``losses``, by name:
+        :mod:`swapformer.components.auxiliary`). Logs the metrics, and each auxiliary loss as ``{stage}/{name}``;
+        ``train/loss`` is the total (what the gradient is taken of), ``val/loss`` the cross-entropy alone,
+        comparable between models with and without such members."""
         logged = (
             stage != "train"
             or self._trainer is None
             or self._logs_train_metrics(self.trainer.global_step + 1)
         )
+        loss, nll, count, predictions, counted = self.lm_loss(hidden, labels, predictions=logged)
         if losses:
             clash = sorted(set(losses) & {"loss", "ppl", "acc", "bleu", "exact"})
             if clash:
@@ -290,7 +295,7 @@ class SwapformerModule(pl.LightningModule):
         # train/loss: the mean of the micro-batch losses (what the gradient is taken of); else token-weighted
         mean_loss.update(loss.detach(), weight=1.0 if stage == "train" else count)
         ppl.update(nll, weight=count)
-        acc.update(logits.detach().argmax(dim=-1), labels)
+        acc.update(predictions, counted)
         if stage != "train":  # train metrics are logged once per optimizer step, in on_train_batch_end
             batch_size = labels.size(0)
             self.log(f"{stage}/loss", mean_loss, prog_bar=True, batch_size=batch_size)
@@ -463,6 +468,8 @@ class SwapformerModule(pl.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if stage == "fit" and self._trainer is not None:
             use_atomic_checkpoints(self.trainer)  # a kill during a save never leaves a corrupt last.ckpt
+        if self._trainer is not None:  # a fused loss kernel on a device it cannot run on: before any data
+            check_loss_device(self.hparams.get("loss_impl", "torch"), self.trainer.strategy.root_device)
         tokenizer = getattr(datamodule, "tokenizer", None)
         if tokenizer is not None and self.tokenizer is None:
             self.tokenizer = tokenizer

@@ -37,8 +37,8 @@ class CausalLMModule(SwapformerModule):
         if stage == "val" and batch_idx == 0:  # remembered as the SampleCallback's prompt
             self._val_prompt = batch["input_ids"][:, :32].detach()
         losses: dict[str, Tensor] = {}
-        logits = self.model(batch["input_ids"], batch.get("attention_mask"), losses=losses)
-        return self._shared_step(stage, logits, batch["labels"], losses)
+        hidden = self.model(batch["input_ids"], batch.get("attention_mask"), losses=losses, head=False)
+        return self._shared_step(stage, hidden, batch["labels"], losses)
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> list[str] | Tensor:
         """Greedy continuation (64 tokens) of each row of ``input_ids``; text when a tokenizer is known."""

@@ -90,7 +90,7 @@ class MaskedLMModule(SwapformerModule):
             generator = torch.Generator(device=ids.device).manual_seed(VALIDATION_SEED + batch_idx)
         inputs, labels = self.mask_tokens(ids, mask, generator=generator)
         losses: dict[str, Tensor] = {}
-        return self._shared_step(stage, self.model(inputs, mask, losses=losses), labels, losses)
+        return self._shared_step(stage, self.model(inputs, mask, losses=losses, head=False), labels, losses)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """Logits ``(N, L, V)`` of the token at every position."""

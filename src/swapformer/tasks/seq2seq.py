@@ -111,8 +111,8 @@ class Seq2SeqModule(SwapformerModule):
         # Right padding: the causal mask already keeps real positions from seeing the pads after them, so
         # the decoder needs no padding mask (and SDPA keeps its is_causal fast path).
         losses: dict[str, Tensor] = {}
-        logits = self.model(batch["src_ids"], tgt[:, :-1], batch["src_mask"], losses=losses)
-        loss = self._shared_step(stage, logits, tgt[:, 1:], losses)
+        hidden = self.model(batch["src_ids"], tgt[:, :-1], batch["src_mask"], losses=losses, head=False)
+        loss = self._shared_step(stage, hidden, tgt[:, 1:], losses)
         if stage != "train" and self.hparams.greedy_eval:
             self._decode_metrics(stage, batch, keep_examples=stage == "val" and batch_idx == 0)
         return loss

@@ -11,6 +11,7 @@ import inspect
 from typing import Any
 
 from swapformer.errors import ConfigError, did_you_mean
+from swapformer.nn.lm_loss import check_loss_options
 from swapformer.training.guards import NONFINITE_ACTIONS, NonfiniteAction
 from swapformer.training.optim import SCHEDULES
 
@@ -26,6 +27,8 @@ def training_options(
     total_steps: int | None = None,
     min_lr_ratio: float = 0.1,
     label_smoothing: float = 0.0,
+    loss_chunk: int | None = None,
+    loss_impl: str = "torch",
     global_batch_tokens: int | None = None,
     activation_checkpointing: bool = False,
     compile: bool | dict[str, Any] = False,
@@ -45,6 +48,12 @@ def training_options(
         total_steps: end of the cosine decay; None = the trainer's ``estimated_stepping_batches``.
         min_lr_ratio: the cosine's floor, as a fraction of ``lr``.
         label_smoothing: cross-entropy label smoothing in [0, 1).
+        loss_chunk: tokens per chunk of the LM loss, whose head and cross-entropy run a chunk at a time so the
+            whole logits never exist (see :mod:`swapformer.nn.lm_loss`); None = as many tokens as make 2^24
+            logits (128 at a 128k vocabulary); 0 = the full logits at once.
+        loss_impl: who computes the LM loss: ``torch`` (the chunked loss), or ``liger`` (Liger-Kernel's fused
+            linear cross-entropy) or ``cut_cross_entropy`` (Apple's Cut Cross-Entropy) where that package is
+            installed, on CUDA GPUs.
         global_batch_tokens: tokens per optimizer step over all processes; sets
             ``trainer.accumulate_grad_batches = global_batch_tokens / (batch_size x seq_len x processes)`` at fit
             start, so the effective batch does not depend on the device count. None = the trainer's setting.
@@ -99,6 +108,7 @@ def training_options(
     ]
     if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
         problems.append(f"betas={list(betas)} must be two numbers in [0, 1), e.g. [0.9, 0.95]")
+    problems += check_loss_options(loss_chunk, loss_impl)
     if problems:  # before the optimizer (torch's own message names no key) and before any data is read
         raise ConfigError([f"model.init_args.{p}" for p in problems], title="invalid training options")
     return options
