@@ -123,6 +123,27 @@ CASES = [
         argv=lambda fx: _fit(fx, model={"label_smoothing": 1.5}),
     ),
     Case(
+        id="loss-chunk-negative",
+        area="recipe",
+        mistake="`loss_chunk: -1` (tokens per chunk of the LM loss)",
+        expect=r"loss_chunk=-1 must be a whole number >= 0",
+        argv=lambda fx: _fit(fx, model={"loss_chunk": -1}),
+    ),
+    Case(
+        id="loss-chunk-not-a-number",
+        area="recipe",
+        mistake="`loss_chunk: abc` (text where a number of tokens goes)",
+        expect=r"loss_chunk 'abc' is not",
+        argv=lambda fx: _fit(fx, model={"loss_chunk": "abc"}),
+    ),
+    Case(
+        id="loss-impl-not-installed",
+        area="recipe",
+        mistake="`loss_impl: liger` where Liger-Kernel is not installed",
+        expect=r"loss_impl='liger' needs the liger-kernel package, which is not installed",
+        argv=lambda fx: _fit(fx, model={"loss_impl": "liger"}),
+    ),
+    Case(
         id="seq-len-beyond-learned-table",
         area="recipe",
         mistake="`positional: learned, max_seq_len: 32` with data `seq_len: 64` (found only once training "

@@ -79,6 +79,9 @@ def training_options(
         )
     if not 0.0 <= label_smoothing < 1.0:
         raise ConfigError(f"label_smoothing={label_smoothing} must be in [0, 1)")
+    loss_problems = check_loss_options(loss_chunk, loss_impl)
+    if loss_problems:
+        raise ConfigError("; ".join(loss_problems))
     if nonfinite_loss not in NONFINITE_ACTIONS:
         raise ConfigError(
             f"nonfinite_loss='{nonfinite_loss}' is unknown; choose one of {', '.join(NONFINITE_ACTIONS)}"
@@ -108,7 +111,6 @@ def training_options(
     ]
     if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
         problems.append(f"betas={list(betas)} must be two numbers in [0, 1), e.g. [0.9, 0.95]")
-    problems += check_loss_options(loss_chunk, loss_impl)
     if problems:  # before the optimizer (torch's own message names no key) and before any data is read
         raise ConfigError([f"model.init_args.{p}" for p in problems], title="invalid training options")
     return options
