@@ -35,8 +35,8 @@ from swapformer.errors import ConfigError, did_you_mean
 LOSS_IMPLS = {"torch": None, "liger": "liger-kernel", "cut_cross_entropy": "cut-cross-entropy"}
 """The values of ``loss_impl`` and the pip package each needs (None: none beyond torch)."""
 _MODULES = {"liger": "liger_kernel", "cut_cross_entropy": "cut_cross_entropy"}
-CHUNK_LOGITS = 2**24
-"""Logits per chunk when ``loss_chunk`` is None: 64 MiB of fp32 (128 tokens at a 128k vocabulary)."""
+CHUNK_LOGITS = 2**25
+"""Logits per chunk when ``loss_chunk`` is None: 128 MiB of fp32 (256 tokens at a 128k vocabulary)."""
 
 
 def check_loss_options(loss_chunk: object, loss_impl: object) -> list[str]:
@@ -228,23 +228,29 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
             capped = None if softcap is None else torch.tanh(z.to(exact) / softcap)
             logits = z.to(exact) if capped is None else capped * softcap  # (C, V)
             del z
-            lse = torch.logsumexp(logits, dim=-1)  # (C,)
-            nll = lse - logits.gather(1, y[:, None])[:, 0]
-            nll_sum += nll.sum()
-            if smoothing:  # (1 - ε)·NLL + ε·mean over the vocabulary of -log p
-                loss_sum += ((1 - smoothing) * nll + smoothing * (lse - logits.mean(dim=-1))).sum()
-            else:
-                loss_sum += nll.sum()
+            target = logits.gather(1, y[:, None])[:, 0]  # (C,)
+            mean = logits.mean(dim=-1) if smoothing else None
             if predictions:
                 argmax[start : start + chunk] = logits.argmax(dim=-1)
+            # log-sum-exp with the exponentials made in place: they become the softmax the gradient needs
+            top = logits.amax(dim=-1, keepdim=True)  # (C, 1)
+            exp = logits.sub_(top).exp_()  # (C, V); the logits are done with
+            total = exp.sum(dim=-1, keepdim=True)
+            lse = (top + total.log())[:, 0]
+            nll = lse - target
+            nll_sum += nll.sum()
+            if smoothing:  # (1 - ε)·NLL + ε·mean over the vocabulary of -log p
+                loss_sum += ((1 - smoothing) * nll + smoothing * (lse - mean)).sum()
+            else:
+                loss_sum += nll.sum()
             if not any(wants):
                 continue
-            # d(mean loss)/d logits = (softmax - (1 - ε)·onehot - ε/V) / K, then the cap's 1 - tanh²
-            grad = logits.sub_(lse[:, None]).exp_()  # in place: the logits are done with
+            # K · d(mean loss)/d logits = softmax - (1 - ε)·onehot - ε/V, then the cap's 1 - tanh²; the 1/K
+            # is applied once, in backward
+            grad = exp.div_(total)
             grad[torch.arange(y.numel(), device=y.device), y] -= 1 - smoothing
             if smoothing:
                 grad -= smoothing / vocab
-            grad /= count
             if capped is not None:
                 grad *= capped.square_().neg_().add_(1)
             if grad_bias is not None:
@@ -254,6 +260,7 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
                 grad_hidden[start : start + chunk] = grad @ weight.to(compute_dtype)
             if grad_weight is not None:
                 grad_weight.addmm_(grad.t().to(exact), h.to(exact))
+        ctx.count = count
         ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
         ctx.dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
         nll_mean = nll_sum / count
@@ -271,7 +278,7 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
             )
         ctx.used = True
         grads = [
-            None if grad is None else grad.mul_(grad_loss.to(grad.dtype)).to(dtype)
+            None if grad is None else grad.mul_(grad_loss.to(grad.dtype) / ctx.count).to(dtype)
             for grad, dtype in zip(ctx.saved_tensors, ctx.dtypes)
         ]
         return (*grads, None, None, None, None, None, None)

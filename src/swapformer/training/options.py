@@ -49,8 +49,8 @@ def training_options(
         min_lr_ratio: the cosine's floor, as a fraction of ``lr``.
         label_smoothing: cross-entropy label smoothing in [0, 1).
         loss_chunk: tokens per chunk of the LM loss, whose head and cross-entropy run a chunk at a time so the
-            whole logits never exist (see :mod:`swapformer.nn.lm_loss`); None = as many tokens as make 2^24
-            logits (128 at a 128k vocabulary); 0 = the full logits at once.
+            whole logits never exist (see :mod:`swapformer.nn.lm_loss`); None = as many tokens as make 2^25
+            logits (256 at a 128k vocabulary); 0 = the full logits at once.
         loss_impl: who computes the LM loss: ``torch`` (the chunked loss), or ``liger`` (Liger-Kernel's fused
             linear cross-entropy) or ``cut_cross_entropy`` (Apple's Cut Cross-Entropy) where that package is
             installed, on CUDA GPUs.
