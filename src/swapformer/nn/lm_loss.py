@@ -125,11 +125,8 @@ def lm_loss(
         return _full(
             flat_hidden, flat_labels, weight, bias, softcap, ignore_index, label_smoothing, predictions
         )
-    kept = flat_labels != ignore_index
-    flat_hidden, flat_labels = (
-        flat_hidden[kept],
-        flat_labels[kept],
-    )  # (K, D), (K,): the head never sees the rest
+    kept = flat_labels != ignore_index  # the head never sees the rest
+    flat_hidden, flat_labels = flat_hidden[kept], flat_labels[kept]  # (K, D), (K,)
     count = kept.sum()
     if impl != "torch":
         loss = _fused(impl, flat_hidden, flat_labels, weight, bias, softcap, label_smoothing)
