@@ -20,6 +20,7 @@ from swapformer.models.decoding import (
     reserve_positions,
     search,
 )
+from swapformer.models.generation_defaults import GenerationDefaults
 from swapformer.models.saving import SavesPretrained
 from swapformer.nn import KVCache, TokenEmbedding, TransformerStack
 from swapformer.nn.masks import causal_self_attention_inputs
@@ -62,6 +63,7 @@ class DecoderOnly(SavesPretrained, nn.Module):
         logit_softcap: float | None = None,
     ) -> None:
         super().__init__()
+        self.generation_config: GenerationDefaults | None = None  # generate()'s defaults (from_hf sets them)
         self.logit_softcap = logit_softcap
         self.embedding = embedding
         self.positional = positional
