@@ -122,6 +122,8 @@ class DecoderOnly(SavesPretrained, nn.Module):
         """
         inputs.check_causal(self, input_ids, attention_mask, always=True)
         inputs.check_generate_ids(kwargs, vocab_size=self.embedding.token.num_embeddings)
+        defaults = self.generation_config.settings() if self.generation_config is not None else {}
+        inputs.check_processor_ids({**defaults, **kwargs}, vocab_size=self.embedding.token.num_embeddings)
         return search(self, input_ids, attention_mask, **kwargs)
 
     def decoding(

@@ -180,7 +180,9 @@ class GenerationDefaults:
         }
         problems = [problem for name, value in applied.items() if (problem := _problem(name, value))]
         if problems:
-            raise ConfigError(f"{where}: " + "; ".join(problems))
+            raise ConfigError(
+                f"{where}: " + "; ".join(problems) + " (correct it, or remove it for the default)"
+            )
         if unapplied:
             listed = ", ".join(f"{name}={value!r}" for name, value in unapplied.items())
             warnings.warn(

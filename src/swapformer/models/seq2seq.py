@@ -137,6 +137,8 @@ class EncoderDecoder(SavesPretrained, nn.Module):
         """
         inputs.check_seq2seq(self, input_ids, None, src_mask, always=True)
         inputs.check_generate_ids(kwargs, vocab_size=self.tgt_embedding.token.num_embeddings)
+        defaults = self.generation_config.settings() if self.generation_config is not None else {}
+        inputs.check_processor_ids({**defaults, **kwargs}, vocab_size=self.tgt_embedding.token.num_embeddings)
         return search(self, input_ids, src_mask, **kwargs)
 
     def decoding(
