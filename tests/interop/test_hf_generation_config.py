@@ -166,11 +166,11 @@ def test_a_folder_without_generation_config_takes_the_settings_of_its_config_jso
     )
 
 
-def test_a_built_model_has_no_defaults_and_keeps_swapformer_lengths(tmp_path):
+def test_a_built_model_has_no_defaults_until_given_some(tmp_path):
     model = swapformer.build_causal_lm(dict(vocab_size=20, d_model=16, num_heads=2, num_layers=1, d_ff=32))
     assert model.generation_config is None
     prompt = torch.randint(3, 20, (1, 5))
-    assert model.generate(prompt, eos_token_id=[]).size(1) == 5 + 20  # 20 new tokens, not max_length 20
+    assert model.generate(prompt, eos_token_id=[]).size(1) == 5 + 20  # 20 new tokens when no length is set
     directory = model.save_pretrained(tmp_path / "plain")
     assert not (directory / "generation_config.json").exists()
     model.generation_config = swapformer.GenerationDefaults(max_length=8)

@@ -4,8 +4,8 @@
 
     an argument passed to generate()          (this call only)
       > model.generation_config               (the checkpoint's generation_config.json: GenerationDefaults)
-      > transformers' global defaults          (only for a model with generation defaults: max_length 20, top_k 50)
-      > swapformer's defaults                  (20 new tokens, greedy, no processor)
+      > transformers' global defaults          (only for a model with generation defaults: top_k 50 when sampling)
+      > swapformer's defaults                  (20 new tokens, as transformers 5; greedy, no processor)
     special ids last fall back to the model config (eos_token_id, pad_token_id, decoder_start_token_id); a
     model with defaults but no pad id among them pads finished rows with its first eos id, as transformers does
 
@@ -42,8 +42,8 @@ OFF_WHEN_NONE = frozenset(
 """Settings that ``None``, passed explicitly, turns off; for the others ``None`` means "the default"."""
 
 SAMPLING = ("temperature", "top_k", "top_p")
-SWAPFORMER_DEFAULTS: dict[str, Any] = {"max_new_tokens": 20}
-"""What a model without generation defaults gets for an unset length (the other neutral values: Settings')."""
+DEFAULT_NEW_TOKENS = 20
+"""New tokens when no length is set, passed or default (transformers 5 generates as many)."""
 
 
 def resolve(model: nn.Module, input_ids: Tensor, arguments: dict[str, Any]) -> tuple[Settings, int | None]:
@@ -64,7 +64,7 @@ def resolve(model: nn.Module, input_ids: Tensor, arguments: dict[str, Any]) -> t
         if value is not DEFAULT and (value is not None or name in OFF_WHEN_NONE)
     }
     defaults = getattr(model, "generation_config", None)
-    inherited: dict[str, Any] = dict(SWAPFORMER_DEFAULTS)
+    inherited: dict[str, Any] = {}
     if defaults is not None:
         defaults.check_applicable()
         inherited = {**HUGGING_FACE_FALLBACKS, **defaults.settings()}
@@ -85,7 +85,9 @@ def resolve(model: nn.Module, input_ids: Tensor, arguments: dict[str, Any]) -> t
     source = config is not None and getattr(config, "kind", None) in KINDS and KINDS[config.kind].source
     first = 1 if source else input_ids.size(1)  # the ids the search starts from: the start id, or the prompt
     max_new_tokens = values.get("max_new_tokens")
-    if max_new_tokens is None:
+    if max_new_tokens is None and values.get("max_length") is None:
+        max_new_tokens = DEFAULT_NEW_TOKENS
+    elif max_new_tokens is None:
         max_length = values["max_length"]
         max_new_tokens = max_length - first if isinstance(max_length, int) else max_length
         if isinstance(max_new_tokens, int) and max_new_tokens < 1:

@@ -107,9 +107,10 @@ NEUTRAL: dict[str, Any] = {
 }
 """transformers' values of the other fields that leave the tokens as they are (any field not here: None)."""
 
-HUGGING_FACE_FALLBACKS: dict[str, Any] = {"max_length": 20, "top_k": 50}
-"""transformers' global defaults where they differ from swapformer's (20 new tokens; no top-k): what a model with
-generation defaults uses for the settings its defaults leave unset, as transformers does."""
+HUGGING_FACE_FALLBACKS: dict[str, Any] = {"top_k": 50}
+"""transformers' global defaults where they differ from swapformer's (no top-k): what a model with generation
+defaults uses for the settings its defaults leave unset, as transformers does. Both generate 20 new tokens when
+no length is set (transformers 5 adds its default ``max_length`` of 20 to the prompt's length)."""
 
 
 @dataclass
@@ -118,9 +119,10 @@ class GenerationDefaults:
     ``generation_config.json``; Hugging Face's field names. None = not set.
 
     ``model.generate(ids)`` uses them; an argument passed to ``generate`` wins for that call. The settings left
-    unset fall back to transformers' global defaults (a ``max_length`` of 20 tokens, prompt included; ``top_k``
-    50 when sampling), so an imported model decodes as it does in transformers. A model without defaults
-    (``model.generation_config`` None, as :func:`swapformer.build` makes it) keeps swapformer's: 20 new tokens.
+    unset fall back to transformers' global defaults (``top_k`` 50 when sampling; a finished row padded with the
+    first eos id), so an imported model decodes as it does in transformers. A model without defaults
+    (``model.generation_config`` None, as :func:`swapformer.build` makes it) keeps swapformer's (no top-k, the
+    model config's pad id). Either generates 20 new tokens when no length is set.
 
     Example:
         >>> defaults = GenerationDefaults(num_beams=4, max_length=64, forced_eos_token_id=2)
