@@ -15,6 +15,10 @@ from swapformer.layer_specs import COMPONENT_FAMILIES
 from swapformer.registry import FAMILIES, ComponentSpec, kind, split_spec
 
 COMPONENT_KEYS = tuple(COMPONENT_FAMILIES)
+LM_HEAD_ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu")
+"""The activations of ``lm_head_transform``: exact GELU, GELU's tanh approximation, ReLU, SiLU (swish)."""
+MASKED_ONLY = ("token_types", "lm_head_transform")
+"""Fields only a masked LM builds (the other kinds would drop them silently)."""
 
 
 @dataclass
@@ -58,7 +62,13 @@ class ModelConfig:
             the scale into its weights and uses 1.0.
         embedding_norm: a norm (of the ``norm`` kind) on the embeddings after positions are added (BART).
         lm_head_bias: a bias in the final linear layer to the vocabulary (BART's and Marian's
-            ``final_logits_bias``).
+            ``final_logits_bias``, BERT's MLM bias).
+        token_types: rows of a token-type (segment) embedding table added to a masked LM's token embeddings
+            (BERT's ``type_vocab_size``: sentence A and B); the model adds row 0 unless given
+            ``token_type_ids``. 0 = no table.
+        lm_head_transform: a dense layer D -> D, this activation and a norm (of the ``norm`` kind) between a
+            masked LM's last layer and its final linear layer (BERT's and RoBERTa's MLM head); the activation's
+            name, one of :data:`LM_HEAD_ACTIVATIONS`, or None = none.
         pad_token_id: padding id (used by training losses and generation), or None.
         bos_token_id: the id that starts a text; swapformer's tokenizers use 1.
         eos_token_id: the id that ends a text (generation stops there by default); swapformer's tokenizers use 2.
@@ -101,6 +111,8 @@ class ModelConfig:
     attention_scale: float | None = None
     embedding_norm: bool = False
     lm_head_bias: bool = False
+    token_types: int = 0
+    lm_head_transform: str | None = None
     pad_token_id: int | None = 0
     bos_token_id: int | None = 1
     eos_token_id: int | None = 2
@@ -242,6 +254,7 @@ class ModelConfig:
                 f"qk_norm_scope={self.qk_norm_scope!r} must be 'head' (each head over E) or 'projection' (all of "
                 "q and of k)"
             )
+        problems.extend(self._masked_problems())
         cap = self.logit_softcap
         if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int | float) or not cap > 0):
             problems.append(
@@ -266,6 +279,33 @@ class ModelConfig:
             problems.extend(compatibility_problems(self))
             problems.extend(self._layer_problems())
         return problems
+
+    def _masked_problems(self) -> list[str]:
+        problems = []
+        types = self.token_types
+        if isinstance(types, bool) or not isinstance(types, int) or types < 0:
+            problems.append(
+                f"token_types={types!r} must be a non-negative integer (BERT uses 2; 0 = no table)"
+            )
+        head = self.lm_head_transform
+        if head is not None and head not in LM_HEAD_ACTIVATIONS:
+            hint = did_you_mean(str(head), LM_HEAD_ACTIVATIONS)
+            problems.append(
+                f"lm_head_transform={head!r} is not a head activation{hint}; use one of "
+                f"{', '.join(LM_HEAD_ACTIVATIONS)}, or null (no transform)"
+            )
+        # a config made without a kind takes its builder's later (coerce): the builders check that one
+        problem = self.masked_only_problem()
+        if problem is not None and "kind" not in self._defaulted:
+            problems.append(problem)
+        return problems
+
+    def masked_only_problem(self) -> str | None:
+        """Why this config's kind cannot have its :data:`MASKED_ONLY` fields set, or None."""
+        used = [key for key in MASKED_ONLY if getattr(self, key) not in (0, None)]
+        if not used or self.kind == "masked_lm":
+            return None
+        return f"{used[0]} is an option of masked_lm models, not {self.kind}; set kind: masked_lm or drop it"
 
     def _layer_problems(self) -> list[str]:
         """Problems of ``layers``: its form, then each layer spec's members and pairs, named by where they come

@@ -30,15 +30,55 @@ def _build(**changes: object) -> object:
     return swapformer.build_causal_lm({**CONFIG, **changes})
 
 
-def _from_hf_bert() -> object:
+def _from_hf_ctrl() -> object:
     import transformers
 
     from swapformer.interop import from_hf
 
-    config = transformers.BertConfig(
+    config = transformers.CTRLConfig(vocab_size=50, n_embd=16, n_layer=1, n_head=2, dff=32, n_positions=16)
+    return from_hf(transformers.CTRLModel(config))
+
+
+def _from_hf_bert_setting(fx: object, model_type: str, **setting: object) -> object:
+    """``from_hf`` of a tiny BERT or RoBERTa folder whose ``config.json`` says ``setting`` (as an older or
+    another checkpoint's does)."""
+    import json
+
+    import transformers
+
+    from swapformer.interop import from_hf
+
+    config = {"bert": transformers.BertConfig, "roberta": transformers.RobertaConfig}[model_type](
         vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
     )
-    return from_hf(transformers.BertModel(config))
+    folder = fx.tmp / model_type
+    transformers.AutoModelForMaskedLM.from_config(config).save_pretrained(folder)
+    written = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**written, **setting}))
+    return from_hf(folder)
+
+
+MASKED_BERT = dict(
+    kind="masked_lm",
+    norm={"name": "layernorm", "eps": 1e-12},
+    embedding_norm=True,
+    lm_head_bias=True,
+    token_types=2,
+    lm_head_transform="gelu",
+)
+
+
+def _to_hf_roberta_offset(fx: object) -> object:
+    import swapformer
+
+    model = swapformer.build({**CONFIG, **MASKED_BERT, "positional": {"name": "learned", "offset": 2}})
+    return swapformer.to_hf(model, fx.tmp / "hf", model_type="roberta")
+
+
+def _masked_with_types(**changes: object) -> torch.nn.Module:
+    import swapformer
+
+    return swapformer.build_masked_lm({**CONFIG, **changes}).eval()
 
 
 def _with_defaults(**settings: object) -> torch.nn.Module:
@@ -364,9 +404,84 @@ CASES = [
     Case(
         id="api-from-hf-unsupported",
         area="API",
-        mistake="`from_hf` of a model family swapformer does not read (BERT)",
-        expect=r"model_type 'bert' is not supported; swapformer reads ",
-        raises=lambda fx: _from_hf_bert(),
+        mistake="`from_hf` of a model family swapformer does not read (CTRL)",
+        expect=r"model_type 'ctrl' is not supported; swapformer reads ",
+        raises=lambda fx: _from_hf_ctrl(),
+    ),
+    Case(
+        id="api-from-hf-bert-relative-positions",
+        area="API",
+        mistake="`from_hf` of a BERT whose config.json asks for relative positions "
+        "(`position_embedding_type: relative_key`)",
+        expect=r"bert: position_embedding_type 'relative_key' has no swapformer equivalent \(only 'absolute'\)",
+        raises=lambda fx: _from_hf_bert_setting(fx, "bert", position_embedding_type="relative_key"),
+    ),
+    Case(
+        id="api-from-hf-bert-decoder",
+        area="API",
+        mistake="`from_hf` of a BERT made a causal decoder (`is_decoder: true`)",
+        expect=r"bert: is_decoder: true \(a causal decoder\) has no swapformer masked_lm equivalent",
+        raises=lambda fx: _from_hf_bert_setting(fx, "bert", is_decoder=True),
+    ),
+    Case(
+        id="api-from-hf-roberta-cross-attention",
+        area="API",
+        mistake="`from_hf` of a RoBERTa with cross-attention layers (`add_cross_attention: true`)",
+        expect=r"roberta: add_cross_attention: true \(cross-attention\) has no swapformer masked_lm equivalent",
+        raises=lambda fx: _from_hf_bert_setting(fx, "roberta", add_cross_attention=True),
+    ),
+    Case(
+        id="api-from-hf-roberta-unknown-activation",
+        area="API",
+        mistake="`from_hf` of a RoBERTa whose `hidden_act` (mish) swapformer has no member for",
+        expect=r"roberta: hidden_act 'mish' has no swapformer member \(known: gelu, ",
+        raises=lambda fx: _from_hf_bert_setting(fx, "roberta", hidden_act="mish"),
+    ),
+    Case(
+        id="api-to-hf-roberta-position-offset",
+        area="API",
+        mistake="`to_hf(model_type='roberta')` of a masked LM whose positions start at row 2 while RoBERTa's "
+        "start at pad_token_id + 1 (1 for pad_token_id 0)",
+        expect=r"cannot export to Hugging Face roberta: positional .* \(RoBERTa has learned positions from row "
+        r"pad_token_id \+ 1 = 1: \{name: learned, offset: 1\}\)",
+        raises=_to_hf_roberta_offset,
+    ),
+    Case(
+        id="api-config-token-types-negative",
+        area="API",
+        mistake="a masked LM with `token_types: -1`",
+        expect=r"token_types=-1 must be a non-negative integer \(BERT uses 2; 0 = no table\)",
+        raises=lambda fx: _masked_with_types(token_types=-1),
+    ),
+    Case(
+        id="api-config-lm-head-transform-unknown",
+        area="API",
+        mistake="a misspelt `lm_head_transform` activation (`gleu`)",
+        expect=r"lm_head_transform='gleu' is not a head activation \(did you mean 'gelu'\?\); use one of",
+        raises=lambda fx: _masked_with_types(lm_head_transform="gleu"),
+    ),
+    Case(
+        id="api-config-token-types-of-a-causal-lm",
+        area="API",
+        mistake="`token_types: 2` in a config of `kind: causal_lm` (its builder has no token-type table)",
+        expect=r"token_types is an option of masked_lm models, not causal_lm; set kind: masked_lm or drop it",
+        raises=lambda fx: _build(kind="causal_lm", token_types=2),
+    ),
+    Case(
+        id="api-masked-token-types-without-table",
+        area="API",
+        mistake="`token_type_ids` passed to a masked LM built without a token-type table (`token_types: 0`)",
+        expect=r"token_type_ids given, but the model has no token-type table \(token_types: 0\); drop them",
+        raises=lambda fx: _model("masked")(_ids(), token_type_ids=torch.zeros(2, 5, dtype=torch.long)),
+    ),
+    Case(
+        id="api-masked-token-types-beyond-table",
+        area="API",
+        mistake="`token_type_ids` holding type 2 for a masked LM of `token_types: 2` (types 0 and 1)",
+        expect=r"token_type_ids holds types from 0 to 2 but the model has token_types=2 \(0\.\.1\)",
+        raises=lambda fx: _masked_with_types(token_types=2)(
+            _ids(), token_type_ids=torch.arange(10).reshape(2, 5) % 3
+        ),
     ),
     Case(
         id="api-from-hf-unsupported-option",

@@ -261,11 +261,13 @@ CASES = [
     Case(
         id="import-hf-unsupported-family",
         area="CLI",
-        mistake="`swapformer import-hf` of a model family swapformer does not map (BERT)",
-        expect=r"bert.*gpt2",
+        mistake="`swapformer import-hf` of a model family swapformer does not map (CTRL)",
+        expect=r"model_type 'ctrl' is not supported; swapformer reads .*gpt2",
         argv=lambda fx: [
             "import-hf",
-            _file(fx, "bert/config.json", '{"model_type": "bert", "architectures": ["BertModel"]}').parent,
+            _file(
+                fx, "ctrl/config.json", '{"model_type": "ctrl", "architectures": ["CTRLLMHeadModel"]}'
+            ).parent,
             "--out",
             "out",
         ],

@@ -46,6 +46,20 @@ CASES = [
         argv=lambda fx: _fit(fx, model={"attention": "flash_attn"}),
     ),
     Case(
+        id="compile-unknown-backend",
+        area="recipe",
+        mistake="`compile: {backend: inductr}` (a misspelt torch.compile backend)",
+        expect=r"model\.init_args\.compile: backend='inductr' is not a torch\.compile backend \(did you mean 'inductor'\?\); common ones: inductor",
+        argv=lambda fx: _fit(fx, model={"compile": {"backend": "inductr"}}),
+    ),
+    Case(
+        id="compile-unknown-option",
+        area="recipe",
+        mistake="`compile: {modes: max-autotune}` (not an option of torch.compile)",
+        expect=r"model\.init_args\.compile: 'modes' is not an option of torch\.compile; the options are backend, mode",
+        argv=lambda fx: _fit(fx, model={"compile": {"modes": "max-autotune"}}),
+    ),
+    Case(
         id="d-model-not-divisible-by-heads",
         area="recipe",
         mistake="`d_model: 32, num_heads: 5`",

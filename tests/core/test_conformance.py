@@ -20,6 +20,7 @@ from swapformer.compat import Capabilities
 from swapformer.components.attention import MathAttention
 from swapformer.components.positional.sinusoidal import SinusoidalPositionalEncoding
 from swapformer.conformance import Combination, ConformanceFailure
+from swapformer.nn import AttentionCache
 from swapformer.registry import ATTENTION, FAMILIES, NORM, POSITIONAL
 
 COMBOS = conformance.combinations()
@@ -168,6 +169,29 @@ def test_a_kernel_that_is_always_causal_fails_the_bidirectional_kind(registries)
     assert [c.message for c in skipped if c.name == "cached_decoding"] == [
         "skipped: kind 'masked_lm' does not decode left to right"
     ]
+
+
+@pytest.mark.parametrize("kind", ["causal_lm", "seq2seq"])
+def test_cached_decoding_goes_past_the_window_and_bounds_the_cache(kind, monkeypatch):
+    # the check decodes a left-padded row past the window (3): a ring whose mask columns do not follow its slots,
+    # or a cache that keeps every key, fails it
+    model = conformance.build(Combination(kind, "sliding_window", "rope", "rmsnorm", "pre", "swiglu"))
+    conformance.check_cached_decoding(model)
+    key_mask = AttentionCache.key_mask
+
+    def unturned(cache, attn_mask, length):  # the last columns, not turned as the ring lies
+        held = min(cache.length, cache.window) if cache.window and length == 1 else None
+        return key_mask(cache, attn_mask, length) if held is None else attn_mask[..., -held:]
+
+    monkeypatch.setattr(AttentionCache, "key_mask", unturned)
+    with pytest.raises(ConformanceFailure, match=r"differ from one full pass \(a row left-padded\)"):
+        conformance.check_cached_decoding(model)
+    monkeypatch.undo()
+    monkeypatch.setattr(AttentionCache, "window", property(lambda cache: None, lambda cache, value: None))
+    with pytest.raises(
+        ConformanceFailure, match=r"layer 0 holds 7 tokens after 7, more than its kernel's window of 3"
+    ):
+        conformance.check_cached_decoding(model)
 
 
 def test_a_leaky_kernel_fails_causality(leaky):

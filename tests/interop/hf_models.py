@@ -440,12 +440,62 @@ SEQ2SEQ = {
     ),
 }
 
+MASKED = {  # every one away from a default: activations, norm eps, token types, ties, RoBERTa's padding id
+    "bert-types-tanh-eps": lambda: transformers.BertConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=48,
+        vocab_size=61,
+        max_position_embeddings=40,
+        type_vocab_size=3,
+        hidden_act="gelu_new",
+        layer_norm_eps=1e-7,
+    ),
+    "bert-untied-relu": lambda: transformers.BertConfig(
+        hidden_size=24,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=40,
+        vocab_size=61,
+        max_position_embeddings=32,
+        hidden_act="relu",
+        tie_word_embeddings=False,
+        pad_token_id=2,
+    ),
+    "roberta-tied": lambda: transformers.RobertaConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=48,
+        vocab_size=61,
+        max_position_embeddings=42,
+        type_vocab_size=1,
+    ),
+    "roberta-untied-relu-pad3": lambda: transformers.RobertaConfig(
+        hidden_size=24,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=40,
+        vocab_size=61,
+        max_position_embeddings=40,
+        type_vocab_size=2,
+        hidden_act="relu",  # the FFN's; RoBERTa's head keeps exact GELU
+        tie_word_embeddings=False,
+        pad_token_id=3,
+        layer_norm_eps=1e-5,
+    ),
+}
+
 
 def hf_model(name: str, seed: int = 0):
-    """The HF model ``name`` of :data:`CAUSAL` or :data:`SEQ2SEQ`, random weights (biases and norms too), in eval
-    mode."""
+    """The HF model ``name`` of :data:`CAUSAL`, :data:`SEQ2SEQ` or :data:`MASKED`, random weights (biases and
+    norms too), in eval mode."""
     torch.manual_seed(seed)
-    if name in SEQ2SEQ:
+    if name in MASKED:
+        model = transformers.AutoModelForMaskedLM.from_config(MASKED[name]()).eval()
+        _spread_weights(model, gain=1.5)
+    elif name in SEQ2SEQ:
         model = transformers.AutoModelForSeq2SeqLM.from_config(SEQ2SEQ[name]()).eval()
         with (
             torch.no_grad()
@@ -464,6 +514,7 @@ def hf_model(name: str, seed: int = 0):
             if (
                 key.endswith("bias")
                 or "norm" in key
+                or "LayerNorm" in key  # BERT's
                 or key.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight"))
             ):
                 tensor.add_(torch.randn_like(tensor) * 0.1)

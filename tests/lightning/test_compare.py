@@ -251,19 +251,27 @@ def test_emitted_sweep_runs_one_variant_per_agent_run(tmp_path, monkeypatch, cap
     assert f"wandb sweep {out / 'sweep.yaml'}" in printed and "wandb agent" in printed
     assert not run_folders(out), "nothing trains with --emit"
     sweep = yaml.safe_load((out / "sweep.yaml").read_text())
-    assert sweep["method"] == "grid"
-    assert sweep["parameters"] == {"variant": {"values": VARIANTS}, "seed": {"values": [1, 2]}}
+    assert sweep["method"] == "grid" and list(sweep["parameters"]) == ["config"]
+    files = [Path(f) for f in sweep["parameters"]["config"]["values"]]
+    assert [f.name for f in files] == [f"{v}.seed={s}.yaml" for v in VARIANTS for s in (1, 2)]
     command = sweep["command"]
-    assert command[:3] == ["${env}", "swapformer", "compare"] and command[-2:] == [
-        "--run",
-        "${args_no_hyphens}",
-    ]
-    # what a W&B agent runs for one point of the grid
-    main(["compare", *command[3:-1], f"variant={VARIANTS[3]}", "seed=2"])
+    assert command[:3] == ["${env}", "swapformer", "fit"] and command[-1] == "${args}"
+    assert "--trainer.max_steps=4" in command, "the command's overrides are every run's"
+    # what a W&B agent runs for one point of the grid: ${args} is --config=<that point's file>
+    point = files[2 * 3 + 1]  # the last variant, seed 2
+    assert yaml.safe_load(point.read_text())["seed_everything"] == 2
+    main([*command[2:-1], f"--config={point}"])
     assert [f"{p.parent.name}/{p.name}" for p in run_folders(out)] == [f"{VARIANTS[3]}/seed=2"]
     main(["compare", "--collect", str(out)])
     rows = read_csv(out / "results.csv")
     assert [(r["variant"], r["seed"], r["status"]) for r in rows] == [(VARIANTS[3], "2", "finished")]
+    # the agent's fit is the fit compare runs: same resolved config
+    mine = yaml.safe_load(next((out / VARIANTS[3] / "seed=2").rglob("config.yaml")).read_text())
+    shutil.rmtree(out / VARIANTS[3])
+    one = ["--vary", "model.positional=alibi", "--vary", "model.init_args.norm=rmsnorm"]  # VARIANTS[3] alone
+    assert compare(*one, "--seeds", "2", "--out", str(out), *TINY) == 0
+    theirs = yaml.safe_load(next((out / VARIANTS[3] / "seed=2").rglob("config.yaml")).read_text())
+    assert mine == theirs
 
 
 def test_emitted_sbatch_array_runs_the_same_fits(tmp_path, monkeypatch, capsys):

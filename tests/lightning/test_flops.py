@@ -23,6 +23,7 @@ SMALL = dict(vocab_size=100, d_model=64, num_heads=4, num_layers=2, d_ff=128, ma
         (CausalLMModule, ((4, 64),), {}),
         (CausalLMModule, ((2, 100),), {"ffn": "swiglu", "num_kv_heads": 2, "positional": "rope"}),
         (MaskedLMModule, ((3, 50),), {}),
+        (MaskedLMModule, ((3, 50),), {"token_types": 2, "lm_head_transform": "gelu", "embedding_norm": True}),
         (Seq2SeqModule, ((4, 40), (4, 30)), {"num_encoder_layers": 2, "num_decoder_layers": 3}),
     ],
 )

@@ -27,6 +27,8 @@ import shlex
 import sys
 from pathlib import Path
 
+import yaml
+
 from swapformer.cli import compare_report as report
 from swapformer.cli.compare_plan import (
     MANIFEST,
@@ -34,7 +36,6 @@ from swapformer.cli.compare_plan import (
     full_key,
     int_list,
     make_plan,
-    one_run,
     plan_manifest,
     positive_int,
     split_values,
@@ -95,9 +96,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--eval_lengths", metavar="L,L,...", help="also score each final model at these context lengths"
     )
-    p.add_argument(
-        "--run", nargs="+", metavar="KEY=VALUE", help=argparse.SUPPRESS
-    )  # variant=NAME seed=K (sweeps)
     return p
 
 
@@ -110,20 +108,17 @@ def main(argv: list[str]) -> None:
             return
         plan = make_plan(args, overrides)
         if args.emit:
-            _emit(plan, args, argv)
+            _emit(plan, args)
             return
         if args.dry_run:
             _dry_run(plan)
             return
         jobs = positive_int(args.jobs, "--jobs")
-        if args.run:  # one run of an emitted sweep: the table is --collect's, once all have run
-            failures = execute(plan, [one_run(plan, args.run)])
-            return
         failures = execute(plan, plan.runs, jobs=jobs)
         rows = report.write(plan.out, plan_manifest(plan))
         print(report.markdown_table(rows, plan.baseline), flush=True)
         print(f"results: {plan.out / 'results.md'}, {plan.out / 'results.csv'}", flush=True)
-        if uses_wandb(plan.base) and not args.run:
+        if uses_wandb(plan.base):
             report.log_wandb_table(plan.out, rows, project=wandb_project(plan.base), group=plan.name)
     if failures:
         print(
@@ -150,7 +145,7 @@ def _dry_run(plan: Plan) -> None:
         print(f"  {variant.name} seed={seed} [{status}{extra}] {plan.run_dir(variant, seed)}: {own}")
 
 
-def _emit(plan: Plan, args: argparse.Namespace, argv: list[str]) -> None:
+def _emit(plan: Plan, args: argparse.Namespace) -> None:
     plan.out = plan.out.resolve()  # the jobs may start in another folder
     write_manifest(plan)
     if args.emit == "slurm":
@@ -158,27 +153,17 @@ def _emit(plan: Plan, args: argparse.Namespace, argv: list[str]) -> None:
         path.write_text(report.sbatch_script(plan, [(v, s) for v, s in plan.runs if v.error is None]))
         print(f"wrote {path}: submit with `sbatch {path}`; then `swapformer compare --collect {plan.out}`")
         return
-    keep = _without_option(argv, "--emit")
+    runs = [(v, s) for v, s in plan.runs if v.error is None]
+    (plan.out / "sweep").mkdir(parents=True, exist_ok=True)
+    for variant, seed in runs:  # what each agent's fit reads after the base recipe and the overrides
+        text = yaml.safe_dump(plan.run_config(variant, seed), sort_keys=False, allow_unicode=True)
+        plan.sweep_file(variant, seed).write_text(text)
     path = plan.out / "sweep.yaml"
-    path.write_text(report.sweep_yaml(plan, keep))
+    path.write_text(report.sweep_yaml(plan, runs))
     print(
         f"wrote {path}\n  wandb sweep {path}\n  wandb agent <entity/project/sweep id printed by wandb sweep>"
     )
     print(f"then: swapformer compare --collect {plan.out}")
-
-
-def _without_option(argv: list[str], option: str) -> list[str]:
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-            continue
-        if arg == option:
-            skip = True
-            continue
-        if not arg.startswith(option + "="):
-            out.append(arg)
-    return out
 
 
 def _collect(args: argparse.Namespace) -> None:

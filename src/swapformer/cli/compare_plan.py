@@ -65,26 +65,50 @@ class Plan:
     def run_dir(self, variant: Variant, seed: int) -> Path:
         return self.out / _folder_name(variant.name) / f"seed={seed}"
 
-    def fit_args(self, variant: Variant, seed: int) -> list[str]:
-        """The ``swapformer fit`` command line of one run (without ``--ckpt_path``)."""
+    def run_settings(self, variant: Variant, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """What one run sets on top of the base recipe and the command's overrides: (fit keys -> values, the
+        :class:`RunSummary` callback appended to the recipe's callbacks)."""
         summary: dict[str, Any] = {"variant": variant.name}
         if self.eval_lengths:
             summary["eval_lengths"] = self.eval_lengths
-        args = [a for c in self.configs for a in ("--config", c)]
-        args += [*self.overrides, *variant.args(), f"--seed_everything={seed}"]
-        args.append(f"--trainer.default_root_dir={self.run_dir(variant, seed)}")
-        args.append(
-            "--trainer.callbacks+=" + json.dumps({"class_path": SUMMARY_CALLBACK, "init_args": summary})
-        )
+        settings = {
+            **variant.overrides,
+            "seed_everything": seed,
+            "trainer.default_root_dir": str(self.run_dir(variant, seed)),
+        }
         if uses_wandb(self.base):  # one W&B group per comparison, a run per variant and seed
-            args += [
-                f"--trainer.logger.init_args.group={self.name}",
-                f"--trainer.logger.init_args.name={variant.name}/seed={seed}",
-            ]
+            settings["trainer.logger.init_args.group"] = self.name
+            settings["trainer.logger.init_args.name"] = f"{variant.name}/seed={seed}"
         data = (self.base.get("data") or {}).get("init_args") or {}
         if "cache_dir" in data and data["cache_dir"] is None and not os.environ.get("SWAPFORMER_CACHE_DIR"):
-            args.append(f"--data.init_args.cache_dir={self.out / 'cache'}")  # the corpus is tokenized once
+            settings["data.init_args.cache_dir"] = str(self.out / "cache")  # the corpus is tokenized once
+        return settings, {"class_path": SUMMARY_CALLBACK, "init_args": summary}
+
+    def sweep_file(self, variant: Variant, seed: int) -> Path:
+        """Where an emitted sweep keeps one run's :meth:`run_config`."""
+        return self.out / "sweep" / f"{_folder_name(variant.name)}.seed={seed}.yaml"
+
+    def fit_args(self, variant: Variant, seed: int) -> list[str]:
+        """The ``swapformer fit`` command line of one run (without ``--ckpt_path``)."""
+        settings, callback = self.run_settings(variant, seed)
+        args = [a for c in self.configs for a in ("--config", c)]
+        args += [*self.overrides, *(f"--{key}={_render(value)}" for key, value in settings.items())]
+        args.append("--trainer.callbacks+=" + json.dumps(callback))
         return ["fit", *args]
+
+    def run_config(self, variant: Variant, seed: int) -> dict[str, Any]:
+        """The same settings as a recipe file: ``fit --config BASE ... --config THIS`` is :meth:`fit_args`' run
+        (what an emitted W&B sweep's agent runs)."""
+        settings, callback = self.run_settings(variant, seed)
+        config: dict[str, Any] = {}
+        for key, value in settings.items():
+            *parents, last = key.split(".")
+            node = config
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[last] = value
+        config.setdefault("trainer", {})["callbacks+"] = [callback]
+        return config
 
 
 # ---- the plan: variants, seeds, checks ------------------------------------------------------------------
@@ -449,12 +473,3 @@ def wandb_project(config: dict[str, Any]) -> str | None:
         if isinstance(x, dict) and "wandb" in str(x.get("class_path", "")).lower():
             return (x.get("init_args") or {}).get("project")
     return None
-
-
-def one_run(plan: Plan, items: list[str]) -> tuple[Variant, int]:
-    """``--run variant=NAME seed=K`` (what an emitted sweep's agent passes): one run of the plan."""
-    given = dict(item.partition("=")[::2] for item in items)
-    names = {v.name: v for v in plan.variants}
-    if given.get("variant") not in names:
-        raise UsageError(f"--run variant={given.get('variant')!r} is not a variant of this comparison")
-    return names[given["variant"]], int_list(given.get("seed", ""), "--run seed")[0]

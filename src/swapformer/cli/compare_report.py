@@ -315,39 +315,27 @@ def log_wandb_table(root: Path, rows: list[dict[str, Any]], *, project: str | No
 # ---- emitted jobs ---------------------------------------------------------------------------------------------
 
 
-def sweep_yaml(plan: Plan, argv: list[str]) -> str:
-    """A W&B grid sweep over the variants and seeds; each agent's run is ``swapformer compare ... --run
-    variant=V seed=K``, which runs ``swapformer fit`` with the base recipe and V's overrides into V's folder."""
+def sweep_yaml(plan: Plan, runs: list[tuple[Variant, int]]) -> str:
+    """A W&B grid sweep with one point per run: each agent's run is ``swapformer fit`` with the base recipe, the
+    command's overrides and the run's own recipe file (its variant's overrides, its seed, its run folder), as
+    ``swapformer compare`` itself would run it."""
     import yaml
 
-    command = ["${env}", "swapformer", "compare", *_with_out(argv, plan.out), "--run", "${args_no_hyphens}"]
+    base = [a for c in plan.configs for a in ("--config", c)]
+    command = ["${env}", "swapformer", "fit", *base, *plan.overrides, "${args}"]
     sweep = {
         "name": plan.name,
         "method": "grid",
         "metric": {"name": "val/loss", "goal": "minimize"},
-        "parameters": {
-            "variant": {"values": [v.name for v in plan.variants if v.error is None]},
-            "seed": {"values": plan.seeds},
-        },
+        "parameters": {"config": {"values": [str(plan.sweep_file(v, s)) for v, s in runs]}},
         "command": command,
     }
     head = (
-        f"# swapformer compare {plan.name}: a W&B grid over its variants and seeds (wandb sweep THIS_FILE, then\n"
-        "# wandb agent on any number of machines sharing --out); each run trains one variant at one seed.\n"
+        f"# swapformer compare {plan.name}: a W&B grid of its {len(runs)} runs (wandb sweep THIS_FILE, then wandb\n"
+        "# agent on any number of machines sharing this folder); each point is one variant at one seed, its\n"
+        f"# settings in {plan.out / 'sweep'}. Then: swapformer compare --collect {plan.out}\n"
     )
     return head + yaml.safe_dump(sweep, sort_keys=False, allow_unicode=True)
-
-
-def _with_out(argv: list[str], out: Path) -> list[str]:
-    args, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == "--out":
-            skip = True
-        elif not arg.startswith("--out="):
-            args.append(arg)
-    return [*args, "--out", str(out.resolve())]
 
 
 def sbatch_script(plan: Plan, runs: list[tuple[Variant, int]]) -> str:

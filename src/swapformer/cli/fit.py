@@ -49,6 +49,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from swapformer.cli import preflight
 from swapformer.cli.errors import debugging, usage_error, user_errors
+from swapformer.cli.helptext import PlainHelpFormatter
 from swapformer.cli.recipes import resolve_config_args
 from swapformer.config import ModelConfig
 from swapformer.data.tokenizers import TOKENIZER_KINDS
@@ -83,7 +84,12 @@ class LogConfigCallback(SaveConfigCallback):
 
 class SwapformerArgumentParser(LightningArgumentParser):
     """LightningCLI's parser whose errors are one line naming the key first (a :class:`UsageError`), instead of
-    the usage and every type alternative; the verb's one error path prints it."""
+    the usage and every type alternative; the verb's one error path prints it. Its help is in plain words
+    (:class:`PlainHelpFormatter`), also for the parsers jsonargparse makes to show ``--model.help CLASS``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", PlainHelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str, ex: Exception | None = None) -> None:
         # nested parsers (a class's init_args) report to their parent, which formats the whole message
@@ -166,6 +172,7 @@ class SwapformerCLI(LightningCLI):
         if self._checkpoint is None:
             _tokenizer_of_init_from(init_args.get("init_from"), config.get("data"))
         preflight.check_trainer(config.get("trainer"))
+        preflight.check_compile(init_args, config.get("trainer"))
         _cache_under_the_root(config)
         values = {k: init_args[k] for k in MODEL_KEYS if k in init_args}
         if values.get("vocab_size") is None:

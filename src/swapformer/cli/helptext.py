@@ -9,7 +9,10 @@ Example:
 
 from __future__ import annotations
 
+import argparse
 import re
+
+from jsonargparse import DefaultHelpFormatter
 
 
 def plain(doc: str | None) -> str:
@@ -22,3 +25,17 @@ def plain(doc: str | None) -> str:
     text = re.sub(r":\w+:`~?([^`]+)`", r"\1", text)  # :mod:`x`, :class:`~x.Y`
     text = re.sub(r"``([^`]+)``", r"\1", text)
     return text.strip("\n")
+
+
+class PlainHelpFormatter(DefaultHelpFormatter):
+    """jsonargparse's help formatter with each option's help in plain words: ``fit --help`` shows Lightning's and
+    our docstrings, which are reStructuredText written for Sphinx."""
+
+    def _expand_help(self, action: argparse.Action) -> str:
+        return plain(super()._expand_help(action))
+
+    def start_section(self, heading: str | None) -> None:  # a group's title: a class docstring's first line
+        super().start_section(plain(heading) if heading else heading)
+
+    def _format_text(self, text: str) -> str:  # a group's description: a class docstring
+        return super()._format_text(plain(text))

@@ -17,6 +17,7 @@ from swapformer.config import ModelConfig
 from swapformer.errors import CheckpointError, ConfigError, did_you_mean
 from swapformer.models.builders import build_positional
 from swapformer.training.checkpoints import check_checkpoint_path, newest_last_checkpoint, read_checkpoint
+from swapformer.training.compiling import compile_blocker
 
 
 def check_paths(config: Any, subcommand: str | None) -> None:
@@ -112,6 +113,17 @@ def check_trainer(trainer: Any) -> None:
             f"trainer.accelerator={accelerator!r}: this machine has no {name} device; use "
             "--trainer.accelerator cpu (or auto, which picks what is there)"
         )
+
+
+def check_compile(init_args: Any, trainer: Any) -> None:
+    """``compile`` where torch cannot compile (an unknown option or backend, no C++ compiler for inductor on the
+    CPU, no triton on the GPU): one line before any data is read, not a compiler error mid-step."""
+    accelerator = (trainer.get("accelerator") if trainer is not None else None) or "auto"
+    problem = compile_blocker(
+        init_args.get("compile"), accelerator if isinstance(accelerator, str) else "auto"
+    )
+    if problem is not None:
+        raise ConfigError(f"model.init_args.{problem}")
 
 
 def check_lengths(model: ModelConfig, data: Any) -> None:

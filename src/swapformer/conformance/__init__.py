@@ -10,7 +10,9 @@ padding             a padded row's logits at its real tokens equal the row's log
                     padding of the target, right padding of the source), in eval and in training mode
 determinism         two eval-mode forward passes of one input are equal
 cached_decoding     logits fed one token at a time through a KV cache equal one full forward pass, and greedy
-                    ``generate`` gives the same ids with ``use_cache=True`` and ``False`` (kinds that decode)
+                    ``generate`` gives the same ids with ``use_cache=True`` and ``False`` (kinds that decode); a
+                    kernel with a ``cache_window`` is decoded past it with a left-padded row, and each layer's
+                    cache must hold no more than its window
 fully_padded_rows   rows (and sources) that are all padding give finite logits and finite gradients
 gradient_flow       after one backward pass every parameter has a nonzero gradient, and so does every head's
                     share of each attention projection (per key/value head group for W_k, W_v)

@@ -151,28 +151,56 @@ def check_determinism(model: nn.Module) -> None:
 
 def check_cached_decoding(model: nn.Module) -> None:
     """A KV cache changes nothing: a 3-token prefix then one token at a time gives the logits of one full pass,
-    and greedy ``generate`` returns the same ids with and without the cache."""
-    ids, prefix = _tokens(2, LENGTH, seed=4), 3
+    and greedy ``generate`` returns the same ids with and without the cache. A layer whose kernel sees only a
+    window of keys (its ``cache_window``) is decoded past that window, also with a left-padded row, and its
+    cache must hold no more than the window."""
+    layer_windows = [_cache_window(layer) for layer in model.decoder.layers]
+    windows = [w for w in layer_windows if w is not None]
+    # past the widest window, where positions allow: the oldest keys must leave the cache unnoticed
+    length = max(LENGTH, min(max(windows, default=0) + 2, model.config.max_seq_len))
+    ids, prefix = _tokens(2, length, seed=4), 3
+    if kind(model.config.kind).source:
+        src = _tokens(2, SOURCE_LENGTH, seed=5)
+        src_mask = torch.arange(SOURCE_LENGTH)[None, :] < torch.tensor([[SOURCE_LENGTH], [3]])
+        with torch.no_grad():
+            step = partial(model.decode, memory=model.encode(src, src_mask), src_mask=src_mask)
+        generate_args, options, mask_name = (src, src_mask), {"decoder_start_token_id": 1}, "tgt_mask"
+    else:
+        step = model  # step(chunk, cache=...) runs the chunk after the cached tokens
+        generate_args, options, mask_name = (ids[:, :prefix],), {}, "attention_mask"
+    mask, what = None, "logits decoded with a KV cache differ from one full pass"
+    if windows:  # a row left-padded past the prefix: the ring's slots and the mask's columns must agree
+        mask = torch.arange(length)[None, :] >= torch.tensor([[0], [prefix + 1]])
+        what += " (a row left-padded)"
+    masks = [None if mask is None else mask[:, :end] for end in range(length + 1)]
     cache = KVCache(len(model.decoder.layers))
     with torch.no_grad():
-        if kind(model.config.kind).source:
-            src = _tokens(2, SOURCE_LENGTH, seed=5)
-            src_mask = torch.arange(SOURCE_LENGTH)[None, :] < torch.tensor([[SOURCE_LENGTH], [3]])
-            step = partial(model.decode, memory=model.encode(src, src_mask), src_mask=src_mask)
-            generate_args, options = (src, src_mask), {"decoder_start_token_id": 1}
-        else:
-            step = model  # step(chunk, cache=...) runs the chunk after the cached tokens
-            generate_args, options = (ids[:, :prefix],), {}
-        full = step(ids, cache=None)
-        steps = [step(ids[:, :prefix], cache=cache)]
-        steps += [step(ids[:, i : i + 1], cache=cache) for i in range(prefix, LENGTH)]
-    _expect_close(torch.cat(steps, dim=1), full, "logits decoded with a KV cache differ from one full pass")
+        full = step(ids, cache=None, **{mask_name: masks[length]})
+        steps = [step(ids[:, :prefix], cache=cache, **{mask_name: masks[prefix]})]
+        steps += [
+            step(ids[:, i : i + 1], cache=cache, **{mask_name: masks[i + 1]}) for i in range(prefix, length)
+        ]
+    real = slice(None) if mask is None else mask  # (logits at padding are no one's)
+    _expect_close(torch.cat(steps, dim=1)[real], full[real], what)
+    for index, (layer, window) in enumerate(zip(cache.layers, layer_windows, strict=True)):
+        held = layer.self_attention.keys
+        if window is not None and held is not None and held.size(2) > window:
+            raise ConformanceFailure(
+                f"the KV cache of layer {index} holds {held.size(2)} tokens after {length}, more than its "
+                f"kernel's window of {window}"
+            )
     cached = model.generate(*generate_args, max_new_tokens=3, use_cache=True, **options)
     uncached = model.generate(*generate_args, max_new_tokens=3, use_cache=False, **options)
     if not torch.equal(cached, uncached):
         raise ConformanceFailure(
             f"greedy generate gave {cached.tolist()} with the KV cache and {uncached.tolist()} without"
         )
+
+
+def _cache_window(layer: nn.Module) -> int | None:
+    """The keys a layer's KV cache needs to keep: the narrowest window of its attention kernels, or None: all."""
+    windows = [m.cache_window() for m in layer.modules() if isinstance(m, MultiHeadAttention)]
+    return min((w for w in windows if w is not None), default=None)
 
 
 def check_fully_padded_rows(model: nn.Module) -> None:

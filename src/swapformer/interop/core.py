@@ -367,7 +367,10 @@ def load_hf_state(
     hf_config: Mapping[str, Any] | None = None,
 ) -> None:
     """Copy Hugging Face tensors into ``model`` through the family's links; every tensor accounted for.
-    ``hf_config`` is the Hugging Face config, for a family whose links read it."""
+    ``hf_config`` is the Hugging Face config, for a family whose links read it. The TensorFlow-era names of
+    LayerNorm parameters (``LayerNorm.gamma``, ``LayerNorm.beta``: the original BERT checkpoints) are read as
+    ``weight`` and ``bias``, as transformers reads them."""
+    theirs = {_legacy_name(key): tensor for key, tensor in theirs.items()}
     ours = model.state_dict()
     used: set[str] = set()
     state: dict[str, Tensor] = {}
@@ -406,6 +409,17 @@ def load_hf_state(
     model.load_state_dict(state)
 
 
+LEGACY_NAMES = {"LayerNorm.gamma": "LayerNorm.weight", "LayerNorm.beta": "LayerNorm.bias"}
+"""Old tensor-name endings and the names transformers reads them as (its ``legacy`` weight renaming)."""
+
+
+def _legacy_name(key: str) -> str:
+    for old, new in LEGACY_NAMES.items():
+        if key.endswith(old):
+            return key[: -len(old)] + new
+    return key
+
+
 def _tied(key: str, model: nn.Module) -> bool:
     # a tied output layer may be written (or not) beside the embedding it repeats
     return key.endswith("lm_head.weight") and model.config.tie_embeddings
@@ -415,7 +429,8 @@ def _tied(key: str, model: nn.Module) -> bool:
 def to_hf(model: nn.Module, directory: str | os.PathLike, *, model_type: str | None = None) -> Path:
     """Write ``model`` as a Hugging Face model directory (``config.json``, ``model.safetensors``, and the model's
     generation defaults as ``generation_config.json`` when it has some) that ``transformers.AutoModelForCausalLM``
-    / ``AutoModelForSeq2SeqLM.from_pretrained`` loads with the same logits and generation settings.
+    / ``AutoModelForSeq2SeqLM`` / ``AutoModelForMaskedLM.from_pretrained`` loads with the same logits (and
+    generation settings).
 
     Args:
         model: a swapformer model.

@@ -16,7 +16,14 @@ from swapformer.components.positional.base import PositionalEncoding
 from swapformer.config import ModelConfig
 from swapformer.errors import ConfigError
 from swapformer.layer_specs import LayerSpec
-from swapformer.nn import MultiHeadAttention, TokenEmbedding, TransformerLayer, TransformerStack
+from swapformer.nn import (
+    LMHeadTransform,
+    MultiHeadAttention,
+    TokenEmbedding,
+    TransformerLayer,
+    TransformerStack,
+)
+from swapformer.nn.head import ACTIVATIONS as HEAD_ACTIVATIONS
 from swapformer.registry import ATTENTION, FFN, NORM, PLACEMENT, POSITIONAL, ComponentSpec, kind, split_spec
 
 logger = logging.getLogger(__name__)
@@ -194,7 +201,15 @@ def build_positional(cfg: ModelConfig, *, bidirectional: bool) -> PositionalEnco
 
 
 def build_embedding(cfg: ModelConfig, vocab_size: int, positional: PositionalEncoding) -> TokenEmbedding:
-    """Token embedding of ``vocab_size`` ids that adds ``positional``'s absolute positions."""
+    """Token embedding of ``vocab_size`` ids that adds ``positional``'s absolute positions (and token types).
+
+    Raises:
+        ConfigError: masked-LM fields in a config of another kind (a config made without a kind becomes a
+            ``causal_lm`` one when built by :func:`build`).
+    """
+    problem = cfg.masked_only_problem()
+    if problem is not None:
+        raise ConfigError(problem)
     return TokenEmbedding(
         vocab_size=vocab_size,
         d_model=cfg.d_model,
@@ -202,6 +217,19 @@ def build_embedding(cfg: ModelConfig, vocab_size: int, positional: PositionalEnc
         scale=cfg.scale_embeddings,
         norm=NORM.build(cfg.norm, **_context(cfg)) if cfg.embedding_norm else None,
         dropout=cfg.dropout,
+        token_types=cfg.token_types,
+    )
+
+
+def build_lm_head_transform(cfg: ModelConfig) -> LMHeadTransform | None:
+    """The dense layer, activation and norm before a masked LM's output layer (``cfg.lm_head_transform``), or
+    None."""
+    if cfg.lm_head_transform is None:
+        return None
+    return LMHeadTransform(
+        d_model=cfg.d_model,
+        activation=HEAD_ACTIVATIONS[cfg.lm_head_transform](),
+        norm=NORM.build(cfg.norm, **_context(cfg)),
     )
 
 

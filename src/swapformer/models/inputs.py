@@ -56,11 +56,40 @@ def check_seq2seq(
         _mask(tgt_mask, "tgt_mask", "the target ids", _mask_shape(tgt_ids), values)
 
 
-def check_masked(model: nn.Module, input_ids: Any, attention_mask: Any) -> None:
+def check_masked(model: nn.Module, input_ids: Any, attention_mask: Any, token_type_ids: Any = None) -> None:
     """The inputs of an encoder-only masked LM (``EncoderOnly.forward``)."""
     values = _check_values(model, False)
     _ids(input_ids, "input_ids", _vocab(model.embedding), values)
     _mask(attention_mask, "attention_mask", "the ids", _mask_shape(input_ids), values)
+    if token_type_ids is not None:
+        _token_types(token_type_ids, model.embedding.token_type, _mask_shape(input_ids), values)
+
+
+def _token_types(types: Any, table: nn.Embedding | None, shape: tuple[int, ...] | None, values: bool) -> None:
+    """Refuse token types for a model without a token-type table, or of another shape than the ids, or
+    outside the table."""
+    if table is None:
+        raise ValueError(
+            "token_type_ids given, but the model has no token-type table (token_types: 0); drop them, or build "
+            "the model with token_types: 2 (sentence A and B)"
+        )
+    if not isinstance(types, Tensor):
+        raise ValueError(
+            f"token_type_ids is a {type(types).__name__}; pass a tensor of the ids' shape {shape}"
+        )
+    if types.dtype not in _ID_DTYPES or tuple(types.shape) != shape:
+        raise ValueError(
+            f"token_type_ids has shape {tuple(types.shape)} and dtype {_dtype(types)}; pass an integer tensor "
+            f"of the ids' shape {shape}, one type per token"
+        )
+    if not values or types.numel() == 0 or types.is_meta:
+        return
+    low, high = (int(v) for v in torch.aminmax(types))
+    if low < 0 or high >= table.num_embeddings:
+        raise ValueError(
+            f"token_type_ids holds types from {low} to {high} but the model has token_types="
+            f"{table.num_embeddings} (0..{table.num_embeddings - 1}); pass types inside the table"
+        )
 
 
 def _ids(ids: Any, name: str, vocab_size: int, values: bool) -> None:

@@ -23,14 +23,15 @@ class EncoderOnly(SavesPretrained, nn.Module):
 
     ::
 
-        ids ─▶ embedding (+ positions) ─▶ [layer × N] ─▶ final norm? ─▶ lm_head ─▶ logits
-                                              bidirectional self-attention, feed-forward
+        ids ─▶ embedding (+ types? + positions) ─▶ [layer × N] ─▶ final norm? ─▶ head transform? ─▶ lm_head
+                                                   bidirectional self-attention, feed-forward
 
     Built by :func:`swapformer.build_masked_lm`. Every position sees every real token, so position i's logits
     predict token i itself: trained on inputs with some tokens masked, they fill the masks in.
 
     Shape:
-        input_ids ``(N, L)``; attention_mask ``(N, L)``, True = real token; logits ``(N, L, V)``.
+        input_ids ``(N, L)``; attention_mask ``(N, L)``, True = real token; token_type_ids ``(N, L)``;
+        logits ``(N, L, V)``.
     """
 
     def __init__(
@@ -41,12 +42,14 @@ class EncoderOnly(SavesPretrained, nn.Module):
         encoder: TransformerStack,
         lm_head: nn.Linear,
         logit_softcap: float | None = None,
+        head_transform: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.logit_softcap = logit_softcap
         self.embedding = embedding
         self.positional = positional
         self.encoder = encoder
+        self.head_transform = head_transform
         self.lm_head = lm_head
 
     def forward(
@@ -54,23 +57,26 @@ class EncoderOnly(SavesPretrained, nn.Module):
         input_ids: Tensor,
         attention_mask: Tensor | None = None,
         *,
+        token_type_ids: Tensor | None = None,
         losses: dict[str, Tensor] | None = None,
     ) -> Tensor:
         """Logits ``(N, L, V)`` of the token at every position, padding (False in ``attention_mask``) unseen.
         Rows may be padded on either side: positions count from each row's first real token. ``losses``, when
         given, receives the members' auxiliary losses by name (:mod:`swapformer.components.auxiliary`).
+        ``token_type_ids`` picks each token's row of the token-type table (``token_types``); None: row 0.
 
         Raises:
-            ValueError: ids or mask of the wrong dtype or shape, or ids outside the vocabulary
-                (:mod:`swapformer.models.inputs`).
+            ValueError: ids, mask or token types of the wrong dtype or shape, ids outside the vocabulary, or
+                token types outside the table (:mod:`swapformer.models.inputs`).
         """
-        inputs.check_masked(self, input_ids, attention_mask)
+        inputs.check_masked(self, input_ids, attention_mask, token_type_ids)
         mask, _ = self_attention_mask(input_ids, attention_mask, "attention_mask", causal=False)
         padding = None if attention_mask is None else attention_mask != 0
         offset = left_padding_offset(padding)
-        x = self.encoder(
-            self.embedding(input_ids, offset=offset), attn_mask=mask, offset=offset, losses=losses
-        )
+        x = self.embedding(input_ids, offset=offset, token_type_ids=token_type_ids)
+        x = self.encoder(x, attn_mask=mask, offset=offset, losses=losses)
+        if self.head_transform is not None:
+            x = self.head_transform(x)
         return soft_cap(self.lm_head(x), self.logit_softcap)
 
 
@@ -83,7 +89,8 @@ class EncoderOnly(SavesPretrained, nn.Module):
 def build_masked_lm(config: ModelConfig | Mapping[str, Any]) -> EncoderOnly:
     """A bidirectional masked LM from a :class:`ModelConfig` or a plain mapping (``kind: masked_lm``).
 
-    The defaults are BERT's choices: post-norm, GELU, learned positions.
+    The defaults are BERT's choices: post-norm, GELU, learned positions. ``token_types`` adds a token-type
+    table to the embedding and ``lm_head_transform`` a dense layer, activation and norm before the output layer.
 
     Example:
         >>> import torch
@@ -102,6 +109,7 @@ def build_masked_lm(config: ModelConfig | Mapping[str, Any]) -> EncoderOnly:
         ),
         lm_head=builders.build_lm_head(cfg, embedding),
         logit_softcap=cfg.logit_softcap,
+        head_transform=builders.build_lm_head_transform(cfg),
     )
     builders.init_weights(model, std=cfg.init_std, num_layers=cfg.num_layers)
     model.config = cfg

@@ -7,10 +7,12 @@ from swapformer.nn.attention import MultiHeadAttention
 from swapformer.nn.blocks import TransformerLayer, TransformerStack
 from swapformer.nn.cache import AttentionCache, KVCache, LayerCache
 from swapformer.nn.embedding import TokenEmbedding
+from swapformer.nn.head import LMHeadTransform
 
 __all__ = [
     "AttentionCache",
     "KVCache",
+    "LMHeadTransform",
     "LayerCache",
     "MultiHeadAttention",
     "TokenEmbedding",

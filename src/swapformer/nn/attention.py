@@ -145,7 +145,10 @@ class MultiHeadAttention(nn.Module):
             if self.positional is not None:
                 q, k = self.positional.rotate(q, k, offset=offset)
             if cache is not None:
-                k, v = cache.append(k, v)  # (N, Hkv, S, E), S = cached + L
+                if not cache.length:
+                    cache.window = self.cache_window()
+                k, v = cache.append(k, v)  # (N, Hkv, S, E), S = cached + L (at most the window + L)
+                attn_mask = cache.key_mask(attn_mask, length)
         elif cache is not None and cache.length:  # cross-attention, memory already projected
             k, v = cache.keys, cache.values
         else:
@@ -171,6 +174,12 @@ class MultiHeadAttention(nn.Module):
         else:
             out = self.out_proj(out)
         return (out, weights) if need_weights else out
+
+    def cache_window(self) -> int | None:
+        """The newest keys a query of this layer's kernel sees, itself included (its ``cache_window``, as
+        ``sliding_window`` declares its window), which is all a KV cache of its self-attention keeps; None: every
+        key."""
+        return getattr(self.kernel, "cache_window", None)
 
     def _normed(self, norm: Callable[[Tensor], Tensor], heads: Tensor) -> Tensor:
         """``norm`` of q or k ``(N, H, L, E)``: per head, or over the whole projection ``(N, L, H E)``."""
@@ -237,6 +246,8 @@ class MultiHeadAttention(nn.Module):
         rotates = positional is not None and positional.rotates
         tables, rotate = (positional.stacked_rotation() if rotates else None) or (None, None)
         w_qkv, b_qkv, w_out, b_out = self._stacked_projection(cache)
+        if not cache.length:
+            cache.window = self.cache_window()
         heads, kv_heads, dim, scale = self.num_heads, self.num_kv_heads, self.head_dim, self.scale
         grouped, width = kv_heads != heads, heads * dim
         stacked, rotated, pairs = heads + 2 * kv_heads, heads + kv_heads, 2 * kv_heads
@@ -265,6 +276,8 @@ class MultiHeadAttention(nn.Module):
             else:
                 q = qkv.narrow(1, 0, heads)
                 k, v = cache.append_pairs(qkv.narrow(1, heads, pairs))  # (N, Hkv, S, E)
+            if attn_mask is not None:  # (a window's ring: its columns as the keys lie)
+                attn_mask = cache.key_mask(attn_mask, 1)
             if kernel is not None and attn_mask is None and not is_causal:
                 out = kernel(q, k, v, scale=scale, enable_gqa=grouped)
             else:

@@ -11,12 +11,23 @@ decoding step of a stacked projection keeps keys and values in one buffer ``(N, 
 both with one copy.
 Only the ``Hkv`` key/value heads are stored, so grouped-query attention caches ``H / Hkv`` times less. Keys are
 stored after the positional ``rotate`` hook (RoPE), since a key's position never changes once it is written.
+
+A layer whose kernel sees only the newest ``W`` keys (``sliding_window``: its ``cache_window``) keeps only those,
+in a ring of ``W`` slots: token ``t`` goes to slot ``t % W``, over the token ``W`` before it, which no later query
+sees::
+
+    W = 4, after token 9:   slot  0  1  2  3        a step attends the ring as it lies: the order of the keys
+                            token 8  9  6  7        does not change attention, and the mask's columns follow it
+
+A prompt (or any call of several tokens) attends to the kept keys and its own in order, then leaves its last
+``W`` in the ring, so the cache of such a layer never holds more than ``W`` tokens, however long the sequence.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import Tensor
 
 
@@ -26,15 +37,17 @@ class AttentionCache:
     Args:
         capacity: slots to preallocate at the first :meth:`append` (the prompt plus every token to come);
             the buffers double if a longer sequence arrives.
+        window: keep only the newest ``window`` tokens (a ring of ``window`` slots); None keeps every token.
+            The attention layer sets it from its kernel's ``cache_window`` before the first :meth:`append`.
 
     Shape:
-        keys and values ``(N, Hkv, S, E)``, ``S = length``.
+        keys and values ``(N, Hkv, S, E)``, ``S = min(length, window)``.
     """
 
-    __slots__ = ("_keys", "_pairs", "_values", "capacity", "length", "projection", "step")
+    __slots__ = ("_keys", "_pairs", "_values", "capacity", "length", "projection", "step", "window")
 
-    def __init__(self, capacity: int = 0) -> None:
-        self.capacity, self.length = capacity, 0
+    def __init__(self, capacity: int = 0, *, window: int | None = None) -> None:
+        self.capacity, self.length, self.window = capacity, 0, window
         self._keys: Tensor | None = None
         self._values: Tensor | None = None
         self._pairs: Tensor | None = None
@@ -46,7 +59,13 @@ class AttentionCache:
         """The attention layer's one-token step over this cache (its ``decoding_function``), made at the first."""
 
     def append(self, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
-        """Write ``key``, ``value`` ``(N, Hkv, L, E)`` after the cached ones; return all ``S`` keys and values."""
+        """Write ``key``, ``value`` ``(N, Hkv, L, E)`` after the cached ones; return the keys and values to attend.
+
+        Those are all ``S`` cached ones, in order; with a ``window``, the kept ones: one token gets the ring as it
+        lies (``S = min(length, window)``), several get the kept ones in order then their own. :meth:`key_mask`
+        gives a mask over every token seen the same columns (attention weights a kernel returns follow them too)."""
+        if self.window is not None:
+            return self._slide(key, value)
         start, end = self.length, self.length + key.size(2)
         if self._keys is None or end > self._keys.size(2):
             self._grow(key, value, end)
@@ -60,13 +79,20 @@ class AttentionCache:
         stacked projection makes them: one copy into the cache instead of two."""
         start, end = self.length, self.length + pairs.size(2)
         heads = pairs.size(1) // 2
-        if not start:  # apart at first (a compiled step, which refuses overlapping inputs, may continue)
+        # apart at first (a compiled step, which refuses overlapping inputs, may continue), and a window's
+        # prompt, which attends in order before it goes into the ring
+        if not start or (self.window is not None and end - start > 1):
             return self.append(pairs.narrow(1, 0, heads), pairs.narrow(1, heads, heads))
-        if self._pairs is None or end > self._pairs.size(2):  # the first time: the prompt moves in once
-            self._grow(pairs.narrow(1, 0, heads), pairs.narrow(1, heads, heads), end, paired=True)
-        self._pairs.narrow(2, start, end - start).copy_(pairs)
+        room = end if self.window is None else min(end, self.window)
+        if self._pairs is None or room > self._pairs.size(2):  # the first time: the prompt moves in once
+            self._grow(pairs.narrow(1, 0, heads), pairs.narrow(1, heads, heads), room, paired=True)
+        if self.window is None:
+            self._pairs.narrow(2, start, end - start).copy_(pairs)
+            self.length = end
+            return self._keys.narrow(2, 0, end), self._values.narrow(2, 0, end)
+        self._pairs.narrow(2, start % self.window, 1).copy_(pairs)
         self.length = end
-        return self._keys.narrow(2, 0, end), self._values.narrow(2, 0, end)
+        return self._keys.narrow(2, 0, room), self._values.narrow(2, 0, room)
 
     def store(self, key: Tensor, value: Tensor) -> None:
         """Keep ``key``, ``value`` as they are (cross-attention: computed once from the encoder output)."""
@@ -74,11 +100,34 @@ class AttentionCache:
 
     @property
     def keys(self) -> Tensor | None:
-        return None if self._keys is None else self._keys[:, :, : self.length]
+        """The kept keys ``(N, Hkv, S, E)`` in the order of their tokens."""
+        return None if self._keys is None else self._in_order(self._keys)
 
     @property
     def values(self) -> Tensor | None:
-        return None if self._values is None else self._values[:, :, : self.length]
+        return None if self._values is None else self._in_order(self._values)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the key and value buffers this cache holds (preallocated slots included)."""
+        if self._pairs is not None:
+            return self._pairs.nbytes
+        return sum(t.nbytes for t in (self._keys, self._values) if t is not None)
+
+    def key_mask(self, attn_mask: Tensor | None, length: int) -> Tensor | None:
+        """``attn_mask``, whose last dimension covers every token seen (``self.length``), for the keys the last
+        :meth:`append` of ``length`` tokens returned: with a ``window``, its last columns, turned as the ring lies
+        for one token. Unchanged without a window, or when it broadcasts over the keys."""
+        if self.window is None or attn_mask is None or attn_mask.size(-1) != self.length:
+            return attn_mask
+        window, seen = self.window, self.length
+        if length == 1:
+            if seen <= window:
+                return attn_mask
+            # column i of the last W is token seen - W + i, in slot (seen + i) % W
+            return attn_mask.narrow(-1, seen - window, window).roll(seen % window, -1)
+        held = min(seen - length, window) + length
+        return attn_mask.narrow(-1, seen - held, held)
 
     def reorder(self, index: Tensor) -> None:
         """Keep rows ``index`` ``(N',)`` of the batch (beam search: each beam continues another's prefix)."""
@@ -88,10 +137,41 @@ class AttentionCache:
             self._keys = self._keys.index_select(0, index)
             self._values = self._values.index_select(0, index)
 
+    def _slide(self, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`append` with a ``window``: slot ``t % window`` holds token ``t``."""
+        window, start, new = self.window, self.length, key.size(2)
+        end = start + new
+        room = min(end, window)
+        if self._keys is None or room > self._keys.size(2):
+            self._grow(key, value, room)
+        if new == 1:  # a decoding step: one slot, the ring as it lies
+            self._keys.narrow(2, start % window, 1).copy_(key)
+            self._values.narrow(2, start % window, 1).copy_(value)
+            self.length = end
+            return self._keys.narrow(2, 0, room), self._values.narrow(2, 0, room)
+        if start:  # the kept tokens, in order, before the new ones
+            key = torch.cat((self._in_order(self._keys), key), 2)
+            value = torch.cat((self._in_order(self._values), value), 2)
+        for buffer, new_part in ((self._keys, key), (self._values, value)):
+            last = new_part.narrow(2, new_part.size(2) - room, room)  # tokens end - room .. end - 1
+            first = (end - room) % window  # the slot of the oldest, then around the ring
+            buffer.narrow(2, first, room - first).copy_(last.narrow(2, 0, room - first))
+            buffer.narrow(2, 0, first).copy_(last.narrow(2, room - first, first))
+        self.length = end
+        return key, value
+
+    def _in_order(self, buffer: Tensor) -> Tensor:
+        """The first ``length`` slots of ``buffer``; with a window, the kept ones turned back into token order."""
+        if self.window is None or self.length <= self.window:
+            return buffer[:, :, : self.length]
+        return buffer.roll(-(self.length % self.window), 2)
+
     def _grow(self, key: Tensor, value: Tensor, end: int, *, paired: bool = False) -> None:
-        """Room for ``end`` tokens; keys and values in one buffer when ``paired`` or already so. Only
-        :meth:`append_pairs` pairs them: a compiled step refuses a graph whose inputs overlap in memory."""
+        """Room for ``end`` tokens (at most ``window``); keys and values in one buffer when ``paired`` or already
+        so. Only :meth:`append_pairs` pairs them: a compiled step refuses a graph whose inputs overlap in memory."""
         size = max(end, self.capacity, 0 if self._keys is None else 2 * self._keys.size(2))
+        if self.window is not None:
+            size = min(size, self.window)
         if self._keys is not None and end <= self._keys.size(2):
             size = self._keys.size(2)  # pairing only: same room
         batch, heads, _, dim = key.shape
@@ -105,9 +185,10 @@ class AttentionCache:
                 value.new_empty(batch, heads, size, value.size(-1)),
                 None,
             )
-        if self.length:
-            self._keys[:, :, : self.length] = old_keys[:, :, : self.length]
-            self._values[:, :, : self.length] = old_values[:, :, : self.length]
+        if self.length:  # (a full ring is only ever paired, at the same size: every slot moves as it lies)
+            kept = min(self.length, old_keys.size(2))
+            self._keys[:, :, :kept] = old_keys[:, :, :kept]
+            self._values[:, :, :kept] = old_values[:, :, :kept]
 
     def _set_pairs(self, pairs: Tensor) -> None:
         heads = pairs.size(1) // 2
@@ -139,6 +220,7 @@ class KVCache:
     Args:
         num_layers: layers of the decoder stack.
         capacity: tokens to preallocate per layer (prompt + new tokens); 0 sizes the buffers at the first call.
+            A layer whose kernel has a window (``sliding_window``) never holds more than the window.
 
     Examples:
         >>> import torch
@@ -160,6 +242,11 @@ class KVCache:
     def length(self) -> int:
         """Tokens already cached (the position of the next one)."""
         return self.layers[0].self_attention.length if self.layers else 0
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of every layer's key and value buffers (self- and cross-attention)."""
+        return sum(layer.self_attention.nbytes + layer.cross_attention.nbytes for layer in self.layers)
 
     def reorder(self, index: Tensor, *, cross_attention: bool = True) -> None:
         """Keep rows ``index`` of every layer's cache. Beam search reorders beams of the same source only, whose

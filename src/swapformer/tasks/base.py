@@ -35,6 +35,7 @@ from swapformer.training import distributed
 from swapformer.training.callbacks import SampleCallback
 from swapformer.training.checkpoint_io import use_atomic_checkpoints
 from swapformer.training.checkpoints import load_weights, read_checkpoint
+from swapformer.training.compiling import CompileReport, compile_blocker
 from swapformer.training.fit_end import SaveLastAtEnd, ValidateAtEnd
 from swapformer.training.guards import nonfinite, nonfinite_loss_error
 from swapformer.training.optim import fused_adamw_supported, param_groups, schedule_fn
@@ -338,12 +339,15 @@ class SwapformerModule(pl.LightningModule):
     def configure_callbacks(self) -> list[pl.Callback]:
         """Add :class:`~swapformer.training.signals.SaveOnSignal` (a checkpoint on SIGTERM / SIGINT) and
         :class:`~swapformer.training.fit_end.SaveLastAtEnd` (``last.ckpt`` holds the final step),
-        :class:`~swapformer.training.fit_end.ValidateAtEnd` (validation and samples at the final step), and put
+        :class:`~swapformer.training.fit_end.ValidateAtEnd` (validation and samples at the final step),
+        :class:`~swapformer.training.compiling.CompileReport` with ``compile``, and put
         :class:`~swapformer.training.ProgressBar` (plain lines in log files) in place of Lightning's default rich
         bar; a bar the recipe chose, or none, is left alone."""
         # SIGTERM / SIGINT save last.ckpt and end the run; a run that ends is validated at its final step, which
         # last.ckpt holds
         callbacks: list[pl.Callback] = [SaveOnSignal(), ValidateAtEnd(), SaveLastAtEnd()]
+        if self.hparams.get("compile"):  # the compile time once, and each member that breaks the graph
+            callbacks.append(CompileReport())
         if type(self.trainer.progress_bar_callback) is RichProgressBar:
             callbacks.append(ProgressBar())
         return callbacks
@@ -371,6 +375,9 @@ class SwapformerModule(pl.LightningModule):
                     )
                 distributed.checkpoint_blocks(self.model)
             if hp.get("compile"):
+                problem = compile_blocker(hp.compile, strategy.root_device.type)
+                if problem is not None:  # a Trainer built in Python: the CLI refused it before reading data
+                    raise ConfigError(f"model.init_args.{problem}")
                 distributed.compile_blocks(self.model, hp.compile if isinstance(hp.compile, dict) else None)
             if isinstance(strategy, ModelParallelStrategy):
                 distributed.shard_fsdp2(self.model, self.device_mesh["data_parallel"])

@@ -39,8 +39,9 @@ class SlidingWindowAttention(nn.Module):
 
     The band is combined with whatever ``attn_mask`` / ``is_causal`` the model passes (padding, causality,
     ALiBi or T5 score biases), so every positional member works. Queries are the newest ``L`` of ``S``
-    positions (bottom-right alignment), which is what cached decoding needs; the cache keeps every key, so
-    decoding is exact but does not save memory (a rolling cache of ``window`` keys would).
+    positions (bottom-right alignment), which is what cached decoding needs. A causal query sees at most its
+    ``window`` newest keys, so the KV cache of a layer with this kernel keeps only those (``cache_window``): it
+    stays at ``window`` tokens however long decoding runs (:class:`~swapformer.nn.AttentionCache`).
 
     Self-attention only: a window over the source of cross-attention has no meaning, so the builder gives
     cross-attention the full ``sdpa`` kernel (see :func:`swapformer.compat.cross_attention_kernel`).
@@ -61,7 +62,7 @@ class SlidingWindowAttention(nn.Module):
         soft_cap=True,
         self_attention_only=True,
         cross_attention="sdpa",
-        notes="cross-attention uses sdpa; the KV cache keeps every key",
+        notes="cross-attention uses sdpa; the KV cache keeps the last `window` keys",
     )
 
     def __init__(self, *, window: int = 256, softcap: float | None = None) -> None:
@@ -88,24 +89,32 @@ class SlidingWindowAttention(nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         """See :class:`~swapformer.components.attention.scaled_dot_product.MathAttention`."""
         length, source_length = query.size(-2), key.size(-2)
-        band = band_mask(length, source_length, window=self.window, device=query.device)  # (L, S)
-        if attn_mask is None:
-            attn_mask = band
-        elif attn_mask.dtype == torch.bool:
-            attn_mask = attn_mask & band
-        else:
-            attn_mask = attn_mask.masked_fill(~band, float("-inf"))
-        if is_causal:
-            attn_mask = merge_causal(attn_mask, length, source_length)
+        # S <= window: the band cuts nothing (a decoding step over a cache of `window` keys), the kernel alone
+        if source_length > self.window:
+            band = band_mask(length, source_length, window=self.window, device=query.device)  # (L, S)
+            if attn_mask is None:
+                attn_mask = band
+            elif attn_mask.dtype == torch.bool:
+                attn_mask = attn_mask & band
+            else:
+                attn_mask = attn_mask.masked_fill(~band, float("-inf"))
+            if is_causal:
+                attn_mask, is_causal = merge_causal(attn_mask, length, source_length), False
         return self.kernel(
             query,
             key,
             value,
             attn_mask=attn_mask,
+            is_causal=is_causal,
             dropout_p=dropout_p,
             scale=scale,
             need_weights=need_weights,
         )
+
+    @property
+    def cache_window(self) -> int:
+        """The newest keys a causal query sees, itself included: all a KV cache of this kernel needs to keep."""
+        return self.window
 
     def extra_repr(self) -> str:
         return f"window={self.window}"

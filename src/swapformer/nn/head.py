@@ -1,0 +1,40 @@
+"""The transform some masked LMs put between the last layer and the output layer (BERT, RoBERTa)."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+ACTIVATIONS = {
+    "gelu": lambda: nn.GELU(),
+    "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
+    "relu": nn.ReLU,
+    "silu": nn.SiLU,
+}
+"""The activations of :class:`LMHeadTransform` by the names ``ModelConfig.lm_head_transform`` takes."""
+
+
+class LMHeadTransform(nn.Module):
+    """x -> norm(activation(dense(x))): BERT's ``BertPredictionHeadTransform`` and RoBERTa's ``RobertaLMHead``
+    before their decoder.
+
+    ::
+
+        last layer ─▶ dense (D -> D, bias) ─▶ activation ─▶ norm ─▶ lm_head
+
+    Args:
+        d_model: D.
+        activation: the nonlinearity module.
+        norm: the norm after it.
+
+    Shape:
+        x ``(N, L, D)`` -> ``(N, L, D)``.
+    """
+
+    def __init__(self, *, d_model: int, activation: nn.Module, norm: nn.Module) -> None:
+        super().__init__()
+        self.dense = nn.Linear(d_model, d_model)
+        self.activation = activation
+        self.norm = norm
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(self.activation(self.dense(x)))
