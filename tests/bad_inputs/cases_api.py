@@ -81,6 +81,24 @@ def _masked_with_types(**changes: object) -> torch.nn.Module:
     return swapformer.build_masked_lm({**CONFIG, **changes}).eval()
 
 
+def _with_defaults(**settings: object) -> torch.nn.Module:
+    import swapformer
+
+    model = swapformer.build_causal_lm(CONFIG).eval()
+    model.generation_config = swapformer.GenerationDefaults(**settings)
+    return model
+
+
+def _load_with_generation_config(fx: object, settings: dict) -> object:
+    import json
+
+    import swapformer
+
+    directory = _with_defaults(max_length=10).save_pretrained(fx.tmp / "saved")
+    (directory / "generation_config.json").write_text(json.dumps(settings))
+    return swapformer.load(directory)
+
+
 GEMMA = dict(
     positional="rope",
     norm={"name": "rmsnorm", "unit_offset": True},
@@ -304,6 +322,42 @@ CASES = [
         mistake="`generate(top_k=50)` without `do_sample=True`",
         expect=r"apply only when sampling: pass do_sample=True",
         raises=lambda fx: _model("causal").generate(_ids(), top_k=50),
+    ),
+    Case(
+        id="api-generate-max-length-no-room",
+        area="API",
+        mistake="`generate(max_length=4)` for 5-token prompts (max_length counts the prompt, as in transformers)",
+        expect=r"max_length=4 \(passed\) leaves no room for a new token after 5 prompt tokens: pass max_new_tokens",
+        raises=lambda fx: _model("causal").generate(_ids(), max_length=4),
+    ),
+    Case(
+        id="api-generate-no-repeat-ngram-negative",
+        area="API",
+        mistake="`generate(no_repeat_ngram_size=-1)`",
+        expect=r"no_repeat_ngram_size=-1 must be an int >= 0 \(0 = off\)",
+        raises=lambda fx: _model("causal").generate(_ids(), no_repeat_ngram_size=-1),
+    ),
+    Case(
+        id="api-generate-forced-eos-outside-vocab",
+        area="API",
+        mistake="`generate(forced_eos_token_id=...)` with an id the model's vocabulary does not have",
+        expect=r"forced_eos_token_id=50 holds 50, which is not a token id of the model's vocabulary \(0\.\.49\)",
+        raises=lambda fx: _model("causal").generate(_ids(), forced_eos_token_id=50),
+    ),
+    Case(
+        id="api-generate-unapplied-default",
+        area="API",
+        mistake="`generate()` of a model whose generation defaults hold a setting swapformer cannot apply "
+        "(group beam search)",
+        expect=r"sets num_beam_groups=2, which changes the tokens and has no swapformer equivalent: remove it",
+        raises=lambda fx: _with_defaults(unapplied={"num_beam_groups": 2}).generate(_ids()),
+    ),
+    Case(
+        id="api-generation-defaults-wrong-type",
+        area="API",
+        mistake="a `generation_config.json` whose num_beams is a string",
+        expect=r"generation_config\.json: num_beams='4' must be an int",
+        raises=lambda fx: _load_with_generation_config(fx, {"num_beams": "4"}),
     ),
     Case(
         id="api-config-heads-do-not-divide",

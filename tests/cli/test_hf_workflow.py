@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from tests.interop.hf_models import transformers
+from tests.interop.hf_models import _spread_weights, transformers
 
 import swapformer
 from swapformer.cli import main
@@ -195,3 +195,33 @@ def test_fit_says_at_its_start_when_the_recipe_model_has_no_hf_equivalent(scratc
         "be exported to Hugging Face (--format swapformer keeps it)"
     ]
     assert "checkpointing is off" in captured.out
+
+
+def test_generate_on_an_imported_folder_decodes_with_its_generation_config(tmp_path, capsys):
+    """The folder's generation_config.json (beams, length, penalties) drives ``swapformer generate``, straight
+    from the Hugging Face folder and after import-hf; the options given win."""
+    folder = hf_gpt2(tmp_path / "gpt2")
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(folder).eval()
+    _spread_weights(theirs, gain=1.5)  # logits of a few units, so the settings change the tokens
+    theirs.generation_config = transformers.GenerationConfig(
+        num_beams=3,
+        max_length=14,
+        repetition_penalty=1.4,
+        no_repeat_ngram_size=2,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
+    theirs.save_pretrained(folder)
+    main(["import-hf", str(folder), "--out", str(tmp_path / "imported")])
+    ids = torch.tensor([ByteTokenizer().encode("def ")])
+    outputs = []
+    for options in ({}, {"num_beams": 2, "max_new_tokens": 5}):  # beams print whole (no streamed bytes)
+        expected = theirs.generate(ids, attention_mask=torch.ones_like(ids), **options)
+        text = ByteTokenizer().decode(expected[0, ids.size(1) :].tolist())
+        outputs.append(text)
+        given = [str(part) for name, value in options.items() for part in (f"--{name}", value)]
+        for model in (folder, tmp_path / "imported"):
+            capsys.readouterr()
+            main(["generate", "--ckpt_path", str(model), "--prompt", "def ", *given])
+            assert capsys.readouterr().out == "def " + text + "\n"
+    assert outputs[0] != outputs[1]

@@ -277,18 +277,9 @@ def test_seq2seq_head_dim_and_scale_equal_t5():
 
 
 def _hf_greedy(model, src, max_new_tokens: int):
-    """transformers' greedy tokens, without the generation extras a swapformer model has no rule for (BART's
-    forced EOS at max_length, ...)."""
-    return model.generate(
-        src,
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        num_beams=1,
-        forced_eos_token_id=None,
-        forced_bos_token_id=None,
-        min_length=0,
-        no_repeat_ngram_size=0,
-    )
+    """transformers' tokens with its generation defaults (BART's forced EOS at max_length among them), which the
+    imported model carries too."""
+    return model.generate(src, max_new_tokens=max_new_tokens)
 
 
 def test_share_embeddings_gives_both_sides_one_table(tmp_path):

@@ -8,7 +8,9 @@
     swapformer generate --ckpt_path dates.ckpt --input dates.txt --num_beams 4
 
 The checkpoint holds the tokenizer, so nothing else is needed. A causal-LM checkpoint continues each prompt and
-streams the new text; a seq2seq checkpoint reads lines (``--input`` or stdin) and prints one output line each.
+streams the new text; a seq2seq checkpoint reads lines (``--input`` or stdin) and prints one output line each. A
+model folder with a ``generation_config.json`` (an imported Hugging Face model) decodes with its settings (beams,
+lengths, forced and blocked tokens); the options given win.
 """
 
 from __future__ import annotations
@@ -76,15 +78,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max_new_tokens",
         type=int,
-        help="most new tokens per prompt or line (default: 200, or what a learned positional table leaves room for)",
+        help="most new tokens per prompt or line (default: the folder's generation_config.json, else 200 or what a "
+        "learned positional table leaves room for)",
     )
     p.add_argument("--do_sample", action="store_true", help="sample instead of greedy decoding")
-    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--temperature", type=float, help="divides the logits before sampling (default: 1)")
     p.add_argument("--top_k", type=int)
     p.add_argument("--top_p", type=float)
-    p.add_argument("--repetition_penalty", type=float, default=1.0)
-    p.add_argument("--num_beams", type=int, default=1)
-    p.add_argument("--length_penalty", type=float, default=1.0)
+    p.add_argument(
+        "--repetition_penalty", type=float, help="> 1 discourages repeated tokens (default: 1, off)"
+    )
+    p.add_argument("--num_beams", type=int, help="beam search with this many beams (default: 1, none)")
+    p.add_argument("--length_penalty", type=float, help="beam scores divided by length ** this (default: 1)")
     p.add_argument("--seed", type=int, help="makes sampling repeatable")
     p.add_argument(
         "--no_cache", action="store_true", help="re-run the whole prefix each step (slow; for checks)"
@@ -105,10 +110,18 @@ def _load(path: str, device: str):
 
 
 def _generation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    names = ["max_new_tokens", "num_beams", "length_penalty", "repetition_penalty", "seed"]
+    """The options given; those left out take the model's generation defaults (an imported folder's
+    generation_config.json), else generate()'s."""
+    names = ["num_beams", "length_penalty", "repetition_penalty", "seed"]
     if args.do_sample:
         names += ["do_sample", "temperature", "top_k", "top_p"]
-    return {"use_cache": not args.no_cache, **{name: getattr(args, name) for name in names}}
+    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    return {"use_cache": not args.no_cache, "max_new_tokens": args.max_new_tokens, **given}
+
+
+def _beams(module, kwargs: dict[str, Any]) -> int:
+    defaults = module.model.generation_config
+    return kwargs.get("num_beams") or (defaults and defaults.num_beams) or 1
 
 
 def _continue(module, prompts: Iterable[str], kwargs: dict[str, Any], out: TextIO) -> None:
@@ -119,13 +132,13 @@ def _continue(module, prompts: Iterable[str], kwargs: dict[str, Any], out: TextI
             raise ValueError(f"prompt {number + 1} is empty: give some text for the model to continue")
         input_ids = torch.tensor([ids], device=module.device)
         settings = dict(kwargs)
-        if settings["max_new_tokens"] is None:
+        if settings["max_new_tokens"] is None and module.model.generation_config is None:
             limit = module.model.positional.max_length
             room = DEFAULT_NEW_TOKENS if limit is None else min(DEFAULT_NEW_TOKENS, limit - len(ids))
             settings["max_new_tokens"] = max(room, 1)  # no room: generate() names the lengths
         out.write(f"\n{prompt}" if number else prompt)
         out.flush()
-        if kwargs["num_beams"] > 1:  # beams are only known at the end
+        if _beams(module, kwargs) > 1:  # beams are only known at the end
             new = module.generate(input_ids, max_context=0, **settings)[0, len(ids) :].tolist()
             out.write(tokenizer.decode(new) + "\n")
         else:
@@ -135,7 +148,9 @@ def _continue(module, prompts: Iterable[str], kwargs: dict[str, Any], out: TextI
 
 def _translate(module, lines: Iterable[str], kwargs: dict[str, Any], batch_size: int, out: TextIO) -> None:
     kwargs = dict(kwargs)
-    max_len = kwargs.pop("max_new_tokens") or min(DEFAULT_NEW_TOKENS, module.config.max_seq_len - 1)
+    max_len = kwargs.pop("max_new_tokens")
+    if max_len is None and module.model.generation_config is None:  # else the model's defaults say
+        max_len = min(DEFAULT_NEW_TOKENS, module.config.max_seq_len - 1)
     batch: list[str] = []
 
     def flush() -> None:

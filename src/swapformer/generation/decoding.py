@@ -6,14 +6,15 @@ this module checks the arguments and runs the search. It imports no model class.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
-from dataclasses import fields
 
 import torch
 from torch import Tensor, nn
 
 from swapformer.generation.compiled import CompiledStep
-from swapformer.generation.search import Settings, Streamer, as_id_tuple, beam_search, sample_or_greedy
+from swapformer.generation.resolve import DEFAULT, resolve
+from swapformer.generation.search import Streamer, beam_search, sample_or_greedy
 
 
 def generate(
@@ -21,18 +22,27 @@ def generate(
     input_ids: Tensor,
     attention_mask: Tensor | None = None,
     *,
-    max_new_tokens: int = 20,
-    do_sample: bool = False,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    repetition_penalty: float = 1.0,
-    num_beams: int = 1,
-    length_penalty: float = 1.0,
-    early_stopping: bool | str = False,
-    eos_token_id: int | Sequence[int] | None = None,
-    pad_token_id: int | None = None,
-    decoder_start_token_id: int | None = None,
+    max_new_tokens: int | None = DEFAULT,
+    max_length: int | None = DEFAULT,
+    min_new_tokens: int | None = DEFAULT,
+    min_length: int | None = DEFAULT,
+    do_sample: bool = DEFAULT,
+    temperature: float = DEFAULT,
+    top_k: int | None = DEFAULT,
+    top_p: float | None = DEFAULT,
+    repetition_penalty: float = DEFAULT,
+    num_beams: int = DEFAULT,
+    length_penalty: float = DEFAULT,
+    early_stopping: bool | str = DEFAULT,
+    no_repeat_ngram_size: int = DEFAULT,
+    bad_words_ids: Sequence[Sequence[int]] | None = DEFAULT,
+    suppress_tokens: Sequence[int] | None = DEFAULT,
+    begin_suppress_tokens: Sequence[int] | None = DEFAULT,
+    forced_bos_token_id: int | None = DEFAULT,
+    forced_eos_token_id: int | Sequence[int] | None = DEFAULT,
+    eos_token_id: int | Sequence[int] | None = DEFAULT,
+    pad_token_id: int | None = DEFAULT,
+    decoder_start_token_id: int | None = DEFAULT,
     use_cache: bool = True,
     seed: int | None = None,
     generator: torch.Generator | None = None,
@@ -41,7 +51,13 @@ def generate(
 ) -> Tensor:
     """Generate ids: greedy, sampling, or beam search, with or without the KV cache.
 
-    The model runs in eval mode under ``torch.inference_mode`` (its previous mode is restored).
+    The model runs in eval mode under ``torch.inference_mode`` (its previous mode is restored). The decoding
+    settings (``max_new_tokens`` to ``decoder_start_token_id``) left out take the model's generation defaults
+    (``model.generation_config``, which :func:`~swapformer.from_hf` reads from the checkpoint's
+    ``generation_config.json``; what they leave unset falls back to transformers' global defaults), or, for a
+    model without defaults, swapformer's: 20 new tokens, greedy, no processor. An argument passed wins for this
+    call; ``None`` passed turns off a setting that can be off (``top_k``, ``top_p``, the forced, bad and suppressed
+    tokens) and means "the default" for the others. See :mod:`swapformer.generation.resolve`.
 
     Args:
         model: a model with a decoding step, ``model.decoding(input_ids, attention_mask, settings, *,
@@ -50,21 +66,33 @@ def generate(
         input_ids: ``(N, P)``. Decoder-only: the prompts, left-padded when their lengths differ. Encoder-decoder:
             the source ids.
         attention_mask: ``(N, P)``, True (or 1) = real token. Encoder-decoder: the source mask (``src_mask``).
-        max_new_tokens: most tokens generated per row.
+        max_new_tokens: most tokens generated per row (wins over ``max_length``).
+        max_length: most ids per output row, counting the prompt (decoder-only) or the start id
+            (encoder-decoder), as in transformers.
+        min_new_tokens: no eos before this many new tokens.
+        min_length: no eos before the output row holds this many ids (counted as ``max_length``).
         do_sample: sample from the distribution instead of taking the argmax.
         temperature: divides the logits before sampling (> 0).
-        top_k: sample among the ``top_k`` most likely tokens.
+        top_k: sample among the ``top_k`` most likely tokens (0 or None: all).
         top_p: sample among the fewest most likely tokens whose probability reaches ``top_p``, in (0, 1].
         repetition_penalty: > 1 discourages tokens already present (CTRL); 1 is off.
         num_beams: beams; 1 is greedy or sampling.
         length_penalty: beam scores are divided by ``length ** length_penalty``; > 0 favours longer outputs.
         early_stopping: beam search stops a row once it has ``num_beams`` finished hypotheses (True), when no
             live beam can still win judged at the current length (False) or at the longest length ("never").
+        no_repeat_ngram_size: no n-gram of this size appears twice in an output row (0: off).
+        bad_words_ids: id sequences never generated (the last id of each is blocked after the others).
+        suppress_tokens: ids never generated.
+        begin_suppress_tokens: ids not generated as the first new token.
+        forced_bos_token_id: the id forced as the first token after an encoder-decoder's start id.
+        forced_eos_token_id: the id (or one of the ids) forced as the last token when the budget ends.
         eos_token_id: id, or ids, that end a sequence; rows that ended are padded with ``pad_token_id``. None =
-            the model config's ``eos_token_id``; ``[]`` = none, always generate ``max_new_tokens``.
-        pad_token_id: the padding id of the prompts and of finished rows; None = the model config's (or 0).
-        decoder_start_token_id: first target id of an encoder-decoder; None = the model config's
-            ``decoder_start_token_id`` (or its ``bos_token_id``).
+            the generation defaults', else the model config's ``eos_token_id``; ``[]`` = none, always generate
+            the whole budget.
+        pad_token_id: the padding id of the prompts and of finished rows; None = the generation defaults' (else,
+            as transformers, the first eos id), or for a model without defaults the model config's (else 0).
+        decoder_start_token_id: first target id of an encoder-decoder; None = the generation defaults', else
+            the model config's ``decoder_start_token_id`` (or its ``bos_token_id``).
         use_cache: keep keys and values between steps (fast); False re-runs the whole prefix every step.
         seed: seeds a private generator, so sampling repeats exactly without touching the global RNG.
         generator: or pass your own.
@@ -80,21 +108,13 @@ def generate(
         then the new ids. ``T <= max_new_tokens``.
 
     Raises:
-        ValueError: an empty prompt, right-padded prompts, a length beyond a learned positional table, or an
-            argument out of range (each message names the value and the fix).
+        ValueError: an empty prompt, right-padded prompts, a length beyond a learned positional table, an
+            argument out of range, or generation defaults with a setting swapformer cannot apply (each message
+            names the value and the fix).
     """
-    config = getattr(model, "config", None)  # the special ids a model carries, as Hugging Face's configs do
-    if eos_token_id is None:
-        eos_token_id = getattr(config, "eos_token_id", None)
-    if pad_token_id is None:
-        pad_token_id = getattr(config, "pad_token_id", None) or 0
-    if decoder_start_token_id is None:
-        decoder_start_token_id = getattr(config, "start_token_id", None)
-    # the search arguments carry the names of the Settings fields
-    arguments = {**locals(), "eos_token_id": as_id_tuple(eos_token_id)}
-    settings = Settings(**{field.name: arguments[field.name] for field in fields(Settings)})
-    _check_settings(settings)
+    arguments = {name: value for name, value in locals().items() if name in SETTING_NAMES}
     _check_ids(input_ids, attention_mask)
+    settings, decoder_start_token_id = resolve(model, input_ids, arguments)
     if compile and not use_cache:
         raise ValueError("compile=True compiles the cached one-token step: pass use_cache=True (the default)")
     if seed is not None:
@@ -127,28 +147,17 @@ def generate(
         model.train(was_training)
 
 
-def _check_settings(s: Settings) -> None:
-    problems = []
-    if not isinstance(s.max_new_tokens, int) or s.max_new_tokens < 1:
-        problems.append(f"max_new_tokens={s.max_new_tokens!r} must be an int >= 1")
-    if not isinstance(s.num_beams, int) or s.num_beams < 1:
-        problems.append(f"num_beams={s.num_beams!r} must be an int >= 1 (1 = no beam search)")
-    if s.do_sample and not s.temperature > 0:
-        problems.append(
-            f"temperature={s.temperature!r} must be > 0 when sampling (for the argmax, do_sample=False)"
-        )
-    if s.top_k is not None and (not isinstance(s.top_k, int) or s.top_k < 1):
-        problems.append(f"top_k={s.top_k!r} must be an int >= 1, or None to keep every token")
-    if s.top_p is not None and not 0 < s.top_p <= 1:
-        problems.append(f"top_p={s.top_p!r} must be in (0, 1]; 1 (or None) keeps every token")
-    if not s.repetition_penalty > 0:
-        problems.append(f"repetition_penalty={s.repetition_penalty!r} must be > 0; 1 is no penalty")
-    if s.early_stopping not in (True, False, "never"):
-        problems.append(f"early_stopping={s.early_stopping!r} must be True, False or 'never'")
-    if (s.top_k is not None or s.top_p is not None or s.temperature != 1.0) and not s.do_sample:
-        problems.append("temperature, top_k and top_p apply only when sampling: pass do_sample=True")
-    if problems:
-        raise ValueError("invalid generation arguments: " + "; ".join(problems))
+SETTING_NAMES = frozenset(inspect.signature(generate).parameters) - {
+    "model",
+    "input_ids",
+    "attention_mask",
+    "use_cache",
+    "seed",
+    "generator",
+    "streamer",
+    "compile",
+}
+"""The decoding settings of :func:`generate`: those a model's generation defaults may set."""
 
 
 def _check_ids(input_ids: Tensor, attention_mask: Tensor | None) -> None:

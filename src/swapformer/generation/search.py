@@ -19,7 +19,15 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from swapformer.generation.processors import repetition_penalty, top_k_filter, top_p_filter
+from swapformer.generation.processors import (
+    bad_words,
+    block_tokens,
+    force_tokens,
+    no_repeat_ngram,
+    repetition_penalty,
+    top_k_filter,
+    top_p_filter,
+)
 
 _BLOCKED = -1.0e9  # a score no live hypothesis reaches, used instead of -inf so sums stay finite
 
@@ -40,7 +48,11 @@ class Streamer(Protocol):
 
 @dataclass(frozen=True)
 class Settings:
-    """The checked decoding arguments (see :func:`swapformer.generation.decoding`)."""
+    """The checked decoding arguments (see :func:`swapformer.generation.decoding`).
+
+    ``min_new_tokens``: new tokens before an eos may come (``min_length`` already turned into a count of new
+    tokens); ``begin_suppress_tokens`` are blocked at the first new token only.
+    """
 
     max_new_tokens: int
     do_sample: bool = False
@@ -53,11 +65,50 @@ class Settings:
     early_stopping: bool | str = False
     eos_token_id: tuple[int, ...] = ()
     pad_token_id: int = 0
+    min_new_tokens: int = 0
+    no_repeat_ngram_size: int = 0
+    bad_words_ids: tuple[tuple[int, ...], ...] = ()
+    suppress_tokens: tuple[int, ...] = ()
+    begin_suppress_tokens: tuple[int, ...] = ()
+    forced_bos_token_id: int | None = None
+    forced_eos_token_id: tuple[int, ...] = ()
 
-    def process(self, logits: Tensor, ids: Tensor) -> Tensor:
-        """Repetition penalty, then (when sampling) temperature, top-k and top-p, in Hugging Face's order."""
+    @property
+    def processed(self) -> bool:
+        """Whether :meth:`process` may change greedy logits (greedy without it takes them as they are)."""
+        return (
+            self.do_sample
+            or self.repetition_penalty != 1.0
+            or bool(self.min_new_tokens or self.no_repeat_ngram_size or self.bad_words_ids)
+            or bool(self.suppress_tokens or self.begin_suppress_tokens or self.forced_eos_token_id)
+            or self.forced_bos_token_id is not None
+        )
+
+    def process(self, logits: Tensor, ids: Tensor, prompt_length: int, max_length: int) -> Tensor:
+        """The logits processors, in Hugging Face's order: repetition penalty, no-repeat n-grams, bad words, the
+        minimum length, forced BOS and EOS, suppressed tokens; then (when sampling) temperature, top-k and top-p.
+
+        ``ids`` ``(N, T)`` are the ids so far, the first ``prompt_length`` of them given (a decoder-only prompt, or
+        an encoder-decoder's start id); ``max_length`` is where the output ends (prompt + ``max_new_tokens``).
+        """
+        length = ids.size(1)
         if self.repetition_penalty != 1.0:
             logits = repetition_penalty(logits, ids, self.repetition_penalty)
+        if self.no_repeat_ngram_size:
+            logits = no_repeat_ngram(logits, ids, self.no_repeat_ngram_size)
+        if self.bad_words_ids:
+            logits = bad_words(logits, ids, self.bad_words_ids)
+        if length - prompt_length < self.min_new_tokens:
+            logits = block_tokens(logits, self.eos_token_id)
+        if self.forced_bos_token_id is not None and length == 1:
+            logits = force_tokens(logits, (self.forced_bos_token_id,))
+        if self.forced_eos_token_id and length == max_length - 1:
+            logits = force_tokens(logits, self.forced_eos_token_id)
+        logits = block_tokens(logits, self.suppress_tokens)
+        # transformers starts the suppression one token later when a forced BOS takes the first place
+        begin = prompt_length + (prompt_length == 1 and self.forced_bos_token_id is not None)
+        if length == begin:
+            logits = block_tokens(logits, self.begin_suppress_tokens)
         if self.do_sample:
             if self.temperature != 1.0:
                 logits = logits / self.temperature
@@ -90,15 +141,15 @@ def sample_or_greedy(
     mask = _extend(attention_mask, total, 1)
     eos = torch.tensor(settings.eos_token_id, device=prompt.device) if settings.eos_token_id else None
     unfinished = torch.ones(batch, dtype=torch.bool, device=prompt.device)
-    # greedy without a penalty leaves the logits as they are: skip the processors
-    processed = settings.do_sample or settings.repetition_penalty != 1.0
+    # greedy without a processor leaves the logits as they are: skip them
+    processed = settings.processed
     end, new = prompt_length, prompt_length
     for _ in range(settings.max_new_tokens):
         logits = step(ids[:, :end], None if mask is None else mask[:, :end], new)  # (N, V)
         if logits.dtype != torch.float32:  # .float() on float32 would still be a call per token
             logits = logits.float()
         if processed:
-            logits = settings.process(logits, ids[:, :end])
+            logits = settings.process(logits, ids[:, :end], prompt_length, total)
         if settings.do_sample:
             token = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)[:, 0]
         else:
@@ -163,7 +214,9 @@ def beam_search(
     for _ in range(settings.max_new_tokens):
         flat = running[:, :, :length].reshape(flat_batch, length)
         logits = step(flat, None if mask is None else mask[:, :length], new).float()
-        log_probs = settings.process(torch.log_softmax(logits, dim=-1), flat)  # (N*B, V)
+        log_probs = settings.process(
+            torch.log_softmax(logits, dim=-1), flat, prompt_length, total
+        )  # (N*B, V)
         vocab = log_probs.size(-1)
         scores = (log_probs.view(batch, beams, vocab) + running_scores[..., None]).view(batch, beams * vocab)
         if settings.do_sample:

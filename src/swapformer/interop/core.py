@@ -30,8 +30,14 @@ from swapformer.config import ModelConfig
 from swapformer.errors import ConfigError
 from swapformer.layer_specs import LAYER_KEYS, distinct_layers, uniform_spec
 from swapformer.models import build
-from swapformer.models.saving import follow_umask, read_config
-from swapformer.registry import Registry, split_spec
+from swapformer.models.generation_defaults import (
+    APPLIED,
+    NEUTRAL,
+    GenerationDefaults,
+    read_generation_defaults,
+)
+from swapformer.models.saving import follow_umask, read_config, save_generation_defaults
+from swapformer.registry import Registry, kind, split_spec
 
 
 @dataclass(frozen=True)
@@ -271,27 +277,42 @@ def architecture_of(hf_config: Mapping[str, Any]) -> Architecture:
     return ARCHITECTURES[model_type]
 
 
-def _source(source: Any) -> tuple[dict[str, Any], Callable[[], dict[str, Tensor]]]:
+def _source(source: Any) -> tuple[dict[str, Any], Callable[[], dict[str, Tensor]], GenerationDefaults | None]:
     if isinstance(source, nn.Module) and hasattr(source, "config") and hasattr(source.config, "to_dict"):
-        return source.config.to_dict(), source.state_dict  # a transformers PreTrainedModel
+        # a transformers PreTrainedModel
+        generation = getattr(source, "generation_config", None)
+        defaults = None
+        if generation is not None:
+            defaults = GenerationDefaults.from_dict(
+                generation.to_dict(), where=f"{type(source).__name__}.generation_config"
+            )
+        return source.config.to_dict(), source.state_dict, defaults
     if not isinstance(source, str | os.PathLike):
         raise ConfigError(
             f"from_hf takes a model directory or a transformers PreTrainedModel, got {type(source).__name__}"
         )
     directory = Path(source)
-    return read_config(directory), lambda: read_weights(directory)
+    hf_config = read_config(directory)
+    defaults = read_generation_defaults(directory)
+    if defaults is None:  # transformers then takes the generation settings its config.json holds
+        in_config = {key: value for key, value in hf_config.items() if key in APPLIED or key in NEUTRAL}
+        defaults = GenerationDefaults.from_dict(in_config, where=str(directory / "config.json"))
+    return hf_config, lambda: read_weights(directory), defaults
 
 
 def from_hf(source: str | os.PathLike | nn.Module) -> nn.Module:
     """A swapformer model, in eval mode, from a Hugging Face model: a local directory written by
     ``save_pretrained`` or a ``PreTrainedModel``. Its ``config`` is a plain :class:`ModelConfig` of registered
-    component names: swap one, rebuild, and keep training (see the Interop page).
+    component names: swap one, rebuild, and keep training (see the Interop page). Its ``generation_config``
+    holds the checkpoint's generation defaults (``generation_config.json``, else the generation settings of
+    its ``config.json``, as transformers reads them), which ``model.generate()`` uses.
 
     Raises:
-        ConfigError: no ``config.json``, an unsupported ``model_type`` or option (named), or weights that are
-            missing, unexpected or of the wrong shape (the tensor named).
+        ConfigError: no ``config.json``, an unsupported ``model_type`` or option (named), weights that are
+            missing, unexpected or of the wrong shape (the tensor named), or a generation setting of the wrong
+            type (named).
     """
-    hf_config, weights = _source(source)
+    hf_config, weights, defaults = _source(source)
     architecture = architecture_of(hf_config)
     try:
         fields = architecture.config(hf_config)
@@ -302,6 +323,8 @@ def from_hf(source: str | os.PathLike | nn.Module) -> nn.Module:
     if _untied_in_checkpoint(model, theirs, architecture, hf_config):
         model = build(ModelConfig.from_dict({**config.to_dict(), "tie_embeddings": False}))
     load_hf_state(model, theirs, architecture, hf_config)
+    if kind(architecture.kind).generates:
+        model.generation_config = defaults
     return model.eval()
 
 
@@ -404,9 +427,10 @@ def _tied(key: str, model: nn.Module) -> bool:
 
 # ---- writing -------------------------------------------------------------------------------------------
 def to_hf(model: nn.Module, directory: str | os.PathLike, *, model_type: str | None = None) -> Path:
-    """Write ``model`` as a Hugging Face model directory (``config.json``, ``model.safetensors``) that
-    ``transformers.AutoModelForCausalLM`` / ``AutoModelForSeq2SeqLM`` / ``AutoModelForMaskedLM.from_pretrained``
-    loads with the same logits.
+    """Write ``model`` as a Hugging Face model directory (``config.json``, ``model.safetensors``, and the model's
+    generation defaults as ``generation_config.json`` when it has some) that ``transformers.AutoModelForCausalLM``
+    / ``AutoModelForSeq2SeqLM`` / ``AutoModelForMaskedLM.from_pretrained`` loads with the same logits (and
+    generation settings).
 
     Args:
         model: a swapformer model.
@@ -438,6 +462,7 @@ def to_hf(model: nn.Module, directory: str | os.PathLike, *, model_type: str | N
     (path / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
     save_file(theirs, str(path / "model.safetensors"), metadata={"format": "pt"})
     follow_umask(path / "model.safetensors")
+    save_generation_defaults(model, path)
     return path
 
 

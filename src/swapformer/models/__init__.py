@@ -3,6 +3,7 @@ shared builders that make them from a config."""
 
 from swapformer.models.builders import build, build_layer, build_stack, init_weights
 from swapformer.models.causal_lm import DecoderOnly, build_causal_lm
+from swapformer.models.generation_defaults import GenerationDefaults
 from swapformer.models.masked_lm import EncoderOnly, build_masked_lm
 from swapformer.models.saving import load_pretrained, save_pretrained
 from swapformer.models.seq2seq import EncoderDecoder, build_seq2seq
@@ -11,6 +12,7 @@ __all__ = [
     "DecoderOnly",
     "EncoderDecoder",
     "EncoderOnly",
+    "GenerationDefaults",
     "build",
     "build_causal_lm",
     "build_layer",

@@ -20,6 +20,7 @@ from swapformer.models.decoding import (
     reserve_positions,
     search,
 )
+from swapformer.models.generation_defaults import GenerationDefaults
 from swapformer.models.saving import SavesPretrained
 from swapformer.nn import KVCache, TokenEmbedding, TransformerStack
 from swapformer.nn.masks import causal_self_attention_inputs
@@ -62,6 +63,7 @@ class DecoderOnly(SavesPretrained, nn.Module):
         logit_softcap: float | None = None,
     ) -> None:
         super().__init__()
+        self.generation_config: GenerationDefaults | None = None  # generate()'s defaults (from_hf sets them)
         self.logit_softcap = logit_softcap
         self.embedding = embedding
         self.positional = positional
@@ -125,6 +127,8 @@ class DecoderOnly(SavesPretrained, nn.Module):
         """
         inputs.check_causal(self, input_ids, attention_mask, always=True)
         inputs.check_generate_ids(kwargs, vocab_size=self.embedding.token.num_embeddings)
+        defaults = self.generation_config.settings() if self.generation_config is not None else {}
+        inputs.check_processor_ids({**defaults, **kwargs}, vocab_size=self.embedding.token.num_embeddings)
         return search(self, input_ids, attention_mask, **kwargs)
 
     def decoding(

@@ -177,6 +177,33 @@ def check_generate_ids(kwargs: Mapping[str, Any], *, vocab_size: int) -> None:
                 )
 
 
+PROCESSOR_IDS = ("forced_bos_token_id", "forced_eos_token_id", "suppress_tokens", "begin_suppress_tokens")
+
+
+def check_processor_ids(settings: Mapping[str, Any], *, vocab_size: int) -> None:
+    """Refuse the ids of ``generate``'s forced, suppressed and bad tokens (passed, or the model's generation
+    defaults) outside the vocabulary, before any decoding step.
+
+    Raises:
+        ValueError: the setting and the id that is not in ``[0, vocab_size)``.
+    """
+    for key in (*PROCESSOR_IDS, "bad_words_ids"):
+        value = settings.get(key)
+        tokens = value if isinstance(value, list | tuple) else [] if value is None else [value]
+        if key == "bad_words_ids":
+            tokens = [
+                token for words in tokens for token in (words if isinstance(words, list | tuple) else [words])
+            ]
+        wrong = [
+            t for t in tokens if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < vocab_size
+        ]
+        if wrong:
+            raise ValueError(
+                f"{key}={value!r} holds {wrong[0]!r}, which is not a token id of the model's vocabulary "
+                f"(0..{vocab_size - 1}); give ids of the model's tokenizer"
+            )
+
+
 def _check_values(model: nn.Module, always: bool) -> bool:
     """Whether to run the data-dependent checks on this call (see the module docstring)."""
     if torch.compiler.is_compiling():

@@ -1,4 +1,5 @@
-"""swapformer's own checkpoint format: ``config.json`` (the ModelConfig) beside ``model.safetensors``.
+"""swapformer's own checkpoint format: ``config.json`` (the ModelConfig) beside ``model.safetensors``, and the
+model's generation defaults, when it has some, in ``generation_config.json`` (:mod:`.generation_defaults`).
 
 A directory, as Hugging Face writes one, so a model travels without Lightning or pickles: the config is plain
 JSON and the weights load without running code.
@@ -17,6 +18,7 @@ from torch import nn
 from swapformer.config import ModelConfig
 from swapformer.errors import ConfigError
 from swapformer.models.builders import build
+from swapformer.models.generation_defaults import GenerationDefaults, read_generation_defaults
 
 FORMAT = "swapformer"
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
@@ -28,7 +30,8 @@ class SavesPretrained:
     config: ModelConfig
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` to ``directory`` (made if missing);
+        """Write ``config.json``, ``model.safetensors`` and, when the model has generation defaults
+        (``generation_config``), ``generation_config.json`` to ``directory`` (made if missing);
         :func:`swapformer.load` rebuilds the model exactly. Returns the directory."""
         return save_pretrained(self, directory)
 
@@ -46,7 +49,15 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
     (path / CONFIG_FILE).write_text(json.dumps({"format": FORMAT, **config.to_dict()}, indent=2) + "\n")
     save_model(model, str(path / WEIGHTS_FILE))  # tied weights are written once
     follow_umask(path / WEIGHTS_FILE)
+    save_generation_defaults(model, path)
     return path
+
+
+def save_generation_defaults(model: nn.Module, directory: Path) -> None:
+    """Write the model's ``generation_config`` to ``directory/generation_config.json``, when it has one."""
+    defaults = getattr(model, "generation_config", None)  # EncoderOnly models do not generate: none
+    if isinstance(defaults, GenerationDefaults):
+        defaults.save(directory)
 
 
 def follow_umask(file: Path) -> None:
@@ -100,4 +111,7 @@ def load_pretrained(directory: str | os.PathLike) -> nn.Module:
             f"{weights} does not match its config.json: missing {sorted(missing)[:5]}, "
             f"unexpected {sorted(unexpected)[:5]}"
         )
+    defaults = read_generation_defaults(path)
+    if defaults is not None:
+        model.generation_config = defaults
     return model.eval()

@@ -13,6 +13,7 @@ from swapformer.components.softcap import soft_cap
 from swapformer.config import ModelConfig
 from swapformer.models import builders, inputs
 from swapformer.models.decoding import check_length, expand_beams, reserve_positions, search
+from swapformer.models.generation_defaults import GenerationDefaults
 from swapformer.models.saving import SavesPretrained
 from swapformer.nn import KVCache, TokenEmbedding, TransformerStack
 from swapformer.nn.masks import as_key_padding_mask, causal_self_attention_inputs, self_attention_mask
@@ -53,6 +54,7 @@ class EncoderDecoder(SavesPretrained, nn.Module):
         logit_softcap: float | None = None,
     ) -> None:
         super().__init__()
+        self.generation_config: GenerationDefaults | None = None  # generate()'s defaults (from_hf sets them)
         self.logit_softcap = logit_softcap
         self.src_embedding = src_embedding
         self.tgt_embedding = tgt_embedding
@@ -140,6 +142,8 @@ class EncoderDecoder(SavesPretrained, nn.Module):
         """
         inputs.check_seq2seq(self, input_ids, None, src_mask, always=True)
         inputs.check_generate_ids(kwargs, vocab_size=self.tgt_embedding.token.num_embeddings)
+        defaults = self.generation_config.settings() if self.generation_config is not None else {}
+        inputs.check_processor_ids({**defaults, **kwargs}, vocab_size=self.tgt_embedding.token.num_embeddings)
         return search(self, input_ids, src_mask, **kwargs)
 
     def decoding(

@@ -52,12 +52,16 @@ class CausalLMModule(SwapformerModule):
         input_ids: Tensor,
         attention_mask: Tensor | None = None,
         *,
-        max_new_tokens: int = 20,
+        max_new_tokens: int | None = None,
         max_context: int | None = None,
         **kwargs: Any,
     ) -> Tensor:
         """Continue ``input_ids`` ``(N, P)`` with :func:`swapformer.generation.decoding`, whose arguments it takes
-        (Hugging Face's names); ``pad_token_id`` defaults to the model's. Returns the prompts and new ids.
+        (Hugging Face's names). Returns the prompts and new ids.
+
+        A model with generation defaults (``model.generation_config``: an imported checkpoint's) takes every
+        setting not passed from them, in one call; for another, ``max_new_tokens`` defaults to 20 and
+        ``pad_token_id`` to the module's.
 
         Args:
             max_context: how far a sample may run past the length the model trained on. Unpadded prompts whose
@@ -65,7 +69,11 @@ class CausalLMModule(SwapformerModule):
                 rounds, each re-prompted with the last ``max_context / 2`` tokens, as nanoGPT's sampler crops its
                 context; 0 turns this off (then a learned positional table refuses the length).
         """
-        kwargs.setdefault("pad_token_id", max(self.pad_id, 0))
+        if self.model.generation_config is not None and max_new_tokens is None:
+            return self.model.generate(input_ids, attention_mask, **kwargs)
+        if self.model.generation_config is None:
+            kwargs.setdefault("pad_token_id", max(self.pad_id, 0))
+        max_new_tokens = 20 if max_new_tokens is None else max_new_tokens
         window = self.config.max_seq_len if max_context is None else max_context
         fits = input_ids.size(1) + max_new_tokens <= window
         if not window or fits or attention_mask is not None or kwargs.get("num_beams", 1) > 1:

@@ -126,19 +126,27 @@ class Seq2SeqModule(SwapformerModule):
         self, src_ids: Tensor, src_mask: Tensor | None = None, max_len: int | None = None, **kwargs: Any
     ) -> list[list[int]]:
         """Decoded ids, one list per source (eos and what follows removed); greedy unless ``kwargs`` (arguments
-        of :func:`~swapformer.generation.generate`) say otherwise."""
-        out = self.model.generate(
-            src_ids,
-            src_mask,
-            max_new_tokens=max_len
-            or self.hparams.max_decode_len
-            or min(self.config.max_seq_len - 1, src_ids.size(1) + 16),
-            eos_token_id=self.config.eos_token_id,
-            pad_token_id=max(self.pad_id, 0),
-            decoder_start_token_id=self.config.start_token_id,
-            **kwargs,
-        )[:, 1:]  # without the start id
-        return [strip_after_eos(row, self.config.eos_token_id) for row in out.tolist()]
+        of :func:`~swapformer.generation.generate`) say otherwise. A model with generation defaults
+        (``model.generation_config``: an imported checkpoint's) decodes with them unless ``max_len`` or
+        ``kwargs`` say otherwise."""
+        defaults = self.model.generation_config
+        if defaults is None or max_len is not None:
+            kwargs = {
+                "max_new_tokens": max_len
+                or self.hparams.max_decode_len
+                or min(self.config.max_seq_len - 1, src_ids.size(1) + 16),
+                **kwargs,
+            }
+        if defaults is None:
+            kwargs = {
+                "eos_token_id": self.config.eos_token_id,
+                "pad_token_id": max(self.pad_id, 0),
+                "decoder_start_token_id": self.config.start_token_id,
+                **kwargs,
+            }
+        out = self.model.generate(src_ids, src_mask, **kwargs)[:, 1:]  # without the start id
+        eos = kwargs.get("eos_token_id", defaults and defaults.eos_token_id) or self.config.eos_token_id
+        return [strip_after_eos(row, eos) for row in out.tolist()]
 
     def translate(self, sources: list[str], max_len: int | None = None, **kwargs: Any) -> list[str]:
         """Translations of ``sources`` (needs the tokenizer: datamodule or checkpoint); see :meth:`translate_ids`."""
@@ -171,6 +179,7 @@ class Seq2SeqModule(SwapformerModule):
             self.val_examples = list(zip(sources, texts, refs))[:8]
 
 
-def strip_after_eos(ids: list[int], eos_id: int | None) -> list[int]:
-    """Tokens before the first ``eos_id`` (all of them when it is None)."""
-    return ids[: ids.index(eos_id)] if eos_id is not None and eos_id in ids else ids
+def strip_after_eos(ids: list[int], eos_id: int | list[int] | None) -> list[int]:
+    """Tokens before the first ``eos_id`` (or any of a list of them; all of the tokens when it is None)."""
+    ends = {eos_id} if isinstance(eos_id, int) else set(eos_id or ())
+    return next((ids[:i] for i, token in enumerate(ids) if token in ends), ids)
