@@ -68,7 +68,10 @@ class ModelConfig:
             ``token_type_ids``. 0 = no table.
         lm_head_transform: a dense layer D -> D, this activation and a norm (of the ``norm`` kind) between a
             masked LM's last layer and its final linear layer (BERT's and RoBERTa's MLM head); the activation's
-            name, one of :data:`LM_HEAD_ACTIVATIONS`, or None = none.
+            name, one of :data:`LM_HEAD_ACTIVATIONS`, or None = none. Its dense layer has a bias when ``bias``
+            does (BERT, RoBERTa; ModernBERT's ``classifier_bias``).
+        first_attention_norm: the first layer's norm before its self-attention; false drops it where the
+            embedding norm has just normalized that input (ModernBERT: ``embedding_norm: true``, ``pre``).
         pad_token_id: padding id (used by training losses and generation), or None.
         bos_token_id: the id that starts a text; swapformer's tokenizers use 1.
         eos_token_id: the id that ends a text (generation stops there by default); swapformer's tokenizers use 2.
@@ -113,6 +116,7 @@ class ModelConfig:
     lm_head_bias: bool = False
     token_types: int = 0
     lm_head_transform: str | None = None
+    first_attention_norm: bool = True
     pad_token_id: int | None = 0
     bos_token_id: int | None = 1
     eos_token_id: int | None = 2
@@ -230,6 +234,7 @@ class ModelConfig:
             "embedding_norm",
             "lm_head_bias",
             "share_embeddings",
+            "first_attention_norm",
         ):
             if not isinstance(getattr(self, key), bool):
                 problems.append(f"{key}={getattr(self, key)!r} must be true or false")

@@ -41,8 +41,11 @@ def _context(cfg: ModelConfig) -> dict[str, Any]:
     }
 
 
-def _residual(cfg: ModelConfig, spec: LayerSpec, sublayer: nn.Module, depth: Mapping[str, Any]) -> nn.Module:
-    norm = NORM.build(spec.norm, **_context(cfg))
+def _residual(
+    cfg: ModelConfig, spec: LayerSpec, sublayer: nn.Module, depth: Mapping[str, Any], *, norm: bool = True
+) -> nn.Module:
+    # norm=False: the placement gets the identity for its norm (ModernBERT's first self-attention)
+    norm = NORM.build(spec.norm, **_context(cfg)) if norm else nn.Identity()
     return PLACEMENT.build(spec.placement, sublayer=sublayer, norm=norm, dropout=cfg.dropout, **depth)
 
 
@@ -93,13 +96,15 @@ def build_layer(
     num_decoder_layers: int = 0,
     spec: LayerSpec | None = None,
     owns_positional: bool = False,
+    attention_norm: bool = True,
 ) -> TransformerLayer:
     """One encoder layer (``cross_attention=False``) or decoder layer of ``spec`` (the config's uniform layer
     when None).
 
     ``positional`` is the member whose ``rotate`` hook the self-attention applies (None: no rotation); the
     attention layer owns it (registers it) when ``owns_positional``, else it uses the model's or an earlier
-    layer's. ``num_layers`` is the depth of the layer's stack; ``is_encoder`` and the two sides' depths (0 = no
+    layer's. ``attention_norm=False`` leaves the self-attention's norm out (the identity in its place).
+    ``num_layers`` is the depth of the layer's stack; ``is_encoder`` and the two sides' depths (0 = no
     such side) reach the placement, whose constants may depend on them (``deepnorm``).
     """
     spec = layer_specs.uniform_spec(cfg) if spec is None else spec
@@ -112,7 +117,7 @@ def build_layer(
     attention = _attention(cfg, spec, positional=positional, owns_positional=owns_positional)
     context = {**_context(cfg), "d_ff": spec.d_ff}
     return TransformerLayer(
-        self_attention=_residual(cfg, spec, attention, depth),
+        self_attention=_residual(cfg, spec, attention, depth, norm=attention_norm),
         cross_attention=_residual(cfg, spec, _attention(cfg, spec, cross=True), depth)
         if cross_attention
         else None,
@@ -132,6 +137,7 @@ def build_stack(
 ) -> TransformerStack:
     """``num_layers`` layers of their specs (:mod:`swapformer.layer_specs`; the encoder's when ``is_encoder``,
     else the decoder's) and the final norm the last layer's placement asks for (or ``cfg.final_norm`` says).
+    The first layer's self-attention has no norm when ``cfg.first_attention_norm`` is false.
 
     Layers whose positional spec is the config's use ``positional``, the model's member. Each other positional
     spec gets one member, owned by the first layer that uses it and used by the later ones: layers of one spec
@@ -161,6 +167,7 @@ def build_stack(
                 num_decoder_layers=num_decoder_layers,
                 spec=spec,
                 owns_positional=owned,
+                attention_norm=cfg.first_attention_norm or bool(layers),
             )
         )
         positionals.append(member)
@@ -222,14 +229,15 @@ def build_embedding(cfg: ModelConfig, vocab_size: int, positional: PositionalEnc
 
 
 def build_lm_head_transform(cfg: ModelConfig) -> LMHeadTransform | None:
-    """The dense layer, activation and norm before a masked LM's output layer (``cfg.lm_head_transform``), or
-    None."""
+    """The dense layer (biased when ``cfg.bias``), activation and norm before a masked LM's output layer
+    (``cfg.lm_head_transform``), or None."""
     if cfg.lm_head_transform is None:
         return None
     return LMHeadTransform(
         d_model=cfg.d_model,
         activation=HEAD_ACTIVATIONS[cfg.lm_head_transform](),
         norm=NORM.build(cfg.norm, **_context(cfg)),
+        bias=cfg.bias,
     )
 
 

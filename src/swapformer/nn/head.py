@@ -19,20 +19,21 @@ class LMHeadTransform(nn.Module):
 
     ::
 
-        last layer ─▶ dense (D -> D, bias) ─▶ activation ─▶ norm ─▶ lm_head
+        last layer ─▶ dense (D -> D, bias?) ─▶ activation ─▶ norm ─▶ lm_head
 
     Args:
         d_model: D.
         activation: the nonlinearity module.
         norm: the norm after it.
+        bias: whether the dense layer has a bias (BERT's and RoBERTa's do; ModernBERT's ``classifier_bias``).
 
     Shape:
         x ``(N, L, D)`` -> ``(N, L, D)``.
     """
 
-    def __init__(self, *, d_model: int, activation: nn.Module, norm: nn.Module) -> None:
+    def __init__(self, *, d_model: int, activation: nn.Module, norm: nn.Module, bias: bool = True) -> None:
         super().__init__()
-        self.dense = nn.Linear(d_model, d_model)
+        self.dense = nn.Linear(d_model, d_model, bias=bias)
         self.activation = activation
         self.norm = norm
 
