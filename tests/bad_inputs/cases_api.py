@@ -174,6 +174,50 @@ def _from_hf_partial_rope() -> object:
     return from_hf(transformers.Phi3ForCausalLM(config))
 
 
+def _from_hf_modernbert_scaled_rope() -> object:
+    import transformers
+
+    from swapformer.interop import from_hf
+
+    config = transformers.ModernBertConfig(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        cls_token_id=1,
+        sep_token_id=2,
+        rope_parameters={
+            "full_attention": {"rope_type": "default", "rope_theta": 160000.0},
+            "sliding_attention": {"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0},
+        },
+    )
+    return from_hf(transformers.ModernBertForMaskedLM(config))
+
+
+MODERNBERT = dict(
+    positional="rope",
+    norm={"name": "layernorm", "bias": False},
+    placement="pre",
+    ffn="geglu",
+    bias=False,
+    embedding_norm=True,
+    first_attention_norm=False,
+    lm_head_transform="gelu",
+    lm_head_bias=True,
+)
+
+
+def _to_hf_modernbert_first_norm(fx: object) -> object:
+    import swapformer
+
+    model = swapformer.build_masked_lm({**CONFIG, **MODERNBERT, "first_attention_norm": True})
+    return swapformer.to_hf(model, fx.tmp / "hf", model_type="modernbert")
+
+
 CASES = [
     Case(
         id="api-causal-float-ids",
@@ -496,6 +540,21 @@ CASES = [
         mistake="`from_hf` of a Gemma 2 whose decoder sees later tokens (`use_bidirectional_attention: true`)",
         expect=r"gemma2: use_bidirectional_attention: true \(a decoder that sees later tokens\) has no swap",
         raises=lambda fx: _from_hf_bidirectional_gemma2(),
+    ),
+    Case(
+        id="api-from-hf-modernbert-scaled-rope",
+        area="API",
+        mistake="`from_hf` of a ModernBERT whose local layers' rope is scaled (`rope_type: linear`)",
+        expect=r"modernbert: rope_parameters\.sliding_attention\.rope_type 'linear' is not read for ModernBERT",
+        raises=lambda fx: _from_hf_modernbert_scaled_rope(),
+    ),
+    Case(
+        id="api-to-hf-modernbert-first-attention-norm",
+        area="API",
+        mistake="`to_hf(model_type='modernbert')` of a ModernBERT-shaped model that keeps the first layer's "
+        "attention norm (`first_attention_norm: true`)",
+        expect=r"cannot export to Hugging Face modernbert: first_attention_norm: true \(ModernBERT's first layer",
+        raises=_to_hf_modernbert_first_norm,
     ),
     Case(
         id="api-to-hf-gemma2-attention-scale",
