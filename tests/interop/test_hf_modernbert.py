@@ -110,6 +110,16 @@ def test_imported_modernbert_gives_the_logits_of_hugging_face(name, tmp_path):
     torch.testing.assert_close(our_logits(ours, ids, full), hf_logits(theirs, ids, full), **FP32)
 
 
+@pytest.mark.parametrize("activation", ["relu", "silu"])
+def test_each_head_activation_gives_the_logits_of_hugging_face(activation):
+    theirs = hf_model("every-3-of-5-window-4", classifier_activation=activation)
+    ours = swapformer.from_hf(theirs)
+    assert ours.config.lm_head_transform == activation
+    ids, mask = right_padded()
+    real = mask.bool()
+    torch.testing.assert_close(our_logits(ours, ids, mask)[real], hf_logits(theirs, ids, mask)[real], **FP32)
+
+
 def test_the_import_reads_the_pattern_the_window_and_both_rope_bases():
     config = swapformer.from_hf(hf_model("every-3-of-5-window-4")).config
     local = {
