@@ -11,6 +11,7 @@ import torch
 
 from swapformer import ConfigError, build_causal_lm, build_masked_lm, build_seq2seq, family, to_hf
 from swapformer.components.attention import MathAttention, band_mask
+from swapformer.components.softcap import soft_capped_scores
 from swapformer.models.causal_lm import CausalStep
 from swapformer.nn.cache import KVCache
 
@@ -47,6 +48,20 @@ def test_math_softcap_is_gemma2_attention(kv_heads, masked):
     torch.testing.assert_close(weights, want_weights, atol=1e-6, rtol=1e-5)
     uncapped, _ = MathAttention()(query, key, value, attn_mask=mask if masked else None, scale=0.3)
     assert (uncapped - got).abs().max() > 1e-2  # the cap changed something: the comparison means something
+
+
+def test_capped_scores_with_the_scale_on_the_queries_are_the_formula_and_its_gradients():
+    query, key, _ = _qkv(4)
+    ours = [t.clone().requires_grad_() for t in (query, key)]
+    plain = [t.clone().requires_grad_() for t in (query, key)]
+    got = soft_capped_scores(*ours, 0.3, 5.0)
+    want = 5.0 * torch.tanh(plain[0] @ plain[1].transpose(-2, -1) * 0.3 / 5.0)  # cap tanh(e / cap), e scaled
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+    upstream = torch.randn(want.shape)
+    got.backward(upstream)
+    want.backward(upstream)
+    for mine, reference in zip(ours, plain):
+        torch.testing.assert_close(mine.grad, reference.grad, atol=1e-5, rtol=1e-5)
 
 
 def test_sliding_window_softcap_is_math_softcap_on_the_band():

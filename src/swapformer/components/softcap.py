@@ -19,6 +19,17 @@ def soft_cap(x: Tensor, cap: float | None) -> Tensor:
     return x if cap is None else torch.tanh(x / cap) * cap
 
 
+def soft_capped_scores(query: Tensor, key: Tensor, scale: float, cap: float) -> Tensor:
+    """Attention scores ``cap * tanh(q k^T * scale / cap)``, what :func:`soft_cap` gives for the scaled scores,
+    with ``scale / cap`` applied to the queries ``(..., L, E)`` rather than to the scores ``(..., L, S)``: one
+    pass over the scores fewer each way (forward and backward), when E is smaller than S.
+
+    Shape:
+        query ``(..., L, E)``, key ``(..., S, E)`` -> ``(..., L, S)``.
+    """
+    return torch.tanh((query * (scale / cap)) @ key.transpose(-2, -1)) * cap
+
+
 def check_cap(cap: object, where: str, example: float) -> float | None:
     """``cap`` as a float, or None; a ConfigError naming ``where`` unless it is None or a finite number > 0."""
     if cap is None:

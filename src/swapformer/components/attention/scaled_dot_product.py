@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from swapformer.components.attention._masks import guard_empty_rows, merge_causal
-from swapformer.components.softcap import check_cap, soft_cap
+from swapformer.components.softcap import check_cap, soft_capped_scores
 from swapformer.registry import Capabilities
 
 
@@ -71,8 +71,10 @@ class MathAttention(nn.Module):
         length, source_length = query.size(-2), key.size(-2)
         scale = 1.0 / math.sqrt(query.size(-1)) if scale is None else scale
 
-        scores = query @ key.transpose(-2, -1) * scale  # e_ij = q_i . k_j / sqrt(E)   (N, H, L, S)
-        scores = soft_cap(scores, self.softcap)  # e_ij = cap tanh(e_ij / cap), with a cap (Gemma 2)
+        if self.softcap is None:
+            scores = query @ key.transpose(-2, -1) * scale  # e_ij = q_i . k_j / sqrt(E)   (N, H, L, S)
+        else:  # e_ij = cap tanh(q_i . k_j / (sqrt(E) cap)) (Gemma 2), the scale and 1 / cap applied to q
+            scores = soft_capped_scores(query, key, scale, self.softcap)
         if is_causal:
             causal = torch.ones(length, source_length, dtype=torch.bool, device=query.device).tril()
             attn_mask = causal if attn_mask is None else merge_causal(attn_mask, length, source_length)
