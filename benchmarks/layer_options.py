@@ -1,0 +1,145 @@
+"""What the per-layer options cost in a training step: q/k norm, soft-capping, and per-layer patterns.
+
+The main job's shape (``recipes/causal_lm/stdlib-tiny.yaml``: 4 layers, 4 heads, d_model 128, GELU MLP 4x,
+LayerNorm pre-norm, rope, ``sdpa``, tied embeddings, no biases, dropout 0, its character vocabulary of 129),
+batch 32 x 128; one training step = forward + backward + fused AdamW, the optimizer swapformer's Lightning
+modules configure. Every model is built from the same seed and timed in interleaved rounds, so a change in
+machine load hits them alike. Each row is a ratio against the peer named beside it, measured in the same run:
+
+* ``+ q/k norm``: ``qk_norm: rmsnorm`` on each head (Qwen3, Gemma 3) and over the whole projection (OLMo 2);
+* ``+ soft-capping``: scores capped at 50 and logits at 30 (Gemma 2). ``sdpa`` cannot cap the scores, so the
+  capped model runs the ``math`` kernel: against the main job (what a user pays) and against the same model on
+  ``math`` without caps (what the caps themselves cost);
+* ``pattern of identical types``: ``layers: {pattern: [a, b]}`` whose two types restate the uniform members
+  (``{positional: {base: 10000.0}}``, ``{ffn: gelu}``) against the uniform model: what a pattern itself costs;
+* ``sliding / full pattern``: local layers (``sliding_window``, window 32) alternating with full ``sdpa`` ones,
+  against every layer local with the same window.
+
+Targets: q/k norm and soft-capping each <= 1.05; a pattern of identical types <= 1.02.
+
+    python benchmarks/layer_options.py [--rounds 7] [--steps 3] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from swapformer import build_causal_lm
+
+VOCAB, BATCH, CONTEXT, WINDOW = 129, 32, 128, 32
+MAIN_JOB: dict[str, Any] = dict(
+    vocab_size=VOCAB,
+    d_model=128,
+    num_heads=4,
+    num_layers=4,
+    d_ff=512,
+    max_seq_len=CONTEXT,
+    dropout=0.0,
+    attention="sdpa",
+    positional="rope",
+    norm="layernorm",
+    placement="pre",
+    ffn="gelu",
+    tie_embeddings=True,
+    bias=False,
+)
+LOCAL = {"name": "sliding_window", "window": WINDOW}
+MODELS: dict[str, dict[str, Any]] = {
+    "main job": {},
+    "+ q/k norm (head)": {"qk_norm": "rmsnorm"},
+    "+ q/k norm (projection)": {"qk_norm": "rmsnorm", "qk_norm_scope": "projection"},
+    "math kernel": {"attention": "math"},
+    "+ soft-capping (math)": {"attention": {"name": "math", "softcap": 50.0}, "logit_softcap": 30.0},
+    "pattern of identical types": {
+        "layers": {
+            "pattern": ["a", "b"],
+            "types": {"a": {"positional": {"base": 10000.0}}, "b": {"ffn": "gelu"}},
+        }
+    },
+    "uniform sliding": {"attention": LOCAL},
+    "sliding / full pattern": {
+        "layers": {"pattern": ["local", "global"], "types": {"local": {"attention": LOCAL}, "global": {}}}
+    },
+}
+# (row, its peer, target or None)
+RATIOS: list[tuple[str, str, float | None]] = [
+    ("+ q/k norm (head)", "main job", 1.05),
+    ("+ q/k norm (projection)", "main job", 1.05),
+    ("+ soft-capping (math)", "main job", 1.05),
+    ("+ soft-capping (math)", "math kernel", 1.05),
+    ("math kernel", "main job", None),
+    ("pattern of identical types", "main job", 1.02),
+    ("sliding / full pattern", "uniform sliding", None),
+    ("uniform sliding", "main job", None),
+]
+
+
+def make_step(changes: dict[str, Any]) -> Callable[[], None]:
+    torch.manual_seed(0)
+    model = build_causal_lm({**MAIN_JOB, **changes})
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1, fused=True)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(VOCAB, (BATCH, CONTEXT), generator=g)
+    y = torch.randint(VOCAB, (BATCH, CONTEXT), generator=g)
+
+    def step() -> None:
+        loss = F.cross_entropy(model(x).reshape(-1, VOCAB), y.reshape(-1))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def time_interleaved(
+    steps: dict[str, Callable[[], None]], *, rounds: int, per_round: int
+) -> dict[str, float]:
+    """Median seconds per call of each entry, timed in alternating rounds of ``per_round`` calls."""
+    for step in steps.values():
+        for _ in range(2):
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            for _ in range(per_round):
+                start = time.perf_counter()
+                step()
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=3, help="training steps per model per round")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(
+        f"training step of the main job's shape, batch {BATCH} x {CONTEXT}, fused AdamW, "
+        f"{torch.get_num_threads()} threads, median of {args.rounds} interleaved rounds x {args.steps} steps"
+    )
+    results = time_interleaved(
+        {name: make_step(changes) for name, changes in MODELS.items()},
+        rounds=args.rounds,
+        per_round=args.steps,
+    )
+    print(f"{'model':28} {'ms/step':>9}")
+    for name, seconds in results.items():
+        print(f"{name:28} {seconds * 1e3:9.2f}")
+    print(f"\n{'model':28} {'against':18} {'ratio':>7}  target")
+    for name, peer, target in RATIOS:
+        ratio = results[name] / results[peer]
+        verdict = "" if target is None else f"<= {target}: {'met' if ratio <= target else 'NOT met'}"
+        print(f"{name:28} {peer:18} {ratio:6.3f}x  {verdict}")
+
+
+if __name__ == "__main__":
+    main()
