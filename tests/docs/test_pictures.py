@@ -56,3 +56,11 @@ def test_attention_picture_from_an_untrained_dates_model(tmp_path):
     assert weights.shape == (2, 2, len(queries), len(keys))  # (layers, H, L, S)
     torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:-1]))
     maps.draw("March 5, 2021", prediction, keys, queries, weights).savefig(tmp_path / "a.png")
+
+
+def test_layer_option_pictures_from_the_members(tmp_path, monkeypatch):
+    pictures = script("layer_options")
+    monkeypatch.setattr(sys, "argv", ["layer_options.py", "--out", str(tmp_path)])
+    pictures.main()
+    for name in pictures.PICTURES:
+        assert (tmp_path / name).stat().st_size > 10_000, name

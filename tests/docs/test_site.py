@@ -72,11 +72,14 @@ def test_formulas_are_mathml_and_nothing_is_fetched_from_the_network(site):
 
 
 def test_pictures_are_in_the_site_and_commit_sized(site):
-    for name in ("attention-dates.png", "sinusoidal.png", "training-curves.png"):
+    pictures = ("attention-dates.png", "sinusoidal.png", "training-curves.png")
+    for name in (*pictures, "softcap.png", "rope-scaling.png", "layer-patterns.png"):
         picture = DOCS / "assets" / name
         assert picture.stat().st_size < 200_000, f"{name} is {picture.stat().st_size} bytes"
         assert (site / "assets" / name).is_file()
     assert 'src="../assets/attention-dates.png"' in (site / "concepts" / "attention.html").read_text()
+    assert 'src="../assets/softcap.png"' in (site / "concepts" / "attention.html").read_text()
+    assert 'src="../assets/layer-patterns.png"' in (site / "concepts" / "layers.html").read_text()
 
 
 def test_catalogue_pages_show_every_member_with_its_options(site):
