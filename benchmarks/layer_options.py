@@ -17,7 +17,11 @@ machine load hits them alike. Each row is a ratio against the peer named beside 
 
 Targets: q/k norm and soft-capping each <= 1.05; a pattern of identical types <= 1.02.
 
-    python benchmarks/layer_options.py [--rounds 7] [--steps 3] [--threads 2]
+On a machine other jobs share, ``--threads 1 --clock process`` times each step by the CPU time this process
+spent on it (``time.process_time``), which the other jobs disturb far less than the wall clock; with one thread
+that is the step's work.
+
+    python benchmarks/layer_options.py [--rounds 7] [--steps 3] [--threads 2] [--clock wall|process]
 """
 
 from __future__ import annotations
@@ -99,7 +103,11 @@ def make_step(changes: dict[str, Any]) -> Callable[[], None]:
 
 
 def time_interleaved(
-    steps: dict[str, Callable[[], None]], *, rounds: int, per_round: int
+    steps: dict[str, Callable[[], None]],
+    *,
+    rounds: int,
+    per_round: int,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, float]:
     """Median seconds per call of each entry, timed in alternating rounds of ``per_round`` calls."""
     for step in steps.values():
@@ -109,9 +117,9 @@ def time_interleaved(
     for _ in range(rounds):
         for name, step in steps.items():
             for _ in range(per_round):
-                start = time.perf_counter()
+                start = clock()
                 step()
-                times[name].append(time.perf_counter() - start)
+                times[name].append(clock() - start)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -120,16 +128,22 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--steps", type=int, default=3, help="training steps per model per round")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument(
+        "--clock", choices=("wall", "process"), default="wall", help="wall time, or this process's CPU time"
+    )
     args = parser.parse_args()
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
     torch.set_num_threads(args.threads)
     print(
         f"training step of the main job's shape, batch {BATCH} x {CONTEXT}, fused AdamW, "
-        f"{torch.get_num_threads()} threads, median of {args.rounds} interleaved rounds x {args.steps} steps"
+        f"{torch.get_num_threads()} threads, {args.clock} clock, "
+        f"median of {args.rounds} interleaved rounds x {args.steps} steps"
     )
     results = time_interleaved(
         {name: make_step(changes) for name, changes in MODELS.items()},
         rounds=args.rounds,
         per_round=args.steps,
+        clock=clock,
     )
     print(f"{'model':28} {'ms/step':>9}")
     for name, seconds in results.items():
