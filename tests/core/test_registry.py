@@ -30,7 +30,7 @@ def test_every_family_lists_its_members_with_descriptions():
     ]  # fmt: skip
     assert swapformer.available("norm") == ["layernorm", "rmsnorm", "scalenorm"]
     assert swapformer.available("placement") == ["deepnorm", "post", "pre", "res_post", "sandwich"]
-    assert swapformer.available("ffn") == ["geglu", "gelu", "relu", "relu2", "silu", "swiglu"]
+    assert swapformer.available("ffn") == ["geglu", "gelu", "moe", "relu", "relu2", "silu", "swiglu"]
     for members in FAMILIES.values():
         assert all(member.description for member in members.describe())
 

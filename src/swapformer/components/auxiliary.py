@@ -7,6 +7,10 @@
     stack, model(ids, losses={}) -> logits; losses = {"balance": sum over layers}
     task:             loss = cross-entropy + sum(losses); logged as train/balance, val/balance
 
+A member may also keep state that an optimizer step ends (an MoE's per-expert load counts): its
+``after_optimizer_step(reduce)`` runs after every optimizer step (:func:`after_optimizer_step`), gets ``reduce``
+(the sum over processes) and returns statistics to log (``{"moe_imbalance": ...}``), averaged by name over members.
+
 The losses leave the layer as its outputs, in the same call that made them, so whatever wraps the layer
 (activation checkpointing, ``torch.compile``, FSDP2's hooks, gradient accumulation) treats them as it treats the
 layer's output; ``model(ids)`` alone still returns logits.
@@ -14,6 +18,9 @@ layer's output; ``model(ids)`` alone still returns logits.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import torch
 from torch import Tensor, nn
 
 
@@ -54,3 +61,18 @@ def take_losses(module: nn.Module) -> dict[str, Tensor]:
                 losses[name] = losses[name] + value if name in losses else value
             member.pending_losses = {}
     return losses
+
+
+def after_optimizer_step(
+    module: nn.Module, reduce: Callable[[Tensor], Tensor] | None = None
+) -> dict[str, Tensor]:
+    """Run ``after_optimizer_step(reduce)`` of every member inside ``module`` that has one (the task calls this
+    after each optimizer step; ``reduce`` sums a tensor over processes) and return the statistics they report,
+    each name's mean over the members that reported it."""
+    reported: dict[str, list[Tensor]] = {}
+    for member in module.modules():
+        hook = getattr(type(member), "after_optimizer_step", None)
+        if callable(hook):
+            for name, value in hook(member, reduce).items():
+                reported.setdefault(name, []).append(value)
+    return {name: torch.stack(values).mean() for name, values in reported.items()}

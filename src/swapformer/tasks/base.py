@@ -9,7 +9,7 @@ import os
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
-from functools import partialmethod
+from functools import partial, partialmethod
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
@@ -23,6 +23,7 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from swapformer.components.auxiliary import after_optimizer_step
 from swapformer.config import COMPONENT_KEYS, MODEL_KEYS, ModelConfig
 from swapformer.data.base_datamodule import load_tokenizer
 from swapformer.data.tokenizers import Tokenizer
@@ -307,12 +308,17 @@ class SwapformerModule(pl.LightningModule):
         """Log ``train/loss``, ``train/ppl`` and ``train/acc`` once per optimizer step, over all its
         micro-batches (gradient accumulation) and all processes: the figures of the global batch, the same
         whatever the device count. ``train/loss`` is the mean of the micro-batch losses (what the gradient
-        is taken of); ppl and acc are token-weighted."""
+        is taken of); ppl and acc are token-weighted. Then the members' ``after_optimizer_step`` runs (an MoE's
+        loss-free balancing) and the statistics they report are logged (``train/moe_imbalance``)."""
         trainer = self.trainer
         if (batch_idx + 1) % trainer.accumulate_grad_batches and not trainer.is_last_batch:
             return
         # compute() gathers across processes (a host sync on GPUs): only on the steps the loggers write
         log_now = self._logs_train_metrics(trainer.global_step)
+        # members' state that an optimizer step ends (an MoE's loads, summed over processes, move its balance bias)
+        statistics = after_optimizer_step(self.model, partial(trainer.strategy.reduce, reduce_op="sum"))
+        for name, value in statistics.items() if log_now else ():
+            self.log(f"train/{name}", value)
         for name in ("loss", "ppl", "acc"):
             metric = getattr(self, f"train_{name}")
             if not metric.update_count:  # a step not logged: _shared_step left the metrics alone

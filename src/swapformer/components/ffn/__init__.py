@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from swapformer.components.ffn.mlp import FeedForward, GatedFeedForward, SquaredReLU
+from swapformer.components.ffn.moe import MixtureOfExperts
 from swapformer.registry import FFN
 
 
@@ -56,9 +57,16 @@ def relu2(*, d_model: int, d_ff: int, dropout: float = 0.0, bias: bool = True) -
     return FeedForward(d_model=d_model, d_ff=d_ff, activation=SquaredReLU(), dropout=dropout, bias=bias)
 
 
+FFN.register(
+    "moe",
+    description="mixture of experts: a router sends each token to top_k of experts FFNs (Mixtral, DeepSeek)",
+)(MixtureOfExperts)
+
+
 __all__ = [
     "FeedForward",
     "GatedFeedForward",
+    "MixtureOfExperts",
     "SquaredReLU",
     "geglu",
     "gelu",

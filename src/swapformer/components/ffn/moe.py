@@ -1,0 +1,326 @@
+"""Mixture of experts: a router sends each token to ``top_k`` of ``experts`` feed-forward networks (Shazeer et al.,
+2017; Switch, Mixtral, Qwen3-MoE, GPT-OSS, DeepSeek-V3).
+
+::
+
+    x ─▶ router ─▶ scores (T, E) ─▶ top-k ─▶ experts e_1..e_k, weights g_1..g_k
+    y = sum_j g_j FFN_{e_j}(x)  (+ shared experts, always on)
+
+Dropless and batch-independent: every (token, slot) pair is sorted by expert, each expert runs once on its
+contiguous slice (a grouped GEMM on CUDA in bfloat16, a loop over experts elsewhere; never a loop over tokens),
+and the outputs are gathered back into token order and summed over the k slots. No token is dropped and no
+float is accumulated by ``index_add``/``scatter_add``, so the same inputs give the same outputs and gradients bit for
+bit on the CPU, and a token's output never depends on the other tokens of the batch.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from swapformer.components.auxiliary import AddsLosses
+from swapformer.components.ffn.mlp import FeedForward, GatedFeedForward, SquaredReLU
+from swapformer.errors import ConfigError
+
+ROUTERS = ("sigmoid", "softmax", "topk_softmax")
+"""``softmax``: softmax over the experts, then top-k (Mixtral, Qwen3-MoE); ``topk_softmax``: top-k of the logits,
+then softmax over those k (GPT-OSS, with a router bias); ``sigmoid``: independent sigmoid scores, group-limited
+top-k, weights scaled by ``routed_scaling`` (DeepSeek-V3)."""
+
+
+def _clamped_swiglu(gate: Tensor, up: Tensor) -> Tensor:
+    """GPT-OSS's expert nonlinearity: (clamp(up, -7, 7) + 1) * g sigmoid(1.702 g), g = min(gate, 7)."""
+    gate, up = gate.clamp(max=7.0), up.clamp(min=-7.0, max=7.0)
+    return (up + 1) * (gate * torch.sigmoid(gate * 1.702))
+
+
+# the experts' nonlinearities: gated (act(gate) * up) and plain, and the module a shared expert of a kind uses
+_GATED = {"swiglu": F.silu, "geglu": F.gelu}
+_PLAIN = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu, "relu2": lambda h: torch.relu(h).square()}
+_SHARED = {"swiglu": nn.SiLU, "geglu": nn.GELU, "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
+_SHARED["relu2"] = SquaredReLU
+EXPERTS = (*sorted({*_GATED, *_PLAIN}), "clamped_swiglu")
+
+
+def _choice(value: object, choices: tuple[str, ...], what: str, example: str) -> str:
+    if value in choices:
+        return str(value)
+    close = difflib.get_close_matches(str(value), choices, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ConfigError(
+        f"moe: unknown {what} {value!r}{hint}; {what}s: {', '.join(choices)}; write e.g. {example}"
+    )
+
+
+def _count(value: object, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(
+            f"moe needs {name} >= {minimum}, got {name}={value!r}; write e.g. {{name: moe, experts: 8, top_k: 2}}"
+        )
+    return value
+
+
+class MixtureOfExperts(AddsLosses):
+    """A router and ``experts`` feed-forward networks of width ``d_ff`` each; every token runs ``top_k`` of them.
+
+    Args:
+        d_model: model dimension D.
+        d_ff: each expert's hidden width F (the active width per token is ``top_k * d_ff``, plus the shared
+            experts' ``shared_experts * d_ff``).
+        experts: number of routed experts E.
+        top_k: experts per token k (1 <= k <= E).
+        expert: each expert's kind: ``swiglu``, ``geglu`` (gated), ``relu``, ``gelu``, ``silu``, ``relu2``, or
+            ``clamped_swiglu`` (GPT-OSS's).
+        shared_experts: experts every token runs, as one FFN of width ``shared_experts * d_ff`` (DeepSeek).
+        router: ``softmax``, ``topk_softmax`` or ``sigmoid`` (:data:`ROUTERS`).
+        norm_topk: renormalize the k weights to sum to one (Mixtral; Qwen3-MoE's ``norm_topk_prob``).
+        routed_scaling: factor on the routed experts' weights (DeepSeek-V3's ``routed_scaling_factor``).
+        groups: expert groups for group-limited routing (DeepSeek-V3's ``n_group``); 1 = none.
+        topk_groups: groups a token may pick experts from (``topk_group``); each group is scored by the sum of
+            its two best experts.
+        router_bias: a bias in the router's linear layer (GPT-OSS); None = only for ``topk_softmax``.
+        expert_bias: biases in the experts' linear layers (GPT-OSS).
+        aux_loss: coefficient of the load-balancing loss ``E * sum_i f_i P_i`` (Switch, Mixtral), added as
+            ``moe_aux_loss``; 0 = none.
+        z_loss: coefficient of the router z-loss ``mean(logsumexp(logits)^2)`` (ST-MoE), added as ``moe_z_loss``.
+        balance_rate: DeepSeek-V3's loss-free balancing: after every optimizer step the selection-only bias of each
+            expert moves by ``balance_rate`` against the sign of its load error; 0 = off.
+        dropout: dropout on the experts' hidden states.
+
+    Raises:
+        ConfigError: experts or top_k below 1, top_k above experts, an unknown router or expert, groups that do
+            not divide the experts.
+
+    Shape:
+        x ``(N, L, D)`` -> ``(N, L, D)``; T = N L tokens inside.
+    """
+
+    def __init__(
+        self,
+        *,
+        d_model: int,
+        d_ff: int,
+        experts: int = 8,
+        top_k: int = 2,
+        expert: str = "swiglu",
+        shared_experts: int = 0,
+        router: str = "softmax",
+        norm_topk: bool = True,
+        routed_scaling: float = 1.0,
+        groups: int = 1,
+        topk_groups: int = 1,
+        router_bias: bool | None = None,
+        expert_bias: bool = False,
+        aux_loss: float = 0.01,
+        z_loss: float = 0.001,
+        balance_rate: float = 0.0,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.num_experts = _count(experts, "experts", 1)
+        self.top_k = _count(top_k, "top_k", 1)
+        if top_k > experts:
+            raise ConfigError(
+                f"moe: top_k={top_k} is more than experts={experts}; each token picks top_k of the experts: "
+                f"lower top_k or raise experts"
+            )
+        self.router_kind = _choice(router, ROUTERS, "router", "{name: moe, router: softmax}")
+        self.expert = _choice(expert, EXPERTS, "expert", "{name: moe, expert: swiglu}")
+        groups, topk_groups = _count(groups, "groups", 1), _count(topk_groups, "topk_groups", 1)
+        if (
+            experts % groups
+            or topk_groups > groups
+            or (groups > 1 and top_k > topk_groups * experts // groups)
+        ):
+            raise ConfigError(
+                f"moe: groups={groups} must divide experts={experts}, topk_groups={topk_groups} be at most groups, "
+                f"and the chosen groups hold at least top_k={top_k} experts"
+            )
+        self.groups, self.topk_groups = groups, topk_groups
+        self.norm_topk, self.routed_scaling = bool(norm_topk), float(routed_scaling)
+        self.aux_loss, self.z_loss, self.balance_rate = float(aux_loss), float(z_loss), float(balance_rate)
+        self.d_ff = d_ff
+        gated = self.expert not in _PLAIN
+        self.router = nn.Linear(
+            d_model, experts, bias=router == "topk_softmax" if router_bias is None else bool(router_bias)
+        )
+        # the experts' weights stacked, laid out as transformers' Mixtral / Qwen3-MoE experts: [gate; up] rows
+        self.gate_up_proj = nn.Parameter(
+            torch.empty(experts, (2 if gated else 1) * d_ff, d_model)
+        )  # (E, 2F, D)
+        self.down_proj = nn.Parameter(torch.empty(experts, d_model, d_ff))  # (E, D, F)
+        self.gate_up_bias = (
+            nn.Parameter(torch.zeros(experts, self.gate_up_proj.size(1))) if expert_bias else None
+        )
+        self.down_bias = nn.Parameter(torch.zeros(experts, d_model)) if expert_bias else None
+        self.dropout = nn.Dropout(dropout)
+        self.shared = None
+        if _count(shared_experts, "shared_experts", 0):
+            if self.expert not in _SHARED:
+                raise ConfigError(f"moe: shared experts of kind {self.expert!r} are not offered; use swiglu")
+            kind = GatedFeedForward if self.expert in _GATED else FeedForward
+            self.shared = kind(
+                d_model=d_model,
+                d_ff=shared_experts * d_ff,
+                activation=_SHARED[self.expert](),
+                bias=expert_bias,
+            )
+        # selection-only bias (DeepSeek-V3's e_score_correction_bias) and the tokens each expert received since
+        # the last optimizer step: state, not parameters
+        self.register_buffer("selection_bias", torch.zeros(experts))
+        self.register_buffer("load", torch.zeros(experts))
+        nn.init.normal_(self.gate_up_proj, std=0.02)
+        nn.init.normal_(self.down_proj, std=0.02)
+
+    def reset_weights(self, *, std: float, residual_std: float) -> None:
+        """The stacked experts as the builders start every ``nn.Linear``: N(0, std), the down projections (which
+        write into the residual stream) N(0, residual_std), biases zero."""
+        nn.init.normal_(self.gate_up_proj, std=std)
+        nn.init.normal_(self.down_proj, std=residual_std)
+        for bias in (self.gate_up_bias, self.down_bias):
+            if bias is not None:
+                nn.init.zeros_(bias)
+
+    residual_projections = ("shared.down_proj",)
+    """The shared experts' down projection (when there are any) writes into the residual stream."""
+
+    # ---- forward ----------------------------------------------------------------------------------------------
+    def forward(self, x: Tensor) -> Tensor:
+        tokens = x.reshape(-1, x.size(-1))  # (T, D)
+        logits = self.router(tokens)  # (T, E)
+        weights, chosen = self.route(logits)  # (T, k) each
+        y = self.combine(self.run_experts(tokens, chosen), weights)  # (T, D)
+        if self.shared is not None:
+            y = y + self.shared(tokens)
+        if self.training:
+            self._account(logits, chosen)
+        return y.view(x.shape)
+
+    def route(self, logits: Tensor) -> tuple[Tensor, Tensor]:
+        """The k weights and experts of each token: ``(T, k)`` float weights (in the logits' dtype) and indices.
+
+        The selection bias moves the choice only, never the weights (DeepSeek-V3's loss-free balancing)."""
+        scores = logits.float()
+        if self.router_kind == "softmax":
+            scores = scores.softmax(-1)
+        elif self.router_kind == "sigmoid":
+            scores = scores.sigmoid()
+        choice = scores + self.selection_bias  # (T, E)
+        if self.groups > 1:
+            per_group = choice.view(-1, self.groups, self.num_experts // self.groups)  # (T, G, E / G)
+            group_scores = per_group.topk(min(2, per_group.size(-1)), dim=-1).values.sum(-1)  # (T, G)
+            kept = group_scores.topk(self.topk_groups, dim=-1).indices
+            mask = torch.zeros_like(group_scores, dtype=torch.bool).scatter_(1, kept, True)
+            choice = choice.masked_fill(
+                ~mask.repeat_interleave(self.num_experts // self.groups, dim=1), -math.inf
+            )
+        chosen = choice.topk(self.top_k, dim=-1).indices  # (T, k)
+        weights = scores.gather(1, chosen)
+        if self.router_kind == "topk_softmax":
+            weights = weights.softmax(-1)
+        elif self.norm_topk:
+            weights = weights / (
+                weights.sum(-1, keepdim=True) + (1e-20 if self.router_kind == "sigmoid" else 0)
+            )
+        if self.routed_scaling != 1.0:
+            weights = weights * self.routed_scaling
+        return weights.to(logits.dtype), chosen
+
+    def run_experts(self, tokens: Tensor, chosen: Tensor) -> tuple[Tensor, Tensor]:
+        """Each (token, slot) pair's expert output, computed in expert order: ``(T k, D)`` sorted by expert, and
+        the permutation that sorted them."""
+        count, k = chosen.shape
+        flat = chosen.reshape(-1)  # (T k,)
+        order = flat.argsort(stable=True)  # pairs grouped by expert, in token order within an expert
+        sizes = torch.bincount(flat, minlength=self.num_experts)
+        # expand, not tokens[order // k]: the gradient then sums over slots without a scatter_add
+        routed = tokens.unsqueeze(1).expand(count, k, tokens.size(-1)).reshape(count * k, -1)[order]
+        if routed.is_cuda and routed.dtype == torch.bfloat16 and hasattr(F, "grouped_mm"):
+            out = self._grouped(routed, sizes, flat[order])
+        else:
+            out = self._looped(routed, sizes.tolist())
+        return out, order
+
+    def _hidden(self, h: Tensor) -> Tensor:
+        if self.expert in _PLAIN:
+            return _PLAIN[self.expert](h)
+        gate, up = h.chunk(2, dim=-1)
+        if self.expert == "clamped_swiglu":
+            return _clamped_swiglu(gate, up)
+        return _GATED[self.expert](gate) * up
+
+    def _looped(self, routed: Tensor, sizes: list[int]) -> Tensor:
+        # every expert runs, an empty slice included: each parameter gets a gradient (zero) every step, as DDP
+        # and FSDP2 expect of every rank
+        outs = []
+        for e, part in enumerate(routed.split(sizes)):
+            h = F.linear(
+                part, self.gate_up_proj[e], None if self.gate_up_bias is None else self.gate_up_bias[e]
+            )
+            h = self.drop(self._hidden(h))
+            outs.append(F.linear(h, self.down_proj[e], None if self.down_bias is None else self.down_bias[e]))
+        return torch.cat(outs)
+
+    def _grouped(self, routed: Tensor, sizes: Tensor, experts: Tensor) -> Tensor:
+        offsets = sizes.cumsum(0).to(torch.int32)
+        h = F.grouped_mm(routed, self.gate_up_proj.to(routed.dtype).transpose(1, 2), offs=offsets)
+        if self.gate_up_bias is not None:
+            h = h + self.gate_up_bias[experts].to(h.dtype)
+        h = self.drop(self._hidden(h))
+        out = F.grouped_mm(h, self.down_proj.to(h.dtype).transpose(1, 2), offs=offsets)
+        return out if self.down_bias is None else out + self.down_bias[experts].to(out.dtype)
+
+    def combine(self, sorted_out: tuple[Tensor, Tensor], weights: Tensor) -> Tensor:
+        """Back into token order by a gather (a permutation: its gradient has no collisions), then the weighted sum
+        over the k slots: ``(T, D)``."""
+        out, order = sorted_out
+        count, k = weights.shape
+        back = order.argsort()  # the inverse permutation
+        per_slot = out[back].view(count, k, -1)  # (T, k, D)
+        return (per_slot * weights.unsqueeze(-1)).sum(1)
+
+    def drop(self, x: Tensor) -> Tensor:
+        """Dropout while training; in eval mode (where it is the identity) not even the module call."""
+        return self.dropout(x) if self.training else x
+
+    # ---- training: losses and balance ---------------------------------------------------------------------------
+    def probabilities(self, logits: Tensor) -> Tensor:
+        """The router's distribution over experts ``(T, E)`` the balance loss weighs: the softmax of the logits,
+        or the sigmoid scores normalized to sum to one (``sigmoid``)."""
+        if self.router_kind == "sigmoid":
+            scores = logits.float().sigmoid()
+            return scores / scores.sum(-1, keepdim=True)
+        return logits.float().softmax(-1)
+
+    def _account(self, logits: Tensor, chosen: Tensor) -> None:
+        counts = torch.bincount(chosen.reshape(-1), minlength=self.num_experts).to(self.load.dtype)
+        if self.aux_loss:
+            # E * sum_i f_i P_i, f_i = tokens routed to i / T (the k slots sum to k), P_i = mean probability
+            fraction = counts / logits.size(0)
+            balance = self.num_experts * (fraction * self.probabilities(logits).mean(0)).sum()
+            self.add_loss("moe_aux_loss", self.aux_loss * balance)
+        if self.z_loss:
+            self.add_loss("moe_z_loss", self.z_loss * logits.float().logsumexp(-1).square().mean())
+        # activation checkpointing runs forward again inside the backward pass: count each token once
+        if torch._C._current_graph_task_id() == -1:
+            self.load += counts
+
+    @torch.no_grad()
+    def after_optimizer_step(self, reduce: Callable[[Tensor], Tensor] | None = None) -> dict[str, Tensor]:
+        """What an optimizer step ends: the loads counted since the last one, summed over processes by
+        ``reduce``, nudge the selection bias (when ``balance_rate``) and are reset. Returns
+        ``{"moe_imbalance": busiest expert's load / the even load}`` (empty when no token was routed)."""
+        load = self.load.clone() if reduce is None else reduce(self.load.clone())
+        self.load.zero_()
+        total = load.sum()
+        if not total:
+            return {}
+        mean = total / self.num_experts
+        if self.balance_rate:
+            self.selection_bias += self.balance_rate * torch.sign(mean - load)
+        return {"moe_imbalance": load.max() / mean}
