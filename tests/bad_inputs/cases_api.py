@@ -607,4 +607,26 @@ CASES = [
         expect=r"cannot export to Hugging Face gemma3_text: qk_norm_scope 'projection' \(gemma3_text normalizes each",
         raises=_to_hf_gemma3_projection_scope,
     ),
+    Case(
+        id="api-moe-top-k-above-experts",
+        area="API",
+        mistake="a mixture of experts whose tokens each pick more experts than there are (`{name: moe, experts: "
+        "4, top_k: 6}`)",
+        expect=r"moe: top_k=6 is more than experts=4; .*lower top_k or raise experts",
+        raises=lambda fx: _build(ffn={"name": "moe", "experts": 4, "top_k": 6}),
+    ),
+    Case(
+        id="api-moe-no-experts",
+        area="API",
+        mistake="a mixture of experts without experts (`{name: moe, experts: 0}`)",
+        expect=r"moe needs experts >= 1, got experts=0; write e\.g\. \{name: moe, experts: 8, top_k: 2\}",
+        raises=lambda fx: _build(ffn={"name": "moe", "experts": 0}),
+    ),
+    Case(
+        id="api-moe-unknown-router",
+        area="API",
+        mistake="a misspelt MoE router (`{name: moe, router: softmx}`)",
+        expect=r"moe: unknown router 'softmx' \(did you mean 'softmax'\?\); routers: sigmoid, softmax, topk_softmax",
+        raises=lambda fx: _build(ffn={"name": "moe", "router": "softmx"}),
+    ),
 ]

@@ -28,6 +28,9 @@ C = 0.5
 TINY = dict(vocab_size=30, d_model=16, num_heads=2, num_layers=3, d_ff=32, max_seq_len=32, dropout=0.0)
 # the member in layers 0 and 2 only: the sum runs over the layers that hold it
 PATTERN = {"pattern": ["penalized", "plain", "penalized"], "types": {"penalized": {"ffn": NAME}, "plain": {}}}
+# the mixture of experts in the same layers, its losses weighted up so that a lost one shows
+MOE = {"name": "moe", "experts": 4, "top_k": 2, "aux_loss": 1.0, "z_loss": 0.1, "balance_rate": 0.01}
+MOE_PATTERN = {"pattern": ["moe", "plain", "moe"], "types": {"moe": {"ffn": MOE}, "plain": {}}}
 
 
 @pytest.fixture(autouse=True)
@@ -82,11 +85,12 @@ def _loss_and_grads(model, ids):
     return loss.detach(), {n: p.grad.clone() for n, p in zip(names, model.parameters(), strict=True)}
 
 
+@pytest.mark.parametrize("pattern", [PATTERN, MOE_PATTERN], ids=["penalized", "moe"])
 @pytest.mark.parametrize("mode", ["checkpoint", "compile"])
-def test_activation_checkpointing_and_compile_keep_the_losses_and_their_gradients(mode):
+def test_activation_checkpointing_and_compile_keep_the_losses_and_their_gradients(mode, pattern):
     torch.manual_seed(0)
-    reference = build_causal_lm({**TINY, "layers": PATTERN})
-    wrapped = build_causal_lm({**TINY, "layers": PATTERN})
+    reference = build_causal_lm({**TINY, "layers": pattern})
+    wrapped = build_causal_lm({**TINY, "layers": pattern})
     wrapped.load_state_dict(reference.state_dict())
     if mode == "checkpoint":
         assert distributed.checkpoint_blocks(wrapped) == 3
@@ -98,6 +102,11 @@ def test_activation_checkpointing_and_compile_keep_the_losses_and_their_gradient
     torch.testing.assert_close(loss_wrapped, loss, rtol=1e-6, atol=1e-6)
     for name, grad in grads.items():
         torch.testing.assert_close(grads_wrapped[name], grad, rtol=1e-5, atol=1e-6, msg=name)
+    # the recomputed forward of a checkpointed layer counts no tokens twice: the loads are the reference's
+    loads = [b for n, b in reference.named_buffers() if n.endswith(".load")]
+    wrapped_loads = [b for n, b in wrapped.named_buffers() if n.endswith(".load")]
+    for load, wrapped_load in zip(loads, wrapped_loads, strict=True):
+        assert torch.equal(wrapped_load, load) and load.sum() == 2 * 9 * 2
     for name, grad in grads.items():
         if name.endswith(".scale"):
             torch.testing.assert_close(grad, torch.full((2,), 2 * C))
@@ -144,13 +153,54 @@ def test_fit_with_gradient_accumulation_trains_the_penalty_and_logs_it(tmp_path)
     assert float(rows[-1]["train/penalty"]) < float(rows[0]["train/penalty"])
 
 
+def _moe_routers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    return [m for name, m in model.named_modules() if name.endswith("sublayer") and hasattr(m, "selection_bias")]
+
+
+def test_moe_training_step_adds_its_losses_and_the_fit_logs_and_balances(tmp_path):
+    """The MoE's balance and z losses are in the training loss (the gradient of the total is the gradient of
+    cross-entropy plus theirs), logged each step with the mean imbalance over layers; after each optimizer step
+    (two micro-batches each) the loss-free balancing bias has moved."""
+    torch.manual_seed(0)
+    module = CausalLMModule(**{**TINY, "layers": MOE_PATTERN}, lr=0.01, warmup_steps=0, schedule="constant")
+    batch = _batches(1)[0]
+    losses = {}
+    logits = module.model(batch["input_ids"], losses=losses)
+    assert sorted(losses) == ["moe_aux_loss", "moe_z_loss"]
+    cross_entropy = F.cross_entropy(logits.reshape(-1, 30), batch["labels"].reshape(-1), ignore_index=0)
+    torch.testing.assert_close(module._step("train", batch, 0), cross_entropy + sum(losses.values()))
+    for member in _moe_routers(module.model):
+        member.load.zero_()
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=3,
+        accumulate_grad_batches=2,
+        log_every_n_steps=1,
+        logger=pl.loggers.CSVLogger(tmp_path, name="logs"),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, DataLoader(_batches(6), batch_size=None))
+    rows = list(csv.DictReader(next(tmp_path.glob("logs/version_*/metrics.csv")).open()))
+    for name in ("train/moe_aux_loss", "train/moe_z_loss", "train/moe_imbalance"):
+        values = [float(r[name]) for r in rows if r.get(name)]
+        assert len(values) == 3, name
+    imbalance = [float(r["train/moe_imbalance"]) for r in rows if r.get("train/moe_imbalance")]
+    assert all(1.0 <= v <= 2.0 for v in imbalance)  # top-2 of 4: the busiest takes at most every token
+    for member in _moe_routers(module.model):
+        bias = member.selection_bias
+        assert bias.abs().max() > 0 and (bias.abs() <= 3 * 0.01 + 1e-7).all(), bias  # one nudge a step
+        assert not member.load.any()
+
+
 # ---- DDP and FSDP2: two processes each, the member registered by penalized_fit.py -----------------------
-def _fit(root: Path, *args: str) -> str:
+def _fit(root: Path, *args: str, pattern: dict = PATTERN) -> str:
     config = yaml.safe_load((RECIPES / "causal_lm" / "stdlib-tiny.yaml").read_text())
     config["model"]["init_args"].update(
         {
             **{k: v for k, v in TINY.items() if k != "vocab_size"},
-            "layers": PATTERN,
+            "layers": pattern,
             "lr": 0.1,
             "warmup_steps": 0,
             "global_batch_tokens": 64,  # one process accumulates 2 windows of 2 x 16, two read 1 each
@@ -208,3 +258,30 @@ def test_two_processes_train_the_penalty_as_one_does(tmp_path, strategy):
     assert len(single) == len(two) == 3
     assert single == pytest.approx(two, rel=1e-5)
     assert single[-1] < single[0] - 0.1
+
+
+def _logged(root: Path, name: str) -> list[float]:
+    (path,) = root.glob("lightning_logs/version_*/metrics.csv")
+    return [float(r[name]) for r in csv.DictReader(path.open()) if r.get(name)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
+def test_two_processes_train_the_moe_as_one_does(tmp_path, strategy):
+    """The MoE's losses (weighted up) reach the gradient in two processes as in one accumulating two windows:
+    the training loss and the imbalance (loads summed over processes, which steer the balancing bias) follow the
+    one-process trajectory."""
+    _fit(tmp_path / "single", pattern=MOE_PATTERN)
+    trainer = str(RECIPES / "trainer" / f"{strategy}.yaml")
+    _fit(
+        tmp_path / strategy,
+        "--config",
+        trainer,
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=2",
+        pattern=MOE_PATTERN,
+    )
+    for name in ("train/loss", "train/moe_imbalance"):
+        single, two = _logged(tmp_path / "single", name), _logged(tmp_path / strategy, name)
+        assert len(single) == len(two) == 3, name
+        assert single == pytest.approx(two, rel=1e-4), name
