@@ -11,13 +11,14 @@ from typing import ClassVar
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from swapformer import conformance
 from swapformer.cli import run
 from swapformer.compat import Capabilities
 from swapformer.components.attention import MathAttention
-from swapformer.components.ffn import relu
+from swapformer.components.ffn import MixtureOfExperts, relu
 from swapformer.components.positional.rope_scaling import ScaledRotaryPositionalEncoding
 from swapformer.components.positional.sinusoidal import SinusoidalPositionalEncoding
 from swapformer.conformance import Combination
@@ -143,6 +144,25 @@ class GradientAscentNorm(nn.LayerNorm):
         return super().forward(_Reversed.apply(x))
 
 
+class CapacityMixture(MixtureOfExperts):
+    """A mixture of experts with a capacity of two tokens per expert, as token-dropping MoEs have: the tokens
+    after the second of an expert lose it, so a token's output depends on the tokens before it in the batch."""
+
+    def route(self, logits):
+        weights, chosen = super().route(logits)
+        one_hot = F.one_hot(chosen.reshape(-1), self.num_experts)  # (T k, E)
+        rank = ((one_hot.cumsum(0) - 1) * one_hot).sum(-1).view_as(chosen)  # place in the expert's queue
+        return weights * (rank < 2), chosen
+
+
+class UniformBalanceMixture(MixtureOfExperts):
+    """A mixture of experts whose balance loss weighs a uniform router instead of its own probabilities: the
+    loss is then the constant k, which no gradient lowers."""
+
+    def probabilities(self, logits):
+        return torch.full_like(logits, 1.0 / self.num_experts)
+
+
 def _failures(family: str, name: str, factory, kinds=("causal_lm",)) -> dict[str, str]:
     """Register ``factory`` as ``name`` in ``family`` and run ``swapformer check`` on the default combination of
     each kind with it: the failing checks and their messages."""
@@ -217,6 +237,22 @@ BROKEN = [
         r"positional 'absolute_relative' declares relative but its attention scores",
     ),
     ("norm", "ascent", GradientAscentNorm, ("causal_lm",), "train", r"did not memorize one batch"),
+    (
+        "ffn",
+        "capacity_moe",
+        CapacityMixture,
+        ("causal_lm",),
+        "mixture",
+        r"row 1 alone differs from in the batch",
+    ),
+    (
+        "ffn",
+        "uniform_balance_moe",
+        UniformBalanceMixture,
+        ("causal_lm",),
+        "mixture",
+        r"moe_aux_loss differs from E sum_i f_i P_i",
+    ),
 ]
 
 
@@ -240,7 +276,8 @@ def test_the_check_command_names_the_property_and_the_member(capsys):
         "causal_lm-eval_causal-sinusoidal-layernorm-pre-gelu: causality: in training mode, logits before "
         in out
     )
-    assert re.search(r"\n  train\s+0\s+0\s+48\n", out)  # --quick does not train (31, and 17 -mixed twins)
+    # --quick does not train (32, 18 -mixed twins, the 2 moe variants)
+    assert re.search(r"\n  train\s+0\s+0\s+52\n", out)
 
 
 def test_the_masked_kind_inverts_causality_for_a_kernel_forced_causal_in_training():

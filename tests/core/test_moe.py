@@ -13,6 +13,7 @@ from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock, 
 from swapformer import build_causal_lm
 from swapformer.components import after_optimizer_step, take_losses
 from swapformer.components.ffn import MixtureOfExperts
+from swapformer.conformance import VARIANTS, Combination, run_combination
 from swapformer.errors import ConfigError
 from swapformer.registry import FFN
 
@@ -277,3 +278,21 @@ def test_loop_and_dense_equivalence_with_one_expert():
     gate, up = ours.gate_up_proj[0].chunk(2)
     dense = F.linear(F.silu(F.linear(x, gate)) * F.linear(x, up), ours.down_proj[0])
     torch.testing.assert_close(ours(x), dense)
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [None, *(("ffn", tuple(options.items())) for options in VARIANTS[("ffn", "moe")])],
+    ids=["softmax", "sigmoid", "topk_softmax"],
+)
+def test_the_mixture_check_runs_on_moe_and_passes(variant):
+    combination = Combination("causal_lm", "sdpa", "rope", "rmsnorm", "pre", "moe", variant=variant)
+    (result,) = run_combination(combination, checks=["mixture"]).checks[1:]
+    assert result.passed and not result.skipped, result.message
+
+
+def test_the_mixture_check_skips_other_ffn_members():
+    result = run_combination(
+        Combination("causal_lm", "sdpa", "rope", "rmsnorm", "pre", "swiglu"), checks=["mixture"]
+    )
+    assert result.checks[1].skipped and "not a mixture of experts" in result.checks[1].message

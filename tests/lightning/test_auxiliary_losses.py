@@ -20,6 +20,7 @@ from penalized_member import NAME, registered
 from torch.utils.data import DataLoader
 
 from swapformer import build_causal_lm, build_masked_lm, build_seq2seq
+from swapformer.components.ffn import MixtureOfExperts
 from swapformer.tasks import CausalLMModule
 from swapformer.training import distributed
 
@@ -153,8 +154,8 @@ def test_fit_with_gradient_accumulation_trains_the_penalty_and_logs_it(tmp_path)
     assert float(rows[-1]["train/penalty"]) < float(rows[0]["train/penalty"])
 
 
-def _moe_routers(model: torch.nn.Module) -> list[torch.nn.Module]:
-    return [m for name, m in model.named_modules() if name.endswith("sublayer") and hasattr(m, "selection_bias")]
+def _moe_routers(model: torch.nn.Module) -> list[MixtureOfExperts]:
+    return [m for m in model.modules() if isinstance(m, MixtureOfExperts)]
 
 
 def test_moe_training_step_adds_its_losses_and_the_fit_logs_and_balances(tmp_path):
@@ -265,13 +266,22 @@ def _logged(root: Path, name: str) -> list[float]:
     return [float(r[name]) for r in csv.DictReader(path.open()) if r.get(name)]
 
 
+# the balance loss of a micro-batch is not the mean of its tokens' (E sum_i f_i P_i is a product of two means):
+# two processes split a global batch into other micro-batches than one process does, so it cannot match there
+MOE_SPLITTABLE = {
+    "pattern": MOE_PATTERN["pattern"],
+    "types": {"moe": {"ffn": {**MOE, "aux_loss": 0.0}}, "plain": {}},
+}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
 def test_two_processes_train_the_moe_as_one_does(tmp_path, strategy):
-    """The MoE's losses (weighted up) reach the gradient in two processes as in one accumulating two windows:
-    the training loss and the imbalance (loads summed over processes, which steer the balancing bias) follow the
+    """The MoE's z-loss (weighted up; a mean over tokens, so any split of the global batch gives the same
+    gradient) reaches the gradient in two processes as in one accumulating two windows, and the loads are summed
+    over processes before they steer the balancing bias: the training loss and the imbalance follow the
     one-process trajectory."""
-    _fit(tmp_path / "single", pattern=MOE_PATTERN)
+    _fit(tmp_path / "single", pattern=MOE_SPLITTABLE)
     trainer = str(RECIPES / "trainer" / f"{strategy}.yaml")
     _fit(
         tmp_path / strategy,
@@ -279,9 +289,10 @@ def test_two_processes_train_the_moe_as_one_does(tmp_path, strategy):
         trainer,
         "--trainer.accelerator=cpu",
         "--trainer.devices=2",
-        pattern=MOE_PATTERN,
+        pattern=MOE_SPLITTABLE,
     )
-    for name in ("train/loss", "train/moe_imbalance"):
+    for name in ("train/loss", "train/moe_z_loss", "train/moe_imbalance"):
         single, two = _logged(tmp_path / "single", name), _logged(tmp_path / strategy, name)
         assert len(single) == len(two) == 3, name
-        assert single == pytest.approx(two, rel=1e-4), name
+        if name != "train/moe_z_loss":  # each process logs its own micro-batch's: only the count compares
+            assert single == pytest.approx(two, rel=1e-5), name

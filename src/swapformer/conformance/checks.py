@@ -17,6 +17,8 @@ from swapformer.components.attention import MathAttention
 from swapformer.components.positional.base import PositionalEncoding
 from swapformer.config import ModelConfig
 from swapformer.conformance.combination import HEAD_LAYOUTS, Combination
+from swapformer.conformance.failure import ConformanceFailure
+from swapformer.conformance.mixture import check_mixture
 from swapformer.models import build as build_model
 from swapformer.nn import KVCache, MultiHeadAttention
 from swapformer.registry import kind
@@ -37,10 +39,6 @@ output breaks, shows only from the second on), grouped-query attention unless th
 every future token moves them by only ~2e-5, barely above the tolerance."""
 
 JITTER = 1e-2
-
-
-class ConformanceFailure(AssertionError):
-    """A check found a combination breaking its rule; the message says where and by how much."""
 
 
 def build(combination: Combination) -> nn.Module:
@@ -435,6 +433,7 @@ CHECKS: dict[str, Callable[[Any], None]] = {
     "gradient_flow": check_gradient_flow,
     "head_layout": check_head_layout,
     "reference": check_reference,
+    "mixture": check_mixture,
     "train": check_train,
 }
 """The checks run on a built model, in order (``builds`` comes first; ``train`` last, as it trains)."""

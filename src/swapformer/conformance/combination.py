@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from swapformer.compat import capabilities, combination_problem
+from swapformer.components.ffn.moe import MixtureOfExperts
 from swapformer.components.positional.base import PositionalEncoding
 from swapformer.config import ModelConfig
 from swapformer.registry import FAMILIES, KINDS, kind, load_plugins
@@ -44,10 +45,14 @@ VARIANTS: dict[tuple[str, str], list[dict[str, Any]]] = {
     ("norm", "rmsnorm"): [{"unit_offset": True}],
     ("ffn", "gelu"): [{"approximate": "tanh"}],
     ("ffn", "geglu"): [{"approximate": "tanh"}],
+    ("ffn", "moe"): [
+        {"router": "sigmoid", "groups": 4, "topk_groups": 2, "routed_scaling": 2.5, "shared_experts": 1},
+        {"router": "topk_softmax", "expert": "clamped_swiglu", "expert_bias": True},
+    ],
 }
 """Non-default options run as extra combinations (the kind's defaults with one member replaced by a variant):
 rope scalings (YaRN's with its attention factor on q and k), T5 buckets small enough that the suite's lengths reach past every boundary, window sizes, score
-caps small enough to bind (Gemma 2's), Gemma's (1 + w) RMSNorm."""
+caps small enough to bind (Gemma 2's), Gemma's (1 + w) RMSNorm, the DeepSeek-V3 and GPT-OSS routers of ``moe``."""
 REQUIRES = {"padding": "padding", "fully_padded_rows": "padding", "cached_decoding": "kv_cache"}
 """The capability each check tests: a combination with a member that declares it False skips the check."""
 
@@ -114,6 +119,10 @@ class Combination:
         :class:`~swapformer.registry.Capabilities` it tests unsupported (``kv_cache=False``), or None."""
         if check == "cached_decoding" and not kind(self.kind).generates:
             return f"kind '{self.kind}' does not decode left to right"
+        if check == "mixture":
+            factory = FAMILIES["ffn"].get(self.ffn).factory
+            if not (isinstance(factory, type) and issubclass(factory, MixtureOfExperts)):
+                return f"ffn '{self.ffn}' is not a mixture of experts"
         capability = REQUIRES.get(check)
         for family in COMPONENTS if capability else ():
             if not getattr(capabilities(family, getattr(self, family)), capability):
