@@ -104,7 +104,8 @@ def test_gpt_oss_block():
         ours.down_bias.copy_(experts.down_proj_bias)
     x = _tokens()
     expected, _ = theirs(x)
-    torch.testing.assert_close(ours(x), expected, rtol=1e-5, atol=1e-5)
+    # outputs of order 10 at these weights: float32 rounds their sums to about 1e-6 of that
+    torch.testing.assert_close(ours(x), expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
 
 
 def test_deepseek_v3_block():

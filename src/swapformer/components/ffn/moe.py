@@ -246,24 +246,35 @@ class MixtureOfExperts(AddsLosses):
             out = self._looped(routed, sizes.tolist())
         return out, order
 
-    def _hidden(self, h: Tensor) -> Tensor:
-        if self.expert in _PLAIN:
-            return _PLAIN[self.expert](h)
-        gate, up = h.chunk(2, dim=-1)
+    def _hidden(self, gate: Tensor, up: Tensor | None) -> Tensor:
+        """The experts' nonlinearity on their first projections (``up`` is None for a plain expert)."""
+        if up is None:
+            return _PLAIN[self.expert](gate)
         if self.expert == "clamped_swiglu":
             return _clamped_swiglu(gate, up)
         return _GATED[self.expert](gate) * up
 
     def _looped(self, routed: Tensor, sizes: list[int]) -> Tensor:
-        # every expert runs, an empty slice included: each parameter gets a gradient (zero) every step, as DDP
-        # and FSDP2 expect of every rank
+        # unbind, not self.gate_up_proj[e]: the backward of eight indexings would fill eight full-size zero
+        # gradients and add them up; unbind's is one stack. The gate and up halves are unbound apart too (a view
+        # of (E, 2, F, D)), so the two projections are contiguous GEMM outputs with no chunk to undo in backward.
+        # Every expert runs, an empty slice included: each parameter gets a gradient (zero) every step, as DDP
+        # and FSDP2 expect of every rank.
+        count, gated = len(sizes), self.expert not in _PLAIN
+        halves = 2 if gated else 1
+        w_in = self.gate_up_proj.view(count * halves, self.d_ff, -1).unbind(0)  # E or 2E of (F, D)
+        w_out = self.down_proj.unbind(0)
+        b_in = (
+            [None] * count * halves
+            if self.gate_up_bias is None
+            else self.gate_up_bias.view(-1, self.d_ff).unbind(0)
+        )
+        b_out = [None] * count if self.down_bias is None else self.down_bias.unbind(0)
         outs = []
         for e, part in enumerate(routed.split(sizes)):
-            h = F.linear(
-                part, self.gate_up_proj[e], None if self.gate_up_bias is None else self.gate_up_bias[e]
-            )
-            h = self.drop(self._hidden(h))
-            outs.append(F.linear(h, self.down_proj[e], None if self.down_bias is None else self.down_bias[e]))
+            first = F.linear(part, w_in[halves * e], b_in[halves * e])  # (T_e, F): the gate, or the only one
+            up = F.linear(part, w_in[2 * e + 1], b_in[2 * e + 1]) if gated else None
+            outs.append(F.linear(self.drop(self._hidden(first, up)), w_out[e], b_out[e]))  # (T_e, D)
         return torch.cat(outs)
 
     def _grouped(self, routed: Tensor, sizes: Tensor, experts: Tensor) -> Tensor:
@@ -271,7 +282,8 @@ class MixtureOfExperts(AddsLosses):
         h = F.grouped_mm(routed, self.gate_up_proj.to(routed.dtype).transpose(1, 2), offs=offsets)
         if self.gate_up_bias is not None:
             h = h + self.gate_up_bias[experts].to(h.dtype)
-        h = self.drop(self._hidden(h))
+        gate, up = h.chunk(2, dim=-1) if self.expert not in _PLAIN else (h, None)
+        h = self.drop(self._hidden(gate, up))
         out = F.grouped_mm(h, self.down_proj.to(h.dtype).transpose(1, 2), offs=offsets)
         return out if self.down_bias is None else out + self.down_bias[experts].to(out.dtype)
 
@@ -282,7 +294,7 @@ class MixtureOfExperts(AddsLosses):
         count, k = weights.shape
         back = order.argsort()  # the inverse permutation
         per_slot = out[back].view(count, k, -1)  # (T, k, D)
-        return (per_slot * weights.unsqueeze(-1)).sum(1)
+        return torch.bmm(weights.unsqueeze(1), per_slot).squeeze(1)  # sum_j g_j y_j, one kernel each way
 
     def drop(self, x: Tensor) -> Tensor:
         """Dropout while training; in eval mode (where it is the identity) not even the module call."""
