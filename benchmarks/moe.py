@@ -51,7 +51,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--d-ff", type=int, default=512, help="each expert's width; the dense peer's is top_k x it")
+    parser.add_argument(
+        "--d-ff", type=int, default=512, help="each expert's width; the dense peer's is top_k x it"
+    )
     parser.add_argument("--skew", type=float, default=1.0, help="factor on the router's initial weights")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
