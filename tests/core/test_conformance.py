@@ -59,10 +59,10 @@ def test_every_combination_conforms(combination):
 
 def test_combinations_are_the_full_product_of_distinct_members():
     sizes = {f: len(conformance.distinct_members(f)) for f in conformance.COMPONENTS}
-    assert sizes == {"attention": 4, "positional": 6, "norm": 3, "placement": 5, "ffn": 6}
+    assert sizes == {"attention": 4, "positional": 6, "norm": 3, "placement": 5, "ffn": 7}
     assert {c.kind for c in COMBOS} == {"causal_lm", "seq2seq", "masked_lm"}
     product = [c for c in COMBOS if c.variant is None and not c.mixed]
-    assert len(product) == 3 * 4 * 6 * 3 * 5 * 6 == len(set(product))
+    assert len(product) == 3 * 4 * 6 * 3 * 5 * 7 == len(set(product))
     assert {c.heads for c in product} == {"mha", "gqa", "mqa"}
     positional = {c.positional for c in COMBOS}
     assert "none" in positional and "nope" not in positional  # one factory, two names: run once
