@@ -73,7 +73,7 @@ def test_combinations_are_the_full_product_of_distinct_members():
 def test_a_fixed_member_is_kept_even_when_it_is_an_alias():
     combos = conformance.combinations(kinds=["causal_lm"], fixed={"positional": "nope"})
     product = [c for c in combos if c.variant is None and not c.mixed]
-    assert {c.positional for c in combos} == {"nope"} and len(product) == 4 * 3 * 5 * 6
+    assert {c.positional for c in combos} == {"nope"} and len(product) == 4 * 3 * 5 * 7
 
 
 def test_quick_varies_one_family_at_a_time_around_the_defaults():
@@ -82,7 +82,7 @@ def test_quick_varies_one_family_at_a_time_around_the_defaults():
     for family in ("attention", "positional", "placement", "ffn"):
         assert {getattr(c, family) for c in combos} == set(conformance.distinct_members(family))
     plain = [c for c in combos if c.variant is None and c.heads == "gqa" and not c.mixed]
-    assert len(plain) == 1 + (4 - 1) + (6 - 1) + (5 - 1) + (6 - 1)
+    assert len(plain) == 1 + (4 - 1) + (6 - 1) + (5 - 1) + (7 - 1)
     mixed = [c for c in combos if c.mixed]  # each also once in a patterned model
     assert [dataclasses.replace(c, mixed=False) for c in mixed] == plain
     assert {c.heads for c in combos} == {"mha", "gqa", "mqa"}
@@ -209,17 +209,17 @@ def test_check_command_fails_a_leaky_plugin_kernel(leaky, capsys):
         run(["check", "leaky", "--quick", "--kind", "causal_lm"])
     assert exit_info.value.code == 1
     out = capsys.readouterr().out
-    # 31, and the 17 patterned twins (-mixed) of the defaults with one family varied
-    assert "checking 48 combinations with attention 'leaky'" in out
+    # 34, and the 18 patterned twins (-mixed) of the defaults with one family varied
+    assert "checking 52 combinations with attention 'leaky'" in out
     # alibi and t5_relative pass: their score bias makes the model pass a full mask, causal pattern included
-    assert re.search(r"causality\s+5\s+43\s+0\n", out)  # alibi, t5_relative, its variant, two twins
+    assert re.search(r"causality\s+5\s+47\s+0\n", out)  # alibi, t5_relative, its variant, two twins
     assert (
         "causal_lm-leaky-sinusoidal-layernorm-pre-gelu: causality: logits before position 1 changed when the "
         "tokens from position 1 on changed (max |difference| "
     ) in out
     assert "(also failing: padding, cached_decoding)" in out
     assert not any(line.startswith("refused by the matrix") for line in out.splitlines())
-    assert "48 combinations: 5 passed, 43 failed, 0 refused by the matrix" in out
+    assert "52 combinations: 5 passed, 47 failed, 0 refused by the matrix" in out
 
 
 def test_a_plugin_norm_joins_every_combination_and_passes_the_check_command(half_norm, capsys):
@@ -258,6 +258,7 @@ def test_checks_of_a_feature_a_member_declares_unsupported_are_skipped(registrie
         "padding": "skipped: positional 'from_zero' declares padding=False",
         "fully_padded_rows": "skipped: positional 'from_zero' declares padding=False",
         "cached_decoding": "skipped: positional 'from_zero' declares kv_cache=False",
+        "mixture": "skipped: ffn 'relu' is not a mixture of experts",
     }
     with pytest.raises(ConformanceFailure, match=r"logits decoded with a KV cache differ from one full pass"):
         conformance.check_cached_decoding(conformance.build(combination))  # the declaration is needed
@@ -273,9 +274,9 @@ def test_check_command_reports_refused_pairs_without_failing(capsys):
     assert (
         "refused by the matrix (9 combinations, e.g. causal_lm-linear-t5_relative-layernorm-pre-gelu)" in out
     )
-    # 31 for each of 3 kinds: the defaults with one family varied, two more head layouts, option variants; and
-    # 17 patterned twins each (-mixed), those of alibi and t5_relative refused too
-    assert "144 combinations: 129 passed, 0 failed, 15 refused by the matrix" in out
+    # 34 for each of 3 kinds: the defaults with one family varied, two more head layouts, option variants; and
+    # 18 patterned twins each (-mixed), those of alibi and t5_relative refused too
+    assert "156 combinations: 141 passed, 0 failed, 15 refused by the matrix" in out
 
 
 def test_check_command_unknown_and_ambiguous_names_exit_2(registries, capsys):
