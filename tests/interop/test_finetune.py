@@ -54,6 +54,7 @@ def test_import_hf_writes_components_weights_tokenizer_and_a_recipe(imported):
     names = sorted(p.name for p in imported.iterdir())
     assert names == [
         "config.json",
+        "generation_config.json",  # the checkpoint's generation defaults travel with it
         "model.safetensors",
         "recipe.yaml",
         "special_tokens_map.json",
