@@ -27,13 +27,12 @@ that is the step's work.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from collections.abc import Callable
 from typing import Any
 
+import rope  # the training step and the interleaved timer of the rope benchmark, beside this script
 import torch
-import torch.nn.functional as F
 
 from swapformer import build_causal_lm
 
@@ -88,39 +87,7 @@ RATIOS: list[tuple[str, str, float | None]] = [
 def make_step(changes: dict[str, Any]) -> Callable[[], None]:
     torch.manual_seed(0)
     model = build_causal_lm({**MAIN_JOB, **changes})
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1, fused=True)
-    g = torch.Generator().manual_seed(0)
-    x = torch.randint(VOCAB, (BATCH, CONTEXT), generator=g)
-    y = torch.randint(VOCAB, (BATCH, CONTEXT), generator=g)
-
-    def step() -> None:
-        loss = F.cross_entropy(model(x).reshape(-1, VOCAB), y.reshape(-1))
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    return step
-
-
-def time_interleaved(
-    steps: dict[str, Callable[[], None]],
-    *,
-    rounds: int,
-    per_round: int,
-    clock: Callable[[], float] = time.perf_counter,
-) -> dict[str, float]:
-    """Median seconds per call of each entry, timed in alternating rounds of ``per_round`` calls."""
-    for step in steps.values():
-        for _ in range(2):
-            step()
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(rounds):
-        for name, step in steps.items():
-            for _ in range(per_round):
-                start = clock()
-                step()
-                times[name].append(clock() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return rope.make_step(model, vocab=VOCAB, batch=BATCH, context=CONTEXT)
 
 
 def main() -> None:
@@ -139,10 +106,11 @@ def main() -> None:
         f"{torch.get_num_threads()} threads, {args.clock} clock, "
         f"median of {args.rounds} interleaved rounds x {args.steps} steps"
     )
-    results = time_interleaved(
+    results = rope.time_interleaved(
         {name: make_step(changes) for name, changes in MODELS.items()},
         rounds=args.rounds,
         per_round=args.steps,
+        warmup=2,
         clock=clock,
     )
     print(f"{'model':28} {'ms/step':>9}")

@@ -89,14 +89,17 @@ def build(positional: str) -> torch.nn.Module:
     return model
 
 
-def make_step(model: torch.nn.Module) -> Callable[[], None]:
+def make_step(
+    model: torch.nn.Module, *, vocab: int = VOCAB, batch: int = BATCH, context: int = CONTEXT
+) -> Callable[[], None]:
+    """One training step of ``model`` (forward, cross-entropy, backward, fused AdamW) on fixed random tokens."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1, fused=True)
     g = torch.Generator().manual_seed(0)
-    x = torch.randint(VOCAB, (BATCH, CONTEXT), generator=g)
-    y = torch.randint(VOCAB, (BATCH, CONTEXT), generator=g)
+    x = torch.randint(vocab, (batch, context), generator=g)
+    y = torch.randint(vocab, (batch, context), generator=g)
 
     def step() -> None:
-        loss = F.cross_entropy(model(x).reshape(-1, VOCAB), y.reshape(-1))
+        loss = F.cross_entropy(model(x).reshape(-1, vocab), y.reshape(-1))
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -121,19 +124,25 @@ def make_rotation(rotate: Callable | None) -> Callable[[], None]:
 
 
 def time_interleaved(
-    steps: dict[str, Callable[[], None]], *, rounds: int, per_round: int
+    steps: dict[str, Callable[[], None]],
+    *,
+    rounds: int,
+    per_round: int,
+    warmup: int = 5,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, float]:
-    """Median seconds per call of each entry, timed in alternating rounds of ``per_round`` calls."""
+    """Median seconds per call of each entry, timed in alternating rounds of ``per_round`` calls after
+    ``warmup`` calls each; ``clock`` is wall time, or e.g. ``time.process_time`` on a shared machine."""
     for step in steps.values():
-        for _ in range(5):
+        for _ in range(warmup):
             step()
     times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(rounds):
         for name, step in steps.items():
             for _ in range(per_round):
-                start = time.perf_counter()
+                start = clock()
                 step()
-                times[name].append(time.perf_counter() - start)
+                times[name].append(clock() - start)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
