@@ -109,6 +109,12 @@ def parser() -> argparse.ArgumentParser:
         help="not the full product: the ModelConfig defaults with one other family varied at a time, other head "
         "layouts and option variants; no training (the full run memorizes a batch in every combination)",
     )
+    p.add_argument(
+        "--pairs",
+        action="store_true",
+        help="not the full product: kind x kernel x positional x head layout in full, the other families chosen "
+        "so that every two members of any two families meet at least once (a few hundred combinations)",
+    )
     p.add_argument("--verbose", "-v", action="store_true", help="one line per combination as it finishes")
     return p
 
@@ -126,7 +132,7 @@ def main(argv: list[str] | None = None, *, file: TextIO | None = None) -> None:
         with user_errors("check"):
             family, member = resolve(args.name)
         fixed[family] = member
-    combos = combinations(kinds=args.kind, fixed=fixed, quick=args.quick)
+    combos = combinations(kinds=args.kind, fixed=fixed, quick=args.quick, pairs=args.pairs)
     subject = " + ".join(f"{f} '{m}'" for f, m in fixed.items()) or "every component"
     print(f"checking {len(combos)} combinations with {subject}", file=file, flush=True)
 

@@ -151,7 +151,11 @@ def model_kinds() -> tuple[str, ...]:
 
 
 def combinations(
-    *, kinds: Sequence[str] | None = None, fixed: Mapping[str, str] | None = None, quick: bool = False
+    *,
+    kinds: Sequence[str] | None = None,
+    fixed: Mapping[str, str] | None = None,
+    quick: bool = False,
+    pairs: bool = False,
 ) -> list[Combination]:
     """Every combination of the registered members, read from the registries now (plug-ins included).
 
@@ -160,6 +164,9 @@ def combinations(
         fixed: family -> member name held in every combination (an alias is kept as given).
         quick: instead of the full product, the :class:`ModelConfig` defaults with one family varied at a time,
             so every member of every family appears at least once.
+        pairs: instead of the full product, a covering of it (:func:`pair_covering`): kind x kernel x positional
+            x head layout in full, and every two members of any two families together in at least one
+            combination the matrix accepts. A few hundred combinations where the product has thousands.
     """
     fixed = dict(fixed or {})
     choices = {f: [fixed[f]] if f in fixed else distinct_members(f) for f in COMPONENTS}
@@ -178,6 +185,8 @@ def combinations(
             combos += [Combination(kind_name, *names) for names in singles]
             # the other head layouts once each, around the defaults
             combos += [Combination(kind_name, *base_names, heads=h) for h in layouts if h != "gqa"]
+        elif pairs:
+            combos += pair_covering(kind_name, choices, layouts)
         else:
             picks = itertools.product(*(choices[f] for f in COMPONENTS))
             # head layouts in turn: every kernel x positional pair of every kind meets all three
@@ -194,3 +203,47 @@ def combinations(
                     variant = (family, tuple(options.items()))
                     combos.append(Combination(kind_name, *names, variant=variant))
     return combos
+
+
+def _pairs(combination: Combination) -> set[tuple[tuple[str, str], tuple[str, str]]]:
+    members = [(f, getattr(combination, f)) for f in COMPONENTS]
+    return set(itertools.combinations(members, 2))
+
+
+def pair_covering(
+    kind_name: str, choices: Mapping[str, Sequence[str]], layouts: Sequence[str]
+) -> list[Combination]:
+    """A covering of one kind's full product: fewer combinations, every interaction of two members kept.
+
+    Kernel x positional x head layout runs in full (the kernels and the positional members meet inside the
+    attention scores, where most conformance failures live); norm, placement and ffn are chosen for each of those
+    rows, greedily and deterministically, so that every two members of any two families meet in at least one
+    combination the matrix accepts. Rows are added from the full product while a pair is still missing; a pair
+    that only refused combinations contain (the matrix's own refusals) cannot be covered and is not sought.
+    """
+    rest = ("norm", "placement", "ffn")
+    fills = list(itertools.product(*(choices[f] for f in rest)))
+    product = [
+        Combination(kind_name, *names) for names in itertools.product(*(choices[f] for f in COMPONENTS))
+    ]
+    wanted = set().union(*(_pairs(c) for c in product if c.refusal() is None))
+    covered: set = set()
+    rows = []
+    for i, (attention, positional) in enumerate(
+        itertools.product(choices["attention"], choices["positional"])
+    ):
+        for j, heads in enumerate(layouts):
+            candidates = [Combination(kind_name, attention, positional, *fill, heads=heads) for fill in fills]
+            accepted = [c for c in candidates if c.refusal() is None]
+            if not accepted:  # refused whatever the rest is: one row to check that the refusal holds
+                rows.append(candidates[(i + j) % len(candidates)])
+                continue
+            # the first of those that cover the most pairs not yet covered: deterministic
+            best = max(accepted, key=lambda c: len(_pairs(c) - covered))
+            rows.append(best)
+            covered |= _pairs(best)
+    while missing := wanted - covered:
+        best = max((c for c in product if c.refusal() is None), key=lambda c: len(_pairs(c) & missing))
+        rows.append(best)
+        covered |= _pairs(best)
+    return rows
