@@ -47,7 +47,7 @@ from lightning.pytorch.callbacks import ProgressBar as ProgressBarBase
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
 
-from swapformer.cli import preflight
+from swapformer.cli import LIGHTNING_VERBS, preflight
 from swapformer.cli.errors import debugging, usage_error, user_errors
 from swapformer.cli.helptext import PlainHelpFormatter
 from swapformer.cli.recipes import resolve_config_args
@@ -69,7 +69,6 @@ _RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
 # Stands in for the data's vocabulary while the rest of the model config is checked (reading the data to
 # learn the real size is exactly what must not happen before the check).
 _PLACEHOLDER_VOCAB = 1024
-LIGHTNING_VERBS = ("fit", "validate", "test", "predict")
 
 
 class LogConfigCallback(SaveConfigCallback):
