@@ -156,6 +156,26 @@ def _from_hf_bidirectional_gemma2() -> object:
     return from_hf(transformers.Gemma2ForCausalLM(config))
 
 
+def _from_hf_mixtral_jitter() -> object:
+    import transformers
+
+    from swapformer.interop import from_hf
+
+    config = transformers.MixtralConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8,
+        num_local_experts=4, router_jitter_noise=0.1,
+    )  # fmt: skip
+    return from_hf(transformers.MixtralForCausalLM(config))
+
+
+def _to_hf_mixtral_unnormalized(fx: object) -> object:
+    import swapformer
+
+    moe = {"name": "moe", "experts": 4, "top_k": 2, "norm_topk": False}
+    model = _build(positional="rope", norm="rmsnorm", ffn=moe, bias=False)
+    return swapformer.to_hf(model, fx.tmp / "hf", model_type="mixtral")
+
+
 def _from_hf_partial_rope() -> object:
     import transformers
 
@@ -542,6 +562,14 @@ CASES = [
         raises=lambda fx: _from_hf_bidirectional_gemma2(),
     ),
     Case(
+        id="api-from-hf-mixtral-router-jitter",
+        area="API",
+        mistake="`from_hf` of a Mixtral whose router input is jittered in training (`router_jitter_noise: 0.1`)",
+        expect=r"mixtral: router_jitter_noise=0.1 \(noise on the router's input in training\) has no swapformer "
+        r"equivalent; set it to 0",
+        raises=lambda fx: _from_hf_mixtral_jitter(),
+    ),
+    Case(
         id="api-from-hf-modernbert-scaled-rope",
         area="API",
         mistake="`from_hf` of a ModernBERT whose local layers' rope is scaled (`rope_type: linear`)",
@@ -598,6 +626,14 @@ CASES = [
         "(`qk_norm_scope: head`; OLMo 2's take the whole projections)",
         expect=r"cannot export to Hugging Face olmo2: qk_norm_scope 'head' \(olmo2 normalizes the whole q and k",
         raises=_to_hf_olmo2_head_scope,
+    ),
+    Case(
+        id="api-to-hf-mixtral-unnormalized-top-k",
+        area="API",
+        mistake="`to_hf(model_type='mixtral')` of an MoE whose top-k weights are not renormalized "
+        "(`{name: moe, norm_topk: false}`; Mixtral renormalizes them, Qwen3-MoE may not)",
+        expect=r"cannot export to Hugging Face mixtral: moe norm_topk: false has no mixtral equivalent",
+        raises=_to_hf_mixtral_unnormalized,
     ),
     Case(
         id="api-to-hf-gemma3-projection-scope",

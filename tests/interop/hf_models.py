@@ -346,6 +346,78 @@ CAUSAL = {
         eos_token_id=2,
         pad_token_id=0,
     ),
+    "mixtral-gqa-window-top2": lambda: transformers.MixtralConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=24,  # each expert's width
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        router_aux_loss_coef=0.02,
+        vocab_size=61,
+        sliding_window=4,
+        rope_parameters={"rope_type": "default", "rope_theta": 500.0},
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    ),
+    "mixtral-mqa-headdim-tied-top3": lambda: transformers.MixtralConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=12,
+        intermediate_size=16,
+        num_local_experts=5,
+        num_experts_per_tok=3,
+        vocab_size=61,
+        sliding_window=None,  # full attention
+        tie_word_embeddings=True,
+        rms_norm_eps=1e-6,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    ),
+    "qwen3_moe-gqa-headdim-every-second-sparse": lambda: transformers.Qwen3MoeConfig(
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=12,
+        intermediate_size=40,  # the dense layers' width
+        moe_intermediate_size=16,  # each expert's
+        num_experts=4,
+        num_experts_per_tok=2,
+        decoder_sparse_step=2,  # layers 1 and 3 sparse, 0 and 2 dense: a pattern
+        norm_topk_prob=False,  # the top-k softmax weights as they are
+        vocab_size=61,
+        rope_parameters={"rope_type": "default", "rope_theta": 500.0},
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    ),
+    "qwen3_moe-mqa-tied-window-mlp-only-normalized": lambda: transformers.Qwen3MoeConfig(
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=8,
+        intermediate_size=40,
+        moe_intermediate_size=16,
+        num_experts=4,
+        num_experts_per_tok=2,
+        mlp_only_layers=[0],  # one dense layer, then two sparse: a list
+        norm_topk_prob=True,
+        use_sliding_window=True,  # every layer slides
+        sliding_window=5,
+        tie_word_embeddings=True,
+        rms_norm_eps=1e-5,
+        vocab_size=61,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    ),
 }
 
 SEQ2SEQ = {
@@ -537,6 +609,9 @@ def _spread_weights(model, *, gain: float) -> None:
                 module.weight.normal_(0.0, gain * module.weight.size(0) ** -0.5)
             elif isinstance(module, torch.nn.Linear | torch.nn.Embedding):  # (out, in); (V, D)
                 module.weight.normal_(0.0, gain * module.weight.size(1) ** -0.5)
+        for weight in model.parameters():  # an MoE's experts, stacked: (E, out, in)
+            if weight.dim() == 3:
+                weight.normal_(0.0, gain * weight.size(2) ** -0.5)
 
 
 def save(model, directory: Path) -> Path:

@@ -1,4 +1,4 @@
-"""GPT-2, Llama, Mistral, Qwen2, Qwen3, SmolLM3, Phi-3, Gemma 2, Gemma 3 and OLMo 2 in and out: equal logits on padded batches and
+"""GPT-2, Llama, Mistral, Qwen2, Qwen3, SmolLM3, Phi-3, Gemma 2, Gemma 3, OLMo 2, Mixtral and Qwen3-MoE in and out: equal logits on padded batches and
 equal greedy tokens, against the Hugging Face model built from a config."""
 
 from __future__ import annotations
@@ -149,6 +149,7 @@ CAPPED = {"attention": {"name": "math", "softcap": 2.0}, "logit_softcap": 5.0}
 GEMMA_QK = {"name": "rmsnorm", "unit_offset": True}
 LOCAL = {"attention": SLIDING, "positional": {"name": "rope", "base": 100.0}}
 OLMO2_SHAPED = dict(LLAMA_SHAPED, qk_norm="rmsnorm", qk_norm_scope="projection", placement="res_post")
+MOE = {"name": "moe", "experts": 4, "top_k": 2}
 
 
 @pytest.mark.parametrize(
@@ -164,6 +165,12 @@ OLMO2_SHAPED = dict(LLAMA_SHAPED, qk_norm="rmsnorm", qk_norm_scope="projection",
         (dict(GEMMA_SHAPED, attention_scale=0.25), "gemma2"),  # uncapped: sdpa; query_pre_attn_scalar 16
         (dict(GEMMA_SHAPED, qk_norm=GEMMA_QK, layers=[LOCAL, {}]), "gemma3_text"),  # local rope of its own
         (dict(OLMO2_SHAPED, num_kv_heads=1, bias=True), "olmo2"),
+        (dict(LLAMA_SHAPED, ffn=MOE, attention=SLIDING), "mixtral"),
+        (dict(LLAMA_SHAPED, ffn={**MOE, "norm_topk": False}, qk_norm="rmsnorm"), "qwen3_moe"),
+        (
+            dict(LLAMA_SHAPED, ffn=MOE, qk_norm="rmsnorm", layers=[{"ffn": "swiglu", "d_ff": 24}, {}]),
+            "qwen3_moe",
+        ),
     ],
 )
 def test_to_hf_picks_the_first_family_that_expresses_the_model(config, family, tmp_path):
@@ -227,6 +234,22 @@ def test_to_hf_picks_the_first_family_that_expresses_the_model(config, family, t
         (
             dict(OLMO2_SHAPED, attention=SLIDING),
             r"attention \{'name': 'sliding_window', 'window': 3\} has no olmo2",
+        ),
+        (
+            dict(LLAMA_SHAPED, ffn={**MOE, "router": "sigmoid"}),
+            r"moe router 'sigmoid' \(softmax\) has no mixtral",
+        ),
+        (
+            dict(LLAMA_SHAPED, ffn={**MOE, "shared_experts": 1}),
+            r"moe shared_experts has no mixtral equivalent",
+        ),
+        (
+            dict(LLAMA_SHAPED, ffn={**MOE, "expert": "relu"}),
+            r"moe expert 'relu' \(swiglu or geglu\) has no mixtral",
+        ),
+        (
+            dict(LLAMA_SHAPED, ffn=MOE, qk_norm="rmsnorm", num_layers=2, layers=[{"ffn": "geglu"}, {}]),
+            r"layers\[0\].ffn 'geglu' \(a dense layer's is swiglu, no biases\) has no qwen3_moe equivalent",
         ),
     ],
 )
@@ -489,3 +512,51 @@ def test_a_hugging_face_option_without_an_equivalent_is_refused_in_one_line_nami
     with pytest.raises(ConfigError, match=message) as info:
         swapformer.from_hf(directory)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "option", "value"),
+    [
+        ("qwen3_moe-gqa-headdim-every-second-sparse", "norm_topk", True),
+        ("qwen3_moe-mqa-tied-window-mlp-only-normalized", "norm_topk", False),
+        ("mixtral-gqa-window-top2", "top_k", 1),
+    ],
+)
+def test_moe_parity_needs_the_routing_it_reads(name, option, value):
+    # the equal logits above would not hold with the top-k weights renormalized (or not) the other way, or
+    # with another number of experts per token
+    theirs = hf_model(name)
+    ours = swapformer.from_hf(theirs)
+    mutant = swapformer.build_causal_lm(
+        {**ours.config.to_dict(), "ffn": {**ours.config.ffn, option: value}}
+    ).eval()
+    mutant.load_state_dict(ours.state_dict())
+    ids, mask = batches()["left"]
+    real = mask.bool()
+    with torch.no_grad():
+        assert (mutant(ids, real)[real] - hf_logits(theirs, ids, mask)[real]).abs().max() > 0.1
+
+
+@pytest.mark.parametrize(
+    ("name", "stored"),
+    [
+        ("mixtral-gqa-window-top2", "model.layers.1.block_sparse_moe.experts.3.w3.weight"),
+        ("qwen3_moe-gqa-headdim-every-second-sparse", "model.layers.3.mlp.experts.3.up_proj.weight"),
+    ],
+)
+def test_moe_experts_are_written_one_by_one_as_save_pretrained_writes_them(name, stored, tmp_path):
+    from safetensors.torch import load_file
+
+    theirs = hf_model(name)
+    written = load_file(save(theirs, tmp_path / "hf") / "model.safetensors")
+    ours = swapformer.to_hf(swapformer.from_hf(theirs), tmp_path / "out")
+    exported = load_file(ours / "model.safetensors")
+    assert stored in exported and exported.keys() == written.keys()
+    for key, tensor in written.items():
+        assert torch.equal(exported[key], tensor), key
+    del written[stored]  # a checkpoint missing one expert's tensor is refused, naming it
+    from safetensors.torch import save_file
+
+    save_file(written, str(tmp_path / "hf" / "model.safetensors"))
+    with pytest.raises(ConfigError, match=rf"no tensor '{stored}', which its other experts have"):
+        swapformer.from_hf(tmp_path / "hf")

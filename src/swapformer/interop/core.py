@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from swapformer.config import ModelConfig
 from swapformer.errors import ConfigError
+from swapformer.interop.experts import Stored, stack, unstack
 from swapformer.layer_specs import LAYER_KEYS, distinct_layers, uniform_spec
 from swapformer.models import build
 from swapformer.models.generation_defaults import (
@@ -93,6 +94,12 @@ class Architecture:
     softcap: bool = False
     """The family soft-caps attention scores and logits (Gemma 2): its ``hf_config`` checks the kernels' ``softcap``
     and ``logit_softcap``; the others are refused them."""
+    stored: tuple[Stored, ...] = ()
+    """Tensors a checkpoint stores apart that the links name stacked (an MoE's experts,
+    :mod:`swapformer.interop.experts`): stacked when read, written apart again."""
+    unlinked: tuple[str, ...] = ()
+    """Endings of our state-dict keys no Hugging Face tensor fills: state a model read keeps as built (an MoE's
+    selection bias, zero, and its load counts)."""
 
     def links_of(self, config: ModelConfig, hf_config: Mapping[str, Any]) -> list[Link]:
         return self.links(config, hf_config) if self.links_read_hf else self.links(config)
@@ -370,7 +377,7 @@ def load_hf_state(
     ``hf_config`` is the Hugging Face config, for a family whose links read it. The TensorFlow-era names of
     LayerNorm parameters (``LayerNorm.gamma``, ``LayerNorm.beta``: the original BERT checkpoints) are read as
     ``weight`` and ``bias``, as transformers reads them."""
-    theirs = {_legacy_name(key): tensor for key, tensor in theirs.items()}
+    theirs = stack({_legacy_name(key): tensor for key, tensor in theirs.items()}, architecture.stored)
     ours = model.state_dict()
     used: set[str] = set()
     state: dict[str, Tensor] = {}
@@ -403,6 +410,9 @@ def load_hf_state(
     for key, value in model.state_dict(keep_vars=True).items():  # tied tensors: one link fills both names
         if key not in state and id(value) in shared:
             state[key] = state[shared[id(value)]]
+    for key in ours:
+        if key not in state and key.endswith(architecture.unlinked):
+            state[key] = ours[key]
     missing = [key for key in ours if key not in state]
     if missing:  # a family whose links miss a tensor of the model: a swapformer bug, not the user's
         raise RuntimeError(f"{architecture.model_types[0]} links leave {missing[:5]} unset")
@@ -457,6 +467,7 @@ def to_hf(model: nn.Module, directory: str | os.PathLike, *, model_type: str | N
         tensor = torch.cat([ours[key] for key in link.ours]) / link.scale
         tensor = tensor.T if link.transpose else tensor
         theirs[link.theirs] = (tensor[None] if link.unsqueezed else tensor).contiguous()
+    theirs = unstack(theirs, architecture.stored)
     path = Path(directory)
     path.mkdir(parents=True, exist_ok=True)
     (path / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")

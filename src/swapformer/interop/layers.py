@@ -54,5 +54,8 @@ def _type_name(change: Mapping[str, Any]) -> str:
         parts.append("sliding" if split_spec(change["attention"])[0] == "sliding_window" else "attention")
     if "positional" in change:
         parts.append("nope" if split_spec(change["positional"])[0] in ("none", "nope") else "positional")
-    parts += [key for key in change if key not in ("attention", "positional")]
+    if "ffn" in change:  # named by its member (its width goes with it): swiglu layers among moe ones
+        parts.append(split_spec(change["ffn"])[0])
+    named = ("attention", "positional", "ffn", "d_ff") if "ffn" in change else ("attention", "positional")
+    parts += [key for key in change if key not in named]
     return "_".join(parts) or "full"

@@ -171,24 +171,42 @@ def layer_windows(specs: list[LayerSpec]) -> tuple[list[str], int | None]:
 
 
 def links(cfg: ModelConfig) -> list[Link]:
+    _, _, mlp_bias = activation_of(cfg.ffn)
+    return (
+        [Link(("embedding.token.weight",), "model.embed_tokens.weight")]
+        + [
+            link
+            for i in range(cfg.num_layers)
+            for link in attention_links(cfg, i) + mlp_links(i, ffn_bias=mlp_bias)
+        ]
+        + final_links(cfg)
+    )
+
+
+def attention_links(cfg: ModelConfig, layer: int) -> list[Link]:
+    """Decoder layer ``layer``'s two norms and attention projections, as every Llama-shaped family names them."""
     qkv_bias = cfg.bias if cfg.qkv_bias is None else cfg.qkv_bias
-    out = [Link(("embedding.token.weight",), "model.embed_tokens.weight")]
-    for i in range(cfg.num_layers):
-        ours, theirs = f"decoder.layers.{i}", f"model.layers.{i}"
-        attention = f"{ours}.self_attention.sublayer"
-        out += norm_links(f"{ours}.self_attention.norm", f"{theirs}.input_layernorm", bias=False)
-        out += norm_links(f"{ours}.feed_forward.norm", f"{theirs}.post_attention_layernorm", bias=False)
-        out += layer_links(
-            f"{theirs}.self_attn", attention, [(f"{p}_proj", f"{p}_proj") for p in "qkv"], bias=qkv_bias
-        )
-        out += layer_links(f"{theirs}.self_attn", attention, [("out_proj", "o_proj")], bias=cfg.bias)
-        _, _, mlp_bias = activation_of(cfg.ffn)
-        pairs = [(name, name) for name in ("gate_proj", "up_proj", "down_proj")]
-        out += layer_links(f"{theirs}.mlp", f"{ours}.feed_forward.sublayer", pairs, bias=mlp_bias)
-    out += norm_links("decoder.final_norm", "model.norm", bias=False)
-    if not cfg.tie_embeddings:
-        out.append(Link(("lm_head.weight",), "lm_head.weight"))
-    return out
+    ours, theirs = f"decoder.layers.{layer}", f"model.layers.{layer}"
+    attention = f"{ours}.self_attention.sublayer"
+    out = norm_links(f"{ours}.self_attention.norm", f"{theirs}.input_layernorm", bias=False)
+    out += norm_links(f"{ours}.feed_forward.norm", f"{theirs}.post_attention_layernorm", bias=False)
+    out += layer_links(
+        f"{theirs}.self_attn", attention, [(f"{p}_proj", f"{p}_proj") for p in "qkv"], bias=qkv_bias
+    )
+    return out + layer_links(f"{theirs}.self_attn", attention, [("out_proj", "o_proj")], bias=cfg.bias)
+
+
+def mlp_links(layer: int, *, ffn_bias: bool) -> list[Link]:
+    """Decoder layer ``layer``'s gated FFN (``mlp.gate_proj``, ``up_proj``, ``down_proj``)."""
+    pairs = [(name, name) for name in ("gate_proj", "up_proj", "down_proj")]
+    ours, theirs = f"decoder.layers.{layer}.feed_forward.sublayer", f"model.layers.{layer}.mlp"
+    return layer_links(theirs, ours, pairs, bias=ffn_bias)
+
+
+def final_links(cfg: ModelConfig) -> list[Link]:
+    """The final norm, and the output layer when it is not tied to the embedding."""
+    out = norm_links("decoder.final_norm", "model.norm", bias=False)
+    return out + ([] if cfg.tie_embeddings else [Link(("lm_head.weight",), "lm_head.weight")])
 
 
 def rope_parameters(positional: Any) -> dict[str, Any]:
@@ -252,10 +270,11 @@ def decoder_hf_config(cfg: ModelConfig, positional: Any, family: str) -> tuple[d
     return decoder_keys(cfg, positional), mlp_bias
 
 
-def decoder_keys(cfg: ModelConfig, positional: Any) -> dict[str, Any]:
+def decoder_keys(cfg: ModelConfig, positional: Any, activation: str | None = None) -> dict[str, Any]:
     """The ``config.json`` keys every Llama-shaped family writes (sizes, rope, activation, norm eps, special
-    ids), unchecked: :func:`decoder_hf_config` checks the components first, a family of other norms its own."""
-    activation, _, _ = activation_of(cfg.ffn)
+    ids), unchecked: :func:`decoder_hf_config` checks the components first, a family of other norms its own.
+    ``activation``: the Hugging Face activation, when the FFN is not one of ours it names (an MoE's experts')."""
+    activation = activation or activation_of(cfg.ffn)[0]
     _, norm_options = split_spec(cfg.norm)
     parameters = rope_parameters(positional)
     return {
