@@ -172,6 +172,21 @@ def test_a_token_output_does_not_depend_on_the_batch():
     torch.testing.assert_close(ours(other)[0], together[0], rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("expert_bias", [False, True])
+def test_without_gradients_only_the_chosen_experts_run_and_give_the_same_outputs(expert_bias, monkeypatch):
+    # decoding skips the experts no token chose (with gradients every expert runs, for DDP and FSDP2)
+    ours = _ours(expert_bias=expert_bias)
+    _randomize(ours)
+    x = _tokens(1, 1)  # one token: K of the E experts
+    expected = ours(x)
+    calls = []
+    linear = F.linear
+    monkeypatch.setattr(F, "linear", lambda *args: calls.append(args[1].shape) or linear(*args))
+    with torch.no_grad():
+        assert torch.equal(ours(x), expected)
+    assert len(calls) == 1 + 3 * K  # the router, then gate, up and down of each chosen expert
+
+
 def test_outputs_and_gradients_are_bitwise_deterministic():
     ours = _ours(shared_experts=1).train()
     _randomize(ours)

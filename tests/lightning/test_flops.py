@@ -109,3 +109,23 @@ def test_throughput_monitor_logs_flops_without_the_missing_attribute_warning(tmp
     assert "Total FLOPs: 9.2 M" in capsys.readouterr().out
     attention = 4 * SMALL["num_layers"] * SMALL["d_model"] * 16 * 4 * 16
     assert ModelSummary(module).total_flops == flops // 3 - attention
+
+
+@pytest.mark.parametrize("shared_experts", [0, 1])
+def test_moe_flops_are_the_active_ones_counted_by_hand(shared_experts):
+    """Per token: the router, top_k experts (not all of them), the shared expert, the weighted sum of the k
+    outputs; whatever the routing, a dropless MoE runs each token through exactly top_k experts."""
+    experts, top_k, d, f, layers, vocab, (n, length) = 8, 2, 64, 32, 2, 100, (2, 50)
+    moe = {"name": "moe", "experts": experts, "top_k": top_k, "shared_experts": shared_experts}
+    module = CausalLMModule(**{**SMALL, "d_ff": f, "ffn": moe})
+    attention = 4 * (2 * d * d) + 4 * length * d  # q, k, v, o projections; scores and mixing
+    router = 2 * d * experts
+    expert = 2 * d * (2 * f) + 2 * f * d  # gate and up, then down
+    shared = shared_experts * 3 * (2 * d * f)
+    combine = 2 * top_k * d  # sum_j g_j y_j
+    per_token = layers * (attention + router + top_k * expert + shared + combine) + 2 * d * vocab
+    by_hand = 3 * per_token * n * length  # backward is twice forward
+    assert measured_flops(module.config, ((n, length),), module.flop_forward) == by_hand
+    ids = torch.randint(4, vocab, (n, length))
+    module.training_step({"input_ids": ids, "labels": ids}, 0)  # what ThroughputMonitor reads, in training
+    assert module.flops_per_batch == by_hand

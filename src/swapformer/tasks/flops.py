@@ -16,6 +16,11 @@ every measurement, or each shape is measured on its own (a plug-in whose cost is
 
 Only matrix products are counted (as FlopCounterMode does): norms, activations, softmax and the loss are left
 out; they are a few percent of a Transformer's work.
+
+A mixture of experts counts its active FLOPs: on the meta device no token has a route, so the ``moe`` member
+spreads the (token, slot) pairs evenly over its experts (:func:`swapformer.components.ffn.moe.even_split`); a
+dropless MoE runs each token through ``top_k`` experts whatever the routing, so the count is the router, ``top_k``
+experts, the shared ones and the weighted sum, per token. :func:`analytic_flops` counts dense FFNs only.
 """
 
 from __future__ import annotations

@@ -65,6 +65,14 @@ def _count(value: object, name: str, minimum: int) -> int:
     return value
 
 
+def even_split(pairs: int, experts: int) -> list[int]:
+    """``pairs`` (token, slot) pairs spread as evenly as they go over ``experts``: the routing of a pass on the meta
+    device (FLOPs counted without values, :mod:`swapformer.tasks.flops`). A dropless MoE runs every pair through
+    one expert's GEMMs whatever the routing, so any split costs the same FLOPs: the active ones, ``top_k`` experts
+    per token."""
+    return [pairs // experts + (e < pairs % experts) for e in range(experts)]
+
+
 class MixtureOfExperts(AddsLosses):
     """A router and ``experts`` feed-forward networks of width ``d_ff`` each; every token runs ``top_k`` of them.
 
@@ -237,9 +245,11 @@ class MixtureOfExperts(AddsLosses):
         count, k = chosen.shape
         flat = chosen.reshape(-1)  # (T k,)
         order = flat.argsort(stable=True)  # pairs grouped by expert, in token order within an expert
-        sizes = torch.bincount(flat, minlength=self.num_experts)
         # expand, not tokens[order // k]: the gradient then sums over slots without a scatter_add
         routed = tokens.unsqueeze(1).expand(count, k, tokens.size(-1)).reshape(count * k, -1)[order]
+        if flat.is_meta:  # the FLOP counter's pass: no values to route by (see even_split)
+            return self._looped(routed, even_split(count * k, self.num_experts)), order
+        sizes = torch.bincount(flat, minlength=self.num_experts)
         if routed.is_cuda and routed.dtype == torch.bfloat16 and hasattr(F, "grouped_mm"):
             out = self._grouped(routed, sizes, flat[order])
         else:
@@ -259,11 +269,12 @@ class MixtureOfExperts(AddsLosses):
         # gradients and add them up; unbind's is one stack. The gate and up halves are unbound apart too (a view
         # of (E, 2, F, D)), so the two projections are contiguous GEMM outputs with no chunk to undo in backward.
         # Every expert runs, an empty slice included: each parameter gets a gradient (zero) every step, as DDP
-        # and FSDP2 expect of every rank.
-        count, gated = len(sizes), self.expert not in _PLAIN
+        # and FSDP2 expect of every rank. Without gradients (decoding: one token, two experts of eight) only the
+        # experts that received pairs run, their weights indexed one by one (one view each, no unbind of all).
+        count, gated, every = len(sizes), self.expert not in _PLAIN, torch.is_grad_enabled()
         halves = 2 if gated else 1
-        w_in = self.gate_up_proj.view(count * halves, self.d_ff, -1).unbind(0)  # E or 2E of (F, D)
-        w_out = self.down_proj.unbind(0)
+        w_in = self.gate_up_proj.view(count * halves, self.d_ff, -1)  # E or 2E of (F, D)
+        w_in, w_out = (w_in.unbind(0), self.down_proj.unbind(0)) if every else (w_in, self.down_proj)
         b_in = (
             [None] * count * halves
             if self.gate_up_bias is None
@@ -272,6 +283,8 @@ class MixtureOfExperts(AddsLosses):
         b_out = [None] * count if self.down_bias is None else self.down_bias.unbind(0)
         outs = []
         for e, part in enumerate(routed.split(sizes)):
+            if not (every or sizes[e]):
+                continue
             first = F.linear(part, w_in[halves * e], b_in[halves * e])  # (T_e, F): the gate, or the only one
             up = F.linear(part, w_in[2 * e + 1], b_in[2 * e + 1]) if gated else None
             outs.append(F.linear(self.drop(self._hidden(first, up)), w_out[e], b_out[e]))  # (T_e, D)
@@ -310,7 +323,11 @@ class MixtureOfExperts(AddsLosses):
         return logits.float().softmax(-1)
 
     def _account(self, logits: Tensor, chosen: Tensor) -> None:
-        counts = torch.bincount(chosen.reshape(-1), minlength=self.num_experts).to(self.load.dtype)
+        if chosen.is_meta:  # the FLOP counter's pass: nothing to count, and bincount has no meta kernel
+            counts = torch.tensor(even_split(chosen.numel(), self.num_experts), device="meta")
+        else:
+            counts = torch.bincount(chosen.reshape(-1), minlength=self.num_experts)
+        counts = counts.to(self.load.dtype)
         if self.aux_loss:
             # E * sum_i f_i P_i, f_i = tokens routed to i / T (the k slots sum to k), P_i = mean probability
             fraction = counts / logits.size(0)
