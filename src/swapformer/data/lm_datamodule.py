@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from swapformer.data.base_datamodule import (
     TokenizedDataModule,
+    _leave_stop_signals_to_the_main_process,
     check_fraction,
     check_int,
     check_path,
@@ -21,8 +22,9 @@ from swapformer.data.errors import DataError
 from swapformer.data.lm_datasets import ConsecutiveWindows, OffsetWindows, check_stream_length
 from swapformer.data.samplers import RandomOffsetSampler
 from swapformer.data.shards import PreparedDir, is_prepared, same_tokenizer
+from swapformer.data.streaming import StreamingSource, check_streaming_tokenizer
 from swapformer.data.text import TextSplit, load_text_split
-from swapformer.data.tokenizers import TOKENIZER_KINDS, Tokenizer
+from swapformer.data.tokenizers import TOKENIZER_KINDS, Tokenizer, build_tokenizer
 
 __all__ = ["CausalLMDataModule"]
 
@@ -61,6 +63,13 @@ class CausalLMDataModule(TokenizedDataModule):
             them back instead of fitting and encoding again (see :mod:`swapformer.data.cache`).
         cache_dir: The cache folder; None = ``$SWAPFORMER_CACHE_DIR``, else ``~/.cache/swapformer``
             (``swapformer fit`` sets ``<trainer.default_root_dir>/cache``).
+        streaming: Train straight from a ``datasets`` source too large to prepare (:mod:`swapformer.data.streaming`):
+            ``path`` is a dataset name, a ``save_to_disk`` folder or ``.jsonl`` / ``.parquet`` files, read with
+            ``datasets.load_dataset(..., streaming=True)``; documents are tokenized as they come, sharded over
+            ranks and DataLoader workers, and the stream has no epochs (``trainer.max_steps`` ends the run). The
+            tokenizer must be trained already (a file or folder, or ``byte``).
+        text_column: With ``streaming``, the column holding a document's text.
+        val_documents: With ``streaming``, the first rows of the source held out for validation.
 
     Raises:
         DataError: If an argument is out of range, the tokenizer is unknown or ``path`` does not exist.
@@ -89,14 +98,25 @@ class CausalLMDataModule(TokenizedDataModule):
         glob: str = "*.txt",
         cache: bool = True,
         cache_dir: str | None = None,
+        streaming: bool = False,
+        text_column: str = "text",
+        val_documents: int = 200,
     ) -> None:
-        prepared = PreparedDir(path) if is_prepared(path) else None
+        if streaming:
+            check_streaming_tokenizer(tokenizer)
+        self._stream = (
+            StreamingSource(path=path, text_column=text_column, val_documents=val_documents)
+            if streaming
+            else None
+        )
+        prepared = PreparedDir(path) if is_prepared(path) and not streaming else None
         super().__init__(tokenizer=tokenizer or "char", tokenizer_options=tokenizer_options)
         check_int("seq_len", seq_len, minimum=1, fix="use e.g. seq_len: 128.")
         check_int("batch_size", batch_size, minimum=1, fix="use e.g. batch_size: 32.")
         check_fraction("val_fraction", val_fraction)
         check_int("num_workers", num_workers, minimum=0, fix="use 0 to load data in the main process.")
-        check_path("path", path)
+        if not streaming:  # a streamed dataset name is no path
+            check_path("path", path)
         if max_chars is not None:
             check_int("max_chars", max_chars, minimum=2, fix="or set max_chars: null to read everything.")
         if train_samples_per_epoch is not None:
@@ -120,6 +140,10 @@ class CausalLMDataModule(TokenizedDataModule):
         self._prepared = prepared
         if prepared is not None:
             self._fitted_tokenizer = _prepared_tokenizer(prepared, tokenizer, tokenizer_options)
+        if streaming:
+            self._cache_root = None  # nothing to fit or encode ahead; "byte" needs no text
+            if tokenizer == "byte":
+                self._fitted_tokenizer = build_tokenizer("byte", (), **self._tokenizer_options)
 
     def text_split(self) -> TextSplit:
         """The corpus's train and validation text, read once and cached until it has been tokenised."""
@@ -154,6 +178,9 @@ class CausalLMDataModule(TokenizedDataModule):
         """
         if stage in ("fit", None):
             self.save_tokenizer_beside_run()  # the run's own; validate/test/predict leave it alone
+        if self._stream is not None:
+            self._setup_streaming(stage)
+            return
         if self._train_tokens is not None:
             return
         if self._prepared is not None:
@@ -183,6 +210,19 @@ class CausalLMDataModule(TokenizedDataModule):
         self._train_tokens, self._val_tokens = train, val
         self._text = None  # the token streams replace the text; free it
 
+    def _setup_streaming(self, stage: str | None) -> None:
+        trainer = self.trainer
+        if stage in ("fit", None) and trainer is not None and trainer.max_steps in (None, -1):
+            raise DataError(
+                "streaming: true has no epochs (the stream repeats its documents without end), so "
+                f"trainer.max_steps={trainer.max_steps} never ends the run; set trainer.max_steps, e.g. 10000."
+            )
+        if self._val_tokens is None:
+            val = self._stream.val_tokens(self.tokenizer)
+            fix = "use a smaller seq_len or a larger val_documents."
+            check_stream_length(val, seq_len=self.seq_len, split="validation", fix=fix)
+            self._val_tokens = val
+
     def num_train_samples(self, train_tokens: torch.Tensor | None = None) -> int:
         """Training windows per epoch: ``train_samples_per_epoch`` or ``num_train_tokens // seq_len``."""
         tokens = self._train_tokens if train_tokens is None else train_tokens
@@ -204,6 +244,17 @@ class CausalLMDataModule(TokenizedDataModule):
         return self._val_tokens
 
     def train_dataloader(self) -> DataLoader:
+        if self._stream is not None:
+            trainer = self.trainer
+            return self._stream.train_loader(
+                tokenizer=self.tokenizer,
+                seq_len=self.seq_len,
+                batch_size=self.batch_size,
+                num_workers=self.num_workers,
+                rank=trainer.global_rank if trainer is not None else 0,
+                world_size=trainer.world_size if trainer is not None else 1,
+                worker_init_fn=_leave_stop_signals_to_the_main_process,
+            )
         dataset = OffsetWindows(tokens=self.train_tokens, seq_len=self.seq_len)
         sampler = RandomOffsetSampler(
             num_offsets=len(dataset), num_samples=self.num_train_samples(), seed=self.seed
@@ -220,8 +271,25 @@ class CausalLMDataModule(TokenizedDataModule):
         """The validation windows: ``swapformer predict`` continues each one greedily."""
         return self.val_dataloader()
 
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self._stream is not None and self.trainer is not None and self.trainer.training:
+            self._stream.batch_trained()  # this batch is trained on (the loader may have prefetched others)
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        """The tokenizer, and with ``streaming`` every shard's position in the stream."""
+        state = super().state_dict()
+        if self._stream is not None:
+            state["streaming"] = self._stream.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        if self._stream is not None and "streaming" in state_dict:
+            self._stream.load_state_dict(state_dict["streaming"])
+
     def _require_setup(self) -> None:
-        if self._train_tokens is None:
+        if self._val_tokens is None:
             raise RuntimeError("call setup() before asking for data; the Trainer does this for you.")
 
 
