@@ -56,6 +56,24 @@ def _as_uint32(folder) -> None:
     shard.write_bytes(np.fromfile(shard, dtype="<u2").astype("<u4").tobytes())
 
 
+def _jsonl(fx, column: str = "text") -> str:
+    """``<tmp>/corpus.jsonl``: 60 small documents under ``column`` (and an ``id``)."""
+    import json
+
+    lines = [
+        json.dumps({"id": i, column: f"line {i}: the quick brown fox jumps over the lazy dog"})
+        for i in range(60)
+    ]
+    return _text(fx, "corpus.jsonl", "\n".join(lines) + "\n")
+
+
+def _stream(fx, trainer=None, **data) -> list[str]:
+    """``swapformer fit`` of the tiny recipe streaming ``data`` (10 validation documents)."""
+    data = {"streaming": True, "val_documents": 10, **data}
+    recipe = fx.recipe(data=data, **({"trainer": trainer} if trainer else {}))
+    return ["fit", "--config", recipe, f"--trainer.default_root_dir={fx.tmp / 'runs'}"]
+
+
 CASES = [
     Case(
         id="missing-data-file",
@@ -210,5 +228,33 @@ CASES = [
             *_fit(fx, path=_prepared(fx)),
             f"--model.init_args.init_from={fx.causal_checkpoint}",
         ],
+    ),
+    Case(
+        id="streaming-text-source",
+        area="data",
+        mistake="`streaming: true` with `data.path` of a plain text file (not a `datasets` source)",
+        expect=r"streaming: true reads a datasets source .*but data\.path=.*corpus\.txt is text",
+        argv=lambda fx: _stream(fx, path=_text(fx, "corpus.txt", "some text\n" * 400), tokenizer="byte"),
+    ),
+    Case(
+        id="streaming-bpe-tokenizer",
+        area="data",
+        mistake="`streaming: true` with `tokenizer: bpe` (fitted on a corpus the stream does not hold)",
+        expect=r"streaming: true cannot fit tokenizer='bpe'.*swapformer prepare",
+        argv=lambda fx: _stream(fx, path=_jsonl(fx), tokenizer="bpe"),
+    ),
+    Case(
+        id="streaming-missing-text-column",
+        area="data",
+        mistake="`streaming: true` of JSON lines without a `text` field",
+        expect=r"has no column 'text'; its columns are \['id', 'content'\]: set data\.text_column",
+        argv=lambda fx: _stream(fx, path=_jsonl(fx, column="content"), tokenizer="byte"),
+    ),
+    Case(
+        id="streaming-without-max-steps",
+        area="data",
+        mistake="`streaming: true` with `max_epochs` and no `max_steps` (a stream has no epochs)",
+        expect=r"trainer\.max_steps=-1 never ends the run; set trainer\.max_steps",
+        argv=lambda fx: _stream(fx, trainer={"max_steps": -1}, path=_jsonl(fx), tokenizer="byte"),
     ),
 ]

@@ -203,3 +203,37 @@ def test_the_stream_needs_datasets_a_trained_tokenizer_and_max_steps(corpus: Pat
     )
     with pytest.raises(DataError, match=r"needs the datasets package: pip install 'swapformer\[data\]'"):
         make(corpus)
+
+
+def test_fit_streams_from_the_command_line_and_checkpoints_the_positions(
+    corpus: Path, tmp_path: Path
+) -> None:
+    import yaml
+
+    from swapformer.cli import run
+
+    config = yaml.safe_load(
+        (Path(__file__).resolve().parents[2] / "recipes/causal_lm/stdlib-tiny.yaml").read_text()
+    )
+    config["model"]["init_args"].update(d_model=32, num_heads=4, num_layers=1, d_ff=64, max_seq_len=32)
+    data = config["data"]["init_args"]
+    for key in ("tokenizer_options", "max_chars", "val_fraction", "train_samples_per_epoch"):
+        data.pop(key, None)
+    data.update(
+        path=str(corpus / "c.jsonl"),
+        tokenizer=str(corpus / "tok"),
+        streaming=True,
+        val_documents=VAL,
+        seq_len=16,
+    )
+    data["batch_size"] = 4
+    config["trainer"].update(
+        max_steps=3, limit_val_batches=2, val_check_interval=None, enable_progress_bar=False
+    )
+    config["trainer"]["callbacks"] = []
+    recipe = tmp_path / "stream.yaml"
+    recipe.write_text(yaml.safe_dump(config))
+    cli = run(["fit", "--config", str(recipe), f"--trainer.default_root_dir={tmp_path / 'run'}"])
+    assert cli.trainer.global_step == 3 and cli.model.config.vocab_size == 300
+    last = torch.load(next((tmp_path / "run").rglob("last.ckpt")), weights_only=True)
+    assert last["CausalLMDataModule"]["streaming"]["batches"] == 3
