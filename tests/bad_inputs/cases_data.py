@@ -74,6 +74,28 @@ def _stream(fx, trainer=None, **data) -> list[str]:
     return ["fit", "--config", recipe, f"--trainer.default_root_dir={fx.tmp / 'runs'}"]
 
 
+def _without_datasets(fx):
+    """``CausalLMDataModule(streaming=True)`` where the datasets package is not installed."""
+    import importlib.util
+    from unittest import mock
+
+    from swapformer.data import CausalLMDataModule
+
+    real = importlib.util.find_spec
+    hidden = mock.patch(
+        "importlib.util.find_spec", lambda name, *a: None if name == "datasets" else real(name, *a)
+    )
+    with hidden:
+        return CausalLMDataModule(path=_jsonl(fx), streaming=True, tokenizer="byte")
+
+
+def _resume_with_other_workers(fx) -> list[str]:
+    """A streamed run's ``last.ckpt`` (one shard: no workers) resumed with ``num_workers: 2``."""
+    argv = _stream(fx, path=_jsonl(fx), tokenizer="byte")
+    checkpoint = fx._fit("streaming", argv[2])
+    return [*argv, f"--ckpt_path={checkpoint}", "--data.init_args.num_workers=2", "--trainer.max_steps=4"]
+
+
 CASES = [
     Case(
         id="missing-data-file",
@@ -256,5 +278,26 @@ CASES = [
         mistake="`streaming: true` with `max_epochs` and no `max_steps` (a stream has no epochs)",
         expect=r"trainer\.max_steps=-1 never ends the run; set trainer\.max_steps",
         argv=lambda fx: _stream(fx, trainer={"max_steps": -1}, path=_jsonl(fx), tokenizer="byte"),
+    ),
+    Case(
+        id="streaming-val-documents-zero",
+        area="data",
+        mistake="`streaming: true` with `val_documents: 0` (no validation)",
+        expect=r"val_documents=0 is invalid: it must be an integer >= 1",
+        argv=lambda fx: _stream(fx, path=_jsonl(fx), tokenizer="byte", val_documents=0),
+    ),
+    Case(
+        id="streaming-without-datasets",
+        area="data",
+        mistake="`streaming: true` where the `datasets` package is not installed",
+        expect=r"streaming: true needs the datasets package: pip install 'swapformer\[data\]'",
+        raises=_without_datasets,
+    ),
+    Case(
+        id="streaming-resume-other-workers",
+        area="data",
+        mistake="resuming a streamed run with another `num_workers` (or device count) than its checkpoint's",
+        expect=r"the checkpoint streamed over 1 shard\(s\) .*this run over 2 \(1 x 2\); resume with",
+        argv=_resume_with_other_workers,
     ),
 ]

@@ -180,7 +180,7 @@ def test_resume_over_another_number_of_shards_is_refused(corpus: Path) -> None:
         }
     )
     with pytest.raises(
-        DataError, match=r"the checkpoint streamed over 2 shards .* this run over 1 \(1 x 1\)"
+        DataError, match=r"the checkpoint streamed over 2 shard\(s\) .* this run over 1 \(1 x 1\)"
     ):
         data.train_dataloader()
     with pytest.raises(DataError, match=r"resume with val_documents: 30"):

@@ -365,7 +365,7 @@ class StreamingSource:
         shards = world_size * max(1, num_workers)
         if self.shards is not None and self.shards != shards:
             raise DataError(
-                f"the checkpoint streamed over {self.shards} shards (devices x DataLoader workers), this run over "
+                f"the checkpoint streamed over {self.shards} shard(s) (devices x DataLoader workers), this run over "
                 f"{shards} ({world_size} x {max(1, num_workers)}); resume with the checkpoint's devices and "
                 "data.num_workers, since each shard's position is where its own documents stopped."
             )
