@@ -176,11 +176,11 @@ class CausalLMDataModule(TokenizedDataModule):
             DataError: If the validation or training text is shorter than ``seq_len + 1`` tokens, or an
                 epoch would hold no full batch.
         """
-        if stage in ("fit", None):
-            self.save_tokenizer_beside_run()  # the run's own; validate/test/predict leave it alone
         if self._stream is not None:
             self._setup_streaming(stage)
             return
+        if stage in ("fit", None):
+            self.save_tokenizer_beside_run()  # the run's own; validate/test/predict leave it alone
         if self._train_tokens is not None:
             return
         if self._prepared is not None:
@@ -217,6 +217,8 @@ class CausalLMDataModule(TokenizedDataModule):
                 "streaming: true has no epochs (the stream repeats its documents without end), so "
                 f"trainer.max_steps={trainer.max_steps} never ends the run; set trainer.max_steps, e.g. 10000."
             )
+        if stage in ("fit", None):
+            self.save_tokenizer_beside_run()
         if self._val_tokens is None:
             val = self._stream.val_tokens(self.tokenizer)
             fix = "use a smaller seq_len or a larger val_documents."
