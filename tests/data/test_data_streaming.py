@@ -24,7 +24,9 @@ SEQ_LEN, BATCH, VAL = 16, 4, 20
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """300 rows (every 37th empty) as JSON lines and as Parquet, and a BPE tokenizer folder fitted elsewhere."""
+    """300 rows (every 37th empty) as JSON lines, Parquet and a save_to_disk folder, and a BPE tokenizer folder
+    fitted on other text."""
+    import datasets
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -33,6 +35,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     rows = [{"id": i, "text": text} for i, text in enumerate(texts)]
     (root / "c.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     pq.write_table(pa.Table.from_pylist(rows), root / "c.parquet")
+    datasets.Dataset.from_list(rows).save_to_disk(str(root / "saved"))
     build_tokenizer("bpe", [play_text(3000, seed=999)], vocab_size=300).save_pretrained(root / "tok")
     (root / "texts.json").write_text(json.dumps(texts))
     return root
@@ -80,7 +83,7 @@ def take(loader, count: int) -> list[dict]:
     return batches
 
 
-@pytest.mark.parametrize("source", ["c.jsonl", "c.parquet"])
+@pytest.mark.parametrize("source", ["c.jsonl", "c.parquet", "saved"])
 def test_one_shard_reads_the_documents_in_order_as_consecutive_windows(corpus: Path, source: str) -> None:
     data = make(corpus, source)
     data.setup("validate")
