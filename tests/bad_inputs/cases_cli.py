@@ -294,6 +294,13 @@ CASES = [
         argv=lambda fx: ["check", "attn:math"],
     ),
     Case(
+        id="check-unknown-option-variant",
+        area="CLI",
+        mistake="`swapformer check option:qk_nrom` (a misspelt option variant)",
+        expect=r"unknown option variant 'qk_nrom' \(did you mean 'qk_norm'\?\)",
+        argv=lambda fx: ["check", "option:qk_nrom"],
+    ),
+    Case(
         id="components-unknown-family",
         area="CLI",
         mistake="`swapformer components positionl`",

@@ -23,7 +23,7 @@ from swapformer.compat import Capabilities
 from swapformer.components.attention import MathAttention
 from swapformer.components.positional.sinusoidal import SinusoidalPositionalEncoding
 from swapformer.conformance import Combination, ConformanceFailure
-from swapformer.nn import AttentionCache
+from swapformer.nn import AttentionCache, MultiHeadAttention
 from swapformer.registry import ATTENTION, FAMILIES, NORM, POSITIONAL
 
 COMBOS = conformance.combinations()
@@ -65,7 +65,7 @@ def test_combinations_are_the_full_product_of_distinct_members():
     sizes = {f: len(conformance.distinct_members(f)) for f in conformance.COMPONENTS}
     assert sizes == {"attention": 4, "positional": 6, "norm": 3, "placement": 5, "ffn": 7}
     assert {c.kind for c in COMBOS} == {"causal_lm", "seq2seq", "masked_lm"}
-    product = [c for c in COMBOS if c.variant is None and not c.mixed]
+    product = [c for c in COMBOS if c.variant is None and not c.mixed and c.option is None]
     assert len(product) == 3 * 4 * 6 * 3 * 5 * 7 == len(set(product))
     assert {c.heads for c in product} == {"mha", "gqa", "mqa"}
     positional = {c.positional for c in COMBOS}
@@ -103,7 +103,7 @@ def test_the_covering_meets_every_pair_of_members_the_full_product_runs():
 
 def test_a_fixed_member_is_kept_even_when_it_is_an_alias():
     combos = conformance.combinations(kinds=["causal_lm"], fixed={"positional": "nope"})
-    product = [c for c in combos if c.variant is None and not c.mixed]
+    product = [c for c in combos if c.variant is None and not c.mixed and c.option is None]
     assert {c.positional for c in combos} == {"nope"} and len(product) == 4 * 3 * 5 * 7
 
 
@@ -112,7 +112,7 @@ def test_quick_varies_one_family_at_a_time_around_the_defaults():
     assert all(c.norm == "rmsnorm" for c in combos)
     for family in ("attention", "positional", "placement", "ffn"):
         assert {getattr(c, family) for c in combos} == set(conformance.distinct_members(family))
-    plain = [c for c in combos if c.variant is None and c.heads == "gqa" and not c.mixed]
+    plain = [c for c in combos if c.variant is None and c.heads == "gqa" and not c.mixed and not c.option]
     assert len(plain) == 1 + (4 - 1) + (6 - 1) + (5 - 1) + (7 - 1)
     mixed = [c for c in combos if c.mixed]  # each also once in a patterned model
     assert [dataclasses.replace(c, mixed=False) for c in mixed] == plain
@@ -123,6 +123,59 @@ def test_quick_varies_one_family_at_a_time_around_the_defaults():
         "norm",
         "ffn",
     }  # rmsnorm: unit_offset
+
+
+def test_option_variants_run_once_in_each_kind_they_fit_around_its_defaults():
+    quick, full = (
+        [c for c in conformance.combinations(quick=q) if c.option is not None] for q in (True, False)
+    )
+    assert quick == full  # not a product: each variant once per kind, in quick and full runs alike
+    assert {c.id for c in quick} >= {
+        "causal_lm-sdpa-rope-layernorm-pre-gelu+qk_norm",
+        "seq2seq-sdpa-rope-rmsnorm-res_post-relu+qk_norm_projection",
+        "causal_lm-sdpa-rope-rmsnorm-sandwich-geglu+gemma",
+        "seq2seq-sdpa-rope-layernorm-post-relu+nope_every_3rd",
+        "masked_lm-sdpa-learned-layernorm-post-gelu+bert_head",
+        "masked_lm-sdpa-learned-layernorm-pre-geglu+modernbert",
+    }
+    assert {c.option for c in quick} == set(conformance.OPTION_VARIANTS)
+    assert not any(c.option == "gemma" and c.kind != "causal_lm" for c in quick)
+    # the model is built with the options: Gemma's head width, query scale, logit cap and pattern
+    gemma = conformance.build(next(c for c in quick if c.option == "gemma")).config
+    assert (gemma.head_dim, gemma.logit_softcap, gemma.num_layers) == (8, 2.0, 3)
+    assert gemma.layers["pattern"] == ["global", "local"]
+    # a member the run fixes wins over the one a variant is meant for
+    fixed = conformance.combinations(kinds=["causal_lm"], fixed={"placement": "post"}, quick=True)
+    assert next(c for c in fixed if c.option == "qk_norm_projection").placement == "post"
+
+
+def test_a_broken_option_fails_its_variant(monkeypatch):
+    # q/k norm over the whole projection, reshaped without moving the heads axis first: each "position" then mixes
+    # rows of several positions (a plausible bug, and invisible to every combination without the option)
+    def normed(self, norm, heads):
+        if self.qk_norm_per_head:
+            return norm(heads)
+        batch, count, length, dim = heads.shape
+        return norm(heads.reshape(batch, length, count * dim)).view(batch, count, length, dim)
+
+    monkeypatch.setattr(MultiHeadAttention, "_normed", normed)
+    combos = conformance.combinations(kinds=["causal_lm"], quick=True)
+    results = {c.option: conformance.run_combination(c, quick=True) for c in combos if c.option}
+    failed = {option for option, result in results.items() if result.status == "fail"}
+    assert failed == {"qk_norm_projection"}
+    failures = {c.name for c in results["qk_norm_projection"].failures}
+    assert {"causality", "padding"} <= failures
+
+
+def test_check_command_runs_option_variants(capsys):
+    run(["check", "option:qk_norm", "--quick"])  # no SystemExit: nothing failed
+    out = capsys.readouterr().out
+    assert "checking 3 combinations with option 'qk_norm'" in out  # one per kind
+    assert "3 combinations: 3 passed, 0 failed, 0 refused by the matrix" in out
+    with pytest.raises(SystemExit) as exit_info:
+        run(["check", "option:qk_norms"])
+    assert exit_info.value.code == 2
+    assert "unknown option variant 'qk_norms' (did you mean 'qk_norm'?)" in capsys.readouterr().err
 
 
 def test_resolve_names_families_and_mistakes():
@@ -240,34 +293,36 @@ def test_check_command_fails_a_leaky_plugin_kernel(leaky, capsys):
         run(["check", "leaky", "--quick", "--kind", "causal_lm"])
     assert exit_info.value.code == 1
     out = capsys.readouterr().out
-    # 34, and the 18 patterned twins (-mixed) of the defaults with one family varied
-    assert "checking 52 combinations with attention 'leaky'" in out
+    # 34, the 18 patterned twins (-mixed) of the defaults with one family varied, and 4 option variants
+    assert "checking 56 combinations with attention 'leaky'" in out
     # alibi and t5_relative pass: their score bias makes the model pass a full mask, causal pattern included
-    assert re.search(r"causality\s+5\s+47\s+0\n", out)  # alibi, t5_relative, its variant, two twins
+    assert re.search(r"causality\s+5\s+51\s+0\n", out)  # alibi, t5_relative, its variant, two twins
     assert (
         "causal_lm-leaky-sinusoidal-layernorm-pre-gelu: causality: logits before position 1 changed when the "
         "tokens from position 1 on changed (max |difference| "
     ) in out
     assert "(also failing: padding, cached_decoding)" in out
     assert not any(line.startswith("refused by the matrix") for line in out.splitlines())
-    assert "52 combinations: 5 passed, 47 failed, 0 refused by the matrix" in out
+    assert "56 combinations: 5 passed, 51 failed, 0 refused by the matrix" in out
 
 
 def test_a_plugin_norm_joins_every_combination_and_passes_the_check_command(half_norm, capsys):
     combos = conformance.combinations(fixed={"norm": "half_norm"})
     assert (
-        len([c for c in combos if c.variant is None and not c.mixed]) == 3 * 4 * 6 * 5 * 7
+        len([c for c in combos if c.variant is None and not c.mixed and c.option is None])
+        == 3 * 4 * 6 * 5 * 7
     )  # the full product with the plug-in, read from the registries now
     assert "half_norm" in {c.norm for c in conformance.combinations()}
     run(["check", "half_norm", "--quick", "--verbose"])  # no SystemExit: nothing failed
     out = capsys.readouterr().out
-    # 56 for each of the 3 kinds: defaults with one family varied, two more head layouts, option variants, and
-    # the patterned twins (-mixed)
-    assert "checking 168 combinations with norm 'half_norm'" in out
+    # 56 for each of the 3 kinds: defaults with one family varied, two more head layouts, member variants, and
+    # the patterned twins (-mixed); and 11 option variants (4 causal_lm, 3 seq2seq, 4 masked_lm), the norm fixed
+    assert "checking 179 combinations with norm 'half_norm'" in out
     assert "pass    seq2seq-sdpa-rope-half_norm-post-relu" in out
     assert "pass    masked_lm-sdpa-rope-half_norm-post-gelu" in out
     assert "pass    causal_lm-sdpa-rope-half_norm-pre-gelu-mixed" in out
-    assert "168 combinations: 168 passed, 0 failed, 0 refused by the matrix" in out
+    assert "pass    causal_lm-sdpa-rope-half_norm-res_post-gelu+qk_norm_projection" in out
+    assert "179 combinations: 179 passed, 0 failed, 0 refused by the matrix" in out
 
 
 class PositionsFromZero(SinusoidalPositionalEncoding):
@@ -305,9 +360,9 @@ def test_check_command_reports_refused_pairs_without_failing(capsys):
     assert (
         "refused by the matrix (9 combinations, e.g. causal_lm-linear-t5_relative-layernorm-pre-gelu)" in out
     )
-    # 34 for each of 3 kinds: the defaults with one family varied, two more head layouts, option variants; and
-    # 18 patterned twins each (-mixed), those of alibi and t5_relative refused too
-    assert "156 combinations: 141 passed, 0 failed, 15 refused by the matrix" in out
+    # 34 for each of 3 kinds: the defaults with one family varied, two more head layouts, member variants; 18
+    # patterned twins each (-mixed), those of alibi and t5_relative refused too; and 11 option variants
+    assert "167 combinations: 152 passed, 0 failed, 15 refused by the matrix" in out
 
 
 def test_check_command_unknown_and_ambiguous_names_exit_2(registries, capsys):

@@ -6,6 +6,8 @@
     swapformer check attention:math --kind seq2seq
     swapformer check my_kernel --quick            # a plug-in: the defaults with one family varied at a time
     swapformer check all --quick                  # every family's members, one at a time
+    swapformer check option:gemma                 # one config option variant (q/k norm, patterns, ...)
+    swapformer check options                      # every option variant, in each kind it fits
 
 Exit status: 0 when every combination passes (refused by the compatibility matrix counts as no failure), 1 when a
 check fails, 2 for an unknown or ambiguous name.
@@ -22,7 +24,15 @@ import torch
 
 from swapformer.cli.errors import user_errors
 from swapformer.cli.helptext import plain
-from swapformer.conformance import CHECK_NAMES, COMPONENTS, CombinationResult, combinations, model_kinds, run
+from swapformer.conformance import (
+    CHECK_NAMES,
+    COMPONENTS,
+    OPTION_VARIANTS,
+    CombinationResult,
+    combinations,
+    model_kinds,
+    run,
+)
 from swapformer.errors import ConfigError, did_you_mean
 from swapformer.registry import FAMILIES, load_plugins
 
@@ -53,6 +63,25 @@ def resolve(name: str) -> tuple[str, str]:
             f"no component is called '{name}'{did_you_mean(name, every)}; `swapformer components` lists them"
         )
     return found[0], name
+
+
+def resolve_option(name: str) -> str | None:
+    """The option variant ``option:NAME`` names, ``*`` for ``options`` (all of them), or None: not an option.
+
+    Raises:
+        ConfigError: an unknown option variant (with the closest match and the choices).
+    """
+    if name == "options":
+        return "*"
+    if not name.startswith("option:"):
+        return None
+    option = name.split(":", 1)[1]
+    if option not in OPTION_VARIANTS:
+        raise ConfigError(
+            f"unknown option variant '{option}'{did_you_mean(option, OPTION_VARIANTS)}; option variants: "
+            f"{', '.join(OPTION_VARIANTS)}"
+        )
+    return option
 
 
 def format_results(results: Sequence[CombinationResult], *, max_failures: int = 20) -> str:
@@ -98,7 +127,9 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "name", help="a component (rope), family:name when several families use the name, or 'all'"
+        "name",
+        help="a component (rope), family:name when several families use the name, 'all', option:NAME (a "
+        f"config option variant: {', '.join(OPTION_VARIANTS)}) or 'options' (all of them)",
     )
     p.add_argument(
         "--kind", choices=model_kinds(), action="append", help="model kind (repeatable; default: every kind)"
@@ -128,12 +159,16 @@ def main(argv: list[str] | None = None, *, file: TextIO | None = None) -> None:
     file = file or sys.stdout
     args = parser().parse_args(argv)
     fixed: dict[str, str] = {}
-    if args.name != "all":
-        with user_errors("check"):
+    with user_errors("check"):
+        option = resolve_option(args.name)
+        if args.name != "all" and option is None:
             family, member = resolve(args.name)
-        fixed[family] = member
+            fixed[family] = member
     combos = combinations(kinds=args.kind, fixed=fixed, quick=args.quick, pairs=args.pairs)
+    if option is not None:  # the option variants alone (each runs once per kind, quick or not)
+        combos = [c for c in combos if c.option is not None and option in ("*", c.option)]
     subject = " + ".join(f"{f} '{m}'" for f, m in fixed.items()) or "every component"
+    subject = subject if option is None else "every option variant" if option == "*" else f"option '{option}'"
     print(f"checking {len(combos)} combinations with {subject}", file=file, flush=True)
 
     def progress(result: CombinationResult) -> None:

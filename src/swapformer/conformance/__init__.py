@@ -24,7 +24,8 @@ train               AdamW memorizes one batch of random tokens to a loss of 1.0 
 ==================  ==================================================================================
 
 The product of the members takes multi-head, grouped-query and multi-query attention in turn
-(:data:`HEAD_LAYOUTS`), and each member's non-default options (:data:`VARIANTS`) run around the kind's defaults.
+(:data:`HEAD_LAYOUTS`), and each member's non-default options (:data:`VARIANTS`) and the config options that are
+no member (:data:`OPTION_VARIANTS`: q/k norm, logit soft-capping, layer patterns, ...) run around the kind's defaults.
 Every member also runs once in a patterned model (``-mixed``: its layers alternate the combination's
 members with the kind's defaults, a NoPE layer where the positional member acts inside attention), where it meets
 layers unlike it. Model kinds and combinations come from the registries at call time, so plug-ins are included. A member registered
@@ -64,10 +65,12 @@ from swapformer.conformance.checks import (
 from swapformer.conformance.combination import (
     COMPONENTS,
     HEAD_LAYOUTS,
+    OPTION_VARIANTS,
     OPTIONS,
     REQUIRES,
     VARIANTS,
     Combination,
+    OptionVariant,
     combinations,
     default_members,
     distinct_members,
@@ -82,6 +85,7 @@ __all__ = [
     "COMPONENTS",
     "HEAD_LAYOUTS",
     "OPTIONS",
+    "OPTION_VARIANTS",
     "REQUIRES",
     "RTOL",
     "TINY",
@@ -90,6 +94,7 @@ __all__ = [
     "Combination",
     "CombinationResult",
     "ConformanceFailure",
+    "OptionVariant",
     "build",
     "check_cached_decoding",
     "check_causality",

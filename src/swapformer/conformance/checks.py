@@ -46,7 +46,7 @@ def build(combination: Combination) -> nn.Module:
     random state is left as it was)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        config = {**TINY, "num_kv_heads": HEAD_LAYOUTS[combination.heads]}
+        config = {**TINY, "num_kv_heads": HEAD_LAYOUTS[combination.heads], **combination.options()}
         return build_model(ModelConfig(**config, kind=combination.kind, **combination.components())).eval()
 
 
@@ -367,7 +367,7 @@ def _scores(model: nn.Module, member: PositionalEncoding, *, shift: int) -> Tens
     through all three positional hooks (``embed``, ``rotate``, ``bias``)."""
     config = model.config
     heads, kv_heads = config.num_heads, config.num_kv_heads or config.num_heads
-    width = config.d_model // heads
+    width = config.resolved_head_dim  # E: D / H unless head_dim frees it
     generator = torch.Generator().manual_seed(16)
     x = torch.randn(1, RELATIVE_LENGTH, config.d_model, generator=generator)
     w_q = torch.randn(config.d_model, heads * width, generator=generator) / config.d_model**0.5

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from swapformer.compat import capabilities, combination_problem
@@ -53,6 +53,86 @@ VARIANTS: dict[tuple[str, str], list[dict[str, Any]]] = {
 """Non-default options run as extra combinations (the kind's defaults with one member replaced by a variant):
 rope scalings (YaRN's with its attention factor on q and k), T5 buckets small enough that the suite's lengths reach past every boundary, window sizes, score
 caps small enough to bind (Gemma 2's), Gemma's (1 + w) RMSNorm, the DeepSeek-V3 and GPT-OSS routers of ``moe``."""
+
+
+@dataclass(frozen=True)
+class OptionVariant:
+    """Config options that are no member of a family (q/k norm, logit soft-capping, layer patterns, ...), run
+    as one more combination of each kind they fit: the kind's defaults, with ``members`` in place of those
+    defaults (a member the run fixes wins), built with ``options``.
+
+    Args:
+        options: :class:`ModelConfig` fields and values (no member family's key: those are ``members``).
+        members: member names the options are meant for (OLMo 2's q/k norm sits in ``res_post`` layers).
+        kinds: the model kinds it runs in; None = every kind.
+    """
+
+    options: Mapping[str, Any]
+    members: Mapping[str, str] = field(default_factory=dict)
+    kinds: tuple[str, ...] | None = None
+
+
+ROTARY = {"positional": "rope"}  # q/k norm and NoPE layers act beside the rotation
+_LOCAL = {
+    "attention": {"name": "sliding_window", "window": 3},
+    "positional": {"name": "rope", "base": 10000.0},
+}
+OPTION_VARIANTS: dict[str, OptionVariant] = {
+    "qk_norm": OptionVariant({"qk_norm": "rmsnorm"}, ROTARY),
+    "qk_norm_projection": OptionVariant(
+        {"qk_norm": "rmsnorm", "qk_norm_scope": "projection"},
+        {**ROTARY, "norm": "rmsnorm", "placement": "res_post"},
+    ),
+    "gemma": OptionVariant(
+        {
+            "num_layers": 3,  # global, local, global: the pattern's period does not divide the layers
+            "head_dim": 8,  # not D / H
+            "qk_norm": {"name": "rmsnorm", "unit_offset": True},
+            "attention_scale": 12.0**-0.5,  # query_pre_attn_scalar 12, not E
+            "scale_embeddings": True,
+            "logit_softcap": 2.0,  # small enough to bind
+            "layers": {
+                # the first layer is the uniform one: the checks of a kernel take the first layer's
+                "pattern": ["global", "local"],
+                "types": {"local": _LOCAL, "global": {"positional": {"name": "rope", "base": 1000000.0}}},
+            },
+        },
+        {**ROTARY, "norm": "rmsnorm", "placement": "sandwich", "ffn": "geglu"},
+        kinds=("causal_lm",),
+    ),
+    "nope_every_3rd": OptionVariant(
+        {
+            "num_layers": 3,
+            "layers": {
+                "pattern": ["rope", "rope", "nope"],
+                "types": {"rope": {}, "nope": {"positional": "none"}},
+            },
+        },
+        ROTARY,
+        kinds=("causal_lm", "seq2seq"),
+    ),
+    "bert_head": OptionVariant(
+        {"token_types": 2, "lm_head_transform": "gelu", "lm_head_bias": True}, kinds=("masked_lm",)
+    ),
+    "modernbert": OptionVariant(
+        {
+            "num_layers": 3,
+            "bias": False,
+            "embedding_norm": True,
+            "first_attention_norm": False,
+            "lm_head_transform": "gelu",
+            "layers": {"pattern": ["global", "local", "local"], "types": {"global": {}, "local": _LOCAL}},
+        },
+        {"placement": "pre", "ffn": "geglu"},
+        kinds=("masked_lm",),
+    ),
+}
+"""The config options that are not members, each run once per kind it fits around the kind's defaults (in quick
+and full runs alike): q/k norm per head (Qwen3) and over the projection in ``res_post`` layers (OLMo 2); Gemma's
+layer (sliding and full layers with a rope base each, sandwich norms, a (1 + w) q/k norm, its own head width
+and query scale, scaled embeddings, capped logits); NoPE on every third layer (SmolLM3); BERT's token types and
+MLM head; ModernBERT's embedding norm without the first attention norm, global every third layer, no biases.
+Members' own options (score caps, the (1 + w) RMSNorm, GELU-tanh) are :data:`VARIANTS`."""
 REQUIRES = {"padding": "padding", "fully_padded_rows": "padding", "cached_decoding": "kv_cache"}
 """The capability each check tests: a combination with a member that declares it False skips the check."""
 
@@ -73,6 +153,8 @@ class Combination:
     mixed: bool = False
     """A patterned model: the first layer is the combination, the second the kind's defaults (a NoPE layer
     where the combination's positional member acts inside attention), so the members meet layers unlike them."""
+    option: str | None = None
+    """The name of an :data:`OPTION_VARIANTS` entry whose config options the model is built with."""
 
     @property
     def id(self) -> str:
@@ -80,6 +162,7 @@ class Combination:
         text = "-".join([self.kind, *(getattr(self, f) for f in COMPONENTS)])
         text += "" if self.heads == "gqa" else f"-{self.heads}"
         text += "-mixed" if self.mixed else ""
+        text += f"+{self.option}" if self.option is not None else ""
         if self.variant is not None:
             family, options = self.variant
             text += f"[{getattr(self, family)} {' '.join(f'{k}={v}' for k, v in options)}]"
@@ -101,6 +184,10 @@ class Combination:
                 "types": {"tested": {}, "default": self._default_layer()},
             }
         return specs
+
+    def options(self) -> dict[str, Any]:
+        """The :class:`ModelConfig` fields of the combination's option variant (none without one)."""
+        return {} if self.option is None else dict(OPTION_VARIANTS[self.option].options)
 
     def _default_layer(self) -> dict[str, Any]:
         defaults = default_members(self.kind)
@@ -202,6 +289,10 @@ def combinations(
                 for options in VARIANTS.get((family, member), []):
                     variant = (family, tuple(options.items()))
                     combos.append(Combination(kind_name, *names, variant=variant))
+        for name, option in OPTION_VARIANTS.items():
+            if option.kinds is None or kind_name in option.kinds:
+                members = {**base, **option.members, **fixed}
+                combos.append(Combination(kind_name, *(members[f] for f in COMPONENTS), option=name))
     return combos
 
 
