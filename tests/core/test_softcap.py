@@ -50,6 +50,32 @@ def test_math_softcap_is_gemma2_attention(kv_heads, masked):
     assert (uncapped - got).abs().max() > 1e-2  # the cap changed something: the comparison means something
 
 
+@pytest.mark.parametrize("kv_heads", [4, 1])
+@pytest.mark.parametrize("is_causal", [False, True])
+def test_math_softcap_without_a_mask_is_gemma2_attention_and_its_gradients(kv_heads, is_causal):
+    # no attn_mask and no weights asked for: the kernel's shorter path (soft_capped_attention)
+    inputs = _qkv(kv_heads)
+    ours = [t.clone().requires_grad_() for t in inputs]
+    theirs = [t.clone().requires_grad_() for t in inputs]
+    causal = torch.ones(7, 9, dtype=torch.bool).tril()  # top-left aligned, as SDPA's is_causal
+    bias = torch.zeros(7, 9).masked_fill(~causal, float("-inf")) if is_causal else None
+    module = types.SimpleNamespace(num_key_value_groups=4 // kv_heads, training=False, head_dim=8)
+    want, _ = gemma2.eager_attention_forward(module, *theirs, bias, scaling=0.3, softcap=5.0)
+    got, weights = MathAttention(softcap=5.0)(*ours, is_causal=is_causal, scale=0.3)
+    assert weights is None
+    torch.testing.assert_close(got.transpose(1, 2), want, atol=1e-6, rtol=1e-5)
+    upstream = torch.randn(want.shape)
+    got.transpose(1, 2).backward(upstream)
+    want.backward(upstream)
+    for mine, reference in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(mine.grad, reference.grad, atol=1e-5, rtol=1e-4)
+    # and the kernel's general path (an all-True mask) gives the same numbers
+    general, _ = MathAttention(softcap=5.0)(
+        *inputs, attn_mask=torch.ones(7, 9, dtype=torch.bool), is_causal=is_causal, scale=0.3
+    )
+    torch.testing.assert_close(got.detach(), general, atol=1e-6, rtol=1e-5)
+
+
 def test_capped_scores_with_the_scale_on_the_queries_are_the_formula_and_its_gradients():
     query, key, _ = _qkv(4)
     ours = [t.clone().requires_grad_() for t in (query, key)]

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from swapformer.components.attention._masks import guard_empty_rows, merge_causal
-from swapformer.components.softcap import check_cap, soft_capped_scores
+from swapformer.components.softcap import check_cap, soft_capped_attention, soft_capped_scores
 from swapformer.registry import Capabilities
 
 
@@ -71,6 +71,11 @@ class MathAttention(nn.Module):
         length, source_length = query.size(-2), key.size(-2)
         scale = 1.0 / math.sqrt(query.size(-1)) if scale is None else scale
 
+        if self.softcap is not None and attn_mask is None and not need_weights:  # the same, in fewer passes
+            output = soft_capped_attention(
+                query, key, value, scale=scale, cap=self.softcap, is_causal=is_causal, dropout_p=dropout_p
+            )
+            return output, None
         if self.softcap is None:
             scores = query @ key.transpose(-2, -1) * scale  # e_ij = q_i . k_j / sqrt(E)   (N, H, L, S)
         else:  # e_ij = cap tanh(q_i . k_j / (sqrt(E) cap)) (Gemma 2), the scale and 1 / cap applied to q

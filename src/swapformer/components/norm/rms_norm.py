@@ -1,7 +1,9 @@
 """`rmsnorm`: root-mean-square norm (Zhang & Sennrich, 2019), torch's ``nn.RMSNorm`` with a faster CPU inference
-form that its decoding function shares."""
+form that its decoding function shares, and a faster CPU training form (:class:`RMSNormFunction`)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -19,8 +21,9 @@ class RMSNorm(nn.RMSNorm):
     twice per layer: Llama-shape decoding 2.7x -> 3.2x Hugging Face's). It rounds otherwise, within a few float32
     ulps of ``rms_norm``, as a GEMM of one row may round otherwise than one of many; the forward pass and the
     decoding function (:meth:`function`) take the same form for the same input, so a decoding plan gives the
-    modules' numbers. Longer inputs, training, other devices, another dtype than the weight's and ``eps=None``
-    keep ``rms_norm``.
+    modules' numbers. Where a gradient is needed on the CPU in float32, :class:`RMSNormFunction` runs instead
+    (its own backward: half the time of ``rms_norm``'s composite). Longer inputs, other devices, another dtype
+    than the weight's and ``eps=None`` keep ``rms_norm``.
 
     Shape:
         x ``(..., D)`` -> ``(..., D)``.
@@ -34,6 +37,10 @@ class RMSNorm(nn.RMSNorm):
             and not (torch.is_grad_enabled() and (x.requires_grad or self._trains()))
         ):
             return self._paired(x, self._pair_weight())
+        if _trains_on_cpu(x, self.weight) and len(self.normalized_shape) == 1:
+            return RMSNormFunction.apply(
+                x, self.weight, torch.finfo(x.dtype).eps if self.eps is None else self.eps
+            )
         return super().forward(x)
 
     def function(self, of: Of) -> Function | None:
@@ -97,6 +104,8 @@ class UnitOffsetRMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.zeros(d_model))
 
     def forward(self, x: Tensor) -> Tensor:
+        if _trains_on_cpu(x, self.weight):  # float32 already: the same numbers through a cheaper backward
+            return RMSNormFunction.apply(x, 1.0 + self.weight, self.eps)
         normed = x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)
         return (normed * (1.0 + self.weight.float())).type_as(x)
 
@@ -105,6 +114,56 @@ class UnitOffsetRMSNorm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.weight.numel()}, eps={self.eps}, unit_offset=True"
+
+
+class RMSNormFunction(torch.autograd.Function):
+    """``x * rsqrt(mean(x^2) + eps) * w`` over the last dim, with a hand-written backward: about half the CPU
+    time of ``rms_norm``, whose CPU form is a composite of about eight operators each way (on q and k of every
+    layer, a q/k norm paid +10% on a training step of the main job's shape).
+
+    With ``r = rsqrt(mean(x^2) + eps)`` (one per row) and the upstream gradient ``g``::
+
+        dx = r (g w) - x r^3 sum_e(g w x) / D        dw = sum_rows(g x r)
+
+    Only ``x``, ``w`` and ``r`` are kept for the backward pass (no normalized copy of ``x``).
+
+    Shape:
+        x ``(..., D)``, w ``(D,)`` -> ``(..., D)``.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor | None, eps: float) -> Tensor:
+        # rms_norm's operators in its order, so the same numbers (Gemma's too: (x r) (1 + w))
+        rstd = torch.rsqrt(x.pow(2).mean(-1, keepdim=True).add_(eps))
+        ctx.save_for_backward(x, weight, rstd)
+        return (x * rstd) if weight is None else (x * rstd).mul_(weight)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        x, weight, rstd = ctx.saved_tensors
+        gx = grad * x
+        rows = tuple(range(grad.dim() - 1))
+        weight_grad = (gx * rstd).sum(rows) if weight is not None and ctx.needs_input_grad[1] else None
+        if not ctx.needs_input_grad[0]:
+            return None, weight_grad, None
+        dot = gx.sum(-1, keepdim=True) if weight is None else torch.matmul(gx, weight).unsqueeze(-1)
+        coefficient = dot.mul_(rstd.pow(3)).div_(-x.size(-1))  # -r^3 sum_e(g w x) / D, one per row
+        scaled = (grad * rstd) if weight is None else (grad * weight).mul_(rstd)
+        return scaled.addcmul_(x, coefficient), weight_grad, None
+
+
+def _trains_on_cpu(x: Tensor, weight: Tensor | None) -> bool:
+    """Whether :class:`RMSNormFunction` takes the call: a gradient is needed, on the CPU, in float32 throughout
+    (autocast off), and ``x`` is a plain tensor (a subclass, DTensor's, keeps torch's own operators)."""
+    if not torch.is_grad_enabled() or not (x.requires_grad or (weight is not None and weight.requires_grad)):
+        return False
+    return (
+        type(x) is Tensor
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and (weight is None or (type(weight.data) is Tensor and weight.dtype == torch.float32))
+        and not torch.is_autocast_enabled("cpu")
+    )
 
 
 _SIGNS: dict[torch.dtype, Tensor] = {}
