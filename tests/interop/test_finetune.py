@@ -15,7 +15,7 @@ from tests.interop.hf_models import transformers
 import swapformer
 from swapformer.cli import run
 from swapformer.data.tokenizers import ByteTokenizer
-from swapformer.tasks import CausalLMModule
+from swapformer.tasks import CausalLMModule, SwapformerModule
 
 RECIPE = "recipes/causal_lm/finetune-imported.yaml"
 FAST = [
@@ -164,3 +164,43 @@ def test_the_fine_tuning_recipe_runs_two_steps(imported):
 
 def swapformer_recipe():
     return Path(__file__).resolve().parents[2] / RECIPE
+
+
+def test_generation_defaults_go_through_fit_to_the_checkpoint_generate_and_export(imported, tmp_path, capsys):
+    # the imported model's generation_config.json, with settings that change what generate() prints
+    file = imported / "generation_config.json"
+    settings = {"max_new_tokens": 4, "num_beams": 2, "no_repeat_ngram_size": 2, "repetition_penalty": 1.3}
+    file.write_text(json.dumps({**json.loads(file.read_text()), **settings}))
+    expected = swapformer.load(imported).generation_config
+    cli = run(
+        [
+            "fit",
+            "--config",
+            str(imported / "recipe.yaml"),
+            "--config",
+            str(swapformer_recipe()),
+            *FAST,
+            "--trainer.max_steps=1",
+            "--trainer.limit_val_batches=0",
+            f"--trainer.default_root_dir={tmp_path}/runs",
+        ]
+    )
+    assert cli.model.model.generation_config == expected  # init_from brought them with the weights
+    (checkpoint,) = (tmp_path / "runs").rglob("last.ckpt")
+    assert SwapformerModule.load(checkpoint).model.generation_config == expected
+
+    run(["export", "--ckpt_path", str(checkpoint), "--out", str(tmp_path / "native")])
+    written = json.loads((tmp_path / "native" / "generation_config.json").read_text())
+    assert written == expected.to_dict()
+    run(["export", "--ckpt_path", str(checkpoint), "--out", str(tmp_path / "hf_out"), "--format", "hf"])
+    theirs = transformers.GenerationConfig.from_pretrained(tmp_path / "hf_out")
+    assert (theirs.num_beams, theirs.max_new_tokens, theirs.no_repeat_ngram_size) == (2, 4, 2)
+
+    outputs = []
+    for model in (checkpoint, tmp_path / "native"):
+        capsys.readouterr()
+        run(["generate", "--ckpt_path", str(model), "--prompt", "def "])
+        outputs.append(capsys.readouterr().out)
+    (tmp_path / "native" / "generation_config.json").unlink()  # the same weights with swapformer's defaults
+    run(["generate", "--ckpt_path", str(tmp_path / "native"), "--prompt", "def "])
+    assert outputs[0] == outputs[1] != capsys.readouterr().out

@@ -36,7 +36,12 @@ from swapformer.tasks.flops import Shapes, TrainingFlops
 from swapformer.training import distributed
 from swapformer.training.callbacks import SampleCallback
 from swapformer.training.checkpoint_io import use_atomic_checkpoints
-from swapformer.training.checkpoints import load_weights, read_checkpoint
+from swapformer.training.checkpoints import (
+    GENERATION_KEY,
+    checkpoint_generation_defaults,
+    load_weights,
+    read_checkpoint,
+)
 from swapformer.training.compiling import CompileReport, compile_blocker
 from swapformer.training.fit_end import SaveLastAtEnd, ValidateAtEnd
 from swapformer.training.guards import nonfinite, nonfinite_loss_error
@@ -146,6 +151,8 @@ class SwapformerModule(pl.LightningModule):
             distributed.check_meta_initializable(self.model)
         if source is not None:
             _load_weights(self.model, source[1], training["init_from"])
+            if source[2] is not None:  # an imported model's generate() settings go on with its weights
+                self.model.generation_config = source[2]
         self.pad_id = self.config.pad_token_id if self.config.pad_token_id is not None else -100
         self.tokenizer = None  # set from the datamodule in setup() or from the checkpoint on load
         vocab_size = self.config.vocab_size
@@ -502,11 +509,17 @@ class SwapformerModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.tokenizer is not None:
             checkpoint["tokenizer"] = self.tokenizer.to_dict()
+        defaults = getattr(self.model, "generation_config", None)  # masked LMs do not generate: none
+        if defaults is not None:  # generation_config.json's fields: plain values, safe for weights_only
+            checkpoint[GENERATION_KEY] = defaults.to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("tokenizer")
         if state is not None:
             self.tokenizer = Tokenizer.from_dict(state)
+        defaults = checkpoint_generation_defaults(checkpoint, "the checkpoint")
+        if defaults is not None:
+            self.model.generation_config = defaults
 
     @classmethod
     def load(cls, checkpoint_path: str | os.PathLike, *, map_location: Any = "cpu") -> SwapformerModule:

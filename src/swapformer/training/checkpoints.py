@@ -24,6 +24,7 @@ from torch import Tensor
 from swapformer.config import ModelConfig
 from swapformer.errors import CheckpointError, ConfigError
 from swapformer.interop import load
+from swapformer.models.generation_defaults import GenerationDefaults
 
 # Lightning's distributed checkpoint folder (ModelParallelStrategy): torch.distributed.checkpoint's index of the
 # shards, the shards it names, and the non-tensor state that rank 0 saves with torch.save
@@ -209,9 +210,12 @@ def _check_written_by_swapformer(path: Path, state: Any) -> None:
     )
 
 
-def load_weights(source: str | os.PathLike) -> tuple[ModelConfig, dict[str, Tensor]]:
-    """The config and state dict of a saved model: a directory (:func:`swapformer.interop.load`) or a ``.ckpt`` of ``swapformer fit``
-    (its model's tensors, without the optimizer or trainer state).
+def load_weights(
+    source: str | os.PathLike,
+) -> tuple[ModelConfig, dict[str, Tensor], GenerationDefaults | None]:
+    """The config, state dict and generation defaults (None: none) of a saved model: a directory
+    (:func:`swapformer.interop.load`, its ``generation_config.json``) or a ``.ckpt`` of ``swapformer fit`` (its
+    model's tensors, without the optimizer or trainer state, and the defaults its model kept).
 
     Raises:
         ConfigError: nothing at ``source``, or no model in it.
@@ -225,13 +229,25 @@ def load_weights(source: str | os.PathLike) -> tuple[ModelConfig, dict[str, Tens
         state = {
             k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")
         }
-        return ModelConfig.from_dict(config), state
+        return ModelConfig.from_dict(config), state, checkpoint_generation_defaults(checkpoint, path)
     if not path.exists():
         raise ConfigError(
             f"nothing at {path}: give a model directory (save_pretrained, import-hf) or a .ckpt"
         )
     model = load(path)
-    return model.config, model.state_dict()
+    return model.config, model.state_dict(), getattr(model, "generation_config", None)
+
+
+GENERATION_KEY = "generation_config"
+"""Where a ``.ckpt`` keeps its model's generation defaults (``generation_config.json``'s fields, plain values)."""
+
+
+def checkpoint_generation_defaults(
+    checkpoint: dict[str, Any], where: str | os.PathLike
+) -> GenerationDefaults | None:
+    """The generation defaults a checkpoint's model kept (an imported model's), or None."""
+    data = checkpoint.get(GENERATION_KEY)
+    return None if data is None else GenerationDefaults.from_dict(data, where=f"{where}: {GENERATION_KEY}")
 
 
 def has_tokenizer(path: str | os.PathLike) -> bool:
