@@ -9,8 +9,8 @@
 
 The checkpoint holds the tokenizer, so nothing else is needed. A causal-LM checkpoint continues each prompt and
 streams the new text; a seq2seq checkpoint reads lines (``--input`` or stdin) and prints one output line each. A
-model folder with a ``generation_config.json`` (an imported Hugging Face model) decodes with its settings (beams,
-lengths, forced and blocked tokens); the options given win.
+model folder with a ``generation_config.json`` (an imported Hugging Face model), or a checkpoint of a fit started
+from one, decodes with its settings (beams, lengths, forced and blocked tokens); the options given win.
 """
 
 from __future__ import annotations
