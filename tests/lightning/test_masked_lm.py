@@ -90,6 +90,28 @@ def test_the_task_modules_are_a_registry_by_kind():
                 SwapformerModule.__init__(self, locals())
 
 
+def test_a_batch_with_token_types_reaches_the_model():
+    # BERT-style data: token_type_ids in the batch pick rows of the model's token-type table
+    module = MaskedLMModule(**{**TINY, "dropout": 0.0, "token_types": 2})
+    with torch.no_grad():
+        module.model.embedding.token_type.weight[1].normal_(std=3.0)  # sentence B unlike sentence A
+    ids = torch.randint(NUM_SPECIAL_TOKENS, 40, (2, 12), generator=torch.Generator().manual_seed(0))
+    types = (torch.arange(12) >= 5).long().expand(2, 12)  # A for 5 tokens, then B
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": types}
+    with torch.no_grad():
+        torch.manual_seed(1)  # the training step draws its masks from the global generator
+        loss = module.training_step(batch, 0)
+        torch.manual_seed(1)
+        untyped = module.training_step({k: v for k, v in batch.items() if k != "token_type_ids"}, 0)
+    with torch.no_grad():
+        torch.manual_seed(1)
+        inputs, labels = module.mask_tokens(ids, batch["attention_mask"])
+        logits = module(inputs, token_type_ids=types)  # the module's forward takes them too
+    expected = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=module.pad_id)
+    torch.testing.assert_close(loss, expected)
+    assert (loss - untyped).abs() > 1e-3  # the types changed the loss: they were not dropped
+
+
 def _unigram_and_model_nll(module, datamodule, batches: int) -> tuple[float, float, float, float]:
     """Masked-token NLL and accuracy on the first validation batches, of the model and of the training unigram."""
     counts = torch.bincount(datamodule._train_tokens.long(), minlength=module.config.vocab_size).double()

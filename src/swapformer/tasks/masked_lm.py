@@ -90,11 +90,16 @@ class MaskedLMModule(SwapformerModule):
             generator = torch.Generator(device=ids.device).manual_seed(VALIDATION_SEED + batch_idx)
         inputs, labels = self.mask_tokens(ids, mask, generator=generator)
         losses: dict[str, Tensor] = {}
-        return self._shared_step(stage, self.model(inputs, mask, losses=losses, head=False), labels, losses)
+        types = batch.get("token_type_ids")  # BERT-style data: sentence A and B (the model's token_types)
+        hidden = self.model(inputs, mask, token_type_ids=types, losses=losses, head=False)
+        return self._shared_step(stage, hidden, labels, losses)
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
-        """Logits ``(N, L, V)`` of the token at every position."""
-        return self.model(input_ids, attention_mask)
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
+    ) -> Tensor:
+        """Logits ``(N, L, V)`` of the token at every position (``token_type_ids``: each token's row of the
+        token-type table; None: row 0)."""
+        return self.model(input_ids, attention_mask, token_type_ids=token_type_ids)
 
     @torch.no_grad()
     def fill_masks(self, inputs: Tensor, attention_mask: Tensor | None = None) -> Tensor:
