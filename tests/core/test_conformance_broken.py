@@ -276,8 +276,8 @@ def test_the_check_command_names_the_property_and_the_member(capsys):
         "causal_lm-eval_causal-sinusoidal-layernorm-pre-gelu: causality: in training mode, logits before "
         in out
     )
-    # --quick does not train (32, 18 -mixed twins, the 2 moe variants)
-    assert re.search(r"\n  train\s+0\s+0\s+52\n", out)
+    # --quick does not train (32, 18 -mixed twins, the 2 moe variants, 4 option variants)
+    assert re.search(r"\n  train\s+0\s+0\s+56\n", out)
 
 
 def test_the_masked_kind_inverts_causality_for_a_kernel_forced_causal_in_training():
