@@ -17,11 +17,16 @@ machine load hits them alike. Each row is a ratio against the peer named beside 
 
 Targets: q/k norm and soft-capping each <= 1.05; a pattern of identical types <= 1.02.
 
+``--before`` adds the q/k norm and soft-capping models as they ran before their CPU training paths, in the same
+rounds: the q/k norms as torch's ``nn.RMSNorm`` (``rms_norm``'s composite backward) instead of swapformer's
+``RMSNormFunction``, and the capped ``math`` kernel on its general path (asked for its weights, which that path
+alone returns) instead of ``soft_capped_attention``.
+
 On a machine other jobs share, ``--threads 1 --clock process`` times each step by the CPU time this process
 spent on it (``time.process_time``), which the other jobs disturb far less than the wall clock; with one thread
 that is the step's work.
 
-    python benchmarks/layer_options.py [--rounds 7] [--steps 3] [--threads 2] [--clock wall|process]
+    python benchmarks/layer_options.py [--rounds 7] [--steps 3] [--threads 2] [--clock wall|process] [--before]
 """
 
 from __future__ import annotations
@@ -33,8 +38,11 @@ from typing import Any
 
 import rope  # the training step and the interleaved timer of the rope benchmark, beside this script
 import torch
+from torch import nn
 
 from swapformer import build_causal_lm
+from swapformer.components.attention import MathAttention
+from swapformer.nn import MultiHeadAttention
 
 VOCAB, BATCH, CONTEXT, WINDOW = 129, 32, 128, 32
 MAIN_JOB: dict[str, Any] = dict(
@@ -84,9 +92,38 @@ RATIOS: list[tuple[str, str, float | None]] = [
 ]
 
 
-def make_step(changes: dict[str, Any]) -> Callable[[], None]:
+BEFORE = ["+ q/k norm (head)", "+ q/k norm (projection)", "+ soft-capping (math)"]
+"""The models ``--before`` also times as they ran before their CPU training paths."""
+
+
+class GeneralPathMath(MathAttention):
+    """The ``math`` kernel on its general path: asked for the weights (then dropped), it fills the scores through
+    a boolean mask, as every capped call did before ``soft_capped_attention``."""
+
+    def forward(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, None]:
+        return super().forward(*args, **{**kwargs, "need_weights": True})[0], None
+
+
+def as_before(model: nn.Module) -> nn.Module:
+    """``model`` with torch's ``nn.RMSNorm`` as its q/k norms and its capped kernels on the general path."""
+    for module in model.modules():
+        if not isinstance(module, MultiHeadAttention):
+            continue
+        for name in ("q_norm", "k_norm"):
+            norm = getattr(module, name)
+            if norm is not None:
+                torch_norm = nn.RMSNorm(norm.normalized_shape, eps=norm.eps)
+                torch_norm.load_state_dict(norm.state_dict())
+                setattr(module, name, torch_norm)
+        if isinstance(module.kernel, MathAttention) and module.kernel.softcap is not None:
+            module.kernel = GeneralPathMath(softcap=module.kernel.softcap)
+    return model
+
+
+def make_step(changes: dict[str, Any], *, before: bool = False) -> Callable[[], None]:
     torch.manual_seed(0)
     model = build_causal_lm({**MAIN_JOB, **changes})
+    model = as_before(model) if before else model
     return rope.make_step(model, vocab=VOCAB, batch=BATCH, context=CONTEXT)
 
 
@@ -98,6 +135,11 @@ def main() -> None:
     parser.add_argument(
         "--clock", choices=("wall", "process"), default="wall", help="wall time, or this process's CPU time"
     )
+    parser.add_argument(
+        "--before",
+        action="store_true",
+        help="also time the q/k norm and capped models as they ran before their CPU training paths",
+    )
     args = parser.parse_args()
     clock = time.perf_counter if args.clock == "wall" else time.process_time
     torch.set_num_threads(args.threads)
@@ -106,21 +148,27 @@ def main() -> None:
         f"{torch.get_num_threads()} threads, {args.clock} clock, "
         f"median of {args.rounds} interleaved rounds x {args.steps} steps"
     )
+    steps = {name: make_step(changes) for name, changes in MODELS.items()}
+    ratios = list(RATIOS)
+    if args.before:
+        for name in BEFORE:
+            steps[f"{name}, before"] = make_step(MODELS[name], before=True)
+            ratios.append((f"{name}, before", "main job", None))
     results = rope.time_interleaved(
-        {name: make_step(changes) for name, changes in MODELS.items()},
+        steps,
         rounds=args.rounds,
         per_round=args.steps,
         warmup=2,
         clock=clock,
     )
-    print(f"{'model':28} {'ms/step':>9}")
+    print(f"{'model':36} {'ms/step':>9}")
     for name, seconds in results.items():
-        print(f"{name:28} {seconds * 1e3:9.2f}")
-    print(f"\n{'model':28} {'against':18} {'ratio':>7}  target")
-    for name, peer, target in RATIOS:
+        print(f"{name:36} {seconds * 1e3:9.2f}")
+    print(f"\n{'model':36} {'against':18} {'ratio':>7}  target")
+    for name, peer, target in ratios:
         ratio = results[name] / results[peer]
         verdict = "" if target is None else f"<= {target}: {'met' if ratio <= target else 'NOT met'}"
-        print(f"{name:28} {peer:18} {ratio:6.3f}x  {verdict}")
+        print(f"{name:36} {peer:18} {ratio:6.3f}x  {verdict}")
 
 
 if __name__ == "__main__":
