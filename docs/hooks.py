@@ -165,6 +165,7 @@ _CAPABILITIES = {
     "self_attention_only": "self-attention only",
     "adds_score_bias": "adds a bias to the attention scores",
     "exact_softmax": "exact softmax attention (`swapformer check` holds it to the `math` kernel)",
+    "sinks": "takes `sinks: true`, a learned logit per head in the softmax's denominator (GPT-OSS)",
     "relative": "relative: scores unchanged when every position shifts (`swapformer check` tests it)",
 }
 _FAMILY_CAPABILITIES = {
@@ -175,6 +176,7 @@ _FAMILY_CAPABILITIES = {
         "accepts_score_bias",
         "self_attention_only",
         "exact_softmax",
+        "sinks",
     ),
     "positional": ("kv_cache", "padding", "torch_export", "adds_score_bias", "relative"),
 }

@@ -95,9 +95,11 @@ class Capabilities:
             ``math`` kernel (to 1e-5, with masks, score biases and every head layout).
         soft_cap: kernels only: takes a ``softcap`` option, ``cap * tanh(score / cap)`` (Gemma 2); a kernel
             without it refuses the option at config time.
+        sinks: kernels only: takes a ``sinks`` option, a learned logit per head in the softmax's denominator
+            (GPT-OSS); a kernel without it refuses the option at config time.
         relative: positional only: attention scores depend on positions only through their differences, so
             ``swapformer check`` requires them unchanged when every position shifts by the same amount.
-            These two and ``soft_cap`` are not inherited: a subclass that computes the same declares it again.
+            These two, ``soft_cap`` and ``sinks`` are not inherited: a subclass that computes the same declares it again.
         notes: one line on limits a user should know.
     """
 
@@ -110,6 +112,7 @@ class Capabilities:
     cross_attention: str | None = None
     exact_softmax: bool = False
     soft_cap: bool = False
+    sinks: bool = False
     relative: bool = False
     notes: str = ""
 
@@ -129,10 +132,10 @@ def capabilities(family: str, spec: ComponentSpec) -> Capabilities:
     if not isinstance(declared, Capabilities):
         return DEFAULT
     if "capabilities" not in vars(factory) and (
-        declared.exact_softmax or declared.relative or declared.soft_cap
+        declared.exact_softmax or declared.relative or declared.soft_cap or declared.sinks
     ):
         # a claim about what the forward computes is not inherited: a subclass changes what it computes
-        return dataclasses.replace(declared, exact_softmax=False, relative=False, soft_cap=False)
+        return dataclasses.replace(declared, exact_softmax=False, relative=False, soft_cap=False, sinks=False)
     return declared
 
 

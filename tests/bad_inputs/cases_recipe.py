@@ -105,8 +105,17 @@ CASES = [
         id="softcap-with-a-fused-kernel",
         area="recipe",
         mistake="`attention: {name: sdpa, softcap: 50}` (the fused kernel never sees the scores)",
-        expect=r"attention 'sdpa' takes no option 'softcap'; its options are: none; math, sliding_window take 'softcap'",
+        expect=r"attention 'sdpa' takes no option 'softcap'; its options are: sinks, num_heads; math, "
+        r"sliding_window take 'softcap'",
         argv=lambda fx: _fit(fx, model={"attention": {"name": "sdpa", "softcap": 50}}),
+    ),
+    Case(
+        id="sinks-with-a-kernel-without-them",
+        area="recipe",
+        mistake="`attention: {name: linear, sinks: true}` (linear attention has no softmax to add a sink to)",
+        expect=r"attention 'linear' takes no option 'sinks'; its options are: none; math, sdpa, sliding_window "
+        r"take 'sinks'",
+        argv=lambda fx: _fit(fx, model={"attention": {"name": "linear", "sinks": True}}),
     ),
     Case(
         id="schedule-typo",

@@ -315,14 +315,14 @@ def test_a_plugin_norm_joins_every_combination_and_passes_the_check_command(half
     assert "half_norm" in {c.norm for c in conformance.combinations()}
     run(["check", "half_norm", "--quick", "--verbose"])  # no SystemExit: nothing failed
     out = capsys.readouterr().out
-    # 56 for each of the 3 kinds: defaults with one family varied, two more head layouts, member variants, and
+    # 59 for each of the 3 kinds: defaults with one family varied, two more head layouts, member variants, and
     # the patterned twins (-mixed); and 11 option variants (4 causal_lm, 3 seq2seq, 4 masked_lm), the norm fixed
-    assert "checking 179 combinations with norm 'half_norm'" in out
+    assert "checking 188 combinations with norm 'half_norm'" in out
     assert "pass    seq2seq-sdpa-rope-half_norm-post-relu" in out
     assert "pass    masked_lm-sdpa-rope-half_norm-post-gelu" in out
     assert "pass    causal_lm-sdpa-rope-half_norm-pre-gelu-mixed" in out
     assert "pass    causal_lm-sdpa-rope-half_norm-res_post-gelu+qk_norm_projection" in out
-    assert "179 combinations: 179 passed, 0 failed, 0 refused by the matrix" in out
+    assert "188 combinations: 188 passed, 0 failed, 0 refused by the matrix" in out
 
 
 class PositionsFromZero(SinusoidalPositionalEncoding):

@@ -25,6 +25,7 @@ _COLUMNS = {
         "self_attention_only",
         "exact_softmax",
         "soft_cap",
+        "sinks",
     ),
     "positional": ("kv_cache", "padding", "torch_export", "adds_score_bias", "relative"),
 }

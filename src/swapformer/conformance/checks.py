@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from swapformer.compat import Capabilities, capabilities
-from swapformer.components.attention import MathAttention
+from swapformer.components.attention.scaled_dot_product import scaled_dot_product
 from swapformer.components.positional.base import PositionalEncoding
 from swapformer.config import ModelConfig
 from swapformer.conformance.combination import HEAD_LAYOUTS, Combination
@@ -334,7 +334,12 @@ def check_reference(model: nn.Module) -> None:
     )
     if capabilities("attention", attention).exact_softmax:
         for where, kernel in _kernels(model):
-            reference = MathAttention(softcap=getattr(kernel, "softcap", None))  # the same cap, if any
+            # the same cap and the same sink logits, if any
+            reference = partial(
+                scaled_dot_product,
+                softcap=getattr(kernel, "softcap", None),
+                sinks=getattr(kernel, "sinks", None),
+            )
             for kv_heads in (4, 2, 1):
                 query, key, value = _kernel_inputs(kv_heads)
                 for case, args in _kernel_cases(capabilities("attention", attention)):

@@ -24,8 +24,14 @@ OPTIONS: dict[tuple[str, str], dict[str, Any]] = {("attention", "sliding_window"
 7 tokens never cuts)."""
 
 VARIANTS: dict[tuple[str, str], list[dict[str, Any]]] = {
-    ("attention", "sliding_window"): [{"window": 2}, {"window": 6}, {"window": 3, "softcap": 2.0}],
-    ("attention", "math"): [{"softcap": 2.0}],
+    ("attention", "sliding_window"): [
+        {"window": 2},
+        {"window": 6},
+        {"window": 3, "softcap": 2.0},
+        {"window": 3, "sinks": True},
+    ],
+    ("attention", "math"): [{"softcap": 2.0}, {"sinks": True}],
+    ("attention", "sdpa"): [{"sinks": True}],
     ("positional", "rope"): [
         {"base": 500000.0},
         {"scaling": "linear", "factor": 4.0},
@@ -52,7 +58,7 @@ VARIANTS: dict[tuple[str, str], list[dict[str, Any]]] = {
 }
 """Non-default options run as extra combinations (the kind's defaults with one member replaced by a variant):
 rope scalings (YaRN's with its attention factor on q and k), T5 buckets small enough that the suite's lengths reach past every boundary, window sizes, score
-caps small enough to bind (Gemma 2's), Gemma's (1 + w) RMSNorm, the DeepSeek-V3 and GPT-OSS routers of ``moe``."""
+caps small enough to bind (Gemma 2's), attention sinks on the full and the sliding kernels (GPT-OSS's), Gemma's (1 + w) RMSNorm, the DeepSeek-V3 and GPT-OSS routers of ``moe``."""
 
 
 @dataclass(frozen=True)

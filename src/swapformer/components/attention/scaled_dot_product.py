@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from swapformer.components.attention._masks import guard_empty_rows, merge_causal
+from swapformer.components.attention.sinks import sink_logits, softmax_with_sinks
 from swapformer.components.softcap import check_cap, soft_capped_attention, soft_capped_scores
 from swapformer.registry import Capabilities
 
@@ -22,6 +23,50 @@ def repeat_kv(key: Tensor, value: Tensor, num_heads: int) -> tuple[Tensor, Tenso
     return key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
 
 
+def scaled_dot_product(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    *,
+    attn_mask: Tensor | None = None,
+    is_causal: bool = False,
+    dropout_p: float = 0.0,
+    scale: float | None = None,
+    softcap: float | None = None,
+    sinks: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """The ``math`` kernel's computation with its options given: ``(output, weights)`` (see
+    :class:`MathAttention`; ``sinks`` ``(H,)`` are its sink logits)."""
+    key, value = repeat_kv(key, value, query.size(1))
+    length, source_length = query.size(-2), key.size(-2)
+    scale = 1.0 / math.sqrt(query.size(-1)) if scale is None else scale
+
+    if softcap is None:
+        scores = query @ key.transpose(-2, -1) * scale  # e_ij = q_i . k_j / sqrt(E)   (N, H, L, S)
+    else:  # e_ij = cap tanh(q_i . k_j / (sqrt(E) cap)) (Gemma 2), the scale and 1 / cap applied to q
+        scores = soft_capped_scores(query, key, scale, softcap)
+    if is_causal:
+        causal = torch.ones(length, source_length, dtype=torch.bool, device=query.device).tril()
+        attn_mask = causal if attn_mask is None else merge_causal(attn_mask, length, source_length)
+    valid = None
+    if attn_mask is not None:
+        attn_mask, valid = guard_empty_rows(attn_mask)
+        if attn_mask.dtype == torch.bool:
+            scores = scores.masked_fill(~attn_mask, float("-inf"))
+        else:
+            scores = scores + attn_mask
+    if sinks is None:
+        weights = torch.softmax(scores, dim=-1)  # alpha_ij = softmax_j(e_ij)
+    else:  # alpha_ij = exp(e_ij) / (exp(s_h) + sum_j' exp(e_ij'))
+        weights = softmax_with_sinks(scores, sinks)
+    if valid is not None:
+        weights = weights * valid  # a row with nothing to attend to attends nothing
+    if dropout_p > 0.0:
+        weights = F.dropout(weights, p=dropout_p)
+    output = weights @ value  # o_i = sum_j alpha_ij v_j   (N, H, L, E)
+    return output, weights
+
+
 class MathAttention(nn.Module):
     """The lecture's formulas line by line: e = q k^T / sqrt(E), alpha = softmax(e), o = alpha v.
 
@@ -30,6 +75,12 @@ class MathAttention(nn.Module):
 
     Args:
         softcap: soft-cap the scores, ``e = cap * tanh(e / cap)`` before the mask (Gemma 2: 50); None = none.
+        sinks: a learned logit per head in the softmax's denominator (GPT-OSS; :mod:`.sinks`), the parameter
+            ``sinks`` ``(H,)``.
+        num_heads: H, the number of sinks (the model's query heads).
+
+    Raises:
+        ConfigError: a cap that is not a number > 0, or ``sinks`` that is not a bool.
 
     Shape:
         query ``(N, H, L, E)``; key, value ``(N, Hkv, S, E)`` with ``H % Hkv == 0``;
@@ -37,11 +88,12 @@ class MathAttention(nn.Module):
         output ``(N, H, L, E)``; weights ``(N, H, L, S)``.
     """
 
-    capabilities: ClassVar[Capabilities] = Capabilities(exact_softmax=True, soft_cap=True)
+    capabilities: ClassVar[Capabilities] = Capabilities(exact_softmax=True, soft_cap=True, sinks=True)
 
-    def __init__(self, *, softcap: float | None = None) -> None:
+    def __init__(self, *, softcap: float | None = None, sinks: bool = False, num_heads: int = 1) -> None:
         super().__init__()
         self.softcap = check_cap(softcap, "math: softcap", 50.0)
+        self.sinks = sink_logits(sinks, num_heads, "math")
 
     def forward(
         self,
@@ -67,36 +119,34 @@ class MathAttention(nn.Module):
         Returns:
             ``(output, weights or None)``. A query row with no key to attend to outputs zeros.
         """
-        key, value = repeat_kv(key, value, query.size(1))
-        length, source_length = query.size(-2), key.size(-2)
-        scale = 1.0 / math.sqrt(query.size(-1)) if scale is None else scale
-
-        if self.softcap is not None and attn_mask is None and not need_weights:  # the same, in fewer passes
+        if self.softcap is not None and self.sinks is None and attn_mask is None and not need_weights:
+            # the same numbers in fewer passes
+            key, value = repeat_kv(key, value, query.size(1))
+            scale = 1.0 / math.sqrt(query.size(-1)) if scale is None else scale
             output = soft_capped_attention(
                 query, key, value, scale=scale, cap=self.softcap, is_causal=is_causal, dropout_p=dropout_p
             )
             return output, None
-        if self.softcap is None:
-            scores = query @ key.transpose(-2, -1) * scale  # e_ij = q_i . k_j / sqrt(E)   (N, H, L, S)
-        else:  # e_ij = cap tanh(q_i . k_j / (sqrt(E) cap)) (Gemma 2), the scale and 1 / cap applied to q
-            scores = soft_capped_scores(query, key, scale, self.softcap)
-        if is_causal:
-            causal = torch.ones(length, source_length, dtype=torch.bool, device=query.device).tril()
-            attn_mask = causal if attn_mask is None else merge_causal(attn_mask, length, source_length)
-        valid = None
-        if attn_mask is not None:
-            attn_mask, valid = guard_empty_rows(attn_mask)
-            if attn_mask.dtype == torch.bool:
-                scores = scores.masked_fill(~attn_mask, float("-inf"))
-            else:
-                scores = scores + attn_mask
-        weights = torch.softmax(scores, dim=-1)  # alpha_ij = softmax_j(e_ij)
-        if valid is not None:
-            weights = weights * valid  # a row with nothing to attend to attends nothing
-        if dropout_p > 0.0:
-            weights = F.dropout(weights, p=dropout_p)
-        output = weights @ value  # o_i = sum_j alpha_ij v_j   (N, H, L, E)
+        output, weights = scaled_dot_product(
+            query,
+            key,
+            value,
+            attn_mask=attn_mask,
+            is_causal=is_causal,
+            dropout_p=dropout_p,
+            scale=scale,
+            softcap=self.softcap,
+            sinks=self.sinks,
+        )
         return output, (weights if need_weights else None)
 
+    def reset_weights(self, *, std: float, residual_std: float) -> None:
+        """The sink logits N(0, std), as GPT-OSS starts them."""
+        if self.sinks is not None:
+            nn.init.normal_(self.sinks, std=std)
+
     def extra_repr(self) -> str:
-        return "" if self.softcap is None else f"softcap={self.softcap:g}"
+        options = ([] if self.softcap is None else [f"softcap={self.softcap:g}"]) + (
+            [] if self.sinks is None else [f"sinks={self.sinks.numel()}"]
+        )
+        return ", ".join(options)

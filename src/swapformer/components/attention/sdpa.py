@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from swapformer.components.attention._masks import guard_empty_rows, merge_causal
-from swapformer.components.attention.scaled_dot_product import MathAttention
+from swapformer.components.attention.scaled_dot_product import scaled_dot_product
+from swapformer.components.attention.sinks import sink_key, sink_logits
 from swapformer.components.functions import Function, Of
 from swapformer.registry import Capabilities
 
@@ -19,15 +20,27 @@ class SDPAttention(nn.Module):
     Same call and results as ``math``; GQA runs natively (``enable_gqa``). Asked for the attention weights,
     which fused kernels never materialize, it computes them with the ``math`` kernel.
 
+    With ``sinks`` (GPT-OSS) it attends one more, virtual key: a zero key and value whose float mask column is
+    the head's sink logit (:func:`~swapformer.components.attention.sinks.sink_key`). The denominator is then
+    the sinks' and nothing joins the output; the price is a float mask ``(N, H, L, S + 1)`` and a copy of the
+    keys and values one slot longer per call.
+
+    Args:
+        sinks: a learned logit per head in the softmax's denominator, the parameter ``sinks`` ``(H,)``.
+        num_heads: H, the number of sinks (the model's query heads).
+
+    Raises:
+        ConfigError: ``sinks`` that is not a bool.
+
     Shape:
         query ``(N, H, L, E)``; key, value ``(N, Hkv, S, E)``; output ``(N, H, L, E)``.
     """
 
-    capabilities: ClassVar[Capabilities] = Capabilities(exact_softmax=True)
+    capabilities: ClassVar[Capabilities] = Capabilities(exact_softmax=True, sinks=True)
 
-    def __init__(self) -> None:
+    def __init__(self, *, sinks: bool = False, num_heads: int = 1) -> None:
         super().__init__()
-        self._weights_kernel = MathAttention()
+        self.sinks = sink_logits(sinks, num_heads, "sdpa")
 
     def forward(
         self,
@@ -43,7 +56,7 @@ class SDPAttention(nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         """See :class:`~swapformer.components.attention.scaled_dot_product.MathAttention`."""
         if need_weights:
-            return self._weights_kernel(
+            return scaled_dot_product(
                 query,
                 key,
                 value,
@@ -51,10 +64,15 @@ class SDPAttention(nn.Module):
                 is_causal=is_causal,
                 dropout_p=dropout_p,
                 scale=scale,
-                need_weights=True,
+                sinks=self.sinks,
             )
         valid = None
-        if attn_mask is not None:
+        if self.sinks is not None:  # the virtual key: every row sees it, so none is empty
+            key, value, attn_mask = sink_key(
+                key, value, self.sinks, length=query.size(-2), attn_mask=attn_mask, is_causal=is_causal
+            )
+            is_causal = False
+        elif attn_mask is not None:
             if is_causal:  # SDPA refuses both at once
                 attn_mask, is_causal = merge_causal(attn_mask, query.size(-2), key.size(-2)), False
             attn_mask, valid = guard_empty_rows(attn_mask)
@@ -75,6 +93,14 @@ class SDPAttention(nn.Module):
     def function(self, of: Of) -> Function | None:
         """The kernel for unmasked queries (a decoding step sees every cached key), as the function
         ``(q, k, v, *, scale, enable_gqa) -> out`` (:mod:`swapformer.components.functions`): torch's fused call."""
-        if type(self).forward is not SDPAttention.forward:
+        if type(self).forward is not SDPAttention.forward or self.sinks is not None:
             return None
         return F.scaled_dot_product_attention
+
+    def reset_weights(self, *, std: float, residual_std: float) -> None:
+        """The sink logits N(0, std), as GPT-OSS starts them."""
+        if self.sinks is not None:
+            nn.init.normal_(self.sinks, std=std)
+
+    def extra_repr(self) -> str:
+        return "" if self.sinks is None else f"sinks={self.sinks.numel()}"

@@ -50,9 +50,12 @@ class SlidingWindowAttention(nn.Module):
         window: keys within ``window`` positions of the query are visible (the query's own included), >= 1.
         softcap: soft-cap the scores as :class:`~swapformer.components.attention.MathAttention` does (Gemma 2's
             local layers); the band is then computed by ``math`` instead of ``sdpa``.
+        sinks: a learned logit per head in the softmax's denominator (GPT-OSS's sliding layers), held by the
+            kernel inside (``kernel.sinks``, ``(H,)``); a row whose band holds few keys may so still attend little.
+        num_heads: H, the number of sinks.
 
     Raises:
-        ConfigError: window below 1.
+        ConfigError: window below 1, or ``sinks`` that is not a bool.
 
     Shape:
         query ``(N, H, L, E)``; key, value ``(N, Hkv, S, E)``; output ``(N, H, L, E)``; weights ``(N, H, L, S)``.
@@ -60,12 +63,15 @@ class SlidingWindowAttention(nn.Module):
 
     capabilities: ClassVar[Capabilities] = Capabilities(
         soft_cap=True,
+        sinks=True,
         self_attention_only=True,
         cross_attention="sdpa",
         notes="cross-attention uses sdpa; the KV cache keeps the last `window` keys",
     )
 
-    def __init__(self, *, window: int = 256, softcap: float | None = None) -> None:
+    def __init__(
+        self, *, window: int = 256, softcap: float | None = None, sinks: bool = False, num_heads: int = 1
+    ) -> None:
         super().__init__()
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
             raise ConfigError(
@@ -73,7 +79,11 @@ class SlidingWindowAttention(nn.Module):
                 "write e.g. {name: sliding_window, window: 128}"
             )
         self.window = window
-        self.kernel = SDPAttention() if softcap is None else MathAttention(softcap=softcap)
+        self.kernel = (
+            SDPAttention(sinks=sinks, num_heads=num_heads)
+            if softcap is None
+            else MathAttention(softcap=softcap, sinks=sinks, num_heads=num_heads)
+        )
 
     def forward(
         self,
