@@ -166,6 +166,7 @@ _CAPABILITIES = {
     "adds_score_bias": "adds a bias to the attention scores",
     "exact_softmax": "exact softmax attention (`swapformer check` holds it to the `math` kernel)",
     "sinks": "takes `sinks: true`, a learned logit per head in the softmax's denominator (GPT-OSS)",
+    "layer": "a whole attention layer (its own projections around a kernel)",
     "relative": "relative: scores unchanged when every position shifts (`swapformer check` tests it)",
 }
 _FAMILY_CAPABILITIES = {
@@ -177,6 +178,7 @@ _FAMILY_CAPABILITIES = {
         "self_attention_only",
         "exact_softmax",
         "sinks",
+        "layer",
     ),
     "positional": ("kv_cache", "padding", "torch_export", "adds_score_bias", "relative"),
 }

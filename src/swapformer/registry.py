@@ -95,6 +95,9 @@ class Capabilities:
             ``math`` kernel (to 1e-5, with masks, score biases and every head layout).
         soft_cap: kernels only: takes a ``softcap`` option, ``cap * tanh(score / cap)`` (Gemma 2); a kernel
             without it refuses the option at config time.
+        layer: attention only: the member is a whole attention layer (its own projections around a kernel,
+            ``mla``), which the builders give the layer's sizes and a rotating positional member of its width
+            instead of wrapping it in :class:`~swapformer.nn.MultiHeadAttention`.
         sinks: kernels only: takes a ``sinks`` option, a learned logit per head in the softmax's denominator
             (GPT-OSS); a kernel without it refuses the option at config time.
         relative: positional only: attention scores depend on positions only through their differences, so
@@ -113,6 +116,7 @@ class Capabilities:
     exact_softmax: bool = False
     soft_cap: bool = False
     sinks: bool = False
+    layer: bool = False
     relative: bool = False
     notes: str = ""
 

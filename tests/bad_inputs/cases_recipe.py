@@ -118,6 +118,14 @@ CASES = [
         argv=lambda fx: _fit(fx, model={"attention": {"name": "linear", "sinks": True}}),
     ),
     Case(
+        id="mla-latent-rank-above-d-model",
+        area="recipe",
+        mistake="`attention: {name: mla, kv_lora_rank: 4096}` (a latent wider than the model compresses nothing)",
+        expect=r"mla: kv_lora_rank=4096 is larger than d_model=\d+, so the latent compresses nothing; choose "
+        r"kv_lora_rank <= \d+ \(DeepSeek-V3: 512 of 7168\)",
+        argv=lambda fx: _fit(fx, model={"attention": {"name": "mla", "kv_lora_rank": 4096}}),
+    ),
+    Case(
         id="schedule-typo",
         area="recipe",
         mistake="`schedule: cosine_warmup` (not a schedule name)",

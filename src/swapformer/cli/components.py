@@ -26,6 +26,7 @@ _COLUMNS = {
         "exact_softmax",
         "soft_cap",
         "sinks",
+        "layer",
     ),
     "positional": ("kv_cache", "padding", "torch_export", "adds_score_bias", "relative"),
 }

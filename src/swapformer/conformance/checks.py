@@ -197,7 +197,7 @@ def check_cached_decoding(model: nn.Module) -> None:
 
 def _cache_window(layer: nn.Module) -> int | None:
     """The keys a layer's KV cache needs to keep: the narrowest window of its attention kernels, or None: all."""
-    windows = [m.cache_window() for m in layer.modules() if isinstance(m, MultiHeadAttention)]
+    windows = [m.cache_window() for m in layer.modules() if callable(getattr(m, "cache_window", None))]
     return min((w for w in windows if w is not None), default=None)
 
 
@@ -272,9 +272,10 @@ def check_gradient_flow(model: nn.Module) -> None:
 
 
 def _kernels(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The first self-attention kernel of the model (the member the combination names, options included)."""
+    """The first self-attention kernel of the model (the member the combination names, options included; the
+    kernel inside a member that is a whole attention layer, ``mla``)."""
     for name, module in model.named_modules():
-        if isinstance(module, MultiHeadAttention) and "self_attention" in name:
+        if isinstance(getattr(module, "kernel", None), nn.Module) and "self_attention" in name:
             return [(f"{name}.kernel", module.kernel)]
     return []
 

@@ -32,6 +32,11 @@ VARIANTS: dict[tuple[str, str], list[dict[str, Any]]] = {
     ],
     ("attention", "math"): [{"softcap": 2.0}, {"sinks": True}],
     ("attention", "sdpa"): [{"sinks": True}],
+    ("attention", "mla"): [
+        {"q_lora_rank": 8, "rope_interleave": True, "mscale": 1.5},
+        {"absorb": False},
+        {"kernel": "math"},
+    ],
     ("positional", "rope"): [
         {"base": 500000.0},
         {"scaling": "linear", "factor": 4.0},
@@ -58,7 +63,8 @@ VARIANTS: dict[tuple[str, str], list[dict[str, Any]]] = {
 }
 """Non-default options run as extra combinations (the kind's defaults with one member replaced by a variant):
 rope scalings (YaRN's with its attention factor on q and k), T5 buckets small enough that the suite's lengths reach past every boundary, window sizes, score
-caps small enough to bind (Gemma 2's), attention sinks on the full and the sliding kernels (GPT-OSS's), Gemma's (1 + w) RMSNorm, the DeepSeek-V3 and GPT-OSS routers of ``moe``."""
+caps small enough to bind (Gemma 2's), attention sinks on the full and the sliding kernels (GPT-OSS's), latent attention with a low-rank query path,
+without absorption and over the math kernel, Gemma's (1 + w) RMSNorm, the DeepSeek-V3 and GPT-OSS routers of ``moe``."""
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,17 @@ from swapformer.nn import (
     TransformerStack,
 )
 from swapformer.nn.head import ACTIVATIONS as HEAD_ACTIVATIONS
-from swapformer.registry import ATTENTION, FFN, NORM, PLACEMENT, POSITIONAL, ComponentSpec, kind, split_spec
+from swapformer.registry import (
+    ATTENTION,
+    FFN,
+    NORM,
+    PLACEMENT,
+    POSITIONAL,
+    ComponentSpec,
+    capabilities,
+    kind,
+    split_spec,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +66,11 @@ def _attention(
     positional: PositionalEncoding | None = None,
     owns_positional: bool = False,
     cross: bool = False,
-) -> MultiHeadAttention:
+) -> nn.Module:
     # A self-attention-only kernel (sliding_window) gives cross-attention the full kernel it names.
     kernel = cross_attention_kernel(spec.attention) if cross else spec.attention
+    if capabilities("attention", kernel).layer:  # a whole attention layer (mla)
+        return _attention_layer(cfg, spec, positional=positional)
     head_dim = cfg.resolved_head_dim
     qk_norm = None if cross or spec.qk_norm is None else spec.qk_norm
     per_head = cfg.qk_norm_scope == "head"  # each head over E, or the whole projection (H E and Hkv E)
@@ -83,6 +95,24 @@ def _attention(
         else NORM.build(qk_norm, **{**_context(cfg), "d_model": widths[1] * head_dim}),
         qk_norm_per_head=per_head,
     )
+
+
+def _attention_layer(
+    cfg: ModelConfig, spec: LayerSpec, *, positional: PositionalEncoding | None
+) -> nn.Module:
+    """An attention member that is a whole layer (``mla``), with the layer's sizes, and its own rotating member
+    of the width it rotates (``qk_rope_head_dim``, not the config's head_dim) where the layer's positional
+    member rotates; a score bias (ALiBi) still comes from the stack."""
+    if spec.qk_norm is not None:
+        name = split_spec(spec.attention, where="attention")[0]
+        raise ConfigError(
+            f"qk_norm does not apply to attention '{name}', which normalizes its own latents; drop qk_norm"
+        )
+    layer = ATTENTION.build(spec.attention, **_context(cfg), bias=cfg.bias, scale=cfg.attention_scale)
+    if positional is not None and positional.rotates:
+        width = {**_context(cfg), "head_dim": layer.qk_rope_head_dim}
+        layer.positional = POSITIONAL.build(spec.positional, **width)
+    return layer
 
 
 def build_layer(

@@ -1,6 +1,8 @@
-"""Attention: the kernel family (``math``, ``sdpa``, ``sliding_window``, ``linear``) each a (q, k, v) -> out function of its own file."""
+"""Attention: the kernel family (``math``, ``sdpa``, ``sliding_window``, ``linear``) each a (q, k, v) -> out function of
+its own file, and ``mla``, a whole attention layer (its own projections around one of those kernels)."""
 
 from swapformer.components.attention._masks import causal_mask, guard_empty_rows
+from swapformer.components.attention.latent import MultiHeadLatentAttention
 from swapformer.components.attention.linear import LinearAttention
 from swapformer.components.attention.scaled_dot_product import MathAttention, repeat_kv
 from swapformer.components.attention.sdpa import SDPAttention
@@ -23,10 +25,16 @@ ATTENTION.add(
     LinearAttention,
     description="linear attention, phi(x) = elu(x) + 1, causal by prefix sums (Katharopoulos et al., 2020)",
 )
+ATTENTION.add(
+    "mla",
+    MultiHeadLatentAttention,
+    description="multi-head latent attention (DeepSeek-V2/V3): keys and values from a cached latent; a layer",
+)
 
 __all__ = [
     "LinearAttention",
     "MathAttention",
+    "MultiHeadLatentAttention",
     "SDPAttention",
     "SlidingWindowAttention",
     "band_mask",

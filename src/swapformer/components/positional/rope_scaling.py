@@ -102,7 +102,7 @@ def rope_inverse_frequencies(
     Shape:
         output ``(E / 2,)``.
     """
-    if scaling == "ntk":
+    if scaling == "ntk" and head_dim > 2:  # (E = 2: one frequency, base^0 = 1, which no base change moves)
         base = base * factor ** (head_dim / (head_dim - 2))
     inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
     if scaling == "yarn":
