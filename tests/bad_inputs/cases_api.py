@@ -115,6 +115,14 @@ def _to_hf_gemma2_scale(fx: object) -> object:
     return swapformer.to_hf(_build(**GEMMA, attention_scale=0.3), fx.tmp / "hf", model_type="gemma2")
 
 
+def _to_hf_llama_sinks(fx: object) -> object:
+    import swapformer
+
+    llama = dict(positional="rope", norm="rmsnorm", placement="pre", ffn="swiglu", bias=False)
+    model = _build(**llama, attention={"name": "sdpa", "sinks": True})
+    return swapformer.to_hf(model, fx.tmp / "hf", model_type="llama")
+
+
 def _to_hf_gemma3_capped(fx: object) -> object:
     import swapformer
 
@@ -599,6 +607,14 @@ CASES = [
         "(`attention: {name: math, softcap: 50.0}`)",
         expect=r"cannot export to Hugging Face gemma3_text: attention softcap 50\.0 \(transformers' Gemma 3 ignores",
         raises=_to_hf_gemma3_capped,
+    ),
+    Case(
+        id="api-to-hf-llama-attention-sinks",
+        area="API",
+        mistake="`to_hf(model_type='llama')` of a Llama-shaped model with attention sinks "
+        "(`attention: {name: sdpa, sinks: true}`), which Llama's attention has no parameter for",
+        expect=r"cannot export to Hugging Face llama: attention \{'name': 'sdpa', 'sinks': True\} \(attention sinks\)",
+        raises=_to_hf_llama_sinks,
     ),
     Case(
         id="api-rope-yarn-betas-swapped",

@@ -159,6 +159,8 @@ def shared_requirements(cfg: ModelConfig, architecture: Architecture | None = No
     attention += [(f"{where}.attention", spec.attention) for where, spec in distinct_layers(cfg)]
     capped = [(w, a) for w, a in attention if split_spec(a, where=w)[1].get("softcap") is not None]
     caps = bool(architecture and architecture.softcap)
+    # no family here has sinks yet (GPT-OSS's will): exporting would silently drop them
+    sunk = [(w, a) for w, a in attention if split_spec(a, where=w)[1].get("sinks")]
     scope = architecture.qk_norm if architecture else None
     family = architecture.model_types[0] if architecture else ""
     return [
@@ -171,6 +173,7 @@ def shared_requirements(cfg: ModelConfig, architecture: Architecture | None = No
         ),
         (not capped or caps, " ".join(map(str, capped[0])) + " (soft-capped scores)" if capped else ""),
         (cfg.logit_softcap is None or caps, f"logit_softcap {cfg.logit_softcap!r}"),
+        (not sunk, " ".join(map(str, sunk[0])) + " (attention sinks)" if sunk else ""),
     ]
 
 
