@@ -22,6 +22,13 @@ Every declaration is optional; any ``nn.Module`` (a built-in member, a plug-in's
   cover (a raw ``nn.Parameter``); it runs after them.
 * ``after_init_weights()``: runs after every module's ``reset_weights``; a module that re-initializes what it
   wraps (the ``deepnorm`` placement rescales its sublayer) uses it.
+* ``tensor_parallel_plan``: how the module splits under tensor parallelism (TP), a mapping of its own submodule
+  names to ``"colwise"`` / ``"rowwise"`` (torch's ``ColwiseParallel`` / ``RowwiseParallel``) or to any
+  ``torch.distributed.tensor.parallel.ParallelStyle``; ``{}`` declares that it runs unsplit on every TP rank:
+  replicated (norms, placements, embeddings) or on the local heads it is given (kernels, rotations). As a
+  method it takes ``size`` (the TP degree) and raises ``ConfigError`` for a size it cannot split by. Only
+  torch's own classes need no declaration (they run replicated); any other module that declares nothing is
+  refused under TP (:func:`swapformer.training.distributed.tensor_parallel_plan`).
 
 A class attribute declares for every instance; an instance attribute set in ``__init__`` or a method that
 returns the names declares for one (when they depend on the options; timm's models declare
@@ -117,6 +124,28 @@ def _submodules(module: nn.Module, declaration: str) -> list[nn.Module]:
             )
         projections.append(value)
     return projections
+
+
+def tensor_parallel_plan(module: nn.Module, size: int) -> dict[str, object] | None:
+    """What ``module`` declares about its split under a TP degree of ``size``: ``{submodule name: style}``
+    (``{}``: runs unsplit), or None when it declares nothing.
+
+    Raises:
+        ConfigError: ``module`` cannot be split ``size`` ways (raised by its declaration), or a declared name
+            that is not one of its submodules.
+    """
+    plan = getattr(module, "tensor_parallel_plan", None)
+    if callable(plan):
+        plan = plan(size=size)
+    if plan is None:
+        return None
+    for name in plan:
+        if not isinstance(_lookup(module, name), nn.Module):
+            raise ConfigError(
+                f"{type(module).__name__} declares tensor_parallel_plan {name!r}, which is not one of its "
+                "submodules; name the attribute that holds the projection (e.g. 'up_proj')"
+            )
+    return dict(plan)
 
 
 def no_weight_decay(module: nn.Module) -> list[nn.Parameter]:

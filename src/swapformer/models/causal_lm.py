@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -52,6 +52,9 @@ class DecoderOnly(SavesPretrained, nn.Module):
     Shape:
         input_ids ``(N, L)``; attention_mask ``(N, L)``, True = real token; logits ``(N, L, V)``.
     """
+
+    tensor_parallel_plan: ClassVar[dict[str, str]] = {}
+    """Under tensor parallelism every rank runs it whole, on the full (replicated) activations."""
 
     def __init__(
         self,

@@ -4,7 +4,7 @@ kind."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
@@ -33,6 +33,9 @@ class EncoderOnly(SavesPretrained, nn.Module):
         input_ids ``(N, L)``; attention_mask ``(N, L)``, True = real token; token_type_ids ``(N, L)``;
         logits ``(N, L, V)``.
     """
+
+    tensor_parallel_plan: ClassVar[dict[str, str]] = {}
+    """Under tensor parallelism every rank runs it whole, on the full (replicated) activations."""
 
     def __init__(
         self,

@@ -4,7 +4,7 @@ builder and kind."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import Tensor, nn
 
@@ -40,6 +40,9 @@ class EncoderDecoder(SavesPretrained, nn.Module):
         src_ids ``(N, S)``; tgt_ids ``(N, L)``; src_mask ``(N, S)`` and tgt_mask ``(N, L)``, True = real token;
         memory ``(N, S, D)``; logits ``(N, L, V)``.
     """
+
+    tensor_parallel_plan: ClassVar[dict[str, str]] = {}
+    """Under tensor parallelism every rank runs it whole, on the full (replicated) activations."""
 
     def __init__(
         self,

@@ -57,6 +57,29 @@ class MultiHeadAttention(nn.Module):
     score_projections: ClassVar[tuple[str, ...]] = ("q_proj", "k_proj")
     """W_q and W_k only meet in the scores: DeepNet's initialization keeps their gain at 1."""
 
+    def tensor_parallel_plan(self, *, size: int) -> dict[str, str]:
+        """Split ``size`` ways (TP): W_q, W_k, W_v column-wise, so each rank projects H / size query heads and
+        Hkv / size key/value heads (a GQA group stays on one rank), and W_o row-wise (the ranks' partial
+        outputs summed). ``forward`` takes its head counts from the projections' outputs: the kernel and the
+        positional rotation act on the local heads.
+
+        Raises:
+            ConfigError: ``size`` does not divide H or Hkv, or q/k norms (not split yet).
+        """
+        for name, count in (("num_heads", self.num_heads), ("num_kv_heads", self.num_kv_heads)):
+            if count % size:
+                fits = [d for d in range(1, self.num_kv_heads + 1) if self.num_kv_heads % d == 0]
+                raise ConfigError(
+                    f"tensor_parallel_size={size} does not divide {name}={count} (each TP rank takes whole "
+                    f"heads): set tensor_parallel_size to one of {fits}"
+                )
+        if self.q_norm is not None:
+            raise ConfigError(
+                f"tensor_parallel_size={size} with q/k norms ({type(self.q_norm).__name__}): their gains are "
+                "not split across TP ranks yet; set tensor_parallel_size: 1 (FSDP2 or DDP instead)"
+            )
+        return {"q_proj": "colwise", "k_proj": "colwise", "v_proj": "colwise", "out_proj": "rowwise"}
+
     def __init__(
         self,
         *,
@@ -134,9 +157,8 @@ class MultiHeadAttention(nn.Module):
         if stack:  # a prompt into the cache: one GEMM instead of three
             q, k, v = self._project_qkv_stacked(x, cache)
         else:
-            q = (
-                self.q_proj(x).view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
-            )  # (N, H, L, E)
+            # heads as the projection gives them: H, or H / TP on each rank of a tensor-parallel split
+            q = self.q_proj(x).view(batch, length, -1, self.head_dim).transpose(1, 2)  # (N, H, L, E)
             if memory is None:
                 k, v = self._project_kv(x)
         if memory is None:  # self-attention
@@ -166,9 +188,9 @@ class MultiHeadAttention(nn.Module):
             need_weights=need_weights,
         )
         if length == 1:  # one query: (N, H, 1, E) to (N, 1, H * E) needs no transpose call
-            out = out.reshape(batch, 1, self.num_heads * self.head_dim)
+            out = out.reshape(batch, 1, -1)
         else:
-            out = out.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim)
+            out = out.transpose(1, 2).reshape(batch, length, -1)
         if stack:  # a plain Linear (see _plain_projections): skip the module call
             out = F.linear(out, *self._stacked_projection(cache)[2:])
         else:
@@ -288,7 +310,7 @@ class MultiHeadAttention(nn.Module):
 
     def _project_kv(self, source: Tensor) -> tuple[Tensor, Tensor]:
         batch, source_length, _ = source.shape
-        shape = (batch, source_length, self.num_kv_heads, self.head_dim)
+        shape = (batch, source_length, -1, self.head_dim)  # Hkv, or Hkv / TP on a tensor-parallel rank
         k = self.k_proj(source).view(shape).transpose(1, 2)  # (N, Hkv, S, E)
         v = self.v_proj(source).view(shape).transpose(1, 2)
         return k, v

@@ -10,6 +10,7 @@ A layer is a sequence of residual steps, each built by a placement around a subl
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -33,6 +34,9 @@ class TransformerLayer(nn.Module):
     Shape:
         x ``(N, L, D)``; memory ``(N, S, D)``; output ``(N, L, D)``.
     """
+
+    tensor_parallel_plan: ClassVar[dict[str, str]] = {}
+    """Under tensor parallelism every rank runs it whole, on the full (replicated) activations."""
 
     def __init__(
         self, *, self_attention: nn.Module, feed_forward: nn.Module, cross_attention: nn.Module | None = None
@@ -152,6 +156,9 @@ class TransformerStack(nn.Module):
         positionals: the positional member of each layer's self-attention (used, not owned: the model or a layer
             holds each), whose ``bias`` hook adds to the layer's attention scores; None = no score bias.
     """
+
+    tensor_parallel_plan: ClassVar[dict[str, str]] = {}
+    """Under tensor parallelism every rank runs it whole, on the full (replicated) activations."""
 
     def __init__(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -30,6 +31,9 @@ class TokenEmbedding(nn.Module):
     Shape:
         ids ``(N, L)``, token_type_ids ``(N, L)`` -> ``(N, L, D)``.
     """
+
+    tensor_parallel_plan: ClassVar[dict[str, str]] = {}
+    """Under tensor parallelism every rank runs it whole, on the full (replicated) activations."""
 
     def __init__(
         self,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from torch import Tensor, nn
 
 ACTIVATIONS = {
@@ -30,6 +32,9 @@ class LMHeadTransform(nn.Module):
     Shape:
         x ``(N, L, D)`` -> ``(N, L, D)``.
     """
+
+    tensor_parallel_plan: ClassVar[dict[str, str]] = {}
+    """Under tensor parallelism every rank runs it whole, on the full (replicated) activations."""
 
     def __init__(self, *, d_model: int, activation: nn.Module, norm: nn.Module, bias: bool = True) -> None:
         super().__init__()

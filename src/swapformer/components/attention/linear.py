@@ -42,6 +42,9 @@ class LinearAttention(nn.Module):
         query ``(N, H, L, E)``; key, value ``(N, Hkv, S, E)``; output ``(N, H, L, E)``; weights ``(N, H, L, S)``.
     """
 
+    tensor_parallel_plan: ClassVar[dict[str, str]] = {}
+    """Acts on each head alone: under tensor parallelism it runs unsplit on the rank's local heads."""
+
     capabilities: ClassVar[Capabilities] = Capabilities(
         accepts_score_bias=False,
         notes="no score bias (alibi, t5_relative); no attention dropout; cached steps re-sum every key",

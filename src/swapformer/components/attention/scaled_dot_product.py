@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import math
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from swapformer.components.attention._masks import guard_empty_rows, merge_causal
-from swapformer.components.attention.sinks import sink_logits, softmax_with_sinks
+from swapformer.components.attention.sinks import sink_logits, softmax_with_sinks, unsplit_heads
 from swapformer.components.softcap import check_cap, soft_capped_attention, soft_capped_scores
-from swapformer.registry import Capabilities
 
 
 def repeat_kv(key: Tensor, value: Tensor, num_heads: int) -> tuple[Tensor, Tensor]:
@@ -88,7 +86,10 @@ class MathAttention(nn.Module):
         output ``(N, H, L, E)``; weights ``(N, H, L, S)``.
     """
 
-    capabilities: ClassVar[Capabilities] = Capabilities(exact_softmax=True, soft_cap=True, sinks=True)
+    def tensor_parallel_plan(self, *, size: int) -> dict[str, str]:
+        """Acts on each head alone: under tensor parallelism it runs unsplit on the rank's local heads (sink
+        logits, one per head of the whole model, are refused there: :func:`.sinks.unsplit_heads`)."""
+        return unsplit_heads(self)
 
     def __init__(self, *, softcap: float | None = None, sinks: bool = False, num_heads: int = 1) -> None:
         super().__init__()

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from swapformer.components.attention._masks import guard_empty_rows, merge_causal
 from swapformer.components.attention.scaled_dot_product import scaled_dot_product
-from swapformer.components.attention.sinks import sink_key, sink_logits
+from swapformer.components.attention.sinks import sink_key, sink_logits, unsplit_heads
 from swapformer.components.functions import Function, Of
-from swapformer.registry import Capabilities
 
 
 class SDPAttention(nn.Module):
@@ -36,7 +33,10 @@ class SDPAttention(nn.Module):
         query ``(N, H, L, E)``; key, value ``(N, Hkv, S, E)``; output ``(N, H, L, E)``.
     """
 
-    capabilities: ClassVar[Capabilities] = Capabilities(exact_softmax=True, sinks=True)
+    def tensor_parallel_plan(self, *, size: int) -> dict[str, str]:
+        """Acts on each head alone: under tensor parallelism it runs unsplit on the rank's local heads (sink
+        logits, one per head of the whole model, are refused there: :func:`.sinks.unsplit_heads`)."""
+        return unsplit_heads(self)
 
     def __init__(self, *, sinks: bool = False, num_heads: int = 1) -> None:
         super().__init__()

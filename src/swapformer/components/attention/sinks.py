@@ -84,3 +84,17 @@ def sink_key(
         torch.cat((value, empty_value), dim=-2),
         torch.cat((bias, column), dim=-1),
     )
+
+
+def unsplit_heads(kernel: nn.Module) -> dict[str, str]:
+    """The tensor-parallel plan of a kernel that acts on each head alone (``{}``: unsplit, on the local heads).
+
+    Raises:
+        ConfigError: the kernel has sink logits, one per head of the whole model, which are not split yet.
+    """
+    if getattr(kernel, "sinks", None) is not None:
+        raise ConfigError(
+            f"{type(kernel).__name__}: attention sinks are not split under tensor parallelism yet (one logit per "
+            "head of the whole model); set sinks: false, or train with FSDP2 or DDP instead"
+        )
+    return {}

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from swapformer.components.attention._masks import merge_causal
 from swapformer.components.attention.scaled_dot_product import MathAttention
 from swapformer.components.attention.sdpa import SDPAttention
+from swapformer.components.attention.sinks import unsplit_heads
 from swapformer.errors import ConfigError
 from swapformer.registry import Capabilities
 
@@ -60,6 +61,11 @@ class SlidingWindowAttention(nn.Module):
     Shape:
         query ``(N, H, L, E)``; key, value ``(N, Hkv, S, E)``; output ``(N, H, L, E)``; weights ``(N, H, L, S)``.
     """
+
+    def tensor_parallel_plan(self, *, size: int) -> dict[str, str]:
+        """Acts on each head alone: under tensor parallelism it runs unsplit on the rank's local heads (sink
+        logits, one per head of the whole model, are refused there: :func:`.sinks.unsplit_heads`)."""
+        return unsplit_heads(self)
 
     capabilities: ClassVar[Capabilities] = Capabilities(
         soft_cap=True,

@@ -32,6 +32,9 @@ class SquaredReLU(nn.Module):
     """relu(x)^2, the activation Primer found by search (So et al., 2021, "Primer: Searching for Efficient
     Transformers for Language Modeling")."""
 
+    tensor_parallel_plan: ClassVar[dict[str, str]] = {}
+    """Under tensor parallelism every rank runs it whole, on the full (replicated) activations."""
+
     def forward(self, x: Tensor) -> Tensor:
         return torch.relu(x).square()
 
@@ -52,6 +55,9 @@ class FeedForward(nn.Module):
 
     residual_projections: ClassVar[tuple[str, ...]] = ("linear2",)
     """The last layer writes into the residual stream: its weight starts at the residual std."""
+    tensor_parallel_plan: ClassVar[dict[str, str]] = {"linear1": "colwise", "linear2": "rowwise"}
+    """Under tensor parallelism each rank holds d_ff / TP hidden units: linear1 column-wise, the activation on
+    the local units, linear2 row-wise (the ranks' partial outputs summed)."""
 
     def __init__(
         self, *, d_model: int, d_ff: int, activation: nn.Module, dropout: float = 0.0, bias: bool = True
@@ -99,6 +105,13 @@ class GatedFeedForward(nn.Module):
 
     residual_projections: ClassVar[tuple[str, ...]] = ("down_proj",)
     """The down projection writes into the residual stream: its weight starts at the residual std."""
+    tensor_parallel_plan: ClassVar[dict[str, str]] = {
+        "gate_proj": "colwise",
+        "up_proj": "colwise",
+        "down_proj": "rowwise",
+    }
+    """Under tensor parallelism each rank holds d_ff / TP units: gate and up column-wise (a unit's gate and up
+    on the same rank), down row-wise (the ranks' partial outputs summed)."""
 
     def __init__(
         self, *, d_model: int, d_ff: int, activation: nn.Module, dropout: float = 0.0, bias: bool = False

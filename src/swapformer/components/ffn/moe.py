@@ -196,6 +196,8 @@ class MixtureOfExperts(AddsLosses):
 
     residual_projections = ("shared.down_proj",)
     """The shared experts' down projection (when there are any) writes into the residual stream."""
+    # No tensor_parallel_plan yet: its experts are stacked raw parameters that ColwiseParallel / RowwiseParallel
+    # cannot split, so tensor parallelism refuses it (expert parallelism is the split that fits a mixture).
 
     # ---- forward ----------------------------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:

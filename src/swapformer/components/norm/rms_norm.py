@@ -3,7 +3,7 @@ form that its decoding function shares, and a faster CPU training form (:class:`
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -28,6 +28,9 @@ class RMSNorm(nn.RMSNorm):
     Shape:
         x ``(..., D)`` -> ``(..., D)``.
     """
+
+    tensor_parallel_plan: ClassVar[dict[str, str]] = {}
+    """Under tensor parallelism every rank runs it whole, on the full (replicated) activations."""
 
     def forward(self, x: Tensor) -> Tensor:
         one = x.dim() > 1 and x.size(-2) == 1
@@ -95,6 +98,9 @@ class UnitOffsetRMSNorm(nn.Module):
     Shape:
         x ``(..., D)`` -> ``(..., D)``, in x's dtype.
     """
+
+    tensor_parallel_plan: ClassVar[dict[str, str]] = {}
+    """Under tensor parallelism every rank runs it whole, on the full (replicated) activations."""
 
     no_weight_decay = ("weight",)
 

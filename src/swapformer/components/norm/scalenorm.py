@@ -24,6 +24,9 @@ class ScaleNorm(nn.Module):
         x ``(..., D)`` -> ``(..., D)``.
     """
 
+    tensor_parallel_plan: ClassVar[dict[str, str]] = {}
+    """Under tensor parallelism every rank runs it whole, on the full (replicated) activations."""
+
     no_weight_decay: ClassVar[tuple[str, ...]] = ("scale",)
     """g is a gain: decaying it towards 0 would only fight the normalization."""
 

@@ -19,6 +19,9 @@ class Residual(nn.Module):
         dropout: dropout on the sublayer output before the addition.
     """
 
+    tensor_parallel_plan: ClassVar[dict[str, str]] = {}
+    """Under tensor parallelism every rank runs it whole, on the full (replicated) activations."""
+
     final_norm: ClassVar[bool] = False
     """Whether a stack built of these steps needs a norm after its last layer."""
 

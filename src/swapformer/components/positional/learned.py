@@ -25,6 +25,9 @@ class LearnedPositionalEncoding(PositionalEncoding):
         ConfigError: a negative offset.
     """
 
+    tensor_parallel_plan: ClassVar[dict[str, str]] = {}
+    """Under tensor parallelism every rank runs it whole, on the full (replicated) activations."""
+
     capabilities: ClassVar[Capabilities] = Capabilities(
         notes="positions up to max_seq_len only: longer inputs and generation past it are refused"
     )

@@ -80,6 +80,9 @@ class RotaryPositionalEncoding(PositionalEncoding):
         ConfigError: odd head_dim.
     """
 
+    tensor_parallel_plan: ClassVar[dict[str, str]] = {}
+    """Acts on each head alone: under tensor parallelism it runs unsplit on the rank's local heads."""
+
     capabilities: ClassVar[Capabilities] = Capabilities(relative=True)
 
     _decoding: tuple | None = None

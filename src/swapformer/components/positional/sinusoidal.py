@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -51,6 +52,9 @@ class SinusoidalPositionalEncoding(PositionalEncoding):
     Raises:
         ConfigError: an unknown layout.
     """
+
+    tensor_parallel_plan: ClassVar[dict[str, str]] = {}
+    """Under tensor parallelism every rank runs it whole, on the full (replicated) activations."""
 
     def __init__(self, *, d_model: int, base: float = 10000.0, layout: str = "interleaved") -> None:
         super().__init__()
