@@ -58,7 +58,20 @@ def format_matrix() -> str:
         ]
         lines += ["", f"{family} members", *_table([family, *columns, "notes"], table)]
     lines += ["", "norm, placement, ffn: every member combines with every other component."]
+    lines += ["", *format_tensor_parallel()]
     return "\n".join([*lines, "", *format_layer_spec()])
+
+
+def format_tensor_parallel() -> list[str]:
+    """Which members run under tensor parallelism (``trainer/tp``, ``trainer/fsdp2-tp``) and how each splits."""
+    from swapformer.training.distributed import tensor_parallel_rows
+
+    rows = [[r["family"], r["name"], r["supported"], r["split"]] for r in tensor_parallel_rows()]
+    return [
+        "tensor parallel (yes: split or run by every TP rank; NO: refused at config time). The attention layer "
+        "splits W_q, W_k, W_v column-wise by heads and W_o row-wise; TP must divide num_heads and num_kv_heads.",
+        *_table(["family", "member", "TP", "how"], rows),
+    ]
 
 
 def format_layer_spec() -> list[str]:

@@ -191,6 +191,7 @@ class SwapformerCLI(LightningCLI):
                 title=f"invalid model in the recipe ({model.class_path})",
             ) from None
         preflight.check_lengths(model_config, config.get("data"))
+        preflight.check_tensor_parallel(model_config, config.get("trainer"))
 
     def instantiate_classes(self) -> None:
         try:

@@ -177,6 +177,46 @@ def check_compile(init_args: Any, trainer: Any) -> None:
         raise ConfigError(f"model.init_args.{problem}")
 
 
+def check_tensor_parallel(model: ModelConfig, trainer: Any) -> None:
+    """Under a ``ModelParallelStrategy`` with tensor parallelism (``trainer/tp``, ``trainer/fsdp2-tp``): mesh sizes
+    that multiply to ``num_nodes x devices``, and a model whose every member can be split that many ways (heads
+    divisible, a plan declared), checked on a meta-device copy of the model before any process starts."""
+    from lightning.pytorch.strategies import ModelParallelStrategy
+
+    from swapformer.registry import kind
+    from swapformer.training.distributed import tensor_parallel_plan
+    from swapformer.training.strategies import mesh_sizes
+
+    strategy = trainer.get("strategy") if trainer is not None else None
+    class_path = getattr(strategy, "class_path", None) or (
+        strategy.get("class_path") if isinstance(strategy, dict) else None
+    )
+    if not isinstance(class_path, str) or "." not in class_path:
+        return
+    module_path, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(__import__(module_path, fromlist=[name]), name)
+    except (ImportError, AttributeError):
+        return  # a misspelt class: jsonargparse names it
+    if not (isinstance(cls, type) and issubclass(cls, ModelParallelStrategy)):
+        return
+    init_args = getattr(strategy, "init_args", None) or (
+        strategy.get("init_args") if isinstance(strategy, dict) else {}
+    )
+    init_args = dict(vars(init_args)) if not isinstance(init_args, dict) else init_args
+    sizes = {k: init_args.get(k, "auto") for k in ("data_parallel_size", "tensor_parallel_size")}
+    devices, num_nodes = trainer.get("devices"), trainer.get("num_nodes") or 1
+    if isinstance(devices, str) and devices.strip().isdigit():
+        devices = int(devices)
+    if isinstance(devices, int) and not isinstance(devices, bool) and isinstance(num_nodes, int):
+        tensor = mesh_sizes(**sizes, world_size=devices * num_nodes)[1]
+    else:  # devices: auto (counted by Lightning): only a fixed TP size can be checked here
+        tensor = sizes["tensor_parallel_size"]
+    if isinstance(tensor, int) and tensor > 1:
+        with torch.device("meta"):  # the plan needs the modules, not their memory
+            tensor_parallel_plan(kind(model.kind).build(model), tensor)
+
+
 def check_lengths(model: ModelConfig, data: Any) -> None:
     """The data's sequence lengths fit the positional member's table (``max_length``: a ``learned`` table's
     ``max_seq_len``), checked before the data is read rather than at the first batch that is too long."""

@@ -45,7 +45,7 @@ from swapformer.training.checkpoints import (
 from swapformer.training.compiling import CompileReport, compile_blocker
 from swapformer.training.fit_end import SaveLastAtEnd, ValidateAtEnd
 from swapformer.training.guards import nonfinite, nonfinite_loss_error
-from swapformer.training.optim import fused_adamw_supported, param_groups, schedule_fn
+from swapformer.training.optim import fused_adamw_supported, mixes_dtensors, param_groups, schedule_fn
 from swapformer.training.options import TRAINING_KEYS, training_options
 from swapformer.training.progress import ProgressBar
 from swapformer.training.resume import carry_epoch_position
@@ -404,7 +404,11 @@ class SwapformerModule(pl.LightningModule):
                     raise ConfigError(f"model.init_args.{problem}")
                 distributed.compile_blocks(self.model, hp.compile if isinstance(hp.compile, dict) else None)
             if isinstance(strategy, ModelParallelStrategy):
-                distributed.shard_fsdp2(self.model, self.device_mesh["data_parallel"])
+                mesh = self.device_mesh
+                if mesh["tensor_parallel"].size() > 1:  # TP first: FSDP2 then shards the split weights too
+                    distributed.shard_tensor_parallel(self.model, mesh["tensor_parallel"])
+                if mesh["tensor_parallel"].size() == 1 or mesh["data_parallel"].size() > 1:
+                    distributed.shard_fsdp2(self.model, mesh["data_parallel"])
         device = strategy.root_device if strategy is not None else torch.device("cpu")
         distributed.materialize(self.model, device, self._init_weights)
 
@@ -444,6 +448,13 @@ class SwapformerModule(pl.LightningModule):
         if gradient_clip_val and gradient_clip_algorithm in (None, "norm") and fsdp1:
             self.trainer.model.clip_grad_norm_(gradient_clip_val)
             return
+        # tensor parallel: split (DTensor) and whole gradients, which torch's clip_grad_norm_ cannot mix
+        tensor_parallel = isinstance(self.trainer.strategy, ModelParallelStrategy) and (
+            self.device_mesh["tensor_parallel"].size() > 1
+        )
+        if gradient_clip_val and gradient_clip_algorithm in (None, "norm") and tensor_parallel:
+            distributed.clip_grad_norm(self.parameters(), gradient_clip_val)
+            return
         self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     # ---- optimizer -----------------------------------------------------------------------------------
@@ -461,7 +472,7 @@ class SwapformerModule(pl.LightningModule):
             betas=tuple(hp.betas),
             eps=hp.eps,
             fused=fused or None,
-            foreach=None if fused else True,
+            foreach=None if fused else not mixes_dtensors(params),  # (tensor parallel: per-tensor loop)
         )
         total = hp.total_steps
         if total is None:

@@ -10,7 +10,12 @@ from swapformer.training.checkpoint_io import AtomicCheckpointIO
 from swapformer.training.optim import SCHEDULES, inverse_sqrt, param_groups, warmup_cosine
 from swapformer.training.progress import ProgressBar
 from swapformer.training.signals import SaveOnSignal
-from swapformer.training.strategies import BlockFSDPStrategy, FSDP2Strategy, consolidate_checkpoint
+from swapformer.training.strategies import (
+    BlockFSDPStrategy,
+    FSDP2Strategy,
+    TensorParallelStrategy,
+    consolidate_checkpoint,
+)
 
 __all__ = [
     "SCHEDULES",
@@ -21,6 +26,7 @@ __all__ = [
     "ProgressBar",
     "SampleCallback",
     "SaveOnSignal",
+    "TensorParallelStrategy",
     "TokenThroughput",
     "consolidate_checkpoint",
     "inverse_sqrt",

@@ -26,7 +26,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from swapformer.errors import ConfigError
 from swapformer.nn.blocks import TransformerLayer, TransformerStack
@@ -110,6 +110,135 @@ def shard_fsdp2(model: nn.Module, mesh: Any, **fully_shard_options: Any) -> None
     for block in blocks(model):
         fully_shard(block, mesh=mesh, **fully_shard_options)
     fully_shard(model, mesh=mesh, **fully_shard_options)
+
+
+# ---- tensor parallel ------------------------------------------------------------------------------------
+_STYLES = ("colwise", "rowwise")
+
+
+def tensor_parallel_plan(model: nn.Module, size: int) -> dict[str, Any]:
+    """The model's tensor-parallel plan, ``{module path: style}``, gathered from what each module declares
+    beside its definition (``tensor_parallel_plan``, :mod:`swapformer.components.declarations`): the attention
+    layers' W_q, W_k, W_v column-wise and W_o row-wise, the feed-forward layers' first projections column-wise
+    and last row-wise. Everything else runs whole on every rank (replicated): torch's own modules, and the
+    members that declare ``{}`` (norms, placements, embeddings; kernels and rotations, on the local heads).
+
+    Raises:
+        ConfigError: one line naming the modules that declare nothing (a plug-in member written without TP in
+            mind), or the first that cannot be split ``size`` ways (heads not divisible by ``size``).
+    """
+    from swapformer.components.declarations import tensor_parallel_plan as declared
+
+    plan: dict[str, Any] = {}
+    silent: dict[str, str] = {}  # class -> first path
+    for path, module in model.named_modules():
+        if any(path == planned or path.startswith(planned + ".") for planned in plan):
+            continue  # a planned projection: the style decides for it and what it holds
+        own = declared(module, size)
+        if own is None:
+            if not type(module).__module__.startswith("torch."):
+                name = f"{type(module).__module__}.{type(module).__qualname__}"
+                silent.setdefault(name, path or "the model")
+            continue
+        for name, style in own.items():
+            if isinstance(style, str) and style not in _STYLES:
+                raise ConfigError(
+                    f"{type(module).__name__} declares tensor_parallel_plan {name!r}: {style!r}; use "
+                    "'colwise', 'rowwise' or a torch.distributed.tensor.parallel.ParallelStyle"
+                )
+            plan[f"{path}.{name}" if path else name] = style
+    if silent:
+        named = ", ".join(f"{cls} (at {path})" for cls, path in silent.items())
+        raise ConfigError(
+            f"tensor_parallel_size={size}: {named} declares no tensor_parallel_plan, so tensor parallelism "
+            "cannot tell how to split it; declare one beside its definition (swapformer.components.declarations), "
+            "or set tensor_parallel_size: 1"
+        )
+    return plan
+
+
+def shard_tensor_parallel(model: nn.Module, mesh: Any) -> int:
+    """Tensor parallelism: apply :func:`tensor_parallel_plan` with ``torch.distributed.tensor.parallel``'s
+    ``parallelize_module`` over the 1-D tensor-parallel ``mesh`` (the split weights become DTensors; every
+    other parameter stays whole on each rank, with the same values and, since the split layers' outputs are
+    all-reduced, the same gradients). Idempotent.
+
+    Returns:
+        Number of projections split by this call.
+    """
+    from torch.distributed.tensor import DTensor
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+
+    if any(isinstance(p, DTensor) for p in model.parameters()):
+        return 0
+    styles = {"colwise": ColwiseParallel, "rowwise": RowwiseParallel}
+    plan = tensor_parallel_plan(model, mesh.size())
+    for path, style in plan.items():
+        parallelize_module(
+            model.get_submodule(path), mesh, styles[style]() if isinstance(style, str) else style
+        )
+    return len(plan)
+
+
+def tensor_parallel_rows(size: int = 2) -> list[dict[str, str]]:
+    """One row per registered member: ``family``, ``name``, ``supported`` ("yes" / "NO") and ``split`` (how it
+    splits, or why it is refused), from a tiny causal LM with that member, built on the meta device and planned
+    for ``size`` ranks (``swapformer components --matrix``)."""
+    from swapformer.components.declarations import tensor_parallel_plan as declared
+    from swapformer.models import build_causal_lm
+    from swapformer.registry import FAMILIES
+
+    tiny = {"vocab_size": 16, "d_model": 16, "num_heads": 4, "num_layers": 1, "d_ff": 32, "max_seq_len": 16}
+    unsplit = {
+        "attention": "unsplit, on the local heads",
+        "positional": "unsplit (per head, or on the embeddings)",
+    }
+    rows = []
+    for family in ("attention", "positional", "norm", "placement", "ffn"):
+        for name in FAMILIES[family].available():
+            row = {
+                "family": family,
+                "name": name,
+                "supported": "yes",
+                "split": unsplit.get(family, "replicated"),
+            }
+            try:
+                with torch.device("meta"):
+                    tensor_parallel_plan(build_causal_lm({**tiny, family: name}), size)
+                    if family == "ffn":  # the one family whose members split themselves
+                        plan = declared(FAMILIES[family].build(name, d_model=16, d_ff=32), size) or {}
+                        row["split"] = ", ".join(f"{k} {v}" for k, v in plan.items())
+            except ConfigError as error:
+                silent = "declares no tensor_parallel_plan"
+                row.update(supported="NO", split=silent if silent in str(error) else str(error))
+            rows.append(row)
+    return rows
+
+
+def clip_grad_norm(parameters: Iterator[nn.Parameter], max_norm: float) -> Tensor:
+    """``torch.nn.utils.clip_grad_norm_`` (2-norm) over gradients that mix plain tensors (whole on every rank)
+    and DTensors on different meshes (tensor parallel; 2-D), which torch's one call cannot: torch's
+    ``get_total_norm`` per mesh (a DTensor norm is the whole tensor's, reduced over its mesh), then one scale.
+
+    Returns:
+        The total norm before clipping (the same on every rank).
+    """
+    from torch.distributed.tensor import DTensor
+
+    groups: dict[Any, list[Tensor]] = {}
+    for p in parameters:
+        if p.grad is not None:
+            key = p.grad.device_mesh if isinstance(p.grad, DTensor) else None
+            groups.setdefault(key, []).append(p.grad)
+    norms = []
+    for grads in groups.values():
+        norm = torch.nn.utils.get_total_norm(grads, 2.0)
+        norms.append(norm.full_tensor() if isinstance(norm, DTensor) else norm)
+    total = torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+    scale = float(torch.clamp(max_norm / (total + 1e-6), max=1.0))
+    for grads in groups.values():
+        torch._foreach_mul_(grads, scale)
+    return total
 
 
 def _fsdp2_units(model: nn.Module) -> list[nn.Module]:

@@ -55,6 +55,14 @@ def param_groups(model: nn.Module, *, weight_decay: float) -> list[dict]:
 FUSED_ADAMW_DEVICES = ("cpu", "cuda")
 
 
+def mixes_dtensors(params: Iterable[nn.Parameter]) -> bool:
+    """Whether ``params`` mix DTensors (split by tensor parallelism) and plain tensors (whole on every rank):
+    torch's fused and multi-tensor (foreach) AdamW kernels take one kind per call, the per-tensor loop both."""
+    from torch.distributed.tensor import DTensor
+
+    return len({isinstance(p, DTensor) for p in params}) > 1
+
+
 def fused_adamw_supported(params: Iterable[nn.Parameter]) -> bool:
     """Whether ``torch.optim.AdamW(..., fused=True)`` can take these parameters: all floating point, all on one
     device type that has the fused kernel. It is Hugging Face Trainer's default too (``adamw_torch_fused``).
@@ -65,7 +73,10 @@ def fused_adamw_supported(params: Iterable[nn.Parameter]) -> bool:
     params = list(params)
     types = {p.device.type for p in params}  # one type: not empty, not mixed
     return (
-        len(types) == 1 and types <= set(FUSED_ADAMW_DEVICES) and all(p.is_floating_point() for p in params)
+        len(types) == 1
+        and types <= set(FUSED_ADAMW_DEVICES)
+        and all(p.is_floating_point() for p in params)
+        and not mixes_dtensors(params)
     )
 
 

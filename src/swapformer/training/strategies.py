@@ -2,6 +2,8 @@
 
 * :class:`FSDP2Strategy`: ``ModelParallelStrategy`` with one data-parallel mesh over every process (FSDP2 only);
   it also loads one-file checkpoints with the right optimizer-state mapping.
+* :class:`TensorParallelStrategy`: the same with a tensor-parallel mesh dimension: tensor parallelism alone, or
+  a data-parallel x tensor-parallel mesh (2-D: FSDP2 across the first dimension).
 * :class:`BlockFSDPStrategy`: ``FSDPStrategy`` (FSDP1, CUDA) auto-wrapping each Transformer block.
 * :func:`consolidate_checkpoint`: an FSDP2 checkpoint folder -> one ``.ckpt`` file any strategy resumes from.
 
@@ -31,7 +33,7 @@ class FSDP2Strategy(ModelParallelStrategy):
 
     Args:
         data_parallel_size: processes in the data-parallel mesh; ``"auto"`` = devices x num_nodes.
-        tensor_parallel_size: must stay 1 (swapformer has no tensor-parallel plan).
+        tensor_parallel_size: must stay 1 (tensor parallelism: :class:`TensorParallelStrategy`).
         save_distributed_checkpoint: True: each rank writes its shard (a checkpoint folder, resumable at any
             world size under this strategy); False: rank 0 gathers one full ``.ckpt`` file, loadable anywhere.
         **kwargs: other ``ModelParallelStrategy`` arguments (``process_group_backend``, ``timeout``).
@@ -46,8 +48,9 @@ class FSDP2Strategy(ModelParallelStrategy):
     ) -> None:
         if tensor_parallel_size not in ("auto", 1):
             raise ConfigError(
-                f"tensor_parallel_size={tensor_parallel_size}: swapformer applies FSDP2 only and has no "
-                "tensor-parallel plan; set tensor_parallel_size: 1 (shard over more processes instead)."
+                f"tensor_parallel_size={tensor_parallel_size}: FSDP2Strategy shards over data parallelism only; "
+                "set tensor_parallel_size: 1, or use swapformer.training.TensorParallelStrategy (recipes "
+                "trainer/tp, trainer/fsdp2-tp)."
             )
         super().__init__(
             data_parallel_size=data_parallel_size,
@@ -90,6 +93,83 @@ class FSDP2Strategy(ModelParallelStrategy):
                 )
             set_optimizer_state_dict(self.model, optimizer, optim_state_dict=state, options=options)
         return checkpoint
+
+
+def mesh_sizes(
+    data_parallel_size: Literal["auto"] | int, tensor_parallel_size: Literal["auto"] | int, *, world_size: int
+) -> tuple[int, int]:
+    """``(data parallel, tensor parallel)`` for ``world_size`` processes, an ``"auto"`` size filled in: both
+    auto: all tensor parallel; one auto: the world size divided by the other.
+
+    Raises:
+        ConfigError: sizes that do not multiply to the world size (or do not divide it), in one line.
+    """
+    for name, size in (
+        ("data_parallel_size", data_parallel_size),
+        ("tensor_parallel_size", tensor_parallel_size),
+    ):
+        if size != "auto" and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            raise ConfigError(f"{name}={size!r} must be a positive integer or 'auto'")
+    dp, tp = data_parallel_size, tensor_parallel_size
+    if dp == "auto" and tp == "auto":
+        dp = 1
+    fixed = tp if dp == "auto" else dp
+    if "auto" in (dp, tp) and world_size % fixed == 0:
+        dp, tp = (world_size // tp, tp) if dp == "auto" else (dp, world_size // dp)
+    if dp == "auto" or tp == "auto" or dp * tp != world_size:
+        pairs = [f"{d} x {world_size // d}" for d in range(1, world_size + 1) if world_size % d == 0]
+        raise ConfigError(
+            f"data_parallel_size={data_parallel_size} x tensor_parallel_size={tensor_parallel_size} does not "
+            f"make a mesh of the run's {world_size} process{'es' if world_size != 1 else ''} (num_nodes x devices); "
+            f"set sizes whose product is "
+            f"{world_size}: {', '.join(pairs)}"
+        )
+    return dp, tp
+
+
+class TensorParallelStrategy(FSDP2Strategy):
+    """Lightning's ``ModelParallelStrategy`` with tensor parallelism (TP): alone (``data_parallel_size: 1``,
+    recipe ``trainer/tp``), or a 2-D mesh of data parallel x tensor parallel (``trainer/fsdp2-tp``).
+
+    The module's ``configure_model`` splits each attention and feed-forward layer over the mesh's
+    ``tensor_parallel`` dimension with the plans its members declare
+    (:func:`~swapformer.training.distributed.shard_tensor_parallel`), then, when ``data_parallel_size`` > 1,
+    shards with FSDP2 over ``data_parallel``. The processes of one TP group read the same batches; the global
+    batch counts data-parallel processes only. Put a TP group inside one node: its collectives run every layer.
+
+    Args:
+        data_parallel_size: data-parallel processes; ``"auto"`` = world size / ``tensor_parallel_size``.
+        tensor_parallel_size: processes that split each layer; ``"auto"`` = world size / ``data_parallel_size``
+            (all of them when both are ``"auto"``). It must divide the attention heads and kv heads.
+        save_distributed_checkpoint: as :class:`FSDP2Strategy`.
+        **kwargs: other ``ModelParallelStrategy`` arguments.
+
+    Raises:
+        ConfigError: sizes whose product is not the world size (:func:`mesh_sizes`), at setup.
+    """
+
+    def __init__(
+        self,
+        data_parallel_size: Literal["auto"] | int = "auto",
+        tensor_parallel_size: Literal["auto"] | int = "auto",
+        save_distributed_checkpoint: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        ModelParallelStrategy.__init__(
+            self,
+            data_parallel_size=data_parallel_size,
+            tensor_parallel_size=tensor_parallel_size,
+            save_distributed_checkpoint=save_distributed_checkpoint,
+            **kwargs,
+        )
+
+    def setup_environment(self) -> None:
+        self._data_parallel_size, self._tensor_parallel_size = mesh_sizes(
+            self._data_parallel_size,
+            self._tensor_parallel_size,
+            world_size=self.num_nodes * self.num_processes,
+        )
+        ModelParallelStrategy.setup_environment(self)
 
 
 class BlockFSDPStrategy(FSDPStrategy):
