@@ -9,7 +9,7 @@ import signal
 
 import torch
 
-from .harness import TINY_CAUSAL_DATA, TINY_CAUSAL_MODEL, Case, Fixtures
+from .harness import RECIPES, TINY_CAUSAL_DATA, TINY_CAUSAL_MODEL, Case, Fixtures
 
 DIVERGING = [
     *("--model.init_args.lr", "1e30", "--model.init_args.schedule", "constant"),
@@ -161,5 +161,84 @@ CASES += [
         expect=r"trainer\.num_nodes=1 x trainer\.devices=1 = 1 process, but torchrun started 2 \(1 node x 2\): "
         r"set --trainer\.num_nodes 1 --trainer\.devices 2",
         shows=_torchrun_two_processes,
+    ),
+]
+
+
+# ---- tensor parallelism: refused before any process starts -----------------------------------------------
+def _fit_parallel(recipe: str, *options: str):
+    def argv(fx: Fixtures) -> list[str]:
+        trainer = str(RECIPES / "trainer" / recipe)
+        return [
+            "fit",
+            "--config",
+            str(fx.recipe()),
+            "--config",
+            trainer,
+            "--trainer.accelerator=cpu",
+            *options,
+        ]
+
+    return argv
+
+
+class GainNorm(torch.nn.Module):
+    """A plug-in's norm written without tensor parallelism in mind: it declares no ``tensor_parallel_plan``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gain = torch.nn.Parameter(torch.ones(32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gain
+
+
+def _plan_with_plug_in_norm(fx: Fixtures) -> object:
+    import swapformer
+    from swapformer.training.distributed import tensor_parallel_plan
+
+    model = swapformer.build_causal_lm({"vocab_size": 50, **TINY_CAUSAL_MODEL})
+    model.decoder.final_norm = GainNorm()
+    return tensor_parallel_plan(model, 2)
+
+
+CASES += [
+    Case(
+        id="tp-mesh-not-world-size",
+        area="training",
+        mistake="`--config trainer/fsdp2-tp` (tensor_parallel_size: 2) on 3 devices: the mesh does not multiply "
+        "to the world size",
+        expect=r"data_parallel_size=auto x tensor_parallel_size=2 does not make a mesh of the run's 3 processes.*"
+        r"product is 3: 1 x 3, 3 x 1",
+        argv=_fit_parallel("fsdp2-tp.yaml", "--trainer.devices=3"),
+    ),
+    Case(
+        id="tp-larger-than-heads",
+        area="training",
+        mistake="`--config trainer/tp` on 8 devices for a model of 4 heads: TP larger than the heads",
+        expect=r"tensor_parallel_size=8 does not divide num_heads=4 .* one of \[1, 2, 4\]",
+        argv=_fit_parallel("tp.yaml", "--trainer.devices=8"),
+    ),
+    Case(
+        id="tp-kv-heads-not-divisible",
+        area="training",
+        mistake="`--config trainer/tp` on 4 devices for a GQA model of 2 kv heads",
+        expect=r"tensor_parallel_size=4 does not divide num_kv_heads=2 .* one of \[1, 2\]",
+        argv=_fit_parallel("tp.yaml", "--trainer.devices=4", "--model.init_args.num_kv_heads=2"),
+    ),
+    Case(
+        id="tp-member-without-plan",
+        area="training",
+        mistake="tensor parallelism over a model holding a plug-in member that declares no `tensor_parallel_plan`",
+        expect=r"GainNorm \(at decoder.final_norm\) declares no tensor_parallel_plan.*declare one beside its "
+        r"definition.*or set tensor_parallel_size: 1",
+        raises=_plan_with_plug_in_norm,
+    ),
+    Case(
+        id="tp-moe",
+        area="training",
+        mistake="`--config trainer/tp` for a model with the `moe` feed-forward (not split by TP yet)",
+        expect=r"MixtureOfExperts \(at decoder.layers.0.feed_forward.sublayer\) declares no tensor_parallel_plan",
+        argv=_fit_parallel("tp.yaml", "--trainer.devices=2", "--model.init_args.ffn=moe"),
     ),
 ]

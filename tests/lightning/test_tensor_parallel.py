@@ -1,0 +1,186 @@
+"""Tensor parallelism (TP) and 2-D meshes on CPU with gloo, against one process and DDP.
+
+Quick tests check the plans and refusals on one process. The slow ones start processes: the probe
+(``tensor_parallel_probe.py``, 2 processes) holds TP=2's logits and gradients to one process's for a Llama-style
+and a GPT-2-style model (1e-5); ``recipes/trainer/tp.yaml`` on 2 CPUs trains the scale-out tests' 6 steps with
+DDP's losses (1e-4; the same 8 windows per step, summed in another order); ``recipes/trainer/fsdp2-tp.yaml`` on
+4 CPUs (a 2 x 2 mesh) trains and its loss falls.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from lightning_testlib import RECIPES
+from scaleout_testlib import HERE, fit, fit_env, read_losses, write_config
+from torch import nn
+
+import swapformer
+from swapformer.errors import ConfigError
+from swapformer.training import TensorParallelStrategy, distributed
+from swapformer.training.strategies import mesh_sizes
+
+TINY = {"vocab_size": 50, "d_model": 32, "num_heads": 4, "num_layers": 2, "d_ff": 64, "max_seq_len": 16}
+LLAMA = {**TINY, "num_kv_heads": 2, "positional": "rope", "norm": "rmsnorm", "ffn": "swiglu", "bias": False}
+GPT2 = {**TINY, "positional": "learned", "ffn": {"name": "gelu", "approximate": "tanh"}}
+
+
+# ---- one process ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("config", "ffn"),
+    [(LLAMA, {"gate_proj": "colwise", "up_proj": "colwise", "down_proj": "rowwise"}),
+     (GPT2, {"linear1": "colwise", "linear2": "rowwise"})],
+)  # fmt: skip
+def test_plan_splits_attention_by_heads_and_each_ffn_column_then_row(config, ffn):
+    model = swapformer.build_causal_lm(config)
+    attention = {"q_proj": "colwise", "k_proj": "colwise", "v_proj": "colwise", "out_proj": "rowwise"}
+    expected = {}
+    for layer in range(2):
+        prefix = f"decoder.layers.{layer}"
+        expected |= {f"{prefix}.self_attention.sublayer.{k}": v for k, v in attention.items()}
+        expected |= {f"{prefix}.feed_forward.sublayer.{k}": v for k, v in ffn.items()}
+    assert distributed.tensor_parallel_plan(model, 2) == expected
+    # everything else stays whole: the embedding (tied to the LM head), norms, positional tables
+    planned = {f"{path}.{name}" for path in expected for name in ("weight", "bias")}
+    whole = [name for name, _ in model.named_parameters() if name not in planned]
+    assert "embedding.token.weight" in whole and all("proj" not in n and "linear" not in n for n in whole)
+
+
+def test_heads_that_tensor_parallelism_cannot_split_are_refused():
+    with pytest.raises(
+        ConfigError, match=r"tensor_parallel_size=4 does not divide num_kv_heads=2 .* one of \[1, 2\]"
+    ):
+        distributed.tensor_parallel_plan(swapformer.build_causal_lm(LLAMA), 4)
+    with pytest.raises(
+        ConfigError, match=r"tensor_parallel_size=8 does not divide num_heads=4 .* \[1, 2, 4\]"
+    ):
+        distributed.tensor_parallel_plan(swapformer.build_causal_lm(TINY), 8)
+    with pytest.raises(ConfigError, match=r"q/k norms .* set tensor_parallel_size: 1"):
+        distributed.tensor_parallel_plan(swapformer.build_causal_lm({**LLAMA, "qk_norm": "rmsnorm"}), 2)
+
+
+class PlugInNorm(nn.Module):
+    """A norm written without tensor parallelism in mind: it declares nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gain = nn.Parameter(torch.ones(32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gain
+
+
+def test_a_member_that_declares_no_plan_is_refused_in_one_line_naming_it():
+    model = swapformer.build_causal_lm(TINY)
+    model.decoder.final_norm = PlugInNorm()
+    with pytest.raises(
+        ConfigError, match=r"PlugInNorm \(at decoder.final_norm\) declares no tensor_parallel_plan"
+    ) as e:
+        distributed.tensor_parallel_plan(model, 2)
+    assert "\n" not in str(e.value)
+    for member in ({"ffn": "moe"}, {"positional": "alibi"}, {"positional": "t5_relative"}):
+        with pytest.raises(ConfigError, match=r"declares no tensor_parallel_plan"):
+            distributed.tensor_parallel_plan(swapformer.build_causal_lm({**TINY, **member}), 2)
+    distributed.tensor_parallel_plan(swapformer.build_causal_lm(TINY), 1)  # TP 1 splits nothing: no refusal
+
+
+def test_mesh_sizes_fill_auto_and_refuse_a_product_other_than_the_world_size():
+    assert mesh_sizes("auto", "auto", world_size=4) == (1, 4)
+    assert mesh_sizes("auto", 2, world_size=4) == (2, 2)
+    assert mesh_sizes(1, "auto", world_size=2) == (1, 2)
+    with pytest.raises(
+        ConfigError,
+        match=r"data_parallel_size=2 x tensor_parallel_size=3 .* 4 processes .* 1 x 4, 2 x 2, 4 x 1",
+    ):
+        mesh_sizes(2, 3, world_size=4)
+    with pytest.raises(ConfigError, match=r"tensor_parallel_size=2 .* 3 processes"):
+        mesh_sizes("auto", 2, world_size=3)
+    TensorParallelStrategy(
+        data_parallel_size=2, tensor_parallel_size=2
+    )  # checked at setup, against the world
+
+
+def test_clip_grad_norm_is_torchs_on_whole_tensors():
+    torch.manual_seed(0)
+    model, reference = nn.Linear(8, 4), nn.Linear(8, 4)
+    reference.load_state_dict(model.state_dict())
+    x = torch.randn(3, 8)
+    model(x).square().sum().backward(), reference(x).square().sum().backward()
+    total = distributed.clip_grad_norm(model.parameters(), 0.1)
+    torch.testing.assert_close(total, torch.nn.utils.clip_grad_norm_(reference.parameters(), 0.1))
+    for p, q in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(p.grad, q.grad)
+
+
+# ---- several processes ---------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_tp2_gives_one_process_logits_and_gradients_for_llama_and_gpt2_style_models():
+    probe = HERE / "tensor_parallel_probe.py"
+    done = subprocess.run(
+        [sys.executable, str(probe), str(_free_port())],
+        capture_output=True,
+        text=True,
+        env=fit_env(),
+        timeout=120,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+
+
+@pytest.mark.slow
+def test_tp2_trains_six_steps_with_ddps_losses(runs, tmp_path):
+    out = fit(
+        tmp_path,
+        "--config",
+        str(RECIPES / "trainer" / "tp.yaml"),
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=2",
+    )
+    assert "4 per process x 1 processes x 2 accumulated" in out  # a TP group reads one batch stream
+    losses, reference = read_losses(tmp_path), read_losses(runs["ddp"][0])
+    assert sorted(losses) == sorted(reference) == list(range(6))
+    for step, loss in losses.items():
+        assert loss == pytest.approx(reference[step], rel=1e-4), (step, loss, reference[step])
+    assert (tmp_path / "checkpoints" / "epoch=2.ckpt").is_dir()  # one shard a rank
+
+
+@pytest.mark.slow
+def test_a_2x2_mesh_trains_and_its_loss_falls(tmp_path):
+    config = write_config(tmp_path)
+    recipe = yaml.safe_load(config.read_text())
+    trainer = recipe["trainer"]
+    trainer["max_epochs"] = 2  # 4 steps; one checkpoint at the end (4 processes writing one a step cost more)
+    trainer["callbacks"] = [c for c in trainer["callbacks"] if "every_n_train_steps" not in str(c)]
+    config.write_text(yaml.safe_dump(recipe))
+    command = [
+        sys.executable, "-m", "swapformer", "fit", "--config", str(config),
+        "--config", str(RECIPES / "trainer" / "fsdp2-tp.yaml"), "--trainer.accelerator=cpu", "--trainer.devices=4",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, env=fit_env(), timeout=300, cwd=tmp_path)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-4000:]
+    assert "4 per process x 2 processes x 1 accumulated" in out  # 2 data-parallel ranks of 2 TP ranks each
+    losses = read_losses(tmp_path)
+    assert sorted(losses) == list(range(4)) and losses[3] < losses[0] - 0.1, losses
+    assert len(list((tmp_path / "checkpoints" / "epoch=1.ckpt").glob("*.distcp"))) == 4  # a shard a process
+
+
+def test_components_matrix_shows_which_members_split_and_how():
+    from swapformer.cli.components import format_tensor_parallel
+
+    rows = {tuple(line.split(None, 3)) for line in format_tensor_parallel()[2:]}
+    assert ("ffn", "swiglu", "yes", "gate_proj colwise, up_proj colwise, down_proj rowwise") in rows
+    assert ("ffn", "gelu", "yes", "linear1 colwise, linear2 rowwise") in rows
+    for family, member in (("ffn", "moe"), ("positional", "alibi"), ("positional", "t5_relative")):
+        assert (family, member, "NO", "declares no tensor_parallel_plan") in rows
+    assert ("attention", "sdpa", "yes", "unsplit, on the local heads") in rows
