@@ -12,6 +12,8 @@
 #   4. fsdp        the same under trainer/fsdp (FSDP1), 300 steps                                  ~30 s
 #   5. multi30k    the multi30k-de-en recipe for $MULTI30K_EPOCHS epochs (default 15, 227 steps
 #                  each, validated every 5), then sacreBLEU on test_2016_flickr (goal >= 35)     ~3.5 min
+#   6. tp, 2-D     with more than one GPU: shakespeare-char under trainer/tp on 2 GPUs (TP 2), then
+#                  trainer/fsdp2-tp on 4 (2 data parallel x 2 tensor parallel), 300 steps each        ~1 min
 # Without CUDA it runs what a CPU can at toy sizes (a few steps each, under a minute) and prints
 # "SKIP <step>: <reason>" for the GPU-only parts. Nothing is downloaded. Exit status 1 if a step failed.
 set -euo pipefail
@@ -114,6 +116,22 @@ else
         --model.init_args.max_decode_len=8 --trainer.limit_test_batches=1)
     run_step multi30k swapformer fit "${pairs[@]}" "${toy[@]}" --trainer.max_steps=2 --trainer.limit_val_batches=1
     run_step multi30k-test swapformer test "${pairs[@]}" "${toy[@]}" --ckpt_path last
+fi
+
+header "6. tp and 2-D: shakespeare-char under trainer/tp (TP 2), then trainer/fsdp2-tp (2 x 2)"
+gpus="$("$python" -c "import torch; print(torch.cuda.device_count())")"
+if [ "$gpus" -lt 2 ]; then
+    skip tp "$gpus GPU(s): tensor parallelism needs more than one (tests/lightning/test_tensor_parallel.py runs it on CPUs)"
+elif [ ! -f "$shakespeare" ]; then
+    skip tp "no $shakespeare (set SWAPFORMER_DATA)"
+else
+    run_step tp swapformer fit "${sharded[@]}" --config trainer/tp --trainer.devices=2 "--trainer.default_root_dir=$work/tp"
+    if [ "$gpus" -lt 4 ]; then
+        skip 2-D "$gpus GPUs: a 2 x 2 mesh needs 4"
+    else
+        run_step 2-D swapformer fit "${sharded[@]}" --config trainer/fsdp2-tp --trainer.devices=4 \
+            "--trainer.default_root_dir=$work/fsdp2-tp"
+    fi
 fi
 
 header "summary"

@@ -26,6 +26,7 @@ def test_gpu_script_runs_on_cpu_and_skips_the_gpu_steps(tmp_path, generated_data
     assert done.returncode == 0, out[-3000:] + done.stderr[-3000:]
     for step in ("sdpa-path", "gpt2-124m", "fsdp", "multi30k"):
         assert re.search(rf"^SKIP {step}: no CUDA device: \S", out, re.M), step
+    assert re.search(r"^SKIP tp: 0 GPU\(s\): tensor parallelism needs more than one", out, re.M)
     assert "FAIL" not in out
     assert re.search(r"^sdpa path, causal \(cpu\): aten::_scaled_dot_product\w+", out, re.M)
     assert re.search(r"^sdpa path, padded \(cpu\): aten::_scaled_dot_product\w+", out, re.M)
