@@ -4,7 +4,7 @@ Each process builds the same Llama-style and GPT-2-style models (weights scaled 
 uniform), keeps one whole copy as the reference, splits the other with
 :func:`swapformer.training.distributed.shard_tensor_parallel`, and checks: the logits (1e-5), every parameter's
 gradient gathered whole (1e-5), and :func:`~swapformer.training.distributed.clip_grad_norm`'s total against
-torch's ``clip_grad_norm_`` on the reference. Exits non-zero with the first mismatch.
+torch's ``clip_grad_norm_`` on the reference, and greedy decoding's tokens. Exits non-zero with the first mismatch.
 """
 
 from __future__ import annotations
@@ -78,6 +78,10 @@ def check(rank: int, world: int, port: int) -> None:
         for (key, p), (_, q) in zip(model.named_parameters(), reference.named_parameters()):
             grad = p.grad.full_tensor() if isinstance(p.grad, DTensor) else p.grad
             close(grad, q.grad, f"{name} clipped {key}")
+        # decoding with the KV cache (the attention's general path: the split projections are hooked)
+        prompt = ids[:, :5]
+        tokens = model.eval().generate(prompt, max_new_tokens=6, do_sample=False)
+        assert torch.equal(tokens, reference.eval().generate(prompt, max_new_tokens=6, do_sample=False)), name
     dist.destroy_process_group()
 
 
