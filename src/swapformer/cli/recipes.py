@@ -39,8 +39,9 @@ def recipe_dir() -> Path:
 def bundled() -> dict[str, Path]:
     """Every bundled recipe by its full name (``causal_lm/stdlib-tiny``), sorted."""
     root = recipe_dir()
-    paths = sorted(root.rglob("*.yaml")) if root.is_dir() else []
-    return {p.relative_to(root).with_suffix("").as_posix(): p for p in paths}
+    paths = root.rglob("*.yaml") if root.is_dir() else []
+    # sorted by name, not by path: "trainer/fsdp2" before "trainer/fsdp2-tp" (as paths, "-" sorts before ".")
+    return dict(sorted((p.relative_to(root).with_suffix("").as_posix(), p) for p in paths))
 
 
 def purpose(path: Path) -> str:
