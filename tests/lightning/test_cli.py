@@ -27,8 +27,12 @@ COMPOSABLE = sorted(
     if p.parent.name in ("trainer", "logger")
 )
 # Trainer recipes that start processes, or need a GPU or several nodes: only parsed here; test_distributed.py
-# runs ddp.yaml and fsdp2.yaml with 2 CPU processes in subprocesses (DDP inside pytest re-runs the session).
-NOT_IN_PROCESS = {"trainer/ddp.yaml", "trainer/fsdp.yaml", "trainer/fsdp2.yaml", "trainer/multinode.yaml"}
+# runs ddp.yaml and fsdp2.yaml with 2 CPU processes in subprocesses (DDP inside pytest re-runs the session),
+# test_tensor_parallel.py tp.yaml with 2 and fsdp2-tp.yaml with 4.
+NOT_IN_PROCESS = {
+    *("trainer/ddp.yaml", "trainer/fsdp.yaml", "trainer/fsdp2.yaml", "trainer/multinode.yaml"),
+    *("trainer/tp.yaml", "trainer/fsdp2-tp.yaml"),
+}
 
 
 def _overrides(recipe: str, data: Path) -> list[str]:
