@@ -4,7 +4,8 @@ Quick tests check the plans and refusals on one process. The slow ones start pro
 (``tensor_parallel_probe.py``, 2 processes) holds TP=2's logits and gradients to one process's for a Llama-style
 and a GPT-2-style model (1e-5); ``recipes/trainer/tp.yaml`` on 2 CPUs trains the scale-out tests' 6 steps with
 DDP's losses (1e-4; the same 8 windows per step, summed in another order); ``recipes/trainer/fsdp2-tp.yaml`` on
-4 CPUs (a 2 x 2 mesh) trains and its loss falls.
+4 CPUs (a 2 x 2 mesh) trains, its loss falls, and
+samples print after validation (every rank decodes: a TP forward needs the whole group).
 """
 
 from __future__ import annotations
@@ -156,7 +157,9 @@ def test_tp2_trains_six_steps_with_ddps_losses(runs, tmp_path):
 
 @pytest.mark.slow
 def test_a_2x2_mesh_trains_and_its_loss_falls(tmp_path):
-    config = write_config(tmp_path)
+    config = write_config(
+        tmp_path, sample=True
+    )  # validation, and samples printed by rank 0 (all ranks decode)
     recipe = yaml.safe_load(config.read_text())
     trainer = recipe["trainer"]
     trainer["max_epochs"] = 2  # 4 steps; one checkpoint at the end (4 processes writing one a step cost more)
@@ -170,6 +173,7 @@ def test_a_2x2_mesh_trains_and_its_loss_falls(tmp_path):
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-4000:]
     assert "4 per process x 2 processes x 1 accumulated" in out  # 2 data-parallel ranks of 2 TP ranks each
+    assert out.count("samples at step") == 2, out[-3000:]  # after each epoch's validation, no hang
     losses = read_losses(tmp_path)
     assert sorted(losses) == list(range(4)) and losses[3] < losses[0] - 0.1, losses
     assert len(list((tmp_path / "checkpoints" / "epoch=1.ckpt").glob("*.distcp"))) == 4  # a shard a process

@@ -449,9 +449,7 @@ class SwapformerModule(pl.LightningModule):
             self.trainer.model.clip_grad_norm_(gradient_clip_val)
             return
         # tensor parallel: split (DTensor) and whole gradients, which torch's clip_grad_norm_ cannot mix
-        tensor_parallel = isinstance(self.trainer.strategy, ModelParallelStrategy) and (
-            self.device_mesh["tensor_parallel"].size() > 1
-        )
+        tensor_parallel = distributed.tensor_parallel_size(self.trainer) > 1
         if gradient_clip_val and gradient_clip_algorithm in (None, "norm") and tensor_parallel:
             distributed.clip_grad_norm(self.parameters(), gradient_clip_val)
             return

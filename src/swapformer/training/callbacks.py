@@ -57,12 +57,15 @@ class SampleCallback(Callback):
             seed=self.seed,
         )
 
-    @rank_zero_only
     def _print(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.global_step == self._printed_at:
             return
+        # Under tensor parallelism each forward needs every rank of the TP group (its all-reduces): all ranks
+        # decode the same samples (same weights, same seed) and rank 0 prints them.
+        if not (trainer.is_global_zero or distributed.tensor_parallel_size(trainer) > 1):
+            return
         lines = self.samples(pl_module)
-        if not lines:
+        if not lines or not trainer.is_global_zero:
             return
         self._printed_at = trainer.global_step
         bar = "-" * 72

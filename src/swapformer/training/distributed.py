@@ -180,6 +180,16 @@ def shard_tensor_parallel(model: nn.Module, mesh: Any) -> int:
     return len(plan)
 
 
+def tensor_parallel_size(trainer: pl.Trainer) -> int:
+    """Ranks in each tensor-parallel group of ``trainer``'s strategy (1 without tensor parallelism)."""
+    from lightning.pytorch.strategies import ModelParallelStrategy
+
+    strategy = trainer.strategy
+    if not isinstance(strategy, ModelParallelStrategy) or getattr(strategy, "_device_mesh", None) is None:
+        return 1
+    return strategy.device_mesh["tensor_parallel"].size()
+
+
 def tensor_parallel_rows(size: int = 2) -> list[dict[str, str]]:
     """One row per registered member: ``family``, ``name``, ``supported`` ("yes" / "NO") and ``split`` (how it
     splits, or why it is refused), from a tiny causal LM with that member, built on the meta device and planned
