@@ -235,6 +235,13 @@ CASES += [
         raises=_plan_with_plug_in_norm,
     ),
     Case(
+        id="tp-meta-init",
+        area="training",
+        mistake="`--config trainer/tp` with `meta_init: true` (each rank would draw its own whole weights)",
+        expect=r"meta_init=true with tensor_parallel_size=2: .* set meta_init: false",
+        argv=_fit_parallel("tp.yaml", "--trainer.devices=2", "--model.init_args.meta_init=true"),
+    ),
+    Case(
         id="tp-moe",
         area="training",
         mistake="`--config trainer/tp` for a model with the `moe` feed-forward (not split by TP yet)",

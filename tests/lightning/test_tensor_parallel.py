@@ -133,7 +133,7 @@ def test_tp2_gives_one_process_logits_and_gradients_for_llama_and_gpt2_style_mod
         capture_output=True,
         text=True,
         env=fit_env(),
-        timeout=120,
+        timeout=300,
     )
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
 

@@ -191,7 +191,9 @@ class SwapformerCLI(LightningCLI):
                 title=f"invalid model in the recipe ({model.class_path})",
             ) from None
         preflight.check_lengths(model_config, config.get("data"))
-        preflight.check_tensor_parallel(model_config, config.get("trainer"))
+        preflight.check_tensor_parallel(
+            model_config, config.get("trainer"), meta_init=bool(init_args.get("meta_init"))
+        )
 
     def instantiate_classes(self) -> None:
         try:

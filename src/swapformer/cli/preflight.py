@@ -177,7 +177,7 @@ def check_compile(init_args: Any, trainer: Any) -> None:
         raise ConfigError(f"model.init_args.{problem}")
 
 
-def check_tensor_parallel(model: ModelConfig, trainer: Any) -> None:
+def check_tensor_parallel(model: ModelConfig, trainer: Any, *, meta_init: bool = False) -> None:
     """Under a ``ModelParallelStrategy`` with tensor parallelism (``trainer/tp``, ``trainer/fsdp2-tp``): mesh sizes
     that multiply to ``num_nodes x devices``, and a model whose every member can be split that many ways (heads
     divisible, a plan declared), checked on a meta-device copy of the model before any process starts."""
@@ -213,6 +213,11 @@ def check_tensor_parallel(model: ModelConfig, trainer: Any) -> None:
     else:  # devices: auto (counted by Lightning): only a fixed TP size can be checked here
         tensor = sizes["tensor_parallel_size"]
     if isinstance(tensor, int) and tensor > 1:
+        if meta_init:  # (configure_model refuses it too, for a Trainer built in Python)
+            raise ConfigError(
+                f"model.init_args.meta_init=true with tensor_parallel_size={tensor}: the whole (replicated) weights "
+                "would differ between ranks; set meta_init: false"
+            )
         with torch.device("meta"):  # the plan needs the modules, not their memory
             tensor_parallel_plan(kind(model.kind).build(model), tensor)
 

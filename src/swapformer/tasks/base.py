@@ -380,9 +380,10 @@ class SwapformerModule(pl.LightningModule):
     def configure_model(self) -> None:
         """Apply the scale-out options once, and allocate meta-device parameters.
 
-        In torchtitan's order: activation checkpointing per block, ``torch.compile`` per block, FSDP2
-        ``fully_shard`` per block then the root (under ``ModelParallelStrategy`` only), and last the
-        allocation of meta-device parameters (only the local shards under FSDP2). DDP and FSDP1 wrap the
+        In torchtitan's order: the tensor-parallel split (``TensorParallelStrategy``), activation checkpointing
+        per block, ``torch.compile`` per block, FSDP2 ``fully_shard`` per block then the root (under
+        ``ModelParallelStrategy`` only), and last the allocation of meta-device parameters (only the local
+        shards under FSDP2). DDP and FSDP1 wrap the
         model themselves after this hook. Lightning calls it before every fit/validate/test, and
         ``load_from_checkpoint`` calls it without a trainer: then only the allocation happens, and the training
         options wait for the trainer. See :mod:`swapformer.training.distributed`.
@@ -391,6 +392,15 @@ class SwapformerModule(pl.LightningModule):
         if strategy is not None and not getattr(self, "_model_configured", False):
             self._model_configured = True
             hp = self.hparams
+            tensor_parallel = distributed.tensor_parallel_size(self.trainer) > 1
+            if tensor_parallel:  # first, on the plain modules (torchtitan's order: TP, AC, compile, FSDP)
+                # replicated weights must be equal on every rank, and materialize draws each rank's apart
+                if hp.get("meta_init"):
+                    raise ConfigError(
+                        "meta_init: true with tensor parallelism: the whole (replicated) weights would differ "
+                        "between ranks; set meta_init: false"
+                    )
+                distributed.shard_tensor_parallel(self.model, self.device_mesh["tensor_parallel"])
             if hp.get("activation_checkpointing"):
                 if isinstance(strategy, FSDPStrategy) and strategy._activation_checkpointing_kwargs:
                     raise ConfigError(
@@ -403,12 +413,10 @@ class SwapformerModule(pl.LightningModule):
                 if problem is not None:  # a Trainer built in Python: the CLI refused it before reading data
                     raise ConfigError(f"model.init_args.{problem}")
                 distributed.compile_blocks(self.model, hp.compile if isinstance(hp.compile, dict) else None)
-            if isinstance(strategy, ModelParallelStrategy):
-                mesh = self.device_mesh
-                if mesh["tensor_parallel"].size() > 1:  # TP first: FSDP2 then shards the split weights too
-                    distributed.shard_tensor_parallel(self.model, mesh["tensor_parallel"])
-                if mesh["tensor_parallel"].size() == 1 or mesh["data_parallel"].size() > 1:
-                    distributed.shard_fsdp2(self.model, mesh["data_parallel"])
+            # FSDP2 under FSDP2Strategy, and across data parallel on a 2-D mesh (sharding the split weights too)
+            sharded = not tensor_parallel or self.device_mesh["data_parallel"].size() > 1
+            if isinstance(strategy, ModelParallelStrategy) and sharded:
+                distributed.shard_fsdp2(self.model, self.device_mesh["data_parallel"])
         device = strategy.root_device if strategy is not None else torch.device("cpu")
         distributed.materialize(self.model, device, self._init_weights)
 
