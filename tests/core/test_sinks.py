@@ -130,3 +130,15 @@ def test_sinks_are_refused_by_a_kernel_without_them_and_must_be_a_bool():
         family("attention").build({"name": "linear", "sinks": True})
     with pytest.raises(ConfigError, match=r"sdpa: sinks='yes' must be true or false"):
         family("attention").build({"name": "sdpa", "sinks": "yes"}, num_heads=H)
+
+
+@pytest.mark.parametrize("kernel", ["math", "sdpa", "sliding_window"])
+def test_sinks_are_refused_under_tensor_parallelism_in_one_line(kernel):
+    from swapformer.components.declarations import tensor_parallel_plan
+
+    plain = family("attention").build(kernel, num_heads=4)
+    assert tensor_parallel_plan(plain, 2) == {}  # the same kernel without sinks runs on the local heads
+    with pytest.raises(
+        ConfigError, match=r"attention sinks are not split under tensor parallelism yet.*sinks: false"
+    ):
+        tensor_parallel_plan(family("attention").build(kernel, sinks=True, num_heads=4), 2)

@@ -92,7 +92,9 @@ def unsplit_heads(kernel: nn.Module) -> dict[str, str]:
     Raises:
         ConfigError: the kernel has sink logits, one per head of the whole model, which are not split yet.
     """
-    if getattr(kernel, "sinks", None) is not None:
+    if any(
+        name.split(".")[-1] == "sinks" for name, _ in kernel.named_parameters()
+    ):  # its own or its inner kernel's
         raise ConfigError(
             f"{type(kernel).__name__}: attention sinks are not split under tensor parallelism yet (one logit per "
             "head of the whole model); set sinks: false, or train with FSDP2 or DDP instead"
