@@ -90,6 +90,9 @@ PLANNED = {
     "scaled-rope-geglu": dict(positional={"name": "rope", "scaling": "linear", "factor": 2.0}, ffn="geglu"),
     "qk-norm": dict(positional="rope", num_kv_heads=2, norm="rmsnorm", qk_norm="rmsnorm", placement="pre"),
     "qk-layernorm-math": dict(positional="rope", qk_norm="layernorm", attention="math"),
+    # score biases: made once per step for the layers that share the member
+    "alibi": dict(positional="alibi", num_kv_heads=2, placement="pre"),
+    "t5-relative": dict(positional="t5_relative", norm="rmsnorm", placement="pre", bias=False),
     # layers that differ in kernel, window, rope base, q/k norm, and a NoPE layer: one plan for all of them
     "patterned": dict(
         positional="rope",
@@ -252,13 +255,13 @@ def _hook_on(path):
 
 
 KERNELS_WITHOUT_FUNCTION = [dict(attention={"name": "sliding_window", "window": 3}), dict(attention="math")]
+SCORE_BIASES = [dict(positional="alibi"), dict(positional="t5_relative")]
 
 
 @pytest.mark.parametrize(
     "change",
     [
-        dict(positional="alibi"),  # a score bias
-        dict(positional="t5_relative"),
+        *SCORE_BIASES,
         *KERNELS_WITHOUT_FUNCTION,
         "shifted-rope",  # a member that overrides rotate
         "own-layer",  # a layer class of the user's
@@ -274,8 +277,8 @@ KERNELS_WITHOUT_FUNCTION = [dict(attention={"name": "sliding_window", "window": 
 )
 def test_the_plan_serves_what_it_can_and_steps_aside_for_the_rest(change):
     # a kernel or a rotation without a function of its own is called inside the plan (a plug-in member keeps the
-    # fast path); a score bias, a hook or a layer's own forward: the modules' path runs. The numbers either way
-    # are the modules'.
+    # fast path), a score bias is made once per step inside it; a hook or a layer's own forward: the modules' path
+    # runs. The numbers either way are the modules'.
     config = dict(
         vocab_size=40, d_model=32, num_heads=4, num_layers=2, d_ff=64, dropout=0.0, positional="rope"
     )
@@ -302,7 +305,10 @@ def test_the_plan_serves_what_it_can_and_steps_aside_for_the_rest(change):
     cache = KVCache(2, capacity=8)
     with torch.inference_mode():
         model(torch.randint(3, 40, (1, 4)), cache=cache)
-    planned = (isinstance(change, str) and change == "shifted-rope") or change in KERNELS_WITHOUT_FUNCTION
+    planned = (isinstance(change, str) and change == "shifted-rope") or change in [
+        *KERNELS_WITHOUT_FUNCTION,
+        *SCORE_BIASES,
+    ]
     assert (CausalStep(model, cache).plan() is not None) == planned
     ids = torch.randint(3, 40, (2, 5))
     with torch.inference_mode():

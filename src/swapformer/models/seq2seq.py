@@ -3,11 +3,13 @@ builder and kind."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import torch
 from torch import Tensor, nn
 
+from swapformer.components.functions import function_of, plain
 from swapformer.components.positional.base import PositionalEncoding
 from swapformer.components.softcap import soft_cap
 from swapformer.config import ModelConfig
@@ -167,31 +169,76 @@ class EncoderDecoder(SavesPretrained, nn.Module):
             )
         check_length(self.src_positional, input_ids.size(1), "the source")
         check_length(self.tgt_positional, 1 + settings.max_new_tokens, "1 + max_new_tokens")
-        memory = self.encode(input_ids, attention_mask)  # (N, S, D), once
+        src_mask = None
+        if attention_mask is not None:
+            src_mask = attention_mask if attention_mask.dtype == torch.bool else attention_mask != 0
+            if bool(src_mask.all()):
+                src_mask = None  # no padding: the kernels' unmasked path
+        memory = self.encode(input_ids, src_mask)  # (N, S, D), once
         beams = settings.num_beams
-        memory, src_mask = expand_beams(memory, beams), expand_beams(attention_mask, beams)
-        start = input_ids.new_full((memory.size(0), 1), decoder_start_token_id)
         cache = None
         if use_cache:
             cache = KVCache(len(self.decoder.layers), capacity=1 + settings.max_new_tokens)
+            for layer, layer_cache in zip(self.decoder.layers, cache.layers, strict=True):
+                # the keys and values of each source once, then its beams' copies: no projection per beam
+                getattr(layer, "remember", lambda *args, **kwargs: None)(memory, layer_cache, repeats=beams)
             reserve_positions(
                 [self.tgt_positional, *getattr(self.decoder, "positionals", ())],
                 1 + settings.max_new_tokens,
                 input_ids.device,
             )
+        memory, src_mask = expand_beams(memory, beams), expand_beams(src_mask, beams)
+        start = input_ids.new_full((memory.size(0), 1), decoder_start_token_id)
         return Seq2SeqStep(self, memory, src_mask, cache), start, None
 
 
 class Seq2SeqStep:
-    """Next-token logits of an EncoderDecoder's decoder over a fixed encoder output."""
+    """Next-token logits of an EncoderDecoder's decoder over a fixed encoder output.
+
+    With a cache, every one-token step runs through a plan (:meth:`plan`), as
+    :class:`~swapformer.models.causal_lm.CausalStep`'s does for a decoder-only model: the target embedding's
+    function, the decoder stack's (:meth:`~swapformer.nn.TransformerStack.decoding_function`: each layer's causal
+    self-attention over its cache, cross-attention over the source's keys and values, projected once per source
+    before the first step, and feed-forward; the final norm) and the head's, made once per generation. The same
+    operators on the same tensors as the modules, so the same numbers; anything else takes the modules' path.
+    """
 
     def __init__(self, model: EncoderDecoder, memory: Tensor, src_mask: Tensor | None, cache: KVCache | None):
         self.model, self.memory, self.src_mask, self.cache = model, memory, src_mask, cache
+        self._plan = self.plan()
 
     def __call__(self, ids: Tensor, attention_mask: Tensor | None, new: int) -> Tensor:
         if self.cache is not None:
+            # a compiled step traces the modules themselves: the plan updates the cache in place
+            plan = self._plan
+            if plan is not None and new == 1 and not torch.compiler.is_compiling():
+                return plan(ids[:, -1:], self.cache.length)
             ids = ids[:, -new:]
         return self.model.decode(ids, self.memory, src_mask=self.src_mask, cache=self.cache)[:, -1]
+
+    def plan(self) -> Callable[[Tensor, int], Tensor] | None:
+        """``(ids (N, 1), position) -> logits (N, V)`` for one new target token of every row at ``position``, or
+        None where there is no cache, the cross-attention keys and values are not cached yet, a member has no
+        decoding function, or something hooks the model, its embedding, head or layers."""
+        model = self.model
+        if self.cache is None or model.training or not plain(model, model.tgt_embedding, model.lm_head):
+            return None
+        memory_mask = None if self.src_mask is None else self.src_mask[:, None, None, :]  # (N, 1, 1, S)
+        make_stack = getattr(model.decoder, "decoding_function", None)
+        stack = (
+            None
+            if make_stack is None
+            else make_stack(self.cache, memory=self.memory, memory_mask=memory_mask)
+        )
+        make_embed = getattr(model.tgt_embedding, "decoding_function", None)
+        if stack is None or make_embed is None:
+            return None
+        embed, head, cap = make_embed(), function_of(model.lm_head), model.logit_softcap
+
+        def step(ids: Tensor, position: int) -> Tensor:
+            return soft_cap(head(stack(embed(ids, position), position)[:, -1]), cap)
+
+        return step
 
     def reorder(self, index: Tensor) -> None:
         if self.cache is not None:  # beams of one source share its memory: cross-attention stays

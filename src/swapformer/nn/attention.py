@@ -144,6 +144,18 @@ class MultiHeadAttention(nn.Module):
                 call and reuses it afterwards.
         """
         batch, length, _ = x.shape
+        if (  # one token's cross-attention to memory already projected: the plan's step, kept in the cache
+            memory is not None
+            and cache is not None
+            and cache.length
+            and length == 1
+            and not (need_weights or self.training or torch.is_grad_enabled())
+            and not torch.compiler.is_compiling()
+        ):
+            step = cache.step or self.memory_decoding_function(cache)
+            if step is not None:
+                cache.step = step
+                return step(x, attn_mask)
         stack = memory is None and cache is not None and not torch.is_grad_enabled()
         stack = stack and (cache.projection is not None or self._plain_projections())
         decoding = stack and length == 1 and not need_weights and not self.training
@@ -304,6 +316,48 @@ class MultiHeadAttention(nn.Module):
                 out = kernel(q, k, v, scale=scale, enable_gqa=grouped)
             else:
                 out = self.kernel(q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale)[0]
+            return F.linear(out.reshape(-1, 1, width), w_out, b_out)  # (N, H, 1, E) as (N, 1, H E)
+
+        return attend
+
+    def remember(self, memory: Tensor, cache: AttentionCache, *, repeats: int = 1) -> None:
+        """Project ``memory`` ``(N, S, D)`` into the keys and values of cross-attention once per source, each row
+        repeated ``repeats`` times (the beams of a source share them): ``(N * repeats, Hkv, S, E)`` in ``cache``,
+        which every later cross-attention step reads instead of ``memory``."""
+        k, v = self._project_kv(memory)
+        if repeats > 1:
+            k, v = k.repeat_interleave(repeats, dim=0), v.repeat_interleave(repeats, dim=0)
+        cache.store(k, v)
+
+    def memory_decoding_function(self, cache: AttentionCache) -> Callable[..., Tensor] | None:
+        """Cross-attention of one new token ``(N, 1, D)`` to the keys and values of ``memory`` already in
+        ``cache`` (:meth:`remember`, or ``forward``'s first call), without autograd, as one function of
+        ``(x, attn_mask=None)``: ``forward``'s one-token cross-attention step (kept in the cache) and the plan of
+        an encoder-decoder's step (:meth:`~swapformer.nn.TransformerLayer.decoding_function`). ``attn_mask`` is
+        the source's key padding ``(N, 1, 1, S)``, True = real token, or None.
+
+        Returns None (``forward``'s general path then runs) where the projections are not torch's Linear or
+        something hooks them or this module, or no keys are cached yet.
+        """
+        if not (self._plain_projections() and plain(self)) or not cache.length:
+            return None
+        kernel = own_function(self.kernel)
+        w_q, b_q, w_out, b_out = (
+            self.q_proj.weight,
+            self.q_proj.bias,
+            self.out_proj.weight,
+            self.out_proj.bias,
+        )
+        heads, dim, scale = self.num_heads, self.head_dim, self.scale
+        grouped, width = self.num_kv_heads != heads, heads * dim
+
+        def attend(x: Tensor, attn_mask: Tensor | None = None) -> Tensor:  # x (N, 1, D)
+            q = F.linear(x, w_q, b_q).view(-1, heads, 1, dim)  # (N, H, 1, E): one query needs no transpose
+            k, v = cache.keys, cache.values  # (N, Hkv, S, E)
+            if kernel is not None and attn_mask is None:
+                out = kernel(q, k, v, scale=scale, enable_gqa=grouped)
+            else:
+                out = self.kernel(q, k, v, attn_mask=attn_mask, is_causal=False, scale=scale)[0]
             return F.linear(out.reshape(-1, 1, width), w_out, b_out)  # (N, H, 1, E) as (N, 1, H E)
 
         return attend

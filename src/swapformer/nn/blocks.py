@@ -107,20 +107,33 @@ class TransformerLayer(nn.Module):
             x = cross_attention(x, memory, attn_mask=memory_mask, cache=cache.cross_attention)
         return feed_forward(x)
 
+    def remember(self, memory: Tensor, cache: LayerCache, *, repeats: int = 1) -> None:
+        """Project ``memory`` ``(N, S, D)`` into ``cache``'s cross-attention keys and values once per source, each
+        row repeated ``repeats`` times (beams), through the attention layer's ``remember``; nothing without
+        cross-attention or where the attention layer has no ``remember`` (its first step then projects the
+        memory it is given)."""
+        if self.cross_attention is None:
+            return
+        for (
+            member
+        ) in self.cross_attention.children():  # the residual step's attention layer, beside its norms
+            remember = getattr(member, "remember", None)
+            if remember is not None:
+                remember(memory, cache.cross_attention, repeats=repeats)
+                return
+
     def decoding_function(
-        self, cache: LayerCache
-    ) -> Callable[[Tensor, int, tuple[Tensor, Tensor] | None], Tensor] | None:
-        """The layer for one new token at an int ``position``, without masks (a decoder-only step that may attend
-        every cached key), as one function of ``(x, position, rotation)``: the self-attention step's function
-        around its attention layer's ``decoding_function(cache)``, then the feed-forward step's function (a member
-        without one is called). None where the self-attention step has no function, the attention layer cannot
-        make one, a hook waits on the layer, or a subclass changes ``forward``."""
-        if (
-            self.training
-            or self.cross_attention is not None
-            or type(self).forward is not TransformerLayer.forward
-            or not plain(self)
-        ):
+        self, cache: LayerCache, *, memory: Tensor | None = None, memory_mask: Tensor | None = None
+    ) -> Callable[[Tensor, int, tuple[Tensor, Tensor] | None, Tensor | None], Tensor] | None:
+        """The layer for one new token at an int ``position``, without padding (a step that may attend every
+        cached key), as one function of ``(x, position, rotation, bias)``: the self-attention step's function
+        around its attention layer's ``decoding_function(cache)`` (``bias``: the positional member's score bias,
+        or None), then, in a decoder of an encoder-decoder, the cross-attention step's function around its
+        attention layer's ``memory_decoding_function`` over the keys and values of ``memory`` already in the
+        cache (``memory_mask``: the source's padding ``(N, 1, 1, S)``, or None), then the feed-forward step's
+        function (a member without one is called, as ``forward`` calls it). None where an attention layer cannot
+        make its function, a hook waits on the layer, or a subclass changes ``forward``."""
+        if self.training or type(self).forward is not TransformerLayer.forward or not plain(self):
             return None
         missing = []
 
@@ -133,15 +146,33 @@ class TransformerLayer(nn.Module):
                 missing.append(member)
             return made
 
+        def of_memory(member: nn.Module) -> Callable[..., Tensor]:  # called as forward calls the module
+            make = getattr(member, "memory_decoding_function", None)
+            if make is None:
+                return function_of(member, of_memory)
+            made = make(cache.cross_attention)
+            if made is None:
+                missing.append(member)
+            return lambda x, memory, *, attn_mask=None, cache=None: made(x, attn_mask)
+
         attention = own_function(self.self_attention, of)
+        cross = None if self.cross_attention is None else own_function(self.cross_attention, of_memory)
         feed_forward = function_of(self.feed_forward)
-        if attention is None or missing:
+        if attention is None or missing or (self.cross_attention is not None and cross is None):
             return None
+        if cross is None:
 
-        def layer(x: Tensor, position: int, rotation: tuple | None) -> Tensor:
-            return feed_forward(attention(x, position, rotation))
+            def layer(x: Tensor, position: int, rotation: tuple | None, bias: Tensor | None) -> Tensor:
+                return feed_forward(attention(x, position, rotation, bias))
 
-        return layer
+            return layer
+        cross_cache = cache.cross_attention
+
+        def decoder_layer(x: Tensor, position: int, rotation: tuple | None, bias: Tensor | None) -> Tensor:
+            x = attention(x, position, rotation, bias)
+            return feed_forward(cross(x, memory, attn_mask=memory_mask, cache=cross_cache))
+
+        return decoder_layer
 
 
 class TransformerStack(nn.Module):
@@ -211,42 +242,64 @@ class TransformerStack(nn.Module):
                     losses[name] = losses[name] + value if name in losses else value
         return x if self.final_norm is None else self.final_norm(x)
 
-    def decoding_function(self, cache: KVCache) -> Callable[[Tensor, int], Tensor] | None:
-        """The stack for one new token of every row at an int ``position``, without masks, as one function of
-        ``(x, position)``: each layer's ``decoding_function``, the tables of each rotating positional member
-        looked up once per step for the layers that share it, then the final norm's function. None where a layer
-        has no such function, a positional member adds a score bias, or a subclass changes ``forward``."""
+    def decoding_function(
+        self, cache: KVCache, *, memory: Tensor | None = None, memory_mask: Tensor | None = None
+    ) -> Callable[[Tensor, int], Tensor] | None:
+        """The stack for one new token of every row at an int ``position``, without padding, as one function of
+        ``(x, position)``: each layer's ``decoding_function`` (a decoder's with ``memory``, whose keys and values
+        its cache already holds, and the source's padding ``memory_mask``), the tables of each rotating positional
+        member and the score bias of each biasing one (ALiBi, T5's buckets) made once per step for the layers that
+        share it, then the final norm's function. None where a layer has no such function, a positional member is
+        not a :class:`PositionalEncoding`, or a subclass changes ``forward``."""
         if type(self).forward is not TransformerStack.forward or not plain(self):
             return None
-        members: list[PositionalEncoding] = []
-        indices: list[int | None] = []  # each layer's member among those that rotate, or None
+        rotating: list[PositionalEncoding] = []
+        biasing: list[PositionalEncoding] = []
+        indices: list[tuple[int | None, int | None]] = []  # each layer's (rotating, biasing) member, or None
         for positional in self.positionals:
-            if positional is not None and (
-                not isinstance(positional, PositionalEncoding) or positional.adds_bias
-            ):
+            if positional is not None and not isinstance(positional, PositionalEncoding):
                 return None
-            if (
-                positional is None or positional.stacked_rotation() is None
-            ):  # (a rotation of its own: per layer)
-                indices.append(None)
-                continue
-            if all(positional is not m for m in members):
-                members.append(positional)
-            indices.append(next(i for i, m in enumerate(members) if m is positional))
+            # (a rotation without a stacked form is the layer's own: its attention rotates)
+            rotates = positional is not None and positional.stacked_rotation() is not None
+            biases = positional is not None and positional.adds_bias
+            indices.append(
+                (
+                    _index(rotating, positional) if rotates else None,
+                    _index(biasing, positional) if biases else None,
+                )
+            )
         layers = [
-            getattr(layer, "decoding_function", lambda cache: None)(layer_cache)
+            getattr(layer, "decoding_function", lambda cache, **kwargs: None)(
+                layer_cache, **({} if memory is None else {"memory": memory, "memory_mask": memory_mask})
+            )
             for layer, layer_cache in zip(self.layers, cache.layers, strict=True)
         ]
         if any(layer is None for layer in layers):
             return None
-        lookups = [member.stacked_rotation()[0] for member in members]
+        lookups = [member.stacked_rotation()[0] for member in rotating]
         pairs = list(zip(layers, indices, strict=True))
         final_norm = None if self.final_norm is None else function_of(self.final_norm)
 
         def stack(x: Tensor, position: int) -> Tensor:
             tables = [lookup(position, x) for lookup in lookups]
-            for layer, index in pairs:
-                x = layer(x, position, None if index is None else tables[index])
+            # as with_score_bias adds them to a one-token step that may attend every key
+            biases = [member.bias(1, position + 1, offset=position, device=x.device) for member in biasing]
+            for layer, (rotation, bias) in pairs:
+                x = layer(
+                    x,
+                    position,
+                    None if rotation is None else tables[rotation],
+                    None if bias is None else biases[bias],
+                )
             return x if final_norm is None else final_norm(x)
 
         return stack
+
+
+def _index(members: list[PositionalEncoding], member: PositionalEncoding) -> int:
+    """The index of ``member`` in ``members``, appended if it is not there yet (members are compared by identity)."""
+    for index, seen in enumerate(members):
+        if seen is member:
+            return index
+    members.append(member)
+    return len(members) - 1
