@@ -14,6 +14,8 @@
 #                  each, validated every 5), then sacreBLEU on test_2016_flickr (goal >= 35)     ~3.5 min
 #   6. tp, 2-D     with more than one GPU: shakespeare-char under trainer/tp on 2 GPUs (TP 2), then
 #                  trainer/fsdp2-tp on 4 (2 data parallel x 2 tensor parallel), 300 steps each        ~1 min
+#   7. seq2seq-generate  Marian-, BART- and T5-shaped decoding, greedy and beam-4, batch 1 and 8, against
+#                  transformers' generate on the same weights (same tokens checked)               ~40 s
 # Without CUDA it runs what a CPU can at toy sizes (a few steps each, under a minute) and prints
 # "SKIP <step>: <reason>" for the GPU-only parts. Nothing is downloaded. Exit status 1 if a step failed.
 set -euo pipefail
@@ -132,6 +134,14 @@ else
         run_step 2-D swapformer fit "${sharded[@]}" --config trainer/fsdp2-tp --trainer.devices=4 \
             "--trainer.default_root_dir=$work/fsdp2-tp"
     fi
+fi
+
+header "7. seq2seq-generate: encoder-decoder decoding against transformers' generate"
+if [ "$gpu" = 1 ]; then
+    run_step seq2seq-generate "$python" benchmarks/seq2seq_generate.py --device cuda --rounds 3
+else
+    skip seq2seq-generate "no CUDA device: the GPU comparison needs one; the CPU comparison at a toy length:"
+    run_step seq2seq-generate "$python" benchmarks/seq2seq_generate.py --new-tokens 4 --rounds 1 --batches 1
 fi
 
 header "summary"

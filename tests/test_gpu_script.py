@@ -24,7 +24,7 @@ def test_gpu_script_runs_on_cpu_and_skips_the_gpu_steps(tmp_path, generated_data
     )
     out = done.stdout
     assert done.returncode == 0, out[-3000:] + done.stderr[-3000:]
-    for step in ("sdpa-path", "gpt2-124m", "fsdp", "multi30k"):
+    for step in ("sdpa-path", "gpt2-124m", "fsdp", "multi30k", "seq2seq-generate"):
         assert re.search(rf"^SKIP {step}: no CUDA device: \S", out, re.M), step
     assert re.search(r"^SKIP tp: 0 GPU\(s\): tensor parallelism needs more than one", out, re.M)
     assert "FAIL" not in out
@@ -35,4 +35,8 @@ def test_gpu_script_runs_on_cpu_and_skips_the_gpu_steps(tmp_path, generated_data
     # fsdp2 and multi30k each trained and reported their throughput; multi30k's test reported sacreBLEU
     assert len(re.findall(r"^throughput: [\d,]+ tokens/s over \d+ steps", out, re.M)) == 2
     assert re.search(r"test/bleu\s*│\s*[\d.]+", out)
+    # the encoder-decoder decoding comparison at a toy length: every shape and search, transformers' tokens
+    for shape in ("marian", "bart", "t5"):
+        for search in ("greedy", "beam-4"):
+            assert re.search(rf"^{shape} +{search} +1 .*x  True$", out, re.M), (shape, search)
     assert out.rstrip().endswith("all steps passed or skipped")
