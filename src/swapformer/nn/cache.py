@@ -4,7 +4,7 @@
 
     step t:   x_t ─▶ q_t, k_t, v_t ─▶ append k_t, v_t ─▶ attend q_t to k_0..k_t, v_0..v_t
                                      (self-attention: grows by one slot per step)
-    memory ─▶ k, v once             (cross-attention: computed at the first step, then reused)
+    memory ─▶ k, v once per source  (cross-attention: projected before the first step, repeated for its beams)
 
 Buffers are preallocated ``(N, Hkv, capacity, E)`` and filled in place: a step allocates no cache memory. A
 decoding step of a stacked projection keeps keys and values in one buffer ``(N, 2 Hkv, capacity, E)`` and writes
