@@ -167,6 +167,7 @@ _CAPABILITIES = {
     "exact_softmax": "exact softmax attention (`swapformer check` holds it to the `math` kernel)",
     "sinks": "takes `sinks: true`, a learned logit per head in the softmax's denominator (GPT-OSS)",
     "layer": "a whole attention layer (its own projections around a kernel)",
+    "document_mask": "keeps attention within each document of a packed row (`document_ids`)",
     "relative": "relative: scores unchanged when every position shifts (`swapformer check` tests it)",
 }
 _FAMILY_CAPABILITIES = {
@@ -179,6 +180,7 @@ _FAMILY_CAPABILITIES = {
         "exact_softmax",
         "sinks",
         "layer",
+        "document_mask",
     ),
     "positional": ("kv_cache", "padding", "torch_export", "adds_score_bias", "relative"),
 }

@@ -23,6 +23,7 @@ from dataclasses import asdict
 from typing import Any, Protocol
 
 from swapformer.errors import ConfigError
+from swapformer.layer_specs import distinct_layers
 from swapformer.registry import (
     ATTENTION,
     DEFAULT,
@@ -76,6 +77,25 @@ def problems(config: Pair) -> list[str]:
     except ConfigError:  # unknown names or malformed specs: reported by the registries' own checks
         return []
     return [] if problem is None else [f"attention + positional: {problem}"]
+
+
+def document_mask_problem(config: Any) -> str | None:
+    """Why a model of ``config`` (a :class:`~swapformer.config.ModelConfig`) cannot train on packed rows with a
+    document mask (``document_ids``): one sentence naming the kernel that declares ``document_mask=False`` and the
+    fixes, or None."""
+    specs = [
+        ("attention", config.attention),
+        *((f"{w}.attention", s.attention) for w, s in distinct_layers(config)),
+    ]
+    for where, spec in specs:
+        kernel = split_spec(spec, where="attention")[0]
+        if not capabilities("attention", kernel).document_mask:
+            kernels = [n for n in ATTENTION.available() if capabilities("attention", n).document_mask]
+            return (
+                f"{where} '{kernel}' cannot keep attention within each document of a packed row (document_ids); "
+                f"use attention {_quoted(kernels)}, or pack without the mask (document_mask: false)"
+            )
+    return None
 
 
 def cross_attention_kernel(attention: ComponentSpec) -> ComponentSpec:
@@ -143,5 +163,6 @@ __all__ = [
     "combination_problem",
     "compatibility_rows",
     "cross_attention_kernel",
+    "document_mask_problem",
     "problems",
 ]

@@ -27,6 +27,7 @@ _COLUMNS = {
         "soft_cap",
         "sinks",
         "layer",
+        "document_mask",
     ),
     "positional": ("kv_cache", "padding", "torch_export", "adds_score_bias", "relative"),
 }

@@ -23,7 +23,7 @@ from swapformer.models.decoding import (
 from swapformer.models.generation_defaults import GenerationDefaults
 from swapformer.models.saving import SavesPretrained
 from swapformer.nn import KVCache, TokenEmbedding, TransformerStack
-from swapformer.nn.masks import causal_self_attention_inputs
+from swapformer.nn.masks import causal_self_attention_inputs, document_attention_inputs
 from swapformer.registry import register_kind
 
 if TYPE_CHECKING:
@@ -50,7 +50,8 @@ class DecoderOnly(SavesPretrained, nn.Module):
         logit_softcap: soft-cap the logits, ``cap * tanh(logits / cap)`` (Gemma 2); None = none.
 
     Shape:
-        input_ids ``(N, L)``; attention_mask ``(N, L)``, True = real token; logits ``(N, L, V)``.
+        input_ids ``(N, L)``; attention_mask ``(N, L)``, True = real token; document_ids ``(N, L)``;
+        logits ``(N, L, V)``.
     """
 
     tensor_parallel_plan: ClassVar[dict[str, str]] = {}
@@ -80,11 +81,17 @@ class DecoderOnly(SavesPretrained, nn.Module):
         *,
         cache: KVCache | None = None,
         losses: dict[str, Tensor] | None = None,
+        document_ids: Tensor | None = None,
     ) -> Tensor:
         """Output of the last layer (after the final norm), before the LM head: ``(N, L, D)``."""
-        mask, is_causal, offset = causal_self_attention_inputs(
-            input_ids, attention_mask, "attention_mask", past_length=0 if cache is None else cache.length
-        )
+        if document_ids is not None:  # packed rows: attention within each document, positions restart
+            mask, is_causal, offset = document_attention_inputs(
+                input_ids, attention_mask, document_ids, "attention_mask", causal=True
+            )
+        else:
+            mask, is_causal, offset = causal_self_attention_inputs(
+                input_ids, attention_mask, "attention_mask", past_length=0 if cache is None else cache.length
+            )
         x = self.embedding(input_ids, offset=offset)
         return self.decoder(x, attn_mask=mask, is_causal=is_causal, offset=offset, cache=cache, losses=losses)
 
@@ -96,12 +103,16 @@ class DecoderOnly(SavesPretrained, nn.Module):
         cache: KVCache | None = None,
         losses: dict[str, Tensor] | None = None,
         head: bool = True,
+        document_ids: Tensor | None = None,
     ) -> Tensor:
         """Next-token logits ``(N, L, V)`` for every position.
 
         Args:
             input_ids: ``(N, L)`` token ids; left or right padding allowed.
             attention_mask: True (or 1) = real token, ``(N, L)``; with a ``cache``, ``(N, cached + L)``.
+            document_ids: ``(N, L)`` integers, one per token, equal within a document of a packed row (a data
+                module's ``pack: true``): a token attends only within its document, and positions restart at
+                each document's first token, so each document's logits are those of the document alone.
             cache: a :class:`~swapformer.nn.KVCache`; the tokens continue the cached ones and are appended to it.
             losses: a dict that receives the auxiliary losses members add (:mod:`swapformer.components.auxiliary`),
                 by name; the training tasks add them to the loss.
@@ -113,7 +124,10 @@ class DecoderOnly(SavesPretrained, nn.Module):
                 (:mod:`swapformer.models.inputs`).
         """
         inputs.check_causal(self, input_ids, attention_mask, past_length=0 if cache is None else cache.length)
-        hidden = self.hidden_states(input_ids, attention_mask, cache=cache, losses=losses)
+        inputs.check_document_ids(self, document_ids, input_ids, cached=cache is not None)
+        hidden = self.hidden_states(
+            input_ids, attention_mask, cache=cache, losses=losses, document_ids=document_ids
+        )
         if not head:
             return hidden
         return soft_cap(self.lm_head(hidden), self.logit_softcap)

@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from swapformer.compat import document_mask_problem
+
 CHECKED_CALLS = 8
 """Calls per model whose id ranges are checked on an accelerator (every call on CPU)."""
 
@@ -63,6 +65,39 @@ def check_masked(model: nn.Module, input_ids: Any, attention_mask: Any, token_ty
     _mask(attention_mask, "attention_mask", "the ids", _mask_shape(input_ids), values)
     if token_type_ids is not None:
         _token_types(token_type_ids, model.embedding.token_type, _mask_shape(input_ids), values)
+
+
+def check_document_ids(
+    model: nn.Module, document_ids: Any, input_ids: Tensor, *, cached: bool = False
+) -> None:
+    """Refuse ``document_ids`` (packed rows: which document each token belongs to) that are not an integer tensor
+    of the ids' shape, that come with a KV cache (decoding continues one document: drop them), or that the
+    model's kernels cannot honour (:func:`swapformer.compat.document_mask_problem`).
+
+    Raises:
+        ValueError: one line naming what was passed and the fix.
+    """
+    if document_ids is None:
+        return
+    if cached:
+        raise ValueError(
+            "document_ids with a KV cache: decoding continues one document; drop document_ids (they are for "
+            "training and scoring packed rows)"
+        )
+    shape = tuple(input_ids.shape)
+    if not isinstance(document_ids, Tensor):
+        raise ValueError(
+            f"document_ids is a {type(document_ids).__name__}; pass an integer tensor of the ids' shape {shape}"
+        )
+    if document_ids.dtype not in _ID_DTYPES or tuple(document_ids.shape) != shape:
+        raise ValueError(
+            f"document_ids has shape {tuple(document_ids.shape)} and dtype {_dtype(document_ids)}; pass an "
+            f"integer tensor of the ids' shape {shape}, one document number per token (the batch's document_ids)"
+        )
+    config = getattr(model, "config", None)
+    problem = None if config is None else document_mask_problem(config)
+    if problem is not None:
+        raise ValueError(problem)
 
 
 def _token_types(types: Any, table: nn.Embedding | None, shape: tuple[int, ...] | None, values: bool) -> None:

@@ -14,7 +14,7 @@ from swapformer.config import ModelConfig
 from swapformer.models import builders, inputs
 from swapformer.models.saving import SavesPretrained
 from swapformer.nn import TokenEmbedding, TransformerStack
-from swapformer.nn.masks import left_padding_offset, self_attention_mask
+from swapformer.nn.masks import document_attention_inputs, left_padding_offset, self_attention_mask
 from swapformer.registry import register_kind
 
 
@@ -63,22 +63,29 @@ class EncoderOnly(SavesPretrained, nn.Module):
         token_type_ids: Tensor | None = None,
         losses: dict[str, Tensor] | None = None,
         head: bool = True,
+        document_ids: Tensor | None = None,
     ) -> Tensor:
         """Logits ``(N, L, V)`` of the token at every position, padding (False in ``attention_mask``) unseen.
         Rows may be padded on either side: positions count from each row's first real token. ``losses``, when
         given, receives the members' auxiliary losses by name (:mod:`swapformer.components.auxiliary`).
         ``token_type_ids`` picks each token's row of the token-type table (``token_types``); None: row 0.
         ``head=False`` returns the hidden states ``(N, L, D)`` the LM head would read (after the head transform), for a loss that applies
-        the head itself, a chunk at a time (:mod:`swapformer.nn.lm_loss`).
+        the head itself, a chunk at a time (:mod:`swapformer.nn.lm_loss`). ``document_ids`` ``(N, L)`` (packed
+        rows): a token sees only its own document, and positions restart at each document's first token.
 
         Raises:
             ValueError: ids, mask or token types of the wrong dtype or shape, ids outside the vocabulary, or
                 token types outside the table (:mod:`swapformer.models.inputs`).
         """
         inputs.check_masked(self, input_ids, attention_mask, token_type_ids)
-        mask, _ = self_attention_mask(input_ids, attention_mask, "attention_mask", causal=False)
-        padding = None if attention_mask is None else attention_mask != 0
-        offset = left_padding_offset(padding)
+        inputs.check_document_ids(self, document_ids, input_ids)
+        if document_ids is not None:
+            mask, _, offset = document_attention_inputs(
+                input_ids, attention_mask, document_ids, "attention_mask", causal=False
+            )
+        else:
+            mask, _ = self_attention_mask(input_ids, attention_mask, "attention_mask", causal=False)
+            offset = left_padding_offset(None if attention_mask is None else attention_mask != 0)
         x = self.embedding(input_ids, offset=offset, token_type_ids=token_type_ids)
         x = self.encoder(x, attn_mask=mask, offset=offset, losses=losses)
         if self.head_transform is not None:  # per token, before the head: part of what a chunked loss reads

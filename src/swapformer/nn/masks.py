@@ -167,3 +167,54 @@ def causal_self_attention_inputs(
         device=ids.device,
     )
     return mask, is_causal, offset
+
+
+def document_runs(document_ids: Tensor, padding: Tensor | None = None) -> Tensor:
+    """``(N, L)`` index of the run each token belongs to: a run is a stretch of equal ``document_ids`` (and, with a
+    key-padding mask, of equal padding flags, so left padding is a run of its own). Ids that come back after
+    another document (``0 0 1 1 0``) start a new run: a document is contiguous."""
+    starts = torch.ones_like(document_ids, dtype=torch.bool)
+    starts[:, 1:] = document_ids[:, 1:] != document_ids[:, :-1]
+    if padding is not None:
+        starts[:, 1:] |= padding[:, 1:] != padding[:, :-1]
+    return starts.cumsum(-1)
+
+
+def document_positions(runs: Tensor) -> Tensor:
+    """``(N, L)`` position of each token within its run of :func:`document_runs`: 0 at every document's first
+    token (Llama 3 restarts positions per document). The one place positions come from document ids; every
+    positional member reads them through its ``offset`` (:func:`~swapformer.components.positional.base.positions`).
+    """
+    index = torch.arange(runs.size(1), device=runs.device).expand_as(runs)
+    starts = torch.ones_like(runs, dtype=torch.bool)
+    starts[:, 1:] = runs[:, 1:] != runs[:, :-1]
+    first = torch.where(starts, index, 0).cummax(-1).values  # index of each token's document start
+    return index - first
+
+
+def document_attention_inputs(
+    ids: Tensor, padding: Tensor | None, document_ids: Tensor, name: str, *, causal: bool
+) -> tuple[Tensor, bool, Tensor]:
+    """``(attn_mask, is_causal, positions)`` for self-attention over packed rows ``ids`` ``(N, L)``: a token
+    attends only to tokens of its own document (a dense block-diagonal mask, ``(N, 1, L, L)``), causally when
+    ``causal``, never to padding (``padding``, argument ``name``, True = real token); ``positions`` ``(N, L)``
+    restart at each document's first token. Score biases are added per layer (:func:`with_score_bias`): a relative
+    bias within a document is that of the document alone.
+
+    ::
+
+        document_ids  0 0 0 1 1        mask (causal)   x . . . .
+        positions     0 1 2 0 1                        x x . . .
+                                                       x x x . .
+                                                       . . . x .
+                                                       . . . x x
+    """
+    length = ids.size(1)
+    key_padding = as_key_padding_mask(padding, name, tuple(ids.shape))
+    runs = document_runs(document_ids, key_padding)
+    mask = runs[:, None, :, None] == runs[:, None, None, :]  # (N, 1, L, L) same document
+    if causal:
+        mask = mask & causal_mask(length, length, device=ids.device)
+    if key_padding is not None:
+        mask = mask & key_padding[:, None, None, :]
+    return mask, False, document_positions(runs)

@@ -47,7 +47,9 @@ class LinearAttention(nn.Module):
 
     capabilities: ClassVar[Capabilities] = Capabilities(
         accepts_score_bias=False,
-        notes="no score bias (alibi, t5_relative); no attention dropout; cached steps re-sum every key",
+        document_mask=False,
+        notes="no score bias (alibi, t5_relative), no document mask (packed rows); no attention dropout; "
+        "cached steps re-sum every key",
     )
     _warned_dropout: ClassVar[bool] = False
 

@@ -11,15 +11,20 @@ from torch import Tensor, nn
 
 def positions(offset: int | Tensor, length: int, device: torch.device | None = None) -> Tensor:
     """Absolute positions of ``length`` tokens starting at ``offset``: ``(L,)`` for an int, ``(N, L)`` for a
-    ``(N,)`` tensor of per-row offsets (clamped at 0, see :class:`PositionalEncoding`)."""
+    ``(N,)`` tensor of per-row offsets (clamped at 0, see :class:`PositionalEncoding`); an ``(N, L)`` tensor is
+    already every token's position (packed documents, :func:`swapformer.nn.masks.document_positions`)."""
     if isinstance(offset, int):
         return torch.arange(offset, offset + length, device=device)
+    if offset.dim() == 2:
+        return offset
     return (offset[:, None] + torch.arange(length, device=offset.device)).clamp_min(0)
 
 
 def last_position(offset: int | Tensor, length: int) -> int:
     """The largest position :func:`positions` returns (a host sync for a tensor offset)."""
-    return offset + length - 1 if isinstance(offset, int) else int(offset.max()) + length - 1
+    if isinstance(offset, int):
+        return offset + length - 1
+    return int(offset.max()) + (length - 1 if offset.dim() == 1 else 0)
 
 
 class PositionalEncoding(nn.Module):
@@ -34,8 +39,10 @@ class PositionalEncoding(nn.Module):
     ``offset`` is the absolute position of the first of the ``L`` tokens (non-zero when a KV cache already holds
     earlier tokens). ``embed`` and ``rotate`` also take a ``(N,)`` tensor of per-row offsets: batched prompts of
     different lengths are left-padded, and each row's first real token must sit at position 0. Positions below 0
-    (the left padding, which every query masks out) are clamped to 0. ``bias`` takes an int: a relative bias is
-    unchanged when every position of a row shifts by the same amount.
+    (the left padding, which every query masks out) are clamped to 0. They also take an ``(N, L)`` tensor, every
+    token's own position: packed rows restart positions at each document's first token (Llama 3's practice).
+    ``bias`` takes an int: a relative bias is unchanged when every position of a row shifts by the same amount,
+    and a document mask keeps a query to keys of its own document, whose distances are those within it.
     """
 
     max_length: int | None = None
