@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -20,7 +21,8 @@ from swapformer.data.base_datamodule import (
 from swapformer.data.cache import cache_root, cached, digest, encode_chunked
 from swapformer.data.errors import DataError
 from swapformer.data.lm_datasets import ConsecutiveWindows, OffsetWindows, check_stream_length
-from swapformer.data.samplers import RandomOffsetSampler
+from swapformer.data.packing import PackedRows, pack_rows
+from swapformer.data.samplers import EpochShuffleSampler, RandomOffsetSampler
 from swapformer.data.shards import PreparedDir, is_prepared, same_tokenizer
 from swapformer.data.streaming import StreamingSource, check_streaming_tokenizer
 from swapformer.data.text import TextSplit, load_text_split
@@ -70,13 +72,22 @@ class CausalLMDataModule(TokenizedDataModule):
             tokenizer must be trained already (a file or folder, or ``byte``).
         text_column: With ``streaming``, the column holding a document's text.
         val_documents: With ``streaming``, the first rows of the source held out for validation.
+        pack: Rows of whole documents instead of windows (:mod:`swapformer.data.packing`): each row holds as many
+            whole documents (each ending with eos) as fit in ``seq_len`` tokens, then padding; an epoch visits
+            every training row once, in an order of ``(seed, epoch)``. Needs a prepared folder, whose documents
+            end with eos.
+        document_mask: With ``pack``: give batches ``document_ids``, so that a token attends only within its
+            document and positions restart at each document's start (Llama 3's practice). None = true with
+            ``pack``.
 
     Raises:
-        DataError: If an argument is out of range, the tokenizer is unknown or ``path`` does not exist.
+        DataError: If an argument is out of range, the tokenizer is unknown or ``path`` does not exist, or
+            ``pack`` is asked of a corpus without documents.
 
     Shape:
         Batches are ``{"input_ids": (N, L) long, "labels": (N, L) long}`` with ``labels`` the inputs
-        shifted left by one token.
+        shifted left by one token. Packed: also ``attention_mask`` ``(N, L)`` bool and, with ``document_mask``,
+        ``document_ids`` ``(N, L)`` long; labels ignore each document's last token and the padding.
     """
 
     model_kinds: ClassVar[tuple[str, ...]] = ("causal_lm", "masked_lm")
@@ -101,6 +112,8 @@ class CausalLMDataModule(TokenizedDataModule):
         streaming: bool = False,
         text_column: str = "text",
         val_documents: int = 200,
+        pack: bool = False,
+        document_mask: bool | None = None,
     ) -> None:
         if streaming:
             check_streaming_tokenizer(tokenizer)
@@ -122,7 +135,11 @@ class CausalLMDataModule(TokenizedDataModule):
         if train_samples_per_epoch is not None:
             fix = f"an epoch needs at least one full batch (batch_size={batch_size}), or set it to null."
             check_int("train_samples_per_epoch", train_samples_per_epoch, minimum=batch_size, fix=fix)
+        check_packing(pack, document_mask, prepared is not None, path)
         self.save_hyperparameters()
+        self.pack = pack
+        self.document_mask = pack if document_mask is None else document_mask
+        self._rows: dict[str, np.ndarray] = {}
         self.path = path
         self.seq_len = seq_len
         self.batch_size = batch_size
@@ -201,9 +218,16 @@ class CausalLMDataModule(TokenizedDataModule):
         check_stream_length(
             train, seq_len=self.seq_len, split="training", fix="use a smaller seq_len or a larger corpus."
         )
+        if self.pack:
+            eos = self.tokenizer.eos_id
+            self._rows = {
+                split: pack_rows(stream, eos_id=eos, seq_len=self.seq_len)
+                for split, stream in (("train", train), ("val", val))
+            }
         if self.num_train_samples(train) < self.batch_size:
             raise DataError(
-                f"an epoch would have {self.num_train_samples(train)} training windows, fewer than "
+                f"an epoch would have {self.num_train_samples(train)} training "
+                f"{'rows' if self.pack else 'windows'}, fewer than "
                 f"batch_size={self.batch_size}, so no full batch; lower batch_size or seq_len, read more text "
                 f"(max_chars) or set train_samples_per_epoch."
             )
@@ -226,10 +250,13 @@ class CausalLMDataModule(TokenizedDataModule):
             self._val_tokens = val
 
     def num_train_samples(self, train_tokens: torch.Tensor | None = None) -> int:
-        """Training windows per epoch: ``train_samples_per_epoch`` or ``num_train_tokens // seq_len``."""
+        """Training windows per epoch: ``train_samples_per_epoch`` or ``num_train_tokens // seq_len``; packed,
+        the number of training rows unless ``train_samples_per_epoch`` says."""
         tokens = self._train_tokens if train_tokens is None else train_tokens
         if self.train_samples_per_epoch is not None:
             return self.train_samples_per_epoch
+        if self.pack:
+            return len(self._rows["train"])
         return tokens.numel() // self.seq_len
 
     @property
@@ -245,6 +272,19 @@ class CausalLMDataModule(TokenizedDataModule):
         self._require_setup()
         return self._val_tokens
 
+    def _packed(self, split: str) -> PackedRows:
+        tokenizer = self.tokenizer
+        ignore = tokenizer.pad_id if tokenizer.pad_id is not None else -100
+        return PackedRows(
+            tokens=self.train_tokens if split == "train" else self.val_tokens,
+            rows=self._rows[split],
+            seq_len=self.seq_len,
+            eos_id=tokenizer.eos_id,
+            pad_id=tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id,
+            ignore_id=ignore,
+            document_ids=self.document_mask,
+        )
+
     def train_dataloader(self) -> DataLoader:
         if self._stream is not None:
             trainer = self.trainer
@@ -257,6 +297,15 @@ class CausalLMDataModule(TokenizedDataModule):
                 world_size=trainer.world_size if trainer is not None else 1,
                 worker_init_fn=_leave_stop_signals_to_the_main_process,
             )
+        if self.pack:
+            rows = self._packed("train")
+            if self.train_samples_per_epoch is None:  # every row once per epoch
+                order = EpochShuffleSampler(num_items=len(rows), seed=self.seed)
+            else:
+                order = RandomOffsetSampler(
+                    num_offsets=len(rows), num_samples=self.train_samples_per_epoch, seed=self.seed
+                )
+            return self._loader(rows, sampler=order, drop_last=True, resumable=True)
         dataset = OffsetWindows(tokens=self.train_tokens, seq_len=self.seq_len)
         sampler = RandomOffsetSampler(
             num_offsets=len(dataset), num_samples=self.num_train_samples(), seed=self.seed
@@ -264,6 +313,8 @@ class CausalLMDataModule(TokenizedDataModule):
         return self._loader(dataset, sampler=sampler, drop_last=True, resumable=True)
 
     def val_dataloader(self) -> DataLoader:
+        if self.pack:
+            return self._loader(self._packed("val"), drop_last=False)
         return self._loader(ConsecutiveWindows(tokens=self.val_tokens, seq_len=self.seq_len), drop_last=False)
 
     def test_dataloader(self) -> DataLoader:
@@ -293,6 +344,28 @@ class CausalLMDataModule(TokenizedDataModule):
     def _require_setup(self) -> None:
         if self._val_tokens is None:
             raise RuntimeError("call setup() before asking for data; the Trainer does this for you.")
+
+
+def check_packing(pack: bool, document_mask: bool | None, prepared: bool, path: str | None) -> None:
+    """Refuse ``document_mask`` without ``pack``, and ``pack`` of a corpus without document ends.
+
+    Raises:
+        DataError: one line naming the value and the fix.
+    """
+    if not isinstance(pack, bool):
+        raise DataError(f"pack={pack!r} must be true or false.")
+    if document_mask is not None and not isinstance(document_mask, bool):
+        raise DataError(f"document_mask={document_mask!r} must be true, false or null (true with pack).")
+    if document_mask and not pack:
+        raise DataError(
+            "document_mask: true needs pack: true (document masks separate the documents of packed rows); "
+            "add pack: true, or drop document_mask."
+        )
+    if pack and not prepared:
+        raise DataError(
+            f"pack: true needs a corpus of documents, but data.path={path} is plain text without document ends; "
+            "run swapformer prepare on it and give the prepared folder (every document ends with eos)."
+        )
 
 
 def _prepared_tokenizer(

@@ -23,6 +23,7 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from swapformer.compat import document_mask_problem
 from swapformer.components.auxiliary import after_optimizer_step
 from swapformer.config import COMPONENT_KEYS, MODEL_KEYS, ModelConfig
 from swapformer.data.base_datamodule import load_tokenizer
@@ -500,6 +501,10 @@ class SwapformerModule(pl.LightningModule):
             use_atomic_checkpoints(self.trainer)  # a kill during a save never leaves a corrupt last.ckpt
         if self._trainer is not None:  # a fused loss kernel on a device it cannot run on: before any data
             check_loss_device(self.hparams.get("loss_impl", "torch"), self.trainer.strategy.root_device)
+        if getattr(datamodule, "document_mask", False):  # packed rows: every kernel must keep to its document
+            problem = document_mask_problem(self.config)
+            if problem is not None:
+                raise ConfigError(f"data.document_mask is true, but {problem}")
         tokenizer = getattr(datamodule, "tokenizer", None)
         if tokenizer is not None and self.tokenizer is None:
             self.tokenizer = tokenizer

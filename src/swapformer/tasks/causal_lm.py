@@ -20,7 +20,8 @@ class CausalLMModule(SwapformerModule):
         vocab_size ... init_std: see :class:`~swapformer.ModelConfig`.
         lr ... meta_init: see :func:`~swapformer.training.options.training_options`.
 
-    Batches: ``{"input_ids": (N, L), "labels": (N, L)}``, optional ``"attention_mask"``; pad labels are ignored.
+    Batches: ``{"input_ids": (N, L), "labels": (N, L)}``, optional ``"attention_mask"`` and ``"document_ids"``
+    (packed rows: attention within each document); pad labels are ignored.
     """
 
     kind = "causal_lm"
@@ -37,7 +38,13 @@ class CausalLMModule(SwapformerModule):
         if stage == "val" and batch_idx == 0:  # remembered as the SampleCallback's prompt
             self._val_prompt = batch["input_ids"][:, :32].detach()
         losses: dict[str, Tensor] = {}
-        hidden = self.model(batch["input_ids"], batch.get("attention_mask"), losses=losses, head=False)
+        hidden = self.model(
+            batch["input_ids"],
+            batch.get("attention_mask"),
+            losses=losses,
+            head=False,
+            document_ids=batch.get("document_ids"),
+        )
         return self._shared_step(stage, hidden, batch["labels"], losses)
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> list[str] | Tensor:

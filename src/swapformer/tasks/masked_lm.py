@@ -33,7 +33,7 @@ class MaskedLMModule(SwapformerModule):
         mask_token_id: the id that hides a chosen token. swapformer's tokenizers reserve no mask id; the default
             is their unknown-token id, which text the tokenizer was fitted on never produces.
 
-    Batches: ``{"input_ids": (N, L)}``, optional ``"attention_mask"`` (other keys, such as a causal LM's
+    Batches: ``{"input_ids": (N, L)}``, optional ``"attention_mask"`` and ``"document_ids"`` (other keys, such as a causal LM's
     ``labels``, are ignored), so the causal-LM data modules serve it unchanged.
     """
 
@@ -91,7 +91,10 @@ class MaskedLMModule(SwapformerModule):
         inputs, labels = self.mask_tokens(ids, mask, generator=generator)
         losses: dict[str, Tensor] = {}
         types = batch.get("token_type_ids")  # BERT-style data: sentence A and B (the model's token_types)
-        hidden = self.model(inputs, mask, token_type_ids=types, losses=losses, head=False)
+        documents = batch.get("document_ids")  # packed rows: each document seen alone
+        hidden = self.model(
+            inputs, mask, token_type_ids=types, losses=losses, head=False, document_ids=documents
+        )
         return self._shared_step(stage, hidden, labels, losses)
 
     def forward(
