@@ -14,6 +14,8 @@ cached_decoding     logits fed one token at a time through a KV cache equal one 
                     kernel with a ``cache_window`` is decoded past it with a left-padded row, and each layer's
                     cache must hold no more than its window
 fully_padded_rows   rows (and sources) that are all padding give finite logits and finite gradients
+documents           a packed row's documents (``document_ids``) get the logits of each document alone, in eval
+                    and in training mode (kinds without a source; kernels declaring ``document_mask``)
 gradient_flow       after one backward pass every parameter has a nonzero gradient, and so does every head's
                     share of each attention projection (per key/value head group for W_k, W_v)
 head_layout         the kernel gives for GQA and MQA what it gives for MHA with each key/value head repeated
@@ -55,6 +57,7 @@ from swapformer.conformance.checks import (
     check_cached_decoding,
     check_causality,
     check_determinism,
+    check_documents,
     check_fully_padded_rows,
     check_gradient_flow,
     check_head_layout,
@@ -99,6 +102,7 @@ __all__ = [
     "check_cached_decoding",
     "check_causality",
     "check_determinism",
+    "check_documents",
     "check_fully_padded_rows",
     "check_gradient_flow",
     "check_head_layout",

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
+from itertools import pairwise
 from typing import Any
 
 import torch
@@ -193,6 +194,21 @@ def check_cached_decoding(model: nn.Module) -> None:
         raise ConformanceFailure(
             f"greedy generate gave {cached.tolist()} with the KV cache and {uncached.tolist()} without"
         )
+
+
+def check_documents(model: nn.Module) -> None:
+    """A packed row (documents back to back, told apart by ``document_ids``) gives each document the logits of
+    the document alone, in eval and in training mode: no token sees another document, and positions restart at
+    each document's first token. Kinds with a source (seq2seq) do not pack."""
+    lengths = (3, 1, LENGTH - 4)
+    ids = _tokens(1, LENGTH, seed=12)
+    document_ids = torch.cat([torch.full((1, n), i) for i, n in enumerate(lengths)], dim=1)
+    bounds = torch.tensor((0, *lengths)).cumsum(0).tolist()
+    for training in (False, True):
+        with _mode(model, training) as where, torch.no_grad():
+            packed = model(ids, document_ids=document_ids)
+            alone = torch.cat([model(ids[:, a:b]) for a, b in pairwise(bounds)], dim=1)
+        _expect_close(packed, alone, f"{where}the documents of a packed row differ from each document alone")
 
 
 def _cache_window(layer: nn.Module) -> int | None:
@@ -436,6 +452,7 @@ CHECKS: dict[str, Callable[[Any], None]] = {
     "determinism": check_determinism,
     "cached_decoding": check_cached_decoding,
     "fully_padded_rows": check_fully_padded_rows,
+    "documents": check_documents,
     "gradient_flow": check_gradient_flow,
     "head_layout": check_head_layout,
     "reference": check_reference,

@@ -145,7 +145,12 @@ layer (sliding and full layers with a rope base each, sandwich norms, a (1 + w) 
 and query scale, scaled embeddings, capped logits); NoPE on every third layer (SmolLM3); BERT's token types and
 MLM head; ModernBERT's embedding norm without the first attention norm, global every third layer, no biases.
 Members' own options (score caps, the (1 + w) RMSNorm, GELU-tanh) are :data:`VARIANTS`."""
-REQUIRES = {"padding": "padding", "fully_padded_rows": "padding", "cached_decoding": "kv_cache"}
+REQUIRES = {
+    "padding": "padding",
+    "fully_padded_rows": "padding",
+    "cached_decoding": "kv_cache",
+    "documents": "document_mask",
+}
 """The capability each check tests: a combination with a member that declares it False skips the check."""
 
 
@@ -218,6 +223,8 @@ class Combination:
         :class:`~swapformer.registry.Capabilities` it tests unsupported (``kv_cache=False``), or None."""
         if check == "cached_decoding" and not kind(self.kind).generates:
             return f"kind '{self.kind}' does not decode left to right"
+        if check == "documents" and kind(self.kind).source:
+            return f"kind '{self.kind}' reads a source: its pairs are not packed"
         if check == "mixture":
             factory = FAMILIES["ffn"].get(self.ffn).factory
             if not (isinstance(factory, type) and issubclass(factory, MixtureOfExperts)):
