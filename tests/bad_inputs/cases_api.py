@@ -20,6 +20,12 @@ def _model(kind: str) -> torch.nn.Module:
     return build[kind](CONFIG).eval()
 
 
+def _cache() -> object:
+    from swapformer.nn import KVCache
+
+    return KVCache(CONFIG["num_layers"])
+
+
 def _ids(length: int = 5) -> torch.Tensor:
     return torch.arange(4, 4 + 2 * length).reshape(2, length)
 
@@ -296,6 +302,31 @@ CASES = [
         mistake="an `attention_mask` of another length than the ids",
         expect=r"attention_mask has shape \(2, 4\) but the ids have shape \(2, 5\)",
         raises=lambda fx: _model("causal")(_ids(), torch.ones(2, 4, dtype=torch.bool)),
+    ),
+    Case(
+        id="api-document-ids-shape",
+        area="API",
+        mistake="`document_ids` of another length than the ids (packed rows)",
+        expect=r"document_ids has shape \(2, 4\) and dtype int64; pass an integer tensor of the ids' shape \(2, 5\)",
+        raises=lambda fx: _model("causal")(_ids(), document_ids=torch.zeros(2, 4, dtype=torch.long)),
+    ),
+    Case(
+        id="api-document-ids-with-cache",
+        area="API",
+        mistake="`document_ids` passed with a KV cache (decoding)",
+        expect=r"document_ids with a KV cache: decoding continues one document; drop document_ids",
+        raises=lambda fx: _model("causal")(
+            _ids(), document_ids=torch.zeros(2, 5, dtype=torch.long), cache=_cache()
+        ),
+    ),
+    Case(
+        id="api-document-ids-linear-kernel",
+        area="API",
+        mistake="`document_ids` given to a model whose attention is `linear` (no document mask)",
+        expect=r"attention 'linear' cannot keep attention within each document of a packed row \(document_ids\); use",
+        raises=lambda fx: _build(attention="linear")(
+            _ids(), document_ids=torch.zeros(2, 5, dtype=torch.long)
+        ),
     ),
     Case(
         id="api-mask-not-0-1",

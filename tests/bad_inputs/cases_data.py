@@ -203,6 +203,30 @@ CASES = [
         ],
     ),
     Case(
+        id="document-mask-without-pack",
+        area="data",
+        mistake="`document_mask: true` without `pack: true`",
+        expect=r"document_mask: true needs pack: true .*; add pack: true, or drop document_mask",
+        argv=lambda fx: _fit(fx, document_mask=True),
+    ),
+    Case(
+        id="pack-plain-text",
+        area="data",
+        mistake="`pack: true` on a plain text corpus (no document ends)",
+        expect=r"pack: true needs a corpus of documents, but data.path=.*plain.txt is plain text .*swapformer prepare",
+        argv=lambda fx: _fit(fx, pack=True, path=_text(fx, "plain.txt", "to be or not to be\n" * 200)),
+    ),
+    Case(
+        id="pack-linear-kernel",
+        area="data",
+        mistake="`pack: true` (document masks on) for a model whose attention is `linear`",
+        expect=r"data.document_mask is true, but attention 'linear' cannot keep attention within each document",
+        argv=lambda fx: [
+            *_fit(fx, pack=True, path=_prepared(fx)),
+            "--model.init_args.attention=linear",
+        ],
+    ),
+    Case(
         id="prepared-truncated-shard",
         area="data",
         mistake="`data.path` of a prepared folder whose shard was cut short (an interrupted copy)",
