@@ -290,6 +290,13 @@ CASES = [
         argv=lambda fx: _stream(fx, path=_jsonl(fx), tokenizer="bpe"),
     ),
     Case(
+        id="streaming-with-pack",
+        area="data",
+        mistake="`streaming: true` with `pack: true`",
+        expect=r"pack: true with streaming: true is not supported.*drop pack",
+        argv=lambda fx: _stream(fx, path=_jsonl(fx), tokenizer="byte", pack=True),
+    ),
+    Case(
         id="streaming-missing-text-column",
         area="data",
         mistake="`streaming: true` of JSON lines without a `text` field",

@@ -135,7 +135,7 @@ class CausalLMDataModule(TokenizedDataModule):
         if train_samples_per_epoch is not None:
             fix = f"an epoch needs at least one full batch (batch_size={batch_size}), or set it to null."
             check_int("train_samples_per_epoch", train_samples_per_epoch, minimum=batch_size, fix=fix)
-        check_packing(pack, document_mask, prepared is not None, path)
+        check_packing(pack, document_mask, prepared is not None, path, streaming=streaming)
         self.save_hyperparameters()
         self.pack = pack
         self.document_mask = pack if document_mask is None else document_mask
@@ -346,8 +346,10 @@ class CausalLMDataModule(TokenizedDataModule):
             raise RuntimeError("call setup() before asking for data; the Trainer does this for you.")
 
 
-def check_packing(pack: bool, document_mask: bool | None, prepared: bool, path: str | None) -> None:
-    """Refuse ``document_mask`` without ``pack``, and ``pack`` of a corpus without document ends.
+def check_packing(
+    pack: bool, document_mask: bool | None, prepared: bool, path: str | None, *, streaming: bool = False
+) -> None:
+    """Refuse ``document_mask`` without ``pack``, and ``pack`` of a stream or of a corpus without document ends.
 
     Raises:
         DataError: one line naming the value and the fix.
@@ -360,6 +362,11 @@ def check_packing(pack: bool, document_mask: bool | None, prepared: bool, path: 
         raise DataError(
             "document_mask: true needs pack: true (document masks separate the documents of packed rows); "
             "add pack: true, or drop document_mask."
+        )
+    if pack and streaming:
+        raise DataError(
+            "pack: true with streaming: true is not supported: packing reads a prepared folder's documents; "
+            "drop pack to stream windows, or run swapformer prepare and pack the prepared folder."
         )
     if pack and not prepared:
         raise DataError(
