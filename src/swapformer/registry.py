@@ -100,9 +100,11 @@ class Capabilities:
             instead of wrapping it in :class:`~swapformer.nn.MultiHeadAttention`.
         sinks: kernels only: takes a ``sinks`` option, a learned logit per head in the softmax's denominator
             (GPT-OSS); a kernel without it refuses the option at config time.
-        document_mask: kernels only: honours a block-diagonal document mask (packed rows: a boolean ``attn_mask``
+        document_mask: a kernel honours a block-diagonal document mask (packed rows: a boolean ``attn_mask``
             ``(N, 1, L, L)`` that keeps each query within its document); a kernel declaring False is refused when
-            a model is given ``document_ids`` or trained on packed rows with ``document_mask: true``.
+            a model is given ``document_ids`` or trained on packed rows with ``document_mask: true``. Any other
+            member declaring False (a positional member that cannot restart positions per row) skips the
+            conformance suite's ``documents`` check.
         relative: positional only: attention scores depend on positions only through their differences, so
             ``swapformer check`` requires them unchanged when every position shifts by the same amount.
             These two, ``soft_cap`` and ``sinks`` are not inherited: a subclass that computes the same declares it again.

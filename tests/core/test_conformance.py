@@ -301,7 +301,7 @@ def test_check_command_fails_a_leaky_plugin_kernel(leaky, capsys):
         "causal_lm-leaky-sinusoidal-layernorm-pre-gelu: causality: logits before position 1 changed when the "
         "tokens from position 1 on changed (max |difference| "
     ) in out
-    assert "(also failing: padding, cached_decoding)" in out
+    assert "(also failing: padding, cached_decoding, documents)" in out
     assert not any(line.startswith("refused by the matrix") for line in out.splitlines())
     assert "56 combinations: 5 passed, 51 failed, 0 refused by the matrix" in out
 
@@ -326,9 +326,12 @@ def test_a_plugin_norm_joins_every_combination_and_passes_the_check_command(half
 
 
 class PositionsFromZero(SinusoidalPositionalEncoding):
-    """Sinusoidal positions that ignore the offset: wrong after a KV cache or left padding, and it says so."""
+    """Sinusoidal positions that ignore the offset: wrong after a KV cache, left padding or a document start in a
+    packed row, and it says so."""
 
-    capabilities = Capabilities(kv_cache=False, padding=False, notes="positions always start at 0")
+    capabilities = Capabilities(
+        kv_cache=False, padding=False, document_mask=False, notes="positions always start at 0"
+    )
 
     def embed(self, x, *, offset=0):
         return super().embed(x, offset=0)
@@ -345,6 +348,7 @@ def test_checks_of_a_feature_a_member_declares_unsupported_are_skipped(registrie
         "fully_padded_rows": "skipped: positional 'from_zero' declares padding=False",
         "cached_decoding": "skipped: positional 'from_zero' declares kv_cache=False",
         "mixture": "skipped: ffn 'relu' is not a mixture of experts",
+        "documents": "skipped: positional 'from_zero' declares document_mask=False",
     }
     with pytest.raises(ConformanceFailure, match=r"logits decoded with a KV cache differ from one full pass"):
         conformance.check_cached_decoding(conformance.build(combination))  # the declaration is needed

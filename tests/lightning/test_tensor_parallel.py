@@ -4,8 +4,8 @@ Quick tests check the plans and refusals on one process. The slow ones start pro
 (``tensor_parallel_probe.py``, 2 processes) holds TP=2's logits and gradients to one process's for a Llama-style
 and a GPT-2-style model (1e-5); ``recipes/trainer/tp.yaml`` on 2 CPUs trains the scale-out tests' 6 steps with
 DDP's losses (1e-4; the same 8 windows per step, summed in another order); ``recipes/trainer/fsdp2-tp.yaml`` on
-4 CPUs (a 2 x 2 mesh) trains, its loss falls, and
-samples print after validation (every rank decodes: a TP forward needs the whole group).
+4 CPUs (a 2 x 2 mesh) trains, its loss falls, samples print after validation (every rank decodes: a TP forward
+needs the whole group), and its folder of 4 shards resumes on one process at the mesh's losses and exports.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ import yaml
 from lightning_testlib import RECIPES
 from scaleout_testlib import HERE, fit, fit_env, read_losses, write_config
 from torch import nn
+from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
 import swapformer
+from swapformer.cli import main
 from swapformer.errors import ConfigError
 from swapformer.training import TensorParallelStrategy, distributed
 from swapformer.training.strategies import mesh_sizes
@@ -156,13 +158,13 @@ def test_tp2_trains_six_steps_with_ddps_losses(runs, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_2x2_mesh_trains_and_its_loss_falls(tmp_path):
+def test_a_2x2_mesh_trains_and_its_checkpoint_resumes_on_one_process_and_exports(tmp_path):
     config = write_config(
         tmp_path, sample=True
     )  # validation, and samples printed by rank 0 (all ranks decode)
     recipe = yaml.safe_load(config.read_text())
     trainer = recipe["trainer"]
-    trainer["max_epochs"] = 2  # 4 steps; one checkpoint at the end (4 processes writing one a step cost more)
+    # 6 steps, a checkpoint an epoch (4 processes writing one a step cost more)
     trainer["callbacks"] = [c for c in trainer["callbacks"] if "every_n_train_steps" not in str(c)]
     config.write_text(yaml.safe_dump(recipe))
     command = [
@@ -173,10 +175,31 @@ def test_a_2x2_mesh_trains_and_its_loss_falls(tmp_path):
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-4000:]
     assert "4 per process x 2 processes x 1 accumulated" in out  # 2 data-parallel ranks of 2 TP ranks each
-    assert out.count("samples at step") == 2, out[-3000:]  # after each epoch's validation, no hang
+    assert out.count("samples at step") == 3, out[-3000:]  # after each epoch's validation, no hang
     losses = read_losses(tmp_path)
-    assert sorted(losses) == list(range(4)) and losses[3] < losses[0] - 0.1, losses
-    assert len(list((tmp_path / "checkpoints" / "epoch=1.ckpt").glob("*.distcp"))) == 4  # a shard a process
+    assert sorted(losses) == list(range(6)) and losses[3] < losses[0] - 0.1, losses
+    folder = tmp_path / "checkpoints" / "epoch=1.ckpt"
+    assert len(list(folder.glob("*.distcp"))) == 4  # a shard a process
+
+    # the 2-D folder resumes on one process (the same 256-token global batch, accumulated): steps 4 and 5 land
+    # on the mesh's own losses (TP sums its partial products in another order: 1e-4, as against DDP)
+    one = tmp_path / "one-process"
+    out = fit(one, "--ckpt_path", str(folder))
+    assert "Restoring states from the checkpoint" in out
+    resumed = read_losses(one)
+    assert sorted(resumed) == [4, 5], resumed
+    for step, loss in resumed.items():
+        assert loss == pytest.approx(losses[step], rel=1e-4), (step, loss, losses[step])
+
+    # and swapformer export reads it in this process, with the weights torch's own converter finds in the shards
+    last = tmp_path / "checkpoints" / "epoch=2.ckpt"
+    dcp_to_torch_save(last, tmp_path / "torch.pt")
+    state = torch.load(tmp_path / "torch.pt", weights_only=True)["state_dict"]
+    main(["export", "--ckpt_path", str(last), "--out", str(tmp_path / "export")])
+    exported = swapformer.load(tmp_path / "export").state_dict()
+    assert exported.keys() == {name.removeprefix("model.") for name in state}
+    for name, tensor in state.items():
+        torch.testing.assert_close(exported[name.removeprefix("model.")], tensor, rtol=0, atol=0)
 
 
 def test_components_matrix_shows_which_members_split_and_how():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -11,6 +12,7 @@ from torch import Tensor, nn
 from swapformer.components.attention._masks import guard_empty_rows, merge_causal
 from swapformer.components.attention.sinks import sink_logits, softmax_with_sinks, unsplit_heads
 from swapformer.components.softcap import check_cap, soft_capped_attention, soft_capped_scores
+from swapformer.registry import Capabilities
 
 
 def repeat_kv(key: Tensor, value: Tensor, num_heads: int) -> tuple[Tensor, Tensor]:
@@ -85,6 +87,8 @@ class MathAttention(nn.Module):
         attn_mask boolean (True = may attend) or float (added to the scores), broadcastable to ``(N, H, L, S)``;
         output ``(N, H, L, E)``; weights ``(N, H, L, S)``.
     """
+
+    capabilities: ClassVar[Capabilities] = Capabilities(exact_softmax=True, soft_cap=True, sinks=True)
 
     def tensor_parallel_plan(self, *, size: int) -> dict[str, str]:
         """Acts on each head alone: under tensor parallelism it runs unsplit on the rank's local heads (sink

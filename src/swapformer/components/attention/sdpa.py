@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -9,6 +11,7 @@ from swapformer.components.attention._masks import guard_empty_rows, merge_causa
 from swapformer.components.attention.scaled_dot_product import scaled_dot_product
 from swapformer.components.attention.sinks import sink_key, sink_logits, unsplit_heads
 from swapformer.components.functions import Function, Of
+from swapformer.registry import Capabilities
 
 
 class SDPAttention(nn.Module):
@@ -32,6 +35,8 @@ class SDPAttention(nn.Module):
     Shape:
         query ``(N, H, L, E)``; key, value ``(N, Hkv, S, E)``; output ``(N, H, L, E)``.
     """
+
+    capabilities: ClassVar[Capabilities] = Capabilities(exact_softmax=True, sinks=True)
 
     def tensor_parallel_plan(self, *, size: int) -> dict[str, str]:
         """Acts on each head alone: under tensor parallelism it runs unsplit on the rank's local heads (sink
