@@ -5,7 +5,8 @@ Quick tests check the plans and refusals on one process. The slow ones start pro
 and a GPT-2-style model (1e-5); ``recipes/trainer/tp.yaml`` on 2 CPUs trains the scale-out tests' 6 steps with
 DDP's losses (1e-4; the same 8 windows per step, summed in another order); ``recipes/trainer/fsdp2-tp.yaml`` on
 4 CPUs (a 2 x 2 mesh) trains, its loss falls, samples print after validation (every rank decodes: a TP forward
-needs the whole group), and its folder of 4 shards resumes on one process at the mesh's losses and exports.
+needs the whole group), and its folder of 4 shards resumes on one process and under DDP at the mesh's losses,
+and exports.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pytest
 import torch
 import yaml
 from lightning_testlib import RECIPES
-from scaleout_testlib import HERE, fit, fit_env, read_losses, write_config
+from scaleout_testlib import HERE, TWO_CPUS, fit, fit_env, read_losses, write_config
 from torch import nn
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
@@ -181,15 +182,16 @@ def test_a_2x2_mesh_trains_and_its_checkpoint_resumes_on_one_process_and_exports
     folder = tmp_path / "checkpoints" / "epoch=1.ckpt"
     assert len(list(folder.glob("*.distcp"))) == 4  # a shard a process
 
-    # the 2-D folder resumes on one process (the same 256-token global batch, accumulated): steps 4 and 5 land
+    # the 2-D folder resumes on one process and under DDP (the same 256-token global batch): steps 4 and 5 land
     # on the mesh's own losses (TP sums its partial products in another order: 1e-4, as against DDP)
-    one = tmp_path / "one-process"
-    out = fit(one, "--ckpt_path", str(folder))
-    assert "Restoring states from the checkpoint" in out
-    resumed = read_losses(one)
-    assert sorted(resumed) == [4, 5], resumed
-    for step, loss in resumed.items():
-        assert loss == pytest.approx(losses[step], rel=1e-4), (step, loss, losses[step])
+    ddp = ("--config", str(RECIPES / "trainer" / "ddp.yaml"), *TWO_CPUS)
+    for name, args in {"one-process": (), "ddp": ddp}.items():  # and under DDP on 2 processes
+        out = fit(tmp_path / name, *args, "--ckpt_path", str(folder))
+        assert "Restoring states from the checkpoint" in out, name
+        resumed = read_losses(tmp_path / name)
+        assert sorted(resumed) == [4, 5], (name, resumed)
+        for step, loss in resumed.items():
+            assert loss == pytest.approx(losses[step], rel=1e-4), (name, step, loss, losses[step])
 
     # and swapformer export reads it in this process, with the weights torch's own converter finds in the shards
     last = tmp_path / "checkpoints" / "epoch=2.ckpt"
