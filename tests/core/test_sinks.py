@@ -5,6 +5,7 @@ import torch
 
 from swapformer import family
 from swapformer.components.attention.sinks import sink_key, softmax_with_sinks
+from swapformer.components.declarations import tensor_parallel_plan
 from swapformer.components.positional import RotaryPositionalEncoding
 from swapformer.errors import ConfigError
 from swapformer.nn import MultiHeadAttention
@@ -134,8 +135,6 @@ def test_sinks_are_refused_by_a_kernel_without_them_and_must_be_a_bool():
 
 @pytest.mark.parametrize("kernel", ["math", "sdpa", "sliding_window"])
 def test_sinks_are_refused_under_tensor_parallelism_in_one_line(kernel):
-    from swapformer.components.declarations import tensor_parallel_plan
-
     plain = family("attention").build(kernel, num_heads=4)
     assert tensor_parallel_plan(plain, 2) == {}  # the same kernel without sinks runs on the local heads
     with pytest.raises(

@@ -28,8 +28,10 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
+from swapformer.components.declarations import tensor_parallel_plan as declared
 from swapformer.errors import ConfigError
 from swapformer.nn.blocks import TransformerLayer, TransformerStack
+from swapformer.registry import FAMILIES
 
 BLOCK_CLASSES: frozenset[type[nn.Module]] = frozenset({TransformerLayer})
 """The module classes that get their own sharding / checkpointing unit."""
@@ -127,7 +129,6 @@ def tensor_parallel_plan(model: nn.Module, size: int) -> dict[str, Any]:
         ConfigError: one line naming the modules that declare nothing (a plug-in member written without TP in
             mind), or the first that cannot be split ``size`` ways (heads not divisible by ``size``).
     """
-    from swapformer.components.declarations import tensor_parallel_plan as declared
 
     plan: dict[str, Any] = {}
     silent: dict[str, str] = {}  # class -> first path
@@ -194,9 +195,7 @@ def tensor_parallel_rows(size: int = 2) -> list[dict[str, str]]:
     """One row per registered member: ``family``, ``name``, ``supported`` ("yes" / "NO") and ``split`` (how it
     splits, or why it is refused), from a tiny causal LM with that member, built on the meta device and planned
     for ``size`` ranks (``swapformer components --matrix``)."""
-    from swapformer.components.declarations import tensor_parallel_plan as declared
     from swapformer.models import build_causal_lm
-    from swapformer.registry import FAMILIES
 
     tiny = {"vocab_size": 16, "d_model": 16, "num_heads": 4, "num_layers": 1, "d_ff": 32, "max_seq_len": 16}
     unsplit = {
