@@ -3,12 +3,16 @@ import os
 import random
 from pathlib import Path
 
+import lightning.pytorch  # noqa: F401 (see below)
 import pytest
 import torch
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Lightning's logger gets its own stderr handler the first time it is imported. Imported here, that handler holds
+# pytest's session-long stream; first imported inside a test that captures output (capsys), it would hold that
+# test's stream, closed when the test ends, and every later in-process fit would print a logging traceback.
 
 
 @pytest.fixture(autouse=True)
