@@ -53,6 +53,16 @@ CASES = [
         argv=lambda fx: _fit(fx, model={"compile": {"backend": "inductr"}}),
     ),
     Case(
+        id="compile-without-cpp-compiler",
+        area="recipe",
+        mistake="`compile: true` on a CPU machine without a C++ compiler (here `CXX` names one that does not exist)",
+        expect=r"model\.init_args\.compile: torch\.compile's inductor backend needs a C\+\+ compiler on the CPU "
+        r"and finds none \(install g\+\+ or set CXX\)",
+        argv=lambda fx: _fit(fx, model={"compile": True}),
+        subprocess=True,  # torch remembers the compiler it found once in a process
+        env={"CXX": "/nonexistent/g++"},
+    ),
+    Case(
         id="compile-unknown-option",
         area="recipe",
         mistake="`compile: {modes: max-autotune}` (not an option of torch.compile)",

@@ -67,6 +67,8 @@ class Case:
         argv / raises / shows: exactly one: see the module docstring.
         subprocess: run ``argv`` as ``python -m swapformer ...`` in a real process.
         stdin: text on the standard input of an ``argv`` case.
+        env: environment variables set for an ``argv`` case run as a real process (``subprocess=True``): the
+            machine the mistake is made on (a ``CXX`` that names no compiler).
     """
 
     id: str
@@ -78,11 +80,14 @@ class Case:
     shows: Callable[[Fixtures], str] | None = None
     subprocess: bool = False
     stdin: str | None = None
+    env: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         kinds = [k for k in ("argv", "raises", "shows") if getattr(self, k) is not None]
         if len(kinds) != 1:
             raise ValueError(f"case {self.id}: give exactly one of argv, raises, shows (got {kinds})")
+        if self.env and not self.subprocess:
+            raise ValueError(f"case {self.id}: env applies to a real process only: set subprocess=True")
         if self.area not in AREAS:
             raise ValueError(f"case {self.id}: area {self.area!r} is not one of {AREAS}")
 
@@ -253,7 +258,10 @@ def _run_case(case: Case, fx: Fixtures) -> Outcome:
         message = case.shows(fx)
         return Outcome(message, message)
     argv = [str(a) for a in case.argv(fx)]
-    code, stdout, stderr = (_run_process if case.subprocess else _run_in_process)(argv, fx.tmp, case.stdin)
+    if case.subprocess:
+        code, stdout, stderr = _run_process(argv, fx.tmp, case.stdin, case.env)
+    else:
+        code, stdout, stderr = _run_in_process(argv, fx.tmp, case.stdin)
     output = stdout + stderr
     if "Traceback (most recent call last)" in output:
         raise AssertionError(f"{case.id}: a traceback reached the user:\n{output[-3000:]}")
@@ -314,8 +322,11 @@ def _run_in_process(argv: list[str], cwd: Path, stdin: str | None) -> tuple[int 
     return code, out.getvalue(), err.getvalue()
 
 
-def _run_process(argv: list[str], cwd: Path, stdin: str | None) -> tuple[int, str, str]:
+def _run_process(
+    argv: list[str], cwd: Path, stdin: str | None, extra_env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    env.update(extra_env or {})
     done = subprocess.run(
         [sys.executable, "-m", "swapformer", *argv],
         cwd=cwd,
