@@ -418,6 +418,51 @@ CAUSAL = {
         eos_token_id=2,
         pad_token_id=0,
     ),
+    "gpt_oss-gqa-headdim-window-yarn-top2": lambda: transformers.GptOssConfig(
+        hidden_size=32,
+        num_hidden_layers=3,  # sliding, full, sliding: a pattern of period 2 over 3 layers
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=12,  # H E = 48, not D
+        intermediate_size=16,  # each expert's width
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        router_aux_loss_coef=0.02,
+        sliding_window=4,  # shorter than the inputs
+        max_position_embeddings=64,
+        rope_parameters={
+            "rope_type": "yarn",
+            "rope_theta": 500.0,
+            "factor": 4.0,
+            "beta_fast": 32.0,
+            "beta_slow": 1.0,
+            "truncate": False,
+            "original_max_position_embeddings": 16,
+        },
+        vocab_size=61,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    ),
+    "gpt_oss-mqa-tied-full-sliding-list-top3": lambda: transformers.GptOssConfig(
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=8,
+        intermediate_size=16,
+        num_local_experts=5,
+        num_experts_per_tok=3,
+        layer_types=["full_attention", "sliding_attention", "sliding_attention"],  # no pattern: a list
+        sliding_window=3,
+        tie_word_embeddings=True,
+        rope_parameters={"rope_type": "default", "rope_theta": 1000.0},
+        rms_norm_eps=1e-6,
+        vocab_size=61,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    ),
 }
 
 SEQ2SEQ = {
@@ -590,6 +635,10 @@ def hf_model(name: str, seed: int = 0):
                 or key.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight"))
             ):
                 tensor.add_(torch.randn_like(tensor) * 0.1)
+            elif key.endswith("self_attn.sinks"):  # GPT-OSS's, N(0, 0.02): logits of a few units, as trained
+                tensor.normal_(0.0, 1.0)
+            elif key.endswith("mlp.router.weight"):  # GPT-OSS's router is no nn.Linear: routing by the token
+                tensor.normal_(0.0, 1.5 * tensor.size(1) ** -0.5)
     return model
 
 

@@ -1,4 +1,4 @@
-"""GPT-2, Llama, Mistral, Qwen2, Qwen3, SmolLM3, Phi-3, Gemma 2, Gemma 3, OLMo 2, Mixtral and Qwen3-MoE in and out: equal logits on padded batches and
+"""GPT-2, Llama, Mistral, Qwen2, Qwen3, SmolLM3, Phi-3, Gemma 2, Gemma 3, OLMo 2, Mixtral, Qwen3-MoE and GPT-OSS in and out: equal logits on padded batches and
 equal greedy tokens, against the Hugging Face model built from a config."""
 
 from __future__ import annotations

@@ -43,15 +43,21 @@ from swapformer.registry import Registry, kind, split_spec
 
 @dataclass(frozen=True)
 class Link:
-    """Our tensors ``ours`` (concatenated along dim 0, in order) are Hugging Face's tensor ``theirs``, transposed
-    when ``transpose`` (GPT-2's ``Conv1D`` stores ``(in, out)``), times ``scale``; ``unsqueezed``: theirs has a
-    leading dimension of size 1 that ours lacks (BART's ``(1, V)`` ``final_logits_bias``)."""
+    """Our tensors ``ours`` (concatenated along dim 0, in order) are Hugging Face's tensor ``theirs``, its last two
+    dimensions swapped when ``transpose`` (GPT-2's ``Conv1D`` stores ``(in, out)``, GPT-OSS's experts
+    ``(E, in, out)``), times ``scale``; ``unsqueezed``: theirs has a leading dimension of size 1 that ours lacks
+    (BART's ``(1, V)`` ``final_logits_bias``); ``interleaved``: theirs alternates the rows of our two halves along
+    dim 1, after the transpose (GPT-OSS's gate and up columns ``[..., ::2]``, ``[..., 1::2]``; ours ``[gate; up]``)::
+
+        ours  (E, 2F, D): g0 g1 .. g(F-1) u0 u1 .. u(F-1)      theirs (E, D, 2F): g0 u0 g1 u1 .. g(F-1) u(F-1)
+    """
 
     ours: tuple[str, ...]
     theirs: str
     transpose: bool = False
     scale: float = 1.0
     unsqueezed: bool = False
+    interleaved: bool = False
 
 
 LACKS_A_FEATURE = 1000
@@ -94,6 +100,9 @@ class Architecture:
     softcap: bool = False
     """The family soft-caps attention scores and logits (Gemma 2): its ``hf_config`` checks the kernels' ``softcap``
     and ``logit_softcap``; the others are refused them."""
+    sinks: bool = False
+    """The family's attention has a sink logit per head (GPT-OSS): its ``hf_config`` checks the kernels'
+    ``sinks``; the others are refused them."""
     stored: tuple[Stored, ...] = ()
     """Tensors a checkpoint stores apart that the links name stacked (an MoE's experts,
     :mod:`swapformer.interop.experts`): stacked when read, written apart again."""
@@ -159,8 +168,9 @@ def shared_requirements(cfg: ModelConfig, architecture: Architecture | None = No
     attention += [(f"{where}.attention", spec.attention) for where, spec in distinct_layers(cfg)]
     capped = [(w, a) for w, a in attention if split_spec(a, where=w)[1].get("softcap") is not None]
     caps = bool(architecture and architecture.softcap)
-    # no family here has sinks yet (GPT-OSS's will): exporting would silently drop them
+    # a family without sinks would silently drop them
     sunk = [(w, a) for w, a in attention if split_spec(a, where=w)[1].get("sinks")]
+    sinks = bool(architecture and architecture.sinks)
     scope = architecture.qk_norm if architecture else None
     family = architecture.model_types[0] if architecture else ""
     return [
@@ -173,7 +183,7 @@ def shared_requirements(cfg: ModelConfig, architecture: Architecture | None = No
         ),
         (not capped or caps, " ".join(map(str, capped[0])) + " (soft-capped scores)" if capped else ""),
         (cfg.logit_softcap is None or caps, f"logit_softcap {cfg.logit_softcap!r}"),
-        (not sunk, " ".join(map(str, sunk[0])) + " (attention sinks)" if sunk else ""),
+        (not sunk or sinks, " ".join(map(str, sunk[0])) + " (attention sinks)" if sunk else ""),
     ]
 
 
@@ -392,13 +402,15 @@ def load_hf_state(
         used.add(name)
         sizes = [ours[key].size(0) for key in link.ours]
         shape = (sum(sizes), *ours[link.ours[0]].shape[1:])
-        expected = (*((1,) if link.unsqueezed else ()), *(shape[::-1] if link.transpose else shape))
+        expected = (*((1,) if link.unsqueezed else ()), *(_swapped(shape) if link.transpose else shape))
         if tuple(tensor.shape) != expected:
             raise ConfigError(
                 f"tensor {name!r} has shape {tuple(tensor.shape)}, but the config.json asks for {expected}"
             )
         tensor = tensor.squeeze(0) if link.unsqueezed else tensor
-        tensor = (tensor.T if link.transpose else tensor) * link.scale
+        tensor = (tensor.transpose(-2, -1) if link.transpose else tensor) * link.scale
+        if link.interleaved:  # every other row: the gate's, then the up's
+            tensor = torch.cat((tensor[:, 0::2], tensor[:, 1::2]), dim=1)
         state.update(zip(link.ours, tensor.split(sizes), strict=True))
     unexpected = [
         key
@@ -420,6 +432,11 @@ def load_hf_state(
     if missing:  # a family whose links miss a tensor of the model: a swapformer bug, not the user's
         raise RuntimeError(f"{architecture.model_types[0]} links leave {missing[:5]} unset")
     model.load_state_dict(state)
+
+
+def _swapped(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """``shape`` with its last two dimensions swapped (a transposed matrix, or each matrix of a stack)."""
+    return (*shape[:-2], shape[-1], shape[-2])
 
 
 LEGACY_NAMES = {"LayerNorm.gamma": "LayerNorm.weight", "LayerNorm.beta": "LayerNorm.bias"}
@@ -468,7 +485,10 @@ def to_hf(model: nn.Module, directory: str | os.PathLike, *, model_type: str | N
     theirs = {}
     for link in architecture.links_of(config, hf_config):
         tensor = torch.cat([ours[key] for key in link.ours]) / link.scale
-        tensor = tensor.T if link.transpose else tensor
+        if link.interleaved:  # [gate; up] rows -> g0 u0 g1 u1 ...
+            gate, up = tensor.chunk(2, dim=1)
+            tensor = torch.stack((gate, up), dim=2).flatten(1, 2)
+        tensor = tensor.transpose(-2, -1) if link.transpose else tensor
         theirs[link.theirs] = (tensor[None] if link.unsqueezed else tensor).contiguous()
     theirs = unstack(theirs, architecture.stored)
     path = Path(directory)

@@ -33,10 +33,15 @@ then softmax over those k (GPT-OSS, with a router bias); ``sigmoid``: independen
 top-k, weights scaled by ``routed_scaling`` (DeepSeek-V3)."""
 
 
+CLAMPED_SWIGLU_ALPHA, CLAMPED_SWIGLU_LIMIT = 1.702, 7.0
+"""GPT-OSS's ``swiglu_alpha`` (the sigmoid's gain) and ``swiglu_limit`` (the clamp), fixed in ``clamped_swiglu``."""
+
+
 def _clamped_swiglu(gate: Tensor, up: Tensor) -> Tensor:
     """GPT-OSS's expert nonlinearity: (clamp(up, -7, 7) + 1) * g sigmoid(1.702 g), g = min(gate, 7)."""
-    gate, up = gate.clamp(max=7.0), up.clamp(min=-7.0, max=7.0)
-    return (up + 1) * (gate * torch.sigmoid(gate * 1.702))
+    limit = CLAMPED_SWIGLU_LIMIT
+    gate, up = gate.clamp(max=limit), up.clamp(min=-limit, max=limit)
+    return (up + 1) * (gate * torch.sigmoid(gate * CLAMPED_SWIGLU_ALPHA))
 
 
 # the experts' nonlinearities: gated (act(gate) * up) and plain, and the module a shared expert of a kind uses
