@@ -190,6 +190,27 @@ def _to_hf_mixtral_unnormalized(fx: object) -> object:
     return swapformer.to_hf(model, fx.tmp / "hf", model_type="mixtral")
 
 
+def _from_hf_gpt_oss_alpha() -> object:
+    import transformers
+
+    from swapformer.interop import from_hf
+
+    config = transformers.GptOssConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, head_dim=8,
+        intermediate_size=8, num_local_experts=4, num_experts_per_tok=2, swiglu_alpha=1.5,
+    )  # fmt: skip
+    return from_hf(transformers.GptOssForCausalLM(config))
+
+
+def _to_hf_gpt_oss_without_sinks(fx: object) -> object:
+    import swapformer
+
+    moe = {"name": "moe", "experts": 4, "top_k": 2, "expert": "clamped_swiglu", "router": "topk_softmax",
+           "expert_bias": True}  # fmt: skip
+    model = _build(positional="rope", norm="rmsnorm", ffn=moe, bias=True)
+    return swapformer.to_hf(model, fx.tmp / "hf", model_type="gpt_oss")
+
+
 def _from_hf_partial_rope() -> object:
     import transformers
 
@@ -609,6 +630,15 @@ CASES = [
         raises=lambda fx: _from_hf_mixtral_jitter(),
     ),
     Case(
+        id="api-from-hf-gpt-oss-swiglu-alpha",
+        area="API",
+        mistake="`from_hf` of a GPT-OSS whose experts' SwiGLU has another sigmoid gain (`swiglu_alpha: 1.5`; "
+        "swapformer's `clamped_swiglu` is GPT-OSS's, 1.702)",
+        expect=r"gpt_oss: swiglu_alpha=1\.5 has no swapformer equivalent: the moe expert clamped_swiglu is "
+        r"GPT-OSS's with swiglu_alpha 1\.702 and swiglu_limit 7\.0",
+        raises=lambda fx: _from_hf_gpt_oss_alpha(),
+    ),
+    Case(
         id="api-from-hf-modernbert-scaled-rope",
         area="API",
         mistake="`from_hf` of a ModernBERT whose local layers' rope is scaled (`rope_type: linear`)",
@@ -681,6 +711,15 @@ CASES = [
         "(`{name: moe, norm_topk: false}`; Mixtral renormalizes them, Qwen3-MoE may not)",
         expect=r"cannot export to Hugging Face mixtral: moe norm_topk: false has no mixtral equivalent",
         raises=_to_hf_mixtral_unnormalized,
+    ),
+    Case(
+        id="api-to-hf-gpt-oss-without-sinks",
+        area="API",
+        mistake="`to_hf(model_type='gpt_oss')` of a GPT-OSS-shaped model whose attention has no sinks "
+        "(`attention: sdpa`; GPT-OSS's every layer has them)",
+        expect=r"cannot export to Hugging Face gpt_oss: attention 'sdpa' of layer 0 without sinks \(GPT-OSS attends "
+        r"with sinks on every layer: sinks: true\)",
+        raises=_to_hf_gpt_oss_without_sinks,
     ),
     Case(
         id="api-to-hf-gemma3-projection-scope",

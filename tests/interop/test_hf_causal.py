@@ -1,5 +1,6 @@
-"""GPT-2, Llama, Mistral, Qwen2, Qwen3, SmolLM3, Phi-3, Gemma 2, Gemma 3, OLMo 2, Mixtral, Qwen3-MoE and GPT-OSS in and out: equal logits on padded batches and
-equal greedy tokens, against the Hugging Face model built from a config."""
+"""GPT-2, Llama, Mistral, Qwen2, Qwen3, SmolLM3, Phi-3, Gemma 2, Gemma 3, OLMo 2, Mixtral, Qwen3-MoE and GPT-OSS
+in and out: equal logits on padded batches and equal greedy tokens, against the Hugging Face model built from a
+config."""
 
 from __future__ import annotations
 
@@ -150,6 +151,8 @@ GEMMA_QK = {"name": "rmsnorm", "unit_offset": True}
 LOCAL = {"attention": SLIDING, "positional": {"name": "rope", "base": 100.0}}
 OLMO2_SHAPED = dict(LLAMA_SHAPED, qk_norm="rmsnorm", qk_norm_scope="projection", placement="res_post")
 MOE = {"name": "moe", "experts": 4, "top_k": 2}
+GPT_OSS_MOE = {**MOE, "expert": "clamped_swiglu", "router": "topk_softmax", "expert_bias": True}
+GPT_OSS_SHAPED = dict(LLAMA_SHAPED, bias=True, attention={"name": "sdpa", "sinks": True}, ffn=GPT_OSS_MOE)
 
 
 @pytest.mark.parametrize(
@@ -171,6 +174,7 @@ MOE = {"name": "moe", "experts": 4, "top_k": 2}
             dict(LLAMA_SHAPED, ffn=MOE, qk_norm="rmsnorm", layers=[{"ffn": "swiglu", "d_ff": 24}, {}]),
             "qwen3_moe",
         ),
+        (dict(GPT_OSS_SHAPED, layers=[{"attention": {**SLIDING, "sinks": True}}, {}]), "gpt_oss"),
     ],
 )
 def test_to_hf_picks_the_first_family_that_expresses_the_model(config, family, tmp_path):
@@ -274,7 +278,7 @@ def test_bad_directories_and_weights_are_named(tmp_path):
     (directory / "config.json").write_text(json.dumps({**config, "model_type": "falcon"}))
     with pytest.raises(
         ConfigError,
-        match=r"model_type 'falcon' is not supported; swapformer reads bart, .*\bgpt2, llama, ",
+        match=r"model_type 'falcon' is not supported; swapformer reads bart, .*\bgpt2, gpt_oss, llama, ",
     ):
         swapformer.from_hf(directory)
     (directory / "config.json").write_text(json.dumps({**config, "intermediate_size": 40}))
