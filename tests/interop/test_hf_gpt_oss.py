@@ -103,6 +103,18 @@ def test_a_config_json_without_gpt_oss_s_defaults_reads_as_transformers_reads_it
         torch.testing.assert_close(ours(ids, real)[real], hf_logits(reference, ids, mask)[real], **FP32)
 
 
+def test_a_config_json_of_transformers_4_reads_as_transformers_5s(tmp_path):
+    # gpt-oss was released with transformers 4: rope_theta beside rope_scaling
+    directory = save(hf_model(WINDOWED), tmp_path / "hf")
+    config = json.loads((directory / "config.json").read_text())
+    expected = swapformer.from_hf(directory).config
+    rope = config.pop("rope_parameters")
+    legacy = {"rope_theta": rope.pop("rope_theta"), "rope_scaling": rope}
+    (directory / "config.json").write_text(json.dumps({**config, **legacy}))
+    reference = transformers.AutoModelForCausalLM.from_pretrained(directory)
+    assert swapformer.from_hf(directory).config == swapformer.from_hf(reference).config == expected
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -176,3 +188,19 @@ def test_gpt_oss_refuses_what_it_cannot_express_in_one_line(change, component, t
         swapformer.to_hf(model, tmp_path / "out", model_type="gpt_oss")
     assert "\n" not in str(info.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_import_hf_then_export_hf_gives_transformers_the_checkpoint_back(tmp_path, monkeypatch):
+    # the command-line walk of the interop page: swapformer import-hf, then swapformer export --format hf
+    from safetensors.torch import load_file
+
+    from swapformer.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    save(hf_model(WINDOWED), tmp_path / "hf")
+    main(["import-hf", "hf", "--out", "imported"])
+    main(["export", "--ckpt_path", "imported", "--out", "exported", "--format", "hf"])
+    written, exported = load_file("hf/model.safetensors"), load_file("exported/model.safetensors")
+    assert exported.keys() == written.keys()
+    assert all(torch.equal(exported[key], tensor) for key, tensor in written.items())
+    assert type(transformers.AutoModelForCausalLM.from_pretrained("exported")).__name__ == "GptOssForCausalLM"

@@ -65,7 +65,8 @@ ROPE = {
 
 def config(hf: Mapping[str, Any]) -> dict[str, Any]:
     hf = {**DEFAULTS, **hf}
-    hf["rope_parameters"] = hf.get("rope_parameters") or ROPE
+    if not (hf.get("rope_parameters") or hf.get("rope_scaling")):  # transformers 4 wrote rope_scaling
+        hf["rope_parameters"] = ROPE
     for key, ours in (("swiglu_alpha", CLAMPED_SWIGLU_ALPHA), ("swiglu_limit", CLAMPED_SWIGLU_LIMIT)):
         if hf[key] != ours:
             raise Unsupported(
