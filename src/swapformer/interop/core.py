@@ -5,7 +5,7 @@ A family (``interop/gpt2.py``, ``interop/llama.py``, ...) says three things, and
 
 - ``config(hf)``: the ModelConfig fields (component names and options) of a Hugging Face ``config.json``;
 - ``links(config)``: which of our state-dict keys each Hugging Face tensor becomes (and how: a transpose, a split
-  of a fused projection, a scale); ``links(config, hf)`` for a family whose tensors also depend on a Hugging Face
+  of a fused projection, a scale, an interleave); ``links(config, hf)`` for a family whose tensors also depend on a Hugging Face
   setting our config does not keep (T5's ``scale_decoder_outputs``, folded into a norm);
 - ``hf_config(config)``: the ``config.json`` of a ModelConfig it can express, or the first component it cannot.
 
