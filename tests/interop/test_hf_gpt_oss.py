@@ -169,7 +169,10 @@ GPT_OSS_SHAPED = dict(
             r"attention \{'name': 'sliding_window', 'window': 3, 'sinks': False\} of layer 0 without sinks",
         ),
         (dict(ffn={**MOE, "router": "softmax"}), r"moe router 'softmax' \(topk_softmax\)"),
-        (dict(ffn={**MOE, "expert": "swiglu"}), r"moe expert 'swiglu' \(clamped_swiglu\)"),
+        (
+            dict(ffn={k: v for k, v in MOE.items() if k != "expert"}),
+            r"moe expert 'swiglu' \(clamped_swiglu\)",
+        ),
         (dict(ffn={**MOE, "expert_bias": False}), r"moe expert_bias: false \(GPT-OSS's experts are biased\)"),
         (dict(ffn={**MOE, "router_bias": False}), r"moe router_bias: false \(GPT-OSS's router is biased\)"),
         (dict(ffn="swiglu"), r"ffn 'swiglu' has no gpt_oss equivalent \(a mixture of experts: moe\)"),

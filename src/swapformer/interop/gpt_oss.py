@@ -133,13 +133,10 @@ def moe_keys(ffn: Any, *, layers: int) -> dict[str, Any]:
         raise Unsupported(
             f"ffn {ffn!r} has no gpt_oss equivalent (a mixture of experts: moe)", 2 * LACKS_A_FEATURE
         )
-    router = options.get("router", "softmax")
+    router, expert = options.get("router", "softmax"), options.get("expert", "swiglu")
     require(
         [
-            (
-                options.get("expert", "swiglu") == "clamped_swiglu",
-                f"moe expert {options.get('expert')!r} (clamped_swiglu)",
-            ),
+            (expert == "clamped_swiglu", f"moe expert {expert!r} (clamped_swiglu)"),
             (router == "topk_softmax", f"moe router {router!r} (topk_softmax)"),
             (
                 options.get("router_bias") in (None, True),
