@@ -463,6 +463,70 @@ CAUSAL = {
         eos_token_id=2,
         pad_token_id=0,
     ),
+    "deepseek_v3-qlora-interleaved-yarn-grouped-first-dense": lambda: transformers.DeepseekV3Config(
+        hidden_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        q_lora_rank=16,  # the low-rank query path
+        kv_lora_rank=24,
+        qk_nope_head_dim=8,
+        qk_rope_head_dim=4,
+        v_head_dim=6,
+        rope_interleave=True,  # DeepSeek's checkpoints: rope dims in pairs
+        rope_parameters={  # YaRN, the softmax scaled by mscale_all_dim's mscale, cos and sin by the ratio
+            "rope_type": "yarn",
+            "rope_theta": 1000.0,
+            "factor": 4.0,
+            "original_max_position_embeddings": 16,
+            "mscale": 1.0,
+            "mscale_all_dim": 0.8,
+        },
+        max_position_embeddings=64,
+        intermediate_size=48,  # the dense layer's width
+        moe_intermediate_size=16,  # each expert's (the shared one's: n_shared_experts x 16)
+        n_routed_experts=8,
+        n_shared_experts=1,
+        num_experts_per_tok=2,
+        n_group=4,
+        topk_group=2,  # experts from the 2 best of 4 groups
+        first_k_dense_replace=1,  # layer 0 dense, 1 and 2 sparse: a list
+        routed_scaling_factor=2.5,
+        vocab_size=61,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    ),
+    "deepseek_v3-plain-q-halves-bias-tied-unnormalized": lambda: transformers.DeepseekV3Config(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        q_lora_rank=None,  # one q_proj
+        kv_lora_rank=16,
+        qk_nope_head_dim=12,
+        qk_rope_head_dim=8,
+        v_head_dim=10,
+        rope_interleave=False,  # rope dims in halves
+        rope_parameters={"rope_type": "default", "rope_theta": 500.0},
+        attention_bias=True,
+        intermediate_size=40,
+        moe_intermediate_size=12,
+        n_routed_experts=6,
+        n_shared_experts=2,
+        num_experts_per_tok=3,
+        n_group=1,
+        topk_group=1,
+        first_k_dense_replace=0,  # every layer sparse
+        norm_topk_prob=False,
+        routed_scaling_factor=1.5,
+        tie_word_embeddings=True,
+        rms_norm_eps=1e-5,
+        vocab_size=61,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    ),
 }
 
 SEQ2SEQ = {
@@ -661,6 +725,9 @@ def _spread_weights(model, *, gain: float) -> None:
         for weight in model.parameters():  # an MoE's experts, stacked: (E, out, in)
             if weight.dim() == 3:
                 weight.normal_(0.0, gain * weight.size(2) ** -0.5)
+        for module in model.modules():  # a sigmoid router's weight (DeepSeek-V3's): scores spread over (0, 1)
+            if hasattr(module, "e_score_correction_bias"):
+                module.weight.normal_(0.0, gain * module.weight.size(1) ** -0.5)
 
 
 def save(model, directory: Path) -> Path:

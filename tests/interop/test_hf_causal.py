@@ -1,6 +1,6 @@
-"""GPT-2, Llama, Mistral, Qwen2, Qwen3, SmolLM3, Phi-3, Gemma 2, Gemma 3, OLMo 2, Mixtral, Qwen3-MoE and GPT-OSS
-in and out: equal logits on padded batches and equal greedy tokens, against the Hugging Face model built from a
-config."""
+"""GPT-2, Llama, Mistral, Qwen2, Qwen3, SmolLM3, Phi-3, Gemma 2, Gemma 3, OLMo 2, Mixtral, Qwen3-MoE, GPT-OSS and
+DeepSeek-V3 in and out: equal logits on padded batches and equal greedy tokens, against the Hugging Face model built
+from a config."""
 
 from __future__ import annotations
 
@@ -546,6 +546,10 @@ def test_moe_parity_needs_the_routing_it_reads(name, option, value):
     [
         ("mixtral-gqa-window-top2", "model.layers.1.block_sparse_moe.experts.3.w3.weight"),
         ("qwen3_moe-gqa-headdim-every-second-sparse", "model.layers.3.mlp.experts.3.up_proj.weight"),
+        (
+            "deepseek_v3-qlora-interleaved-yarn-grouped-first-dense",
+            "model.layers.2.mlp.experts.3.down_proj.weight",
+        ),
     ],
 )
 def test_moe_experts_are_written_one_by_one_as_save_pretrained_writes_them(name, stored, tmp_path):

@@ -4,7 +4,7 @@ onto a swapformer model's (one file per family), and swapformer's own ``save_pre
 Example:
     >>> import swapformer
     >>> swapformer.interop.supported()
-    ['bart', 'bert', 'gemma2', 'gemma3_text', 'gpt2', 'gpt_oss', 'llama', 'marian', 'mistral', 'mixtral', 'modernbert', 'olmo2', 'phi3', 'qwen2', 'qwen3', 'qwen3_moe', 'roberta', 'smollm3', 't5']
+    ['bart', 'bert', 'deepseek_v3', 'gemma2', 'gemma3_text', 'gpt2', 'gpt_oss', 'llama', 'marian', 'mistral', 'mixtral', 'modernbert', 'olmo2', 'phi3', 'qwen2', 'qwen3', 'qwen3_moe', 'roberta', 'smollm3', 't5']
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from torch import nn
 from swapformer.interop import (  # noqa: F401  (each registers its family, in this order for to_hf)
     bart,
     bert,
+    deepseek_v3,
     gemma2,
     gemma3,
     gpt2,

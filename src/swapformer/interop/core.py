@@ -109,6 +109,9 @@ class Architecture:
     unlinked: tuple[str, ...] = ()
     """Endings of our state-dict keys no Hugging Face tensor fills: state a model read keeps as built (an MoE's
     selection bias, zero, and its load counts)."""
+    beyond_depth: str | None = None
+    """The prefix of the numbered layers (``model.layers``) whose tensors past the config's depth a checkpoint
+    may hold and the model ignores, as transformers does: DeepSeek-V3's multi-token-prediction layers."""
 
     def links_of(self, config: ModelConfig, hf_config: Mapping[str, Any]) -> list[Link]:
         return self.links(config, hf_config) if self.links_read_hf else self.links(config)
@@ -415,7 +418,10 @@ def load_hf_state(
     unexpected = [
         key
         for key in theirs
-        if key not in used and not key.endswith(architecture.ignored) and not _tied(key, model)
+        if key not in used
+        and not key.endswith(architecture.ignored)
+        and not _tied(key, model)
+        and not _beyond_depth(key, architecture.beyond_depth, model.config.num_layers)
     ]
     if unexpected:
         raise ConfigError(
@@ -448,6 +454,14 @@ def _legacy_name(key: str) -> str:
         if key.endswith(old):
             return key[: -len(old)] + new
     return key
+
+
+def _beyond_depth(key: str, prefix: str | None, depth: int) -> bool:
+    # model.layers.61.enorm.weight of a 61-layer model: its multi-token-prediction layer
+    if prefix is None or not key.startswith(prefix + "."):
+        return False
+    index = key[len(prefix) + 1 :].split(".", 1)[0]
+    return index.isdigit() and int(index) >= depth
 
 
 def _tied(key: str, model: nn.Module) -> bool:

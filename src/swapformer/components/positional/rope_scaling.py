@@ -23,17 +23,19 @@ SCALING_OPTIONS = {
 """The options each scaling reads besides ``factor`` (None where left out: the scaling's default)."""
 
 
+def yarn_mscale(factor: float, mscale: float = 1.0) -> float:
+    """YaRN's Eq. 21, ``0.1 mscale ln(factor) + 1`` (1 when ``factor <= 1``): the scale on cos and sin, and
+    DeepSeek's scale on the whole softmax (``mla``'s ``mscale`` is this of ``mscale_all_dim``)."""
+    return 1.0 if factor <= 1 else 0.1 * mscale * math.log(factor) + 1.0
+
+
 def yarn_attention_factor(factor: float, mscale: float = 1.0, mscale_all_dim: float | None = None) -> float:
     """YaRN's scale on cos and sin (so on q and k: ``attention_factor ** 2`` on the scores): 0.1 ln(factor) + 1
     (the paper's Eq. 21), or DeepSeek's ratio of two such terms when ``mscale`` and ``mscale_all_dim`` are set,
     as Hugging Face derives it when ``attention_factor`` is absent."""
-
-    def get(scale: float, m: float = 1.0) -> float:
-        return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
-
     if mscale and mscale_all_dim:
-        return float(get(factor, mscale) / get(factor, mscale_all_dim))
-    return get(factor)
+        return float(yarn_mscale(factor, mscale) / yarn_mscale(factor, mscale_all_dim))
+    return yarn_mscale(factor)
 
 
 def yarn_inverse_frequencies(
