@@ -211,6 +211,28 @@ def _to_hf_gpt_oss_without_sinks(fx: object) -> object:
     return swapformer.to_hf(model, fx.tmp / "hf", model_type="gpt_oss")
 
 
+def _from_hf_deepseek_v3_grouped_kv() -> object:
+    import transformers
+
+    from swapformer.interop import from_hf
+
+    config = transformers.DeepseekV3Config(
+        vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=16, moe_intermediate_size=8, n_routed_experts=4, n_group=1, topk_group=1,
+        kv_lora_rank=8, q_lora_rank=None, qk_nope_head_dim=4, qk_rope_head_dim=2, v_head_dim=4,
+    )  # fmt: skip
+    return from_hf(transformers.DeepseekV3ForCausalLM(config))
+
+
+def _to_hf_deepseek_v3_dense_after_moe(fx: object) -> object:
+    import swapformer
+
+    moe = {"name": "moe", "experts": 4, "top_k": 2, "router": "sigmoid", "shared_experts": 1}
+    layers = [{}, {"ffn": "swiglu", "d_ff": 32}]
+    model = _build(positional="rope", norm="rmsnorm", attention="mla", ffn=moe, num_layers=2, layers=layers)
+    return swapformer.to_hf(model, fx.tmp / "hf", model_type="deepseek_v3")
+
+
 def _from_hf_partial_rope() -> object:
     import transformers
 
@@ -639,6 +661,14 @@ CASES = [
         raises=lambda fx: _from_hf_gpt_oss_alpha(),
     ),
     Case(
+        id="api-from-hf-deepseek-v3-grouped-kv-heads",
+        area="API",
+        mistake="`from_hf` of a DeepSeek-V3 whose `num_key_value_heads` (2) is not `num_attention_heads` (4): "
+        "latent attention expands keys and values for every head",
+        expect=r"deepseek_v3: num_key_value_heads=2 beside num_attention_heads=4 has no swapformer equivalent",
+        raises=lambda fx: _from_hf_deepseek_v3_grouped_kv(),
+    ),
+    Case(
         id="api-from-hf-modernbert-scaled-rope",
         area="API",
         mistake="`from_hf` of a ModernBERT whose local layers' rope is scaled (`rope_type: linear`)",
@@ -720,6 +750,15 @@ CASES = [
         expect=r"cannot export to Hugging Face gpt_oss: attention 'sdpa' of layer 0 without sinks \(GPT-OSS attends "
         r"with sinks on every layer: sinks: true\)",
         raises=_to_hf_gpt_oss_without_sinks,
+    ),
+    Case(
+        id="api-to-hf-deepseek-v3-dense-after-moe",
+        area="API",
+        mistake="`to_hf(model_type='deepseek_v3')` of an MLA model whose dense layer comes after an MoE layer "
+        "(DeepSeek-V3's dense layers are the first `first_k_dense_replace`)",
+        expect=r"cannot export to Hugging Face deepseek_v3: dense layers \[1\] \(DeepSeek-V3's are the "
+        r"first_k_dense_replace first ones\)",
+        raises=_to_hf_deepseek_v3_dense_after_moe,
     ),
     Case(
         id="api-to-hf-gemma3-projection-scope",
