@@ -171,3 +171,28 @@ def test_a_deepseek_v3_option_without_an_equivalent_is_refused_in_one_line_namin
     with pytest.raises(ConfigError, match=message) as info:
         swapformer.from_hf(directory)
     assert "\n" not in str(info.value)
+
+
+def test_a_model_fine_tuned_with_loss_free_balancing_exports_the_selection_bias_it_moved(tmp_path):
+    from swapformer.components import after_optimizer_step
+
+    imported = swapformer.from_hf(hf_model(GROUPED))
+    balanced = {**imported.config.to_dict(), "ffn": {**imported.config.ffn, "balance_rate": 0.05}}
+    model = swapformer.build_causal_lm(balanced)
+    model.load_state_dict(imported.state_dict())
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    ids = torch.randint(3, 61, (4, 12))
+    for _ in range(3):  # the selection bias moves after each optimizer step, against each expert's load error
+        logits = model(ids[:, :-1])
+        torch.nn.functional.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten()).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        after_optimizer_step(model)
+    bias = model.decoder.layers[1].feed_forward.sublayer.selection_bias
+    assert not torch.equal(bias, imported.decoder.layers[1].feed_forward.sublayer.selection_bias)
+    directory = swapformer.to_hf(model.eval(), tmp_path / "out")
+    assert "balance_rate" not in json.dumps(json.loads((directory / "config.json").read_text()))
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(directory).eval()
+    assert torch.equal(theirs.model.layers[1].mlp.gate.e_score_correction_bias, bias)
+    ids, mask = batches()["left"]
+    torch.testing.assert_close(_logits(model, ids, mask), hf_logits(theirs, ids, mask)[mask.bool()], **FP32)
