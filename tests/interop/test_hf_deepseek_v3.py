@@ -5,6 +5,7 @@ model built here exports, and what the family cannot express is refused in one l
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -196,3 +197,17 @@ def test_a_model_fine_tuned_with_loss_free_balancing_exports_the_selection_bias_
     assert torch.equal(theirs.model.layers[1].mlp.gate.e_score_correction_bias, bias)
     ids, mask = batches()["left"]
     torch.testing.assert_close(_logits(model, ids, mask), hf_logits(theirs, ids, mask)[mask.bool()], **FP32)
+
+
+def test_a_deepseek_v3_config_json_of_its_own_release_reads_as_transformers_5s(tmp_path):
+    # DeepSeek's config.json: rope_theta beside rope_scaling (type: yarn, mscale, mscale_all_dim), and the
+    # keys of its remote code that transformers does not read (scoring_func, topk_method)
+    directory = save(hf_model(GROUPED), tmp_path / "hf")
+    config = json.loads((directory / "config.json").read_text())
+    expected = swapformer.from_hf(directory).config
+    rope = config.pop("rope_parameters")
+    legacy = {"rope_theta": rope.pop("rope_theta"), "rope_scaling": {"type": rope.pop("rope_type"), **rope}}
+    remote = {"scoring_func": "sigmoid", "topk_method": "noaux_tc", "moe_layer_freq": 1}
+    (directory / "config.json").write_text(json.dumps({**config, **legacy, **remote}))
+    assert swapformer.from_hf(directory).config == expected
+    assert expected.attention["mscale"] == pytest.approx(0.1 * 0.8 * math.log(4.0) + 1)

@@ -90,7 +90,7 @@ MLA_SIZES = ("q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_di
 
 
 def num_experts(hf: Mapping[str, Any]) -> int:
-    """``n_routed_experts`` (transformers' alias: ``num_local_experts``)."""
+    """``n_routed_experts`` of a ``config.json`` (transformers' alias: ``num_local_experts``; default 256)."""
     return int(hf.get("n_routed_experts", hf.get("num_local_experts", DEFAULTS["n_routed_experts"])))
 
 
@@ -99,6 +99,7 @@ def _rope_parameters(hf: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def config(hf: Mapping[str, Any]) -> dict[str, Any]:
+    experts = num_experts(hf)  # before the defaults: the alias counts too
     hf = {**DEFAULTS, **hf}
     heads = hf["num_attention_heads"]
     kv_heads = hf.get("num_key_value_heads") or heads
@@ -125,7 +126,7 @@ def config(hf: Mapping[str, Any]) -> dict[str, Any]:
         }
     )
     moe = {
-        **mixtral.moe_spec(hf, experts=num_experts(hf), norm_topk=bool(hf["norm_topk_prob"]), moe_layers=1),
+        **mixtral.moe_spec(hf, experts=experts, norm_topk=bool(hf["norm_topk_prob"]), moe_layers=1),
         "router": "sigmoid",
         "shared_experts": int(shared),
         "routed_scaling": float(hf["routed_scaling_factor"]),
