@@ -202,6 +202,18 @@ def _plan_with_plug_in_norm(fx: Fixtures) -> object:
     return tensor_parallel_plan(model, 2)
 
 
+def _plan_tp(size: int, **members: object):
+    def plan(fx: Fixtures) -> object:
+        import swapformer
+        from swapformer.training.distributed import tensor_parallel_plan
+
+        return tensor_parallel_plan(
+            swapformer.build_causal_lm({"vocab_size": 50, **TINY_CAUSAL_MODEL, **members}), size
+        )
+
+    return plan
+
+
 CASES += [
     Case(
         id="tp-mesh-not-world-size",
@@ -242,10 +254,26 @@ CASES += [
         argv=_fit_parallel("tp.yaml", "--trainer.devices=2", "--model.init_args.meta_init=true"),
     ),
     Case(
-        id="tp-moe",
+        id="tp-moe-experts-not-divisible",
         area="training",
-        mistake="`--config trainer/tp` for a model with the `moe` feed-forward (not split by TP yet)",
-        expect=r"MixtureOfExperts \(at decoder.layers.0.feed_forward.sublayer\) declares no tensor_parallel_plan",
-        argv=_fit_parallel("tp.yaml", "--trainer.devices=2", "--model.init_args.ffn=moe"),
+        mistake="`--config trainer/tp` on 2 devices for a mixture of 3 experts (each TP rank holds whole experts)",
+        expect=r"moe: tensor_parallel_size=2 does not divide experts=3 .* one of \[1, 3\]",
+        argv=_fit_parallel(
+            "tp.yaml", "--trainer.devices=2", "--model.init_args.ffn={name: moe, experts: 3, top_k: 1}"
+        ),
+    ),
+    Case(
+        id="tp-mla-heads-not-divisible",
+        area="training",
+        mistake="tensor parallelism of 3 for a model with `attention: mla` of 4 heads",
+        expect=r"mla: tensor_parallel_size=3 does not divide num_heads=4 .* one of \[1, 2, 4\]",
+        raises=_plan_tp(3, attention="mla", num_heads=4),
+    ),
+    Case(
+        id="tp-alibi-heads-not-divisible",
+        area="training",
+        mistake="tensor parallelism of 3 for a model with `positional: alibi` of 4 heads (its slopes split by head)",
+        expect=r"alibi: tensor_parallel_size=3 does not divide num_heads=4 .* one of \[1, 2, 4\]",
+        raises=_plan_tp(3, positional="alibi", num_heads=4),
     ),
 ]

@@ -2,7 +2,8 @@
 
 Quick tests check the plans and refusals on one process. The slow ones start processes: the probe
 (``tensor_parallel_probe.py``, 2 processes) holds TP=2's logits and gradients to one process's for a Llama-style
-and a GPT-2-style model (1e-5); ``recipes/trainer/tp.yaml`` on 2 CPUs trains the scale-out tests' 6 steps with
+and a GPT-2-style model and for three models of the members that split themselves (ALiBi, T5's bias, q/k norms
+per head and over the projection, MLA, a mixture of experts; 1e-5); ``recipes/trainer/tp.yaml`` on 2 CPUs trains the scale-out tests' 6 steps with
 DDP's losses (1e-4; the same 8 windows per step, summed in another order); ``recipes/trainer/fsdp2-tp.yaml`` on
 4 CPUs (a 2 x 2 mesh) trains, its loss falls, samples print after validation (every rank decodes: a TP forward
 needs the whole group), and its folder of 4 shards resumes on one process and under DDP at the mesh's losses,
@@ -64,8 +65,53 @@ def test_heads_that_tensor_parallelism_cannot_split_are_refused():
         ConfigError, match=r"tensor_parallel_size=8 does not divide num_heads=4 .* \[1, 2, 4\]"
     ):
         distributed.tensor_parallel_plan(swapformer.build_causal_lm(TINY), 8)
-    with pytest.raises(ConfigError, match=r"q/k norms .* set tensor_parallel_size: 1"):
-        distributed.tensor_parallel_plan(swapformer.build_causal_lm({**LLAMA, "qk_norm": "rmsnorm"}), 2)
+    for member, message in (
+        ({"ffn": {"name": "moe", "experts": 6}}, r"moe: tensor_parallel_size=4 does not divide experts=6 .* \[1, 2, 3, 6\]"),
+        ({"attention": "mla", "num_heads": 2, "d_model": 32}, r"mla: tensor_parallel_size=4 does not divide num_heads=2 .* \[1, 2\]"),
+    ):  # fmt: skip
+        with pytest.raises(ConfigError, match=message) as e:
+            distributed.tensor_parallel_plan(swapformer.build_causal_lm({**TINY, **member}), 4)
+        assert "\n" not in str(e.value)
+    for member in ("alibi", "t5_relative"):  # their own check, which a model's attention layers also make
+        with pytest.raises(
+            ConfigError, match=rf"{member}: tensor_parallel_size=3 does not divide num_heads=4"
+        ):
+            swapformer.family("positional").build(member, num_heads=4).tensor_parallel_plan(size=3)
+
+
+@pytest.mark.parametrize("scope", ["head", "projection"])
+def test_qk_norms_split_with_the_heads_they_norm(scope):
+    from swapformer.components.tensor_parallel import PerHead, WholeWidth
+
+    model = swapformer.build_causal_lm({**LLAMA, "qk_norm": "rmsnorm", "qk_norm_scope": scope})
+    plan = distributed.tensor_parallel_plan(model, 2)
+    style = PerHead if scope == "head" else WholeWidth
+    for layer in range(2):
+        prefix = f"decoder.layers.{layer}.self_attention.sublayer"
+        assert isinstance(plan[f"{prefix}.q_norm"], style) and isinstance(plan[f"{prefix}.k_norm"], style)
+        assert plan[f"{prefix}.q_proj"] == "colwise"
+    assert distributed.tensor_parallel_plan(model, 1) == {  # TP 1: the projections' plan only, norms whole
+        k: v for k, v in plan.items() if "_norm" not in k
+    }
+
+
+def test_members_splitting_themselves_declare_it_under_their_own_name_and_keep_their_submodules_plans():
+    plan = distributed.tensor_parallel_plan(
+        swapformer.build_causal_lm(
+            {**TINY, "positional": "alibi", "ffn": {"name": "moe", "experts": 4, "shared_experts": 1}}
+        ),
+        2,
+    )
+    assert type(plan["positional"]).__name__ == "LocalHeads"  # the member itself (its slopes)
+    ffn = "decoder.layers.0.feed_forward.sublayer"
+    assert type(plan[ffn]).__name__ == "ExpertParallel"
+    assert plan[f"{ffn}.shared.down_proj"] == "rowwise"  # its shared expert still split as an FFN
+    assert f"{ffn}.router" not in plan  # the router runs whole on every rank
+    mla = distributed.tensor_parallel_plan(swapformer.build_causal_lm({**TINY, "attention": "mla"}), 2)
+    attention = "decoder.layers.0.self_attention.sublayer"
+    assert {k.removeprefix(attention + "."): str(v) for k, v in mla.items() if k.startswith(attention)} == {
+        "q_proj": "colwise", "kv_b_proj": "colwise", "out_proj": "rowwise", "rope_key": "replicated, gradient summed"
+    }  # fmt: skip
 
 
 class PlugInNorm(nn.Module):
@@ -87,9 +133,6 @@ def test_a_member_that_declares_no_plan_is_refused_in_one_line_naming_it():
     ) as e:
         distributed.tensor_parallel_plan(model, 2)
     assert "\n" not in str(e.value)
-    for member in ({"ffn": "moe"}, {"positional": "alibi"}, {"positional": "t5_relative"}):
-        with pytest.raises(ConfigError, match=r"declares no tensor_parallel_plan"):
-            distributed.tensor_parallel_plan(swapformer.build_causal_lm({**TINY, **member}), 2)
     distributed.tensor_parallel_plan(swapformer.build_causal_lm(TINY), 1)  # TP 1 splits nothing: no refusal
 
 
@@ -129,14 +172,14 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_tp2_gives_one_process_logits_and_gradients_for_llama_and_gpt2_style_models():
+def test_tp2_gives_one_process_logits_and_gradients_for_llama_gpt2_and_every_self_splitting_member():
     probe = HERE / "tensor_parallel_probe.py"
     done = subprocess.run(
         [sys.executable, str(probe), str(_free_port())],
         capture_output=True,
         text=True,
         env=fit_env(),
-        timeout=300,
+        timeout=600,
     )
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
 
@@ -210,6 +253,8 @@ def test_components_matrix_shows_which_members_split_and_how():
     rows = {tuple(line.split(None, 3)) for line in format_tensor_parallel()[2:]}
     assert ("ffn", "swiglu", "yes", "gate_proj colwise, up_proj colwise, down_proj rowwise") in rows
     assert ("ffn", "gelu", "yes", "linear1 colwise, linear2 rowwise") in rows
-    for family, member in (("ffn", "moe"), ("positional", "alibi"), ("positional", "t5_relative")):
-        assert (family, member, "NO", "declares no tensor_parallel_plan") in rows
+    assert ("ffn", "moe", "yes", "experts split (expert parallel)") in rows
+    assert ("positional", "alibi", "yes", "slopes of the local heads") in rows
+    assert ("positional", "t5_relative", "yes", "table colwise") in rows
+    assert all(row[2] == "yes" for row in rows), [row for row in rows if row[2] != "yes"]
     assert ("attention", "sdpa", "yes", "unsplit, on the local heads") in rows

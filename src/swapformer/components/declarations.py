@@ -24,9 +24,12 @@ Every declaration is optional; any ``nn.Module`` (a built-in member, a plug-in's
   wraps (the ``deepnorm`` placement rescales its sublayer) uses it.
 * ``tensor_parallel_plan``: how the module splits under tensor parallelism (TP), a mapping of its own submodule
   names to ``"colwise"`` / ``"rowwise"`` (torch's ``ColwiseParallel`` / ``RowwiseParallel``) or to any
-  ``torch.distributed.tensor.parallel.ParallelStyle``; ``{}`` declares that it runs unsplit on every TP rank:
-  replicated (norms, placements, embeddings) or on the local heads it is given (kernels, rotations). As a
-  method it takes ``size`` (the TP degree) and raises ``ConfigError`` for a size it cannot split by. Only
+  ``torch.distributed.tensor.parallel.ParallelStyle`` (the ones members need beyond torch's are in
+  :mod:`swapformer.components.tensor_parallel`); the name ``""`` is the module itself (its own parameters and
+  buffers: ALiBi's slopes, a mixture's stacked experts), whose submodules still declare their own. ``{}``
+  declares that it runs unsplit on every TP rank: replicated (norms, placements, embeddings) or on the local
+  heads it is given (kernels, rotations). As a method it takes ``size`` (the TP degree) and raises
+  ``ConfigError`` for a size it cannot split by. Only
   torch's own classes need no declaration (they run replicated); any other module that declares nothing is
   refused under TP (:func:`swapformer.training.distributed.tensor_parallel_plan`).
 
@@ -140,7 +143,7 @@ def tensor_parallel_plan(module: nn.Module, size: int) -> dict[str, object] | No
     if plan is None:
         return None
     for name in plan:
-        if not isinstance(_lookup(module, name), nn.Module):
+        if name and not isinstance(_lookup(module, name), nn.Module):
             raise ConfigError(
                 f"{type(module).__name__} declares tensor_parallel_plan {name!r}, which is not one of its "
                 "submodules; name the attribute that holds the projection (e.g. 'up_proj')"

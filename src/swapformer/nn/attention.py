@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -57,14 +57,17 @@ class MultiHeadAttention(nn.Module):
     score_projections: ClassVar[tuple[str, ...]] = ("q_proj", "k_proj")
     """W_q and W_k only meet in the scores: DeepNet's initialization keeps their gain at 1."""
 
-    def tensor_parallel_plan(self, *, size: int) -> dict[str, str]:
+    def tensor_parallel_plan(self, *, size: int) -> dict[str, Any]:
         """Split ``size`` ways (TP): W_q, W_k, W_v column-wise, so each rank projects H / size query heads and
         Hkv / size key/value heads (a GQA group stays on one rank), and W_o row-wise (the ranks' partial
         outputs summed). ``forward`` takes its head counts from the projections' outputs: the kernel and the
-        positional rotation act on the local heads.
+        positional rotation act on the local heads. q/k norms per head run on the local heads, their gains
+        whole on every rank and their gradients summed over the ranks; q/k norms over the whole projection
+        (OLMo 2) gather the heads of q and of k first (an all-gather each, per layer), since the mean runs
+        over every head (:mod:`swapformer.components.tensor_parallel`).
 
         Raises:
-            ConfigError: ``size`` does not divide H or Hkv, or q/k norms (not split yet).
+            ConfigError: ``size`` does not divide H or Hkv.
         """
         for name, count in (("num_heads", self.num_heads), ("num_kv_heads", self.num_kv_heads)):
             if count % size:
@@ -73,12 +76,18 @@ class MultiHeadAttention(nn.Module):
                     f"tensor_parallel_size={size} does not divide {name}={count} (each TP rank takes whole "
                     f"heads): set tensor_parallel_size to one of {fits}"
                 )
-        if self.q_norm is not None:
-            raise ConfigError(
-                f"tensor_parallel_size={size} with q/k norms ({type(self.q_norm).__name__}): their gains are "
-                "not split across TP ranks yet; set tensor_parallel_size: 1 (FSDP2 or DDP instead)"
-            )
-        return {"q_proj": "colwise", "k_proj": "colwise", "v_proj": "colwise", "out_proj": "rowwise"}
+        plan: dict[str, Any] = {
+            "q_proj": "colwise",
+            "k_proj": "colwise",
+            "v_proj": "colwise",
+            "out_proj": "rowwise",
+        }
+        if self.q_norm is not None and size > 1:
+            from swapformer.components.tensor_parallel import PerHead, WholeWidth
+
+            style = PerHead(dim=1) if self.qk_norm_per_head else WholeWidth(dim=-1)
+            plan |= {"q_norm": style, "k_norm": style}
+        return plan
 
     def __init__(
         self,

@@ -131,9 +131,10 @@ def tensor_parallel_plan(model: nn.Module, size: int) -> dict[str, Any]:
     """
 
     plan: dict[str, Any] = {}
+    subtrees: list[str] = []  # submodules a parent's style decides for, with what they hold
     silent: dict[str, str] = {}  # class -> first path
     for path, module in model.named_modules():
-        if any(path == planned or path.startswith(planned + ".") for planned in plan):
+        if any(path == planned or path.startswith(planned + ".") for planned in subtrees):
             continue  # a planned projection: the style decides for it and what it holds
         own = declared(module, size)
         if own is None:
@@ -147,7 +148,10 @@ def tensor_parallel_plan(model: nn.Module, size: int) -> dict[str, Any]:
                     f"{type(module).__name__} declares tensor_parallel_plan {name!r}: {style!r}; use "
                     "'colwise', 'rowwise' or a torch.distributed.tensor.parallel.ParallelStyle"
                 )
-            plan[f"{path}.{name}" if path else name] = style
+            key = ".".join(part for part in (path, name) if part)  # name "": the module itself
+            plan[key] = style
+            if name:
+                subtrees.append(key)
     if silent:
         named = ", ".join(f"{cls} (at {path})" for cls, path in silent.items())
         raise ConfigError(
@@ -198,6 +202,7 @@ def tensor_parallel_rows(size: int = 2) -> list[dict[str, str]]:
     from swapformer.models import build_causal_lm
 
     tiny = {"vocab_size": 16, "d_model": 16, "num_heads": 4, "num_layers": 1, "d_ff": 32, "max_seq_len": 16}
+    context = {"d_model": 16, "d_ff": 32, "num_heads": 4, "head_dim": 4, "max_seq_len": 16}
     unsplit = {
         "attention": "unsplit, on the local heads",
         "positional": "unsplit (per head, or on the embeddings)",
@@ -214,9 +219,11 @@ def tensor_parallel_rows(size: int = 2) -> list[dict[str, str]]:
             try:
                 with torch.device("meta"):
                     tensor_parallel_plan(build_causal_lm({**tiny, family: name}), size)
-                    if family == "ffn":  # the one family whose members split themselves
-                        plan = declared(FAMILIES[family].build(name, d_model=16, d_ff=32), size) or {}
-                        row["split"] = ", ".join(f"{k} {v}" for k, v in plan.items())
+                    if family in ("attention", "positional", "ffn"):  # members that may split themselves
+                        member = FAMILIES[family].build(name, **context)
+                        plan = declared(member, size) or {}
+                        if plan:  # "" is the member itself
+                            row["split"] = ", ".join(f"{k} {v}" if k else str(v) for k, v in plan.items())
             except ConfigError as error:
                 silent = "declares no tensor_parallel_plan"
                 row.update(supported="NO", split=silent if silent in str(error) else str(error))

@@ -105,6 +105,29 @@ class MultiHeadLatentAttention(nn.Module):
     residual_projections: ClassVar[tuple[str, ...]] = ("out_proj",)
     score_projections: ClassVar[tuple[str, ...]] = ("q_proj", "q_a_proj", "q_b_proj")
 
+    def tensor_parallel_plan(self, *, size: int) -> dict[str, Any]:
+        """Split ``size`` ways (TP) by heads after the latent: the query's last projection (``q_proj``, or
+        ``q_b_proj`` after the low-rank path) and ``kv_b_proj`` column-wise (each rank expands the latent into
+        its own H / size heads' keys and values), W_o row-wise. The latent path (``q_a_proj``, ``kv_a_proj_with_mqa``
+        and their RMSNorms) runs whole on every rank; the rope key, which every head reads, has its gradient
+        summed over the ranks (:class:`~swapformer.components.tensor_parallel.SharedByHeads`).
+
+        Raises:
+            ConfigError: ``size`` does not divide H.
+        """
+        if self.num_heads % size:
+            fits = [d for d in range(1, self.num_heads + 1) if self.num_heads % d == 0]
+            raise ConfigError(
+                f"mla: tensor_parallel_size={size} does not divide num_heads={self.num_heads} (each TP rank "
+                f"takes whole heads): set tensor_parallel_size to one of {fits}"
+            )
+        if size == 1:
+            return {}
+        from swapformer.components.tensor_parallel import SharedByHeads
+
+        query = "q_proj" if self.q_proj is not None else "q_b_proj"
+        return {query: "colwise", "kv_b_proj": "colwise", "out_proj": "rowwise", "rope_key": SharedByHeads()}
+
     def __init__(
         self,
         *,
@@ -181,6 +204,8 @@ class MultiHeadLatentAttention(nn.Module):
         )
         self.out_proj = nn.Linear(num_heads * self.v_head_dim, d_model, bias=bias)  # W_o
         self.positional = positional
+        # the identity, where tensor parallelism sums the rope key's gradient over the ranks' heads
+        self.rope_key = nn.Identity()
 
     def forward(
         self,
@@ -199,12 +224,14 @@ class MultiHeadLatentAttention(nn.Module):
         if memory is not None:
             raise ConfigError("mla is self-attention only; cross-attention takes a full kernel (sdpa)")
         batch, length, _ = x.shape
-        heads, nope, rope = self.num_heads, self.qk_nope_head_dim, self.qk_rope_head_dim
-        query = self._queries(x).view(batch, length, heads, nope + rope).transpose(1, 2)  # (N, H, L, dn + dr)
+        nope, rope = self.qk_nope_head_dim, self.qk_rope_head_dim
+        # heads as the projection gives them: H, or H / TP on each rank of a tensor-parallel split
+        query = self._queries(x).view(batch, length, -1, nope + rope).transpose(1, 2)  # (N, H, L, dn + dr)
+        heads = query.size(1)
         q_nope, q_rope = query.split([nope, rope], dim=-1)
         latent, k_rope = self.kv_a_proj_with_mqa(x).split([self.kv_lora_rank, rope], dim=-1)
         latent = self.kv_a_layernorm(latent).unsqueeze(1)  # (N, 1, L, r)
-        k_rope = k_rope.unsqueeze(1)  # (N, 1, L, dr): one key head for all H
+        k_rope = self.rope_key(k_rope).unsqueeze(1)  # (N, 1, L, dr): one key head for all H
         if self.rope_interleave:  # pairs (x0, x1), (x2, x3) ... to halves (x0, x2, ...), (x1, x3, ...)
             q_rope, k_rope = (torch.cat((t[..., 0::2], t[..., 1::2]), dim=-1) for t in (q_rope, k_rope))
         if self.positional is not None:
@@ -241,16 +268,23 @@ class MultiHeadLatentAttention(nn.Module):
         return self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x)))
 
     def _up_projections(self) -> tuple[Tensor, Tensor]:
-        """W_uk ``(H, dn, r)`` and W_uv ``(H, dv, r)``: ``kv_b_proj``'s weight per head."""
-        weight = self.kv_b_proj.weight.view(self.num_heads, self.qk_nope_head_dim + self.v_head_dim, -1)
+        """W_uk ``(H, dn, r)`` and W_uv ``(H, dv, r)``: ``kv_b_proj``'s weight per head (the local heads' rows
+        under tensor parallelism)."""
+        weight = self.kv_b_proj.weight
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            from torch.distributed.tensor import DTensor
+
+            weight = weight.to_local() if isinstance(weight, DTensor) else weight
+        weight = weight.view(-1, self.qk_nope_head_dim + self.v_head_dim, weight.size(-1))
         return weight.split([self.qk_nope_head_dim, self.v_head_dim], dim=1)
 
     def _expanded(self, q_nope: Tensor, q_rope: Tensor, latent: Tensor, k_rope: Tensor) -> tuple[Tensor, ...]:
         """Keys and values of every head from the latents ``(N, 1, S, r)``: ``(N, H, S, dn + dr)``, ``(N, H, S, dv)``."""
         batch, _, source_length, _ = latent.shape
-        kv = self.kv_b_proj(latent.squeeze(1)).view(batch, source_length, self.num_heads, -1).transpose(1, 2)
+        width = self.qk_nope_head_dim + self.v_head_dim
+        kv = self.kv_b_proj(latent.squeeze(1)).view(batch, source_length, -1, width).transpose(1, 2)
         k_nope, value = kv.split([self.qk_nope_head_dim, self.v_head_dim], dim=-1)
-        key = torch.cat((k_nope, k_rope.expand(-1, self.num_heads, -1, -1)), dim=-1)
+        key = torch.cat((k_nope, k_rope.expand(-1, kv.size(1), -1, -1)), dim=-1)
         return torch.cat((q_nope, q_rope), dim=-1), key, value
 
     def _absorbed(self, q_nope: Tensor, q_rope: Tensor, latent: Tensor, k_rope: Tensor) -> tuple[Tensor, ...]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -187,6 +188,8 @@ class MixtureOfExperts(AddsLosses):
         # the last optimizer step: state, not parameters
         self.register_buffer("selection_bias", torch.zeros(experts))
         self.register_buffer("load", torch.zeros(experts))
+        # under tensor parallelism, the experts this rank holds (ExpertParallel sets it); None: all of them
+        self.expert_group: Any = None
         nn.init.normal_(self.gate_up_proj, std=0.02)
         nn.init.normal_(self.down_proj, std=0.02)
 
@@ -201,15 +204,39 @@ class MixtureOfExperts(AddsLosses):
 
     residual_projections = ("shared.down_proj",)
     """The shared experts' down projection (when there are any) writes into the residual stream."""
-    # No tensor_parallel_plan yet: its experts are stacked raw parameters that ColwiseParallel / RowwiseParallel
-    # cannot split, so tensor parallelism refuses it (expert parallelism is the split that fits a mixture).
+
+    def tensor_parallel_plan(self, *, size: int) -> dict[str, Any]:
+        """Split ``size`` ways (TP) by experts: each rank holds E / size whole experts (expert parallelism inside
+        the TP group; their stacked weights are raw parameters, which a column-wise / row-wise split cannot cut),
+        routes every token with the replicated router, runs its experts on the pairs routed to them, and the
+        ranks' partial outputs are summed (one all-reduce of ``(T, D)``). Shared experts split as any FFN.
+
+        Raises:
+            ConfigError: ``size`` does not divide the experts.
+        """
+        if self.num_experts % size:
+            fits = [d for d in range(1, self.num_experts + 1) if self.num_experts % d == 0]
+            raise ConfigError(
+                f"moe: tensor_parallel_size={size} does not divide experts={self.num_experts} (each TP rank holds "
+                f"whole experts): set tensor_parallel_size to one of {fits}"
+            )
+        if size == 1:
+            return {}
+        from swapformer.components.tensor_parallel import ExpertParallel
+
+        return {"": ExpertParallel("gate_up_proj", "down_proj", "gate_up_bias", "down_bias")}
 
     # ---- forward ----------------------------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:
         tokens = x.reshape(-1, x.size(-1))  # (T, D)
         logits = self.router(tokens)  # (T, E)
         weights, chosen = self.route(logits)  # (T, k) each
-        y = self.combine(self.run_experts(tokens, chosen), weights)  # (T, D)
+        group = self.expert_group
+        if group is None:
+            y = self.combine(self.run_experts(tokens, chosen), weights)  # (T, D)
+        else:  # this rank's experts: its part of y, the others' slots zero; the ranks' parts summed
+            routed = self.run_experts(group.shared(tokens), chosen)
+            y = group.summed(self.combine(routed, group.shared(weights)))
         if self.shared is not None:
             y = y + self.shared(tokens)
         if self.training:
@@ -257,7 +284,8 @@ class MixtureOfExperts(AddsLosses):
         if flat.is_meta:  # the FLOP counter's pass: no values to route by (see even_split)
             return self._looped(routed, even_split(count * k, self.num_experts)), order
         sizes = torch.bincount(flat, minlength=self.num_experts)
-        if routed.is_cuda and routed.dtype == torch.bfloat16 and hasattr(F, "grouped_mm"):
+        grouped = self.expert_group is None and hasattr(F, "grouped_mm")
+        if grouped and routed.is_cuda and routed.dtype == torch.bfloat16:
             out = self._grouped(routed, sizes, flat[order])
         else:
             out = self._looped(routed, sizes.tolist())
@@ -278,23 +306,32 @@ class MixtureOfExperts(AddsLosses):
         # Every expert runs, an empty slice included: each parameter gets a gradient (zero) every step, as DDP
         # and FSDP2 expect of every rank. Without gradients (decoding: one token, two experts of eight) only the
         # experts that received pairs run, their weights indexed one by one (one view each, no unbind of all).
-        count, gated, every = len(sizes), self.expert not in _PLAIN, torch.is_grad_enabled()
-        halves = 2 if gated else 1
-        w_in = self.gate_up_proj.view(count * halves, self.d_ff, -1)  # E or 2E of (F, D)
-        w_in, w_out = (w_in.unbind(0), self.down_proj.unbind(0)) if every else (w_in, self.down_proj)
-        b_in = (
-            [None] * count * halves
-            if self.gate_up_bias is None
-            else self.gate_up_bias.view(-1, self.d_ff).unbind(0)
+        # Under tensor parallelism this rank holds experts first .. first + count - 1 (their weights local), and
+        # the pairs of the others get zeros: their ranks compute them.
+        group, gated, every = self.expert_group, self.expert not in _PLAIN, torch.is_grad_enabled()
+        first, count = (0, len(sizes)) if group is None else (group.first, group.count)
+        gate_up, down, gate_up_bias, down_bias = (
+            p if group is None or p is None else p.to_local()
+            for p in (self.gate_up_proj, self.down_proj, self.gate_up_bias, self.down_bias)
         )
-        b_out = [None] * count if self.down_bias is None else self.down_bias.unbind(0)
+        halves = 2 if gated else 1
+        w_in = gate_up.view(count * halves, self.d_ff, -1)  # E or 2E of (F, D)
+        w_in, w_out = (w_in.unbind(0), down.unbind(0)) if every else (w_in, down)
+        b_in = [None] * count * halves if gate_up_bias is None else gate_up_bias.view(-1, self.d_ff).unbind(0)
+        b_out = [None] * count if down_bias is None else down_bias.unbind(0)
         outs = []
-        for e, part in enumerate(routed.split(sizes)):
-            if not (every or sizes[e]):
+        for expert, part in enumerate(routed.split(sizes)):
+            e = expert - first
+            if not 0 <= e < count:
+                outs.append(part.new_zeros(part.size(0), w_out[0].size(0)))
                 continue
-            first = F.linear(part, w_in[halves * e], b_in[halves * e])  # (T_e, F): the gate, or the only one
+            if not (every or sizes[expert]):
+                continue
+            first_out = F.linear(
+                part, w_in[halves * e], b_in[halves * e]
+            )  # (T_e, F): the gate, or the only one
             up = F.linear(part, w_in[2 * e + 1], b_in[2 * e + 1]) if gated else None
-            outs.append(F.linear(self.drop(self._hidden(first, up)), w_out[e], b_out[e]))  # (T_e, D)
+            outs.append(F.linear(self.drop(self._hidden(first_out, up)), w_out[e], b_out[e]))  # (T_e, D)
         return torch.cat(outs)
 
     def _grouped(self, routed: Tensor, sizes: Tensor, experts: Tensor) -> Tensor:

@@ -75,7 +75,8 @@ class RMSNorm(nn.RMSNorm):
 
     def _paired_applies(self, x: Tensor) -> bool:
         return (
-            x.device.type == "cpu"
+            type(x) is Tensor  # a subclass (DTensor's: a tensor-parallel q/k norm) keeps torch's operators
+            and x.device.type == "cpu"
             and self.eps is not None
             and len(self.normalized_shape) == 1
             and (self.weight is None or (x.dtype == self.weight.dtype and self.weight.device.type == "cpu"))

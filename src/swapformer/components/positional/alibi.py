@@ -4,12 +4,12 @@ Linear Biases Enables Input Length Extrapolation")."""
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from swapformer.components.positional.base import PositionalEncoding
+from swapformer.components.positional.base import PositionalEncoding, heads_split
 from swapformer.errors import ConfigError
 from swapformer.registry import Capabilities
 
@@ -57,6 +57,17 @@ class ALiBiPositionalEncoding(PositionalEncoding):
     """
 
     capabilities: ClassVar[Capabilities] = Capabilities(adds_score_bias=True, relative=True)
+
+    def tensor_parallel_plan(self, *, size: int) -> dict[str, Any]:
+        """Under tensor parallelism each rank keeps the slopes of its own heads (the contiguous block W_q's
+        column-wise split gives it), so ``bias`` is ``(H / size, L, S)``.
+
+        Raises:
+            ConfigError: ``size`` does not divide H.
+        """
+        from swapformer.components.tensor_parallel import LocalHeads
+
+        return {"": LocalHeads("slopes")} if heads_split(self.num_heads, size, "alibi") > 1 else {}
 
     def __init__(self, *, num_heads: int) -> None:
         super().__init__()

@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from swapformer.errors import ConfigError
+
 
 def positions(offset: int | Tensor, length: int, device: torch.device | None = None) -> Tensor:
     """Absolute positions of ``length`` tokens starting at ``offset``: ``(L,)`` for an int, ``(N, L)`` for a
@@ -25,6 +27,21 @@ def last_position(offset: int | Tensor, length: int) -> int:
     if isinstance(offset, int):
         return offset + length - 1
     return int(offset.max()) + (length - 1 if offset.dim() == 1 else 0)
+
+
+def heads_split(num_heads: int, size: int, member: str) -> int:
+    """``size``, the tensor-parallel degree, when it splits ``num_heads`` into whole heads per rank.
+
+    Raises:
+        ConfigError: it does not (one line naming ``member``, the sizes and those that fit).
+    """
+    if num_heads % size:
+        fits = [d for d in range(1, num_heads + 1) if num_heads % d == 0]
+        raise ConfigError(
+            f"{member}: tensor_parallel_size={size} does not divide num_heads={num_heads} (each TP rank takes "
+            f"whole heads): set tensor_parallel_size to one of {fits}"
+        )
+    return size
 
 
 class PositionalEncoding(nn.Module):

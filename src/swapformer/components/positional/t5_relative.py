@@ -9,7 +9,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from swapformer.components.positional.base import PositionalEncoding
+from swapformer.components.positional.base import PositionalEncoding, heads_split
 from swapformer.errors import ConfigError
 from swapformer.registry import Capabilities
 
@@ -77,6 +77,15 @@ class T5RelativePositionBias(PositionalEncoding):
     """
 
     capabilities: ClassVar[Capabilities] = Capabilities(adds_score_bias=True, relative=True)
+
+    def tensor_parallel_plan(self, *, size: int) -> dict[str, str]:
+        """Under tensor parallelism the table is split column-wise, one block of heads a rank (the block W_q's
+        column-wise split gives it): ``bias`` is ``(H / size, L, S)`` and each rank learns its heads' columns.
+
+        Raises:
+            ConfigError: ``size`` does not divide H.
+        """
+        return {"table": "colwise"} if heads_split(self.num_heads, size, "t5_relative") > 1 else {}
 
     def __init__(
         self, *, num_heads: int, num_buckets: int = 32, max_distance: int = 128, bidirectional: bool = True
