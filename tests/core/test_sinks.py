@@ -134,10 +134,12 @@ def test_sinks_are_refused_by_a_kernel_without_them_and_must_be_a_bool():
 
 
 @pytest.mark.parametrize("kernel", ["math", "sdpa", "sliding_window"])
-def test_sinks_are_refused_under_tensor_parallelism_in_one_line(kernel):
+def test_sink_logits_split_by_heads_under_tensor_parallelism(kernel):
+    # (TP = 2 against one process, sinks included: tests/lightning/tensor_parallel_probe.py)
     plain = family("attention").build(kernel, num_heads=4)
     assert tensor_parallel_plan(plain, 2) == {}  # the same kernel without sinks runs on the local heads
-    with pytest.raises(
-        ConfigError, match=r"attention sinks are not split under tensor parallelism yet.*sinks: false"
-    ):
-        tensor_parallel_plan(family("attention").build(kernel, sinks=True, num_heads=4), 2)
+    with_sinks = family("attention").build(kernel, sinks=True, num_heads=4)
+    holder = with_sinks.kernel if kernel == "sliding_window" else with_sinks
+    assert str(tensor_parallel_plan(holder, 2)) == "{'': sinks split by heads}"
+    if holder is not with_sinks:  # the window leaves them to the kernel inside
+        assert tensor_parallel_plan(with_sinks, 2) == {}

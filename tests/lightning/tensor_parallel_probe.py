@@ -9,8 +9,9 @@ reference, and greedy decoding's tokens. Exits non-zero with the first mismatch.
 The models: Llama-style and GPT-2-style (float32), and three that hold the members with their own split
 (float64: the split q/k norms run torch's composite norm on DTensors where one process runs the hand-written
 CPU kernel, another rounding; in float64 rounding is far below 1e-5, so only a wrong split can fail): ALiBi
-with per-head q/k RMSNorms; T5's relative bias with LayerNorm q/k norms over the whole projection; MLA with a
-low-rank query and a mixture of experts with a shared expert (and its balance and z losses).
+with per-head q/k RMSNorms and ``sdpa`` with sinks; T5's relative bias with LayerNorm q/k norms over the whole
+projection and ``math`` with sinks; MLA with a low-rank query and a mixture of experts with a shared expert (and
+its balance and z losses).
 """
 
 from __future__ import annotations
@@ -37,14 +38,15 @@ MODELS = {
 }
 LLAMA = {**BASE, **{"num_heads": 4, "d_ff": 64, "norm": "rmsnorm", "ffn": "swiglu", "bias": False}}
 MEMBERS = {  # name: (config, projections and members split: per layer x 2, + the model's positional member)
-    "alibi, q/k norm per head": (
-        {**LLAMA, "num_kv_heads": 2, "positional": "alibi", "qk_norm": "rmsnorm"},
-        2 * (4 + 2 + 3) + 1,  # W_q, W_k, W_v, W_o; q_norm, k_norm; gate, up, down; the slopes
+    "alibi, q/k norm per head, sdpa with sinks": (
+        {**LLAMA, "num_kv_heads": 2, "positional": "alibi", "qk_norm": "rmsnorm"}
+        | {"attention": {"name": "sdpa", "sinks": True}},
+        2 * (4 + 2 + 1 + 3) + 1,  # W_q, W_k, W_v, W_o; q_norm, k_norm; the sinks; gate, up, down; the slopes
     ),
-    "t5_relative, q/k norm over the projection": (
+    "t5_relative, q/k norm over the projection, math with sinks": (
         {**LLAMA, "num_kv_heads": 2, "positional": "t5_relative", "qk_norm": "layernorm"}
-        | {"qk_norm_scope": "projection"},
-        2 * (4 + 2 + 3) + 1,  # ...; the bias table
+        | {"qk_norm_scope": "projection", "attention": {"name": "math", "sinks": True}},
+        2 * (4 + 2 + 1 + 3) + 1,  # ...; the bias table
     ),
     "mla, moe": (
         {**LLAMA, "positional": "rope", "attention": {"name": "mla", "q_lora_rank": 16}}

@@ -45,7 +45,8 @@ declaration, so :data:`TORCH_NO_DECAY` declares for them.
 
 from __future__ import annotations
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from swapformer.errors import ConfigError
 
@@ -149,6 +150,17 @@ def tensor_parallel_plan(module: nn.Module, size: int) -> dict[str, object] | No
                 "submodules; name the attribute that holds the projection (e.g. 'up_proj')"
             )
     return dict(plan)
+
+
+def local_part(tensor: Tensor) -> Tensor:
+    """This rank's part of ``tensor`` where a tensor-parallel style made it a DTensor (a member's parameter split
+    by heads or by experts, :mod:`swapformer.components.tensor_parallel`), else ``tensor`` itself. Imports
+    ``torch.distributed.tensor`` only while a process group runs."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return tensor
+    from torch.distributed.tensor import DTensor
+
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
 
 
 def no_weight_decay(module: nn.Module) -> list[nn.Parameter]:

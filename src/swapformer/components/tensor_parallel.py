@@ -7,6 +7,8 @@ acts on the heads must act on the same ones; these styles say how::
 
     style            for                                   forward                      backward
     LocalHeads       per-head buffers (ALiBi's slopes)     keep the local heads' rows   (buffers: none)
+    HeadParameters   per-head parameters (sink logits)     the local heads' rows, of    the local heads' rows
+                                                           one Shard(0) DTensor
     PerHead          a norm over each head (Qwen3's q/k    on the local heads; the      the gain's gradient
                      norm)                                 gain whole on every rank     summed over the ranks
     WholeWidth       a norm over every head at once        gather the heads, norm the   the gradients of the
@@ -68,6 +70,34 @@ class LocalHeads(ParallelStyle):
 
     def __repr__(self) -> str:
         return f"{', '.join(self.buffers)} of the local heads"
+
+
+class HeadParameters(ParallelStyle):
+    """Split learned per-head parameters (the sink logits, ``(H,)``) by heads along ``dim``: each rank holds its
+    own contiguous block as a ``Shard(dim)`` DTensor (checkpoints and gradient clipping see one whole tensor), which
+    the member reads through :func:`~swapformer.components.declarations.local_part`."""
+
+    def __init__(self, *parameters: str, dim: int = 0) -> None:
+        super().__init__()
+        self.parameters, self.dim = parameters, dim
+
+    def _apply(self, module: nn.Module, device_mesh: DeviceMesh) -> nn.Module:
+        size, rank = device_mesh.size(), device_mesh.get_local_rank()
+        for name in self.parameters:
+            whole = module.get_parameter(name)
+            local = whole.detach().chunk(size, dim=self.dim)[rank].clone()
+            placements = [Shard(self.dim)]
+            module.register_parameter(
+                name,
+                nn.Parameter(
+                    DTensor.from_local(local, device_mesh, placements, run_check=False),
+                    requires_grad=whole.requires_grad,
+                ),
+            )
+        return module
+
+    def __repr__(self) -> str:
+        return f"{', '.join(self.parameters)} split by heads"
 
 
 class PerHead(ParallelStyle):

@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from swapformer.components.declarations import local_part
 from swapformer.errors import ConfigError
 from swapformer.registry import ATTENTION, Capabilities, ComponentSpec, capabilities, split_spec
 
@@ -270,11 +271,7 @@ class MultiHeadLatentAttention(nn.Module):
     def _up_projections(self) -> tuple[Tensor, Tensor]:
         """W_uk ``(H, dn, r)`` and W_uv ``(H, dv, r)``: ``kv_b_proj``'s weight per head (the local heads' rows
         under tensor parallelism)."""
-        weight = self.kv_b_proj.weight
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            from torch.distributed.tensor import DTensor
-
-            weight = weight.to_local() if isinstance(weight, DTensor) else weight
+        weight = local_part(self.kv_b_proj.weight)
         weight = weight.view(-1, self.qk_nope_head_dim + self.v_head_dim, weight.size(-1))
         return weight.split([self.qk_nope_head_dim, self.v_head_dim], dim=1)
 

@@ -14,10 +14,13 @@ extra, virtual key whose value is zero and whose score is the sink: a float mask
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
 from swapformer.components.attention._masks import merge_causal
+from swapformer.components.declarations import local_part
 from swapformer.errors import ConfigError
 
 
@@ -40,7 +43,7 @@ def softmax_with_sinks(scores: Tensor, sinks: Tensor) -> Tensor:
         scores ``(N, H, L, S)`` (masked with -inf); sinks ``(H,)``; weights ``(N, H, L, S)``.
     """
     batch, heads, length, _ = scores.shape
-    column = sinks.to(scores.dtype).view(1, heads, 1, 1).expand(batch, heads, length, 1)
+    column = local_part(sinks).to(scores.dtype).view(1, heads, 1, 1).expand(batch, heads, length, 1)
     return torch.softmax(torch.cat((scores, column), dim=-1), dim=-1)[..., :-1]
 
 
@@ -60,6 +63,7 @@ def sink_key(
     Shape:
         key, value ``(N, Hkv, S, E)`` -> ``(N, Hkv, S + 1, E)``; mask ``(N or 1, H, L, S + 1)``.
     """
+    sinks = local_part(sinks)  # under tensor parallelism: the rank's heads
     source_length, heads = key.size(-2), sinks.size(0)
     if attn_mask is None:
         bias = key.new_zeros(1, 1, length, source_length)
@@ -86,17 +90,13 @@ def sink_key(
     )
 
 
-def unsplit_heads(kernel: nn.Module) -> dict[str, str]:
-    """The tensor-parallel plan of a kernel that acts on each head alone (``{}``: unsplit, on the local heads).
+def unsplit_heads(kernel: nn.Module) -> dict[str, Any]:
+    """The tensor-parallel plan of a kernel that acts on each head alone: ``{}``, unsplit on the local heads, or,
+    with its own sink logits (one per head of the whole model), those split by heads: each rank holds its heads'
+    logits (a ``Shard(0)`` DTensor, read through :func:`~swapformer.components.declarations.local_part`). A kernel
+    wrapping another (``sliding_window``) leaves the sinks to the inner kernel's own plan."""
+    if dict(kernel.named_parameters(recurse=False)).get("sinks") is None:
+        return {}
+    from swapformer.components.tensor_parallel import HeadParameters
 
-    Raises:
-        ConfigError: the kernel has sink logits, one per head of the whole model, which are not split yet.
-    """
-    if any(
-        name.split(".")[-1] == "sinks" for name, _ in kernel.named_parameters()
-    ):  # its own or its inner kernel's
-        raise ConfigError(
-            f"{type(kernel).__name__}: attention sinks are not split under tensor parallelism yet (one logit per "
-            "head of the whole model); set sinks: false, or train with FSDP2 or DDP instead"
-        )
-    return {}
+    return {"": HeadParameters("sinks")}
