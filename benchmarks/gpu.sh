@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# One command for a GPU machine (H100/H200): the checks of issue 17, each with a header, in under 8 minutes.
+# One command for a GPU machine (H100/H200): the checks of issue 17 and issue 30's per-strategy figures, each
+# with a header, in about 8 minutes on one GPU (about 13 on four).
 #
 #   bash benchmarks/gpu.sh                    # data from ../shared/data relative to the repository
 #   SWAPFORMER_DATA=/path/to/data bash benchmarks/gpu.sh
 #
-# Steps and their GPU budgets (estimates for an H100/H200; total about 6 minutes):
+# Steps and their GPU budgets (estimates for an H100/H200; total about 7 minutes on one GPU):
 #   1. sdpa-path   the flash kernel for causal and padded inputs (bf16)                       ~15 s
 #   2. gpt2-124m   GPT-2 124M, bf16-mixed, torch.compile: tokens/s and MFU (goal >= 50%),
 #                  150 steps of 8 x 1024 tokens, the first 40 (compilation) left out of the timing  ~90 s
@@ -16,6 +17,10 @@
 #                  trainer/fsdp2-tp on 4 (2 data parallel x 2 tensor parallel), 300 steps each        ~1 min
 #   7. seq2seq-generate  Marian-, BART- and T5-shaped decoding, greedy and beam-4, batch 1 and 8, against
 #                  transformers' generate on the same weights (same tokens checked)               ~40 s
+#   8. strategies  tokens/s, MFU and peak memory per strategy (benchmarks/strategy_figures.py, eager, bf16-mixed,
+#                  20 steps, 5 untimed) for the GPT-2 124M shape and a Llama-style 1B shape: one device; with 2
+#                  or more GPUs DDP, FSDP2 and TP on 2; with 4 or more the 2-D mesh (2 x 2)      ~1 min a GPU,
+#                                                                                                 ~5 min on 4
 # Without CUDA it runs what a CPU can at toy sizes (a few steps each, under a minute) and prints
 # "SKIP <step>: <reason>" for the GPU-only parts. Nothing is downloaded. Exit status 1 if a step failed.
 set -euo pipefail
@@ -142,6 +147,33 @@ if [ "$gpu" = 1 ]; then
 else
     skip seq2seq-generate "no CUDA device: the GPU comparison needs one; the CPU comparison at a toy length:"
     run_step seq2seq-generate "$python" benchmarks/seq2seq_generate.py --new-tokens 4 --rounds 1 --batches 1
+fi
+
+header "8. strategies: tokens/s, MFU and peak memory per strategy, GPT-2 124M and Llama-style 1B shapes"
+figures=(--steps "${STRATEGY_STEPS:-20}" --warmup 5)
+if [ "$gpu" = 1 ]; then
+    for shape in gpt2-124m llama-1b; do
+        run_step "strategies-$shape-single" "$python" benchmarks/strategy_figures.py --shape "$shape" "${figures[@]}"
+        if [ "$gpus" -lt 2 ]; then
+            skip "strategies-$shape" "$gpus GPU: DDP, FSDP2, TP and 2-D need more than one"
+            continue
+        fi
+        for strategy in ddp fsdp2 tp; do
+            run_step "strategies-$shape-$strategy" "$python" benchmarks/strategy_figures.py --shape "$shape" \
+                --strategy "$strategy" --devices 2 "${figures[@]}"
+        done
+        if [ "$gpus" -lt 4 ]; then
+            skip "strategies-$shape-2d" "$gpus GPUs: a 2 x 2 mesh needs 4"
+        else
+            run_step "strategies-$shape-2d" "$python" benchmarks/strategy_figures.py --shape "$shape" \
+                --strategy 2d --devices 4 "${figures[@]}"
+        fi
+    done
+else
+    skip strategies "no CUDA device: MFU and peak memory need a GPU, and DDP, FSDP2, TP and 2-D more than one; one CPU process at toy sizes of both shapes:"
+    for shape in gpt2-124m llama-1b; do
+        run_step "strategies-$shape" "$python" benchmarks/strategy_figures.py --tiny --shape "$shape" --steps 3 --warmup 1
+    done
 fi
 
 header "summary"

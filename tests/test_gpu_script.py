@@ -24,7 +24,7 @@ def test_gpu_script_runs_on_cpu_and_skips_the_gpu_steps(tmp_path, generated_data
     )
     out = done.stdout
     assert done.returncode == 0, out[-3000:] + done.stderr[-3000:]
-    for step in ("sdpa-path", "gpt2-124m", "fsdp", "multi30k", "seq2seq-generate"):
+    for step in ("sdpa-path", "gpt2-124m", "fsdp", "multi30k", "seq2seq-generate", "strategies"):
         assert re.search(rf"^SKIP {step}: no CUDA device: \S", out, re.M), step
     assert re.search(r"^SKIP tp: 0 GPU\(s\): tensor parallelism needs more than one", out, re.M)
     assert "FAIL" not in out
@@ -39,4 +39,8 @@ def test_gpu_script_runs_on_cpu_and_skips_the_gpu_steps(tmp_path, generated_data
     for shape in ("marian", "bart", "t5"):
         for search in ("greedy", "beam-4"):
             assert re.search(rf"^{shape} +{search} +1 .*x  True$", out, re.M), (shape, search)
+    # per strategy: the single-device line of both shapes at toy sizes (MFU and memory need a GPU)
+    for shape in ("gpt2-124m", "llama-1b"):
+        line = rf"^strategy single, {shape} \(toy sizes\), 1 device\(s\) .*: tokens/s [\d,]+; MFU n/a .*; peak memory n/a"
+        assert re.search(line, out, re.M), shape
     assert out.rstrip().endswith("all steps passed or skipped")
