@@ -327,11 +327,9 @@ class MixtureOfExperts(AddsLosses):
                 continue
             if not (every or sizes[expert]):
                 continue
-            first_out = F.linear(
-                part, w_in[halves * e], b_in[halves * e]
-            )  # (T_e, F): the gate, or the only one
+            hidden = F.linear(part, w_in[halves * e], b_in[halves * e])  # (T_e, F): the gate, or the only one
             up = F.linear(part, w_in[2 * e + 1], b_in[2 * e + 1]) if gated else None
-            outs.append(F.linear(self.drop(self._hidden(first_out, up)), w_out[e], b_out[e]))  # (T_e, D)
+            outs.append(F.linear(self.drop(self._hidden(hidden, up)), w_out[e], b_out[e]))  # (T_e, D)
         return torch.cat(outs)
 
     def _grouped(self, routed: Tensor, sizes: Tensor, experts: Tensor) -> Tensor:
