@@ -23,6 +23,7 @@ from swapformer.compat import Capabilities
 from swapformer.components.attention import MathAttention
 from swapformer.components.positional.sinusoidal import SinusoidalPositionalEncoding
 from swapformer.conformance import Combination, ConformanceFailure
+from swapformer.models import build as build_model
 from swapformer.nn import AttentionCache, MultiHeadAttention
 from swapformer.registry import ATTENTION, FAMILIES, NORM, POSITIONAL
 
@@ -214,6 +215,15 @@ class AlwaysCausalAttention(MathAttention):
         return super().forward(query, key, value, attn_mask=mask, **kwargs)
 
 
+class SquaredScaleAttention(MathAttention):
+    """Divides the scores by E instead of sqrt(E) (a plausible plug-in bug) and declares exact softmax."""
+
+    capabilities = Capabilities(exact_softmax=True)
+
+    def forward(self, query, key, value, *, scale=None, **kwargs):
+        return super().forward(query, key, value, scale=scale or 1.0 / query.size(-1), **kwargs)
+
+
 class HalfNorm(torch.nn.Module):
     """A plug-in norm: RMS normalization scaled by a learned gain (written outside swapformer)."""
 
@@ -379,3 +389,22 @@ def test_check_command_unknown_and_ambiguous_names_exit_2(registries, capsys):
         run(["check", "rope"])
     assert exit_info.value.code == 2
     assert "write 'attention:rope' or 'positional:rope'" in capsys.readouterr().err
+
+
+def test_each_layers_kernel_is_held_to_its_own_reference(registries):
+    # the broken kernel only in the pattern's second layer: the checks that read the first layer's kernel and
+    # the config's member passed this model
+    ATTENTION.add("squared_scale", SquaredScaleAttention, source="my_plugin")
+    layers = {"pattern": ["good", "broken"], "types": {"good": {}, "broken": {"attention": "squared_scale"}}}
+    model = build_model(ModelConfig(**conformance.checks.TINY, attention="sdpa", layers=layers)).eval()
+    with pytest.raises(
+        ConformanceFailure,
+        match=r"attention 'squared_scale' \(decoder\.layers\.1\.self_attention\.sublayer\.kernel\) declares "
+        r"exact_softmax but differs from the 'math' kernel with 4 key/value heads and no mask",
+    ):
+        conformance.check_reference(model)
+    conformance.check_head_layout(model)  # its heads are right: only the reference catches it
+    layers["types"]["broken"] = {"attention": "linear"}  # not exact: its own declaration skips it
+    conformance.check_reference(
+        build_model(ModelConfig(**conformance.checks.TINY, attention="sdpa", layers=layers))
+    )

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -13,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from swapformer import layer_specs
 from swapformer.compat import Capabilities, capabilities
 from swapformer.components.attention.scaled_dot_product import scaled_dot_product
 from swapformer.components.positional.base import PositionalEncoding
@@ -22,7 +24,7 @@ from swapformer.conformance.failure import ConformanceFailure
 from swapformer.conformance.mixture import check_mixture
 from swapformer.models import build as build_model
 from swapformer.nn import KVCache, MultiHeadAttention
-from swapformer.registry import kind
+from swapformer.registry import ComponentSpec, kind, split_spec
 
 ATOL = RTOL = 1e-5
 VOCAB = 13
@@ -287,13 +289,24 @@ def check_gradient_flow(model: nn.Module) -> None:
         raise ConformanceFailure(f"no gradient reaches {', '.join(dead[:3])}{more}")
 
 
-def _kernels(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The first self-attention kernel of the model (the member the combination names, options included; the
-    kernel inside a member that is a whole attention layer, ``mla``)."""
+def _kernels(model: nn.Module) -> list[tuple[str, str, ComponentSpec, nn.Module]]:
+    """Each distinct self-attention kernel of the model: ``(where, member name, member spec, kernel)`` for the
+    first layer of each attention spec its layers name (a pattern's local and global types each), so that each
+    kernel is held to its own member's declarations and reference; the kernel inside a member that is a whole
+    attention layer (``mla``) is that member's."""
+    config = model.config
+    stacks = {stack: layer_specs.resolve(config, stack) for stack, _ in layer_specs.stack_sizes(config)}
+    found: list[tuple[str, str, ComponentSpec, nn.Module]] = []
     for name, module in model.named_modules():
-        if isinstance(getattr(module, "kernel", None), nn.Module) and "self_attention" in name:
-            return [(f"{name}.kernel", module.kernel)]
-    return []
+        kernel = getattr(module, "kernel", None)
+        if not isinstance(kernel, nn.Module) or "self_attention" not in name:
+            continue
+        layer = re.match(r"(\w+)\.layers\.(\d+)\.", name)
+        specs = stacks.get(layer[1], []) if layer else []
+        spec = specs[int(layer[2])].attention if layer and int(layer[2]) < len(specs) else config.attention
+        if not any(layer_specs.same_member(spec, seen) for _, _, seen, _ in found):
+            found.append((f"{name}.kernel", split_spec(spec, where="attention")[0], spec, kernel))
+    return found
 
 
 def _kernel_cases(kernel_caps: Capabilities) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -323,13 +336,12 @@ def _kernel_inputs(kv_heads: int) -> tuple[Tensor, Tensor, Tensor]:
 def check_head_layout(model: nn.Module) -> None:
     """The kernel gives the same output for grouped-query (2 key/value heads) and multi-query (1) attention as
     for multi-head attention with each key/value head repeated for its query heads, under every mask."""
-    member = model.config.component_name("attention")
-    for where, kernel in _kernels(model):
+    for where, member, spec, kernel in _kernels(model):
         for kv_heads in (2, 1):
             query, key, value = _kernel_inputs(kv_heads)
             groups = query.size(1) // kv_heads
             repeated = key.repeat_interleave(groups, 1), value.repeat_interleave(groups, 1)
-            for case, args in _kernel_cases(capabilities("attention", member)):
+            for case, args in _kernel_cases(capabilities("attention", spec)):
                 with torch.no_grad():
                     grouped, _ = kernel(query, key, value, **args)
                     full, _ = kernel(query, *repeated, **args)
@@ -345,31 +357,29 @@ def check_reference(model: nn.Module) -> None:
     kernel under every mask and head layout; a positional member declaring ``relative`` leaves every attention
     score unchanged when all positions shift by the same amount (by 1 and by 161, over 150 tokens: past the
     T5 buckets' 128, the rotary table's first 64)."""
-    attention, positional = (
-        model.config.component_name("attention"),
-        model.config.component_name("positional"),
-    )
-    if capabilities("attention", attention).exact_softmax:
-        for where, kernel in _kernels(model):
-            # the same cap and the same sink logits, if any
-            reference = partial(
-                scaled_dot_product,
-                softcap=getattr(kernel, "softcap", None),
-                sinks=getattr(kernel, "sinks", None),
-            )
-            for kv_heads in (4, 2, 1):
-                query, key, value = _kernel_inputs(kv_heads)
-                for case, args in _kernel_cases(capabilities("attention", attention)):
-                    with torch.no_grad():
-                        out, expected = (
-                            kernel(query, key, value, **args)[0],
-                            reference(query, key, value, **args)[0],
-                        )
-                    what = (
-                        f"attention '{attention}' ({where}) declares exact_softmax but differs from the 'math' "
-                        f"kernel with {kv_heads} key/value heads and {case}"
+    positional = model.config.component_name("positional")
+    for where, attention, spec, kernel in _kernels(model):
+        if not capabilities("attention", spec).exact_softmax:
+            continue
+        # the same cap and the same sink logits, if any
+        reference = partial(
+            scaled_dot_product,
+            softcap=getattr(kernel, "softcap", None),
+            sinks=getattr(kernel, "sinks", None),
+        )
+        for kv_heads in (4, 2, 1):
+            query, key, value = _kernel_inputs(kv_heads)
+            for case, args in _kernel_cases(capabilities("attention", spec)):
+                with torch.no_grad():
+                    out, expected = (
+                        kernel(query, key, value, **args)[0],
+                        reference(query, key, value, **args)[0],
                     )
-                    _expect_close(out, expected, what)
+                what = (
+                    f"attention '{attention}' ({where}) declares exact_softmax but differs from the 'math' "
+                    f"kernel with {kv_heads} key/value heads and {case}"
+                )
+                _expect_close(out, expected, what)
     if capabilities("positional", positional).relative:
         member = next(m for m in model.modules() if isinstance(m, PositionalEncoding))
         base = _scores(model, member, shift=0)

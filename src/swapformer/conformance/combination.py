@@ -104,7 +104,7 @@ OPTION_VARIANTS: dict[str, OptionVariant] = {
             "scale_embeddings": True,
             "logit_softcap": 2.0,  # small enough to bind
             "layers": {
-                # the first layer is the uniform one: the checks of a kernel take the first layer's
+                # the kernel checks hold each type's kernel to its own member's reference
                 "pattern": ["global", "local"],
                 "types": {"local": _LOCAL, "global": {"positional": {"name": "rope", "base": 1000000.0}}},
             },
