@@ -19,8 +19,9 @@ Targets: q/k norm and soft-capping each <= 1.05; a pattern of identical types <=
 
 ``--before`` adds the q/k norm and soft-capping models as they ran before their CPU training paths, in the same
 rounds: the q/k norms as torch's ``nn.RMSNorm`` (``rms_norm``'s composite backward) instead of swapformer's
-``RMSNormFunction``, and the capped ``math`` kernel on its general path (asked for its weights, which that path
-alone returns) instead of ``soft_capped_attention``.
+``RMSNormFunction``; the capped ``math`` kernel on its general path (asked for its weights, which that path
+alone returns) instead of ``soft_capped_attention``; and ``soft_capped_attention``'s operators under autograd
+(``, autograd``: what it ran before ``SoftCappedAttention``, its blocked CPU training path).
 
 On a machine other jobs share, ``--threads 1 --clock process`` times each step by the CPU time this process
 spent on it (``time.process_time``), which the other jobs disturb far less than the wall clock; with one thread
@@ -42,6 +43,7 @@ from torch import nn
 
 from swapformer import build_causal_lm
 from swapformer.components.attention import MathAttention
+from swapformer.components.attention.scaled_dot_product import repeat_kv
 from swapformer.nn import MultiHeadAttention
 
 VOCAB, BATCH, CONTEXT, WINDOW = 129, 32, 128, 32
@@ -104,6 +106,33 @@ class GeneralPathMath(MathAttention):
         return super().forward(*args, **{**kwargs, "need_weights": True})[0], None
 
 
+class AutogradCappedMath(MathAttention):
+    """The capped ``math`` kernel's path without a mask as it was before ``SoftCappedAttention``: autograd over
+    the operators of ``soft_capped_attention`` (tanh of the scores, the causal triangle added while the cap
+    multiplies, softmax), the same numbers."""
+
+    def forward(self, query, key, value, *, is_causal=False, scale=None, **kwargs):
+        key, value = repeat_kv(key, value, query.size(1))
+        scale = query.size(-1) ** -0.5 if scale is None else scale
+        bounded = torch.tanh((query * (scale / self.softcap)) @ key.transpose(-2, -1))
+        if is_causal:
+            blocked = torch.ones(query.size(-2), key.size(-2), dtype=torch.bool).tril().logical_not()
+            bounded = torch.add(
+                torch.zeros(blocked.shape).masked_fill_(blocked, float("-inf")), bounded, alpha=self.softcap
+            )
+        else:
+            bounded = bounded * self.softcap
+        return torch.softmax(bounded, dim=-1) @ value, None
+
+
+def as_autograd(model: nn.Module) -> nn.Module:
+    """``model`` with its capped kernels on :class:`AutogradCappedMath`."""
+    for module in model.modules():
+        if isinstance(module, MultiHeadAttention) and isinstance(module.kernel, MathAttention):
+            module.kernel = AutogradCappedMath(softcap=module.kernel.softcap)
+    return model
+
+
 def as_before(model: nn.Module) -> nn.Module:
     """``model`` with torch's ``nn.RMSNorm`` as its q/k norms and its capped kernels on the general path."""
     for module in model.modules():
@@ -120,10 +149,11 @@ def as_before(model: nn.Module) -> nn.Module:
     return model
 
 
-def make_step(changes: dict[str, Any], *, before: bool = False) -> Callable[[], None]:
+def make_step(changes: dict[str, Any], *, before: bool = False, autograd: bool = False) -> Callable[[], None]:
     torch.manual_seed(0)
     model = build_causal_lm({**MAIN_JOB, **changes})
     model = as_before(model) if before else model
+    model = as_autograd(model) if autograd else model
     return rope.make_step(model, vocab=VOCAB, batch=BATCH, context=CONTEXT)
 
 
@@ -154,6 +184,9 @@ def main() -> None:
         for name in BEFORE:
             steps[f"{name}, before"] = make_step(MODELS[name], before=True)
             ratios.append((f"{name}, before", "main job", None))
+        capped = "+ soft-capping (math)"
+        steps[f"{capped}, autograd"] = make_step(MODELS[capped], autograd=True)
+        ratios.append((f"{capped}, autograd", "main job", None))
     results = rope.time_interleaved(
         steps,
         rounds=args.rounds,

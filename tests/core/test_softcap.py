@@ -11,6 +11,7 @@ import torch
 
 from swapformer import ConfigError, build_causal_lm, build_masked_lm, build_seq2seq, family, to_hf
 from swapformer.components.attention import MathAttention, band_mask
+from swapformer.components.attention.scaled_dot_product import scaled_dot_product
 from swapformer.components.softcap import soft_capped_scores
 from swapformer.models.causal_lm import CausalStep
 from swapformer.nn.cache import KVCache
@@ -88,6 +89,49 @@ def test_capped_scores_with_the_scale_on_the_queries_are_the_formula_and_its_gra
     want.backward(upstream)
     for mine, reference in zip(ours, plain):
         torch.testing.assert_close(mine.grad, reference.grad, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("is_causal", [True, False])
+@pytest.mark.parametrize(("length", "source"), [(130, 130), (70, 90), (90, 70)])
+@pytest.mark.parametrize(
+    ("cap", "reach"),  # the largest |q k^T scale / cap|: within the series' range, at its edge, beyond it
+    [(50.0, 0.1), (50.0, 0.34), (50.0, 0.6), (5.0, 2.0)],
+)
+def test_capped_training_path_is_the_math_kernel_and_its_gradients(is_causal, length, source, cap, reach):
+    # SoftCappedAttention (blocks of queries, the series of tanh, a hand-written backward) against the general
+    # path's operators under autograd: masked_fill of the scores, torch.tanh, softmax
+    generator = torch.Generator().manual_seed(length + source)
+    query, key = (torch.randn(2, 4, n, 16, generator=generator) for n in (length, source))
+    value = torch.randn(2, 2, source, 16, generator=generator)  # grouped: 2 key/value heads for 4 query heads
+    key = key[:, :2]
+    x = query @ key.repeat_interleave(2, 1).transpose(-2, -1) / (4.0 * cap)  # q k^T scale / cap
+    query = query * (reach / x.abs().max())
+    ours = [t.clone().requires_grad_() for t in (query, key, value)]
+    theirs = [t.clone().requires_grad_() for t in (query, key, value)]
+    got, _ = MathAttention(softcap=cap)(*ours, is_causal=is_causal)
+    assert type(got.grad_fn).__name__ == "SoftCappedAttentionBackward"  # the path under test
+    want, _ = scaled_dot_product(*theirs, is_causal=is_causal, softcap=cap)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+    upstream = torch.randn(want.shape, generator=generator)
+    grads = torch.autograd.grad(got, ours, upstream, retain_graph=True)
+    for mine, reference in zip(grads, torch.autograd.grad(want, theirs, upstream), strict=True):
+        # to 1e-6 of the largest entry: the backward sums in its own order (the softmax's row sums over E, not
+        # S), so an entry that is 0 by cancellation (a query that sees one key) comes out as float rounding
+        torch.testing.assert_close(mine, reference, atol=1e-6 * reference.abs().max().item(), rtol=1e-5)
+    again = torch.autograd.grad(got, ours, upstream)  # the backward leaves what it keeps as it was
+    assert all(torch.equal(a, b) for a, b in zip(grads, again, strict=True))
+
+
+def test_capped_kernel_takes_its_training_path_only_for_gradients_on_the_cpu_in_float32():
+    query, key, value = _qkv(4)
+    kernel = MathAttention(softcap=5.0)
+    with torch.no_grad():
+        assert kernel(query, key, value, is_causal=True)[0].grad_fn is None  # decoding: the operators
+    for inputs in ([t.double().requires_grad_() for t in (query, key, value)], [query, key, value]):
+        out, _ = kernel(*inputs, is_causal=True)
+        assert out.grad_fn is None or type(out.grad_fn).__name__ != "SoftCappedAttentionBackward"
+        want, _ = scaled_dot_product(*inputs, is_causal=True, softcap=5.0)
+        torch.testing.assert_close(out, want, atol=1e-6, rtol=1e-5)
 
 
 def test_sliding_window_softcap_is_math_softcap_on_the_band():
