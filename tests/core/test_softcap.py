@@ -12,7 +12,7 @@ import torch
 from swapformer import ConfigError, build_causal_lm, build_masked_lm, build_seq2seq, family, to_hf
 from swapformer.components.attention import MathAttention, band_mask
 from swapformer.components.attention.scaled_dot_product import scaled_dot_product
-from swapformer.components.softcap import soft_capped_scores
+from swapformer.components.softcap import soft_cap, soft_capped_scores
 from swapformer.models.causal_lm import CausalStep
 from swapformer.nn.cache import KVCache
 
@@ -120,6 +120,21 @@ def test_capped_training_path_is_the_math_kernel_and_its_gradients(is_causal, le
         torch.testing.assert_close(mine, reference, atol=1e-6 * reference.abs().max().item(), rtol=1e-5)
     again = torch.autograd.grad(got, ours, upstream)  # the backward leaves what it keeps as it was
     assert all(torch.equal(a, b) for a, b in zip(grads, again, strict=True))
+
+
+@pytest.mark.parametrize("spread", [0.5, 10.0, 100.0])  # within the series' range (|x / 30| <= 0.35), beyond
+def test_logit_softcap_training_path_is_the_formula_and_its_gradients(spread):
+    generator = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 6, 129, generator=generator) * spread
+    ours, theirs = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    got = soft_cap(ours, 30.0)
+    assert type(got.grad_fn).__name__ == "SoftCapBackward"  # the path under test
+    want = 30.0 * torch.tanh(theirs / 30.0)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+    upstream = torch.randn(want.shape, generator=generator)
+    got.backward(upstream)
+    want.backward(upstream)
+    torch.testing.assert_close(ours.grad, theirs.grad, atol=1e-6, rtol=1e-6)
 
 
 def test_capped_kernel_takes_its_training_path_only_for_gradients_on_the_cpu_in_float32():

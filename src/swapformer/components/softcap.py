@@ -18,8 +18,36 @@ from swapformer.errors import ConfigError
 
 
 def soft_cap(x: Tensor, cap: float | None) -> Tensor:
-    """``cap * tanh(x / cap)``, in Gemma 2's order of operations; ``x`` itself when ``cap`` is None."""
-    return x if cap is None else torch.tanh(x / cap) * cap
+    """``cap * tanh(x / cap)``, in Gemma 2's order of operations; ``x`` itself when ``cap`` is None. Where a
+    gradient is needed on the CPU in float32, :class:`SoftCap` computes it."""
+    if cap is None:
+        return x
+    if _trains_on_cpu(x):
+        return SoftCap.apply(x, cap)
+    return torch.tanh(x / cap) * cap
+
+
+class SoftCap(torch.autograd.Function):
+    """:func:`soft_cap` for training on the CPU: ``t = tanh(x / cap)`` by the series of :class:`SoftCappedAttention`
+    where it holds (the logits of a model in training are far below Gemma 2's cap of 30), and ``cap t``; the
+    backward is ``g (1 - t^2)`` from the ``t`` kept, two passes (autograd's: a division, ``tanh``'s backward and a
+    product).
+
+    Shape:
+        x ``(...)`` -> ``(...)``.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, cap: float) -> Tensor:
+        bounded = _tanh(x / cap)
+        ctx.save_for_backward(bounded)
+        return bounded * cap
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        (bounded,) = ctx.saved_tensors
+        return torch.addcmul(_constant(1.0), bounded, bounded, value=-1).mul_(grad), None
 
 
 def soft_capped_scores(query: Tensor, key: Tensor, scale: float, cap: float) -> Tensor:
@@ -203,10 +231,15 @@ def _padded(part: Tensor, like: Tensor) -> Tensor:
 
 
 def _trains_on_cpu(*tensors: Tensor) -> bool:
-    """Whether :class:`SoftCappedAttention` takes the call: a gradient is needed, on the CPU, in float32 (its
-    series and constants are float32's), autocast off, and plain tensors (a subclass keeps torch's operators)."""
-    if not torch.is_grad_enabled() or not any(t.requires_grad for t in tensors):
-        return False
+    """Whether :class:`SoftCappedAttention` or :class:`SoftCap` takes the call: a gradient is needed, on the CPU,
+    in float32 (the series and constants are float32's), autocast off, not compiled, and plain tensors (a
+    subclass keeps torch's operators)."""
+    if (
+        not torch.is_grad_enabled()
+        or not any(t.requires_grad for t in tensors)
+        or torch.compiler.is_compiling()
+    ):
+        return False  # compiled: torch's operators, which it traces (the series asks for the scores' reach)
     return not torch.is_autocast_enabled("cpu") and all(
         type(t) is Tensor and t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors
     )
