@@ -110,6 +110,8 @@ def test_ranks_and_workers_read_disjoint_shards_covering_every_document(corpus: 
             rank=rank,
             world_size=2,
         )
+        # forked, as under ddp_spawn, whose ranks default to spawn (their workers took minutes to start and stop)
+        assert loader.multiprocessing_context.get_start_method() == "fork"
         batches = take(loader, 12)  # batch k from worker k % 2: shard 2 * rank + k % 2
         for worker in (0, 1):
             got = windows(batches[worker::2])
@@ -190,9 +192,13 @@ def test_resume_mid_stream_continues_with_the_batches_of_the_uninterrupted_run(
 
 
 @pytest.mark.slow
-def test_resume_under_ddp_gathers_every_ranks_positions(corpus: Path, tmp_path: Path) -> None:
-    # no DataLoader workers: those of a ddp_spawn child hang at shutdown on this machine (not analysed yet)
-    ddp = {"strategy": "ddp_spawn", "devices": 2, "num_workers": 0}
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_resume_under_ddp_gathers_every_ranks_positions(
+    corpus: Path, tmp_path: Path, num_workers: int
+) -> None:
+    # 2 workers: 4 shards; the workers are forked even in a ddp_spawn rank (spawned ones took minutes to start
+    # and to stop on this machine: StreamingLoader)
+    ddp = {"strategy": "ddp_spawn", "devices": 2, "num_workers": num_workers}
 
     def seen(name: str) -> list:
         return [json.loads((tmp_path / name / f"rank-{rank}.json").read_text()) for rank in (0, 1)]
@@ -201,7 +207,8 @@ def test_resume_under_ddp_gathers_every_ranks_positions(corpus: Path, tmp_path: 
     _fit(corpus, tmp_path, 6, model=RankRecorder(tmp_path / "straight"), callbacks=[every], **ddp)
     checkpoint = tmp_path / "ckpt" / "epoch=0-step=3.ckpt"
     state = torch.load(checkpoint, weights_only=True)["CausalLMDataModule"]["streaming"]
-    assert state["shards"] == 2 and set(state["positions"]) == {0, 1}  # rank 1's shard too
+    shards = 2 * max(1, num_workers)
+    assert state["shards"] == shards and set(state["positions"]) == set(range(shards))  # rank 1's shards too
     model = RankRecorder(tmp_path / "resumed")
     _fit(corpus, tmp_path, 6, ckpt_path=str(checkpoint), model=model, enable_checkpointing=False, **ddp)
     straight, resumed = seen("straight"), seen("resumed")
