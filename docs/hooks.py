@@ -168,6 +168,7 @@ _CAPABILITIES = {
     "sinks": "takes `sinks: true`, a learned logit per head in the softmax's denominator (GPT-OSS)",
     "layer": "a whole attention layer (its own projections around a kernel)",
     "document_mask": "keeps attention within each document of a packed row (`document_ids`)",
+    "document_spans": "takes a packed row's documents as spans and computes no score across documents",
     "relative": "relative: scores unchanged when every position shifts (`swapformer check` tests it)",
 }
 _FAMILY_CAPABILITIES = {
@@ -181,6 +182,7 @@ _FAMILY_CAPABILITIES = {
         "sinks",
         "layer",
         "document_mask",
+        "document_spans",
     ),
     "positional": ("kv_cache", "padding", "torch_export", "adds_score_bias", "relative"),
 }

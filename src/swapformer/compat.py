@@ -98,6 +98,22 @@ def document_mask_problem(config: Any) -> str | None:
     return None
 
 
+def document_spans(config: Any) -> bool:
+    """Whether a model of ``config`` may hand packed rows' documents to its kernels as spans (every kernel, the
+    layers' too, declares ``document_spans`` and no positional member adds a score bias, which needs the dense
+    ``L x L`` mask); the dense block-diagonal mask otherwise."""
+    members = [(config.attention, config.positional)]
+    members += [(spec.attention, spec.positional) for _, spec in distinct_layers(config)]
+    for attention, positional in members:
+        if not capabilities("attention", split_spec(attention, where="attention")[0]).document_spans:
+            return False
+        if positional is not None:
+            name = split_spec(positional, where="positional")[0]
+            if capabilities("positional", name).adds_score_bias:
+                return False
+    return True
+
+
 def cross_attention_kernel(attention: ComponentSpec) -> ComponentSpec:
     """The kernel spec cross-attention uses: ``attention`` itself, or the full kernel a self-attention-only
     kernel names (``sliding_window`` -> ``sdpa``)."""

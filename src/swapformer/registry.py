@@ -105,9 +105,15 @@ class Capabilities:
             a model is given ``document_ids`` or trained on packed rows with ``document_mask: true``. Any other
             member declaring False (a positional member that cannot restart positions per row) skips the
             conformance suite's ``documents`` check.
+        document_spans: kernels only: takes the documents of packed rows as spans
+            (:class:`~swapformer.components.attention.documents.DocumentMask`) in place of the dense block-diagonal
+            mask and computes no score across documents (``sdpa``: one fused call per group of documents). A model
+            hands spans to its kernels when every layer's kernel declares it and no positional member adds a
+            score bias; the dense mask otherwise.
         relative: positional only: attention scores depend on positions only through their differences, so
             ``swapformer check`` requires them unchanged when every position shifts by the same amount.
-            These two, ``soft_cap`` and ``sinks`` are not inherited: a subclass that computes the same declares it again.
+            These two, ``soft_cap``, ``sinks`` and ``document_spans`` are not inherited: a subclass that computes
+            the same declares it again.
         notes: one line on limits a user should know.
     """
 
@@ -123,6 +129,7 @@ class Capabilities:
     sinks: bool = False
     layer: bool = False
     document_mask: bool = True
+    document_spans: bool = False
     relative: bool = False
     notes: str = ""
 
@@ -142,10 +149,16 @@ def capabilities(family: str, spec: ComponentSpec) -> Capabilities:
     if not isinstance(declared, Capabilities):
         return DEFAULT
     if "capabilities" not in vars(factory) and (
-        declared.exact_softmax or declared.relative or declared.soft_cap or declared.sinks
+        declared.exact_softmax
+        or declared.relative
+        or declared.soft_cap
+        or declared.sinks
+        or declared.document_spans
     ):
         # a claim about what the forward computes is not inherited: a subclass changes what it computes
-        return dataclasses.replace(declared, exact_softmax=False, relative=False, soft_cap=False, sinks=False)
+        return dataclasses.replace(
+            declared, exact_softmax=False, relative=False, soft_cap=False, sinks=False, document_spans=False
+        )
     return declared
 
 

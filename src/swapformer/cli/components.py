@@ -28,6 +28,7 @@ _COLUMNS = {
         "sinks",
         "layer",
         "document_mask",
+        "document_spans",
     ),
     "positional": ("kv_cache", "padding", "torch_export", "adds_score_bias", "relative"),
 }

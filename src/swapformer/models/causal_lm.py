@@ -86,7 +86,12 @@ class DecoderOnly(SavesPretrained, nn.Module):
         """Output of the last layer (after the final norm), before the LM head: ``(N, L, D)``."""
         if document_ids is not None:  # packed rows: attention within each document, positions restart
             mask, is_causal, offset = document_attention_inputs(
-                input_ids, attention_mask, document_ids, "attention_mask", causal=True
+                input_ids,
+                attention_mask,
+                document_ids,
+                "attention_mask",
+                causal=True,
+                spans=inputs.hands_spans(self),
             )
         else:
             mask, is_causal, offset = causal_self_attention_inputs(

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from swapformer.compat import document_mask_problem
+from swapformer.compat import document_mask_problem, document_spans
 
 CHECKED_CALLS = 8
 """Calls per model whose id ranges are checked on an accelerator (every call on CPU)."""
@@ -98,6 +98,13 @@ def check_document_ids(
     problem = None if config is None else document_mask_problem(config)
     if problem is not None:
         raise ValueError(problem)
+
+
+def hands_spans(model: nn.Module) -> bool:
+    """Whether ``model`` gives its kernels packed rows' documents as spans rather than a dense mask
+    (:func:`swapformer.compat.document_spans` of its config; a model without a config keeps the dense mask)."""
+    config = getattr(model, "config", None)
+    return config is not None and document_spans(config)
 
 
 def _token_types(types: Any, table: nn.Embedding | None, shape: tuple[int, ...] | None, values: bool) -> None:

@@ -81,7 +81,12 @@ class EncoderOnly(SavesPretrained, nn.Module):
         inputs.check_document_ids(self, document_ids, input_ids)
         if document_ids is not None:
             mask, _, offset = document_attention_inputs(
-                input_ids, attention_mask, document_ids, "attention_mask", causal=False
+                input_ids,
+                attention_mask,
+                document_ids,
+                "attention_mask",
+                causal=False,
+                spans=inputs.hands_spans(self),
             )
         else:
             mask, _ = self_attention_mask(input_ids, attention_mask, "attention_mask", causal=False)

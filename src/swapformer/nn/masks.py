@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from swapformer.components.attention._masks import causal_mask
+from swapformer.components.attention.documents import DocumentMask
 from swapformer.components.positional.base import PositionalEncoding
 
 
@@ -193,13 +194,15 @@ def document_positions(runs: Tensor) -> Tensor:
 
 
 def document_attention_inputs(
-    ids: Tensor, padding: Tensor | None, document_ids: Tensor, name: str, *, causal: bool
-) -> tuple[Tensor, bool, Tensor]:
+    ids: Tensor, padding: Tensor | None, document_ids: Tensor, name: str, *, causal: bool, spans: bool = False
+) -> tuple[Tensor | DocumentMask, bool, Tensor]:
     """``(attn_mask, is_causal, positions)`` for self-attention over packed rows ``ids`` ``(N, L)``: a token
-    attends only to tokens of its own document (a dense block-diagonal mask, ``(N, 1, L, L)``), causally when
-    ``causal``, never to padding (``padding``, argument ``name``, True = real token); ``positions`` ``(N, L)``
-    restart at each document's first token. Score biases are added per layer (:func:`with_score_bias`): a relative
-    bias within a document is that of the document alone.
+    attends only to tokens of its own document (a dense block-diagonal mask, ``(N, 1, L, L)``; with ``spans``,
+    the documents as spans, :class:`~swapformer.components.attention.documents.DocumentMask`, for kernels that
+    declare ``document_spans``), causally when ``causal``, never to padding (``padding``, argument ``name``,
+    True = real token); ``positions`` ``(N, L)`` restart at each document's first token. Score biases are added
+    per layer (:func:`with_score_bias`, on the dense mask): a relative bias within a document is that of the
+    document alone.
 
     ::
 
@@ -212,6 +215,9 @@ def document_attention_inputs(
     length = ids.size(1)
     key_padding = as_key_padding_mask(padding, name, tuple(ids.shape))
     runs = document_runs(document_ids, key_padding)
+    if spans:
+        real = torch.ones_like(ids, dtype=torch.bool) if key_padding is None else key_padding
+        return DocumentMask.of_runs(runs, real, causal=causal), False, document_positions(runs)
     mask = runs[:, None, :, None] == runs[:, None, None, :]  # (N, 1, L, L) same document
     if causal:
         mask = mask & causal_mask(length, length, device=ids.device)

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from swapformer.components.attention._masks import guard_empty_rows, merge_causal
+from swapformer.components.attention.documents import DocumentMask, document_attention
 from swapformer.components.attention.scaled_dot_product import scaled_dot_product
 from swapformer.components.attention.sinks import sink_key, sink_logits, unsplit_heads
 from swapformer.components.functions import Function, Of
@@ -25,6 +26,10 @@ class SDPAttention(nn.Module):
     the sinks' and nothing joins the output; the price is a float mask ``(N, H, L, S + 1)`` and a copy of the
     keys and values one slot longer per call.
 
+    Given packed rows' documents as spans (a :class:`~.documents.DocumentMask` as ``attn_mask``), it attends each
+    document alone, one fused call per group of documents (:func:`~.documents.document_attention`), and computes
+    no score across documents; with sinks or asked for the weights it uses the dense mask the spans stand for.
+
     Args:
         sinks: a learned logit per head in the softmax's denominator, the parameter ``sinks`` ``(H,)``.
         num_heads: H, the number of sinks (the model's query heads).
@@ -36,7 +41,7 @@ class SDPAttention(nn.Module):
         query ``(N, H, L, E)``; key, value ``(N, Hkv, S, E)``; output ``(N, H, L, E)``.
     """
 
-    capabilities: ClassVar[Capabilities] = Capabilities(exact_softmax=True, sinks=True)
+    capabilities: ClassVar[Capabilities] = Capabilities(exact_softmax=True, sinks=True, document_spans=True)
 
     def tensor_parallel_plan(self, *, size: int) -> dict[str, str]:
         """Acts on each head alone: under tensor parallelism it runs unsplit on the rank's local heads (sink
@@ -60,6 +65,12 @@ class SDPAttention(nn.Module):
         need_weights: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
         """See :class:`~swapformer.components.attention.scaled_dot_product.MathAttention`."""
+        if isinstance(attn_mask, DocumentMask):  # packed rows (is_causal is in the spans)
+            if not need_weights and self.sinks is None:
+                return document_attention(
+                    query, key, value, attn_mask, dropout_p=dropout_p, scale=scale
+                ), None
+            attn_mask = attn_mask.dense()
         if need_weights:
             return scaled_dot_product(
                 query,
