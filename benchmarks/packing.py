@@ -5,8 +5,10 @@ model: 4 layers, 4 heads, d_model 128, d_ff 512, rope, pre-norm, vocabulary 256;
 cross-entropy over the labels asked, backward, fused AdamW.
 
 1. Document mask cost. The same packed rows of 1024 tokens (``swapformer.data.packing.pack_rows``), batch 4:
-   ``document mask`` passes the rows' ``document_ids`` (a dense block-diagonal mask, positions restarting per
-   document) against ``no mask``, which passes nothing (the kernels' fused causal path: the cheapest peer).
+   ``document mask`` passes the rows' ``document_ids`` (positions restarting per document; ``sdpa`` gets the
+   documents as spans and attends each alone, :mod:`swapformer.components.attention.documents`) against
+   ``no mask``, which passes nothing (the kernels' fused causal path: the cheapest peer). ``dense mask`` is the
+   same model on the dense block-diagonal ``(N, 1, L, L)`` mask (the path before spans), for comparison.
    Target: document mask / no mask <= 1.10.
 2. Packing against padding, the same documents in one pass: ``packed`` = rows of 1024 (batch 4) with document
    masks; ``padded`` = one document per row in corpus order, batches of 8 padded to their longest document, with
@@ -16,7 +18,7 @@ cross-entropy over the labels asked, backward, fused AdamW.
 Timed in interleaved rounds (each contender in turn, so a change in the machine's load hits both alike) with the
 process's CPU time by default (``--clock wall`` for wall time); medians.
 
-    python benchmarks/packing.py [--rounds 5] [--steps 3] [--documents 96] [--threads 2]
+    python benchmarks/packing.py [--rounds 5] [--steps 3] [--documents 96] [--threads 2] [--part 1|2|both]
 """
 
 from __future__ import annotations
@@ -88,6 +90,13 @@ def padded_batches(tokens: torch.Tensor) -> list[dict[str, torch.Tensor]]:
     return batches
 
 
+def dense(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` on the dense document mask: a model without a config keeps it
+    (:func:`swapformer.models.inputs.hands_spans`)."""
+    model.config = None
+    return model
+
+
 def make_step(model: torch.nn.Module, *, use_documents: bool, use_padding: bool) -> Callable[[dict], None]:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1, fused=True)
 
@@ -112,6 +121,7 @@ def main() -> None:
     parser.add_argument("--documents", type=int, default=96, help="documents of the corpus (part 2)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
+    parser.add_argument("--part", choices=("1", "2", "both"), default="both", help="which measure to run")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
@@ -124,20 +134,32 @@ def main() -> None:
         f"{torch.get_num_threads()} threads, {args.clock} clock, medians of {args.rounds} interleaved rounds"
     )
 
-    batch = packed[0]
+    if args.part != "2":
+        document_mask_cost(packed[0], args.rounds, args.steps, clock)
+    if args.part != "1":
+        packing_against_padding(packed, padded, real, args.rounds, clock)
+
+
+def document_mask_cost(batch: dict[str, torch.Tensor], rounds: int, per_round: int, clock: Callable) -> None:
     steps = {
         "no mask": make_step(build(), use_documents=False, use_padding=False),
         "document mask": make_step(build(), use_documents=True, use_padding=False),
+        "dense mask": make_step(dense(build()), use_documents=True, use_padding=False),
     }
     timed = {name: (lambda step=step: step(batch)) for name, step in steps.items()}
-    results = rope.time_interleaved(timed, rounds=args.rounds, per_round=args.steps, warmup=2, clock=clock)
+    results = rope.time_interleaved(timed, rounds=rounds, per_round=per_round, warmup=2, clock=clock)
     print(f"\n1. the same packed rows, batch {PACKED_BATCH} x {SEQ_LEN}: {'ms/step':>9}")
     for name, seconds in results.items():
         print(f"   {name:16} {seconds * 1e3:9.1f}")
     ratio = results["document mask"] / results["no mask"]
     verdict = "met" if ratio <= MASK_TARGET else "NOT met"
     print(f"   document mask / no mask: {ratio:.3f} (target <= {MASK_TARGET}: {verdict})")
+    print(f"   dense mask / no mask: {results['dense mask'] / results['no mask']:.3f} (before spans)")
 
+
+def packing_against_padding(
+    packed: list[dict], padded: list[dict], real: int, rounds: int, clock: Callable
+) -> None:
     passes = {
         "padded": (make_step(build(), use_documents=False, use_padding=True), padded),
         "packed": (make_step(build(), use_documents=True, use_padding=False), packed),
@@ -148,7 +170,7 @@ def main() -> None:
             step(each)
 
     timed = {name: (lambda s=s, b=b: one_pass(s, b)) for name, (s, b) in passes.items()}
-    results = rope.time_interleaved(timed, rounds=args.rounds, per_round=1, warmup=1, clock=clock)
+    results = rope.time_interleaved(timed, rounds=rounds, per_round=1, warmup=1, clock=clock)
     slots = {name: sum(b["input_ids"].numel() for b in batches) for name, (_, batches) in passes.items()}
     print(f"\n2. one pass over the corpus ({real} real tokens): {'s/pass':>8} {'tokens/s':>9} {'slots':>7}")
     for name, seconds in results.items():
