@@ -1,14 +1,26 @@
-"""What rotary positions cost in a training step: swapformer's causal LM with ``positional: rope`` vs ``learned``.
+"""What rotary positions cost in a training step: swapformer's causal LM with ``positional: rope`` vs ``learned``,
+beside nanoGPT's ``model.py`` at the same configuration.
 
 nanoGPT's CPU configuration (4 layers, 4 heads, d_model 128, context 64, batch 12, GELU MLP 4x, pre-norm, tied
-embeddings, no biases, dropout 0), one training step = forward + backward + fused AdamW, the optimizer swapformer's
-Lightning modules configure. Three models, built from the same seed and timed in interleaved rounds so a change
-in machine load hits them alike:
+embeddings, no biases in any Linear or LayerNorm, dropout 0: the shakespeare-char recipe), one training step =
+forward + cross-entropy + backward + fused AdamW, the optimizer swapformer's Lightning modules configure. Models
+built from the same seed and timed in interleaved rounds so a change in machine load hits them alike:
 
+* ``nanoGPT model.py``: nanoGPT's model design (``benchmarks/nanogpt.py``: fused q/k/v projection, SDPA with
+  ``is_causal``, learned positions by ``nn.Embedding``), and a second copy of it built the same way, whose ratio
+  to the first is the noise floor of the run (two equal models differ by a few percent in one run);
 * ``learned``: absolute positions added to the embeddings (one table lookup per step, nothing in attention);
 * ``rope``: swapformer's rotary member, as the recipes build it;
 * ``rope, Llama's formula``: the same model with the rotation written as Hugging Face's Llama writes it,
   ``q * cos + rotate_half(q) * sin`` through autograd, on the same cos/sin table: the cost issue 17 measured.
+
+``--compile`` times the same steps compiled as well: swapformer's models as ``compile: true`` compiles them (each
+block, :func:`swapformer.training.distributed.compile_blocks`), nanoGPT's as its ``train.py`` does (the whole
+model); the first step's wall time is printed as the compile time. ``--clock cpu`` (the default) times the
+process's CPU time, which a shared machine disturbs less than wall time; ``--clock wall`` for wall time.
+
+Targets (issue 31): nanoGPT / learned >= 1.0 (ours at least as fast), rope / learned <= 1.05 eager and <= 1.01
+compiled.
 
 Then the rotation alone (queries and keys of one layer, forward + backward) for the same three.
 
@@ -25,7 +37,7 @@ views shifted by E/2 (zeros masking the neighbour head) 770. Run D: kept 550, to
 together 610. Concatenating q and k first was slower in every run. Run E (session 10): kept 191, complex
 multiply on features already in pairs (no interleaving copies) 200-204.
 
-    python benchmarks/rope.py [--rounds 7] [--steps 20] [--threads 2]
+    python benchmarks/rope.py [--rounds 7] [--steps 20] [--threads 2] [--clock cpu|wall] [--compile]
 """
 
 from __future__ import annotations
@@ -37,12 +49,13 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from nanogpt import NanoGPT
 
 from swapformer import build_causal_lm
 from swapformer.components.positional import RotaryPositionalEncoding
 
 VOCAB, D, LAYERS, HEADS, CONTEXT, BATCH = 65, 128, 4, 4, 64, 12
-TARGET = 1.05
+TARGET, COMPILED_TARGET = 1.05, 1.01
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -77,9 +90,9 @@ def build(positional: str) -> torch.nn.Module:
             dropout=0.0,
             attention="sdpa",
             positional="rope" if positional == "llama" else positional,
-            norm="layernorm",
+            norm={"name": "layernorm", "bias": False},  # nanoGPT's bias=False, as the shakespeare recipe
             placement="pre",
-            ffn="gelu",
+            ffn={"name": "gelu", "bias": False},
             tie_embeddings=True,
             bias=False,
         )
@@ -146,34 +159,104 @@ def time_interleaved(
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def make_nanogpt_step(*, compile: bool = False) -> Callable[[], None]:
+    """:func:`make_step` for nanoGPT's model, whose forward takes the targets and returns the loss."""
+    torch.manual_seed(0)
+    model = NanoGPT(vocab_size=VOCAB, d_model=D, num_heads=HEADS, num_layers=LAYERS, context=CONTEXT)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1, fused=True)
+    forward = torch.compile(model) if compile else model  # as nanoGPT's train.py compiles it
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(VOCAB, (BATCH, CONTEXT), generator=g)
+    y = torch.randint(VOCAB, (BATCH, CONTEXT), generator=g)
+
+    def step() -> None:
+        forward(x, y).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def compiled(positional: str) -> torch.nn.Module:
+    """:func:`build` with each block compiled, as ``compile: true`` does."""
+    from swapformer.training.distributed import compile_blocks
+
+    model = build(positional)
+    compile_blocks(model)
+    return model
+
+
+def first_call(steps: dict[str, Callable[[], None]]) -> dict[str, float]:
+    """Wall seconds of each entry's first call (for a compiled model: the compilation)."""
+    seconds = {}
+    for name, step in steps.items():
+        start = time.perf_counter()
+        step()
+        seconds[name] = time.perf_counter() - start
+    return seconds
+
+
+def report(results: dict[str, float], clock: str, first: dict[str, float] | None = None) -> None:
+    base, nano = results["learned"], results["nanoGPT model.py"]
+    print(f"{'model':28} {f'ms/step ({clock})':>16} {'/ learned':>10} {'nanoGPT / this':>15}", end="")
+    print(f" {'first step s':>13}" if first else "")
+    for name, seconds in results.items():
+        row = f"{name:28} {seconds * 1e3:16.2f} {seconds / base:9.3f}x {nano / seconds:14.3f}x"
+        print(row + (f" {first[name]:13.1f}" if first else ""))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--steps", type=int, default=20, help="calls per contender per round")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
+    parser.add_argument("--compile", action="store_true", help="also the compiled steps")
+    parser.add_argument("--no-rotation", action="store_true", help="leave out the rotation alone")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     print(
         f"training step, batch {BATCH} x {CONTEXT}, {LAYERS}L {HEADS}H d={D}, no biases, fused AdamW, "
-        f"{torch.get_num_threads()} threads, median of {args.rounds} interleaved rounds x {args.steps} steps"
+        f"{torch.get_num_threads()} threads, {args.clock} clock, median of {args.rounds} interleaved rounds x "
+        f"{args.steps} steps"
     )
     names = {"learned": "learned", "rope": "rope", "llama": "rope, Llama's formula"}
-    steps = {names[p]: make_step(build(p)) for p in names}
-    results = time_interleaved(steps, rounds=args.rounds, per_round=args.steps)
-    base = results["learned"]
-    print(f"{'positional':24} {'ms/step':>9} {'/ learned':>10}")
-    for name, seconds in results.items():
-        print(f"{name:24} {seconds * 1e3:9.2f} {seconds / base:9.3f}x")
-    ratio = results["rope"] / base
+    steps = {"nanoGPT model.py": make_nanogpt_step(), "nanoGPT model.py, 2nd copy": make_nanogpt_step()}
+    steps.update({names[p]: make_step(build(p)) for p in names})
+    results = time_interleaved(steps, rounds=args.rounds, per_round=args.steps, clock=clock)
+    report(results, args.clock)
+    ratio, nano = results["rope"] / results["learned"], results["nanoGPT model.py"] / results["learned"]
+    floor = results["nanoGPT model.py, 2nd copy"] / results["nanoGPT model.py"]
     print(f"rope / learned: {ratio:.3f} (target <= {TARGET}: {'met' if ratio <= TARGET else 'NOT met'})")
+    print(f"nanoGPT / learned: {nano:.3f} (target >= 1.0: {'met' if nano >= 1.0 else 'NOT met'}); ", end="")
+    print(f"noise floor, nanoGPT's 2nd copy / 1st: {floor:.3f}")
 
+    if args.compile:
+        steps = {
+            "nanoGPT model.py": make_nanogpt_step(compile=True),
+            "learned": make_step(compiled("learned")),
+            "rope": make_step(compiled("rope")),
+        }
+        first = first_call(steps)
+        results = time_interleaved(steps, rounds=args.rounds, per_round=args.steps, clock=clock)
+        print(
+            "\ncompiled (swapformer: each block, as compile: true; nanoGPT: the whole model, as its train.py)"
+        )
+        report(results, args.clock, first)
+        ratio = results["rope"] / results["learned"]
+        met = "met" if ratio <= COMPILED_TARGET else "NOT met"
+        print(f"compiled rope / learned: {ratio:.3f} (target <= {COMPILED_TARGET}: {met})")
+
+    if args.no_rotation:
+        return
     rope = RotaryPositionalEncoding(head_dim=D // HEADS)
     rotations = {
         "no rotation": make_rotation(None),
         "rope": make_rotation(rope.rotate),
         "rope, Llama's formula": make_rotation(lambda q, k: llama_rotate(rope, q, k)),
     }
-    results = time_interleaved(rotations, rounds=args.rounds, per_round=5 * args.steps)
+    results = time_interleaved(rotations, rounds=args.rounds, per_round=5 * args.steps, clock=clock)
     floor = results["no rotation"]
     print(f"\nrotation of one layer's q and k {(BATCH, HEADS, CONTEXT, D // HEADS)}, forward + backward")
     print(f"{'':24} {'us/call':>9} {'us over none':>13}")
