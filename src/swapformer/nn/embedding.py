@@ -63,7 +63,7 @@ class TokenEmbedding(nn.Module):
         x = self.positional.embed(x, offset=offset)
         if self.norm is not None:
             x = self.norm(x)
-        return self.dropout(x) if self.training else x  # eval: no module call
+        return self.dropout(x) if self.training and self.dropout.p else x  # eval or p = 0: no call
 
     def decoding_function(self) -> Callable[[Tensor, int], Tensor]:
         """``forward`` of new tokens at an int ``position`` in eval mode, as a function: the table lookup and the

@@ -88,8 +88,8 @@ class FeedForward(nn.Module):
         )
 
     def drop(self, x: Tensor) -> Tensor:
-        """Dropout while training; in eval mode (where it is the identity) not even the module call."""
-        return self.dropout(x) if self.training else x
+        """Dropout while training; in eval mode or at p = 0 (where it is the identity) not even the module call."""
+        return self.dropout(x) if self.training and self.dropout.p else x
 
 
 class GatedFeedForward(nn.Module):
@@ -166,5 +166,5 @@ class GatedFeedForward(nn.Module):
         )
 
     def drop(self, x: Tensor) -> Tensor:
-        """Dropout while training; in eval mode (where it is the identity) not even the module call."""
-        return self.dropout(x) if self.training else x
+        """Dropout while training; in eval mode or at p = 0 (where it is the identity) not even the module call."""
+        return self.dropout(x) if self.training and self.dropout.p else x

@@ -352,8 +352,8 @@ class MixtureOfExperts(AddsLosses):
         return torch.bmm(weights.unsqueeze(1), per_slot).squeeze(1)  # sum_j g_j y_j, one kernel each way
 
     def drop(self, x: Tensor) -> Tensor:
-        """Dropout while training; in eval mode (where it is the identity) not even the module call."""
-        return self.dropout(x) if self.training else x
+        """Dropout while training; in eval mode or at p = 0 (where it is the identity) not even the module call."""
+        return self.dropout(x) if self.training and self.dropout.p else x
 
     # ---- training: losses and balance ---------------------------------------------------------------------------
     def probabilities(self, logits: Tensor) -> Tensor:

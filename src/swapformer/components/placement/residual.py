@@ -30,9 +30,9 @@ class Residual(nn.Module):
         self.sublayer, self.norm, self.dropout = sublayer, norm, nn.Dropout(dropout)
 
     def drop(self, x: Tensor) -> Tensor:
-        """Residual dropout; skipped outright in eval mode, where it is the identity (a decoding step saves the
-        module call)."""
-        return self.dropout(x) if self.training else x
+        """Residual dropout; skipped outright in eval mode or at p = 0, where it is the identity (a decoding step,
+        and a training step without dropout, save the module call)."""
+        return self.dropout(x) if self.training and self.dropout.p else x
 
     def function(self, of: Of) -> Function | None:
         """Eval-mode ``forward`` over the functions of the norms and the sublayer (:func:`forward_of`); None where
