@@ -14,6 +14,19 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # pytest's session-long stream; first imported inside a test that captures output (capsys), it would hold that
 # test's stream, closed when the test ends, and every later in-process fit would print a logging traceback.
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # README's test command runs two pytest-xdist workers on the two cores CI has: one thread each, or every
+    # matrix product would wait on a thread the other worker holds
+    torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that compare with the scale-out runs (the ``runs`` fixture of tests/lightning/conftest.py: several
+    multi-process fits, made once per worker) share one xdist worker, so the fits are made once."""
+    for item in items:
+        if "runs" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("scaleout"))
+
 
 @pytest.fixture(autouse=True)
 def _seed():
