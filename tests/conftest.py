@@ -20,6 +20,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the group marks
 def pytest_collection_modifyitems(config, items):
     """Tests that compare with the scale-out runs (the ``runs`` fixture of tests/lightning/conftest.py: several
     multi-process fits, made once per worker) share one xdist worker, so the fits are made once."""
