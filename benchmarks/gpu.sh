@@ -21,6 +21,8 @@
 #                  20 steps, 5 untimed) for the GPT-2 124M shape and a Llama-style 1B shape: one device; with 2
 #                  or more GPUs DDP, FSDP2 and TP on 2; with 4 or more the 2-D mesh (2 x 2)      ~1 min a GPU,
 #                                                                                                 ~5 min on 4
+#   9. moe         8 experts top-2 against a dense SwiGLU of the same active width, bf16, 65,536 tokens at
+#                  d_model 2048: the experts' grouped GEMM, tokens/s and MFU of each                ~20 s
 # Without CUDA it runs what a CPU can at toy sizes (a few steps each, under a minute) and prints
 # "SKIP <step>: <reason>" for the GPU-only parts. Nothing is downloaded. Exit status 1 if a step failed.
 set -euo pipefail
@@ -174,6 +176,15 @@ else
     for shape in gpt2-124m llama-1b; do
         run_step "strategies-$shape" "$python" benchmarks/strategy_figures.py --tiny --shape "$shape" --steps 3 --warmup 1
     done
+fi
+
+header "9. moe: a mixture-of-experts FFN against a dense SwiGLU of the same active width, tokens/s and MFU"
+if [ "$gpu" = 1 ]; then
+    run_step moe "$python" benchmarks/moe.py --device cuda --dtype bfloat16 --tokens 65536 --d-model 2048 \
+        --d-ff 1024 --rounds 5 --steps 10
+else
+    skip moe "no CUDA device: the grouped GEMM runs on CUDA in bfloat16 and MFU needs a GPU's peak; the CPU comparison at its own size:"
+    run_step moe "$python" benchmarks/moe.py --rounds 1 --steps 1
 fi
 
 header "summary"

@@ -24,7 +24,7 @@ def test_gpu_script_runs_on_cpu_and_skips_the_gpu_steps(tmp_path, generated_data
     )
     out = done.stdout
     assert done.returncode == 0, out[-3000:] + done.stderr[-3000:]
-    for step in ("sdpa-path", "gpt2-124m", "fsdp", "multi30k", "seq2seq-generate", "strategies"):
+    for step in ("sdpa-path", "gpt2-124m", "fsdp", "multi30k", "seq2seq-generate", "strategies", "moe"):
         assert re.search(rf"^SKIP {step}: no CUDA device: \S", out, re.M), step
     assert re.search(r"^SKIP tp: 0 GPU\(s\): tensor parallelism needs more than one", out, re.M)
     assert "FAIL" not in out
@@ -43,4 +43,11 @@ def test_gpu_script_runs_on_cpu_and_skips_the_gpu_steps(tmp_path, generated_data
     for shape in ("gpt2-124m", "llama-1b"):
         line = rf"^strategy single, {shape} \(toy sizes\), 1 device\(s\) .*: tokens/s [\d,]+; MFU n/a .*; peak memory n/a"
         assert re.search(line, out, re.M), shape
+    # the MoE step at the CPU's own size: the loop over experts, both contenders' tokens/s, the ratio
+    assert re.search(r"^experts' GEMMs: a loop over experts$", out, re.M)
+    timed = re.findall(
+        r"^  (?:dense swiglu|moe) +[\d.]+ ms / forward \+ backward .*, [\d,]+ tokens/s$", out, re.M
+    )
+    assert len(timed) == 2, timed
+    assert re.search(r"^moe / dense swiglu: [\d.]+ \(target <= 1.3\)$", out, re.M)
     assert out.rstrip().endswith("all steps passed or skipped")
