@@ -233,6 +233,24 @@ def _to_hf_deepseek_v3_dense_after_moe(fx: object) -> object:
     return swapformer.to_hf(model, fx.tmp / "hf", model_type="deepseek_v3")
 
 
+def _from_hf_quantized(fx: object) -> object:
+    import json
+
+    import transformers
+
+    from swapformer.interop import from_hf
+
+    config = transformers.LlamaConfig(
+        vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2
+    )
+    folder = fx.tmp / "quantized"
+    transformers.LlamaForCausalLM(config).save_pretrained(folder)
+    written = json.loads((folder / "config.json").read_text())
+    written["quantization_config"] = {"quant_method": "mxfp4"}  # as GPT-OSS's released checkpoints say
+    (folder / "config.json").write_text(json.dumps(written))
+    return from_hf(folder)
+
+
 def _from_hf_partial_rope() -> object:
     import transformers
 
@@ -659,6 +677,15 @@ CASES = [
         expect=r"gpt_oss: swiglu_alpha=1\.5 has no swapformer equivalent: the moe expert clamped_swiglu is "
         r"GPT-OSS's with swiglu_alpha 1\.702 and swiglu_limit 7\.0",
         raises=lambda fx: _from_hf_gpt_oss_alpha(),
+    ),
+    Case(
+        id="api-from-hf-quantized",
+        area="API",
+        mistake="`from_hf` of a checkpoint whose weights are stored quantized (`quantization_config` in its "
+        "config.json: GPT-OSS's released MXFP4 experts)",
+        expect=r"holds quantized weights \(quantization_config with quant_method 'mxfp4'\); swapformer reads "
+        r"full-precision weights: dequantize the model in transformers",
+        raises=_from_hf_quantized,
     ),
     Case(
         id="api-from-hf-deepseek-v3-grouped-kv-heads",

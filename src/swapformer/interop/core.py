@@ -316,6 +316,15 @@ def _source(source: Any) -> tuple[dict[str, Any], Callable[[], dict[str, Tensor]
         )
     directory = Path(source)
     hf_config = read_config(directory)
+    quantized = hf_config.get("quantization_config")
+    if quantized:  # before a model of the checkpoint's size is built: its tensors are not weights as stored
+        method = quantized.get("quant_method", "?") if isinstance(quantized, dict) else quantized
+        raise ConfigError(
+            f"{directory / 'config.json'} holds quantized weights (quantization_config with quant_method "
+            f"{method!r}); swapformer reads full-precision weights: dequantize the model in transformers (for "
+            f"mxfp4: from_pretrained with quantization_config=Mxfp4Config(dequantize=True)), save_pretrained it "
+            f"and import that folder"
+        )
     defaults = read_generation_defaults(directory)
     if defaults is None:  # transformers then takes the generation settings its config.json holds
         in_config = {key: value for key, value in hf_config.items() if key in APPLIED or key in NEUTRAL}
@@ -331,9 +340,9 @@ def from_hf(source: str | os.PathLike | nn.Module) -> nn.Module:
     its ``config.json``, as transformers reads them), which ``model.generate()`` uses.
 
     Raises:
-        ConfigError: no ``config.json``, an unsupported ``model_type`` or option (named), weights that are
-            missing, unexpected or of the wrong shape (the tensor named), or a generation setting of the wrong
-            type (named).
+        ConfigError: no ``config.json``, a quantized checkpoint, an unsupported ``model_type`` or option (named),
+            weights that are missing, unexpected or of the wrong shape (the tensor named), or a generation setting
+            of the wrong type (named).
     """
     hf_config, weights, defaults = _source(source)
     architecture = architecture_of(hf_config)
