@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from swapformer.components.declarations import local_part
+from swapformer.components.positional.base import heads_split
 from swapformer.errors import ConfigError
 from swapformer.registry import ATTENTION, Capabilities, ComponentSpec, capabilities, split_spec
 
@@ -116,13 +117,7 @@ class MultiHeadLatentAttention(nn.Module):
         Raises:
             ConfigError: ``size`` does not divide H.
         """
-        if self.num_heads % size:
-            fits = [d for d in range(1, self.num_heads + 1) if self.num_heads % d == 0]
-            raise ConfigError(
-                f"mla: tensor_parallel_size={size} does not divide num_heads={self.num_heads} (each TP rank "
-                f"takes whole heads): set tensor_parallel_size to one of {fits}"
-            )
-        if size == 1:
+        if heads_split(self.num_heads, size, "mla") == 1:
             return {}
         from swapformer.components.tensor_parallel import SharedByHeads
 
