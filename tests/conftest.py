@@ -1,4 +1,5 @@
 import gzip
+import logging
 import os
 import random
 from pathlib import Path
@@ -10,9 +11,17 @@ import torch
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# Lightning's logger gets its own stderr handler the first time it is imported. Imported here, that handler holds
-# pytest's session-long stream; first imported inside a test that captures output (capsys), it would hold that
-# test's stream, closed when the test ends, and every later in-process fit would print a logging traceback.
+# Lightning's logger gets its own stderr handler, and stops propagating, when it is first imported while the root
+# logger has no handler. Where that import happens under pytest depends on which test runs first: inside a test
+# that captures output (capsys) the handler would hold that test's stream, closed when the test ends, and every
+# later in-process fit would print a logging traceback; here, before pytest's handlers are on the root logger,
+# its records would never reach caplog. So Lightning is imported here and its records go to the root logger,
+# where pytest captures them, in every order the tests run in.
+for _name in ("lightning.pytorch", "lightning.fabric"):  # Fabric's logger says "Seed set to ..."
+    _logger = logging.getLogger(_name)
+    for _handler in list(_logger.handlers):
+        _logger.removeHandler(_handler)
+    _logger.propagate = True
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # README's test command runs two pytest-xdist workers on the two cores CI has: one thread each, or every
