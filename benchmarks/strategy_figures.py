@@ -21,12 +21,20 @@ tokens/s counts every data-parallel rank's tokens (a TP group reads one batch); 
 ``flops_per_batch``, matrix products) x data-parallel ranks / step time / (devices x the device's peak); peak
 memory is ``torch.cuda.max_memory_allocated`` on rank 0. On CPUs (``--tiny``: toy sizes of the same shapes, CPU
 processes over gloo) MFU and peak memory print ``n/a``.
+
+A failing run prints, on the stream of the figures, one ``strategy_figures: rank N ...`` line per failed rank and
+exits non-zero: a rank's exception, and from rank 0 each rank Lightning started that exited non-zero, was killed
+by a signal (the out-of-memory killer's SIGKILL leaves no message of its own: rank 0 then fails only on gloo's
+"Connection closed by peer"), or still ran after rank 0 stopped (killed then).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -73,6 +81,35 @@ def strategy(name: str, devices: int) -> tuple[object, int, int]:
     if name == "tp":
         return TensorParallelStrategy(data_parallel_size=1, tensor_parallel_size=devices), 1, devices
     return TensorParallelStrategy(data_parallel_size=devices // 2, tensor_parallel_size=2), devices // 2, 2
+
+
+def report(line: str) -> None:
+    # stdout, beside the figure line: stderr holds hundreds of lines of warnings and tracebacks
+    print(f"strategy_figures: {line}", flush=True)
+
+
+def launched_rank_failures(trainer: Trainer, *, wait: float) -> list[str]:
+    """One line per rank that Lightning started from this process (rank 0; the others start none) and that
+    exited non-zero, was killed by a signal, or still runs ``wait`` seconds on: that one is killed, since an
+    orphan blocked in a collective would hold its caller's pipes until the process group's timeout."""
+    lines, deadline = [], time.monotonic() + wait
+    for rank, process in enumerate(getattr(trainer.strategy.launcher, "procs", []), start=1):
+        try:
+            code = process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            lines.append(
+                f"rank {rank} (pid {process.pid}) still running {wait:g} s after rank 0 stopped: killed"
+            )
+            continue
+        if code < 0:
+            oom = " (the out-of-memory killer sends SIGKILL)" if -code == signal.SIGKILL else ""
+            name = signal.Signals(-code).name
+            lines.append(f"rank {rank} (pid {process.pid}) killed by {name}, with no message of its own{oom}")
+        elif code > 0:
+            lines.append(f"rank {rank} (pid {process.pid}) exited with status {code}")
+    return lines
 
 
 def main() -> int:
@@ -122,7 +159,16 @@ def main() -> int:
         enable_model_summary=False,
         callbacks=[timer],
     )
-    trainer.fit(module, train_dataloaders=loader)
+    try:
+        trainer.fit(module, train_dataloaders=loader)
+    except BaseException as error:
+        message = str(error).strip().splitlines()
+        report(
+            f"rank {trainer.global_rank} failed: {type(error).__name__}{': ' + message[0] if message else ''}"
+        )
+        for line in launched_rank_failures(trainer, wait=10):
+            report(line)
+        raise
     if not trainer.is_global_zero:
         return 0
     seconds, steps = timer.end - timer.start, args.steps - args.warmup
@@ -145,7 +191,10 @@ def main() -> int:
         f"data-parallel rank, {'compiled' if args.compile and cuda else 'eager'}: tokens/s {tokens_per_second:,.0f}; "
         f"{mfu}; {memory}"
     )
-    return 0
+    failures = launched_rank_failures(trainer, wait=60)
+    for line in failures:
+        report(line)
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
