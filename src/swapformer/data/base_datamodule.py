@@ -24,6 +24,7 @@ from swapformer.data.files import existing_path
 from swapformer.data.hf_tokenizer import HFTokenizer
 from swapformer.data.resumable import ResumableDataLoader
 from swapformer.data.tokenizers import TOKENIZER_KINDS, Tokenizer, build_tokenizer
+from swapformer.data.workers import worker_start_method
 from swapformer.errors import did_you_mean
 
 __all__ = ["TokenizedDataModule", "check_fraction", "check_int", "check_path", "load_tokenizer"]
@@ -186,6 +187,7 @@ class TokenizedDataModule(pl.LightningDataModule):
             drop_last=drop_last,
             collate_fn=collate_fn,
             num_workers=self.num_workers,
+            multiprocessing_context=worker_start_method(self.num_workers),
             persistent_workers=self.num_workers > 0,
             pin_memory=False,
             worker_init_fn=_leave_stop_signals_to_the_main_process if self.num_workers else None,

@@ -23,7 +23,6 @@ token: the resumed run sees exactly the batches of the uninterrupted one.
 from __future__ import annotations
 
 import importlib.util
-import multiprocessing
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +36,7 @@ from swapformer.data.errors import DataError
 from swapformer.data.shards import is_prepared
 from swapformer.data.tokenizer_base import Tokenizer
 from swapformer.data.tokenizers import TOKENIZER_KINDS
+from swapformer.data.workers import worker_start_method
 
 __all__ = ["StreamWindows", "StreamingLoader", "StreamingSource", "check_streaming_tokenizer", "open_stream"]
 
@@ -293,11 +293,7 @@ class StreamingLoader(DataLoader):
 
     def __init__(self, dataset: StreamWindows, **kwargs: Any) -> None:
         kwargs["batch_size"] = None
-        if kwargs.get("num_workers") and "fork" in multiprocessing.get_all_start_methods():
-            # Forked workers, also where the default is spawn: inside a ddp_spawn rank. A spawned worker imports
-            # torch, Lightning and datasets again before its first batch, and at exit finalizes all of it, which
-            # on a busy machine overran the DataLoader's join timeouts and held the rank's shutdown for minutes.
-            kwargs.setdefault("multiprocessing_context", "fork")
+        kwargs.setdefault("multiprocessing_context", worker_start_method(kwargs.get("num_workers", 0)))
         super().__init__(dataset, **kwargs)
         self.positions: dict[int, Position] = dict(dataset.start)
         self.batches = dataset.batches
