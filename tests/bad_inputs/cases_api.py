@@ -202,6 +202,30 @@ def _from_hf_gpt_oss_alpha() -> object:
     return from_hf(transformers.GptOssForCausalLM(config))
 
 
+def _from_hf_gpt_oss_sliding_without_window() -> object:
+    import transformers
+
+    from swapformer.interop import from_hf
+
+    config = transformers.GptOssConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, head_dim=8,
+        intermediate_size=8, num_local_experts=4, num_experts_per_tok=2, sliding_window=None,
+    )  # fmt: skip
+    return from_hf(transformers.GptOssForCausalLM(config))
+
+
+def _from_hf_qwen3_sliding_without_window() -> object:
+    import transformers
+
+    from swapformer.interop import from_hf
+
+    config = transformers.Qwen3Config(
+        vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+        head_dim=8, intermediate_size=32, layer_types=["full_attention", "sliding_attention"],
+    )  # fmt: skip
+    return from_hf(transformers.Qwen3ForCausalLM(config))
+
+
 def _to_hf_gpt_oss_without_sinks(fx: object) -> object:
     import swapformer
 
@@ -677,6 +701,22 @@ CASES = [
         expect=r"gpt_oss: swiglu_alpha=1\.5 has no swapformer equivalent: the moe expert clamped_swiglu is "
         r"GPT-OSS's with swiglu_alpha 1\.702 and swiglu_limit 7\.0",
         raises=lambda fx: _from_hf_gpt_oss_alpha(),
+    ),
+    Case(
+        id="api-from-hf-gpt-oss-sliding-without-window",
+        area="API",
+        mistake="`from_hf` of a GPT-OSS whose `layer_types` name sliding layers but whose `sliding_window` is null",
+        expect=r"gpt_oss: layer_types\[0\] is 'sliding_attention' but gpt_oss has no window: set sliding_window$",
+        raises=lambda fx: _from_hf_gpt_oss_sliding_without_window(),
+    ),
+    Case(
+        id="api-from-hf-qwen3-sliding-without-window",
+        area="API",
+        mistake="`from_hf` of a Qwen3 whose `layer_types` name sliding layers but with `use_sliding_window: "
+        "false` (Qwen3Config then drops `sliding_window`)",
+        expect=r"qwen3: layer_types\[1\] is 'sliding_attention' but qwen3 has no window: set sliding_window, and "
+        r"use_sliding_window: true$",
+        raises=lambda fx: _from_hf_qwen3_sliding_without_window(),
     ),
     Case(
         id="api-from-hf-quantized",

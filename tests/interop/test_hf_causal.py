@@ -470,10 +470,38 @@ def test_a_gemma3_yarn_rope_reads_as_transformers_reads_it(tmp_path):
             {"rope_parameters": {"rope_type": "longrope", "rope_theta": 1e4, "short_factor": [1.0] * 4}},
             r"phi3: rope_type 'longrope' has no swapformer equivalent",
         ),
+        # sliding layers without a window: the advice names the keys the family reads the window from
         (
             "qwen3-gqa-headdim-late-window",
             {"use_sliding_window": False, "sliding_window": None},  # layer_types still name sliding layers
-            r"qwen3: layer_types\[1\] is 'sliding_attention' but qwen3 has no sliding_window",
+            r"qwen3: layer_types\[1\] is 'sliding_attention' but qwen3 has no window: set sliding_window, and "
+            r"use_sliding_window: true$",
+        ),
+        (
+            "qwen3-gqa-headdim-late-window",
+            {"use_sliding_window": False},  # Qwen3Config drops the window then
+            r"qwen3: .* has no window: set use_sliding_window: true \(qwen3 reads sliding_window 4 only then\)$",
+        ),
+        (
+            "qwen3-gqa-headdim-late-window",
+            {"sliding_window": None},
+            r"qwen3: layer_types\[1\] is 'sliding_attention' but qwen3 has no window: set sliding_window$",
+        ),
+        (
+            "smollm3-mqa-headdim-window-untied-biases",
+            {"sliding_window": None},  # SmolLM3's masks read sliding_window whatever use_sliding_window says
+            r"smollm3: layer_types\[\d\] is 'sliding_attention' but smollm3 has no window: set sliding_window$",
+        ),
+        (
+            "gemma2-gqa-headdim-capped-pattern",
+            {"sliding_window": None},
+            r"gemma2: layer_types\[0\] is 'sliding_attention' but gemma2 has no window: set sliding_window$",
+        ),
+        (
+            "gemma3-gqa-headdim-pattern-local-rope",
+            {"sliding_window": None},
+            r"gemma3_text: layer_types\[0\] is 'sliding_attention' but gemma3_text has no window: set "
+            r"sliding_window$",
         ),
         (
             "smollm3-gqa-nope-every-third",

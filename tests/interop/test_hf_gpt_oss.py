@@ -136,6 +136,10 @@ def test_a_config_json_of_transformers_4_reads_as_transformers_5s(tmp_path):
             {"layer_types": ["sliding_attention", "chunked_attention", "full_attention"]},
             r"gpt_oss: layer_types\[1\] 'chunked_attention' has no swapformer equivalent",
         ),
+        (  # GPT-OSS has no use_sliding_window (Qwen's key): sliding_window alone gives the window
+            {"sliding_window": None},
+            r"gpt_oss: layer_types\[0\] is 'sliding_attention' but gpt_oss has no window: set sliding_window$",
+        ),
     ],
 )
 def test_a_gpt_oss_option_without_an_equivalent_is_refused_in_one_line_naming_it(change, message, tmp_path):

@@ -129,9 +129,18 @@ def _first(value: Any) -> int | None:
     return value[0] if isinstance(value, list) and value else value
 
 
-def sliding_changes(types: list[str], window: int | None, family: str) -> list[dict[str, Any]]:
+def sliding_changes(
+    types: list[str], window: int | None, family: str, *, fix: str = "set sliding_window"
+) -> list[dict[str, Any]]:
     """Each layer's overrides of a full-attention config for Hugging Face ``layer_types``: a
     ``sliding_window`` kernel of ``window`` on each ``sliding_attention`` layer.
+
+    Args:
+        types: ``layer_types``, one a layer.
+        window: the sliding layers' window as the family reads it (None or 0: none).
+        family: the ``model_type``, for the message.
+        fix: what gives the family's config a window, for the message: ``sliding_window`` alone in most
+            families; Qwen3 also reads ``use_sliding_window``.
 
     Raises:
         Unsupported: a layer type other than full or sliding attention, or sliding layers without a window.
@@ -141,10 +150,7 @@ def sliding_changes(types: list[str], window: int | None, family: str) -> list[d
         if kind not in ("full_attention", "sliding_attention"):
             raise Unsupported(f"layer_types[{i}] {kind!r} has no swapformer equivalent")
         if kind == "sliding_attention" and not window:
-            raise Unsupported(
-                f"layer_types[{i}] is 'sliding_attention' but {family} has no sliding_window "
-                "(set sliding_window, and use_sliding_window: true)"
-            )
+            raise Unsupported(f"layer_types[{i}] is 'sliding_attention' but {family} has no window: {fix}")
         sliding = kind == "sliding_attention"
         changes.append({"attention": {"name": "sliding_window", "window": int(window)}} if sliding else {})
     return changes

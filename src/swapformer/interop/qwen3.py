@@ -51,11 +51,21 @@ def layer_types(hf: Mapping[str, Any]) -> tuple[list[str], int | None]:
     return list(types), window
 
 
+def window_fix(hf: Mapping[str, Any]) -> str:
+    """What gives sliding layers their window: ``Qwen3Config`` keeps ``sliding_window`` only with
+    ``use_sliding_window: true``."""
+    if hf["use_sliding_window"]:
+        return "set sliding_window"
+    if hf["sliding_window"]:
+        return f"set use_sliding_window: true (qwen3 reads sliding_window {hf['sliding_window']} only then)"
+    return "set sliding_window, and use_sliding_window: true"
+
+
 def config(hf: Mapping[str, Any]) -> dict[str, Any]:
     hf = {**DEFAULTS, **hf}
     fields = llama.config(hf)
     types, window = layer_types(hf)
-    uniform, layers = layers_of(llama.sliding_changes(types, window, "qwen3"))
+    uniform, layers = layers_of(llama.sliding_changes(types, window, "qwen3", fix=window_fix(hf)))
     return {**fields, **uniform, "qk_norm": dict(fields["norm"]), "layers": layers}
 
 
