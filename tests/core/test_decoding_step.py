@@ -79,6 +79,26 @@ def test_append_pairs_equals_append_across_growth_and_reorder():
     assert torch.equal(stacked.keys, separate.keys) and torch.equal(stacked.values, separate.values)
 
 
+@pytest.mark.parametrize("window", [None, 3])
+def test_a_reorder_at_every_step_keeps_the_rows_of_separate_buffers(window):
+    """Beam search reorders after every token: paired buffers copy the filled slots into a spare buffer and swap
+    the two, the separate keys and values (the reference) are gathered whole; across growth and a window's ring."""
+    batch, kv_heads, head_dim = 4, 2, 3
+    generator = torch.Generator().manual_seed(0)
+    separate, stacked = AttentionCache(capacity=3, window=window), AttentionCache(capacity=3, window=window)
+    for _ in range(9):  # past the capacity: the buffers double (or the ring turns)
+        pairs = torch.randn(batch, 2 * kv_heads, 1, head_dim, generator=generator)
+        want = separate.append(pairs[:, :kv_heads], pairs[:, kv_heads:])
+        got = stacked.append_pairs(pairs)
+        for g, w in zip(got, want):
+            assert torch.equal(g, w)
+        index = torch.randint(batch, (batch,), generator=generator)  # rows kept, some twice
+        separate.reorder(index)
+        stacked.reorder(index)
+        assert torch.equal(stacked.keys, separate.keys) and torch.equal(stacked.values, separate.values)
+    assert stacked._pairs is not None and stacked._spare is not None  # the spare path ran
+
+
 PLANNED = {
     "llama": dict(
         positional="rope", num_kv_heads=2, norm="rmsnorm", ffn="swiglu", placement="pre", bias=False

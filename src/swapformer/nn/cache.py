@@ -44,7 +44,7 @@ class AttentionCache:
         keys and values ``(N, Hkv, S, E)``, ``S = min(length, window)``.
     """
 
-    __slots__ = ("_keys", "_pairs", "_values", "capacity", "length", "projection", "step", "window")
+    __slots__ = ("_keys", "_pairs", "_spare", "_values", "capacity", "length", "projection", "step", "window")
 
     def __init__(self, capacity: int = 0, *, window: int | None = None) -> None:
         self.capacity, self.length, self.window = capacity, 0, window
@@ -52,6 +52,8 @@ class AttentionCache:
         self._values: Tensor | None = None
         self._pairs: Tensor | None = None
         """Keys then values along the heads, ``(N, 2 Hkv, capacity, E)``: ``_keys`` and ``_values`` are its halves."""
+        self._spare: Tensor | None = None
+        """A buffer shaped as ``_pairs`` that :meth:`reorder` writes into, then swaps in (beam search)."""
         self.projection: tuple[Tensor, Tensor | None, Tensor, Tensor | None] | None = None
         """W_q, W_k, W_v stacked and their biases, then W_o and its bias: made by the attention layer at the first
         decoding step."""
@@ -130,9 +132,22 @@ class AttentionCache:
         return attn_mask.narrow(-1, seen - held, held)
 
     def reorder(self, index: Tensor) -> None:
-        """Keep rows ``index`` ``(N',)`` of the batch (beam search: each beam continues another's prefix)."""
-        if self._pairs is not None:
-            self._set_pairs(self._pairs.index_select(0, index))
+        """Keep rows ``index`` ``(N',)`` of the batch (beam search: each beam continues another's prefix).
+
+        Paired keys and values with as many rows as ``index`` (every beam search step) copy only the filled slots,
+        into a second buffer of the same shape that then takes the first one's place: no allocation per step, and
+        the copy grows with the tokens so far instead of the capacity (twice the cache's memory while it runs)."""
+        pairs = self._pairs
+        if pairs is not None and index.size(0) == pairs.size(0):
+            spare = self._spare
+            if spare is None or spare.shape != pairs.shape or spare.dtype != pairs.dtype:
+                spare = torch.empty_like(pairs)
+            filled = min(self.length, pairs.size(2))
+            torch.index_select(pairs.narrow(2, 0, filled), 0, index, out=spare.narrow(2, 0, filled))
+            self._spare = pairs
+            self._set_pairs(spare)
+        elif pairs is not None:
+            self._set_pairs(pairs.index_select(0, index))
         elif self._keys is not None:
             self._keys = self._keys.index_select(0, index)
             self._values = self._values.index_select(0, index)
