@@ -209,6 +209,7 @@ def beam_search(
     first_beams = torch.arange(candidates, device=device) < beams  # only these may finish
     batch_base = torch.arange(batch, device=device)[:, None] * beams
     mask = _extend(attention_mask, total, 1)
+    some_finished = False  # whether a hypothesis has finished (before, none is worth comparing with)
 
     length, new = prompt_length, prompt_length
     for _ in range(settings.max_new_tokens):
@@ -226,30 +227,39 @@ def beam_search(
         else:
             top_scores, picked = torch.topk(scores, candidates, dim=-1)  # (N, K)
         origin, token = picked // vocab, picked % vocab
-        sequences = running.gather(1, origin[..., None].expand(-1, -1, total)).clone()  # (N, K, total)
-        sequences[:, :, length] = token
         ends = torch.isin(token, eos)
         if length + 1 == total:
             ends = torch.ones_like(ends)  # the budget is spent: every candidate ends here
+        finishing = ends & first_beams
 
         # the best B candidates that did not end continue
-        live_scores = top_scores + ends.float() * _BLOCKED
+        live_scores = top_scores.add(ends.float(), alpha=_BLOCKED)
         keep = torch.topk(live_scores, beams, dim=-1).indices  # (N, B)
-        running = sequences.gather(1, keep[..., None].expand(-1, -1, total))
+        kept_origin = origin.gather(1, keep)
+        continued = running.gather(1, kept_origin[..., None].expand(-1, -1, total))  # (N, B, total)
+        continued[:, :, length] = token.gather(1, keep)
         running_scores = live_scores.gather(1, keep)
-        beam_index = (origin.gather(1, keep) + batch_base).view(-1)
+        beam_index = (kept_origin + batch_base).view(-1)
 
-        # candidates that ended join the finished hypotheses if they beat them
-        final = top_scores / float(length + 1 - prompt_length) ** settings.length_penalty
-        full = finished_flags.all(dim=-1, keepdim=True) & (settings.early_stopping is True)
-        final = final + (full | ~improvable).float() * _BLOCKED + (~(ends & first_beams)).float() * _BLOCKED
-        merged = torch.topk(torch.cat((finished_scores, final), dim=1), beams, dim=-1).indices
-        finished = torch.cat((finished, sequences), dim=1).gather(1, merged[..., None].expand(-1, -1, total))
-        finished_scores = torch.cat((finished_scores, final), dim=1).gather(1, merged)
-        finished_flags = torch.cat((finished_flags, ends & first_beams), dim=1).gather(1, merged)
-        finished_lengths = torch.cat(
-            (finished_lengths, torch.full_like(final, length + 1, dtype=finished_lengths.dtype)), dim=1
-        ).gather(1, merged)
+        # candidates that ended join the finished hypotheses if they beat them; a step where none of the first
+        # B candidates ended (most steps) would only merge blocked scores, which never displace a finished one
+        if bool(finishing.any()):
+            sequences = running.gather(1, origin[..., None].expand(-1, -1, total))  # (N, K, total)
+            sequences[:, :, length] = token
+            final = top_scores / float(length + 1 - prompt_length) ** settings.length_penalty
+            full = finished_flags.all(dim=-1, keepdim=True) & (settings.early_stopping is True)
+            final = final + (full | ~improvable).float() * _BLOCKED + (~finishing).float() * _BLOCKED
+            merged = torch.topk(torch.cat((finished_scores, final), dim=1), beams, dim=-1).indices
+            finished = torch.cat((finished, sequences), dim=1).gather(
+                1, merged[..., None].expand(-1, -1, total)
+            )
+            finished_scores = torch.cat((finished_scores, final), dim=1).gather(1, merged)
+            finished_flags = torch.cat((finished_flags, finishing), dim=1).gather(1, merged)
+            finished_lengths = torch.cat(
+                (finished_lengths, torch.full_like(final, length + 1, dtype=finished_lengths.dtype)), dim=1
+            ).gather(1, merged)
+            some_finished = True
+        running = continued
 
         step.reorder(beam_index)
         length, new = length + 1, 1
@@ -258,13 +268,18 @@ def beam_search(
         else:
             best_length = length - prompt_length
         best_possible = running_scores[:, :1] / float(best_length) ** settings.length_penalty
-        worst_finished = torch.where(
-            finished_flags, finished_scores.min(dim=-1, keepdim=True).values, _BLOCKED
-        )
-        improvable &= (best_possible > worst_finished).any(dim=-1, keepdim=True)
-        all_full = bool(finished_flags.all()) and settings.early_stopping is True
-        if not bool(improvable.any()) or all_full or bool(ends.all()):
-            break
+        if some_finished:
+            worst_finished = torch.where(
+                finished_flags, finished_scores.min(dim=-1, keepdim=True).values, _BLOCKED
+            )
+            improvable &= (best_possible > worst_finished).any(dim=-1, keepdim=True)
+            all_full = bool(finished_flags.all()) and settings.early_stopping is True
+            if not bool(improvable.any()) or all_full or bool(ends.all()):
+                break
+        else:  # no hypothesis finished yet: every worst finished score is the blocked one
+            improvable &= best_possible > _BLOCKED
+            if not bool(improvable.any()):
+                break
     width = int(finished_lengths[:, 0].max())
     return finished[:, 0, :width]
 
