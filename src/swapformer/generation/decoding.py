@@ -128,7 +128,11 @@ def generate(
             "(a causal LM or a seq2seq model)"
         )
     was_training = model.training
-    model.eval()
+    # a model already all in eval mode (the usual case) skips the two walks that set every module's flag and call
+    # its train(): about 0.5 ms each for the 194 modules of a 4 + 4 layer encoder-decoder
+    switch = any(module.training for module in model.modules())
+    if switch:
+        model.eval()
     try:
         with torch.inference_mode():
             step, prompt, mask = decoding(
@@ -144,7 +148,8 @@ def generate(
                 return beam_search(step, prompt, mask, settings, generator=generator)
             return sample_or_greedy(step, prompt, mask, settings, generator=generator, streamer=streamer)
     finally:
-        model.train(was_training)
+        if switch:
+            model.train(was_training)
 
 
 SETTING_NAMES = frozenset(inspect.signature(generate).parameters) - {
