@@ -64,6 +64,34 @@ def hf_t5_attention(*, heads, buckets, max_distance, is_decoder):
     return T5Attention(config, has_relative_attention_bias=True).eval()
 
 
+class ShiftedT5(T5RelativePositionBias):
+    """Not relative any more (a bias that grows with the query's position), and it does not declare it."""
+
+    def bias(self, length, source_length, *, offset=0, device=None):
+        return super().bias(length, source_length, offset=offset, device=device) + offset
+
+
+@pytest.mark.parametrize(
+    "member",
+    [
+        ALiBiPositionalEncoding(num_heads=4),
+        T5RelativePositionBias(num_heads=4, num_buckets=8, max_distance=6, bidirectional=False),
+        T5RelativePositionBias(num_heads=4, num_buckets=8, max_distance=6, bidirectional=True),
+        ShiftedT5(num_heads=4, num_buckets=8, max_distance=6, bidirectional=False),
+    ],
+    ids=["alibi", "t5", "t5-bidirectional", "not-relative-subclass"],
+)
+def test_a_decoding_steps_bias_is_the_bias_of_its_position_bit_for_bit(member):
+    """step_bias: a relative member slices one row made once per generation; a subclass that does not declare
+    relative (its bias is not) computes each step; past the capacity every member computes."""
+    if isinstance(member, T5RelativePositionBias):  # buckets of distinct values
+        torch.nn.init.normal_(member.table.weight)
+    lookup = member.step_bias(7, torch.device("cpu"))
+    for position in range(10):  # the capacity is 7
+        want = member.bias(1, position + 1, offset=position)
+        assert torch.equal(lookup(position), want), position
+
+
 @pytest.mark.parametrize("bidirectional", [True, False], ids=["encoder", "decoder"])
 @pytest.mark.parametrize(("buckets", "max_distance"), [(32, 128), (8, 20), (6, 9)])
 def test_t5_bucket_function_equals_hugging_face(bidirectional, buckets, max_distance):

@@ -248,8 +248,9 @@ class TransformerStack(nn.Module):
         """The stack for one new token of every row at an int ``position``, without padding, as one function of
         ``(x, position)``: each layer's ``decoding_function`` (a decoder's with ``memory``, whose keys and values
         its cache already holds, and the source's padding ``memory_mask``), the tables of each rotating positional
-        member and the score bias of each biasing one (ALiBi, T5's buckets) made once per step for the layers that
-        share it, then the final norm's function. None where a layer has no such function, a positional member is
+        member and the score bias of each biasing one (ALiBi, T5's buckets: its ``step_bias``, a relative member's
+        row made once per generation) looked up once per step for the layers that share it, then the final norm's
+        function. None where a layer has no such function, a positional member is
         not a :class:`PositionalEncoding`, or a subclass changes ``forward``."""
         if type(self).forward is not TransformerStack.forward or not plain(self):
             return None
@@ -277,13 +278,16 @@ class TransformerStack(nn.Module):
         if any(layer is None for layer in layers):
             return None
         lookups = [member.stacked_rotation()[0] for member in rotating]
+        capacity = cache.layers[0].self_attention.capacity if cache.layers else 0
+        device = next(iter(self.parameters()), torch.empty(0)).device
+        bias_lookups = [member.step_bias(capacity, device) for member in biasing]
         pairs = list(zip(layers, indices, strict=True))
         final_norm = None if self.final_norm is None else function_of(self.final_norm)
 
         def stack(x: Tensor, position: int) -> Tensor:
             tables = [lookup(position, x) for lookup in lookups]
             # as with_score_bias adds them to a one-token step that may attend every key
-            biases = [member.bias(1, position + 1, offset=position, device=x.device) for member in biasing]
+            biases = [lookup(position) for lookup in bias_lookups]
             for layer, (rotation, bias) in pairs:
                 x = layer(
                     x,

@@ -99,6 +99,27 @@ class PositionalEncoding(nn.Module):
         """Make whatever tables ``length`` positions need now, before decoding (a table grown between two steps is
         a new tensor, which a compiled step would recompile for); nothing by default."""
 
+    def step_bias(self, capacity: int, device: torch.device) -> Callable[[int], Tensor | None]:
+        """``lookup(position)``: the score bias of one new token at an int ``position`` against every key before
+        it and itself, as ``bias(1, position + 1, offset=position)``, for decoding steps. A member that declares
+        ``relative`` in its own class (its scores depend on distances only) computes once the row of the last of
+        ``capacity`` positions and gives each step its last ``position + 1`` columns: the same distances, so the
+        same numbers, without the arithmetic of a bias per token (T5's buckets). Others compute it each step."""
+        declared = vars(type(self)).get("capabilities")
+        if capacity < 1 or not getattr(declared, "relative", False):
+            return lambda position: self.bias(1, position + 1, offset=position, device=device)
+        row = self.bias(1, capacity, offset=capacity - 1, device=device)  # distances -(capacity - 1) .. 0
+        if row is None:
+            return lambda position: None
+        last = capacity - 1
+
+        def lookup(position: int) -> Tensor | None:
+            if position > last:  # past the capacity: computed
+                return self.bias(1, position + 1, offset=position, device=device)
+            return row.narrow(-1, last - position, position + 1)
+
+        return lookup
+
     def stacked_rotation(self) -> tuple[Callable[[int, Tensor], Any], Callable[..., None]] | None:
         """``(lookup, rotate)`` for decoding steps: ``lookup(position, heads)`` gives the tables of an int
         position once per step, ``rotate(heads, *tables)`` turns a new token's stacked q and k heads
