@@ -122,15 +122,19 @@ PAIRS = {"gpt2": gpt2_pair, "llama": llama_pair, "mixtral": lambda: moe_pair("mi
 PAIRS["qwen3_moe"] = lambda: moe_pair("qwen3_moe")
 
 
-def interleaved(rows: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
-    """Median seconds of each row; every round runs each row once, starting from a different row."""
+def interleaved(
+    rows: dict[str, Callable[[], object]], rounds: int, clock: Callable[[], float] = time.perf_counter
+) -> dict[str, float]:
+    """Median seconds of each row; every round runs each row once, starting from a different row. ``clock``:
+    wall time, or ``time.process_time`` (this process's CPU time, which other jobs on a shared machine disturb
+    less than its wall time)."""
     names = list(rows)
     samples: dict[str, list[float]] = {name: [] for name in names}
     for index in range(rounds):
         for name in names[index % len(names) :] + names[: index % len(names)]:
-            start = time.perf_counter()
+            start = clock()
             rows[name]()
-            samples[name].append(time.perf_counter() - start)
+            samples[name].append(clock() - start)
     return {name: statistics.median(times) for name, times in samples.items()}
 
 
