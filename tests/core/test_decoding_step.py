@@ -97,6 +97,7 @@ def test_a_reorder_at_every_step_keeps_the_rows_of_separate_buffers(window):
         stacked.reorder(index)
         assert torch.equal(stacked.keys, separate.keys) and torch.equal(stacked.values, separate.values)
     assert stacked._pairs is not None and stacked._spare is not None  # the spare path ran
+    assert stacked.nbytes == 2 * stacked._pairs.nbytes  # and the cache's weight counts it
 
 
 PLANNED = {

@@ -111,9 +111,10 @@ class AttentionCache:
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the key and value buffers this cache holds (preallocated slots included)."""
+        """Bytes of the key and value buffers this cache holds (preallocated slots included, and the spare buffer
+        of a beam search's :meth:`reorder`)."""
         if self._pairs is not None:
-            return self._pairs.nbytes
+            return self._pairs.nbytes + (0 if self._spare is None else self._spare.nbytes)
         return sum(t.nbytes for t in (self._keys, self._values) if t is not None)
 
     def key_mask(self, attn_mask: Tensor | None, length: int) -> Tensor | None:
