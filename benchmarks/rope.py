@@ -22,7 +22,9 @@ process's CPU time, which a shared machine disturbs less than wall time; ``--clo
 Targets (issue 31): nanoGPT / learned >= 1.0 (ours at least as fast), rope / learned <= 1.05 eager and <= 1.01
 compiled.
 
-Then the rotation alone (queries and keys of one layer, forward + backward) for the same three.
+Then the rotation alone (queries and keys of one layer, forward + backward) for the same three, and rope's
+twelve element-wise kernels bare (no autograd, tables looked up once): rope's cost over no rotation less the bare
+kernels is what it adds beyond its arithmetic.
 
 Target: rope / learned <= 1.05 per training step.
 
@@ -53,6 +55,7 @@ from nanogpt import NanoGPT
 
 from swapformer import build_causal_lm
 from swapformer.components.positional import RotaryPositionalEncoding
+from swapformer.components.positional.rope import _rotated
 
 VOCAB, D, LAYERS, HEADS, CONTEXT, BATCH = 65, 128, 4, 4, 64, 12
 TARGET, COMPILED_TARGET = 1.05, 1.01
@@ -132,6 +135,23 @@ def make_rotation(rotate: Callable | None) -> Callable[[], None]:
         if rotate is not None:
             q, k = rotate(q, k)
         torch.autograd.backward((q, k), (grad, grad))
+
+    return step
+
+
+def make_bare_rotation(rope: RotaryPositionalEncoding) -> Callable[[], None]:
+    """The kernels of ``rope``'s rotation alone: q and k rotated, then two gradients rotated back, as its forward
+    and backward run them, on tables looked up once, without autograd: ``rope``'s row less this one is what the
+    rotation costs beyond its arithmetic (the hook's lookups, the autograd node, the allocations)."""
+    g = torch.Generator().manual_seed(0)
+    shape = (BATCH, CONTEXT, HEADS, D // HEADS)
+    q, k, grad = (torch.randn(shape, generator=g).transpose(1, 2) for _ in range(3))
+    rope.rotate(q, k)  # grow the tables
+    cos, sin = rope._table(q, 0, CONTEXT)
+
+    def step() -> None:
+        _rotated(q, cos, sin, 1.0), _rotated(k, cos, sin, 1.0)
+        _rotated(grad, cos, sin, -1.0), _rotated(grad, cos, sin, -1.0)
 
     return step
 
@@ -255,13 +275,17 @@ def main() -> None:
         "no rotation": make_rotation(None),
         "rope": make_rotation(rope.rotate),
         "rope, Llama's formula": make_rotation(lambda q, k: llama_rotate(rope, q, k)),
+        "rope's kernels, bare": make_bare_rotation(rope),
     }
     results = time_interleaved(rotations, rounds=args.rounds, per_round=5 * args.steps, clock=clock)
     floor = results["no rotation"]
     print(f"\nrotation of one layer's q and k {(BATCH, HEADS, CONTEXT, D // HEADS)}, forward + backward")
     print(f"{'':24} {'us/call':>9} {'us over none':>13}")
     for name, seconds in results.items():
-        print(f"{name:24} {seconds * 1e6:9.1f} {(seconds - floor) * 1e6:13.1f}")
+        over = seconds if name == "rope's kernels, bare" else seconds - floor  # (no autograd: no floor)
+        print(f"{name:24} {seconds * 1e6:9.1f} {over * 1e6:13.1f}")
+    beyond = results["rope"] - floor - results["rope's kernels, bare"]
+    print(f"rope beyond its kernels (lookups, autograd node, allocations): {beyond * 1e6:.1f} us per layer")
 
 
 if __name__ == "__main__":
