@@ -217,6 +217,13 @@ CASES = [
         argv=lambda fx: _fit(fx, pack=True, path=_text(fx, "plain.txt", "to be or not to be\n" * 200)),
     ),
     Case(
+        id="pack-unknown-packing",
+        area="data",
+        mistake="`pack: first_fit` (not a packing this module has)",
+        expect=r"pack='first_fit' is not a packing; use pack: true \(best_fit.*pack: next_fit.*or pack: false",
+        argv=lambda fx: _fit(fx, pack="first_fit", path=_prepared(fx)),
+    ),
+    Case(
         id="pack-linear-kernel",
         area="data",
         mistake="`pack: true` (document masks on) for a model whose attention is `linear`",

@@ -74,7 +74,7 @@ def test_rows_hold_whole_documents_in_order_and_as_many_as_fit(seq_len: int) -> 
 
 
 def test_packed_batches_are_the_documents_with_their_ids(folder: Path) -> None:
-    data = make(folder)
+    data = make(folder, pack="next_fit")  # the rows of pack_rows (best_fit: test_data_packing_best_fit.py)
     data.setup("fit")
     eos, pad = data.tokenizer.eos_id, data.tokenizer.pad_id
     loader = data.train_dataloader()

@@ -6,7 +6,6 @@ import json
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -21,7 +20,7 @@ from swapformer.data.base_datamodule import (
 from swapformer.data.cache import cache_root, cached, digest, encode_chunked
 from swapformer.data.errors import DataError
 from swapformer.data.lm_datasets import ConsecutiveWindows, OffsetWindows, check_stream_length
-from swapformer.data.packing import PackedRows, pack_rows
+from swapformer.data.packing import PACKINGS, PackedRows, Packing, pack_documents
 from swapformer.data.samplers import EpochShuffleSampler, RandomOffsetSampler
 from swapformer.data.shards import PreparedDir, is_prepared, same_tokenizer
 from swapformer.data.streaming import StreamingSource, check_streaming_tokenizer
@@ -72,10 +71,12 @@ class CausalLMDataModule(TokenizedDataModule):
             tokenizer must be trained already (a file or folder, or ``byte``).
         text_column: With ``streaming``, the column holding a document's text.
         val_documents: With ``streaming``, the first rows of the source held out for validation.
-        pack: Rows of whole documents instead of windows (:mod:`swapformer.data.packing`): each row holds as many
-            whole documents (each ending with eos) as fit in ``seq_len`` tokens, then padding; an epoch visits
-            every training row once, in an order of ``(seed, epoch)``. Needs a prepared folder, whose documents
-            end with eos.
+        pack: Rows of whole documents instead of windows (:mod:`swapformer.data.packing`): each row holds whole
+            documents (each ending with eos) up to ``seq_len`` tokens, then padding; an epoch visits every
+            training row once, in an order of ``(seed, epoch)``. ``true`` or ``"best_fit"``: best-fit decreasing
+            over windows of the stream (~99% of the slots filled); ``"next_fit"``: rows cut from the stream in
+            order (each row one contiguous slice; ~85% filled by documents of 20-400 tokens in rows of 1024).
+            Needs a prepared folder, whose documents end with eos.
         document_mask: With ``pack``: give batches ``document_ids``, so that a token attends only within its
             document and positions restart at each document's start (Llama 3's practice). None = true with
             ``pack``.
@@ -112,7 +113,7 @@ class CausalLMDataModule(TokenizedDataModule):
         streaming: bool = False,
         text_column: str = "text",
         val_documents: int = 200,
-        pack: bool = False,
+        pack: bool | str = False,
         document_mask: bool | None = None,
     ) -> None:
         if streaming:
@@ -137,9 +138,9 @@ class CausalLMDataModule(TokenizedDataModule):
             check_int("train_samples_per_epoch", train_samples_per_epoch, minimum=batch_size, fix=fix)
         check_packing(pack, document_mask, prepared is not None, path, streaming=streaming)
         self.save_hyperparameters()
-        self.pack = pack
-        self.document_mask = pack if document_mask is None else document_mask
-        self._rows: dict[str, np.ndarray] = {}
+        self.pack = PACKINGS[0] if pack is True else pack  # False, or the name of a packing
+        self.document_mask = bool(pack) if document_mask is None else document_mask
+        self._rows: dict[str, Packing] = {}
         self.path = path
         self.seq_len = seq_len
         self.batch_size = batch_size
@@ -221,7 +222,7 @@ class CausalLMDataModule(TokenizedDataModule):
         if self.pack:
             eos = self.tokenizer.eos_id
             self._rows = {
-                split: pack_rows(stream, eos_id=eos, seq_len=self.seq_len)
+                split: pack_documents(stream, eos_id=eos, seq_len=self.seq_len, packing=self.pack)
                 for split, stream in (("train", train), ("val", val))
             }
         if self.num_train_samples(train) < self.batch_size:
@@ -347,15 +348,18 @@ class CausalLMDataModule(TokenizedDataModule):
 
 
 def check_packing(
-    pack: bool, document_mask: bool | None, prepared: bool, path: str | None, *, streaming: bool = False
+    pack: bool | str, document_mask: bool | None, prepared: bool, path: str | None, *, streaming: bool = False
 ) -> None:
     """Refuse ``document_mask`` without ``pack``, and ``pack`` of a stream or of a corpus without document ends.
 
     Raises:
         DataError: one line naming the value and the fix.
     """
-    if not isinstance(pack, bool):
-        raise DataError(f"pack={pack!r} must be true or false.")
+    if not isinstance(pack, bool) and pack not in PACKINGS:
+        raise DataError(
+            f"pack={pack!r} is not a packing; use pack: true (best_fit: the fullest rows), pack: next_fit "
+            "(rows cut from the corpus in order) or pack: false."
+        )
     if document_mask is not None and not isinstance(document_mask, bool):
         raise DataError(f"document_mask={document_mask!r} must be true, false or null (true with pack).")
     if document_mask and not pack:
