@@ -4,26 +4,33 @@ The corpus is instruction-like: documents of 20 to 400 tokens (uniform), each en
 model: 4 layers, 4 heads, d_model 128, d_ff 512, rope, pre-norm, vocabulary 256; one step = forward,
 cross-entropy over the labels asked, backward, fused AdamW.
 
-1. Document mask cost. The same packed rows of 1024 tokens (``swapformer.data.packing.pack_rows``), batch 4:
+1. Document mask cost. The same packed rows of 1024 tokens (``pack: true``: best-fit,
+   ``swapformer.data.packing.pack_best_fit``), batch 4:
    ``document mask`` passes the rows' ``document_ids`` (positions restarting per document; ``sdpa`` gets the
    documents as spans and attends each alone, :mod:`swapformer.components.attention.documents`) against
    ``no mask``, which passes nothing (the kernels' fused causal path: the cheapest peer). ``dense mask`` is the
    same model on the dense block-diagonal ``(N, 1, L, L)`` mask (the path before spans), for comparison.
    Target: document mask / no mask <= 1.10.
-2. Packing against padding, the same documents in one pass: ``packed`` = rows of 1024 (batch 4) with document
-   masks; ``padded`` = one document per row in corpus order, batches of 8 padded to their longest document, with
-   the padding mask. Both train on every real token of the corpus once; figure: real tokens per second.
+2. Packing against padding, the same documents in one pass: ``packed`` = best-fit rows of 1024 (batch 4) with
+   document masks; ``next_fit`` = the rows cut from the corpus in order (``pack: next_fit``), the same way;
+   ``padded`` = one document per row in corpus order, batches of 8 padded to their longest document, with the
+   padding mask. All train on every real token of the corpus once; figure: real tokens per second, beside the
+   share of each contender's slots that hold a real token (its fill).
    Target: packed / padded >= 1.5.
+3. Packing time: ``pack_rows`` (next-fit) and ``pack_best_fit`` over a corpus of ``--setup-documents`` documents
+   (what ``setup`` adds before training), CPU seconds.
 
 Timed in interleaved rounds (each contender in turn, so a change in the machine's load hits both alike) with the
-process's CPU time by default (``--clock wall`` for wall time); medians.
+process's CPU time by default (``--clock wall`` for wall time); medians. The machine's load average (1, 5 and 15
+minutes) is printed before and after each part.
 
-    python benchmarks/packing.py [--rounds 5] [--steps 3] [--documents 96] [--threads 2] [--part 1|2|both]
+    python benchmarks/packing.py [--rounds 5] [--steps 3] [--documents 96] [--threads 2] [--part 1|2|3|both]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable
 
@@ -32,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from swapformer import build_causal_lm
-from swapformer.data.packing import PackedRows, pack_rows
+from swapformer.data.packing import PackedRows, pack_best_fit, pack_documents, pack_rows
 
 VOCAB, EOS, PAD, IGNORE = 256, 2, 0, -100
 SEQ_LEN, PACKED_BATCH, PADDED_BATCH = 1024, 4, 8
@@ -54,10 +61,10 @@ def build() -> torch.nn.Module:
     return build_causal_lm({**sizes, "positional": "rope", "norm": "rmsnorm", "dropout": 0.0}).train()
 
 
-def packed_batches(tokens: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+def packed_batches(tokens: torch.Tensor, packing: str = "best_fit") -> list[dict[str, torch.Tensor]]:
     rows = PackedRows(
         tokens=tokens,
-        rows=pack_rows(tokens, eos_id=EOS, seq_len=SEQ_LEN),
+        rows=pack_documents(tokens, eos_id=EOS, seq_len=SEQ_LEN, packing=packing),
         seq_len=SEQ_LEN,
         eos_id=EOS,
         pad_id=PAD,
@@ -121,23 +128,45 @@ def main() -> None:
     parser.add_argument("--documents", type=int, default=96, help="documents of the corpus (part 2)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
-    parser.add_argument("--part", choices=("1", "2", "both"), default="both", help="which measure to run")
+    parser.add_argument(
+        "--part", choices=("1", "2", "3", "both"), default="both", help="which measure to run"
+    )
+    parser.add_argument(
+        "--setup-documents", type=int, default=200_000, help="documents of the corpus (part 3)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     tokens = corpus(args.documents)
-    packed, padded = packed_batches(tokens), padded_batches(tokens)
+    packed, next_fit = packed_batches(tokens), packed_batches(tokens, "next_fit")
+    padded = padded_batches(tokens)
     real = int(tokens.numel())
     print(
         f"{args.documents} documents of {SHORTEST}-{LONGEST} tokens ({real} tokens): {len(packed)} packed batches "
-        f"of {PACKED_BATCH} x {SEQ_LEN}, {len(padded)} padded batches of {PADDED_BATCH}; 4L 4H d=128 rope, "
-        f"{torch.get_num_threads()} threads, {args.clock} clock, medians of {args.rounds} interleaved rounds"
+        f"of {PACKED_BATCH} x {SEQ_LEN} ({len(next_fit)} next-fit), {len(padded)} padded batches of "
+        f"{PADDED_BATCH}; 4L 4H d=128 rope, {torch.get_num_threads()} threads, {args.clock} clock, medians of "
+        f"{args.rounds} interleaved rounds"
+    )
+    contenders = {"padded": padded, "next_fit": next_fit, "packed": packed}
+    print(
+        "fill (real tokens / slots): "
+        + ", ".join(f"{n} {real / slots(b):.3f}" for n, b in contenders.items())
     )
 
-    if args.part != "2":
+    if args.part in ("1", "both"):
         document_mask_cost(packed[0], args.rounds, args.steps, clock)
-    if args.part != "1":
-        packing_against_padding(packed, padded, real, args.rounds, clock)
+    if args.part in ("2", "both"):
+        packing_against_padding(contenders, real, args.rounds, clock)
+    if args.part in ("3", "both"):
+        packing_time(args.setup_documents)
+
+
+def load() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def slots(batches: list[dict[str, torch.Tensor]]) -> int:
+    return sum(b["input_ids"].numel() for b in batches)
 
 
 def document_mask_cost(batch: dict[str, torch.Tensor], rounds: int, per_round: int, clock: Callable) -> None:
@@ -147,8 +176,11 @@ def document_mask_cost(batch: dict[str, torch.Tensor], rounds: int, per_round: i
         "dense mask": make_step(dense(build()), use_documents=True, use_padding=False),
     }
     timed = {name: (lambda step=step: step(batch)) for name, step in steps.items()}
+    before = load()
     results = rope.time_interleaved(timed, rounds=rounds, per_round=per_round, warmup=2, clock=clock)
-    print(f"\n1. the same packed rows, batch {PACKED_BATCH} x {SEQ_LEN}: {'ms/step':>9}")
+    print(
+        f"\n1. the same packed rows, batch {PACKED_BATCH} x {SEQ_LEN} ({before}, after: {load()}): {'ms/step':>9}"
+    )
     for name, seconds in results.items():
         print(f"   {name:16} {seconds * 1e3:9.1f}")
     ratio = results["document mask"] / results["no mask"]
@@ -158,11 +190,11 @@ def document_mask_cost(batch: dict[str, torch.Tensor], rounds: int, per_round: i
 
 
 def packing_against_padding(
-    packed: list[dict], padded: list[dict], real: int, rounds: int, clock: Callable
+    contenders: dict[str, list[dict]], real: int, rounds: int, clock: Callable
 ) -> None:
     passes = {
-        "padded": (make_step(build(), use_documents=False, use_padding=True), padded),
-        "packed": (make_step(build(), use_documents=True, use_padding=False), packed),
+        name: (make_step(build(), use_documents=name != "padded", use_padding=name == "padded"), batches)
+        for name, batches in contenders.items()
     }
 
     def one_pass(step: Callable[[dict], None], batches: list[dict]) -> None:
@@ -170,14 +202,30 @@ def packing_against_padding(
             step(each)
 
     timed = {name: (lambda s=s, b=b: one_pass(s, b)) for name, (s, b) in passes.items()}
+    before = load()
     results = rope.time_interleaved(timed, rounds=rounds, per_round=1, warmup=1, clock=clock)
-    slots = {name: sum(b["input_ids"].numel() for b in batches) for name, (_, batches) in passes.items()}
-    print(f"\n2. one pass over the corpus ({real} real tokens): {'s/pass':>8} {'tokens/s':>9} {'slots':>7}")
+    print(f"\n2. one pass over the corpus ({real} real tokens; {before}, after: {load()}):")
+    print(f"   {'':8} {'s/pass':>8} {'tokens/s':>9} {'slots':>7} {'fill':>6}")
     for name, seconds in results.items():
-        print(f"   {name:8} {seconds:8.2f} {real / seconds:9.0f} {slots[name]:7d}")
+        used = slots(contenders[name])
+        print(f"   {name:8} {seconds:8.2f} {real / seconds:9.0f} {used:7d} {real / used:6.3f}")
     speedup = results["padded"] / results["packed"]
     verdict = "met" if speedup >= PACKING_TARGET else "NOT met"
     print(f"   packed / padded tokens per second: {speedup:.2f}x (target >= {PACKING_TARGET}: {verdict})")
+    print(f"   next_fit / padded: {results['padded'] / results['next_fit']:.2f}x (the packing before)")
+
+
+def packing_time(documents: int) -> None:
+    tokens = corpus(documents, seed=1)
+    times = {}
+    for name, pack in (("next_fit", pack_rows), ("best_fit", pack_best_fit)):
+        start = time.process_time()
+        pack(tokens, eos_id=EOS, seq_len=SEQ_LEN)
+        times[name] = time.process_time() - start
+    print(
+        f"\n3. packing {documents} documents ({tokens.numel()} tokens) into rows of {SEQ_LEN}, CPU seconds "
+        f"({load()}): " + ", ".join(f"{name} {seconds:.2f}" for name, seconds in times.items())
+    )
 
 
 if __name__ == "__main__":
