@@ -17,8 +17,8 @@ cross-entropy over the labels asked, backward, fused AdamW.
    padding mask. All train on every real token of the corpus once; figure: real tokens per second, beside the
    share of each contender's slots that hold a real token (its fill).
    Target: packed / padded >= 1.5.
-3. Packing time: ``pack_rows`` (next-fit) and ``pack_best_fit`` over a corpus of ``--setup-documents`` documents
-   (what ``setup`` adds before training), CPU seconds.
+3. Packing time and fill: ``pack_rows`` (next-fit) and ``pack_best_fit`` over a corpus of ``--setup-documents``
+   documents (what ``setup`` adds before training), CPU seconds, rows of 256 to 8192 tokens.
 
 Timed in interleaved rounds (each contender in turn, so a change in the machine's load hits both alike) with the
 process's CPU time by default (``--clock wall`` for wall time); medians. The machine's load average (1, 5 and 15
@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from swapformer import build_causal_lm
-from swapformer.data.packing import PackedRows, pack_best_fit, pack_documents, pack_rows
+from swapformer.data.packing import PackedRows, Packing, pack_best_fit, pack_documents, pack_rows
 
 VOCAB, EOS, PAD, IGNORE = 256, 2, 0, -100
 SEQ_LEN, PACKED_BATCH, PADDED_BATCH = 1024, 4, 8
@@ -217,15 +217,17 @@ def packing_against_padding(
 
 def packing_time(documents: int) -> None:
     tokens = corpus(documents, seed=1)
-    times = {}
-    for name, pack in (("next_fit", pack_rows), ("best_fit", pack_best_fit)):
+    print(f"\n3. packing {documents} documents ({tokens.numel()} tokens), CPU seconds and fill ({load()}):")
+    for seq_len in (256, 1024, 4096, 8192):
         start = time.process_time()
-        pack(tokens, eos_id=EOS, seq_len=SEQ_LEN)
-        times[name] = time.process_time() - start
-    print(
-        f"\n3. packing {documents} documents ({tokens.numel()} tokens) into rows of {SEQ_LEN}, CPU seconds "
-        f"({load()}): " + ", ".join(f"{name} {seconds:.2f}" for name, seconds in times.items())
-    )
+        slices = Packing.of_slices(pack_rows(tokens, eos_id=EOS, seq_len=seq_len))
+        middle = time.process_time()
+        best = pack_best_fit(tokens, eos_id=EOS, seq_len=seq_len)
+        end = time.process_time()
+        print(
+            f"   rows of {seq_len:5d}: next_fit {middle - start:.2f} s, fill {slices.fill(seq_len):.3f}; "
+            f"best_fit {end - middle:.2f} s, fill {best.fill(seq_len):.3f}"
+        )
 
 
 if __name__ == "__main__":
