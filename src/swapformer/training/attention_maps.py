@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import lightning.pytorch as pl
@@ -28,6 +27,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
 from swapformer.nn import MultiHeadAttention
+from swapformer.training.images import figure_to_array, log_images, new_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -103,12 +103,6 @@ def plot_attention(
     Returns:
         A ``matplotlib.figure.Figure`` (save it with ``fig.savefig(path)``).
     """
-    try:
-        from matplotlib.figure import Figure
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "drawing attention maps needs matplotlib: pip install matplotlib (or swapformer[docs])"
-        ) from err
     weights = weights.detach().float().cpu()
     if weights.dim() == 2:
         weights = weights[None]
@@ -121,7 +115,7 @@ def plot_attention(
     head_titles = list(head_titles) if head_titles is not None else [f"head {h}" for h in range(heads)]
     cell = 0.22  # inches per token, so labels stay legible at any length
     width = max(2.5, 0.8 + cell * source_length)
-    fig = Figure(figsize=(width * heads, max(2.2, 1.2 + cell * length)), layout="constrained")
+    fig = new_figure(figsize=(width * heads, max(2.2, 1.2 + cell * length)), layout="constrained")
     axes = fig.subplots(1, heads, squeeze=False)[0]
     for ax, panel, head_title in zip(axes, weights, head_titles):
         image = ax.imshow(panel.numpy(), cmap="viridis", vmin=0.0, vmax=1.0, aspect="equal")
@@ -137,16 +131,6 @@ def plot_attention(
 
 def _visible(token: str) -> str:
     return {" ": "␣", "\n": "↵", "\t": "⇥"}.get(token, token)
-
-
-def figure_to_array(fig: Figure) -> Any:
-    """An ``(H, W, 3)`` uint8 numpy image of ``fig`` (what loggers accept)."""
-    import numpy as np
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
 class AttentionMapLogger(Callback):
@@ -221,7 +205,7 @@ class AttentionMapLogger(Callback):
         if trainer.is_global_zero:
             self.logged = sorted(images)
             for logger in trainer.loggers:
-                _log_images(logger, images, step=trainer.global_step)
+                log_images(logger, images, step=trainer.global_step, folder="attention_maps")
 
     @torch.no_grad()
     def draw(self, pl_module: pl.LightningModule, batch: dict[str, Tensor]) -> dict[str, list[Any]]:
@@ -268,23 +252,3 @@ def _labels(ids: Tensor, tokenizer: Any) -> list[str]:
     if tokenizer is None:
         return [str(i) for i in ids.tolist()]
     return [tokenizer.decode([i], skip_special=False) for i in ids.tolist()]
-
-
-def _log_images(logger: Any, images: dict[str, list[Any]], *, step: int) -> None:
-    from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
-
-    for key, arrays in images.items():
-        if isinstance(logger, WandbLogger):
-            captions = [f"example {i}, step {step}" for i in range(len(arrays))]
-            logger.log_image(key=key, images=arrays, caption=captions, step=step)
-        elif isinstance(logger, TensorBoardLogger):
-            for i, array in enumerate(arrays):
-                logger.experiment.add_image(f"{key}/{i}", array, step, dataformats="HWC")
-        elif getattr(logger, "log_dir", None):
-            from PIL import Image
-
-            folder = Path(logger.log_dir) / "attention_maps"
-            folder.mkdir(parents=True, exist_ok=True)
-            for i, array in enumerate(arrays):
-                name = key.removeprefix("attention/").replace("/", "_")
-                Image.fromarray(array).save(folder / f"step{step}-{name}-{i}.png")
