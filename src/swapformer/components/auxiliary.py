@@ -10,6 +10,8 @@
 A member may also keep state that an optimizer step ends (an MoE's per-expert load counts): its
 ``after_optimizer_step(reduce)`` runs after every optimizer step (:func:`after_optimizer_step`), gets ``reduce``
 (the sum over processes) and returns statistics to log (``{"moe_imbalance": ...}``), averaged by name over members.
+A member that routes tokens to experts keeps their loads over those steps too, until :func:`take_expert_loads`
+takes them (the expert-load picture).
 
 The losses leave the layer as its outputs, in the same call that made them, so whatever wraps the layer
 (activation checkpointing, ``torch.compile``, FSDP2's hooks, gradient accumulation) treats them as it treats the
@@ -76,3 +78,20 @@ def after_optimizer_step(
             for name, value in hook(member, reduce).items():
                 reported.setdefault(name, []).append(value)
     return {name: torch.stack(values).mean() for name, values in reported.items()}
+
+
+def take_expert_loads(module: nn.Module) -> dict[str, Tensor]:
+    """The per-expert token counts ``(E,)`` of every member inside ``module`` that keeps them (its
+    ``take_running_load()``: an MoE's loads since they were last taken, summed over processes), by the member's
+    name in ``module``, in module order; each member starts counting again."""
+    loads: dict[str, Tensor] = {}
+    for name, member in module.named_modules():
+        take = getattr(type(member), "take_running_load", None)
+        if callable(take):
+            loads[name] = take(member)
+    return loads
+
+
+def keeps_expert_loads(module: nn.Module) -> bool:
+    """Whether a member inside ``module`` keeps per-expert loads for :func:`take_expert_loads` (an MoE)."""
+    return any(callable(getattr(type(m), "take_running_load", None)) for m in module.modules())

@@ -24,7 +24,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from swapformer.compat import document_mask_problem
-from swapformer.components.auxiliary import after_optimizer_step
+from swapformer.components.auxiliary import after_optimizer_step, keeps_expert_loads
 from swapformer.config import COMPONENT_KEYS, MODEL_KEYS, ModelConfig
 from swapformer.data.base_datamodule import load_tokenizer
 from swapformer.data.tokenizers import Tokenizer
@@ -44,6 +44,7 @@ from swapformer.training.checkpoints import (
     read_checkpoint,
 )
 from swapformer.training.compiling import CompileReport, compile_blocker
+from swapformer.training.expert_load import ExpertLoadLogger
 from swapformer.training.fit_end import SaveLastAtEnd, ValidateAtEnd
 from swapformer.training.guards import nonfinite, nonfinite_loss_error
 from swapformer.training.optim import fused_adamw_supported, mixes_dtensors, param_groups, schedule_fn
@@ -365,7 +366,9 @@ class SwapformerModule(pl.LightningModule):
         """Add :class:`~swapformer.training.signals.SaveOnSignal` (a checkpoint on SIGTERM / SIGINT) and
         :class:`~swapformer.training.fit_end.SaveLastAtEnd` (``last.ckpt`` holds the final step),
         :class:`~swapformer.training.fit_end.ValidateAtEnd` (validation and samples at the final step),
-        :class:`~swapformer.training.compiling.CompileReport` with ``compile``, and put
+        :class:`~swapformer.training.compiling.CompileReport` with ``compile``,
+        :class:`~swapformer.training.ExpertLoadLogger` to a model with an MoE layer (unless ``expert_load_every``
+        is 0), and put
         :class:`~swapformer.training.ProgressBar` (plain lines in log files) in place of Lightning's default rich
         bar; a bar the recipe chose, or none, is left alone."""
         # SIGTERM / SIGINT save last.ckpt and end the run; a run that ends is validated at its final step, which
@@ -375,6 +378,12 @@ class SwapformerModule(pl.LightningModule):
             callbacks.append(CompileReport())
         if type(self.trainer.progress_bar_callback) is RichProgressBar:
             callbacks.append(ProgressBar())
+        # a picture of each MoE layer's expert load; one the recipe added itself is left alone
+        every = self.hparams.get("expert_load_every")
+        added = any(isinstance(c, ExpertLoadLogger) for c in self.trainer.callbacks)
+        logs = self.trainer.loggers and not self.trainer.fast_dev_run  # fast_dev_run's logger writes nothing
+        if every != 0 and logs and not added and keeps_expert_loads(self.model):
+            callbacks.append(ExpertLoadLogger(every_n_steps=every))
         return callbacks
 
     # ---- scale out -------------------------------------------------------------------------------------

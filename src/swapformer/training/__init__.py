@@ -7,6 +7,7 @@ and :mod:`swapformer.tasks` do.
 from swapformer.training.attention_maps import AttentionMapLogger
 from swapformer.training.callbacks import SampleCallback, TokenThroughput
 from swapformer.training.checkpoint_io import AtomicCheckpointIO
+from swapformer.training.expert_load import ExpertLoadLogger
 from swapformer.training.optim import SCHEDULES, inverse_sqrt, param_groups, warmup_cosine
 from swapformer.training.progress import ProgressBar
 from swapformer.training.signals import SaveOnSignal
@@ -22,6 +23,7 @@ __all__ = [
     "AtomicCheckpointIO",
     "AttentionMapLogger",
     "BlockFSDPStrategy",
+    "ExpertLoadLogger",
     "FSDP2Strategy",
     "ProgressBar",
     "SampleCallback",

@@ -35,6 +35,7 @@ def training_options(
     meta_init: bool = False,
     init_from: str | None = None,
     nonfinite_loss: NonfiniteAction = "stop",
+    expert_load_every: int | None = None,
 ) -> dict[str, Any]:
     """The training options every task module takes (a module may change their defaults), checked.
 
@@ -71,6 +72,9 @@ def training_options(
             :mod:`swapformer.training.guards`): ``stop`` the run with an error naming the step (every checkpoint
             stays finite), ``skip`` the batch (no backward, no optimizer step; the count is printed at the end),
             or ``ignore`` it (no check, no host sync per step).
+        expert_load_every: optimizer steps between pictures of each MoE layer's expert load, logged as
+            ``train/moe_expert_load`` (:class:`~swapformer.training.ExpertLoadLogger`, added when the model has an
+            MoE layer and the trainer a logger); None = 10 x the trainer's ``log_every_n_steps``; 0 = no picture.
     """
     options = dict(locals())  # the arguments only: taken before any local of the checks below
     if schedule not in SCHEDULES:
@@ -105,6 +109,12 @@ def training_options(
                 global_batch_tokens,
                 "a whole number >= 1, or null",
                 global_batch_tokens is None or global_batch_tokens >= 1,
+            ),
+            (
+                "expert_load_every",
+                expert_load_every,
+                "a whole number >= 0 (0: no expert-load picture), or null (10 x log_every_n_steps)",
+                expert_load_every is None or expert_load_every >= 0,
             ),
         )
         if not ok

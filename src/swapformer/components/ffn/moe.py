@@ -188,6 +188,9 @@ class MixtureOfExperts(AddsLosses):
         # the last optimizer step: state, not parameters
         self.register_buffer("selection_bias", torch.zeros(experts))
         self.register_buffer("load", torch.zeros(experts))
+        # the loads of the optimizer steps since take_running_load last took them (the expert-load picture):
+        # added to on the device each step, read every few hundred; not in checkpoints
+        self.register_buffer("running_load", torch.zeros(experts), persistent=False)
         # under tensor parallelism, the experts this rank holds (ExpertParallel sets it); None: all of them
         self.expert_group: Any = None
         nn.init.normal_(self.gate_up_proj, std=0.02)
@@ -384,10 +387,12 @@ class MixtureOfExperts(AddsLosses):
     @torch.no_grad()
     def after_optimizer_step(self, reduce: Callable[[Tensor], Tensor] | None = None) -> dict[str, Tensor]:
         """What an optimizer step ends: the loads counted since the last one, summed over processes by
-        ``reduce``, nudge the selection bias (when ``balance_rate``) and are reset. Returns
+        ``reduce``, nudge the selection bias (when ``balance_rate``), are added to :meth:`take_running_load`'s
+        counts and are reset. Returns
         ``{"moe_imbalance": busiest expert's load / the even load}`` (empty when no token was routed)."""
         load = self.load.clone() if reduce is None else reduce(self.load.clone())
         self.load.zero_()
+        self.running_load += load
         total = load.sum()
         if not total:
             return {}
@@ -395,3 +400,12 @@ class MixtureOfExperts(AddsLosses):
         if self.balance_rate:
             self.selection_bias += self.balance_rate * torch.sign(mean - load)
         return {"moe_imbalance": load.max() / mean}
+
+    @torch.no_grad()
+    def take_running_load(self) -> Tensor:
+        """The tokens each expert received, ``(E,)``, over the optimizer steps since this was last called (the
+        loads behind ``moe_imbalance``, summed over processes), and start counting again from zero. The
+        :class:`~swapformer.training.ExpertLoadLogger` draws them."""
+        load = self.running_load.clone()
+        self.running_load.zero_()
+        return load
