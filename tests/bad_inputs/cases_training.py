@@ -110,6 +110,13 @@ CASES = [
         argv=lambda fx: ["fit", "--config", fx.recipe(), *DIVERGING],
     ),
     Case(
+        id="expert-load-every-negative",
+        area="training",
+        mistake="a negative period for the MoE expert-load picture (`--model.init_args.expert_load_every -1`)",
+        expect=r"model\.init_args\.expert_load_every=-1 must be a whole number >= 0 \(0: no expert-load picture\)",
+        argv=lambda fx: ["fit", "--config", fx.recipe(), "--model.init_args.expert_load_every", "-1"],
+    ),
+    Case(
         id="sigterm-mid-run",
         area="training",
         mistake="SIGTERM (preemption, `scancel`, `kill`) during a run",
