@@ -11,12 +11,14 @@ import sys
 from pathlib import Path
 
 import lightning.pytorch as pl
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 import yaml
 from lightning_testlib import RECIPES
 from penalized_member import NAME, registered
+from PIL import Image
 from torch.utils.data import DataLoader
 
 from swapformer import build_causal_lm, build_masked_lm, build_seq2seq
@@ -296,3 +298,11 @@ def test_two_processes_train_the_moe_as_one_does(tmp_path, strategy):
         assert len(single) == len(two) == 3, name
         if name != "train/moe_z_loss":  # each process logs its own micro-batch's: only the count compares
             assert single == pytest.approx(two, rel=1e-5), name
+    # the expert-load picture of the fit's end (its default period is 10 steps): the loads of both processes,
+    # summed, draw the one process's picture pixel for pixel
+    pictures = [
+        np.asarray(Image.open(path))
+        for root in (tmp_path / "single", tmp_path / strategy)
+        for path in root.glob("lightning_logs/version_*/moe_expert_load/step3-moe_expert_load-0.png")
+    ]
+    assert len(pictures) == 2 and np.array_equal(*pictures)
