@@ -49,6 +49,60 @@ def test_its_backward_is_the_derivative():
     assert torch.autograd.gradcheck(RMSNormFunction.apply, (x, weight.detach(), 1e-6))
 
 
+@pytest.mark.parametrize(
+    "layout, kept",
+    [
+        (lambda x: x.transpose(1, 2), True),  # q and k as attention hands them over: rows in memory order
+        (lambda x: x, True),  # contiguous
+        (lambda x: x[..., :4], False),  # rows that no order of the dims makes contiguous: copied first
+        (lambda x: x[:1, :, :1].expand(2, 5, 3, 8), False),  # broadcast rows: copied first
+        (lambda x: x.transpose(-1, -2), False),  # the normalized dim not the innermost: copied first
+    ],
+    ids=["heads", "contiguous", "sliced", "expanded", "strided-last"],
+)
+def test_every_layout_gives_the_reference_and_an_output_laid_out_as_its_input(layout, kept):
+    torch.manual_seed(0)
+    ours_leaf, reference_leaf = _heads(4), _heads(4)
+    x, y = layout(ours_leaf), layout(reference_leaf)
+    width = x.size(-1)
+    ours = family("norm").build({"name": "rmsnorm", "eps": 1e-6}, d_model=width)
+    reference = nn.RMSNorm(width, eps=1e-6)
+    with torch.no_grad():
+        ours.weight.normal_(generator=torch.Generator().manual_seed(1))
+        reference.weight.copy_(ours.weight)
+    out, expected = ours(x), reference(y)
+    assert out.grad_fn.name() == "RMSNormFunctionBackward"
+    assert torch.equal(out, expected)
+    # the rows where x has them (what reads them next reads them as it would x), else contiguous
+    assert out.stride() == (x.stride() if kept else out.contiguous().stride())
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(5))
+    out.mul_(2.0).backward(grad)  # the output is no view: changing it in place is allowed
+    expected.mul(2.0).backward(grad)
+    torch.testing.assert_close(ours_leaf.grad, reference_leaf.grad)
+    torch.testing.assert_close(ours.weight.grad, reference.weight.grad)
+
+
+def test_the_heads_are_normalized_where_they_lie_without_a_copy():
+    # q and k as attention hands them over, (N, H, L, E) viewed from (N, L, H, E): no copy either way
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.append(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    x = _heads(6).transpose(1, 2)
+    weight = torch.randn(8, requires_grad=True)
+    with Ops() as ops:
+        RMSNormFunction.apply(x, weight, 1e-6).backward(torch.randn(2, 5, 3, 8).transpose(1, 2))
+    copies = [name for name in ops.names if name in ("clone", "copy_", "contiguous", "_to_copy")]
+    assert copies == [] and "mv" in ops.names, ops.names
+
+
 def test_without_gradients_or_in_another_dtype_torch_runs():
     norm = family("norm").build("rmsnorm", d_model=8)
     x = torch.randn(2, 4, 8)
