@@ -125,7 +125,7 @@ class UnitOffsetRMSNorm(nn.Module):
 
 
 class RMSNormFunction(torch.autograd.Function):
-    """``x * rsqrt(mean(x^2) + eps) * w`` over the last dim, with a hand-written backward: about a quarter of the
+    """``x * rsqrt(mean(x^2) + eps) * w`` over the last dim, with a hand-written backward: under a third of the
     CPU time of ``rms_norm``, whose CPU form is a composite of about eight operators each way (on q and k of
     every layer, a q/k norm paid +10% on a training step of the main job's shape).
 
