@@ -172,19 +172,27 @@ def test_a_token_output_does_not_depend_on_the_batch():
     torch.testing.assert_close(ours(other)[0], together[0], rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("expert_bias", [False, True])
-def test_without_gradients_only_the_chosen_experts_run_and_give_the_same_outputs(expert_bias, monkeypatch):
-    # decoding skips the experts no token chose (with gradients every expert runs, for DDP and FSDP2)
-    ours = _ours(expert_bias=expert_bias)
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"expert_bias": True}, {"expert": "clamped_swiglu", "expert_bias": True}, {"expert": "gelu"},
+     {"shared_experts": 1}],
+)  # fmt: skip
+def test_without_gradients_only_the_chosen_experts_run_and_give_the_same_outputs(options, monkeypatch):
+    # decoding skips the experts no token chose (with gradients every expert runs, for DDP and FSDP2); one token
+    # (a decoding step at batch 1) runs its K experts directly, without the batch's sorting and gathering back
+    ours = _ours(**options)
     _randomize(ours)
     x = _tokens(1, 1)  # one token: K of the E experts
-    expected = ours(x)
+    expected = ours(x)  # with gradients: the batch's path
     calls = []
     linear = F.linear
     monkeypatch.setattr(F, "linear", lambda *args: calls.append(args[1].shape) or linear(*args))
+    monkeypatch.setattr(ours, "run_experts", lambda *args: pytest.fail("one token took the batch's path"))
     with torch.no_grad():
         assert torch.equal(ours(x), expected)
-    assert len(calls) == 1 + 3 * K  # the router, then gate, up and down of each chosen expert
+    per_expert = 2 if options.get("expert") == "gelu" else 3  # gate (and up) and down of each chosen expert
+    shared = 3 if options.get("shared_experts") else 0
+    assert len(calls) == 1 + per_expert * K + shared  # and the router
 
 
 def test_outputs_and_gradients_are_bitwise_deterministic():
