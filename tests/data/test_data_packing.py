@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from data_testlib import assert_resume_continues
 from tests.conftest import play_text
 
 from swapformer.data import CausalLMDataModule, DataError
@@ -123,17 +124,7 @@ def test_resume_mid_epoch_continues_with_the_same_packed_batches(folder: Path) -
         made.sampler.set_epoch(3)
         return made
 
-    straight = [b["input_ids"] for b in loader()]
-    first, seen = loader(), []
-    for batch in first:
-        seen.append(batch["input_ids"])
-        if len(seen) == 3:
-            break
-    again = loader()
-    again.load_state_dict(first.state_dict())
-    rest = [b["input_ids"] for b in again]
-    assert len(seen) + len(rest) == len(straight)
-    assert all(torch.equal(a, b) for a, b in zip(seen + rest, straight, strict=True))
+    assert_resume_continues(loader)
 
 
 def test_bad_packing_options_are_named(folder: Path, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from data_testlib import assert_resume_continues
 from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 from tests.conftest import play_text
 
@@ -223,14 +224,4 @@ def test_resume_mid_epoch_continues_with_the_same_best_fit_batches(folder: Path)
         made.sampler.set_epoch(2)
         return made
 
-    straight = [b["input_ids"] for b in loader()]
-    first, seen = loader(), []
-    for batch in first:
-        seen.append(batch["input_ids"])
-        if len(seen) == 3:
-            break
-    again = loader()
-    again.load_state_dict(first.state_dict())
-    rest = [b["input_ids"] for b in again]
-    assert len(seen) + len(rest) == len(straight)
-    assert all(torch.equal(a, b) for a, b in zip(seen + rest, straight, strict=True))
+    assert_resume_continues(loader)
