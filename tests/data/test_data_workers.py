@@ -103,3 +103,27 @@ def test_a_ddp_spawn_rank_forks_the_workers_of_its_windows(corpus: Path, tmp_pat
         record = json.loads((tmp_path / f"rank-{rank}.json").read_text())
         # spawn is the rank's default, so the forks are the data module's choice; both workers seen, both forked
         assert record == {"default": "spawn", "forked": [True, True]}, rank
+
+
+@pytest.mark.parametrize("platform", [sys.platform, "darwin"])
+def test_prepare_starts_its_tokenizing_pool_by_the_loaders_rule(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, platform: str
+) -> None:
+    """`swapformer prepare --workers N` forks its pool where the DataLoader workers fork, and takes the process's
+    default on macOS (where forked children crash in system libraries), by the one rule of ``data.workers``."""
+    from swapformer.data import prepare as preparing
+    from swapformer.data.workers import worker_start_method
+
+    asked: list[str | None] = []
+    real = multiprocessing.get_context
+
+    def get_context(method: str | None = None):
+        asked.append(method)
+        return real(method)
+
+    monkeypatch.setattr(sys, "platform", platform)
+    monkeypatch.setattr(preparing.multiprocessing, "get_context", get_context)
+    meta = preparing.prepare(str(corpus), tokenizer="char", out=tmp_path / "out", workers=2, val_fraction=0.1)
+    assert asked == [worker_start_method(2)]
+    assert asked == ([None] if platform == "darwin" else ["fork"])
+    assert meta["documents"]["train"] > 0

@@ -35,6 +35,7 @@ from swapformer.data.errors import DataError
 from swapformer.data.shards import DTYPES, META, SPLITS, TOKENIZER_FILE, ShardWriter, dtype_for, read_meta
 from swapformer.data.sources import Source, open_source
 from swapformer.data.tokenizer_base import Tokenizer
+from swapformer.data.workers import worker_start_method
 
 __all__ = ["SHARD_TOKENS", "UNIT_CHARS", "prepare", "tokenizer_from_spec"]
 
@@ -364,9 +365,9 @@ def _encoded(
     # one thread per worker (the tokenizers library's threads would share the same cores), and the library
     # warns of, then turns off, threads in a process forked after it used them
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # fork where there is one: a spawned worker would import torch and Lightning first (seconds)
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    context = multiprocessing.get_context(method)
+    # the loaders' rule: fork where it is safe (a spawned worker would import torch and Lightning first, seconds),
+    # the process's default on macOS, where forked children crash in system libraries
+    context = multiprocessing.get_context(worker_start_method(workers))
     with context.Pool(workers, initializer=_start_worker, initargs=(tokenizer.to_dict(), dtype)) as pool:
         pending: collections.deque = collections.deque()
         for unit in units:  # a bounded queue: Pool.imap would read the whole corpus ahead
