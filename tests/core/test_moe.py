@@ -237,7 +237,20 @@ def test_loss_free_balancing_moves_the_selection_bias_by_the_sign_of_the_load_er
     torch.testing.assert_close(stats["moe_imbalance"], load.max() / load.mean())
     torch.testing.assert_close(ours.selection_bias, 0.1 * torch.sign(load.mean() - load))
     assert not ours.load.any()  # counting starts again
-    assert after_optimizer_step(ours) == {}  # nothing routed since
+    bias = ours.selection_bias.clone()
+    stats = after_optimizer_step(ours)  # nothing routed since: every load alike, the bias stays
+    assert stats["moe_imbalance"].item() == 1.0
+    assert torch.equal(ours.selection_bias, bias)
+
+
+def test_the_end_of_an_optimizer_step_never_waits_for_the_device():
+    """On a meta device any host sync (``bool(tensor)``, ``.item()``) raises: after_optimizer_step runs there,
+    so on a GPU it queues its work behind the step's without a sync per MoE layer per step."""
+    with torch.device("meta"):
+        ours = _ours(balance_rate=0.1)
+    ours.load.fill_(1)
+    stats = after_optimizer_step(ours, reduce=lambda t: t * 2)
+    assert stats["moe_imbalance"].is_meta and ours.selection_bias.is_meta
 
 
 def test_eval_forward_counts_no_load():

@@ -412,18 +412,18 @@ class MixtureOfExperts(AddsLosses):
     def after_optimizer_step(self, reduce: Callable[[Tensor], Tensor] | None = None) -> dict[str, Tensor]:
         """What an optimizer step ends: the loads counted since the last one, summed over processes by
         ``reduce``, nudge the selection bias (when ``balance_rate``), are added to :meth:`take_running_load`'s
-        counts and are reset. Returns
-        ``{"moe_imbalance": busiest expert's load / the even load}`` (empty when no token was routed)."""
+        counts and are reset. Returns ``{"moe_imbalance": busiest expert's load / the even load}``, 1 when no
+        token was routed (every load alike). No host sync: all of it stays on the device, step after step."""
         load = self.load.clone() if reduce is None else reduce(self.load.clone())
         self.load.zero_()
         self.running_load += load
-        total = load.sum()
-        if not total:
-            return {}
-        mean = total / self.num_experts
-        if self.balance_rate:
+        mean = load.sum() / self.num_experts
+        if self.balance_rate:  # sign(0) = 0: loads of nothing routed leave the bias alone
             self.selection_bias += self.balance_rate * torch.sign(mean - load)
-        return {"moe_imbalance": load.max() / mean}
+        imbalance = torch.where(
+            mean > 0, load.max() / mean, torch.ones_like(mean)
+        )  # 0 / 0 where nothing came
+        return {"moe_imbalance": imbalance}
 
     @torch.no_grad()
     def take_running_load(self) -> Tensor:
