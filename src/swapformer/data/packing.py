@@ -35,11 +35,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from swapformer.data.errors import DataError
+
 __all__ = [
     "BEST_FIT_WINDOW",
     "PACKINGS",
     "PackedRows",
     "Packing",
+    "check_packing",
     "pack_best_fit",
     "pack_documents",
     "pack_rows",
@@ -270,3 +273,35 @@ class PackedRows(Dataset):
         if self.document_ids:
             item["document_ids"] = documents
         return item
+
+
+def check_packing(
+    pack: bool | str, document_mask: bool | None, prepared: bool, path: str | None, *, streaming: bool = False
+) -> None:
+    """Refuse ``document_mask`` without ``pack``, and ``pack`` of a stream or of a corpus without document ends.
+
+    Raises:
+        DataError: one line naming the value and the fix.
+    """
+    if not isinstance(pack, bool) and pack not in PACKINGS:
+        raise DataError(
+            f"pack={pack!r} is not a packing; use pack: true (best_fit: the fullest rows), pack: next_fit "
+            "(rows cut from the corpus in order) or pack: false."
+        )
+    if document_mask is not None and not isinstance(document_mask, bool):
+        raise DataError(f"document_mask={document_mask!r} must be true, false or null (true with pack).")
+    if document_mask and not pack:
+        raise DataError(
+            "document_mask: true needs pack: true (document masks separate the documents of packed rows); "
+            "add pack: true, or drop document_mask."
+        )
+    if pack and streaming:
+        raise DataError(
+            "pack: true with streaming: true is not supported: packing reads a prepared folder's documents; "
+            "drop pack to stream windows, or run swapformer prepare and pack the prepared folder."
+        )
+    if pack and not prepared:
+        raise DataError(
+            f"pack: true needs a corpus of documents, but data.path={path} is plain text without document ends; "
+            "run swapformer prepare on it and give the prepared folder (every document ends with eos)."
+        )
