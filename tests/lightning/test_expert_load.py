@@ -3,6 +3,8 @@ fit logs the picture to W&B (offline), TensorBoard or PNG files, and none for a 
 
 from __future__ import annotations
 
+import io
+
 import lightning.pytorch as pl
 import pytest
 import torch
@@ -169,3 +171,37 @@ def test_print_config_shows_the_period_a_recipe_sets(tmp_path, monkeypatch, caps
     with pytest.raises(SystemExit):
         main(["fit", "--config", recipe, "--model.init_args.expert_load_every", "50", "--print_config"])
     assert yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]["expert_load_every"] == 50
+
+
+def test_tensorboard_logger_gets_each_picture_as_an_image_of_its_step(tmp_path):
+    """The TensorBoard path of ``log_images``: each picture is an image summary under the key, at its step, whose
+    PNG is the picture the CSV logger writes for the same fit (seeded alike), pixel for pixel."""
+    # not in the dev extra: installed, tensorboard becomes Lightning's default logger in place of the CSV logger
+    # that other tests read; this test runs where a user has it
+    pytest.importorskip("tensorboard", reason="tensorboard is not installed (not a dependency, nor in dev)")
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from PIL import Image
+    from tensorboard.backend.event_processing.event_accumulator import IMAGES, EventAccumulator
+
+    logger = TensorBoardLogger(tmp_path / "tb", name="logs")
+    trainer = _fit(tmp_path / "tb", logger, layers=MOE_PATTERN, expert_load_every=2)
+    logger.experiment.flush()
+    assert _pictures(trainer) == [2, 4, 5]
+    events = EventAccumulator(logger.log_dir, size_guidance={IMAGES: 0}).Reload()
+    images = events.Images(f"{KEY}/0")
+    assert [image.step for image in images] == [2, 4, 5]
+    _fit(tmp_path / "csv", CSVLogger(tmp_path / "csv", name="logs"), layers=MOE_PATTERN, expert_load_every=2)
+    for image in images:
+        png = (
+            tmp_path
+            / "csv"
+            / "logs"
+            / "version_0"
+            / "moe_expert_load"
+            / f"step{image.step}-moe_expert_load-0.png"
+        )
+        with Image.open(png) as written:
+            expected = written.convert("RGB").tobytes()
+            assert (image.width, image.height) == written.size
+        with Image.open(io.BytesIO(image.encoded_image_string)) as logged:
+            assert logged.convert("RGB").tobytes() == expected
