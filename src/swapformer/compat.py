@@ -98,6 +98,30 @@ def document_mask_problem(config: Any) -> str | None:
     return None
 
 
+def training_problem(config: Any, device_type: str) -> str | None:
+    """Why a model of ``config`` cannot be trained on a ``device_type`` device (``cpu``, ``cuda``): one sentence
+    naming the kernel and the fix, or None. A kernel declaring ``cpu_backward=False`` has no backward on CPU
+    (``flex``); one declaring ``attention_dropout=False`` cannot apply the model's ``dropout`` to its weights."""
+    specs = [
+        ("attention", config.attention),
+        *((f"{w}.attention", s.attention) for w, s in distinct_layers(config)),
+    ]
+    for where, spec in specs:
+        kernel = split_spec(spec, where="attention")[0]
+        declared = capabilities("attention", kernel)
+        if device_type == "cpu" and not declared.cpu_backward:
+            return (
+                f"{where} '{kernel}' cannot train on CPU (torch has no FlexAttention backward there); train with "
+                "attention sdpa (the same numbers), or on a GPU; evaluate and generate run on CPU"
+            )
+        if config.dropout > 0 and not declared.attention_dropout:
+            return (
+                f"{where} '{kernel}' has no dropout on the attention weights but the model has dropout="
+                f"{config.dropout:g}; set model dropout: 0.0, or train with attention sdpa"
+            )
+    return None
+
+
 def document_spans(config: Any) -> bool:
     """Whether a model of ``config`` may hand packed rows' documents to its kernels as spans (every kernel, the
     layers' too, declares ``document_spans`` and no positional member adds a score bias, which needs the dense

@@ -110,6 +110,11 @@ class Capabilities:
             mask and computes no score across documents (``sdpa``: one fused call per group of documents). A model
             hands spans to its kernels when every layer's kernel declares it and no positional member adds a
             score bias; the dense mask otherwise.
+        cpu_backward: kernels only: its backward runs on CPU; a kernel declaring False (``flex``: torch has no
+            FlexAttention backward on CPU) is refused when a fit runs on CPU, and ``swapformer check`` (a CPU run)
+            skips its gradient checks, saying why.
+        attention_dropout: kernels only: applies ``dropout_p`` to the attention weights; a kernel declaring False
+            is refused when a fit trains a model with ``dropout > 0``.
         relative: positional only: attention scores depend on positions only through their differences, so
             ``swapformer check`` requires them unchanged when every position shifts by the same amount.
             These two, ``soft_cap``, ``sinks`` and ``document_spans`` are not inherited: a subclass that computes
@@ -130,6 +135,8 @@ class Capabilities:
     layer: bool = False
     document_mask: bool = True
     document_spans: bool = False
+    cpu_backward: bool = True
+    attention_dropout: bool = True
     relative: bool = False
     notes: str = ""
 

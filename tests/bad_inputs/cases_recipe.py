@@ -171,6 +171,13 @@ CASES = [
         argv=lambda fx: _fit(fx, model={"loss_impl": "liger"}),
     ),
     Case(
+        id="flex-training-on-cpu",
+        area="recipe",
+        mistake="`attention: flex` in a recipe that trains on CPU (torch has no FlexAttention backward there)",
+        expect=r"attention 'flex' cannot train on CPU .*train with attention sdpa",
+        argv=lambda fx: _fit(fx, model={"attention": "flex", "dropout": 0.0}),
+    ),
+    Case(
         id="seq-len-beyond-learned-table",
         area="recipe",
         mistake="`positional: learned, max_seq_len: 32` with data `seq_len: 64` (found only once training "

@@ -45,7 +45,7 @@ def test_rows_cover_every_pair_and_refuse_exactly_score_biases_on_kernels_withou
 def test_a_refused_pair_fails_at_config_time_naming_both_and_the_alternatives(positional):
     expected = (
         rf"positional '{positional}' adds a score bias, which attention 'linear' cannot apply .*"
-        rf"use attention 'math', 'mla', 'sdpa' or 'sliding_window' with '{positional}', or keep 'linear' with "
+        rf"use attention 'flex', 'math', 'mla', 'sdpa' or 'sliding_window' with '{positional}', or keep 'linear' with "
         r"positional 'learned', 'none', 'nope', 'rope' or 'sinusoidal'"
     )
     with pytest.raises(ConfigError, match=expected):

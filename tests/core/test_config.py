@@ -34,7 +34,7 @@ def test_all_problems_are_reported_at_once():
         ({"num_heads": 8, "num_kv_heads": 3}, r"num_heads=8 is not divisible by num_kv_heads=3"),
         (
             {"attention": "flash"},
-            r"attention: unknown attention 'flash' \(did you mean 'mla'\?\); available: linear, math, mla, sdpa, sliding_window",
+            r"attention: unknown attention 'flash' \(did you mean 'mla'\?\); available: flex, linear, math, mla, sdpa, sliding_window",
         ),
         ({"ffn": "swigul"}, r"unknown ffn 'swigul' \(did you mean 'swiglu'\?\)"),
         ({"placement": "prenorm"}, r"unknown placement 'prenorm' \(did you mean 'pre'\?\)"),

@@ -59,8 +59,13 @@ def _id(spec: Any) -> str:
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("positional", _positional_specs(), ids=_id)
-def test_a_packed_row_gives_each_document_its_logits_alone(kind: str, positional: Any) -> None:
-    _expect_documents_alone(_model(kind, positional=positional))
+@pytest.mark.parametrize(
+    "attention", ["sdpa", "flex"]
+)  # documents as spans: sdpa's groups, flex's block mask
+def test_a_packed_row_gives_each_document_its_logits_alone(
+    kind: str, positional: Any, attention: str
+) -> None:
+    _expect_documents_alone(_model(kind, positional=positional, attention=attention))
 
 
 DOCUMENT_KERNELS = [n for n in ATTENTION.available() if capabilities("attention", n).document_mask]
@@ -71,7 +76,7 @@ DOCUMENT_KERNELS = [n for n in ATTENTION.available() if capabilities("attention"
 @pytest.mark.parametrize("positional", ["rope", "alibi"])
 def test_every_kernel_declaring_document_masks_honours_them(kind: str, kernel: str, positional: str) -> None:
     # a window of 2 is shorter than the documents: window and document combine
-    attention = {"name": kernel, "window": 2} if kernel == "sliding_window" else kernel
+    attention = {"name": kernel, "window": 2} if kernel in ("sliding_window", "flex") else kernel
     _expect_documents_alone(_model(kind, attention=attention, positional=positional))
 
 
@@ -83,8 +88,17 @@ def test_sliding_window_layers_of_a_patterned_model_combine_window_and_document(
     _expect_documents_alone(_model("causal_lm", positional="rope", layers=layers))
 
 
-def test_padding_and_documents_combine() -> None:
-    model = _model("causal_lm", positional="learned")
+def test_flex_window_layers_of_a_patterned_model_combine_window_and_document() -> None:
+    layers = {
+        "pattern": ["local", "global"],
+        "types": {"local": {"attention": {"name": "flex", "window": 3}}, "global": {"attention": "flex"}},
+    }
+    _expect_documents_alone(_model("causal_lm", positional="rope", layers=layers))
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "flex"])
+def test_padding_and_documents_combine(attention: str) -> None:
+    model = _model("causal_lm", positional="learned", attention=attention)
     documents, row, document_ids = _packed(seed=1)
     padded = torch.cat([row, torch.zeros(1, 4, dtype=torch.long)], 1)
     mask = torch.cat([torch.ones_like(row), torch.zeros(1, 4, dtype=torch.long)], 1)

@@ -101,6 +101,9 @@ def test_a_training_step_on_spans_equals_the_math_kernels_on_the_dense_mask() ->
     [
         ({"attention": "sdpa"}, True),
         ({"attention": "math"}, False),  # the reference keeps the dense mask
+        ({"attention": "flex"}, True),  # its block mask built from the spans
+        ({"attention": {"name": "flex", "window": 3}}, True),
+        ({"attention": "flex", "positional": "alibi"}, False),
         ({"attention": "sdpa", "positional": "alibi"}, False),  # a score bias needs the L x L mask
         (
             {

@@ -24,7 +24,7 @@ def test_build_by_name_and_by_mapping():
 
 def test_every_family_lists_its_members_with_descriptions():
     assert set(FAMILIES) == {"attention", "positional", "norm", "placement", "ffn"}
-    assert swapformer.available("attention") == ["linear", "math", "mla", "sdpa", "sliding_window"]
+    assert swapformer.available("attention") == ["flex", "linear", "math", "mla", "sdpa", "sliding_window"]
     assert swapformer.available("positional") == [
         "alibi", "learned", "none", "nope", "rope", "sinusoidal", "t5_relative",
     ]  # fmt: skip
@@ -59,7 +59,7 @@ def test_options_a_member_does_not_take_are_named():
         family("norm").build({"name": "rmsnorm", "bias": False}, d_model=8)
     with pytest.raises(
         ConfigError,
-        match=r"attention 'math' takes no option 'window', 'x'; its options are: softcap, sinks, num_heads; sliding_window takes 'window'",
+        match=r"attention 'math' takes no option 'window', 'x'; its options are: softcap, sinks, num_heads; flex, sliding_window take 'window'",
     ):
         family("attention").build({"name": "math", "window": 3, "x": 1})
 
@@ -175,7 +175,7 @@ def test_a_broken_plugin_warns_and_the_rest_still_load(tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match=r"plug-in 'broken = no_such_module_xyz:register' failed to load"):
         errors = load_plugins(force=True)
     assert "ModuleNotFoundError" in errors["broken = no_such_module_xyz:register"]
-    assert swapformer.available("attention") == ["linear", "math", "mla", "sdpa", "sliding_window"]
+    assert swapformer.available("attention") == ["flex", "linear", "math", "mla", "sdpa", "sliding_window"]
 
 
 EVERYWHERE = '''

@@ -29,6 +29,8 @@ _COLUMNS = {
         "layer",
         "document_mask",
         "document_spans",
+        "cpu_backward",
+        "attention_dropout",
     ),
     "positional": ("kv_cache", "padding", "torch_export", "adds_score_bias", "relative"),
 }

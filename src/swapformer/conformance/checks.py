@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from swapformer import layer_specs
 from swapformer.compat import Capabilities, capabilities
 from swapformer.components.attention.scaled_dot_product import scaled_dot_product
+from swapformer.components.attention.sliding_window import band_mask
 from swapformer.components.positional.base import PositionalEncoding
 from swapformer.config import ModelConfig
 from swapformer.conformance.combination import HEAD_LAYOUTS, Combination
@@ -326,6 +327,22 @@ def _kernel_cases(kernel_caps: Capabilities) -> Iterator[tuple[str, dict[str, An
         yield "scale=1.0", {"scale": 1.0, "is_causal": True}
 
 
+def _banded(args: dict[str, Any], window: int | None) -> dict[str, Any]:
+    """The kernel case's arguments with the band of a kernel that attends a window of keys (``flex``'s
+    ``window``, its ``cache_window``) added to the mask, for the ``math`` reference."""
+    if window is None:
+        return args
+    band = band_mask(KERNEL_LENGTH, KERNEL_LENGTH, window=window)
+    mask = args.get("attn_mask")
+    if mask is None:
+        mask = band
+    elif mask.dtype == torch.bool:
+        mask = mask & band
+    else:
+        mask = mask.masked_fill(~band, float("-inf"))
+    return {**args, "attn_mask": mask}
+
+
 def _kernel_inputs(kv_heads: int) -> tuple[Tensor, Tensor, Tensor]:
     generator = torch.Generator().manual_seed(15 + kv_heads)
     query = torch.randn(2, 4, KERNEL_LENGTH, 4, generator=generator)  # (N, H, L, E)
@@ -373,7 +390,9 @@ def check_reference(model: nn.Module) -> None:
                 with torch.no_grad():
                     out, expected = (
                         kernel(query, key, value, **args)[0],
-                        reference(query, key, value, **args)[0],
+                        reference(query, key, value, **_banded(args, getattr(kernel, "cache_window", None)))[
+                            0
+                        ],
                     )
                 what = (
                     f"attention '{attention}' ({where}) declares exact_softmax but differs from the 'math' "

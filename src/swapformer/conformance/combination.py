@@ -32,6 +32,7 @@ VARIANTS: dict[tuple[str, str], list[dict[str, Any]]] = {
     ],
     ("attention", "math"): [{"softcap": 2.0}, {"sinks": True}],
     ("attention", "sdpa"): [{"sinks": True}],
+    ("attention", "flex"): [{"window": 2}, {"window": 3, "softcap": 2.0}],
     ("attention", "mla"): [
         {"q_lora_rank": 8, "rope_interleave": True, "mscale": 1.5},
         {"absorb": False},
@@ -153,6 +154,10 @@ REQUIRES = {
 }
 """The capability each check tests: a combination with a member that declares it False skips the check."""
 
+BACKWARD_CHECKS = ("fully_padded_rows", "gradient_flow", "train")
+"""The checks that take gradients: the suite runs on CPU, so a kernel declaring ``cpu_backward=False`` (``flex``)
+skips them, saying so."""
+
 
 @dataclass(frozen=True)
 class Combination:
@@ -229,6 +234,11 @@ class Combination:
             factory = FAMILIES["ffn"].get(self.ffn).factory
             if not (isinstance(factory, type) and issubclass(factory, MixtureOfExperts)):
                 return f"ffn '{self.ffn}' is not a mixture of experts"
+        if check in BACKWARD_CHECKS and not capabilities("attention", self.attention).cpu_backward:
+            return (
+                f"attention '{self.attention}' declares cpu_backward=False (torch has no backward for it on CPU, "
+                "where the suite runs); its forward is checked"
+            )
         capability = REQUIRES.get(check)
         for family in COMPONENTS if capability else ():
             if not getattr(capabilities(family, getattr(self, family)), capability):

@@ -23,7 +23,7 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from swapformer.compat import document_mask_problem
+from swapformer.compat import document_mask_problem, training_problem
 from swapformer.components.auxiliary import after_optimizer_step, keeps_expert_loads
 from swapformer.config import COMPONENT_KEYS, MODEL_KEYS, ModelConfig
 from swapformer.data.base_datamodule import load_tokenizer
@@ -510,6 +510,10 @@ class SwapformerModule(pl.LightningModule):
             use_atomic_checkpoints(self.trainer)  # a kill during a save never leaves a corrupt last.ckpt
         if self._trainer is not None:  # a fused loss kernel on a device it cannot run on: before any data
             check_loss_device(self.hparams.get("loss_impl", "torch"), self.trainer.strategy.root_device)
+        if stage == "fit" and self._trainer is not None:  # a kernel without a backward here: before any data
+            problem = training_problem(self.config, self.trainer.strategy.root_device.type)
+            if problem is not None:
+                raise ConfigError(problem)
         if getattr(datamodule, "document_mask", False):  # packed rows: every kernel must keep to its document
             problem = document_mask_problem(self.config)
             if problem is not None:

@@ -1,7 +1,8 @@
-"""Attention: the kernel family (``math``, ``sdpa``, ``sliding_window``, ``linear``) each a (q, k, v) -> out function of
+"""Attention: the kernel family (``math``, ``sdpa``, ``flex``, ``sliding_window``, ``linear``) each a (q, k, v) -> out function of
 its own file, and ``mla``, a whole attention layer (its own projections around one of those kernels)."""
 
 from swapformer.components.attention._masks import causal_mask, guard_empty_rows
+from swapformer.components.attention.flex import FlexAttention
 from swapformer.components.attention.latent import MultiHeadLatentAttention
 from swapformer.components.attention.linear import LinearAttention
 from swapformer.components.attention.scaled_dot_product import MathAttention, repeat_kv
@@ -14,6 +15,11 @@ ATTENTION.add(
 )
 ATTENTION.add(
     "sdpa", SDPAttention, description="torch scaled_dot_product_attention (flash / memory-efficient dispatch)"
+)
+ATTENTION.add(
+    "flex",
+    FlexAttention,
+    description="torch flex_attention: masks as a block mask (documents, window), soft-cap as a score_mod; no CPU backward",
 )
 ATTENTION.add(
     "sliding_window",
@@ -32,6 +38,7 @@ ATTENTION.add(
 )
 
 __all__ = [
+    "FlexAttention",
     "LinearAttention",
     "MathAttention",
     "MultiHeadLatentAttention",

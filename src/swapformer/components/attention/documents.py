@@ -21,7 +21,7 @@ as the model's edge gives them (:func:`swapformer.nn.masks.document_attention_in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -57,6 +57,8 @@ class DocumentMask:
     scatter: Tensor
     groups: tuple[tuple[int, int], ...]
     inside: tuple[Tensor, ...]
+    memo: dict[object, object] = field(default_factory=dict, repr=False)
+    """What a kernel derives from the spans once per forward pass and every layer reuses (``flex``'s block mask)."""
 
     @classmethod
     def of_runs(cls, runs: Tensor, real: Tensor, *, causal: bool, groups: int = GROUPS) -> DocumentMask:
