@@ -5,7 +5,7 @@
 #   bash benchmarks/gpu.sh                    # data from ../shared/data relative to the repository
 #   SWAPFORMER_DATA=/path/to/data bash benchmarks/gpu.sh
 #
-# Steps and their GPU budgets (estimates for an H100/H200; total about 7 minutes on one GPU):
+# Steps and their GPU budgets (estimates for an H100/H200; total about 8 minutes on one GPU):
 #   1. sdpa-path   the flash kernel for causal and padded inputs (bf16)                       ~15 s
 #   2. gpt2-124m   GPT-2 124M, bf16-mixed, torch.compile: tokens/s and MFU (goal >= 50%),
 #                  150 steps of 8 x 1024 tokens, the first 40 (compilation) left out of the timing  ~90 s
@@ -23,6 +23,9 @@
 #                                                                                                 ~5 min on 4
 #   9. moe         8 experts top-2 against a dense SwiGLU of the same active width, bf16, 65,536 tokens at
 #                  d_model 2048: the experts' grouped GEMM, tokens/s and MFU of each                ~20 s
+#  10. flex        packed rows' document masks, one attention call at 4 x 4 heads x 1024 x 32, forward and
+#                  backward, bf16: flex (FlexAttention, compiled, its block mask built per call and kept)
+#                  against sdpa's spans, the dense mask and causal (benchmarks/flex_attention.py)     ~1 min
 # Without CUDA it runs what a CPU can at toy sizes (a few steps each, under a minute) and prints
 # "SKIP <step>: <reason>" for the GPU-only parts. Nothing is downloaded. Exit status 1 if a step failed.
 set -euo pipefail
@@ -185,6 +188,13 @@ if [ "$gpu" = 1 ]; then
 else
     skip moe "no CUDA device: the grouped GEMM runs on CUDA in bfloat16 and MFU needs a GPU's peak; the CPU comparison at its own size:"
     run_step moe "$python" benchmarks/moe.py --rounds 1 --steps 1
+fi
+
+header "10. flex: FlexAttention's block mask against sdpa's spans on packed rows, forward and backward"
+if [ "$gpu" = 1 ]; then
+    run_step flex "$python" benchmarks/flex_attention.py --device cuda --dtype bfloat16 --no-eager --rounds 5
+else
+    skip flex "no CUDA device: torch has no FlexAttention backward on CPU (the CPU forward figures: python benchmarks/flex_attention.py)"
 fi
 
 header "summary"

@@ -24,7 +24,17 @@ def test_gpu_script_runs_on_cpu_and_skips_the_gpu_steps(tmp_path, generated_data
     )
     out = done.stdout
     assert done.returncode == 0, out[-3000:] + done.stderr[-3000:]
-    for step in ("sdpa-path", "gpt2-124m", "fsdp", "multi30k", "seq2seq-generate", "strategies", "moe"):
+    gpu_steps = (
+        "sdpa-path",
+        "gpt2-124m",
+        "fsdp",
+        "multi30k",
+        "seq2seq-generate",
+        "strategies",
+        "moe",
+        "flex",
+    )
+    for step in gpu_steps:
         assert re.search(rf"^SKIP {step}: no CUDA device: \S", out, re.M), step
     assert re.search(r"^SKIP tp: 0 GPU\(s\): tensor parallelism needs more than one", out, re.M)
     assert "FAIL" not in out
