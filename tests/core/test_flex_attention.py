@@ -187,3 +187,22 @@ def test_the_conformance_suite_checks_the_forward_and_says_why_it_skips_the_grad
     assert set(skipped) == set(BACKWARD_CHECKS)
     for message in skipped.values():
         assert "attention 'flex' declares cpu_backward=False" in message
+
+
+def test_a_flex_model_validates_on_cpu_and_its_fit_is_refused_before_any_step(tmp_path) -> None:
+    import lightning.pytorch as pl
+
+    from swapformer.tasks import CausalLMModule
+
+    ids = torch.randint(1, TINY["vocab_size"], DOCUMENT_IDS.shape, generator=torch.Generator().manual_seed(3))
+    rows = [{"input_ids": i, "labels": i, "document_ids": d} for i, d in zip(ids, DOCUMENT_IDS, strict=True)]
+    loader = torch.utils.data.DataLoader(rows, batch_size=2)
+    module = CausalLMModule(**{**TINY, "max_seq_len": 32, "attention": "flex", "dropout": 0.0})
+    options = dict(accelerator="cpu", logger=False, enable_checkpointing=False, enable_model_summary=False)
+    trainer = pl.Trainer(default_root_dir=tmp_path, enable_progress_bar=False, **options)
+    (metrics,) = trainer.validate(module, dataloaders=loader, verbose=False)
+    assert torch.isfinite(torch.tensor(metrics["val/loss"]))
+    trainer = pl.Trainer(default_root_dir=tmp_path, max_steps=1, enable_progress_bar=False, **options)
+    with pytest.raises(ConfigError, match=r"^attention 'flex' cannot train on CPU"):
+        trainer.fit(module, train_dataloaders=loader)
+    assert trainer.global_step == 0
