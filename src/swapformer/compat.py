@@ -111,7 +111,7 @@ def training_problem(config: Any, device_type: str) -> str | None:
         declared = capabilities("attention", kernel)
         if device_type == "cpu" and not declared.cpu_backward:
             return (
-                f"{where} '{kernel}' cannot train on CPU (torch has no FlexAttention backward there); train with "
+                f"{where} '{kernel}' cannot train on CPU (torch has no backward for it there); train with "
                 "attention sdpa (the same numbers), or on a GPU; evaluate and generate run on CPU"
             )
         if config.dropout > 0 and not declared.attention_dropout:

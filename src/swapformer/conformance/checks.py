@@ -387,12 +387,11 @@ def check_reference(model: nn.Module) -> None:
         for kv_heads in (4, 2, 1):
             query, key, value = _kernel_inputs(kv_heads)
             for case, args in _kernel_cases(capabilities("attention", spec)):
+                banded = _banded(args, getattr(kernel, "cache_window", None))  # a window's band, for math too
                 with torch.no_grad():
                     out, expected = (
                         kernel(query, key, value, **args)[0],
-                        reference(query, key, value, **_banded(args, getattr(kernel, "cache_window", None)))[
-                            0
-                        ],
+                        reference(query, key, value, **banded)[0],
                     )
                 what = (
                     f"attention '{attention}' ({where}) declares exact_softmax but differs from the 'math' "
