@@ -10,6 +10,8 @@ built from the same seed and timed in interleaved rounds so a change in machine 
   ``is_causal``, learned positions by ``nn.Embedding``), and a second copy of it built the same way, whose ratio
   to the first is the noise floor of the run (two equal models differ by a few percent in one run);
 * ``learned``: absolute positions added to the embeddings (one table lookup per step, nothing in attention);
+* ``learned, one q/k/v Linear``: the same model with q, k and v from one ``Linear(D, 3 D)`` as nanoGPT's
+  ``c_attn`` (:class:`OneQKVLinear`, a measurement only): what our three projections cost against its one;
 * ``rope``: swapformer's rotary member, as the recipes build it;
 * ``rope, Llama's formula``: the same model with the rotation written as Hugging Face's Llama writes it,
   ``q * cos + rotate_half(q) * sin`` through autograd, on the same cos/sin table: the cost issue 17 measured.
@@ -45,6 +47,7 @@ multiply on features already in pairs (no interleaving copies) 200-204.
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -52,10 +55,12 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from nanogpt import NanoGPT
+from torch import nn
 
 from swapformer import build_causal_lm
 from swapformer.components.positional import RotaryPositionalEncoding
 from swapformer.components.positional.rope import _rotated
+from swapformer.nn import MultiHeadAttention
 
 VOCAB, D, LAYERS, HEADS, CONTEXT, BATCH = 65, 128, 4, 4, 64, 12
 TARGET, COMPILED_TARGET = 1.05, 1.01
@@ -102,6 +107,36 @@ def build(positional: str) -> torch.nn.Module:
     )
     if positional == "llama":
         model.positional.__class__ = LlamaRotary  # every layer borrows this one module
+    return model
+
+
+class OneQKVLinear(MultiHeadAttention):
+    """Self-attention of a training step with q, k and v from one ``Linear(D, 3 D)``, as nanoGPT's ``c_attn``
+    (its weight the three stacked): a measurement of what the three projections cost, not a swapformer option
+    (checkpoints name the three). Session 15-16 took the one GEMM for the main difference left."""
+
+    def forward(
+        self, x, memory=None, *, attn_mask=None, is_causal=False, offset=0, need_weights=False, cache=None
+    ):
+        batch, length, _ = x.shape
+        qkv = self.qkv(x).view(batch, length, -1, self.head_dim).transpose(1, 2)  # (N, 3 H, L, E)
+        q, k, v = qkv.split(self.num_heads, 1)
+        if self.positional is not None:
+            q, k = self.positional.rotate(q, k, offset=offset)
+        out, _ = self.kernel(q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=self.scale)
+        return self.out_proj(out.transpose(1, 2).reshape(batch, length, -1))
+
+
+def one_qkv_linear(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with every attention layer an :class:`OneQKVLinear` holding its own three weights stacked."""
+    for layer in model.decoder.layers:
+        attention = layer.self_attention.sublayer
+        projections = (attention.q_proj, attention.k_proj, attention.v_proj)
+        attention.qkv = nn.Linear(D, 3 * D, bias=False)
+        with torch.no_grad():
+            attention.qkv.weight.copy_(torch.cat([p.weight for p in projections]))
+        del attention.q_proj, attention.k_proj, attention.v_proj
+        attention.__class__ = OneQKVLinear
     return model
 
 
@@ -165,13 +200,21 @@ def time_interleaved(
     clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, float]:
     """Median seconds per call of each entry, timed in alternating rounds of ``per_round`` calls after
-    ``warmup`` calls each; ``clock`` is wall time, or e.g. ``time.process_time`` on a shared machine."""
+    ``warmup`` calls each; ``clock`` is wall time, or e.g. ``time.process_time`` on a shared machine.
+
+    Each round takes the entries in a new order (shuffled, seeded): in a fixed order an entry always follows the
+    same other one, whose caches and freed memory it inherits, and on a shared 2-core machine that bias was as
+    large as the 1-2% differences measured here (session 17: the entry timed right after nanoGPT's model read
+    100-200 us per attention layer slower in a fixed order, and level with it in shuffled ones)."""
     for step in steps.values():
         for _ in range(warmup):
             step()
     times: dict[str, list[float]] = {name: [] for name in steps}
+    order, shuffle = list(steps), random.Random(0).shuffle
     for _ in range(rounds):
-        for name, step in steps.items():
+        shuffle(order)
+        for name in order:
+            step = steps[name]
             for _ in range(per_round):
                 start = clock()
                 step()
@@ -244,6 +287,7 @@ def main() -> None:
     names = {"learned": "learned", "rope": "rope", "llama": "rope, Llama's formula"}
     steps = {"nanoGPT model.py": make_nanogpt_step(), "nanoGPT model.py, 2nd copy": make_nanogpt_step()}
     steps.update({names[p]: make_step(build(p)) for p in names})
+    steps["learned, one q/k/v Linear"] = make_step(one_qkv_linear(build("learned")))
     results = time_interleaved(steps, rounds=args.rounds, per_round=args.steps, clock=clock)
     report(results, args.clock)
     ratio, nano = results["rope"] / results["learned"], results["nanoGPT model.py"] / results["learned"]
@@ -251,6 +295,8 @@ def main() -> None:
     print(f"rope / learned: {ratio:.3f} (target <= {TARGET}: {'met' if ratio <= TARGET else 'NOT met'})")
     print(f"nanoGPT / learned: {nano:.3f} (target >= 1.0: {'met' if nano >= 1.0 else 'NOT met'}); ", end="")
     print(f"noise floor, nanoGPT's 2nd copy / 1st: {floor:.3f}")
+    one = results["learned, one q/k/v Linear"] / results["learned"]
+    print(f"learned with one q/k/v Linear / learned: {one:.3f} (what the three projections cost)")
 
     if args.compile:
         steps = {
