@@ -52,6 +52,17 @@ def test_math_kernel_matches_torch_sdpa_math_backend():
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("rows", [L, 1], ids=["prompt", "step"])
+def test_sdpa_with_a_score_bias_of_three_dims_equals_math(rows):
+    # T5's and ALiBi's bias (H, L, S): sdpa views it as (1, H, L, S), which torch's CPU dispatch sends to the
+    # fused kernel instead of its math fallback; the numbers stay the math kernel's
+    q, k, v = torch.randn(N, H, rows, E), torch.randn(N, H, S, E), torch.randn(N, H, S, E)
+    bias = torch.randn(H, rows, S)
+    out_math, _ = MathAttention()(q, k, v, attn_mask=bias, scale=1.0)
+    out_sdpa, _ = SDPAttention()(q, k, v, attn_mask=bias, scale=1.0)
+    torch.testing.assert_close(out_sdpa, out_math, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("num_kv_heads", [H, 2, 1], ids=["mha", "gqa", "mqa"])
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("padded", [False, True], ids=["nopad", "pad"])

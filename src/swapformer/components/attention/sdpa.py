@@ -89,6 +89,9 @@ class SDPAttention(nn.Module):
             )
             is_causal = False
         elif attn_mask is not None:
+            # torch's CPU dispatch sends a mask of under 4 dims (a score bias (H, L, S)) to its math fallback
+            if attn_mask.dim() < 4:
+                attn_mask = attn_mask[(None,) * (4 - attn_mask.dim())]
             if is_causal:  # SDPA refuses both at once
                 attn_mask, is_causal = merge_causal(attn_mask, query.size(-2), key.size(-2)), False
             attn_mask, valid = guard_empty_rows(attn_mask)
