@@ -100,6 +100,22 @@ def test_a_reorder_at_every_step_keeps_the_rows_of_separate_buffers(window):
     assert stacked.nbytes == 2 * stacked._pairs.nbytes  # and the cache's weight counts it
 
 
+def test_a_reorder_of_keys_shared_by_beams_keeps_each_beams_source():
+    """Cross-attention keys stored once per source for its beams (``store(..., repeats=B)``): a reorder (here of
+    beams across sources too, as a caller's own loop may) gives each kept row its source's keys, as the keys
+    repeated per beam would."""
+    sources, beams = 3, 2
+    keys, values = torch.randn(2, sources, 2, 5, 4)
+    shared, repeated = AttentionCache(), AttentionCache()
+    shared.store(keys, values, repeats=beams)
+    repeated.store(keys.repeat_interleave(beams, 0), values.repeat_interleave(beams, 0))
+    index = torch.tensor([1, 0, 5, 5, 2, 3])
+    shared.reorder(index)
+    repeated.reorder(index)
+    assert shared.repeats == 1 and shared.keys.size(0) == len(index)
+    assert torch.equal(shared.keys, repeated.keys) and torch.equal(shared.values, repeated.values)
+
+
 PLANNED = {
     "llama": dict(
         positional="rope", num_kv_heads=2, norm="rmsnorm", ffn="swiglu", placement="pre", bias=False

@@ -118,6 +118,49 @@ def test_the_plan_gives_the_modules_logits_bit_for_bit(shape, padded):
     torch.testing.assert_close(torch.stack(ours, 1), full, atol=1e-5, rtol=1e-5)  # and the uncached logits
 
 
+@pytest.mark.parametrize("kernel", ["sdpa", "math"])
+@pytest.mark.parametrize("padded", [False, True], ids=["one", "padded"])
+@pytest.mark.parametrize("shape", sorted(NATIVE))
+def test_beams_attend_their_sources_keys_held_once(shape, padded, kernel):
+    # 3 sources x 2 beams, each beam its own target. With sdpa's function the cross-attention keys and values stay
+    # one row per source and a step folds a source's beams into its queries; the plan and the modules' cached
+    # step share that function, so their logits are equal. Against the uncached path (every beam its own copy
+    # of the memory, one query each) they are close, not equal: torch's CPU kernel rounds 2 queries differently
+    # from 1 in the last bits. The math kernel (no function) keeps a copy per beam.
+    config = dict(kind="seq2seq", vocab_size=40, d_model=32, num_heads=4, num_layers=2, d_ff=64, dropout=0.0)
+    torch.manual_seed(0)
+    model = swapformer.build_seq2seq({**config, **NATIVE[shape], "attention": kernel}).eval()
+    sources, beams = 3, 2
+    src = torch.randint(3, 40, (sources, 7))
+    src_mask = torch.ones(sources, 7, dtype=torch.bool)
+    if padded:
+        src_mask[1, 4:] = False
+    tgt = torch.randint(3, 40, (sources * beams, 6))
+    with torch.inference_mode():
+        memory = model.encode(src, src_mask)
+        planned, by_modules = KVCache(2, capacity=8), KVCache(2, capacity=8)
+        for layer, a, b in zip(model.decoder.layers, planned.layers, by_modules.layers, strict=True):
+            layer.remember(memory, a, repeats=beams)
+            layer.remember(memory, b, repeats=beams)
+        held = sources if kernel == "sdpa" else sources * beams
+        assert all(layer.cross_attention.keys.size(0) == held for layer in planned.layers)
+        memory, src_mask = memory.repeat_interleave(beams, 0), src_mask.repeat_interleave(beams, 0)
+        source_mask = src_mask if padded else None
+        step = Seq2SeqStep(model, memory, source_mask, planned)
+        assert step._plan is not None
+        ours = torch.stack([step(tgt[:, : i + 1], None, 1) for i in range(6)], 1)
+        theirs = torch.stack(
+            [
+                model.decode(tgt[:, i : i + 1], memory, src_mask=source_mask, cache=by_modules)[:, -1]
+                for i in range(6)
+            ],
+            1,
+        )
+        full = model.decode(tgt, memory, src_mask=source_mask)
+    assert torch.equal(ours, theirs)
+    torch.testing.assert_close(ours, full, atol=1e-5, rtol=1e-5)
+
+
 def test_a_hook_takes_the_modules_path_and_the_source_is_projected_once_per_source(planned_steps):
     # a hook on a cross-attention projection: no plan (the hook must run), the same tokens as without a cache;
     # the hook also sees that each layer projects the two sources once, not once per beam

@@ -180,7 +180,7 @@ class EncoderDecoder(SavesPretrained, nn.Module):
         if use_cache:
             cache = KVCache(len(self.decoder.layers), capacity=1 + settings.max_new_tokens)
             for layer, layer_cache in zip(self.decoder.layers, cache.layers, strict=True):
-                # the keys and values of each source once, then its beams' copies: no projection per beam
+                # the keys and values of each source once, read by all its beams: no projection (or copy) per beam
                 getattr(layer, "remember", lambda *args, **kwargs: None)(memory, layer_cache, repeats=beams)
             reserve_positions(
                 [self.tgt_positional, *getattr(self.decoder, "positionals", ())],

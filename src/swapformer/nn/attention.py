@@ -194,6 +194,8 @@ class MultiHeadAttention(nn.Module):
                 attn_mask = cache.key_mask(attn_mask, length)
         elif cache is not None and cache.length:  # cross-attention, memory already projected
             k, v = cache.keys, cache.values
+            if cache.repeats > 1:  # one row per source (remember): here each beam gets its copy
+                k, v = k.repeat_interleave(cache.repeats, 0), v.repeat_interleave(cache.repeats, 0)
         else:
             k, v = self._project_kv(memory)
             if cache is not None:
@@ -330,13 +332,19 @@ class MultiHeadAttention(nn.Module):
         return attend
 
     def remember(self, memory: Tensor, cache: AttentionCache, *, repeats: int = 1) -> None:
-        """Project ``memory`` ``(N, S, D)`` into the keys and values of cross-attention once per source, each row
-        repeated ``repeats`` times (the beams of a source share them): ``(N * repeats, Hkv, S, E)`` in ``cache``,
-        which every later cross-attention step reads instead of ``memory``."""
+        """Project ``memory`` ``(N, S, D)`` into the keys and values of cross-attention once per source, for
+        ``repeats`` query rows each (the beams of a source share them), into ``cache``, which every later
+        cross-attention step reads instead of ``memory``.
+
+        With a kernel function (torch's SDPA, whose queries never see each other) the keys and values stay one
+        row per source, ``(N, Hkv, S, E)``, and a step attends with the ``repeats`` beams of a source as its
+        queries (:meth:`memory_decoding_function`): no copy, and a quarter of the traffic at 4 beams. Another
+        kernel gets each row repeated, ``(N * repeats, Hkv, S, E)``."""
         k, v = self._project_kv(memory)
-        if repeats > 1:
+        shared = repeats > 1 and own_function(self.kernel) is not None
+        if repeats > 1 and not shared:
             k, v = k.repeat_interleave(repeats, dim=0), v.repeat_interleave(repeats, dim=0)
-        cache.store(k, v)
+        cache.store(k, v, repeats=repeats if shared else 1)
 
     def memory_decoding_function(self, cache: AttentionCache) -> Callable[..., Tensor] | None:
         """Cross-attention of one new token ``(N, 1, D)`` to the keys and values of ``memory`` already in
@@ -344,6 +352,11 @@ class MultiHeadAttention(nn.Module):
         ``(x, attn_mask=None)``: ``forward``'s one-token cross-attention step (kept in the cache) and the plan of
         an encoder-decoder's step (:meth:`~swapformer.nn.TransformerLayer.decoding_function`). ``attn_mask`` is
         the source's key padding ``(N, 1, 1, S)``, True = real token, or None.
+
+        Where ``cache`` holds one row per source for ``B`` beams (:meth:`remember`), the beams of a source are its
+        queries, ``(N / B, H, B, E)`` against its keys and values once::
+
+            q (N, 1, H E) ─view─▶ (N / B, B, H, E) ─transpose─▶ (N / B, H, B, E) ─kernel─▶ back as (N, 1, H E)
 
         Returns None (``forward``'s general path then runs) where the projections are not torch's Linear or
         something hooks them or this module, or no keys are cached yet.
@@ -358,7 +371,7 @@ class MultiHeadAttention(nn.Module):
             self.out_proj.bias,
         )
         heads, dim, scale = self.num_heads, self.head_dim, self.scale
-        grouped, width = self.num_kv_heads != heads, heads * dim
+        grouped, width, beams = self.num_kv_heads != heads, heads * dim, cache.repeats
 
         def attend(x: Tensor, attn_mask: Tensor | None = None) -> Tensor:  # x (N, 1, D)
             q = F.linear(x, w_q, b_q).view(-1, heads, 1, dim)  # (N, H, 1, E): one query needs no transpose
@@ -369,7 +382,17 @@ class MultiHeadAttention(nn.Module):
                 out = self.kernel(q, k, v, attn_mask=attn_mask, is_causal=False, scale=scale)[0]
             return F.linear(out.reshape(-1, 1, width), w_out, b_out)  # (N, H, 1, E) as (N, 1, H E)
 
-        return attend
+        def attend_beams(x: Tensor, attn_mask: Tensor | None = None) -> Tensor:  # x (N, 1, D), N = sources B
+            q = F.linear(x, w_q, b_q).view(-1, beams, heads, dim).transpose(1, 2)  # (N / B, H, B, E)
+            k, v = cache.keys, cache.values  # (N / B, Hkv, S, E)
+            if kernel is not None and attn_mask is None:
+                out = kernel(q, k, v, scale=scale, enable_gqa=grouped)
+            else:  # the source's padding: its beams' rows are the same
+                mask = None if attn_mask is None else attn_mask[::beams]
+                out = self.kernel(q, k, v, attn_mask=mask, is_causal=False, scale=scale)[0]
+            return F.linear(out.transpose(1, 2).reshape(-1, 1, width), w_out, b_out)  # (N, 1, H E)
+
+        return attend if beams == 1 else attend_beams
 
     def _project_kv(self, source: Tensor) -> tuple[Tensor, Tensor]:
         batch, source_length, _ = source.shape

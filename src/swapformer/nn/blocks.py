@@ -108,8 +108,8 @@ class TransformerLayer(nn.Module):
         return feed_forward(x)
 
     def remember(self, memory: Tensor, cache: LayerCache, *, repeats: int = 1) -> None:
-        """Project ``memory`` ``(N, S, D)`` into ``cache``'s cross-attention keys and values once per source, each
-        row repeated ``repeats`` times (beams), through the attention layer's ``remember``; nothing without
+        """Project ``memory`` ``(N, S, D)`` into ``cache``'s cross-attention keys and values once per source, for
+        ``repeats`` query rows each (beams), through the attention layer's ``remember``; nothing without
         cross-attention or where the attention layer has no ``remember`` (its first step then projects the
         memory it is given)."""
         if self.cross_attention is None:

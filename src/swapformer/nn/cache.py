@@ -4,7 +4,8 @@
 
     step t:   x_t ─▶ q_t, k_t, v_t ─▶ append k_t, v_t ─▶ attend q_t to k_0..k_t, v_0..v_t
                                      (self-attention: grows by one slot per step)
-    memory ─▶ k, v once per source  (cross-attention: projected before the first step, repeated for its beams)
+    memory ─▶ k, v once per source  (cross-attention: projected before the first step; its beams read them as
+                                     one query each, rows never repeated where the kernel allows it)
 
 Buffers are preallocated ``(N, Hkv, capacity, E)`` and filled in place: a step allocates no cache memory. A
 decoding step of a stacked projection keeps keys and values in one buffer ``(N, 2 Hkv, capacity, E)`` and writes
@@ -44,10 +45,23 @@ class AttentionCache:
         keys and values ``(N, Hkv, S, E)``, ``S = min(length, window)``.
     """
 
-    __slots__ = ("_keys", "_pairs", "_spare", "_values", "capacity", "length", "projection", "step", "window")
+    __slots__ = (
+        "_keys",
+        "_pairs",
+        "_spare",
+        "_values",
+        "capacity",
+        "length",
+        "projection",
+        "repeats",
+        "step",
+        "window",
+    )
 
     def __init__(self, capacity: int = 0, *, window: int | None = None) -> None:
         self.capacity, self.length, self.window = capacity, 0, window
+        self.repeats = 1
+        """Consecutive query rows each stored row serves (:meth:`store`): the beams of one source."""
         self._keys: Tensor | None = None
         self._values: Tensor | None = None
         self._pairs: Tensor | None = None
@@ -96,9 +110,12 @@ class AttentionCache:
         self.length = end
         return self._keys.narrow(2, 0, room), self._values.narrow(2, 0, room)
 
-    def store(self, key: Tensor, value: Tensor) -> None:
-        """Keep ``key``, ``value`` as they are (cross-attention: computed once from the encoder output)."""
+    def store(self, key: Tensor, value: Tensor, *, repeats: int = 1) -> None:
+        """Keep ``key``, ``value`` as they are (cross-attention: computed once from the encoder output). With
+        ``repeats``, row ``i`` serves the query rows ``i * repeats`` to ``(i + 1) * repeats - 1`` (the beams of
+        source ``i``), which read it without a copy of their own."""
         self._keys, self._values, self._pairs, self.length = key, value, None, key.size(2)
+        self.repeats = repeats
 
     @property
     def keys(self) -> Tensor | None:
@@ -150,8 +167,11 @@ class AttentionCache:
         elif pairs is not None:
             self._set_pairs(pairs.index_select(0, index))
         elif self._keys is not None:
-            self._keys = self._keys.index_select(0, index)
-            self._values = self._values.index_select(0, index)
+            # rows shared by ``repeats`` query rows (beams): query row r reads row r // repeats
+            rows = index if self.repeats == 1 else torch.div(index, self.repeats, rounding_mode="floor")
+            self._keys = self._keys.index_select(0, rows)
+            self._values = self._values.index_select(0, rows)
+            self.repeats = 1
 
     def _slide(self, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
         """:meth:`append` with a ``window``: slot ``t % window`` holds token ``t``."""
