@@ -172,6 +172,35 @@ def test_cached_decoding_steps_equal_the_uncached_model(shape):
     torch.testing.assert_close(torch.stack(steps, 1), full[:, 4:], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("shape", ["alibi", "t5-relative"])
+def test_a_score_bias_goes_to_the_kernels_function_without_the_modules_guard(shape, monkeypatch):
+    # sdpa's function takes the score bias of a one-token step (its row always sees its own key, so the module's
+    # guard against empty rows has nothing to do): no step calls the kernel module, and the logits are the
+    # uncached model's
+    from swapformer.components.attention.sdpa import SDPAttention
+
+    config = dict(
+        vocab_size=40, d_model=32, num_heads=4, num_layers=2, d_ff=64, dropout=0.0, **PLANNED[shape]
+    )
+    torch.manual_seed(0)
+    model = build_causal_lm(config).eval()
+    ids = torch.randint(3, 40, (2, 9))
+    calls = []
+    forward = SDPAttention.forward
+    monkeypatch.setattr(
+        SDPAttention, "forward", lambda self, *a, **k: calls.append(1) or forward(self, *a, **k)
+    )
+    cache = KVCache(2, capacity=9)
+    with torch.inference_mode():
+        model(ids[:, :5], cache=cache)
+        prompt_calls = len(calls)
+        step = CausalStep(model, cache)
+        ours = torch.stack([step(ids[:, : i + 1], None, 1) for i in range(5, 9)], 1)
+        full = model(ids)[:, 5:9]
+    assert step._plan is not None and prompt_calls == 2 and len(calls) == prompt_calls + 2  # (+ the full run)
+    torch.testing.assert_close(ours, full, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("placement", ["pre", "post", "sandwich", "res_post"])
 @pytest.mark.parametrize("norm", ["layernorm", "rmsnorm"])
 @pytest.mark.parametrize("ffn", ["gelu", "swiglu", "relu", "geglu"])

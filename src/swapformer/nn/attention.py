@@ -286,6 +286,9 @@ class MultiHeadAttention(nn.Module):
         if not (self._plain_projections() and plain(self)):
             return None
         kernel = own_function(self.kernel)
+        # a score bias (T5's, ALiBi's; -inf at padded keys) straight to a function that takes one: the new token
+        # always sees its own key, so no row is empty and the module's guard (4 operators a layer) has no work
+        biased = kernel is not None and getattr(self.kernel, "function_takes_score_bias", False)
         norms = None if self.q_norm is None else (function_of(self.q_norm), function_of(self.k_norm))
         positional = self.positional
         rotates = positional is not None and positional.rotates
@@ -325,6 +328,10 @@ class MultiHeadAttention(nn.Module):
                 attn_mask = cache.key_mask(attn_mask, 1)
             if kernel is not None and attn_mask is None and not is_causal:
                 out = kernel(q, k, v, scale=scale, enable_gqa=grouped)
+            elif biased and not is_causal and attn_mask.is_floating_point():
+                if attn_mask.dim() < 4:  # (H, 1, S): torch's CPU dispatch gives a 3-D mask its math fallback
+                    attn_mask = attn_mask[(None,) * (4 - attn_mask.dim())]
+                out = kernel(q, k, v, attn_mask=attn_mask, scale=scale, enable_gqa=grouped)
             else:
                 out = self.kernel(q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale)[0]
             return F.linear(out.reshape(-1, 1, width), w_out, b_out)  # (N, H, 1, E) as (N, 1, H E)

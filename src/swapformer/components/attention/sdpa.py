@@ -42,6 +42,9 @@ class SDPAttention(nn.Module):
     """
 
     capabilities: ClassVar[Capabilities] = Capabilities(exact_softmax=True, sinks=True, document_spans=True)
+    function_takes_score_bias: ClassVar[bool] = True
+    """Its function (:meth:`function`) also takes a float ``attn_mask`` under which no query row is empty: a
+    one-token decoding step's score bias, whose query always sees its own key (no guard needed)."""
 
     def tensor_parallel_plan(self, *, size: int) -> dict[str, str]:
         """Acts on each head alone: under tensor parallelism it runs unsplit on the rank's local heads (sink
@@ -111,7 +114,8 @@ class SDPAttention(nn.Module):
 
     def function(self, of: Of) -> Function | None:
         """The kernel for unmasked queries (a decoding step sees every cached key), as the function
-        ``(q, k, v, *, scale, enable_gqa) -> out`` (:mod:`swapformer.components.functions`): torch's fused call."""
+        ``(q, k, v, *, scale, enable_gqa) -> out`` (:mod:`swapformer.components.functions`): torch's fused call,
+        which also takes a score bias ``attn_mask`` (:attr:`function_takes_score_bias`)."""
         if type(self).forward is not SDPAttention.forward or self.sinks is not None:
             return None
         return F.scaled_dot_product_attention
