@@ -23,11 +23,15 @@ rounds: the q/k norms as torch's ``nn.RMSNorm`` (``rms_norm``'s composite backwa
 alone returns) instead of ``soft_capped_attention``; and ``soft_capped_attention``'s operators under autograd
 (``, autograd``: what it ran before ``SoftCappedAttention``, its blocked CPU training path).
 
+``--unfused`` adds the q/k norm models with their norms and RoPE's rotation as two autograd nodes, as they ran
+before ``NormedRotation`` (``swapformer.nn.qk_norm_rotation``) fused them: the same ``RMSNormFunction``, then the
+rotation, in the same rounds.
+
 On a machine other jobs share, ``--threads 1 --clock process`` times each step by the CPU time this process
 spent on it (``time.process_time``), which the other jobs disturb far less than the wall clock; with one thread
 that is the step's work.
 
-    python benchmarks/layer_options.py [--rounds 7] [--steps 3] [--threads 2] [--clock wall|process] [--before]
+    python benchmarks/layer_options.py [--rounds 7] [--steps 3] [--threads 2] [--clock wall|process] [--before] [--unfused]
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from torch import nn
 from swapformer import build_causal_lm
 from swapformer.components.attention import MathAttention
 from swapformer.components.attention.scaled_dot_product import repeat_kv
+from swapformer.components.norm import RMSNorm
 from swapformer.nn import MultiHeadAttention
 
 VOCAB, BATCH, CONTEXT, WINDOW = 129, 32, 128, 32
@@ -98,6 +103,10 @@ BEFORE = ["+ q/k norm (head)", "+ q/k norm (projection)", "+ soft-capping (math)
 """The models ``--before`` also times as they ran before their CPU training paths."""
 
 
+UNFUSED = ["+ q/k norm (head)", "+ q/k norm (projection)"]
+"""The models ``--unfused`` also times with their q/k norms and rotation unfused."""
+
+
 class GeneralPathMath(MathAttention):
     """The ``math`` kernel on its general path: asked for the weights (then dropped), it fills the scores through
     a boolean mask, as every capped call did before ``soft_capped_attention``."""
@@ -149,10 +158,35 @@ def as_before(model: nn.Module) -> nn.Module:
     return model
 
 
-def make_step(changes: dict[str, Any], *, before: bool = False, autograd: bool = False) -> Callable[[], None]:
+class UnfusedRMSNorm(RMSNorm):
+    """swapformer's ``rmsnorm`` (``RMSNormFunction`` in training) that does not offer itself to be fused with the
+    rotation: attention then runs the norms and RoPE's rotation one after the other."""
+
+    def rms_parameters(self, x: torch.Tensor) -> None:
+        return None
+
+
+def as_unfused(model: nn.Module) -> nn.Module:
+    """``model`` with its q/k norms as :class:`UnfusedRMSNorm`, the same weights."""
+    for module in model.modules():
+        if not isinstance(module, MultiHeadAttention):
+            continue
+        for name in ("q_norm", "k_norm"):
+            norm = getattr(module, name)
+            if norm is not None:
+                unfused = UnfusedRMSNorm(norm.normalized_shape, eps=norm.eps)
+                unfused.load_state_dict(norm.state_dict())
+                setattr(module, name, unfused)
+    return model
+
+
+def make_step(
+    changes: dict[str, Any], *, before: bool = False, autograd: bool = False, unfused: bool = False
+) -> Callable[[], None]:
     torch.manual_seed(0)
     model = build_causal_lm({**MAIN_JOB, **changes})
     model = as_before(model) if before else model
+    model = as_unfused(model) if unfused else model
     model = as_autograd(model) if autograd else model
     return rope.make_step(model, vocab=VOCAB, batch=BATCH, context=CONTEXT)
 
@@ -169,6 +203,11 @@ def main() -> None:
         "--before",
         action="store_true",
         help="also time the q/k norm and capped models as they ran before their CPU training paths",
+    )
+    parser.add_argument(
+        "--unfused",
+        action="store_true",
+        help="also time the q/k norm models with the norms and the rotation unfused (two autograd nodes)",
     )
     args = parser.parse_args()
     clock = time.perf_counter if args.clock == "wall" else time.process_time
@@ -187,6 +226,10 @@ def main() -> None:
         capped = "+ soft-capping (math)"
         steps[f"{capped}, autograd"] = make_step(MODELS[capped], autograd=True)
         ratios.append((f"{capped}, autograd", "main job", None))
+    if args.unfused:
+        for name in UNFUSED:
+            steps[f"{name}, unfused"] = make_step(MODELS[name], unfused=True)
+            ratios.append((f"{name}, unfused", "main job", None))
     results = rope.time_interleaved(
         steps,
         rounds=args.rounds,

@@ -14,6 +14,7 @@ from swapformer.components.positional.base import PositionalEncoding
 from swapformer.errors import ConfigError
 from swapformer.nn._shared import borrow
 from swapformer.nn.cache import AttentionCache
+from swapformer.nn.qk_norm_rotation import normed_rotation
 
 
 class MultiHeadAttention(nn.Module):
@@ -183,10 +184,7 @@ class MultiHeadAttention(nn.Module):
             if memory is None:
                 k, v = self._project_kv(x)
         if memory is None:  # self-attention
-            if self.q_norm is not None:
-                q, k = self._normed(self.q_norm, q), self._normed(self.k_norm, k)
-            if self.positional is not None:
-                q, k = self.positional.rotate(q, k, offset=offset)
+            q, k = self._normed_and_rotated(q, k, offset)
             if cache is not None:
                 if not cache.length:
                     cache.window = self.cache_window()
@@ -225,6 +223,27 @@ class MultiHeadAttention(nn.Module):
         ``sliding_window`` declares its window), which is all a KV cache of its self-attention keeps; None: every
         key."""
         return getattr(self.kernel, "cache_window", None)
+
+    def _normed_and_rotated(self, q: Tensor, k: Tensor, offset: int | Tensor) -> tuple[Tensor, Tensor]:
+        """q and k through their norms, then the positional rotation: in one autograd node where the norms are
+        RMS norms and the rotation RoPE's, in a CPU training step (:mod:`swapformer.nn.qk_norm_rotation`)."""
+        if self.q_norm is not None and self.positional is not None and torch.is_grad_enabled():
+            turned = normed_rotation(
+                q,
+                k,
+                q_norm=self.q_norm,
+                k_norm=self.k_norm,
+                positional=self.positional,
+                offset=offset,
+                per_head=self.qk_norm_per_head,
+            )
+            if turned is not None:
+                return turned
+        if self.q_norm is not None:
+            q, k = self._normed(self.q_norm, q), self._normed(self.k_norm, k)
+        if self.positional is not None:
+            q, k = self.positional.rotate(q, k, offset=offset)
+        return q, k
 
     def _normed(self, norm: Callable[[Tensor], Tensor], heads: Tensor) -> Tensor:
         """``norm`` of q or k ``(N, H, L, E)``: per head, or over the whole projection ``(N, L, H E)``."""

@@ -47,6 +47,16 @@ class RMSNorm(nn.RMSNorm):
             )
         return super().forward(x)
 
+    def rms_parameters(self, x: Tensor) -> tuple[Tensor | None, float] | None:
+        """``(gain, eps)`` where ``forward(x)`` is ``RMSNormFunction(x, gain, eps)``, for a caller that fuses the
+        norm with what follows it (attention's q/k norm with RoPE: :mod:`swapformer.nn.qk_norm_rotation`); None
+        where ``forward`` takes another path."""
+        if type(self).forward is not RMSNorm.forward or len(self.normalized_shape) != 1:
+            return None
+        if x.size(-1) != self.normalized_shape[0] or not _trains_on_cpu(x, self.weight):
+            return None
+        return self.weight, torch.finfo(x.dtype).eps if self.eps is None else self.eps
+
     def function(self, of: Of) -> Function | None:
         """The eval-mode forward as a function, what it looks up resolved once: the pair's weight, the signs
         (:mod:`swapformer.components.functions`)."""
@@ -116,6 +126,13 @@ class UnitOffsetRMSNorm(nn.Module):
             return RMSNormFunction.apply(x, 1.0 + self.weight, self.eps)
         normed = x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)
         return (normed * (1.0 + self.weight.float())).type_as(x)
+
+    def rms_parameters(self, x: Tensor) -> tuple[Tensor | None, float] | None:
+        """``(1 + w, eps)`` where ``forward(x)`` is ``RMSNormFunction(x, 1 + w, eps)`` (see
+        :meth:`RMSNorm.rms_parameters`); None where it takes another path."""
+        if type(self).forward is not UnitOffsetRMSNorm.forward or x.size(-1) != self.weight.numel():
+            return None
+        return (1.0 + self.weight, self.eps) if _trains_on_cpu(x, self.weight) else None
 
     def reset_parameters(self) -> None:
         nn.init.zeros_(self.weight)

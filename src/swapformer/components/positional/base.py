@@ -73,6 +73,14 @@ class PositionalEncoding(nn.Module):
         """Queries ``(N, H, L, E)`` and keys ``(N, Hkv, S, E)`` with positions applied; identity by default."""
         return q, k
 
+    def rotation_tables(
+        self, q: Tensor, k: Tensor, *, offset: int | Tensor = 0
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
+        """Where ``rotate`` is RoPE's ``x * cos + rotate_half(x) * sin``, its tables (cos and half of sin, of q
+        then of k), for a caller that fuses the rotation with what comes before it (attention's q/k norm:
+        :mod:`swapformer.nn.qk_norm_rotation`); None (the default): ``rotate`` is something else."""
+        return None
+
     def bias(
         self, length: int, source_length: int, *, offset: int = 0, device: torch.device | None = None
     ) -> Tensor | None:

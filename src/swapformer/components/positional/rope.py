@@ -144,6 +144,23 @@ class RotaryPositionalEncoding(PositionalEncoding):
         return last[1], last[2]  # (H, L, E) and (H, L, E / 2), (L, H, .) in memory
 
     def rotate(self, q: Tensor, k: Tensor, *, offset: int | Tensor = 0) -> tuple[Tensor, Tensor]:
+        tables = self._tables(q, k, offset)
+        if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad):
+            return _Rotation.apply(q, k, tables)
+        q_cos, q_sin, k_cos, k_sin = tables
+        return _rotated(q, q_cos, q_sin, 1.0), _rotated(k, k_cos, k_sin, 1.0)
+
+    def rotation_tables(
+        self, q: Tensor, k: Tensor, *, offset: int | Tensor = 0
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
+        """The tables ``rotate`` turns q and k by, ``x * cos + rotate_half(x) * sin``: cos ``(..., L, E)`` and sin
+        ``(..., L, E / 2)`` (its halves are equal) of q, then of k, broadcastable to their heads; None where a
+        subclass overrides ``rotate`` or ``offset`` is not an int."""
+        if type(self).rotate is not RotaryPositionalEncoding.rotate or not isinstance(offset, int):
+            return None
+        return self._tables(q, k, offset)
+
+    def _tables(self, q: Tensor, k: Tensor, offset: int | Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         # q and k hold the same new tokens at positions offset .. offset+L-1 (a KV cache stores rotated keys)
         length = q.size(-2)
         end = last_position(offset, length) + 1
@@ -158,10 +175,7 @@ class RotaryPositionalEncoding(PositionalEncoding):
             index = positions(offset, length)
             cos, sin = self.cos[index][:, None], self.sin[index][:, None, :, self.head_dim // 2 :]
             tables = (cos.to(q.dtype), sin.to(q.dtype), cos.to(k.dtype), sin.to(k.dtype))
-        if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad):
-            return _Rotation.apply(q, k, tables)
-        q_cos, q_sin, k_cos, k_sin = tables
-        return _rotated(q, q_cos, q_sin, 1.0), _rotated(k, k_cos, k_sin, 1.0)
+        return tables
 
     def reserve(self, length: int, device: torch.device) -> None:
         """Grow the tables (and their float32 cast) to ``length`` positions, as rotating the last one would."""
