@@ -115,7 +115,7 @@ CASES = [
         id="softcap-with-a-fused-kernel",
         area="recipe",
         mistake="`attention: {name: sdpa, softcap: 50}` (the fused kernel never sees the scores)",
-        expect=r"attention 'sdpa' takes no option 'softcap'; its options are: sinks, num_heads; math, "
+        expect=r"attention 'sdpa' takes no option 'softcap'; its options are: sinks, num_heads; flex, math, "
         r"sliding_window take 'softcap'",
         argv=lambda fx: _fit(fx, model={"attention": {"name": "sdpa", "softcap": 50}}),
     ),

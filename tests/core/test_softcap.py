@@ -211,7 +211,7 @@ def test_capped_models_decode_the_same_with_and_without_the_cache():
     [
         (
             {"attention": {"name": "sdpa", "softcap": 5.0}},
-            r"'sdpa' takes no option 'softcap'.*math, sliding_window take 'softcap'",
+            r"'sdpa' takes no option 'softcap'.*flex, math, sliding_window take 'softcap'",
         ),
         ({"attention": {"name": "math", "softcap": 0}}, r"math: softcap=0 must be a number > 0"),
         (
