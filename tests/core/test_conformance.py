@@ -320,19 +320,20 @@ def test_a_plugin_norm_joins_every_combination_and_passes_the_check_command(half
     combos = conformance.combinations(fixed={"norm": "half_norm"})
     assert (
         len([c for c in combos if c.variant is None and not c.mixed and c.option is None])
-        == 3 * 5 * 6 * 5 * 7
-    )  # the full product with the plug-in, read from the registries now
+        == 3 * 6 * 6 * 5 * 7
+    )  # the full product with the plug-in: kinds x attention (flex, linear, math, mla, sdpa, sliding_window) x
+    # positional (six, nope being none's alias) x placements x ffns, read from the registries now
     assert "half_norm" in {c.norm for c in conformance.combinations()}
     run(["check", "half_norm", "--quick", "--verbose"])  # no SystemExit: nothing failed
     out = capsys.readouterr().out
-    # 64 for each of the 3 kinds: defaults with one family varied, two more head layouts, member variants, and
+    # 68 for each of the 3 kinds: defaults with one family varied, two more head layouts, member variants, and
     # the patterned twins (-mixed); and 11 option variants (4 causal_lm, 3 seq2seq, 4 masked_lm), the norm fixed
-    assert "checking 203 combinations with norm 'half_norm'" in out
+    assert "checking 215 combinations with norm 'half_norm'" in out
     assert "pass    seq2seq-sdpa-rope-half_norm-post-relu" in out
     assert "pass    masked_lm-sdpa-rope-half_norm-post-gelu" in out
     assert "pass    causal_lm-sdpa-rope-half_norm-pre-gelu-mixed" in out
     assert "pass    causal_lm-sdpa-rope-half_norm-res_post-gelu+qk_norm_projection" in out
-    assert "203 combinations: 203 passed, 0 failed, 0 refused by the matrix" in out
+    assert "215 combinations: 215 passed, 0 failed, 0 refused by the matrix" in out
 
 
 class PositionsFromZero(SinusoidalPositionalEncoding):
