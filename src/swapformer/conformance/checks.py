@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from swapformer import layer_specs
 from swapformer.compat import Capabilities, capabilities
 from swapformer.components.attention.scaled_dot_product import scaled_dot_product
-from swapformer.components.attention.sliding_window import band_mask
+from swapformer.components.attention.sliding_window import band_mask, within_band
 from swapformer.components.positional.base import PositionalEncoding
 from swapformer.config import ModelConfig
 from swapformer.conformance.combination import HEAD_LAYOUTS, Combination
@@ -333,14 +333,7 @@ def _banded(args: dict[str, Any], window: int | None) -> dict[str, Any]:
     if window is None:
         return args
     band = band_mask(KERNEL_LENGTH, KERNEL_LENGTH, window=window)
-    mask = args.get("attn_mask")
-    if mask is None:
-        mask = band
-    elif mask.dtype == torch.bool:
-        mask = mask & band
-    else:
-        mask = mask.masked_fill(~band, float("-inf"))
-    return {**args, "attn_mask": mask}
+    return {**args, "attn_mask": within_band(args.get("attn_mask"), band)}
 
 
 def _kernel_inputs(kv_heads: int) -> tuple[Tensor, Tensor, Tensor]:

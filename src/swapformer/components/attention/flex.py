@@ -39,7 +39,7 @@ from swapformer.components.attention._masks import guard_empty_rows, merge_causa
 from swapformer.components.attention.documents import DocumentMask
 from swapformer.components.attention.scaled_dot_product import scaled_dot_product
 from swapformer.components.attention.sinks import unsplit_heads
-from swapformer.components.attention.sliding_window import band_mask
+from swapformer.components.attention.sliding_window import band_mask, within_band
 from swapformer.components.softcap import check_cap
 from swapformer.errors import ConfigError
 from swapformer.registry import Capabilities
@@ -319,13 +319,9 @@ class FlexAttention(nn.Module):
             attn_mask = attn_mask.dense()
         length, source_length = query.size(-2), key.size(-2)
         if self.window is not None and source_length > self.window:
-            band = band_mask(length, source_length, window=self.window, device=query.device)
-            if attn_mask is None:
-                attn_mask = band
-            elif attn_mask.dtype == torch.bool:
-                attn_mask = attn_mask & band
-            else:
-                attn_mask = attn_mask.masked_fill(~band, float("-inf"))
+            attn_mask = within_band(
+                attn_mask, band_mask(length, source_length, window=self.window, device=query.device)
+            )
         return scaled_dot_product(
             query, key, value, attn_mask=attn_mask, is_causal=is_causal, scale=scale, softcap=self.softcap
         )

@@ -27,6 +27,16 @@ def band_mask(length: int, source_length: int, *, window: int, device: torch.dev
     return (query - key).abs() < window
 
 
+def within_band(attn_mask: Tensor | None, band: Tensor) -> Tensor:
+    """``attn_mask`` keeping only the keys ``band`` (:func:`band_mask`) allows: the band itself where there is no
+    mask, a boolean mask and the band, or a float mask (padding, a score bias) with -inf outside the band."""
+    if attn_mask is None:
+        return band
+    if attn_mask.dtype == torch.bool:
+        return attn_mask & band
+    return attn_mask.masked_fill(~band, float("-inf"))
+
+
 class SlidingWindowAttention(nn.Module):
     """Scaled dot-product attention restricted to a band: ``math``/``sdpa`` with a banded mask.
 
@@ -108,12 +118,7 @@ class SlidingWindowAttention(nn.Module):
         # S <= window: the band cuts nothing (a decoding step over a cache of `window` keys), the kernel alone
         if source_length > self.window:
             band = band_mask(length, source_length, window=self.window, device=query.device)  # (L, S)
-            if attn_mask is None:
-                attn_mask = band
-            elif attn_mask.dtype == torch.bool:
-                attn_mask = attn_mask & band
-            else:
-                attn_mask = attn_mask.masked_fill(~band, float("-inf"))
+            attn_mask = within_band(attn_mask, band)
             if is_causal:
                 attn_mask, is_causal = merge_causal(attn_mask, length, source_length), False
         return self.kernel(
