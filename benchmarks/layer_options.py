@@ -142,19 +142,26 @@ def as_autograd(model: nn.Module) -> nn.Module:
     return model
 
 
-def as_before(model: nn.Module) -> nn.Module:
-    """``model`` with torch's ``nn.RMSNorm`` as its q/k norms and its capped kernels on the general path."""
+def with_qk_norms(model: nn.Module, norm_class: type[nn.Module]) -> nn.Module:
+    """``model`` with its q/k norms replaced by ``norm_class`` norms of the same shape, eps and weights."""
     for module in model.modules():
         if not isinstance(module, MultiHeadAttention):
             continue
         for name in ("q_norm", "k_norm"):
             norm = getattr(module, name)
             if norm is not None:
-                torch_norm = nn.RMSNorm(norm.normalized_shape, eps=norm.eps)
-                torch_norm.load_state_dict(norm.state_dict())
-                setattr(module, name, torch_norm)
-        if isinstance(module.kernel, MathAttention) and module.kernel.softcap is not None:
-            module.kernel = GeneralPathMath(softcap=module.kernel.softcap)
+                replaced = norm_class(norm.normalized_shape, eps=norm.eps)
+                replaced.load_state_dict(norm.state_dict())
+                setattr(module, name, replaced)
+    return model
+
+
+def as_before(model: nn.Module) -> nn.Module:
+    """``model`` with torch's ``nn.RMSNorm`` as its q/k norms and its capped kernels on the general path."""
+    for module in with_qk_norms(model, nn.RMSNorm).modules():
+        kernel = getattr(module, "kernel", None) if isinstance(module, MultiHeadAttention) else None
+        if isinstance(kernel, MathAttention) and kernel.softcap is not None:
+            module.kernel = GeneralPathMath(softcap=kernel.softcap)
     return model
 
 
@@ -168,16 +175,7 @@ class UnfusedRMSNorm(RMSNorm):
 
 def as_unfused(model: nn.Module) -> nn.Module:
     """``model`` with its q/k norms as :class:`UnfusedRMSNorm`, the same weights."""
-    for module in model.modules():
-        if not isinstance(module, MultiHeadAttention):
-            continue
-        for name in ("q_norm", "k_norm"):
-            norm = getattr(module, name)
-            if norm is not None:
-                unfused = UnfusedRMSNorm(norm.normalized_shape, eps=norm.eps)
-                unfused.load_state_dict(norm.state_dict())
-                setattr(module, name, unfused)
-    return model
+    return with_qk_norms(model, UnfusedRMSNorm)
 
 
 def make_step(
