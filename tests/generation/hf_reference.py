@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from tests.weights import spread_weights
 
 from swapformer import build_causal_lm
 
@@ -76,20 +77,6 @@ def gpt2_pair(vocab_size: int = 40, seed: int = 0):
     torch.manual_seed(seed)
     config = dict(GPT2_LIKE, vocab_size=vocab_size)
     ours = build_causal_lm(config).eval()
-    _spread_weights(ours, gain=2.0)
+    # gain 2: logits of a few units, with which the tests' eos ids end rows and beams at different steps
+    spread_weights(ours, gain=2.0)
     return ours, hugging_face_gpt2(ours, config, bos_token_id=1, eos_token_id=2, pad_token_id=0)
-
-
-def _spread_weights(model, *, gain: float) -> None:
-    """Weight matrices (embeddings too) drawn with std ``gain / sqrt(fan_in)``; biases and norms moved off 0 and 1.
-
-    With std 0.02, zero biases and unit norms, greedy decoding repeats the prompt's last token, beam search under
-    most stopping rules gives the same output, and a bias or norm copied to the wrong place goes unseen. Gain 2
-    gives logits of a few units, with which the tests' eos ids end rows and beams at different steps.
-    """
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.dim() == 2:  # nn.Linear (out, in); nn.Embedding (V, D)
-                parameter.normal_(0.0, gain * parameter.size(1) ** -0.5)
-            else:
-                parameter.add_(torch.randn_like(parameter) * 0.1)

@@ -9,6 +9,7 @@ import pytest
 import torch
 from tests.interop.hf_models import SEQ2SEQ, hf_model, save
 from tests.interop.test_hf_generation_config import CASES, equal_up_to_padding, hf_with_defaults, inputs
+from tests.weights import spread_weights
 
 import swapformer
 from swapformer.models.seq2seq import Seq2SeqStep
@@ -89,10 +90,11 @@ NATIVE = {
 @pytest.mark.parametrize("shape", sorted(NATIVE))
 def test_the_plan_gives_the_modules_logits_bit_for_bit(shape, padded):
     # the same steps through the plan and through model.decode with its own cache: the same operators on the same
-    # tensors, so equal logits, not close ones
+    # tensors, so equal logits, not close ones. Spread weights: at std 0.02 the post-norm model's cross-attention
+    # is so near uniform that its logits stay within 1e-5 of the uncached ones with the step's queries zeroed
     config = dict(kind="seq2seq", vocab_size=40, d_model=32, num_heads=4, num_layers=2, d_ff=64, dropout=0.0)
     torch.manual_seed(0)
-    model = swapformer.build_seq2seq({**config, **NATIVE[shape]}).eval()
+    model = spread_weights(swapformer.build_seq2seq({**config, **NATIVE[shape]}).eval())
     src = torch.randint(3, 40, (3, 7))
     src_mask = torch.ones(3, 7, dtype=torch.bool)
     if padded:
