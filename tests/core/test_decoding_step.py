@@ -3,6 +3,7 @@ general path it replaces: the same numbers, for multi-head and grouped-query att
 
 import pytest
 import torch
+from tests.weights import spread_weights
 
 from swapformer import build_causal_lm
 from swapformer.components.functions import function_of, plain
@@ -151,11 +152,13 @@ PLANNED = {
 
 @pytest.mark.parametrize("shape", ["shifted-rope", *PLANNED])
 def test_cached_decoding_steps_equal_the_uncached_model(shape):
-    # each one-token step through the decoding path gives the logits of the whole sequence run without a cache
+    # each one-token step through the decoding path gives the logits of the whole sequence run without a cache.
+    # Spread weights: at std 0.02 the RoPE shapes passed with the step's keys and queries rotated one position
+    # on, and the post-norm one with the step's queries zeroed
     config = dict(vocab_size=40, d_model=32, num_heads=4, num_layers=3, d_ff=64, dropout=0.0)
     config.update(PLANNED["llama" if shape == "shifted-rope" else shape])
     torch.manual_seed(0)
-    model = build_causal_lm(config).eval()
+    model = spread_weights(build_causal_lm(config).eval())
     if shape == "shifted-rope":  # a member overriding rotate: the general path, with its own positions
 
         class ShiftedRope(type(model.positional)):
