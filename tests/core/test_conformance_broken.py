@@ -22,6 +22,7 @@ from swapformer.components.ffn import MixtureOfExperts, relu
 from swapformer.components.positional.rope_scaling import ScaledRotaryPositionalEncoding
 from swapformer.components.positional.sinusoidal import SinusoidalPositionalEncoding
 from swapformer.conformance import Combination
+from swapformer.nn import MultiHeadAttention
 from swapformer.registry import FAMILIES
 
 
@@ -303,3 +304,21 @@ def test_the_matrix_shows_the_declarations_the_reference_check_reads(capsys):
     assert rows["math"] == rows["sdpa"] == rows["wrong_scale"] == "yes" and rows["linear"] == "no"
     positional = next(line for line in lines if line.split()[:1] == ["positional"] and "relative" in line)
     assert positional.split().index("relative") > 0
+
+
+def test_cached_decoding_runs_the_cross_attention_step_of_a_source_without_a_mask(monkeypatch):
+    # a one-token cross-attention step that is wrong only where the source has no mask (its kernel function's
+    # path): the check once decoded only a padded source, and passed it
+    make = MultiHeadAttention.memory_decoding_function
+
+    def halved_without_a_mask(self, cache):
+        step = make(self, cache)
+        if step is None:
+            return None
+        return lambda x, attn_mask=None: step(x, attn_mask) * (1.0 if attn_mask is not None else 0.5)
+
+    combination = Combination("seq2seq", *conformance.default_members("seq2seq").values())
+    conformance.check_cached_decoding(conformance.build(combination))  # the library's step passes
+    monkeypatch.setattr(MultiHeadAttention, "memory_decoding_function", halved_without_a_mask)
+    with pytest.raises(conformance.ConformanceFailure, match=r"KV cache differ.*a source without a mask"):
+        conformance.check_cached_decoding(conformance.build(combination))

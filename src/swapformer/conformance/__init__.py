@@ -12,7 +12,8 @@ determinism         two eval-mode forward passes of one input are equal
 cached_decoding     logits fed one token at a time through a KV cache equal one full forward pass, and greedy
                     ``generate`` gives the same ids with ``use_cache=True`` and ``False`` (kinds that decode); a
                     kernel with a ``cache_window`` is decoded past it with a left-padded row, and each layer's
-                    cache must hold no more than its window
+                    cache must hold no more than its window; an encoder-decoder decodes a padded source and one
+                    without a mask
 fully_padded_rows   rows (and sources) that are all padding give finite logits and finite gradients
 documents           a packed row's documents (``document_ids``) get the logits of each document alone, in eval
                     and in training mode (kinds without a source; kernels declaring ``document_mask``)

@@ -155,7 +155,8 @@ def check_cached_decoding(model: nn.Module) -> None:
     """A KV cache changes nothing: a 3-token prefix then one token at a time gives the logits of one full pass,
     and greedy ``generate`` returns the same ids with and without the cache. A layer whose kernel sees only a
     window of keys (its ``cache_window``) is decoded past that window, also with a left-padded row, and its
-    cache must hold no more than the window."""
+    cache must hold no more than the window. An encoder-decoder decodes a padded source and one without a mask:
+    a one-token cross-attention step takes another path for each."""
     layer_windows = [_cache_window(layer) for layer in model.decoder.layers]
     windows = [w for w in layer_windows if w is not None]
     # past the widest window, where positions allow: the oldest keys must leave the cache unnoticed
@@ -164,26 +165,31 @@ def check_cached_decoding(model: nn.Module) -> None:
     if kind(model.config.kind).source:
         src = _tokens(2, SOURCE_LENGTH, seed=5)
         src_mask = torch.arange(SOURCE_LENGTH)[None, :] < torch.tensor([[SOURCE_LENGTH], [3]])
-        with torch.no_grad():
-            step = partial(model.decode, memory=model.encode(src, src_mask), src_mask=src_mask)
+        with torch.no_grad():  # a padded source, and one without a mask: a step attends to each its own way
+            steps = [
+                (partial(model.decode, memory=model.encode(src, source_mask), src_mask=source_mask), note)
+                for source_mask, note in ((src_mask, ""), (None, " (a source without a mask)"))
+            ]
         generate_args, options, mask_name = (src, src_mask), {"decoder_start_token_id": 1}, "tgt_mask"
     else:
-        step = model  # step(chunk, cache=...) runs the chunk after the cached tokens
+        steps = [(model, "")]  # step(chunk, cache=...) runs the chunk after the cached tokens
         generate_args, options, mask_name = (ids[:, :prefix],), {}, "attention_mask"
     mask, what = None, "logits decoded with a KV cache differ from one full pass"
     if windows:  # a row left-padded past the prefix: the ring's slots and the mask's columns must agree
         mask = torch.arange(length)[None, :] >= torch.tensor([[0], [prefix + 1]])
         what += " (a row left-padded)"
     masks = [None if mask is None else mask[:, :end] for end in range(length + 1)]
-    cache = KVCache(len(model.decoder.layers))
-    with torch.no_grad():
-        full = step(ids, cache=None, **{mask_name: masks[length]})
-        steps = [step(ids[:, :prefix], cache=cache, **{mask_name: masks[prefix]})]
-        steps += [
-            step(ids[:, i : i + 1], cache=cache, **{mask_name: masks[i + 1]}) for i in range(prefix, length)
-        ]
     real = slice(None) if mask is None else mask  # (logits at padding are no one's)
-    _expect_close(torch.cat(steps, dim=1)[real], full[real], what)
+    for step, note in steps:
+        cache = KVCache(len(model.decoder.layers))
+        with torch.no_grad():
+            full = step(ids, cache=None, **{mask_name: masks[length]})
+            logits = [step(ids[:, :prefix], cache=cache, **{mask_name: masks[prefix]})]
+            logits += [
+                step(ids[:, i : i + 1], cache=cache, **{mask_name: masks[i + 1]})
+                for i in range(prefix, length)
+            ]
+        _expect_close(torch.cat(logits, dim=1)[real], full[real], what + note)
     for index, (layer, window) in enumerate(zip(cache.layers, layer_windows, strict=True)):
         held = layer.self_attention.keys
         if window is not None and held is not None and held.size(2) > window:
