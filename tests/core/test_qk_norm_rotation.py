@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.weights import spread_weights
 
 from swapformer import build_causal_lm, family
 from swapformer.components.positional import RotaryPositionalEncoding
-from swapformer.nn import MultiHeadAttention
+from swapformer.nn import AttentionCache, MultiHeadAttention
 from swapformer.nn.qk_norm_rotation import NormedRotation, normed_rotation
 
 N, H, KV_HEADS, L, E = 2, 4, 2, 6, 8
@@ -198,11 +199,24 @@ def test_attention_trains_through_it_where_the_members_would_take_their_training
     assert "NormedRotationBackward" not in _grad_fns(alibi(x, is_causal=True).grad_fn)
 
 
-def test_attention_gives_the_numbers_of_the_general_path_in_training_and_in_eval():
-    attention = _attention({}).eval()  # no dropout; a gradient is still needed, so the fused form runs
-    x = torch.randn(2, 5, 32, requires_grad=True)
+@pytest.mark.parametrize("scope", ["head", "projection"])
+def test_attention_gives_the_numbers_of_the_general_path_in_training_and_in_eval(scope):
+    # spread weights (norm gains moved off 1), and tokens after 3 cached ones (RoPE is relative: positions
+    # shifted alike in q and k change nothing without a cache): at std 0.02, unit gains and no cache, attention
+    # gave the general path's numbers with the fused node's gains dropped or its offset ignored
+    attention = spread_weights(_attention({"qk_norm_scope": scope})).eval()  # no dropout; a gradient is still
+    x = torch.randn(2, 5, 32, requires_grad=True)  # needed, so the fused form runs
     fused = attention(x, is_causal=True)
     assert "NormedRotationBackward" in _grad_fns(fused.grad_fn)
     with torch.no_grad():
         general = attention(x, is_causal=True)  # no gradient: the members run one after the other
+    torch.testing.assert_close(fused, general, rtol=1e-6, atol=1e-6)
+    caches = AttentionCache(), AttentionCache()
+    with torch.no_grad():
+        for cache in caches:
+            attention(x[:, :3], is_causal=True, cache=cache)
+    fused = attention(x[:, 3:], offset=3, cache=caches[0])
+    assert "NormedRotationBackward" in _grad_fns(fused.grad_fn)
+    with torch.no_grad():
+        general = attention(x[:, 3:], offset=3, cache=caches[1])
     torch.testing.assert_close(fused, general, rtol=1e-6, atol=1e-6)
