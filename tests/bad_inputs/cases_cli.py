@@ -430,3 +430,42 @@ CASES += [
         ],
     ),
 ]
+
+# swapformer's own verbs parse with argparse: its usage block and bare "unrecognized arguments" never reach the user
+CASES += [
+    Case(
+        id="generate-option-typo",
+        area="CLI",
+        mistake="a misspelt option of `swapformer generate`: `--tempertaure 0.7`",
+        expect=r"unknown option --tempertaure \(did you mean '--temperature'\?\); swapformer generate --help",
+        argv=lambda fx: ["generate", "--ckpt_path", "last.ckpt", "--prompt", "hi", "--tempertaure", "0.7"],
+    ),
+    Case(
+        id="generate-flag-given-a-value",
+        area="CLI",
+        mistake="`swapformer generate --do_sample true` (a flag written as an option with a value)",
+        expect=r"--do_sample takes no value .*: drop 'true'",
+        argv=lambda fx: ["generate", "--ckpt_path", "last.ckpt", "--prompt", "hi", "--do_sample", "true"],
+    ),
+    Case(
+        id="generate-num-beams-not-a-number",
+        area="CLI",
+        mistake="`swapformer generate --num_beams four`",
+        expect=r"--num_beams 'four' is not a whole number",
+        argv=lambda fx: ["generate", "--ckpt_path", "last.ckpt", "--prompt", "hi", "--num_beams", "four"],
+    ),
+    Case(
+        id="check-kind-typo",
+        area="CLI",
+        mistake="`swapformer check rope --kind causal` (a model kind misspelt)",
+        expect=r"--kind 'causal' is not one of: causal_lm, masked_lm, seq2seq \(did you mean 'causal_lm'\?\)",
+        argv=lambda fx: ["check", "rope", "--kind", "causal"],
+    ),
+    Case(
+        id="export-format-typo",
+        area="CLI",
+        mistake="`swapformer export --format onnx` (a format swapformer does not write)",
+        expect=r"--format 'onnx' is not one of: swapformer, hf",
+        argv=lambda fx: ["export", "--ckpt_path", "last.ckpt", "--out", "out", "--format", "onnx"],
+    ),
+]

@@ -273,6 +273,9 @@ def _run_case(case: Case, fx: Fixtures) -> Outcome:
     starts = [i for i, line in enumerate(lines) if line.startswith(head)]
     if not starts:
         raise AssertionError(f"{case.id}: no line starts with {head!r} on stderr:\n{stderr[-3000:]}")
+    usage = [line for line in lines if line.startswith("usage:")]
+    if usage:  # argparse's usage block before the line: a screen of options, none of them the fix
+        raise AssertionError(f"{case.id}: the parser's usage reached the user:\n{stderr[-3000:]}")
     message = "\n".join(lines[starts[0] :]).strip()
     return Outcome(message, output, code)
 

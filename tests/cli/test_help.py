@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from swapformer.cli import main
+from swapformer.cli import VERBS, main
 
 
 @pytest.mark.parametrize("verb", ["generate", "evaluate", "export", "import-hf", "check"])
@@ -43,3 +43,13 @@ def test_fit_help_has_no_restructuredtext(args, capsys):
     assert "--trainer.max_steps" in text or "Help for" in text, text[:500]
     markup = MARKUP.findall(text)
     assert not markup, f"{' '.join(args)} shows reST: {markup}"
+
+
+@pytest.mark.parametrize("verb", sorted(set(VERBS) - {"components"}))  # components reads its own few words
+def test_every_argparse_verb_says_a_command_line_mistake_in_one_line(verb, capsys):
+    """argparse prints its usage block and exits; swapformer's verbs say one line, the option and the fix."""
+    with pytest.raises(SystemExit) as exit_info:
+        main([verb, "--outt", "x"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"swapformer {verb}: error: "), err

@@ -22,7 +22,7 @@ from typing import TextIO
 
 import torch
 
-from swapformer.cli.errors import user_errors
+from swapformer.cli.errors import VerbParser, user_errors
 from swapformer.cli.helptext import plain
 from swapformer.conformance import (
     CHECK_NAMES,
@@ -120,7 +120,7 @@ def format_results(results: Sequence[CombinationResult], *, max_failures: int = 
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = VerbParser(
         allow_abbrev=False,
         prog="swapformer check",
         description=plain(__doc__),
@@ -157,9 +157,9 @@ def main(argv: list[str] | None = None, *, file: TextIO | None = None) -> None:
         SystemExit: 1 when a combination fails, 2 for an unknown or ambiguous name.
     """
     file = file or sys.stdout
-    args = parser().parse_args(argv)
     fixed: dict[str, str] = {}
     with user_errors("check"):
+        args = parser().parse_args(argv)
         option = resolve_option(args.name)
         if args.name != "all" and option is None:
             family, member = resolve(args.name)

@@ -44,8 +44,8 @@ from swapformer.cli.compare_plan import (
     write_manifest,
 )
 from swapformer.cli.compare_runs import execute, run_status
-from swapformer.cli.errors import user_errors
-from swapformer.errors import ConfigError, UsageError
+from swapformer.cli.errors import VerbParser, user_errors
+from swapformer.errors import ConfigError
 from swapformer.training.run_summary import SUMMARY_FILE
 
 __all__ = ["full_key", "int_list", "main", "parser", "split_values"]
@@ -53,13 +53,8 @@ __all__ = ["full_key", "int_list", "main", "parser", "split_values"]
 # ---- the command line ---------------------------------------------------------------------------------------
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line through the verb's error path, not argparse's usage
-        raise UsageError(f"{message}; swapformer compare --help lists the options")
-
-
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = VerbParser(
         prog="swapformer compare",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -8,6 +8,7 @@ parser's ``UsageError``), ``ValueError``s of the verbs' own checks, and ``OSErro
 
 from __future__ import annotations
 
+import argparse
 import ast
 import contextlib
 import importlib
@@ -87,6 +88,53 @@ def user_errors(verb: str, *, also: tuple[type[BaseException], ...] = ()) -> Ite
             raise
         print(f"swapformer {verb}: error: {describe(cause)}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+
+
+# ---- argparse's messages (swapformer's own verbs), as one line naming the option first ----------------------
+
+
+class VerbParser(argparse.ArgumentParser):
+    """The argument parser of swapformer's own verbs (``generate``, ``evaluate``, ``export``, ...): a mistake on
+    the command line raises a :class:`UsageError` of one line naming the option and the fix, which the verb's one
+    error path prints, instead of argparse's usage block and its bare ``unrecognized arguments``."""
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        self._given = list(sys.argv[1:] if args is None else args)  # error() sees only the message
+        return super().parse_known_args(args, namespace)
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(argparse_message(message, self, getattr(self, "_given", [])))
+
+
+def argparse_message(message: str, parser: argparse.ArgumentParser, given: list[str]) -> str:
+    """One line for argparse's ``message`` about the command line ``given`` to ``parser``."""
+    listed = f"{parser.prog} --help lists the options"
+    options = [o for action in parser._actions for o in action.option_strings if o.startswith("--")]
+    if match := re.match(r"unrecognized arguments: (\S+)", message):
+        word = match[1]
+        if word.startswith("-"):
+            option = word.split("=")[0]
+            return f"unknown option {option}{did_you_mean(option, options)}; {listed}"
+        before = given[given.index(word) - 1] if word in given[1:] else None
+        flags = [o for a in parser._actions if a.nargs == 0 for o in a.option_strings]
+        if before in flags:
+            return f"{before} takes no value (it is on when given, off when left out): drop {word!r}"
+        return f"unexpected argument {word!r}; {listed}"
+    if match := re.match(r"argument ([^:]+): invalid (int|float) value: (.*)", message):
+        kind = "a whole number" if match[2] == "int" else "a number"
+        return f"{_long(match[1])} {match[3]} is not {kind}"
+    if match := re.match(r"argument ([^:]+): invalid choice: ('[^']*') \(choose from (.*)\)", message):
+        choices = [c.strip().strip("'") for c in match[3].split(",")]
+        hint = did_you_mean(match[2].strip("'"), choices)
+        return f"{_long(match[1])} {match[2]} is not one of: {', '.join(choices)}{hint}"
+    if match := re.match(r"argument ([^:]+): expected one argument", message):
+        return f"{_long(match[1])} needs a value; {listed}"
+    return f"{message}; {listed}"
+
+
+def _long(names: str) -> str:
+    """The long name of argparse's ``--config/-c``: ``--config``."""
+    return next((n for n in names.split("/") if n.startswith("--")), names)
 
 
 # ---- jsonargparse's messages, as one line naming the key first ----------------------------------------------

@@ -23,7 +23,7 @@ import sacrebleu
 import torch
 import torch.nn.functional as F
 
-from swapformer.cli.errors import read_text, user_errors
+from swapformer.cli.errors import VerbParser, read_text, user_errors
 from swapformer.cli.helptext import plain
 from swapformer.cli.model_args import add_model_arguments, no_tokenizer, resolve_model
 from swapformer.registry import kind
@@ -31,7 +31,7 @@ from swapformer.tasks import SwapformerModule
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = VerbParser(
         allow_abbrev=False,
         prog="swapformer evaluate",
         description=plain(__doc__),
@@ -181,6 +181,6 @@ def _run(args: argparse.Namespace, out: TextIO) -> None:
 
 def main(argv: list[str] | None = None, *, stdout: TextIO | None = None) -> None:
     """Entry point (``swapformer evaluate ...``)."""
-    args = parser().parse_args(argv)
     with user_errors("evaluate", also=(ValueError, OSError)):
+        args = parser().parse_args(argv)
         _run(args, stdout or sys.stdout)

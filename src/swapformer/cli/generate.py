@@ -22,7 +22,7 @@ from typing import Any, TextIO
 
 import torch
 
-from swapformer.cli.errors import read_text, user_errors
+from swapformer.cli.errors import VerbParser, read_text, user_errors
 from swapformer.cli.helptext import plain
 from swapformer.cli.model_args import add_model_arguments, no_tokenizer, resolve_model
 from swapformer.registry import kind
@@ -65,7 +65,7 @@ class TextStreamer:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = VerbParser(
         allow_abbrev=False,
         prog="swapformer generate",
         description=plain(__doc__),
@@ -168,9 +168,9 @@ def _translate(module, lines: Iterable[str], kwargs: dict[str, Any], batch_size:
 
 def main(argv: list[str] | None = None, *, stdin: TextIO | None = None, stdout: TextIO | None = None) -> None:
     """Entry point (``swapformer generate ...``); ``stdin``/``stdout`` default to the process's streams."""
-    args = parser().parse_args(argv)
     out, source = stdout or sys.stdout, stdin or sys.stdin
     with user_errors("generate", also=(ValueError, OSError)):
+        args = parser().parse_args(argv)
         kwargs = _generation_kwargs(args)
         module = _load(resolve_model(args), args.device)
         with torch.inference_mode():

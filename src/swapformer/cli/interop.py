@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from swapformer.cli.errors import user_errors
+from swapformer.cli.errors import VerbParser, user_errors
 from swapformer.cli.helptext import plain
 from swapformer.cli.model_args import add_model_arguments, resolve_model
 from swapformer.errors import ConfigError
@@ -72,7 +72,7 @@ def _data(kind: str, tokenizer: str, seq_len: int) -> dict[str, Any]:
 
 def import_hf(argv: list[str] | None = None) -> None:
     """``swapformer import-hf DIR --out OUT``."""
-    p = argparse.ArgumentParser(
+    p = VerbParser(
         allow_abbrev=False,
         prog="swapformer import-hf",
         description=plain(__doc__),
@@ -87,8 +87,8 @@ def import_hf(argv: list[str] | None = None) -> None:
         action="store_true",
         help="write into a folder that already holds files (the model and recipe.yaml there are replaced)",
     )
-    args = p.parse_args(argv)
     with user_errors("import-hf"):
+        args = p.parse_args(argv)
         _import_hf(args)
 
 
@@ -127,7 +127,7 @@ def _import_hf(args: argparse.Namespace) -> None:
 
 def export(argv: list[str] | None = None) -> None:
     """``swapformer export --ckpt_path X --out DIR [--format swapformer|hf]``."""
-    p = argparse.ArgumentParser(
+    p = VerbParser(
         allow_abbrev=False,
         prog="swapformer export",
         description=plain(__doc__),
@@ -146,8 +146,8 @@ def export(argv: list[str] | None = None) -> None:
         help=f"with --format hf: the Hugging Face family to write ({', '.join(supported())}); default: the "
         "first that expresses the model (a Llama-shaped model is a llama)",
     )
-    args = p.parse_args(argv)
     with user_errors("export"):
+        args = p.parse_args(argv)
         _export(args)
 
 

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import argparse
 
-from swapformer.cli.errors import user_errors
+from swapformer.cli.errors import VerbParser, user_errors
 from swapformer.data.prepare import SHARD_TOKENS, prepare
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = VerbParser(
         prog="swapformer prepare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument(
@@ -39,8 +39,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
     with user_errors("prepare"):
+        args = parser().parse_args(argv)
         prepare(
             args.source,
             tokenizer=args.tokenizer,

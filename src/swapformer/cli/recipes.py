@@ -14,7 +14,6 @@ name. The repository's ``recipes/`` folder is the only copy: a wheel carries it 
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from swapformer.cli.errors import user_errors
+from swapformer.cli.errors import VerbParser, user_errors
 from swapformer.data.tokenizers import TOKENIZER_KINDS
 from swapformer.errors import ConfigError, did_you_mean
 
@@ -187,7 +186,7 @@ def copy(name: str, dest: str) -> Path:
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(
+    parser = VerbParser(
         allow_abbrev=False,
         prog="swapformer recipes",
         description="List the bundled recipes, or copy one to edit. Any of these names works as "
@@ -198,8 +197,8 @@ def main(argv: list[str]) -> None:
     cp = commands.add_parser("cp", help="copy a bundled recipe to edit it")
     cp.add_argument("name", help="e.g. stdlib-tiny or causal_lm/stdlib-tiny")
     cp.add_argument("dest", help="a file name, or a folder to copy into")
-    args = parser.parse_args(argv)
     with user_errors("recipes"):
+        args = parser.parse_args(argv)
         if args.command == "cp":
             print(f"copied {find(args.name, option='recipe')} to {copy(args.name, args.dest)}")
         else:
