@@ -469,3 +469,35 @@ CASES += [
         argv=lambda fx: ["export", "--ckpt_path", "last.ckpt", "--out", "out", "--format", "onnx"],
     ),
 ]
+
+# trainer counts that Lightning takes without a word, or fails on with a traceback once the run has started
+CASES += [
+    Case(
+        id="devices-negative",
+        area="CLI",
+        mistake="`--trainer.devices -2`",
+        expect=r"trainer\.devices=-2 must be a positive number of devices",
+        argv=lambda fx: _fit(fx, "--trainer.devices", "-2"),
+    ),
+    Case(
+        id="devices-every-one-on-cpu",
+        area="CLI",
+        mistake="`--trainer.devices -1` (every device) with `accelerator: cpu`",
+        expect=r"trainer\.devices=-1 \(every device\) counts GPUs; on the CPU .*--trainer\.devices 1",
+        argv=lambda fx: _fit(fx, "--trainer.devices", "-1"),
+    ),
+    Case(
+        id="accumulate-grad-batches-zero",
+        area="CLI",
+        mistake="`--trainer.accumulate_grad_batches 0` (Lightning divides by it at the first step)",
+        expect=r"trainer\.accumulate_grad_batches=0 must be a whole number >= 1",
+        argv=lambda fx: _fit(fx, "--trainer.accumulate_grad_batches", "0"),
+    ),
+    Case(
+        id="gradient-clip-negative",
+        area="CLI",
+        mistake="`--trainer.gradient_clip_val -1` (Lightning would train without clipping, and say nothing)",
+        expect=r"trainer\.gradient_clip_val=-1 must be >= 0 .*0 or null: no clipping",
+        argv=lambda fx: _fit(fx, "--trainer.gradient_clip_val", "-1"),
+    ),
+]

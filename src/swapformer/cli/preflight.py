@@ -1,11 +1,12 @@
 """Checks of a Lightning verb's configuration that run before anything expensive (before any data is read or
 the model is built), each failing with one line that names the key and the fix: paths (``--ckpt_path``,
-``trainer.default_root_dir``), trainer names (strategy, accelerator) and the data's sequence lengths against
-the model's positional member.
+``trainer.default_root_dir``), trainer names (strategy, accelerator), trainer counts (devices, accumulated
+batches, the clipping norm) and the data's sequence lengths against the model's positional member.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -79,11 +80,13 @@ def check_paths(config: Any, subcommand: str | None) -> None:
 
 
 def check_trainer(trainer: Any) -> None:
-    """A misspelt strategy, or an accelerator this machine does not have, named with the fix (Lightning's own
-    messages give neither the key nor a suggestion)."""
+    """A misspelt strategy, an accelerator this machine does not have, or a count out of range (devices,
+    accumulated batches, the clipping norm), named with the fix (Lightning's own messages give neither the key
+    nor a suggestion, or there are none)."""
     if trainer is None:
         return
     check_launcher(trainer)
+    check_counts(trainer)
     from lightning.pytorch.accelerators import AcceleratorRegistry
     from lightning.pytorch.strategies import StrategyRegistry
 
@@ -113,6 +116,44 @@ def check_trainer(trainer: Any) -> None:
         raise ConfigError(
             f"trainer.accelerator={accelerator!r}: this machine has no {name} device; use "
             "--trainer.accelerator cpu (or auto, which picks what is there)"
+        )
+
+
+def check_counts(trainer: Any) -> None:
+    """Counts Lightning takes without a word (a negative ``accumulate_grad_batches`` trains, a negative
+    ``gradient_clip_val`` turns clipping off) or fails on with a traceback mid-run (``accumulate_grad_batches: 0``
+    divides by zero at the first step, ``devices: -2`` raises a TypeError): one line each, before anything runs."""
+    accumulate = trainer.get("accumulate_grad_batches")
+    if isinstance(accumulate, int) and not isinstance(accumulate, bool) and accumulate < 1:
+        raise ConfigError(
+            f"trainer.accumulate_grad_batches={accumulate} must be a whole number >= 1 (the batches summed into "
+            "one optimizer step; 1: a step per batch)"
+        )
+    clip = trainer.get("gradient_clip_val")
+    if isinstance(clip, int | float) and not isinstance(clip, bool) and clip < 0:
+        raise ConfigError(
+            f"trainer.gradient_clip_val={clip:g} must be >= 0 (the largest gradient norm; 0 or null: no clipping)"
+        )
+    devices = trainer.get("devices")
+    with contextlib.suppress(TypeError, ValueError):
+        devices = int(devices)  # "2" on the command line; "auto", "0,1" and lists stay as they are
+    if not isinstance(devices, int) or isinstance(devices, bool) or devices > 0:
+        return
+    if devices < -1 or devices == 0:
+        raise ConfigError(
+            f"trainer.devices={devices} must be a positive number of devices, a list of device ids, or -1 / auto "
+            "(every device)"
+        )
+    accelerator = trainer.get("accelerator")
+    on_cpu = accelerator == "cpu" or (
+        accelerator in (None, "auto")
+        and not torch.cuda.is_available()
+        and not torch.backends.mps.is_available()
+    )
+    if on_cpu:  # Lightning's -1 counts GPUs; on the CPU it raises a TypeError
+        raise ConfigError(
+            "trainer.devices=-1 (every device) counts GPUs; on the CPU give the number of processes, e.g. "
+            "--trainer.devices 1"
         )
 
 
