@@ -282,3 +282,35 @@ CASES += [
         argv=lambda fx: _edited(fx, lambda c: c["model"].update(class_path="swapformer.tasks.Seq2SeqModule")),
     ),
 ]
+
+CASES += [
+    Case(
+        id="layered-recipe-alone",
+        area="recipe",
+        mistake="`swapformer fit --config causal_lm/finetune-imported` alone (it layers over import-hf's "
+        "recipe.yaml, which names the model)",
+        expect=r"causal_lm/finetune-imported sets model options but names no model class \(model\.class_path\): "
+        r".*--config <model recipe> --config causal_lm/finetune-imported",
+        argv=lambda fx: ["fit", "--config", "causal_lm/finetune-imported", "--print_config"],
+    ),
+    Case(
+        id="layered-recipe-first",
+        area="recipe",
+        mistake="a recipe that layers over a model recipe given before it (`--config my-finetune.yaml --config "
+        "stdlib-tiny`)",
+        expect=r"my-finetune\.yaml sets model options .*given before it: --config causal_lm/stdlib-tiny --config my-finetune\.yaml",
+        argv=lambda fx: [
+            "fit",
+            "--config",
+            _named(fx, "my-finetune.yaml", "model:\n  init_args:\n    lr: 3.0e-4\n"),
+            "--config",
+            "stdlib-tiny",
+            "--print_config",
+        ],
+    ),
+]
+
+
+def _named(fx, name: str, text: str) -> str:
+    (fx.tmp / name).write_text(text)
+    return name

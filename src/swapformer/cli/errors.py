@@ -218,6 +218,8 @@ def _unknown_key(key: str, choices: list[str], files: list[str], where_listed: s
 def _class_problem(key: str, class_path: str, problem: str, files: list[str]) -> str:
     """A class_path that names no class, or an option its class does not take: one line with a did-you-mean."""
     module_path = class_path.rpartition(".")[0]
+    if _is_task_base(class_path):  # no recipe named the model's class: jsonargparse fell back on the base
+        return _no_model_class(files)
     if match := re.match(r"Option '([^']+)' is not accepted", problem):
         option = f"{key.removeprefix('--')}.init_args.{match[1]}"
         parameters = _parameters(class_path)
@@ -236,6 +238,50 @@ def _class_problem(key: str, class_path: str, problem: str, files: list[str]) ->
     hint = did_you_mean(class_path, classes).replace("'", "")
     where = f"{file}: {key.removeprefix('--')}.class_path" if file else key
     return f"{where}: unknown class {class_path}{hint}"
+
+
+def _is_task_base(class_path: str) -> bool:
+    """Whether ``class_path`` is the base of the task modules, which trains no kind of model itself."""
+    from swapformer.tasks.base import SwapformerModule
+
+    module_path, _, name = class_path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_path), name, None) is SwapformerModule
+    except ImportError:
+        return False
+
+
+def _no_model_class(files: list[str]) -> str:
+    """Model options with no ``model.class_path`` in any recipe: name the recipe that layers over a model recipe
+    (``causal_lm/finetune-imported`` over import-hf's ``recipe.yaml``) and the order that fixes it."""
+    from swapformer.cli.recipes import bundled
+
+    names = {path.resolve(): name for name, path in bundled().items()}
+    shown = {f: names.get(Path(f).resolve(), f) for f in files}
+    layered = next((f for f in files if _model_without_class(f)), None)
+    if layered is None:
+        return (
+            "model options given, but no recipe names the model's class (model.class_path): give a model recipe "
+            "first, e.g. --config stdlib-tiny (`swapformer recipes` lists them)"
+        )
+    later = files[files.index(layered) + 1 :]
+    model = next((f for f in later if "class_path" in (_recipe(f) or {}).get("model", {})), None)
+    if model is not None:  # the model's recipe is there, after the one that layers over it
+        return (
+            f"{shown[layered]} sets model options but names no model class (model.class_path): it layers over "
+            f"a model recipe, given before it: --config {shown[model]} --config {shown[layered]}"
+        )
+    return (
+        f"{shown[layered]} sets model options but names no model class (model.class_path): it layers over a "
+        f"model recipe, given before it: --config <model recipe> --config {shown[layered]} (import-hf writes one "
+        "as <out>/recipe.yaml; or a bundled one, e.g. stdlib-tiny)"
+    )
+
+
+def _model_without_class(file: str) -> bool:
+    node = _recipe(file)
+    model = node.get("model") if isinstance(node, dict) else None
+    return isinstance(model, dict) and "class_path" not in model
 
 
 def _parameters(class_path: str) -> list[str]:
