@@ -163,6 +163,8 @@ GPT_OSS_SHAPED = dict(LLAMA_SHAPED, bias=True, attention={"name": "sdpa", "sinks
         (dict(LLAMA_SHAPED, layers=[{}, {"positional": "none"}]), "smollm3"),
         (dict(LLAMA_SHAPED, layers=[{"attention": SLIDING}, {}]), "smollm3"),  # windows on some layers only
         (dict(LLAMA_SHAPED, attention=SLIDING), "mistral"),
+        (dict(LLAMA_SHAPED, qkv_bias=True, attention=SLIDING), "qwen2"),  # Mistral has no q/k/v biases
+        (dict(LLAMA_SHAPED, qkv_bias=True, layers=[{}, {"attention": SLIDING}]), "qwen2"),
         (dict(LLAMA_SHAPED), "llama"),
         (dict(GEMMA_SHAPED, **CAPPED, layers=[{"attention": {**SLIDING, "softcap": 2.0}}, {}]), "gemma2"),
         (dict(GEMMA_SHAPED, attention_scale=0.25), "gemma2"),  # uncapped: sdpa; query_pre_attn_scalar 16
@@ -180,6 +182,10 @@ GPT_OSS_SHAPED = dict(LLAMA_SHAPED, bias=True, attention={"name": "sdpa", "sinks
 def test_to_hf_picks_the_first_family_that_expresses_the_model(config, family, tmp_path):
     model = swapformer.build_causal_lm(dict(vocab_size=40, d_model=16, num_heads=2, num_layers=2, **config))
     _spread_weights(model, gain=1.5)  # logits of a few units, not 0.02's near-zero ones
+    with torch.no_grad():  # biases built as zeros would match a family that drops them
+        for key, tensor in model.named_parameters():
+            if key.endswith("bias"):
+                tensor.normal_(0.0, 0.5)
     directory = swapformer.to_hf(model.eval(), tmp_path / "out")
     assert json.loads((directory / "config.json").read_text())["model_type"] == family
     theirs = transformers.AutoModelForCausalLM.from_pretrained(directory).eval()
@@ -502,6 +508,12 @@ def test_a_gemma3_yarn_rope_reads_as_transformers_reads_it(tmp_path):
             {"sliding_window": None},
             r"gemma3_text: layer_types\[0\] is 'sliding_attention' but gemma3_text has no window: set "
             r"sliding_window$",
+        ),
+        (
+            "qwen2-mqa-window-pattern",
+            {"use_sliding_window": False},
+            r"qwen2: layer_types\[0\] is 'sliding_attention' but qwen2 has no window: set use_sliding_window: "
+            r"true \(qwen2 reads sliding_window 4 only then\)$",
         ),
         (
             "smollm3-gqa-nope-every-third",

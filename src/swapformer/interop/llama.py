@@ -1,5 +1,6 @@
 """Llama, Mistral and Qwen2 (``model_type: llama | mistral | qwen2``): rope, pre-norm RMSNorm, SwiGLU, no biases
-(Qwen2: q/k/v biases), grouped-query attention; Mistral's sliding window; Llama 3.1's and YaRN's rope scaling."""
+(Qwen2: q/k/v biases), grouped-query attention; Mistral's sliding window on every layer, Qwen2's on the layers
+``layer_types`` names (as Qwen3's: :func:`qwen_layer_types`); Llama 3.1's and YaRN's rope scaling."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from swapformer.interop.core import (
     register,
     require,
 )
+from swapformer.interop.layers import decoder_specs, layers_of
 from swapformer.layer_specs import LayerSpec
 from swapformer.registry import split_spec
 
@@ -96,10 +98,8 @@ def config(hf: Mapping[str, Any]) -> dict[str, Any]:
     window = hf.get("sliding_window")
     if model_type == "mistral" and window:
         attention = {"name": "sliding_window", "window": int(window)}
-    if model_type == "qwen2" and hf.get("use_sliding_window"):
-        raise Unsupported("use_sliding_window: true (a window on some layers only) is not supported")
     bias = bool(hf.get("attention_bias", False))
-    return {
+    fields = {
         "vocab_size": hf.get("vocab_size", 32000),
         "d_model": d_model,
         "num_heads": heads,
@@ -122,6 +122,44 @@ def config(hf: Mapping[str, Any]) -> dict[str, Any]:
         "bos_token_id": hf.get("bos_token_id"),
         "eos_token_id": _first(hf.get("eos_token_id")),
     }
+    if model_type == "qwen2":
+        hf = {**QWEN_WINDOWS, **hf}
+        types, window = qwen_layer_types(hf)
+        uniform, layers = layers_of(sliding_changes(types, window, "qwen2", fix=qwen_window_fix(hf, "qwen2")))
+        fields.update(uniform, layers=layers)
+    return fields
+
+
+QWEN_WINDOWS = {"use_sliding_window": False, "sliding_window": 4096, "max_window_layers": 28}
+"""The window keys of ``Qwen2Config`` and ``Qwen3Config`` and their defaults, for a ``config.json`` that leaves
+them out."""
+
+
+def qwen_layer_types(hf: Mapping[str, Any]) -> tuple[list[str], int | None]:
+    """Each layer's type and the window of the sliding ones, as ``Qwen2Config`` and ``Qwen3Config`` derive them:
+    ``layer_types`` when the config has it; otherwise every layer from ``max_window_layers`` on when
+    ``use_sliding_window`` is true (``sliding_window`` is null when it is false)."""
+    window = hf["sliding_window"] if hf["use_sliding_window"] else None
+    depth = hf.get("num_hidden_layers", 32)
+    types = hf.get("layer_types") or [
+        "sliding_attention" if window is not None and i >= hf["max_window_layers"] else "full_attention"
+        for i in range(depth)
+    ]
+    if len(types) != depth:
+        raise Unsupported(f"layer_types lists {len(types)} layers but num_hidden_layers is {depth}")
+    return list(types), window
+
+
+def qwen_window_fix(hf: Mapping[str, Any], family: str) -> str:
+    """What gives sliding layers their window: Qwen2 and Qwen3 keep ``sliding_window`` only with
+    ``use_sliding_window: true``."""
+    if hf["use_sliding_window"]:
+        return "set sliding_window"
+    if hf["sliding_window"]:
+        return (
+            f"set use_sliding_window: true ({family} reads sliding_window {hf['sliding_window']} only then)"
+        )
+    return "set sliding_window, and use_sliding_window: true"
 
 
 def _first(value: Any) -> int | None:
@@ -305,17 +343,23 @@ def decoder_keys(cfg: ModelConfig, positional: Any, activation: str | None = Non
 
 
 def hf_config(cfg: ModelConfig) -> dict[str, Any]:
-    attention, attention_options = split_spec(cfg.attention)
     qkv_bias = cfg.bias if cfg.qkv_bias is None else cfg.qkv_bias
-    model_type = "qwen2" if qkv_bias and not cfg.bias else "llama"
-    if attention == "sliding_window":
-        model_type = "mistral"
     family = "Llama, Mistral or Qwen2"
     require(decoder_checks(cfg, cfg.positional)[:3], family)  # the components first, as before
+    attention = split_spec(cfg.attention)[0]
+    require([(attention in ("sdpa", "math", "sliding_window"), f"attention {cfg.attention!r}")], family)
+    types, window = layer_windows(decoder_specs(cfg))
+    sliding = [i for i, kind in enumerate(types) if kind == "sliding_attention"]
+    # Qwen2 (q/k/v biases alone) slides the layers layer_types names; Mistral every layer, Llama none
+    model_type = "qwen2" if qkv_bias and not cfg.bias else "mistral" if sliding else "llama"
     require(
         [
-            (attention in ("sdpa", "math", "sliding_window"), f"attention {cfg.attention!r}"),
             (not (model_type == "mistral" and cfg.bias), "attention biases with a sliding window"),
+            (
+                model_type == "qwen2" or len(sliding) in (0, cfg.num_layers),
+                f"a sliding window on layers {sliding} only (Mistral slides every layer; Qwen2 with q/k/v "
+                "biases alone, or SmolLM3, some)",
+            ),
         ],
         family,
     )
@@ -334,7 +378,14 @@ def hf_config(cfg: ModelConfig) -> dict[str, Any]:
     elif mlp_bias:
         raise Unsupported(f"ffn biases have no {model_type} equivalent")
     if model_type == "mistral":
-        hf["sliding_window"] = attention_options.get("window", 256)
+        hf["sliding_window"] = window
+    if model_type == "qwen2":
+        hf.update(
+            use_sliding_window=bool(sliding),
+            sliding_window=window,
+            max_window_layers=sliding[0] if sliding else cfg.num_layers,
+            layer_types=types,
+        )
     return hf
 
 
@@ -346,5 +397,6 @@ ARCHITECTURE = register(
         links=links,
         hf_config=hf_config,
         ignored=(".rotary_emb.inv_freq",),
+        per_layer=("attention",),
     )
 )

@@ -19,7 +19,6 @@ from swapformer.interop import llama
 from swapformer.interop.core import (
     Architecture,
     Link,
-    Unsupported,
     qk_norm_links,
     register,
     require,
@@ -30,42 +29,19 @@ from swapformer.registry import split_spec
 DEFAULTS = {
     "head_dim": 128,
     "rms_norm_eps": 1e-6,
-    "use_sliding_window": False,
-    "sliding_window": 4096,
-    "max_window_layers": 28,
+    **llama.QWEN_WINDOWS,
     "tie_word_embeddings": False,
 }
 """Qwen3Config's defaults that differ from Llama's, for a ``config.json`` that leaves them out."""
 
 
-def layer_types(hf: Mapping[str, Any]) -> tuple[list[str], int | None]:
-    """Each layer's type and the window of the sliding ones, as ``Qwen3Config`` derives them."""
-    window = hf["sliding_window"] if hf["use_sliding_window"] else None
-    depth = hf.get("num_hidden_layers", 32)
-    types = hf.get("layer_types") or [
-        "sliding_attention" if window is not None and i >= hf["max_window_layers"] else "full_attention"
-        for i in range(depth)
-    ]
-    if len(types) != depth:
-        raise Unsupported(f"layer_types lists {len(types)} layers but num_hidden_layers is {depth}")
-    return list(types), window
-
-
-def window_fix(hf: Mapping[str, Any]) -> str:
-    """What gives sliding layers their window: ``Qwen3Config`` keeps ``sliding_window`` only with
-    ``use_sliding_window: true``."""
-    if hf["use_sliding_window"]:
-        return "set sliding_window"
-    if hf["sliding_window"]:
-        return f"set use_sliding_window: true (qwen3 reads sliding_window {hf['sliding_window']} only then)"
-    return "set sliding_window, and use_sliding_window: true"
-
-
 def config(hf: Mapping[str, Any]) -> dict[str, Any]:
     hf = {**DEFAULTS, **hf}
     fields = llama.config(hf)
-    types, window = layer_types(hf)
-    uniform, layers = layers_of(llama.sliding_changes(types, window, "qwen3", fix=window_fix(hf)))
+    types, window = llama.qwen_layer_types(hf)
+    uniform, layers = layers_of(
+        llama.sliding_changes(types, window, "qwen3", fix=llama.qwen_window_fix(hf, "qwen3"))
+    )
     return {**fields, **uniform, "qk_norm": dict(fields["norm"]), "layers": layers}
 
 
