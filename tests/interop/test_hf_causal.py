@@ -201,6 +201,10 @@ def test_to_hf_picks_the_first_family_that_expresses_the_model(config, family, t
         (dict(positional="learned", placement="post"), "placement 'post'"),
         (dict(attention="linear", positional="rope", norm="rmsnorm", ffn="swiglu"), "attention 'linear'"),
         (dict(LLAMA_SHAPED, qk_norm="layernorm"), "qk_norm 'layernorm'"),
+        (
+            dict(LLAMA_SHAPED, final_norm=False),
+            r"final_norm: false \(a pre family normalizes after the last layer\)",
+        ),
         (dict(LLAMA_SHAPED, qk_norm={"name": "rmsnorm", "eps": 1e-5}), "qk_norm eps 1e-05 beside norm eps"),
         (
             dict(

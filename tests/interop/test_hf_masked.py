@@ -197,6 +197,7 @@ MASKED_LM = dict(
         ({"lm_head_transform": None}, None, r"lm_head_transform: null"),
         ({"lm_head_transform": "relu"}, None, r"lm_head_transform 'relu' has no BERT equivalent"),
         ({"placement": "pre"}, None, r"placement 'pre'"),
+        ({"final_norm": True}, None, r"final_norm: true \(a post family adds no norm after the last layer\)"),
         ({"positional": {"name": "learned", "offset": 1}, "pad_token_id": None}, None, r"pad_token_id: null"),
     ],
 )

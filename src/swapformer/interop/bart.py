@@ -23,6 +23,7 @@ from swapformer.interop.core import (
     ffn_spec,
     layer_links,
     norm_links,
+    placement_requirement,
     register,
     require,
     seq2seq_sides,
@@ -127,7 +128,7 @@ def _hf_config(cfg: ModelConfig, model_type: str) -> dict[str, Any]:
     checks = [
         (split_spec(cfg.positional) == split_spec(POSITIONAL[model_type]), f"positional {cfg.positional!r}"),
         (norm == "layernorm" and norm_options in ({}, {"eps": 1e-5}), f"norm {cfg.norm!r}"),
-        (cfg.component_name("placement") == "post" and not cfg.final_norm, f"placement {cfg.placement!r}"),
+        placement_requirement(cfg, "post"),
         (cfg.component_name("attention") in ("sdpa", "math"), f"attention {cfg.attention!r}"),
         (cfg.kv_heads == cfg.num_heads, f"num_kv_heads={cfg.num_kv_heads}"),
         (cfg.head_dim in (None, cfg.d_model // cfg.num_heads), f"head_dim={cfg.head_dim}"),

@@ -31,6 +31,7 @@ from swapformer.interop.core import (
     ffn_spec,
     layer_links,
     norm_links,
+    placement_requirement,
     register,
     require,
 )
@@ -167,7 +168,7 @@ def _hf_config(cfg: ModelConfig, model_type: str) -> dict[str, Any]:
             else f"positional {cfg.positional!r} ({name} has learned positions {rows})",
         ),
         (norm == "layernorm" and set(norm_options) <= {"eps"}, f"norm {cfg.norm!r} ({name} has layernorm)"),
-        (cfg.component_name("placement") == "post" and not cfg.final_norm, f"placement {cfg.placement!r}"),
+        placement_requirement(cfg, "post"),
         (cfg.component_name("attention") in ("sdpa", "math"), f"attention {cfg.attention!r}"),
         (cfg.kv_heads == cfg.num_heads, f"num_kv_heads={cfg.num_kv_heads}"),
         (cfg.head_dim in (None, cfg.d_model // cfg.num_heads), f"head_dim={cfg.head_dim}"),

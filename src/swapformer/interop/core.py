@@ -154,6 +154,20 @@ def require(checks: Iterable[tuple[bool, str]], family: str) -> None:
         raise Unsupported(f"{missing[0]} has no {family} equivalent", misses=len(missing))
 
 
+def placement_requirement(cfg: ModelConfig, placement: str, note: str = "") -> tuple[bool, str]:
+    """A family's ``placement`` and the norm after the stack it implies (none after ``post``, one after the
+    others), as one ``(ok, what)`` of :func:`require` naming whichever of the two differs (``note``: the family's
+    placement, said beside another)."""
+    if cfg.component_name("placement") != placement:
+        return False, f"placement {cfg.placement!r}{note}"
+    wanted = placement != "post"
+    given = wanted if cfg.final_norm is None else bool(cfg.final_norm)
+    return given == wanted, (
+        f"final_norm: {str(given).lower()} (a {placement} family {'normalizes' if wanted else 'adds no norm'} "
+        "after the last layer)"
+    )
+
+
 def shared_requirements(cfg: ModelConfig, architecture: Architecture | None = None) -> list[tuple[bool, str]]:
     """What ``architecture`` (None: any family) must declare to express ``cfg``, checked before its own
     ``hf_config``: layers that differ in a key outside its ``per_layer``, q/k norms (and their scope), and

@@ -37,6 +37,7 @@ from swapformer.interop.core import (
     activation_of,
     layer_links,
     norm_links,
+    placement_requirement,
     register,
     require,
 )
@@ -179,10 +180,7 @@ def gemma_hf_config(cfg: ModelConfig, positional: Any, family: str) -> dict[str,
                 and set(norm_options) <= {"eps", "unit_offset"},
                 f"norm {cfg.norm!r} (Gemma's is {{name: rmsnorm, unit_offset: true}})",
             ),
-            (
-                cfg.component_name("placement") == "sandwich" and cfg.final_norm is not False,
-                f"placement {cfg.placement!r} (Gemma's is sandwich)",
-            ),
+            placement_requirement(cfg, "sandwich", " (Gemma's is sandwich)"),
             (
                 cfg.scale_embeddings,
                 "scale_embeddings: false (Gemma multiplies the embeddings by sqrt(d_model))",

@@ -14,6 +14,7 @@ from swapformer.interop.core import (
     activation_of,
     ffn_spec,
     norm_links,
+    placement_requirement,
     register,
     require,
 )
@@ -87,10 +88,7 @@ def hf_config(cfg: ModelConfig) -> dict[str, Any]:
             f"positional {cfg.positional!r} (GPT-2 has learned positions)",
         ),
         (norm == "layernorm" and set(norm_options) <= {"eps"}, f"norm {cfg.norm!r} (GPT-2 has layernorm)"),
-        (
-            cfg.component_name("placement") == "pre" and cfg.final_norm is not False,
-            f"placement {cfg.placement!r}",
-        ),
+        placement_requirement(cfg, "pre"),
         (cfg.component_name("attention") in ("sdpa", "math"), f"attention {cfg.attention!r}"),
         (
             cfg.kv_heads == cfg.num_heads,

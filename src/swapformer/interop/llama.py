@@ -17,6 +17,7 @@ from swapformer.interop.core import (
     ffn_spec,
     layer_links,
     norm_links,
+    placement_requirement,
     register,
     require,
 )
@@ -288,10 +289,7 @@ def decoder_checks(cfg: ModelConfig, positional: Any) -> list[tuple[bool, str]]:
             f"positional {positional!r}",
         ),
         (norm == "rmsnorm" and set(norm_options) <= {"eps"}, f"norm {cfg.norm!r}"),
-        (
-            cfg.component_name("placement") == "pre" and cfg.final_norm is not False,
-            f"placement {cfg.placement!r}",
-        ),
+        placement_requirement(cfg, "pre"),
         (cfg.attention_scale is None, f"attention_scale={cfg.attention_scale}"),
         (
             not (cfg.embedding_norm or cfg.scale_embeddings or cfg.lm_head_bias),

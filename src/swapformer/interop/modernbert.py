@@ -42,6 +42,7 @@ from swapformer.interop.core import (
     ffn_spec,
     layer_links,
     norm_links,
+    placement_requirement,
     register,
     require,
 )
@@ -226,10 +227,7 @@ def hf_config(cfg: ModelConfig) -> dict[str, Any]:
             ),
             *[(_plain_rope(rope), f"positional {rope!r}") for rope in (full, sliding)],
             (norm == "layernorm" and set(norm_options) <= {"eps", "bias"}, f"norm {cfg.norm!r}"),
-            (
-                cfg.component_name("placement") == "pre" and cfg.final_norm is not False,
-                f"placement {cfg.placement!r}",
-            ),
+            placement_requirement(cfg, "pre"),
             (gated, f"ffn {cfg.ffn!r} (ModernBERT's is gated: geglu)"),
             (cfg.embedding_norm, "embedding_norm: false (ModernBERT normalizes the embeddings)"),
             (not cfg.first_attention_norm, "first_attention_norm: true (ModernBERT's first layer has none)"),

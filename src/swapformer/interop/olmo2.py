@@ -23,6 +23,7 @@ from swapformer.interop.core import (
     activation_of,
     layer_links,
     norm_links,
+    placement_requirement,
     qk_norm_links,
     register,
     require,
@@ -88,10 +89,7 @@ def hf_config(cfg: ModelConfig) -> dict[str, Any]:
     require(
         [
             *checks[:2],  # a rope; RMSNorms
-            (
-                cfg.component_name("placement") == "res_post" and cfg.final_norm is not False,
-                f"placement {cfg.placement!r} (OLMo 2 normalizes each sublayer's output: res_post)",
-            ),
+            placement_requirement(cfg, "res_post", " (OLMo 2 normalizes each sublayer's output: res_post)"),
             *checks[3:],  # the plain scale; no embedding norm, scale or head bias
             (attention in ("sdpa", "math"), f"attention {cfg.attention!r}"),
             (gated and not mlp_bias, f"ffn {cfg.ffn!r} (OLMo 2's is gated, without biases)"),

@@ -21,6 +21,7 @@ from swapformer.interop.core import (
     activation_of,
     ffn_spec,
     layer_links,
+    placement_requirement,
     register,
     require,
     seq2seq_sides,
@@ -138,10 +139,7 @@ def hf_config(cfg: ModelConfig) -> dict[str, Any]:
             f"positional {cfg.positional!r} (T5 has t5_relative, bidirectional in the encoder only)",
         ),
         (norm == "rmsnorm" and set(norm_options) <= {"eps"}, f"norm {cfg.norm!r} (T5 has rmsnorm)"),
-        (
-            cfg.component_name("placement") == "pre" and cfg.final_norm is not False,
-            f"placement {cfg.placement!r}",
-        ),
+        placement_requirement(cfg, "pre"),
         (cfg.component_name("attention") in ("sdpa", "math"), f"attention {cfg.attention!r}"),
         (
             cfg.kv_heads == cfg.num_heads,
