@@ -858,3 +858,38 @@ CASES = [
         raises=lambda fx: _build(ffn={"name": "moe", "router": "softmx"}),
     ),
 ]
+
+
+def _save_onto_file(fx: object) -> object:
+    (fx.tmp / "model.bin").write_text("x")
+    return _model("causal").save_pretrained(fx.tmp / "model.bin")
+
+
+def _load_config_of_another_model(fx: object) -> object:
+    import json
+
+    import swapformer
+
+    folder = _model("causal").save_pretrained(fx.tmp / "saved")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "d_model": 32}))  # edited, weights unchanged
+    return swapformer.load(folder)
+
+
+CASES += [
+    Case(
+        id="api-save-pretrained-onto-file",
+        area="API",
+        mistake="`model.save_pretrained(path)` where path is an existing file",
+        expect=r"model\.bin is a file: save_pretrained writes a folder .*give a folder path",
+        raises=_save_onto_file,
+    ),
+    Case(
+        id="api-load-config-of-another-model",
+        area="API",
+        mistake="`swapformer.load(folder)` whose config.json was edited (`d_model`) beside the saved weights",
+        expect=r"embedding\.token\.weight is \[50, 16\] in the file but \[50, 32\] for config\.json \(and \d+ more "
+        r"tensors\): the config\.json and the weights are not of one model",
+        raises=_load_config_of_another_model,
+    ),
+]

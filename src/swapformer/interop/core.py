@@ -37,7 +37,7 @@ from swapformer.models.generation_defaults import (
     GenerationDefaults,
     read_generation_defaults,
 )
-from swapformer.models.saving import follow_umask, read_config, save_generation_defaults
+from swapformer.models.saving import follow_umask, output_folder, read_config, save_generation_defaults
 from swapformer.registry import Registry, kind, split_spec
 
 
@@ -528,8 +528,7 @@ def to_hf(model: nn.Module, directory: str | os.PathLike, *, model_type: str | N
         tensor = tensor.transpose(-2, -1) if link.transpose else tensor
         theirs[link.theirs] = (tensor[None] if link.unsqueezed else tensor).contiguous()
     theirs = unstack(theirs, architecture.stored)
-    path = Path(directory)
-    path.mkdir(parents=True, exist_ok=True)
+    path = output_folder(directory, "to_hf")
     (path / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
     save_file(theirs, str(path / "model.safetensors"), metadata={"format": "pt"})
     follow_umask(path / "model.safetensors")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +45,28 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
             f"{type(model).__name__} has no swapformer ModelConfig in .config; save_pretrained writes models "
             "built by swapformer.build"
         )
-    path = Path(directory)
-    path.mkdir(parents=True, exist_ok=True)
+    path = output_folder(directory, "save_pretrained")
     (path / CONFIG_FILE).write_text(json.dumps({"format": FORMAT, **config.to_dict()}, indent=2) + "\n")
     save_model(model, str(path / WEIGHTS_FILE))  # tied weights are written once
     follow_umask(path / WEIGHTS_FILE)
     save_generation_defaults(model, path)
+    return path
+
+
+def output_folder(directory: str | os.PathLike, writer: str) -> Path:
+    """The folder ``directory``, made if missing, that ``writer`` (``save_pretrained``, ``to_hf``) writes a model to.
+
+    Raises:
+        ConfigError: ``directory``, or a folder above it, is a file.
+    """
+    path = Path(directory)
+    blocking = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        where = "is a file" if blocking == path else f"is below the file {blocking}"
+        raise ConfigError(
+            f"{path} {where}: {writer} writes a folder (config.json, model.safetensors); give a folder path"
+        )
+    path.mkdir(parents=True, exist_ok=True)
     return path
 
 
@@ -105,7 +122,7 @@ def load_pretrained(directory: str | os.PathLike) -> nn.Module:
     try:
         missing, unexpected = load_model(model, str(weights), strict=False)
     except Exception as err:  # a truncated file or shapes that do not match the config
-        raise ConfigError(f"{weights} does not hold this config's weights: {err}") from None
+        raise ConfigError(f"{weights} does not hold this config's weights: {_one_line(err)}") from None
     if missing or unexpected:
         raise ConfigError(
             f"{weights} does not match its config.json: missing {sorted(missing)[:5]}, "
@@ -115,3 +132,21 @@ def load_pretrained(directory: str | os.PathLike) -> nn.Module:
     if defaults is not None:
         model.generation_config = defaults
     return model.eval()
+
+
+def _one_line(err: Exception) -> str:
+    """torch's load_state_dict error (a line per tensor whose shape differs) as its first tensor and a count."""
+    text = str(err)
+    sizes = re.findall(
+        r"size mismatch for (\S+): copying a param with shape torch\.Size\((\[[^\]]*\])\) from checkpoint, the "
+        r"shape in current model is torch\.Size\((\[[^\]]*\])\)",
+        text,
+    )
+    if not sizes:
+        return " ".join(text.split())
+    key, stored, built = sizes[0]
+    more = f" (and {len(sizes) - 1} more tensors)" if len(sizes) > 1 else ""
+    return (
+        f"{key} is {stored} in the file but {built} for config.json{more}: the config.json and the weights "
+        "are not of one model"
+    )
