@@ -501,3 +501,45 @@ CASES += [
         argv=lambda fx: _fit(fx, "--trainer.gradient_clip_val", "-1"),
     ),
 ]
+
+# a device this machine does not have: torch's error came from inside the checkpoint's unpickling, as a traceback
+CASES += [
+    Case(
+        id="generate-device-not-here",
+        area="CLI",
+        mistake="`swapformer generate --device mps` on a machine without one (Linux: no Apple GPU)",
+        expect=r"--device mps: this machine has no mps device; use --device cpu",
+        argv=lambda fx: [
+            "generate",
+            "--ckpt_path",
+            fx.causal_checkpoint,
+            "--prompt",
+            "hi",
+            "--device",
+            "mps",
+        ],
+    ),
+    Case(
+        id="evaluate-device-not-a-device",
+        area="CLI",
+        mistake="`swapformer evaluate --device gpu` (torch calls it cuda)",
+        expect=r"--device 'gpu' is not a torch device: give cpu, cuda, cuda:1 or mps",
+        argv=lambda fx: [
+            "evaluate",
+            "--ckpt_path",
+            fx.causal_checkpoint,
+            "--path",
+            _file(fx, "text.txt", "hello world\n"),
+            "--device",
+            "gpu",
+        ],
+    ),
+    Case(
+        id="generate-batch-size-zero",
+        area="CLI",
+        mistake="`swapformer generate --batch_size 0` with a seq2seq checkpoint",
+        expect=r"--batch_size 0 must be at least 1",
+        argv=lambda fx: ["generate", "--ckpt_path", fx.seq2seq_checkpoint, "--batch_size", "0"],
+        stdin="3 March 2001\n",
+    ),
+]

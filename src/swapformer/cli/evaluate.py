@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from swapformer.cli.errors import VerbParser, read_text, user_errors
 from swapformer.cli.helptext import plain
-from swapformer.cli.model_args import add_model_arguments, no_tokenizer, resolve_model
+from swapformer.cli.model_args import add_model_arguments, checked_device, no_tokenizer, resolve_model
 from swapformer.registry import kind
 from swapformer.tasks import SwapformerModule
 
@@ -142,7 +142,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> None:
     if args.batch_size < 1 or args.num_beams < 1:
         raise ValueError("--batch_size and --num_beams must be at least 1")
     args.ckpt_path = resolve_model(args)
-    module = load(args.ckpt_path, args.device)
+    module = load(args.ckpt_path, checked_device(args.device))
     model_kind = module.config.kind
     if kind(model_kind).source:
         if args.path or not (args.src and args.ref):

@@ -24,7 +24,7 @@ import torch
 
 from swapformer.cli.errors import VerbParser, read_text, user_errors
 from swapformer.cli.helptext import plain
-from swapformer.cli.model_args import add_model_arguments, no_tokenizer, resolve_model
+from swapformer.cli.model_args import add_model_arguments, checked_device, no_tokenizer, resolve_model
 from swapformer.registry import kind
 from swapformer.tasks import SwapformerModule
 
@@ -171,8 +171,12 @@ def main(argv: list[str] | None = None, *, stdin: TextIO | None = None, stdout: 
     out, source = stdout or sys.stdout, stdin or sys.stdin
     with user_errors("generate", also=(ValueError, OSError)):
         args = parser().parse_args(argv)
+        if args.batch_size < 1:
+            raise ValueError(
+                f"--batch_size {args.batch_size} must be at least 1 (source lines decoded together)"
+            )
         kwargs = _generation_kwargs(args)
-        module = _load(resolve_model(args), args.device)
+        module = _load(resolve_model(args), checked_device(args.device))
         with torch.inference_mode():
             if kind(module.config.kind).source:  # a seq2seq model translates lines
                 if args.prompt or args.prompts_file:

@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import torch
 import yaml
 
 from swapformer.cli.recipes import find
@@ -69,3 +70,26 @@ def no_tokenizer(path: str) -> str:
         f"{path} holds no tokenizer: give a .ckpt of swapformer fit, or a model folder with its tokenizer.json "
         "(swapformer export writes one; copy the Hugging Face model's tokenizer.json beside config.json)"
     )
+
+
+def checked_device(name: str) -> str:
+    """``--device name`` (as torch.load takes it) when this machine has that device; otherwise one line naming it and the fix (torch's own
+    messages come from deep inside the checkpoint's unpickling).
+
+    Raises:
+        ConfigError: not a torch device name, or none of that kind (or that index) here.
+    """
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"--device {name!r} is not a torch device: give cpu, cuda, cuda:1 or mps") from None
+    count = {"cpu": 1, "cuda": torch.cuda.device_count(), "mps": int(torch.backends.mps.is_available())}
+    have = count.get(device.type)
+    if have == 0:
+        raise ConfigError(f"--device {name}: this machine has no {device.type} device; use --device cpu")
+    if have is not None and device.index is not None and device.index >= have:
+        raise ConfigError(
+            f"--device {name}: this machine has {have} {device.type} device{'s' * (have != 1)} "
+            f"({device.type}:0{f'..{device.type}:{have - 1}' if have > 1 else ''})"
+        )
+    return "cpu" if device.type == "cpu" else str(device)  # torch.load maps no storage to "cpu:0"
