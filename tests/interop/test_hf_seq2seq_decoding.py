@@ -131,11 +131,8 @@ def test_beams_attend_their_sources_keys_held_once(shape, padded, kernel):
     # from 1 in the last bits. The math kernel (no function) keeps a copy per beam.
     config = dict(kind="seq2seq", vocab_size=40, d_model=32, num_heads=4, num_layers=2, d_ff=64, dropout=0.0)
     torch.manual_seed(0)
-    model = swapformer.build_seq2seq({**config, **NATIVE[shape], "attention": kernel}).eval()
-    with torch.no_grad():  # weights of 1 / sqrt(fan_in): attention far from uniform, so each query matters
-        for name, weight in model.named_parameters():
-            if weight.dim() == 2 and "embedding" not in name:
-                weight.normal_(0.0, weight.size(1) ** -0.5)
+    # weights of 1 / sqrt(fan_in): attention far from uniform, so each query matters
+    model = spread_weights(swapformer.build_seq2seq({**config, **NATIVE[shape], "attention": kernel}).eval())
     sources, beams = 3, 2
     src = torch.randint(3, 40, (sources, 7))
     src_mask = torch.ones(sources, 7, dtype=torch.bool)
