@@ -543,3 +543,33 @@ CASES += [
         stdin="3 March 2001\n",
     ),
 ]
+
+
+def _masked_folder(fx) -> Path:
+    """A tiny masked LM saved as a model folder with its tokenizer (what export writes)."""
+    import swapformer
+    from swapformer.data import ByteTokenizer
+
+    folder = fx.tmp / "bert"
+    model = swapformer.build_masked_lm({"vocab_size": 300, "d_model": 16, "num_heads": 2, "num_layers": 1})
+    model.save_pretrained(folder)
+    ByteTokenizer().save_pretrained(folder)
+    return folder
+
+
+CASES += [
+    Case(
+        id="evaluate-masked-lm",
+        area="CLI",
+        mistake="`swapformer evaluate --path` of a masked LM (BERT has no left-to-right perplexity)",
+        expect=r"bert holds a masked_lm model, which has no left-to-right perplexity: score its masked tokens "
+        r"with swapformer validate --config RECIPE --model\.init_args\.init_from bert",
+        argv=lambda fx: [
+            "evaluate",
+            "--ckpt_path",
+            _masked_folder(fx).name,
+            "--path",
+            _file(fx, "text.txt", "hello world\n"),
+        ],
+    ),
+]

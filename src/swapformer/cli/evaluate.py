@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from pathlib import Path
 from typing import TextIO
 
 import sacrebleu
@@ -164,8 +165,15 @@ def _run(args: argparse.Namespace, out: TextIO) -> None:
         out.write(f"{chrf_score}\nsignature: {chrf.get_signature()}\n")
         return
     if not kind(model_kind).generates:
+        given = (  # validate reads a .ckpt as --ckpt_path, a model folder as the weights to start from
+            f"--model.init_args.init_from {args.ckpt_path}"
+            if Path(args.ckpt_path).is_dir()
+            else f"--ckpt_path {args.ckpt_path}"
+        )
         raise ValueError(
-            f"{args.ckpt_path} holds a {model_kind} model, which has no left-to-right perplexity"
+            f"{args.ckpt_path} holds a {model_kind} model, which has no left-to-right perplexity: score its "
+            f"masked tokens with swapformer validate --config RECIPE {given} (RECIPE: the run's config.yaml, "
+            "or one that describes this model)"
         )
     if args.src or args.ref or not args.path:
         raise ValueError(f"{args.ckpt_path} holds a {model_kind} model: pass --path FILE (a text to score)")
