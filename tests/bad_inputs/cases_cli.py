@@ -573,3 +573,14 @@ CASES += [
         ],
     ),
 ]
+
+CASES += [
+    Case(
+        id="validate-ckpt-path-model-folder",
+        area="CLI",
+        mistake="`swapformer validate --ckpt_path` of a model folder (export, import-hf) rather than a .ckpt of fit",
+        expect=r"--ckpt_path bert is a model folder, not a checkpoint of swapformer fit: validate starts from its "
+        r"weights with --model\.init_args\.init_from bert",
+        argv=lambda fx: ["validate", *_fit(fx, "--ckpt_path", _masked_folder(fx).name)[1:]],
+    ),
+]

@@ -75,6 +75,12 @@ def check_paths(config: Any, subcommand: str | None) -> None:
             )
         if path.is_file():  # says what the file is when it is not a checkpoint, before the data is read
             read_checkpoint(path)
+        elif (path / "config.json").is_file():  # a model folder (export, save_pretrained, import-hf, HF)
+            raise CheckpointError(
+                f"--ckpt_path {ckpt_path} is a model folder, not a checkpoint of swapformer fit: {subcommand} "
+                f"starts from its weights with --model.init_args.init_from {ckpt_path} (beside a recipe that "
+                "describes the model; import-hf's recipe.yaml sets it)"
+            )
         else:  # a distributed checkpoint: every shard its index names must be there (not read yet)
             check_checkpoint_path(path)
 
