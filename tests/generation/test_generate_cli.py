@@ -89,6 +89,7 @@ def test_dispatch_from_the_swapformer_command(causal_ckpt, capsys):
         ([], "pass --prompt TEXT or --prompts_file FILE"),
         (["--prompt", "x", "--do_sample", "--top_p", "1.5"], r"top_p=1\.5 must be in \(0, 1\]"),
         (["--prompt", "def", "--num_beams", "0"], "num_beams=0 must be an int >= 1"),
+        (["--prompt", "def", "--max_new_tokens", "-5"], "max_new_tokens=-5"),
         (
             ["--prompt", "d" * 60, "--max_new_tokens", "10"],
             r"prompt \+ max_new_tokens is 70 tokens .* 64 positions",
@@ -97,11 +98,13 @@ def test_dispatch_from_the_swapformer_command(causal_ckpt, capsys):
 )
 def test_errors_are_one_line_and_exit_2(causal_ckpt, args, message, capsys):
     path, _ = causal_ckpt
+    out = io.StringIO()
     with pytest.raises(SystemExit) as exit_info:
-        main(["--ckpt_path", path, *args], stdout=io.StringIO())
+        main(["--ckpt_path", path, *args], stdout=out)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert re.search(message, err) and err.startswith("swapformer generate: error: ") and err.count("\n") == 1
+    assert out.getvalue() == ""  # checked before the prompt is echoed: the error is the only line
 
 
 def test_a_folder_or_missing_checkpoint_is_named(tmp_path, capsys):

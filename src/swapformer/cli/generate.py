@@ -25,6 +25,9 @@ import torch
 from swapformer.cli.errors import VerbParser, read_text, user_errors
 from swapformer.cli.helptext import plain
 from swapformer.cli.model_args import add_model_arguments, checked_device, no_tokenizer, resolve_model
+from swapformer.generation.decoding import SETTING_NAMES
+from swapformer.generation.resolve import DEFAULT, resolve
+from swapformer.models.decoding import check_length
 from swapformer.registry import kind
 from swapformer.tasks import SwapformerModule
 
@@ -136,6 +139,9 @@ def _continue(module, prompts: Iterable[str], kwargs: dict[str, Any], out: TextI
             limit = module.model.positional.max_length
             room = DEFAULT_NEW_TOKENS if limit is None else min(DEFAULT_NEW_TOKENS, limit - len(ids))
             settings["max_new_tokens"] = max(room, 1)  # no room: generate() names the lengths
+        # the settings and the length checked before the prompt is printed, so that a mistake is the only line
+        resolved, _ = resolve(module.model, input_ids, {n: settings.get(n, DEFAULT) for n in SETTING_NAMES})
+        check_length(module.model.positional, len(ids) + resolved.max_new_tokens, "prompt + max_new_tokens")
         out.write(f"\n{prompt}" if number else prompt)
         out.flush()
         if _beams(module, kwargs) > 1:  # beams are only known at the end
