@@ -865,6 +865,13 @@ def _save_onto_file(fx: object) -> object:
     return _model("causal").save_pretrained(fx.tmp / "model.bin")
 
 
+def _from_hf_integer_dtype(fx: object) -> object:
+    import swapformer
+
+    # refused before the folder is read: this one does not even exist
+    return swapformer.from_hf(fx.tmp / "no-such-model", dtype="int8")
+
+
 def _load_config_of_another_model(fx: object) -> object:
     import json
 
@@ -891,5 +898,12 @@ CASES += [
         expect=r"embedding\.token\.weight is \[50, 16\] in the file but \[50, 32\] for config\.json \(and \d+ more "
         r"tensors\): the config\.json and the weights are not of one model",
         raises=_load_config_of_another_model,
+    ),
+    Case(
+        id="api-from-hf-dtype-not-floating",
+        area="API",
+        mistake='`swapformer.from_hf(path, dtype="int8")`',
+        expect=r"from_hf got dtype='int8', which is not a floating dtype: pass one of float32, bfloat16, .*'auto'",
+        raises=_from_hf_integer_dtype,
     ),
 ]

@@ -66,6 +66,30 @@ def test_from_a_model_instance_equals_from_its_directory(name, tmp_path):
         assert torch.equal(value, b.state_dict()[key]), key
 
 
+@pytest.mark.parametrize("name", ["llama-gqa", "gemma2-gqa-headdim-capped-pattern", "qwen2-biases"])
+def test_a_bfloat16_checkpoint_reads_as_float32_or_as_stored_with_dtype_auto(name, tmp_path):
+    theirs = hf_model(name)
+    path = save(theirs.to(torch.bfloat16), tmp_path / "bf16")
+    default, auto = swapformer.from_hf(path), swapformer.from_hf(path, dtype="auto")
+    assert {p.dtype for p in default.parameters()} == {torch.float32}  # the master weights training keeps
+    assert {p.dtype for p in auto.parameters()} == {torch.bfloat16}  # as transformers 5 keeps them
+    assert swapformer.from_hf(path, dtype="float16").lm_head.weight.dtype == torch.float16
+    for key, value in default.state_dict().items():  # bfloat16 to float32 is exact: the same numbers
+        assert torch.equal(value.to(torch.bfloat16), auto.state_dict()[key]), key
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(path).eval()
+    assert reloaded.dtype == torch.bfloat16
+    ids, mask = batches()["left"]
+    real = mask.bool()
+    with torch.no_grad():
+        exact = default(ids, real)[real]
+        ours = auto(ids, real)[real].float()
+        hers = hf_logits(reloaded, ids, mask)[real].float()
+    # computing in bfloat16 moves the logits by ~0.1 here; ours by no more than twice what transformers' own
+    # bfloat16 model moves them, and to the same tokens
+    assert (ours - exact).abs().max() <= 2 * (hers - exact).abs().max()
+    assert torch.equal(ours.argmax(-1), hers.argmax(-1))
+
+
 @pytest.mark.parametrize("name", sorted(CAUSAL))
 def test_to_hf_round_trip_loads_in_transformers_with_equal_logits(name, tmp_path):
     source = hf_model(name, seed=5)

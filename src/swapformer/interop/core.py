@@ -346,18 +346,26 @@ def _source(source: Any) -> tuple[dict[str, Any], Callable[[], dict[str, Tensor]
     return hf_config, lambda: read_weights(directory), defaults
 
 
-def from_hf(source: str | os.PathLike | nn.Module) -> nn.Module:
+def from_hf(source: str | os.PathLike | nn.Module, *, dtype: torch.dtype | str | None = None) -> nn.Module:
     """A swapformer model, in eval mode, from a Hugging Face model: a local directory written by
     ``save_pretrained`` or a ``PreTrainedModel``. Its ``config`` is a plain :class:`ModelConfig` of registered
     component names: swap one, rebuild, and keep training (see the Interop page). Its ``generation_config``
     holds the checkpoint's generation defaults (``generation_config.json``, else the generation settings of
     its ``config.json``, as transformers reads them), which ``model.generate()`` uses.
 
+    Args:
+        dtype: the parameters' dtype. None (the default): float32 whatever the checkpoint holds, the master
+            weights training keeps (Lightning's ``precision: bf16-mixed`` computes in bfloat16 from them).
+            ``"auto"``: the dtype the checkpoint's floating tensors are stored in, as transformers 5's
+            ``from_pretrained`` keeps it (a bfloat16 checkpoint then takes half the memory, for inference).
+            Or a floating ``torch.dtype`` or its name (``"bfloat16"``).
+
     Raises:
         ConfigError: no ``config.json``, a quantized checkpoint, an unsupported ``model_type`` or option (named),
-            weights that are missing, unexpected or of the wrong shape (the tensor named), or a generation setting
-            of the wrong type (named).
+            weights that are missing, unexpected or of the wrong shape (the tensor named), a generation setting
+            of the wrong type (named), or a ``dtype`` that is not a floating dtype (before anything is read).
     """
+    dtype = _checked_dtype(dtype)
     hf_config, weights, defaults = _source(source)
     architecture = architecture_of(hf_config)
     try:
@@ -368,10 +376,44 @@ def from_hf(source: str | os.PathLike | nn.Module) -> nn.Module:
     model, theirs = build(config), weights()
     if _untied_in_checkpoint(model, theirs, architecture, hf_config):
         model = build(ModelConfig.from_dict({**config.to_dict(), "tie_embeddings": False}))
+    if dtype == "auto":
+        dtype = _stored_dtype(theirs)
     load_hf_state(model, theirs, architecture, hf_config)
+    if dtype is not None:
+        model.to(dtype)
     if kind(architecture.kind).generates:
         model.generation_config = defaults
     return model.eval()
+
+
+FLOATING = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+    "float64": torch.float64,
+}
+
+
+def _checked_dtype(dtype: Any) -> torch.dtype | str | None:
+    """``from_hf``'s ``dtype`` as a ``torch.dtype``, ``"auto"`` or None; anything else refused in one line."""
+    if dtype is None or dtype == "auto":
+        return dtype
+    named = FLOATING.get(dtype.removeprefix("torch."), dtype) if isinstance(dtype, str) else dtype
+    if not (isinstance(named, torch.dtype) and named.is_floating_point):
+        raise ConfigError(
+            f"from_hf got dtype={dtype!r}, which is not a floating dtype: pass one of {', '.join(FLOATING)} (or "
+            "the torch.dtype), 'auto' for the checkpoint's own, or leave it out for float32"
+        )
+    return named
+
+
+def _stored_dtype(tensors: Mapping[str, Tensor]) -> torch.dtype | None:
+    """The dtype most of ``tensors``' floating tensors are stored in (None: no floating tensor)."""
+    counts: dict[torch.dtype, int] = {}
+    for tensor in tensors.values():
+        if tensor.is_floating_point():
+            counts[tensor.dtype] = counts.get(tensor.dtype, 0) + 1
+    return max(counts, key=counts.get) if counts else None
 
 
 def _name_in(theirs: Mapping[str, Tensor], name: str) -> str | None:
