@@ -332,6 +332,10 @@ def test_wandb_runs_join_one_group(tmp_path, monkeypatch):
             r"--seed_everything is set by compare .*--seeds",
         ),
         (["--vary", "model.positional=rope", "--jobs", "0"], r"--jobs '0' is not a positive whole number"),
+        (
+            ["--vary", "model.positional=rope", "--jobs", "-1", "--dry-run"],
+            r"--jobs '-1' is not a positive whole number",
+        ),
     ],
     ids=[
         "unknown-key",
@@ -342,6 +346,7 @@ def test_wandb_runs_join_one_group(tmp_path, monkeypatch):
         "no-grid",
         "seed-override",
         "jobs",
+        "jobs-dry-run",
     ],
 )
 def test_bad_input_is_one_line_before_anything_trains(args, message, tmp_path, monkeypatch, capsys):

@@ -98,6 +98,7 @@ def main(argv: list[str]) -> None:
     failures: list[str] = []
     with user_errors("compare"):
         args, overrides = parser().parse_known_args(argv)
+        jobs = positive_int(args.jobs, "--jobs")  # a dry run says it too, before anything is planned
         if args.collect:
             _collect(args)
             return
@@ -108,7 +109,6 @@ def main(argv: list[str]) -> None:
         if args.dry_run:
             _dry_run(plan)
             return
-        jobs = positive_int(args.jobs, "--jobs")
         failures = execute(plan, plan.runs, jobs=jobs)
         rows = report.write(plan.out, plan_manifest(plan))
         print(report.markdown_table(rows, plan.baseline), flush=True)
