@@ -1,6 +1,6 @@
 """The wheel carries the repository's ``recipes/`` as ``swapformer/recipes`` (package data copied at build
 time, so that folder stays the only copy); everything else is in pyproject.toml. An editable install or a
-source checkout reads ``recipes/`` in place (swapformer.cli.recipes.recipe_dir)."""
+source checkout reads ``recipes/`` in place (swapformer.cli.bundle.recipe_dir)."""
 
 from pathlib import Path
 

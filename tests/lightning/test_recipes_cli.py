@@ -12,7 +12,7 @@ import torch
 import yaml
 from lightning_testlib import CAUSAL_TINY, RECIPES
 
-from swapformer.cli import HELP, VERBS, main, run
+from swapformer.cli import HELP, VERBS, bundle, main, run
 from swapformer.cli import recipes as recipes_cli
 
 ALL = sorted(p.relative_to(RECIPES).with_suffix("").as_posix() for p in RECIPES.glob("*/*.yaml"))
@@ -20,8 +20,8 @@ TWO_STEPS = ["--trainer.max_steps=2", "--trainer.enable_progress_bar=false", *CA
 
 
 def test_every_recipe_is_bundled_with_a_one_line_purpose(capsys):
-    assert recipes_cli.recipe_dir().resolve() == RECIPES.resolve()  # the checkout reads recipes/ in place
-    assert list(recipes_cli.bundled()) == ALL
+    assert bundle.recipe_dir().resolve() == RECIPES.resolve()  # the checkout reads recipes/ in place
+    assert list(bundle.bundled()) == ALL
     main(["recipes"])
     out = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in out] == ALL
@@ -57,7 +57,7 @@ def test_ambiguous_and_unknown_names_fail_with_one_line(in_tmp, monkeypatch, cap
     for folder in ("causal_lm", "masked_lm"):
         (fake / folder).mkdir(parents=True)
         (fake / folder / "tiny.yaml").write_text("# a tiny one\n")
-    monkeypatch.setattr(recipes_cli, "recipe_dir", lambda: fake)
+    monkeypatch.setattr(bundle, "recipe_dir", lambda: fake)
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--config", "tiny"])
     assert exit_info.value.code == 2

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from swapformer.cli.bundle import bundled
 from swapformer.errors import UsageError, did_you_mean
 
 DEBUG_ENV = "SWAPFORMER_DEBUG"
@@ -254,8 +255,6 @@ def _is_task_base(class_path: str) -> bool:
 def _no_model_class(files: list[str]) -> str:
     """Model options with no ``model.class_path`` in any recipe: name the recipe that layers over a model recipe
     (``causal_lm/finetune-imported`` over import-hf's ``recipe.yaml``) and the order that fixes it."""
-    from swapformer.cli.recipes import bundled
-
     names = {path.resolve(): name for name, path in bundled().items()}
     shown = {f: names.get(Path(f).resolve(), f) for f in files}
     layered = next((f for f in files if _model_without_class(f)), None)

@@ -21,26 +21,10 @@ from typing import Any
 
 import yaml
 
+from swapformer.cli.bundle import bundled
 from swapformer.cli.errors import VerbParser, user_errors
 from swapformer.data.tokenizers import TOKENIZER_KINDS
 from swapformer.errors import ConfigError, did_you_mean
-
-_PACKAGE = Path(__file__).resolve().parents[1]
-_CHECKOUT = _PACKAGE.parents[1] / "recipes"  # src/swapformer -> the repository root
-
-
-def recipe_dir() -> Path:
-    """The folder of bundled recipes: ``swapformer/recipes`` in a wheel, ``recipes/`` in a checkout."""
-    installed = _PACKAGE / "recipes"
-    return installed if installed.is_dir() else _CHECKOUT
-
-
-def bundled() -> dict[str, Path]:
-    """Every bundled recipe by its full name (``causal_lm/stdlib-tiny``), sorted."""
-    root = recipe_dir()
-    paths = root.rglob("*.yaml") if root.is_dir() else []
-    # sorted by name, not by path: "trainer/fsdp2" before "trainer/fsdp2-tp" (as paths, "-" sorts before ".")
-    return dict(sorted((p.relative_to(root).with_suffix("").as_posix(), p) for p in paths))
 
 
 def purpose(path: Path) -> str:
