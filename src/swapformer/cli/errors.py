@@ -241,15 +241,19 @@ def _class_problem(key: str, class_path: str, problem: str, files: list[str]) ->
     return f"{where}: unknown class {class_path}{hint}"
 
 
-def _is_task_base(class_path: str) -> bool:
-    """Whether ``class_path`` is the base of the task modules, which trains no kind of model itself."""
-    from swapformer.tasks.base import SwapformerModule
+TASK_BASE = "swapformer.tasks.base.SwapformerModule"
+"""The base of the task modules, which trains no kind of model itself: by name, so that the command line's
+errors do not load Lightning to recognize it."""
 
+
+def _is_task_base(class_path: str) -> bool:
+    """Whether ``class_path`` names :data:`TASK_BASE` (itself or where a package re-exports it)."""
     module_path, _, name = class_path.rpartition(".")
     try:
-        return getattr(importlib.import_module(module_path), name, None) is SwapformerModule
+        found = getattr(importlib.import_module(module_path), name, None)
     except ImportError:
         return False
+    return f"{getattr(found, '__module__', '')}.{getattr(found, '__qualname__', '')}" == TASK_BASE
 
 
 def _no_model_class(files: list[str]) -> str:
