@@ -73,8 +73,8 @@ def no_tokenizer(path: str) -> str:
 
 
 def checked_device(name: str) -> str:
-    """``--device name`` (as torch.load takes it) when this machine has that device; otherwise one line naming it and the fix (torch's own
-    messages come from deep inside the checkpoint's unpickling).
+    """``--device name`` (as torch.load takes it) when this machine has that device; otherwise one line naming
+    it and the fix (torch's own messages come from deep inside the checkpoint's unpickling).
 
     Raises:
         ConfigError: not a torch device name, or none of that kind (or that index) here.
